@@ -1,0 +1,155 @@
+"""The Voltus REST API client: authentication, timeouts, bounded retries, and typed results."""
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from etl import __version__
+from etl.config import ApiSettings
+from etl.errors import ApiError
+from etl.records import DispatchBatch, SiteBatch, parse_dispatches, parse_sites
+from etl.timeutil import utcnow
+
+API_VERSION = "2022-04-15"
+RETRYABLE_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries are bounded both in count and in total time, so a cron run never piles up."""
+
+    attempts: int = 5
+    total_seconds: float = 45.0
+    base_delay: float = 1.0
+    max_delay: float = 15.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential, with jitter so that many clients do not retry in step."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+class VoltusClient:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._session = requests.Session()
+        self._session.headers.update(
+            {
+                "X-Voltus-API-Key": settings.key,
+                "Accept": "application/json",
+                "User-Agent": f"etl/{__version__}",
+            }
+        )
+
+    def dispatches(self) -> DispatchBatch:
+        """All dispatches of the last 24 hours; malformed ones come back set aside in `rejected`."""
+        return parse_dispatches(self._get_list("dispatches"))
+
+    def sites(self) -> SiteBatch:
+        return parse_sites(self._get_list("sites"))
+
+    def _get_list(self, resource: str) -> list[Any]:
+        body = self._get_json(f"/{API_VERSION}/{resource}")
+        items = body.get(resource) if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ApiError(
+                f"unexpected response from {self.settings.url}/{API_VERSION}/{resource}: "
+                f"no '{resource}' list",
+                "is VOLTUS_API_URL the Voltus API?",
+            )
+        return items
+
+    def _get_json(self, path: str) -> Any:
+        url = self.settings.url + path
+        timeout = (self.policy.connect_timeout, self.policy.read_timeout)
+        deadline = time.monotonic() + self.policy.total_seconds
+        for attempt in range(1, self.policy.attempts + 1):
+            retry_after = None
+            try:
+                response = self._session.get(url, timeout=timeout)
+            except RETRYABLE_ERRORS as error:
+                problem = f"{type(error).__name__} ({_first_line(error)})"
+            else:
+                if response.status_code == 200:
+                    return self._decode(response, url)
+                if response.status_code != 429 and response.status_code < 500:
+                    raise self._fatal(response, url)
+                problem = f"HTTP {response.status_code}{self._message(response)}"
+                retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+            delay = retry_after if retry_after is not None else self.policy.backoff(attempt)
+            if attempt == self.policy.attempts or time.monotonic() + delay > deadline:
+                raise ApiError(
+                    self._scrub(f"GET {url} failed after {attempt} attempts: {problem}"),
+                    "the API is unreachable or overloaded; the next run will try again",
+                )
+            self._sleep(delay)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _decode(self, response: requests.Response, url: str) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(
+                f"GET {url} answered with a body that is not JSON",
+                "is VOLTUS_API_URL the Voltus API?",
+            ) from None
+
+    def _fatal(self, response: requests.Response, url: str) -> ApiError:
+        status = response.status_code
+        hints = {
+            400: "the request was refused; is VOLTUS_API_KEY set?",
+            401: "the API key was refused; check VOLTUS_API_KEY",
+            403: "the API key was refused; check VOLTUS_API_KEY",
+            404: "check VOLTUS_API_URL, e.g. https://api.voltus.co (no path)",
+        }
+        return ApiError(
+            self._scrub(f"GET {url} failed: HTTP {status}{self._message(response)}"),
+            hints.get(status, "this is not retried"),
+        )
+
+    def _message(self, response: requests.Response) -> str:
+        """The API's own `{"message": ...}` when it sent one, for the error line."""
+        try:
+            message = response.json().get("message")
+        except (ValueError, AttributeError):
+            return ""
+        return f": {message}" if isinstance(message, str) and message else ""
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.settings.key, "***")
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After is either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - utcnow()).total_seconds())
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else "no detail"

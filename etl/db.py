@@ -1,0 +1,115 @@
+"""The database boundary: engines, transactions, schema checks, and driver errors made readable.
+
+Nothing outside this module creates an engine or sees a driver exception.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+
+from etl.config import default_database_url
+from etl.errors import ConfigError, DatabaseError, SchemaError
+
+# the Alembic head this code expects; tests/test_migrations.py keeps it equal to migrations/
+SCHEMA_REVISION = "0001"
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
+def parse_url(database_url: str | None) -> URL:
+    try:
+        url = make_url(database_url or default_database_url())
+    except sqlalchemy.exc.ArgumentError:
+        raise ConfigError(
+            "ETL_DATABASE_URL is not a database URL",
+            "use sqlite:///path/to/etl.db or postgresql+psycopg://user@host/dbname",
+        ) from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")  # the driver etl ships with
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"unsupported database {url.get_backend_name()!r}", "use SQLite or PostgreSQL"
+        )
+    return url
+
+
+def describe(url: URL) -> str:
+    """The URL with its password masked, fit for messages and logs."""
+    return url.render_as_string(hide_password=True)
+
+
+def make_engine(database_url: str | None) -> Engine:
+    url = parse_url(database_url)
+    if url.get_backend_name() == "postgresql":
+        return create_engine(url)
+    if url.database and url.database != ":memory:":
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # etl emits BEGIN itself (below), so that a writer can take the lock up front
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+    dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock at BEGIN: two writers then queue (busy timeout) instead of
+    # both reading and failing when the second tries to write
+    mode = "IMMEDIATE" if conn.get_execution_options().get("etl_writer") else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def database_errors(engine: Engine) -> Iterator[None]:
+    """Driver errors become one readable DatabaseError naming the (masked) database."""
+    try:
+        yield
+    except sqlalchemy.exc.DBAPIError as error:
+        detail = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        hint = "is the database server running and the URL right?"
+        if "locked" in detail:
+            hint = "another process held the database too long; the next run will try again"
+        raise DatabaseError(f"database {describe(engine.url)}: {detail}", hint) from None
+
+
+@contextmanager
+def write_transaction(engine: Engine, lock_name: str) -> Iterator[Connection]:
+    """One transaction holding a named write lock, so that concurrent writers (overlapping cron
+    runs) take turns: SQLite's write lock from BEGIN IMMEDIATE; on PostgreSQL an advisory lock."""
+    with database_errors(engine), engine.execution_options(etl_writer=True).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": lock_name})
+        yield conn
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    with database_errors(engine), engine.begin() as conn:
+        yield conn
+
+
+def check_schema(engine: Engine) -> None:
+    """Fail in one line, saying how to fix it, unless the schema is at the revision this code needs."""
+    with read_transaction(engine) as conn:
+        tables = sqlalchemy.inspect(conn).get_table_names()
+        if "alembic_version" not in tables:
+            raise SchemaError(
+                f"database {describe(engine.url)} has no etl schema", "run `etl db upgrade` first"
+            )
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    if revision != SCHEMA_REVISION:
+        raise SchemaError(
+            f"database {describe(engine.url)} is at schema revision {revision}; "
+            f"this etl needs {SCHEMA_REVISION}",
+            "run `etl db upgrade`",
+        )

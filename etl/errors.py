@@ -1,0 +1,32 @@
+"""The errors a user can cause or meet, each with a reason and what to do about it.
+
+The CLI turns any EtlError into one line on stderr and the exit code below; anything else is a bug.
+"""
+
+
+class EtlError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(EtlError):
+    exit_code = 2
+
+
+class ApiError(EtlError):
+    exit_code = 3
+
+
+class DatabaseError(EtlError):
+    exit_code = 4
+
+
+class SchemaError(DatabaseError):
+    pass

@@ -1,0 +1,41 @@
+"""Schema migrations through Alembic. Only `etl db upgrade` (and tests) import this module:
+Alembic takes a third of a second to import, which a minutely cron job should not pay."""
+
+from importlib.resources import files
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from etl.db import read_transaction, write_transaction
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(files("etl.migrations")))
+    return config
+
+
+def current_revision(engine: Engine) -> str | None:
+    with read_transaction(engine) as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def migrate(engine: Engine, revision: str = "head", downgrade: bool = False) -> None:
+    """Upgrade (or downgrade) in one transaction; concurrent runs take turns on a lock, and the
+    later one finds nothing left to do."""
+    config = _config()
+    with write_transaction(engine, "etl.migrate") as conn:
+        config.attributes["connection"] = conn
+        if downgrade:
+            command.downgrade(config, revision)
+        else:
+            command.upgrade(config, revision)
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None, "migrations/versions has no revision"
+    return head

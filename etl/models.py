@@ -1,0 +1,156 @@
+"""The schema as SQLAlchemy typed models. It is created and changed only by Alembic migrations.
+
+Tables and column names are a public interface: users query them with SQL.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Index, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC in Python; `timestamptz` on PostgreSQL, and on SQLite a naive UTC text of fixed
+    width ('YYYY-MM-DD HH:MM:SS.ffffff') so that comparing the text compares the times."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: etl stores only aware UTC times")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# jsonb on PostgreSQL: it has an equality operator (upserts compare values) and indexes
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONDocument, Any: JSONDocument}
+
+
+class Program(Base):
+    __tablename__ = "programs"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str]
+    timezone: Mapped[str]
+    market: Mapped[str]
+    program_type: Mapped[str]
+    first_seen_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    customer_location_id: Mapped[str]
+    # [{id, name, asset_type}], as the /sites endpoint lists them; null until that is fetched
+    meters: Mapped[Any | None]
+    first_seen_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Dispatch(Base):
+    __tablename__ = "dispatches"
+    __table_args__ = (
+        # the processor's question: which authorized dispatches are in (or near) their window
+        Index("ix_dispatches_authorized_end_time", "authorized", "end_time"),
+        Index("ix_dispatches_start_time", "start_time"),
+        Index("ix_dispatches_program_id", "program_id"),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    authorized: Mapped[bool]
+    test: Mapped[bool]
+    start_time: Mapped[datetime]
+    end_time: Mapped[datetime | None]
+    creation_time: Mapped[datetime | None]
+    modification_number: Mapped[int | None]
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    # the whole object as the API sent it, extra fields included; its hash lets an unchanged
+    # dispatch be skipped without touching its rows
+    raw: Mapped[dict[str, Any]]
+    content_hash: Mapped[str] = mapped_column(String(32))
+    first_seen_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class DispatchSite(Base):
+    __tablename__ = "dispatch_sites"
+    __table_args__ = (Index("ix_dispatch_sites_site_id", "site_id", "dispatch_id"),)
+
+    dispatch_id: Mapped[str] = mapped_column(ForeignKey("dispatches.id"), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    commitment_kw: Mapped[float | None]
+    added_at: Mapped[datetime]
+    # set when a later fetch no longer lists the site in the dispatch; the row stays as history
+    removed_at: Mapped[datetime | None]
+
+
+class Event(Base):
+    """The append-only log of every change etl observed or made."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_dispatch_id", "dispatch_id", "id"),
+        Index("ix_events_site_id", "site_id", "occurred_at"),
+        Index("ix_events_occurred_at", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    occurred_at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(40))
+    dispatch_id: Mapped[str | None]
+    site_id: Mapped[str | None]
+    program_id: Mapped[int | None]
+    fetch_run_id: Mapped[int | None] = mapped_column(ForeignKey("fetch_runs.id"))
+    details: Mapped[dict[str, Any]]
+
+
+class FetchRun(Base):
+    __tablename__ = "fetch_runs"
+    __table_args__ = (Index("ix_fetch_runs_outcome_finished_at", "outcome", "finished_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(20))  # succeeded | failed
+    dispatches_received: Mapped[int]
+    dispatches_created: Mapped[int]
+    dispatches_changed: Mapped[int]
+    sites_received: Mapped[int]
+    rejected: Mapped[int]
+    events: Mapped[int]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class RejectedRecord(Base):
+    """A record the API sent that did not validate: kept whole, with why, and never acted on."""
+
+    __tablename__ = "rejected_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # the same malformed record comes back every minute for a day: it is kept once
+    payload_hash: Mapped[str] = mapped_column(String(32), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # dispatch | site
+    record_id: Mapped[str | None]
+    reason: Mapped[str] = mapped_column(Text)
+    payload: Mapped[Any]
+    first_seen_at: Mapped[datetime]
+    fetch_run_id: Mapped[int] = mapped_column(ForeignKey("fetch_runs.id"))

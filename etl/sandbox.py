@@ -1,0 +1,203 @@
+"""A local emulator of the Voltus API, for demos, for etl's tests, and for testing your handlers.
+
+It serves `/2022-04-15/dispatches`, `/2022-04-15/dispatches/{id}` and `/2022-04-15/sites` from a
+scenario, with the API's error shapes (400 without a key, 401 with a wrong one, 404), and can inject
+faults: error statuses (500, 429 with Retry-After), slow responses, bodies that are not JSON or are
+cut short. A scenario is a JSON file `{"dispatches": [...], "sites": [...]}`; a time written as
+`now`, `now+15m` or `now-2h` (units s, m, h, d) is taken relative to when the emulator started.
+The file is read again whenever it changes, so a running emulator follows your edits.
+Unlike the real API, it does not drop dispatches older than 24 hours: remove them from the scenario.
+"""
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from etl.api import API_VERSION
+from etl.config import SANDBOX_KEY
+from etl.errors import ConfigError
+from etl.timeutil import format_rfc3339, utcnow
+
+RELATIVE_TIME = re.compile(r"^now(?:([+-])(\d+)([smhd]))?$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+@dataclass
+class Faults:
+    """What the next responses do wrong; each count is used up one request at a time."""
+
+    statuses: list[int] = field(default_factory=list)  # e.g. [500, 429]: the next two fail so
+    retry_after: str | None = None  # sent with each 429
+    delay_seconds: float = 0.0  # before every response
+    not_json: int = 0  # the next N successful responses have a body that is not JSON
+    truncated: int = 0  # the next N successful responses are cut off mid-body
+
+
+def resolve_times(value: Any, anchor: datetime) -> Any:
+    """Replace `now±N<unit>` strings anywhere in a scenario by RFC 3339 times."""
+    if isinstance(value, dict):
+        return {k: resolve_times(v, anchor) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_times(v, anchor) for v in value]
+    if isinstance(value, str) and (match := RELATIVE_TIME.match(value)):
+        sign, amount, unit = match.groups()
+        offset = timedelta(**{UNITS[unit]: int(amount)}) if amount else timedelta()
+        return format_rfc3339(anchor - offset if sign == "-" else anchor + offset)
+    return value
+
+
+def load_scenario(path: Path | None, anchor: datetime) -> dict[str, list[Any]]:
+    source = path or files("etl").joinpath("sandbox_scenario.json")
+    try:
+        scenario = json.loads(source.read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read scenario {source}: {error}") from None
+    if not isinstance(scenario, dict):
+        raise ConfigError(f"scenario {source} is not a JSON object")
+    resolved = resolve_times(scenario, anchor)
+    return {"dispatches": resolved.get("dispatches", []), "sites": resolved.get("sites", [])}
+
+
+class Sandbox:
+    """The emulator's state and server. Tests change `dispatches`, `sites` and `faults` directly
+    (under `lock`); `etl sandbox` serves a scenario file and follows its changes."""
+
+    def __init__(
+        self,
+        scenario_path: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        key: str = SANDBOX_KEY,
+    ) -> None:
+        self.anchor = utcnow()
+        self.key = key
+        self.lock = threading.Lock()
+        self.faults = Faults()
+        self.requests: list[str] = []
+        self._scenario_path = scenario_path
+        self._scenario_mtime = self._mtime()
+        scenario = load_scenario(scenario_path, self.anchor)
+        self.dispatches: list[Any] = scenario["dispatches"]
+        self.sites: list[Any] = scenario["sites"]
+        try:
+            self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        except OSError as error:
+            raise ConfigError(
+                f"the emulator cannot listen on {host}:{port}: {error.strerror}"
+            ) from None
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever(poll_interval=0.2)
+
+    def start(self) -> "Sandbox":
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _mtime(self) -> float | None:
+        return self._scenario_path.stat().st_mtime if self._scenario_path else None
+
+    def _follow_scenario_file(self) -> None:
+        if self._scenario_path is None or self._mtime() == self._scenario_mtime:
+            return
+        self._scenario_mtime = self._mtime()
+        scenario = load_scenario(self._scenario_path, self.anchor)
+        self.dispatches, self.sites = scenario["dispatches"], scenario["sites"]
+
+    def respond(self, path: str, key: str | None) -> tuple[int, dict[str, str], bytes]:
+        """Status, extra headers and body for one GET, faults included."""
+        with self.lock:
+            self.requests.append(path)
+            delay = self.faults.delay_seconds
+        if delay:
+            time.sleep(delay)
+        with self.lock:
+            if self.faults.statuses:
+                status = self.faults.statuses.pop(0)
+                headers = {}
+                if status == 429 and self.faults.retry_after is not None:
+                    headers["Retry-After"] = self.faults.retry_after
+                return status, headers, _error_body("injected fault", f"status_{status}")
+            if key is None:
+                return 400, {}, _error_body("missing X-Voltus-API-Key header", "bad_request")
+            if key != self.key:
+                return 401, {}, _error_body("invalid API key", "unauthorized")
+            try:
+                self._follow_scenario_file()
+            except ConfigError as error:
+                return 500, {}, _error_body(str(error), "internal")
+            status, body = self._route(path)
+            if status == 200 and self.faults.not_json:
+                self.faults.not_json -= 1
+                return 200, {}, b"<html>this is not JSON</html>"
+            if status == 200 and self.faults.truncated:
+                self.faults.truncated -= 1
+                return 200, {"X-Truncate": "1"}, body
+            return status, {}, body
+
+    def _route(self, path: str) -> tuple[int, bytes]:
+        prefix = f"/{API_VERSION}/"
+        resource = path.split("?", 1)[0].removeprefix(prefix) if path.startswith(prefix) else ""
+        if resource == "dispatches":
+            return 200, _json({"dispatches": self.dispatches, "page": 0, "perPage": 0})
+        if resource == "sites":
+            return 200, _json({"sites": self.sites, "page": 0, "perPage": 0})
+        if resource.startswith("dispatches/"):
+            wanted = resource.removeprefix("dispatches/")
+            for dispatch in self.dispatches:
+                if isinstance(dispatch, dict) and dispatch.get("id") == wanted:
+                    return 200, _json(dispatch)
+            return 404, _error_body(f"dispatch {wanted} not found", "not_found")
+        return 404, _error_body(f"no such endpoint: {path}", "not_found")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _error_body(message: str, kind: str) -> bytes:
+    return _json({"message": message, "type": kind})
+
+
+def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status, headers, body = sandbox.respond(self.path, self.headers.get("X-Voltus-API-Key"))
+            truncate = headers.pop("X-Truncate", None)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            # a truncated body: promise the whole length, send half, then close the connection
+            self.wfile.write(body[: len(body) // 2] if truncate else body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # one line per request would drown the demo's output
+
+    return Handler
