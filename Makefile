@@ -15,8 +15,20 @@ $(BIN)/etl: pyproject.toml
 
 setup: $(BIN)/etl
 
+# The demo: start the emulator on a free port, then create a SQLite store in .demo/ and fetch
+# twice (the second fetch finds nothing new), as cron would every minute.
 demo: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" sh scripts/demo.sh $(DEMO_DIR)
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	@$(BIN)/etl sandbox --port 0 > $(DEMO_DIR)/sandbox.log 2>&1 & pid=$$!; \
+	trap 'kill $$pid' EXIT; \
+	for i in $$(seq 50); do grep -q http $(DEMO_DIR)/sandbox.log && break; sleep 0.1; done; \
+	cat $(DEMO_DIR)/sandbox.log; \
+	export VOLTUS_API_URL=$$(grep -o 'http://[0-9.:]*' $(DEMO_DIR)/sandbox.log) VOLTUS_API_KEY=secret \
+	       ETL_DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DIR)/etl.db; \
+	set -ex; \
+	$(BIN)/etl db upgrade; \
+	$(BIN)/etl fetch --sites; \
+	$(BIN)/etl fetch
 
 test: setup
 	$(BIN)/ruff check .

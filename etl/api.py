@@ -5,6 +5,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import requests
@@ -134,7 +135,7 @@ class VoltusClient:
         return f": {message}" if isinstance(message, str) and message else ""
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self.settings.key, "***")
+        return text.replace(self.settings.key, "***") if self.settings.key else text
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -147,6 +148,8 @@ def _retry_after_seconds(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000": a time given in UTC
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - utcnow()).total_seconds())
 
 

@@ -99,7 +99,7 @@ def read_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 def check_schema(engine: Engine) -> None:
-    """Fail in one line, saying how to fix it, unless the schema is at the revision this code needs."""
+    """Fail in one line, saying how to fix it, unless the schema is at this code's revision."""
     with read_transaction(engine) as conn:
         tables = sqlalchemy.inspect(conn).get_table_names()
         if "alembic_version" not in tables:

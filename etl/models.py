@@ -4,7 +4,7 @@ Tables and column names are a public interface: users query them with SQL.
 """
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Index, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -38,7 +38,11 @@ JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONDocument, Any: JSONDocument}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSONDocument,
+        Any: JSONDocument,
+    }
 
 
 class Program(Base):

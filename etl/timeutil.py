@@ -1,4 +1,4 @@
-"""Time is always timezone-aware UTC inside etl; the API sends RFC 3339, sometimes with nanoseconds."""
+"""Time is aware UTC inside etl; the API sends RFC 3339, sometimes with nanoseconds."""
 
 from datetime import UTC, datetime
 

@@ -1,0 +1,62 @@
+"""Fixtures: every storage test runs on a real SQLite file and on the real PostgreSQL server, and
+every API test talks real HTTP to the project's own emulator on loopback."""
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+from etl.api import RetryPolicy, VoltusClient
+from etl.config import ApiSettings
+from etl.db import make_engine
+from etl.migrate import migrate
+from etl.sandbox import Sandbox
+
+POSTGRES = os.environ.get("ETL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+FAST_RETRIES = RetryPolicy(attempts=4, total_seconds=10, base_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh empty database: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'etl.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES, autocommit=True)
+    except psycopg.OperationalError as error:
+        pytest.fail(
+            f"PostgreSQL at {POSTGRES} is not answering ({error}); start it with "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        )
+    with admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            base = POSTGRES.replace("postgresql://", "postgresql+psycopg://", 1)
+            yield f"{base}?options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def client(sandbox: Sandbox) -> VoltusClient:
+    return VoltusClient(ApiSettings(url=sandbox.url, key="secret"), FAST_RETRIES)

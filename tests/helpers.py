@@ -1,0 +1,41 @@
+"""Builders for API-shaped dispatches, so that each test states only what it varies."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from etl.timeutil import format_rfc3339
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def at(minutes: float) -> str:
+    return format_rfc3339(NOW + timedelta(minutes=minutes))
+
+
+def site(site_id: str, commitment: float | None = 10.0, name: str | None = None) -> dict[str, Any]:
+    return {
+        "id": site_id,
+        "name": name or f"Site {site_id}",
+        "customer_location_id": f"loc-{site_id}",
+        "commitment": commitment,
+    }
+
+
+def dispatch(dispatch_id: str, *sites: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    value: dict[str, Any] = {
+        "id": dispatch_id,
+        "authorized": True,
+        "test": False,
+        "start_time": at(-5),
+        "end_time": at(55),
+        "program": {
+            "id": 42,
+            "name": "MISO - Operating Reserves",
+            "timezone": "US/Central",
+            "market": "MISO",
+            "program_type": "ancillary_services",
+        },
+        "sites": list(sites) or [site("s1")],
+    }
+    value.update(fields)
+    return {k: v for k, v in value.items() if v is not None}

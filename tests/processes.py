@@ -1,0 +1,68 @@
+"""Running the real `etl` command in subprocesses, as cron would."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from etl.sandbox import Sandbox
+
+
+def etl_env(database_url: str, sandbox: Sandbox | None = None, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "ETL_DATABASE_URL": database_url, **extra}
+    if sandbox is not None:
+        env.update({"VOLTUS_API_URL": sandbox.url, "VOLTUS_API_KEY": sandbox.key})
+    return env
+
+
+def etl(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "etl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_etl(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "etl", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def lock_is_held(database_url: str, lock_name: str) -> bool:
+    """Whether some process holds etl's named write lock (on SQLite, the database's write lock)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        probe = sqlite3.connect(url.database, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return True
+        finally:
+            if probe.in_transaction:
+                probe.execute("ROLLBACK")
+            probe.close()
+        return False
+    conninfo = url.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as probe:
+        got = probe.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [lock_name]).fetchone()
+        if got and got[0]:
+            probe.execute("SELECT pg_advisory_unlock(hashtext(%s))", [lock_name])
+            return False
+    return True
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 120) -> int:
+    """Wait for the process and close its pipes; its stderr goes to ours, for the test report."""
+    _, stderr = process.communicate(timeout=timeout)
+    sys.stderr.write(stderr)
+    return process.returncode

@@ -1,0 +1,148 @@
+"""The API client against the emulator over real HTTP: retries, backoff, timeouts, fatal errors."""
+
+import socket
+import time
+
+import pytest
+
+from etl.api import RetryPolicy, VoltusClient
+from etl.config import ApiSettings, api_settings
+from etl.errors import ApiError, ConfigError
+from etl.sandbox import Sandbox
+from tests.conftest import FAST_RETRIES
+from tests.helpers import dispatch
+
+
+class RecordingSleep:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        time.sleep(min(seconds, 0.05))
+
+
+def make_client(
+    sandbox: Sandbox, key: str = "secret", policy: RetryPolicy = FAST_RETRIES
+) -> tuple[VoltusClient, RecordingSleep]:
+    sleep = RecordingSleep()
+    return VoltusClient(ApiSettings(sandbox.url, key), policy, sleep=sleep), sleep
+
+
+def test_fetches_dispatches_and_sites_with_the_key_header(sandbox: Sandbox) -> None:
+    client, sleep = make_client(sandbox)
+    batch = client.dispatches()
+    assert {d.id for d in batch.dispatches} == {"asdf", "5j94", "zg1p", "ez4p"}
+    assert {s.id for s in client.sites().sites} >= {"asdf", "xv1w4"}
+    assert sleep.delays == []
+
+
+def test_server_errors_are_retried_with_growing_backoff(sandbox: Sandbox) -> None:
+    sandbox.faults.statuses = [500, 502, 503]
+    client, sleep = make_client(sandbox)
+    assert client.dispatches().dispatches
+    assert len(sandbox.requests) == 4
+    assert len(sleep.delays) == 3
+    # exponential with jitter in [0.5, 1] of the ceiling: 0.01, 0.02, 0.04
+    assert 0.005 <= sleep.delays[0] <= 0.01 and 0.02 <= sleep.delays[2] <= 0.04
+
+
+def test_rate_limit_honours_retry_after(sandbox: Sandbox) -> None:
+    sandbox.faults.statuses = [429]
+    sandbox.faults.retry_after = "2"
+    client, sleep = make_client(sandbox)
+    assert client.dispatches().dispatches
+    assert sleep.delays == [2.0]
+
+
+def test_retries_are_bounded_in_count(sandbox: Sandbox) -> None:
+    sandbox.faults.statuses = [500] * 10
+    client, _ = make_client(sandbox)
+    with pytest.raises(ApiError, match="failed after 4 attempts: HTTP 500: injected fault"):
+        client.dispatches()
+    assert len(sandbox.requests) == 4
+
+
+def test_retries_are_bounded_in_total_time(sandbox: Sandbox) -> None:
+    """A Retry-After beyond the time budget is not waited for: the run gives up at once."""
+    sandbox.faults.statuses = [429, 429]
+    sandbox.faults.retry_after = "3600"
+    client, sleep = make_client(sandbox)
+    with pytest.raises(ApiError, match="after 1 attempts: HTTP 429"):
+        client.dispatches()
+    assert sleep.delays == []
+
+
+def test_slow_responses_time_out_and_are_retried(sandbox: Sandbox) -> None:
+    sandbox.faults.delay_seconds = 0.5
+    policy = RetryPolicy(attempts=2, total_seconds=5, base_delay=0.01, read_timeout=0.1)
+    client, _ = make_client(sandbox, policy=policy)
+    with pytest.raises(ApiError, match="after 2 attempts: ReadTimeout"):
+        client.dispatches()
+
+
+def test_a_truncated_body_is_retried(sandbox: Sandbox) -> None:
+    sandbox.faults.truncated = 1
+    client, sleep = make_client(sandbox)
+    assert len(client.dispatches().dispatches) == 4
+    assert len(sleep.delays) == 1
+
+
+def test_a_body_that_is_not_json_is_a_clear_error(sandbox: Sandbox) -> None:
+    sandbox.faults.not_json = 1
+    client, _ = make_client(sandbox)
+    with pytest.raises(ApiError, match="not JSON") as raised:
+        client.dispatches()
+    assert raised.value.hint == "is VOLTUS_API_URL the Voltus API?"
+
+
+@pytest.mark.parametrize(
+    ("key", "status", "hint"),
+    [("wrong-key-123", 401, "check VOLTUS_API_KEY"), ("", 400, "is VOLTUS_API_KEY set?")],
+)
+def test_key_problems_are_not_retried_and_never_show_the_key(
+    sandbox: Sandbox, key: str, status: int, hint: str
+) -> None:
+    client, sleep = make_client(sandbox, key=key)
+    if not key:
+        del client._session.headers["X-Voltus-API-Key"]
+    with pytest.raises(ApiError, match=f"HTTP {status}") as raised:
+        client.dispatches()
+    assert hint in str(raised.value)
+    assert len(sandbox.requests) == 1 and sleep.delays == []
+    if key:
+        assert key not in str(raised.value)
+
+
+def test_wrong_url_says_to_check_it(sandbox: Sandbox) -> None:
+    client = VoltusClient(ApiSettings(sandbox.url + "/v1", "secret"), FAST_RETRIES)
+    with pytest.raises(ApiError, match="HTTP 404") as raised:
+        client.dispatches()
+    assert "check VOLTUS_API_URL" in str(raised.value)
+
+
+def test_nothing_listening_is_retried_then_reported() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = VoltusClient(ApiSettings(f"http://127.0.0.1:{port}", "secret"), FAST_RETRIES)
+    with pytest.raises(ApiError, match="after 4 attempts: ConnectionError"):
+        client.dispatches()
+
+
+def test_a_malformed_dispatch_is_returned_apart(sandbox: Sandbox) -> None:
+    sandbox.dispatches = [dispatch("good"), {**dispatch("bad"), "start_time": "soon"}]
+    client, _ = make_client(sandbox)
+    batch = client.dispatches()
+    assert [d.id for d in batch.dispatches] == ["good"]
+    assert batch.rejected[0].record_id == "bad"
+
+
+def test_key_defaults_to_the_public_one_only_for_the_sandbox() -> None:
+    assert api_settings(None, None).key == "secret"
+    assert api_settings("https://api.voltus.co", "k").key == "k"
+    with pytest.raises(ConfigError, match="VOLTUS_API_KEY is not set"):
+        api_settings("https://api.voltus.co", None)
+    with pytest.raises(ConfigError, match="not an http"):
+        api_settings("api.voltus.co", "k")
+    assert "k3y" not in repr(api_settings("https://api.voltus.co", "k3y"))

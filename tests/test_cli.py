@@ -1,0 +1,97 @@
+"""The `etl` command as users run it: one clear line for expected failures, never the key."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from etl.cli import app
+from etl.sandbox import Sandbox
+from tests.processes import etl, etl_env
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def assert_one_line_error(result, code: int, text: str) -> None:  # type: ignore[no-untyped-def]
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("etl: error: ") and text in line
+
+
+def test_fetch_then_fetch_again(tmp_path: Path, sandbox: Sandbox) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
+    assert etl("db", "upgrade", env=env).returncode == 0
+    first = etl("fetch", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "4 dispatches received: 4 new, 0 changed, 0 unchanged, 0 rejected" in first.stdout
+    assert "dispatch_created: dispatch asdf" in first.stdout
+    second = etl("fetch", env=env)
+    assert "0 new, 0 changed, 4 unchanged" in second.stdout and "0 events" in second.stdout
+    assert etl("fetch", "--quiet", env=env).stdout == ""
+
+
+def test_an_unmigrated_database_says_how_to_fix_it(tmp_path: Path, sandbox: Sandbox) -> None:
+    result = etl("fetch", env=etl_env(f"sqlite:///{tmp_path / 'new.db'}", sandbox))
+    assert_one_line_error(result, 4, "has no etl schema (run `etl db upgrade` first)")
+
+
+def test_a_refused_key_is_one_line_without_the_key(tmp_path: Path, sandbox: Sandbox) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
+    etl("db", "upgrade", env=env)
+    env["VOLTUS_API_KEY"] = "my-very-secret-key"
+    result = etl("fetch", env=env)
+    assert_one_line_error(result, 3, "HTTP 401")
+    assert "my-very-secret-key" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env_change", "text"),
+    [
+        ({"ETL_DATABASE_URL": "mysql://x@localhost/db"}, "unsupported database 'mysql'"),
+        ({"ETL_DATABASE_URL": "not a url"}, "ETL_DATABASE_URL is not a database URL"),
+        (
+            {"VOLTUS_API_URL": "https://api.voltus.co", "VOLTUS_API_KEY": ""},
+            "VOLTUS_API_KEY is not set",
+        ),
+    ],
+)
+def test_bad_configuration_is_one_line(
+    tmp_path: Path, sandbox: Sandbox, env_change: dict[str, str], text: str
+) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
+    etl("db", "upgrade", env=env)
+    result = etl("fetch", env={**env, **env_change})
+    assert_one_line_error(result, 2, text)
+
+
+def test_an_unreachable_postgresql_is_one_line(sandbox: Sandbox) -> None:
+    url = "postgresql+psycopg://postgres:pw@127.0.0.1:1/none"
+    result = etl("fetch", env=etl_env(url, sandbox))
+    assert_one_line_error(result, 4, "database postgresql+psycopg://postgres:***@127.0.0.1:1/none")
+    assert ":pw@" not in result.stderr
+
+
+def test_help_never_shows_the_key(tmp_path: Path) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", None, VOLTUS_API_KEY="hunter2-key")
+    result = etl("fetch", "--help", env=env)
+    assert result.returncode == 0 and "--api-key" in result.stdout
+    assert "hunter2-key" not in result.stdout
+
+
+def command_names() -> list[str]:
+    names = []
+    for info in app.registered_commands:
+        names.append(info.name or info.callback.__name__)
+    for group in app.registered_groups:
+        names += [f"{group.name} {c.name}" for c in group.typer_instance.registered_commands]
+    return names
+
+
+@pytest.mark.parametrize("command", command_names())
+def test_every_command_has_help_and_is_in_the_readme(tmp_path: Path, command: str) -> None:
+    result = etl(*command.split(), "--help", env=etl_env(f"sqlite:///{tmp_path / 'x.db'}"))
+    assert result.returncode == 0
+    summary = re.search(r"Usage: .*\n\s*\n\s*(\S.*)", result.stdout)
+    assert summary and len(summary.group(1)) > 10
+    assert f"etl {command}" in README.read_text()

@@ -1,0 +1,84 @@
+"""Real `etl fetch` processes: overlapping cron runs, and runs killed with SIGKILL mid-write."""
+
+import signal
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from etl import models
+from etl.ingest import FETCH_LOCK
+from etl.sandbox import Sandbox
+from tests.helpers import dispatch, site
+from tests.processes import etl_env, finish, lock_is_held, start_etl
+
+
+def many_dispatches(n: int, authorized: bool = True) -> list[dict[str, Any]]:
+    return [
+        dispatch(f"d{i}", *(site(f"s{(i + j) % 300}", j) for j in range(4)), authorized=authorized)
+        for i in range(n)
+    ]
+
+
+def snapshot(engine: Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        tables = [models.Dispatch, models.DispatchSite, models.Event, models.FetchRun]
+        counts = {
+            m.__tablename__: conn.execute(
+                select(func.count()).select_from(m.__table__)
+            ).scalar_one()
+            for m in tables
+        }
+        authorized = conn.execute(
+            select(models.Dispatch.authorized, func.count()).group_by(models.Dispatch.authorized)
+        ).all()
+    return {**counts, "authorized": dict(authorized)}
+
+
+@pytest.mark.parametrize("processes", [4])
+def test_overlapping_fetches_store_everything_once(
+    engine: Engine, database_url: str, sandbox: Sandbox, processes: int
+) -> None:
+    sandbox.dispatches = many_dispatches(1000)
+    env = etl_env(database_url, sandbox)
+    runs = [start_etl("fetch", "-q", env=env) for _ in range(processes)]
+    assert [finish(run) for run in runs] == [0] * processes
+    state = snapshot(engine)
+    assert state["dispatches"] == 1000 and state["dispatch_sites"] == 4000
+    with engine.connect() as conn:
+        created = conn.execute(
+            select(func.count()).where(models.Event.kind == "dispatch_created")
+        ).scalar_one()
+        per_run = conn.execute(select(models.FetchRun.dispatches_created)).scalars().all()
+    assert created == 1000
+    assert sorted(per_run) == [0] * (processes - 1) + [1000]
+
+
+def test_a_fetch_killed_inside_its_transaction_leaves_no_trace(
+    engine: Engine, database_url: str, sandbox: Sandbox
+) -> None:
+    sandbox.dispatches = many_dispatches(1500)
+    env = etl_env(database_url, sandbox)
+    assert finish(start_etl("fetch", "-q", env=env)) == 0
+    before = snapshot(engine)
+    sandbox.dispatches = many_dispatches(1500, authorized=False)  # every dispatch cancelled
+
+    untouched = 0
+    for _ in range(5):
+        run = start_etl("fetch", "-q", env=env)
+        deadline = time.monotonic() + 60
+        while not lock_is_held(database_url, FETCH_LOCK) and run.poll() is None:
+            assert time.monotonic() < deadline, "the fetch never took its lock"
+        run.send_signal(signal.SIGKILL)
+        finish(run)
+        after = snapshot(engine)
+        if run.returncode == -signal.SIGKILL and after == before:
+            untouched += 1
+        else:  # it committed just before the kill: then all of it is there
+            assert after["authorized"] == {False: 1500}
+            break
+    assert untouched >= 1
+
+    assert finish(start_etl("fetch", "-q", env=env)) == 0
+    assert snapshot(engine)["authorized"] == {False: 1500}

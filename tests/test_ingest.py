@@ -1,0 +1,219 @@
+"""Ingestion on SQLite and PostgreSQL: idempotence, one event per change, bad records, failures."""
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from etl import ingest, models
+from etl.api import VoltusClient
+from etl.errors import ApiError
+from etl.sandbox import Sandbox
+from etl.timeutil import parse_rfc3339
+from tests.helpers import at, dispatch, site
+
+
+def run(engine: Engine, client: VoltusClient, sites: bool = False) -> ingest.FetchSummary:
+    return ingest.fetch(engine, client, include_sites=sites)
+
+
+def kinds(summary: ingest.FetchSummary) -> list[tuple[str, str | None, str | None]]:
+    return sorted((e.kind, e.dispatch_id, e.site_id) for e in summary.events)
+
+
+def table_rows(engine: Engine, model: Any) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [row._asdict() for row in conn.execute(select(model.__table__))]
+
+
+def by_id(engine: Engine, model: Any) -> dict[Any, dict[str, Any]]:
+    return {row["id"]: row for row in table_rows(engine, model)}
+
+
+def count(engine: Engine, model: Any) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(model.__table__)).scalar_one()
+
+
+def test_first_fetch_stores_everything_with_its_events(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    summary = run(engine, client, sites=True)
+    assert (summary.dispatches_received, summary.dispatches_created) == (4, 4)
+    stored = by_id(engine, models.Dispatch)
+    assert set(stored) == {"asdf", "5j94", "zg1p", "ez4p"}
+    assert stored["zg1p"]["authorized"] is False and stored["ez4p"]["test"] is True
+    assert stored["5j94"]["metadata"] == {"dispatch_source": "manual_test"}
+    assert stored["asdf"]["start_time"].tzinfo is not None
+    sites = by_id(engine, models.Site)
+    assert sites["xv1w4"]["meters"] == [
+        {"id": "wpv31", "name": "Primary Meter", "asset_type": "load"}
+    ]
+    assert count(engine, models.DispatchSite) == 7
+    counted = [k for k, _, _ in kinds(summary)]
+    assert counted.count("dispatch_created") == 4 and counted.count("program_seen") == 4
+    assert counted.count("site_seen") == 5
+    assert count(engine, models.Event) == len(summary.events)
+    (fetch_run,) = table_rows(engine, models.FetchRun)
+    assert fetch_run["outcome"] == "succeeded" and fetch_run["events"] == len(summary.events)
+
+
+def test_the_same_payload_twice_writes_nothing(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    run(engine, client, sites=True)
+    before = {
+        model: table_rows(engine, model)
+        for model in (models.Dispatch, models.Site, models.Program, models.DispatchSite)
+    }
+    events_before = count(engine, models.Event)
+    summary = run(engine, client, sites=True)
+    assert summary.events == [] and summary.dispatches_unchanged == 4
+    assert count(engine, models.Event) == events_before
+    for model, rows in before.items():
+        assert table_rows(engine, model) == rows  # updated_at included: no row was rewritten
+
+
+def test_upsert_skips_rows_that_did_not_change(engine: Engine) -> None:
+    """The ON CONFLICT guard on its own, below the content-hash skip."""
+    row = {"id": 1, "name": "p", "timezone": "UTC", "market": "", "program_type": "capacity"}
+    times = {"first_seen_at": parse_rfc3339(at(0)), "updated_at": parse_rfc3339(at(0))}
+    with engine.begin() as conn:
+        ingest._upsert(conn, ingest.programs, [{**row, **times}], ["id"])
+    later = {**times, "updated_at": parse_rfc3339(at(1))}
+    with engine.begin() as conn:
+        ingest._upsert(conn, ingest.programs, [{**row, **later}], ["id"])
+        ingest._upsert(conn, ingest.programs, [{**row, "name": "q", **later}], ["id"])
+    ((name, updated_at),) = [
+        (r["name"], r["updated_at"]) for r in table_rows(engine, models.Program)
+    ]
+    assert name == "q" and updated_at == later["updated_at"]
+
+
+def test_each_kind_of_change_is_one_event(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    sandbox.dispatches = [
+        dispatch("d1", site("a", 10), site("b", 20), end_time=None),
+        dispatch("d2", site("c", 5)),
+        dispatch("d3", site("a", 1)),
+    ]
+    run(engine, client)
+    program = {**sandbox.dispatches[1]["program"], "name": "MISO renamed"}
+    sandbox.dispatches = [
+        # end time appears; site b leaves; site c joins; a's commitment changes
+        dispatch("d1", site("a", 11), site("c", 5), end_time=at(60)),
+        # cancelled, and its program renamed; an unknown field appears
+        dispatch(
+            "d2", site("c", 5, name="Site c renamed"), authorized=False, program=program, extra=1
+        ),
+        # d3 left the 24-hour window: nothing happens to it
+    ]
+    summary = run(engine, client)
+    assert kinds(summary) == [
+        ("dispatch_cancelled", "d2", None),
+        ("dispatch_changed", "d2", None),
+        ("dispatch_end_time_set", "d1", None),
+        ("dispatch_site_added", "d1", "c"),
+        ("dispatch_site_changed", "d1", "a"),
+        ("dispatch_site_removed", "d1", "b"),
+        ("program_changed", None, None),
+        ("site_renamed", None, "c"),
+    ]
+    by_kind = {e.kind: e.details for e in summary.events}
+    assert by_kind["dispatch_site_changed"] == {"commitment_kw": {"old": 10.0, "new": 11.0}}
+    assert by_kind["dispatch_changed"] == {"changes": {"extra": {"old": None, "new": 1}}}
+    assert by_kind["site_renamed"] == {"old": "Site c", "new": "Site c renamed"}
+    assert by_kind["dispatch_end_time_set"]["end_time"]["old"] is None
+    ds = {(r["dispatch_id"], r["site_id"]): r for r in table_rows(engine, models.DispatchSite)}
+    assert ds[("d1", "b")]["removed_at"] is not None and ds[("d1", "a")]["removed_at"] is None
+    assert by_id(engine, models.Dispatch)["d3"]["authorized"] is True
+
+    sandbox.dispatches = [
+        dispatch(
+            "d1",
+            site("a", 11),
+            site("b", 20),
+            site("c", 5, name="Site c renamed"),
+            end_time=at(90),
+            program=program,
+        )
+    ]
+    summary = run(engine, client)
+    assert kinds(summary) == [
+        ("dispatch_end_time_moved", "d1", None),
+        ("dispatch_site_added", "d1", "b"),
+    ]
+    ds = {(r["dispatch_id"], r["site_id"]): r for r in table_rows(engine, models.DispatchSite)}
+    assert ds[("d1", "b")]["removed_at"] is None
+
+
+def test_sites_pass_records_meters_and_renames(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    run(engine, client, sites=True)
+    sandbox.sites = [
+        {"id": "asdf", "name": "Site One", "customer_location_id": "1", "meters": []},
+        {
+            "id": "lkjh",
+            "name": "Site 2",
+            "customer_location_id": "2",
+            "meters": [{"id": "m9", "name": "New meter", "asset_type": "generation"}],
+        },
+    ]
+    summary = run(engine, client, sites=True)
+    assert kinds(summary) == [("site_changed", None, "lkjh"), ("site_renamed", None, "asdf")]
+    # a dispatch listing the site later does not erase the meters /sites gave
+    sandbox.dispatches = [dispatch("new", site("lkjh", 3, name="Site 2"))]
+    run(engine, client)
+    assert by_id(engine, models.Site)["lkjh"]["meters"] == [
+        {"id": "m9", "name": "New meter", "asset_type": "generation"}
+    ]
+
+
+def test_a_malformed_record_is_kept_once_and_the_rest_go_on(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    bad = {**dispatch("bad"), "start_time": "not a time"}
+    sandbox.dispatches = [dispatch("good1"), bad, dispatch("good2")]
+    first = run(engine, client)
+    second = run(engine, client)
+    assert first.dispatches_created == 2 and len(first.rejected) == 1
+    assert ("dispatch_rejected", "bad", None) in kinds(first)
+    assert second.events == [] and len(second.rejected) == 1
+    (kept,) = table_rows(engine, models.RejectedRecord)
+    assert kept["record_id"] == "bad" and "start_time" in kept["reason"]
+    assert kept["payload"] == bad
+    assert {r["id"] for r in table_rows(engine, models.Dispatch)} == {"good1", "good2"}
+
+
+def test_a_failed_fetch_changes_nothing_and_is_recorded(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    run(engine, client)
+    before = {
+        m: table_rows(engine, m) for m in (models.Dispatch, models.Event, models.DispatchSite)
+    }
+    sandbox.dispatches = [dispatch("asdf", authorized=False)]
+    sandbox.faults.statuses = [500] * 10
+    with pytest.raises(ApiError):
+        run(engine, client)
+    for model, rows in before.items():
+        assert table_rows(engine, model) == rows
+    outcomes = [(r["outcome"], r["error"]) for r in table_rows(engine, models.FetchRun)]
+    assert outcomes[0][0] == "succeeded"
+    assert outcomes[1][0] == "failed" and "HTTP 500" in outcomes[1][1]
+
+
+def test_a_database_failure_mid_fetch_rolls_everything_back(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    """The last write of the transaction fails: the earlier writes of the same fetch vanish."""
+    run(engine, client)
+    sandbox.dispatches = [dispatch("new1"), dispatch("asdf", authorized=False)]
+    with engine.begin() as conn:  # the fetch's last insert (its events) will fail
+        conn.exec_driver_sql("DROP TABLE events")
+    with pytest.raises(Exception, match="events"):
+        run(engine, client)
+    stored = by_id(engine, models.Dispatch)
+    assert "new1" not in stored and stored["asdf"]["authorized"] is True

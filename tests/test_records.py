@@ -1,0 +1,111 @@
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from etl.records import parse_dispatches, parse_sites
+from etl.timeutil import parse_rfc3339
+from tests.helpers import dispatch, site
+
+SAMPLES = Path(__file__).parent / "samples"  # copies of ../shared/samples
+SAMPLE_FILES = ["dispatches-seed.json", "dispatches-reference.json"]
+
+
+def test_rfc3339_with_nanoseconds_becomes_aware_utc() -> None:
+    parsed = parse_rfc3339("2023-06-29T14:53:36.563070478Z")
+    assert parsed == datetime(2023, 6, 29, 14, 53, 36, 563070, tzinfo=UTC)
+    assert parse_rfc3339("2023-06-29T09:53:36-05:00") == datetime(
+        2023, 6, 29, 14, 53, 36, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize("value", ["2023-06-29T14:53:36", "yesterday", 1688050416, None])
+def test_rfc3339_rejects_naive_or_non_times(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_rfc3339(value)
+
+
+def test_seed_sample_parses_without_creation_time_or_modification_number() -> None:
+    batch = parse_dispatches([dispatch("asdf", site("a", 12), site("b", 40))])
+    assert batch.rejected == []
+    (parsed,) = batch.dispatches
+    assert parsed.creation_time is None and parsed.modification_number is None
+    assert [s.commitment_kw for s in parsed.sites] == [12.0, 40.0]
+
+
+@pytest.mark.parametrize("name", SAMPLE_FILES)
+def test_real_shaped_samples_parse(name: str) -> None:
+    batch = parse_dispatches(json.loads((SAMPLES / name).read_text())["dispatches"])
+    assert batch.rejected == [] and batch.dispatches
+
+
+def test_reference_shapes_null_commitment_drop_by_and_missing_end_time() -> None:
+    raw = dispatch(
+        "zg1p",
+        {"id": "a", "name": "A", "customer_location_id": "", "commitment": None, "drop_by": None},
+        {"id": "b", "name": "B", "customer_location_id": "x", "drop_by": 7},
+        end_time=None,
+        metadata={"dispatch_source": "manual"},
+        some_future_field={"nested": True},
+    )
+    (parsed,) = parse_dispatches([raw]).dispatches
+    assert parsed.end_time is None
+    assert [s.commitment_kw for s in parsed.sites] == [None, 7.0]
+    assert parsed.metadata == {"dispatch_source": "manual"}
+    assert parsed.raw["some_future_field"] == {"nested": True}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"id": None}, "missing 'id'"),
+        ({"id": ""}, "'id' is empty"),
+        ({"authorized": "yes"}, "'authorized' is str"),
+        ({"test": None}, "missing 'test'"),
+        ({"start_time": "soon"}, "not an RFC 3339 time"),
+        ({"end_time": "2023-06-29T14:53:36"}, "no UTC offset"),
+        ({"program": {"id": "42", "name": "x", "timezone": "UTC"}}, "'id' is str"),
+        ({"sites": [{"name": "no id"}]}, "sites[0]: missing 'id'"),
+        ({"sites": [site("a", commitment=True)]}, "'commitment' is bool"),
+        ({"sites": [site("a"), site("a")]}, "a site appears twice"),
+        ({"modification_number": 1.5}, "'modification_number' is float"),
+    ],
+)
+def test_malformed_dispatch_is_set_aside_whole_with_its_reason(change: dict, reason: str) -> None:
+    bad = dispatch("bad")
+    for key, value in change.items():
+        if value is None:
+            bad.pop(key)
+        else:
+            bad[key] = value
+    batch = parse_dispatches([dispatch("good1"), bad, dispatch("good2")])
+    assert [d.id for d in batch.dispatches] == ["good1", "good2"]
+    (rejected,) = batch.rejected
+    assert reason in rejected.reason
+    assert rejected.payload is bad
+
+
+def test_a_repeated_dispatch_id_keeps_the_first() -> None:
+    batch = parse_dispatches([dispatch("x"), dispatch("x", authorized=False), "not an object"])
+    assert [d.authorized for d in batch.dispatches] == [True]
+    assert [r.reason for r in batch.rejected] == [
+        "dispatch: duplicate 'id'",
+        "dispatch is str, not an object",
+    ]
+
+
+def test_sites_with_meters_and_a_malformed_one() -> None:
+    batch = parse_sites(
+        [
+            {
+                "id": "xv1w4",
+                "name": "A cool site",
+                "customer_location_id": "site101",
+                "meters": [{"id": "wpv31", "name": "Primary Meter", "asset_type": "load"}],
+            },
+            {"name": "no id"},
+        ]
+    )
+    assert batch.sites[0].meters[0].asset_type == "load"
+    assert batch.rejected[0].reason == "site: missing 'id'"
