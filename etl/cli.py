@@ -4,21 +4,24 @@ Expected failures (bad configuration, API down or refusing the key, database mis
 are EtlErrors: `main` prints them as one line on stderr and exits with their code.
 """
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from sqlalchemy import Engine
 
-from etl import ingest
+from etl import ingest, processor
 from etl.api import VoltusClient
-from etl.config import api_settings
+from etl.config import ProcessorSettings, api_settings
 from etl.db import check_schema, describe, make_engine
 from etl.errors import EtlError
+from etl.handlers import load_handler
 from etl.sandbox import Faults, Sandbox
 
+ACTIONS_FAILED_EXIT = 5
+
 app = typer.Typer(
-    help="Ingest Voltus demand-response dispatches into SQLite or PostgreSQL, with a full history.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,  # its tracebacks show local variables, such as the API key
@@ -57,6 +60,77 @@ ApiKey = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing unless it fails.")]
 
 
+@app.callback()
+def processor_options(
+    ctx: typer.Context,
+    handler: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ETL_HANDLER",
+            help="log, command, webhook, or an `etl.handlers` entry point; default: command if "
+            "ETL_ACTION_COMMAND is set, webhook if ETL_ACTION_WEBHOOK is, else log.",
+        ),
+    ] = None,
+    action_command: Annotated[
+        str | None,
+        typer.Option(envvar="ETL_ACTION_COMMAND", help="Program run once per action."),
+    ] = None,
+    action_webhook: Annotated[
+        str | None,
+        typer.Option(envvar="ETL_ACTION_WEBHOOK", help="URL that receives one POST per action."),
+    ] = None,
+    claim_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="ETL_CLAIM_TIMEOUT_SECONDS",
+            help="Seconds before an unfinished claim (its process died) is taken over.",
+        ),
+    ] = 300.0,
+    retry_backoff: Annotated[
+        float,
+        typer.Option(
+            envvar="ETL_RETRY_BACKOFF_SECONDS",
+            help="First retry of a failed action after this, then doubling (at most 1 hour).",
+        ),
+    ] = 30.0,
+    include_test: Annotated[
+        bool,
+        typer.Option(envvar="ETL_INCLUDE_TEST", help="Run the handler for test dispatches too."),
+    ] = False,
+    lead_time: Annotated[
+        float,
+        typer.Option(envvar="ETL_LEAD_TIME_SECONDS", help="Curtail this long before start_time."),
+    ] = 0.0,
+    workers: Annotated[
+        int, typer.Option(envvar="ETL_WORKERS", help="Handler calls at once in one process.")
+    ] = 32,
+    handler_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="ETL_HANDLER_TIMEOUT_SECONDS",
+            help="Time limit of one command or webhook call; shorter than the claim timeout.",
+        ),
+    ] = 60.0,
+) -> None:
+    """Ingest Voltus dispatches into SQLite or PostgreSQL, and act on each exactly once.
+
+    The options here configure `etl process` and `etl run`: give them before the command
+    (`etl --workers 8 run`), or as their environment variables."""
+    # built when a command needs them, so a bad setting fails only the commands that use it
+    ctx.obj = partial(
+        ProcessorSettings,
+        claim_timeout=claim_timeout,
+        retry_backoff=retry_backoff,
+        include_test=include_test,
+        lead_time=lead_time,
+        workers=workers,
+        handler_timeout=handler_timeout,
+        handler=handler,
+        action_command=action_command,
+        action_webhook=action_webhook,
+    )
+
+
 def open_store(database_url: str | None) -> Engine:
     engine = make_engine(database_url)
     check_schema(engine)
@@ -92,8 +166,11 @@ def fetch(
     engine = open_store(database_url)
     client = VoltusClient(api_settings(api_url, api_key))
     summary = ingest.fetch(engine, client, include_sites=sites)
-    if quiet:
-        return
+    if not quiet:
+        _print_fetch(summary)
+
+
+def _print_fetch(summary: ingest.FetchSummary) -> None:
     typer.echo(
         f"fetch {summary.fetch_run_id}: {summary.dispatches_received} dispatches received: "
         f"{summary.dispatches_created} new, {summary.dispatches_changed} changed, "
@@ -102,6 +179,88 @@ def fetch(
     )
     for event in summary.events:
         typer.echo(f"  {event.describe()}")
+
+
+def _print_pass(summary: processor.PassSummary) -> None:
+    planned = ", ".join(f"{n} {state}" for state, n in sorted(summary.planned.items()))
+    line = (
+        f"process: planned {planned or 'nothing'}; ran {summary.succeeded} succeeded, "
+        f"{summary.failed} failed"
+    )
+    if summary.overtaken:
+        line += f", {summary.overtaken} finished after another process took them over"
+    typer.echo(line)
+
+
+def _print_error(error: EtlError) -> None:
+    typer.echo(f"etl: error: {error}", err=True)
+
+
+def _fail_if_actions_failed(summary: processor.PassSummary) -> None:
+    if summary.failed:
+        typer.echo(
+            f"etl: error: {summary.failed} action attempts failed; they are retried with "
+            "backoff while their dispatch is active",
+            err=True,
+        )
+        raise typer.Exit(ACTIONS_FAILED_EXIT)
+
+
+@app.command()
+def process(ctx: typer.Context, database_url: DatabaseUrl = None, quiet: Quiet = False) -> None:
+    """Act once on the stored dispatches: run every due curtail and restore."""
+    settings: ProcessorSettings = ctx.obj()
+    handler = load_handler(settings)
+    engine = open_store(database_url)
+    summary = processor.process(engine, handler, settings, processor.stop_on_signals())
+    if not quiet:
+        _print_pass(summary)
+    _fail_if_actions_failed(summary)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    database_url: DatabaseUrl = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    every: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep running: fetch every SECONDS, act as soon as an action falls due, "
+            "stop on SIGTERM or SIGINT after finishing the actions in hand.",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Fetch, then act on what is due (the minutely cron job); --every loops."""
+    settings: ProcessorSettings = ctx.obj()
+    handler = load_handler(settings)
+    engine = open_store(database_url)
+    client = VoltusClient(api_settings(api_url, api_key))
+    stop = processor.stop_on_signals()
+    if every is not None:
+        for outcome in processor.run_loop(engine, client, handler, settings, every, stop):
+            if isinstance(outcome, EtlError):
+                _print_error(outcome)
+            elif not quiet:
+                (_print_fetch if isinstance(outcome, ingest.FetchSummary) else _print_pass)(outcome)
+        return
+    fetch_error = None
+    try:
+        fetched = ingest.fetch(engine, client)
+        if not quiet:
+            _print_fetch(fetched)
+    except EtlError as error:  # what is already stored is still acted on
+        fetch_error = error
+        _print_error(error)
+    summary = processor.process(engine, handler, settings, stop)
+    if not quiet:
+        _print_pass(summary)
+    if fetch_error is not None:
+        raise typer.Exit(fetch_error.exit_code)
+    _fail_if_actions_failed(summary)
 
 
 @app.command()

@@ -43,3 +43,30 @@ def api_settings(url: str | None, key: str | None) -> ApiSettings:
             )
         key = SANDBOX_KEY
     return ApiSettings(url=url, key=key)
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    """How the processor runs actions; each field is an ETL_* variable (see the README)."""
+
+    claim_timeout: float = 300.0  # ETL_CLAIM_TIMEOUT_SECONDS
+    retry_backoff: float = 30.0  # ETL_RETRY_BACKOFF_SECONDS: first retry after this, then doubling
+    include_test: bool = False  # ETL_INCLUDE_TEST
+    lead_time: float = 0.0  # ETL_LEAD_TIME_SECONDS: curtail this long before start_time
+    workers: int = 32  # ETL_WORKERS: handler calls at once in one process
+    handler_timeout: float = 60.0  # ETL_HANDLER_TIMEOUT_SECONDS: command and webhook handlers
+    handler: str | None = None  # ETL_HANDLER: log, command, webhook or an entry point's name
+    action_command: str | None = None  # ETL_ACTION_COMMAND
+    action_webhook: str | None = None  # ETL_ACTION_WEBHOOK
+
+    def __post_init__(self) -> None:
+        if min(self.claim_timeout, self.retry_backoff, self.handler_timeout) <= 0:
+            raise ConfigError("timeouts and backoff must be positive numbers of seconds")
+        if self.lead_time < 0 or self.workers < 1:
+            raise ConfigError("ETL_LEAD_TIME_SECONDS must be >= 0 and ETL_WORKERS >= 1")
+        # a handler still running when its claim expires would be run again by another process
+        if self.handler_timeout >= self.claim_timeout:
+            raise ConfigError(
+                f"ETL_HANDLER_TIMEOUT_SECONDS ({self.handler_timeout:g}) must be shorter than "
+                f"ETL_CLAIM_TIMEOUT_SECONDS ({self.claim_timeout:g})"
+            )

@@ -16,7 +16,7 @@ from etl.config import default_database_url
 from etl.errors import ConfigError, DatabaseError, SchemaError
 
 # the Alembic head this code expects; tests/test_migrations.py keeps it equal to migrations/
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
@@ -83,11 +83,12 @@ def database_errors(engine: Engine) -> Iterator[None]:
 
 
 @contextmanager
-def write_transaction(engine: Engine, lock_name: str) -> Iterator[Connection]:
-    """One transaction holding a named write lock, so that concurrent writers (overlapping cron
-    runs) take turns: SQLite's write lock from BEGIN IMMEDIATE; on PostgreSQL an advisory lock."""
+def write_transaction(engine: Engine, lock_name: str | None = None) -> Iterator[Connection]:
+    """A transaction that writes. On SQLite it takes the database's write lock at BEGIN
+    (IMMEDIATE). On PostgreSQL, a `lock_name` makes concurrent holders of the same name take
+    turns (an advisory lock): for work that must not interleave, like two overlapping fetches."""
     with database_errors(engine), engine.execution_options(etl_writer=True).begin() as conn:
-        if conn.dialect.name == "postgresql":
+        if lock_name and conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": lock_name})
         yield conn
 

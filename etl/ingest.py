@@ -20,8 +20,10 @@ from etl import models
 from etl.api import VoltusClient
 from etl.db import write_transaction
 from etl.errors import DatabaseError
+from etl.events import NewEvent, jsonable
+from etl.events import append as append_events
 from etl.records import Dispatch, DispatchBatch, Rejected, SiteBatch
-from etl.timeutil import format_rfc3339, utcnow
+from etl.timeutil import utcnow
 
 FETCH_LOCK = "etl.fetch"
 IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit
@@ -30,7 +32,6 @@ programs = models.Program.__table__
 sites = models.Site.__table__
 dispatches = models.Dispatch.__table__
 dispatch_sites = models.DispatchSite.__table__
-events = models.Event.__table__
 fetch_runs = models.FetchRun.__table__
 rejected_records = models.RejectedRecord.__table__
 
@@ -47,27 +48,6 @@ DISPATCH_FIELDS = (
 )
 # raw keys whose changes other events already report (or that are the fields above)
 RAW_KEYS_REPORTED = {"id", "program", "sites", *DISPATCH_FIELDS}
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    kind: str
-    details: dict[str, Any]
-    dispatch_id: str | None = None
-    site_id: str | None = None
-    program_id: int | None = None
-
-    def describe(self) -> str:
-        subject = " ".join(
-            f"{name} {value}"
-            for name, value in (
-                ("dispatch", self.dispatch_id),
-                ("site", self.site_id),
-                ("program", self.program_id),
-            )
-            if value is not None
-        )
-        return f"{self.kind}: {subject} {json.dumps(self.details, sort_keys=True)}"
 
 
 @dataclass
@@ -167,8 +147,7 @@ def ingest(
         conn.execute(
             insert(rejected_records), [{**r, "fetch_run_id": run_id} for r in diff.rejected_rows]
         )
-    if diff.events:
-        conn.execute(insert(events), [_event_row(e, now, run_id) for e in diff.events])
+    append_events(conn, diff.events, now, run_id)
     return FetchSummary(
         fetch_run_id=run_id,
         dispatches_received=run["dispatches_received"],
@@ -297,7 +276,7 @@ class _Diff:
             self._dispatch_sites(dispatch, stored_sites.get(dispatch.id, {}), created=old is None)
 
     def _created(self, dispatch: Dispatch, row: dict[str, Any]) -> None:
-        details = {k: _jsonable(v) for k, v in row.items() if k != "metadata"}
+        details = {k: jsonable(v) for k, v in row.items() if k != "metadata"}
         details["sites"] = [site.id for site in dispatch.sites]
         self.events.append(NewEvent("dispatch_created", details, dispatch_id=dispatch.id))
 
@@ -402,14 +381,10 @@ class _Diff:
 
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
-        key: {"old": _jsonable(old[key]), "new": _jsonable(value)}
+        key: {"old": jsonable(old[key]), "new": jsonable(value)}
         for key, value in new.items()
         if old[key] != value
     }
-
-
-def _jsonable(value: Any) -> Any:
-    return format_rfc3339(value) if isinstance(value, datetime) else value
 
 
 def _chunks(keys: Iterable[Any]) -> Iterator[list[Any]]:
@@ -447,15 +422,3 @@ def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], key: lis
         where=or_(*(table.c[c].is_distinct_from(statement.excluded[c]) for c in compared)),
     )
     conn.execute(statement, rows)
-
-
-def _event_row(event: NewEvent, now: datetime, fetch_run_id: int) -> dict[str, Any]:
-    return {
-        "occurred_at": now,
-        "kind": event.kind,
-        "dispatch_id": event.dispatch_id,
-        "site_id": event.site_id,
-        "program_id": event.program_id,
-        "fetch_run_id": fetch_run_id,
-        "details": event.details,
-    }

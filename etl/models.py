@@ -6,7 +6,7 @@ Tables and column names are a public interface: users query them with SQL.
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -158,3 +158,54 @@ class RejectedRecord(Base):
     payload: Mapped[Any]
     first_seen_at: Mapped[datetime]
     fetch_run_id: Mapped[int] = mapped_column(ForeignKey("fetch_runs.id"))
+
+
+class Action(Base):
+    """One curtail or restore of one site for one dispatch: planned once, succeeded at most once.
+
+    States: pending (due) -> claimed -> succeeded | retrying (-> claimed ...) | failed;
+    restores start as waiting (their curtail succeeded) and become pending or superseded;
+    missed, skipped and superseded end without a handler call.
+    """
+
+    __tablename__ = "actions"
+    __table_args__ = (
+        UniqueConstraint("dispatch_id", "site_id", "kind", name="uq_actions_dispatch_site_kind"),
+        # the claim query and the planner's scans of open actions
+        Index("ix_actions_state_available_at", "state", "available_at"),
+        Index("ix_actions_site_id", "site_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dispatch_id: Mapped[str] = mapped_column(ForeignKey("dispatches.id"))
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
+    kind: Mapped[str] = mapped_column(String(10))  # curtail | restore
+    idempotency_key: Mapped[str] = mapped_column(String(36), unique=True)
+    state: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(Text)  # why missed, skipped, superseded or failed
+    attempts: Mapped[int]
+    # pending/retrying: when it may next be claimed; claimed: when the claim expires and another
+    # process may take it over (the owner died); otherwise null
+    available_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None]
+    claimed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class ActionAttempt(Base):
+    """One run of a handler for an action: who, when, and how it ended (null while running, or
+    `abandoned` when its process died and another took the action over)."""
+
+    __tablename__ = "action_attempts"
+    __table_args__ = (UniqueConstraint("action_id", "number", name="uq_action_attempts_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id"))
+    number: Mapped[int]
+    worker: Mapped[str]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(20))  # succeeded | failed | abandoned
+    output: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)

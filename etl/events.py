@@ -1,0 +1,61 @@
+"""The append-only event log: every change etl observes (ingest) or makes (processor)."""
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert
+
+from etl.models import Event
+from etl.timeutil import format_rfc3339
+
+events = Event.__table__
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    kind: str
+    details: dict[str, Any]
+    dispatch_id: str | None = None
+    site_id: str | None = None
+    program_id: int | None = None
+
+    def describe(self) -> str:
+        subject = " ".join(
+            f"{name} {value}"
+            for name, value in (
+                ("dispatch", self.dispatch_id),
+                ("site", self.site_id),
+                ("program", self.program_id),
+            )
+            if value is not None
+        )
+        return f"{self.kind}: {subject} {json.dumps(self.details, sort_keys=True)}"
+
+
+def append(
+    conn: Connection, new: list[NewEvent], now: datetime, fetch_run_id: int | None = None
+) -> None:
+    if not new:
+        return
+    conn.execute(
+        insert(events),
+        [
+            {
+                "occurred_at": now,
+                "kind": event.kind,
+                "dispatch_id": event.dispatch_id,
+                "site_id": event.site_id,
+                "program_id": event.program_id,
+                "fetch_run_id": fetch_run_id,
+                "details": event.details,
+            }
+            for event in new
+        ],
+    )
+
+
+def jsonable(value: Any) -> Any:
+    """Times in event details are RFC 3339 strings, like the API's."""
+    return format_rfc3339(value) if isinstance(value, datetime) else value
