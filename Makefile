@@ -15,8 +15,9 @@ $(BIN)/etl: pyproject.toml
 
 setup: $(BIN)/etl
 
-# The demo: start the emulator on a free port, then create a SQLite store in .demo/ and fetch
-# twice (the second fetch finds nothing new), as cron would every minute.
+# The demo: start the emulator on a free port, create a SQLite store in .demo/, then run the
+# minutely job twice, as cron would: the first run records the dispatches and curtails the sites of
+# the active one (the log handler prints what each site should do); the second finds nothing new.
 demo: setup
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	@$(BIN)/etl sandbox --port 0 > $(DEMO_DIR)/sandbox.log 2>&1 & pid=$$!; \
@@ -27,8 +28,8 @@ demo: setup
 	       ETL_DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DIR)/etl.db; \
 	set -ex; \
 	$(BIN)/etl db upgrade; \
-	$(BIN)/etl fetch --sites; \
-	$(BIN)/etl fetch
+	$(BIN)/etl run; \
+	$(BIN)/etl run
 
 test: setup
 	$(BIN)/ruff check .

@@ -5,11 +5,15 @@ from typing import Any
 
 from etl.timeutil import format_rfc3339
 
-NOW = datetime.now(UTC).replace(microsecond=0)
+
+# default dispatch times are fixed for the session, so that a test's repeated fetches of the
+# "same" dispatch see the same one; `at()` is for times that must be fresh
+SESSION_START = datetime.now(UTC)
 
 
 def at(minutes: float) -> str:
-    return format_rfc3339(NOW + timedelta(minutes=minutes))
+    """An API time this many minutes from now."""
+    return format_rfc3339(datetime.now(UTC) + timedelta(minutes=minutes))
 
 
 def site(site_id: str, commitment: float | None = 10.0, name: str | None = None) -> dict[str, Any]:
@@ -26,8 +30,8 @@ def dispatch(dispatch_id: str, *sites: dict[str, Any], **fields: Any) -> dict[st
         "id": dispatch_id,
         "authorized": True,
         "test": False,
-        "start_time": at(-5),
-        "end_time": at(55),
+        "start_time": format_rfc3339(SESSION_START - timedelta(minutes=5)),
+        "end_time": format_rfc3339(SESSION_START + timedelta(minutes=55)),
         "program": {
             "id": 42,
             "name": "MISO - Operating Reserves",

@@ -4,6 +4,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 from sqlalchemy.engine import make_url
@@ -66,3 +67,30 @@ def finish(process: subprocess.Popen[str], timeout: float = 120) -> int:
     _, stderr = process.communicate(timeout=timeout)
     sys.stderr.write(stderr)
     return process.returncode
+
+
+PLUGIN_DIR = Path(__file__).parent / "plugin"
+
+
+def install_recording_handler(tmp_path: Path) -> dict[str, str]:
+    """Make `recording` an `etl.handlers` entry point for subprocesses, the way an installed
+    package would: a dist-info folder on the path. Returns the environment to add."""
+    dist_info = tmp_path / "site" / "etl_recording_handler-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: etl-recording-handler\nVersion: 1.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(
+        "[etl.handlers]\nrecording = recording_handler:handle\n"
+    )
+    path = os.pathsep.join([str(tmp_path / "site"), str(PLUGIN_DIR)])
+    return {
+        "PYTHONPATH": path,
+        "ETL_HANDLER": "recording",
+        "RECORDING_FILE": str(tmp_path / "calls.txt"),
+    }
+
+
+def recorded_calls(tmp_path: Path) -> list[list[str]]:
+    calls = tmp_path / "calls.txt"
+    return [line.split() for line in calls.read_text().splitlines()] if calls.exists() else []

@@ -1,0 +1,165 @@
+"""The built-in handlers and the entry-point protocol, each through a real process or server."""
+
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from sqlalchemy import Engine, select
+
+from etl import ingest, models, processor
+from etl.api import VoltusClient
+from etl.config import ProcessorSettings
+from etl.errors import ConfigError
+from etl.handlers import LogHandler, load_handler
+from etl.sandbox import Sandbox
+from tests.helpers import at, dispatch, site
+from tests.processes import PLUGIN_DIR, etl, etl_env, install_recording_handler, recorded_calls
+
+COMMAND = f"{sys.executable} {PLUGIN_DIR / 'record_command.py'}"
+
+
+def attempts(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return conn.execute(select(models.ActionAttempt.__table__)).all()
+
+
+def test_log_handler_prints_the_tutorial_lines(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ingest.fetch(engine, client)  # the built-in scenario: the tutorial's dispatch `asdf`, now
+    processor.process(engine, LogHandler(), ProcessorSettings(workers=1))
+    assert capsys.readouterr().out.splitlines() == [
+        "Dispatch asdf is in progress",
+        "- Customer location 1 should curtail. Commitment: 12 kW",
+        "- Customer location 2 should curtail. Commitment: 40 kW",
+    ]
+
+
+def test_command_handler_gets_the_protocol_variables_and_json(
+    engine: Engine,
+    sandbox: Sandbox,
+    client: VoltusClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RECORD_DIR", str(tmp_path / "calls"))
+    sandbox.dispatches = [dispatch("d1", site("a", None), end_time=None, test=False)]
+    ingest.fetch(engine, client)
+    settings = ProcessorSettings(action_command=COMMAND)
+    summary = processor.process(engine, load_handler(settings), settings)
+    assert summary.succeeded == 1
+    (call,) = [json.loads(p.read_text()) for p in (tmp_path / "calls").iterdir()]
+    env, body = call["env"], call["stdin"]
+    assert env["ETL_ACTION"] == "curtail" and env["ETL_DISPATCH_ID"] == "d1"
+    assert env["ETL_SITE_ID"] == "a" and env["ETL_CUSTOMER_LOCATION_ID"] == "loc-a"
+    assert env["ETL_COMMITMENT_KW"] == "" and env["ETL_END_TIME"] == ""
+    assert env["ETL_TEST"] == "false" and env["ETL_START_TIME"].endswith("Z")
+    assert env["ETL_IDEMPOTENCY_KEY"] == body["idempotency_key"]
+    assert body["action"] == "curtail" and body["commitment_kw"] is None
+    assert body["program"] == {"id": 42, "name": "MISO - Operating Reserves"}
+    (attempt,) = attempts(engine)
+    assert attempt.outcome == "succeeded" and attempt.output == "relay set for a\n"
+
+
+def test_command_handler_failure_keeps_its_stderr(
+    engine: Engine,
+    sandbox: Sandbox,
+    client: VoltusClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RECORD_DIR", str(tmp_path / "calls"))
+    monkeypatch.setenv("RECORD_EXIT", "3")
+    sandbox.dispatches = [dispatch("d1", site("a"))]
+    ingest.fetch(engine, client)
+    settings = ProcessorSettings(action_command=COMMAND)
+    assert processor.process(engine, load_handler(settings), settings).failed == 1
+    (attempt,) = attempts(engine)
+    assert attempt.outcome == "failed"
+    assert attempt.error == "exit status 3: the relay did not answer"
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[dict[str, str], dict[str, Any]]]] = []
+    status = 200
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Receiver.received.append((dict(self.headers), body))
+        self.send_response(Receiver.status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    Receiver.received, Receiver.status = [], 200
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/actions"
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_posts_each_action_with_its_idempotency_key(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient, receiver: str
+) -> None:
+    sandbox.dispatches = [dispatch("d1", site("a"), site("b"))]
+    ingest.fetch(engine, client)
+    settings = ProcessorSettings(action_webhook=receiver)
+    assert processor.process(engine, load_handler(settings), settings).succeeded == 2
+    assert sorted(body["site_id"] for _, body in Receiver.received) == ["a", "b"]
+    for headers, body in Receiver.received:
+        assert headers["Idempotency-Key"] == body["idempotency_key"]
+        assert body["dispatch_id"] == "d1" and body["action"] == "curtail"
+
+
+def test_webhook_non_2xx_is_a_failure(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient, receiver: str
+) -> None:
+    Receiver.status = 503
+    sandbox.dispatches = [dispatch("d1", site("a"))]
+    ingest.fetch(engine, client)
+    settings = ProcessorSettings(action_webhook=receiver)
+    assert processor.process(engine, load_handler(settings), settings).failed == 1
+    assert "HTTP 503" in attempts(engine)[0].error
+
+
+def test_an_entry_point_handler_runs_in_the_real_command(tmp_path: Path, sandbox: Sandbox) -> None:
+    env = etl_env(
+        f"sqlite:///{tmp_path / 'etl.db'}", sandbox, **install_recording_handler(tmp_path)
+    )
+    sandbox.dispatches = [dispatch("d1", site("a"), start_time=at(-1))]
+    assert etl("db", "upgrade", env=env).returncode == 0
+    result = etl("run", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "ran 1 succeeded, 0 failed" in result.stdout
+    assert [call[1:4] for call in recorded_calls(tmp_path)] == [["curtail", "d1", "a"]]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (ProcessorSettings(handler="nope"), "no handler named 'nope'"),
+        (ProcessorSettings(action_command="c", action_webhook="http://x"), "both"),
+        (ProcessorSettings(action_command="/no/such/program"), "cannot find the program"),
+        (ProcessorSettings(handler="webhook"), "needs ETL_ACTION_WEBHOOK"),
+    ],
+)
+def test_handler_configuration_errors(settings: ProcessorSettings, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_handler(settings)
+
+
+def test_a_handler_timeout_must_be_shorter_than_the_claim_timeout() -> None:
+    with pytest.raises(ConfigError, match="must be shorter than"):
+        ProcessorSettings(claim_timeout=30, handler_timeout=60)

@@ -1,0 +1,271 @@
+"""The domain rules, each as a scenario through the emulator, on SQLite and PostgreSQL.
+
+Time passing is played by the API itself: a dispatch's end "arrives" when the API moves its
+end_time into the past, exactly as a fetch after the end would see it."""
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from etl import claims, ingest, models, processor
+from etl.actions import idempotency_key
+from etl.api import VoltusClient
+from etl.config import ProcessorSettings
+from etl.handlers import ActionRequest, HandlerFailed
+from etl.sandbox import Sandbox
+from tests.helpers import at, dispatch, site
+
+Call = tuple[str, str, str]  # action, dispatch, site
+
+
+@dataclass
+class Recorder:
+    """A Python handler, as a custom entry-point handler would be."""
+
+    fail_first: int = 0
+    requests: list[ActionRequest] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, request: ActionRequest) -> str:
+        with self.lock:
+            self.requests.append(request)
+            calls = sum(r.idempotency_key == request.idempotency_key for r in self.requests)
+        if calls <= self.fail_first:
+            raise HandlerFailed(f"site controller unreachable (call {calls})")
+        return f"done {request.action} {request.site_id}"
+
+
+@dataclass
+class World:
+    engine: Engine
+    sandbox: Sandbox
+    client: VoltusClient
+    settings: ProcessorSettings
+    handler: Recorder
+
+    def step(self, *dispatches: dict[str, Any]) -> list[Call]:
+        """The API now shows these dispatches: fetch, process, and return the handler calls."""
+        self.sandbox.dispatches = list(dispatches)
+        ingest.fetch(self.engine, self.client)
+        return self.process()
+
+    def process(self) -> list[Call]:
+        before = len(self.handler.requests)
+        processor.process(self.engine, self.handler, self.settings)
+        return sorted((r.action, r.dispatch_id, r.site_id) for r in self.handler.requests[before:])
+
+    def states(self) -> dict[Call, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(models.Action.__table__)).all()
+        return {(r.kind, r.dispatch_id, r.site_id): r.state for r in rows}
+
+    def attempts(self, kind: str, dispatch_id: str, site_id: str) -> list[Any]:
+        table, action = models.ActionAttempt.__table__, models.Action.__table__
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(table)
+                .join(action, action.c.id == table.c.action_id)
+                .where(
+                    action.c.kind == kind,
+                    action.c.dispatch_id == dispatch_id,
+                    action.c.site_id == site_id,
+                )
+                .order_by(table.c.number)
+            ).all()
+
+
+@pytest.fixture
+def world(engine: Engine, sandbox: Sandbox, client: VoltusClient) -> World:
+    settings = ProcessorSettings(retry_backoff=0.2, workers=8)
+    return World(engine, sandbox, client, settings, Recorder())
+
+
+def active(dispatch_id: str, *sites: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return dispatch(dispatch_id, *sites, **{"start_time": at(-10), "end_time": at(50), **fields})
+
+
+def ended(dispatch_id: str, *sites: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return dispatch(dispatch_id, *sites, **{"start_time": at(-60), "end_time": at(-0.02), **fields})
+
+
+def test_basic_dispatch_curtails_once_then_restores_once(world: World) -> None:
+    assert world.step(active("d1", site("a"), site("b"))) == [
+        ("curtail", "d1", "a"),
+        ("curtail", "d1", "b"),
+    ]
+    assert world.step(active("d1", site("a"), site("b"))) == []  # the next minute's run
+    assert world.step(ended("d1", site("a"), site("b"))) == [
+        ("restore", "d1", "a"),
+        ("restore", "d1", "b"),
+    ]
+    assert world.step(ended("d1", site("a"), site("b"))) == []
+    assert set(world.states().values()) == {"succeeded"}
+    first = world.handler.requests[0]
+    assert first.idempotency_key == idempotency_key("d1", first.site_id, "curtail")
+    assert first.commitment_kw == 10.0 and first.end_time is not None
+
+
+def test_end_time_absent_then_added(world: World) -> None:
+    assert world.step(active("d1", site("a"), end_time=None)) == [("curtail", "d1", "a")]
+    assert world.handler.requests[0].end_time is None
+    assert world.step(active("d1", site("a"), end_time=at(30))) == []
+    assert world.step(ended("d1", site("a"))) == [("restore", "d1", "a")]
+
+
+def test_overlapping_dispatches_restore_when_the_last_ends(world: World) -> None:
+    a = active("A", site("s1"), site("s2"), end_time=at(20))
+    b = active("B", site("s1"), end_time=at(40))
+    assert world.step(a, b) == [
+        ("curtail", "A", "s1"),
+        ("curtail", "A", "s2"),
+        ("curtail", "B", "s1"),
+    ]
+    # A ends: s2 is restored; s1 is still held by B
+    assert world.step(ended("A", site("s1"), site("s2")), b) == [("restore", "A", "s2")]
+    assert world.states()[("restore", "A", "s1")] == "superseded"
+    assert world.step(ended("A", site("s1"), site("s2")), ended("B", site("s1"))) == [
+        ("restore", "B", "s1")
+    ]
+
+
+def test_back_to_back_dispatches_do_not_restore_in_between(world: World) -> None:
+    assert world.step(active("A", site("s1"))) == [("curtail", "A", "s1")]
+    boundary = at(-0.02)  # A ended and B began at the same instant, just now
+    a = dispatch("A", site("s1"), start_time=at(-60), end_time=boundary)
+    b = dispatch("B", site("s1"), start_time=boundary, end_time=at(60))
+    assert world.step(a, b) == [("curtail", "B", "s1")]
+    assert world.states()[("restore", "A", "s1")] == "superseded"
+    assert world.step(a, ended("B", site("s1"))) == [("restore", "B", "s1")]
+
+
+def test_a_superseding_dispatch_owes_the_restore_even_if_its_own_curtail_never_ran(
+    world: World,
+) -> None:
+    """Handover: A's restore is superseded by B; B is cancelled before its curtail ran (its
+    handler failed); the site, curtailed by A, must still be restored."""
+    assert world.step(active("A", site("s1"))) == [("curtail", "A", "s1")]
+    world.handler.fail_first = 99
+    b = active("B", site("s1"))
+    assert world.step(ended("A", site("s1")), b) == [("curtail", "B", "s1")]  # it fails
+    world.handler.fail_first = 0
+    calls = world.step(ended("A", site("s1")), active("B", site("s1"), authorized=False))
+    assert calls == [("restore", "B", "s1")]
+    states = world.states()
+    assert (
+        states[("curtail", "B", "s1")] == "failed" and states[("restore", "B", "s1")] == "succeeded"
+    )
+
+
+def test_cancel_before_start_does_nothing(world: World) -> None:
+    future = dispatch("d1", site("a"), start_time=at(30), end_time=at(90))
+    assert world.step(future) == []
+    assert world.step({**future, "authorized": False}) == []
+    assert world.states() == {}
+
+
+def test_cancel_after_curtailment_restores_at_once(world: World) -> None:
+    assert world.step(active("d1", site("a"))) == [("curtail", "d1", "a")]
+    assert world.step(active("d1", site("a"), authorized=False)) == [("restore", "d1", "a")]
+
+
+def test_site_added_and_removed(world: World) -> None:
+    assert world.step(active("d1", site("a"))) == [("curtail", "d1", "a")]
+    assert world.step(active("d1", site("a"), site("b"))) == [("curtail", "d1", "b")]
+    assert world.step(active("d1", site("b"))) == [("restore", "d1", "a")]
+    assert world.states()[("curtail", "d1", "b")] == "succeeded"
+
+
+def test_test_dispatch_is_skipped_unless_included(world: World) -> None:
+    assert world.step(active("t1", site("a"), test=True)) == []
+    assert world.states() == {("curtail", "t1", "a"): "skipped"}
+    world.settings = ProcessorSettings(include_test=True, workers=2)
+    assert world.step(active("t2", site("a"), test=True)) == [("curtail", "t2", "a")]
+    assert world.handler.requests[-1].test is True
+
+
+def test_a_window_that_passed_unacted_is_missed(world: World) -> None:
+    assert world.step(ended("gone", site("a"), site("b"))) == []
+    assert world.states() == {
+        ("curtail", "gone", "a"): "missed",
+        ("curtail", "gone", "b"): "missed",
+    }
+
+
+def test_a_failing_handler_is_retried_with_the_same_key_and_succeeds_once(world: World) -> None:
+    world.handler.fail_first = 2
+    assert world.step(active("d1", site("a"))) == [("curtail", "d1", "a")]
+    assert world.states()[("curtail", "d1", "a")] == "retrying"
+    assert world.process() == []  # not before the backoff (0.2 s, then 0.4 s)
+    time.sleep(0.25)
+    assert world.process() == [("curtail", "d1", "a")]
+    time.sleep(0.45)
+    assert world.process() == [("curtail", "d1", "a")]
+    assert world.states()[("curtail", "d1", "a")] == "succeeded"
+    attempts = world.attempts("curtail", "d1", "a")
+    assert [a.outcome for a in attempts] == ["failed", "failed", "succeeded"]
+    assert "site controller unreachable (call 1)" in attempts[0].error
+    assert len({r.idempotency_key for r in world.handler.requests}) == 1
+
+
+def test_a_curtail_failing_until_its_dispatch_ends_ends_failed(world: World) -> None:
+    world.handler.fail_first = 99
+    world.step(active("d1", site("a")))
+    assert world.step(ended("d1", site("a"))) == []
+    assert world.states() == {("curtail", "d1", "a"): "failed"}
+
+
+def test_an_expired_claim_is_taken_over_with_the_same_key(world: World) -> None:
+    settings = ProcessorSettings(claim_timeout=0.3, handler_timeout=0.1, workers=2)
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    ingest.fetch(world.engine, world.client)
+    processor.process(world.engine, world.handler, settings, stop=_already_set())  # plans only
+    (dead,) = claims.claim(world.engine, "dead-worker", 10, settings)  # then its process dies
+    assert claims.claim(world.engine, "other", 10, settings) == []  # the claim holds...
+    time.sleep(0.35)
+    world.settings = settings
+    assert world.process() == [("curtail", "d1", "a")]  # ...until it expires
+    attempts = world.attempts("curtail", "d1", "a")
+    assert [(a.worker, a.outcome) for a in attempts] == [
+        ("dead-worker", "abandoned"),
+        (processor.worker_id(), "succeeded"),
+    ]
+    assert world.handler.requests[0].idempotency_key == dead.request.idempotency_key
+    # the dead worker's late word cannot change the record
+    assert claims.succeed(world.engine, dead, "dead-worker", "late") is False
+    assert world.states()[("curtail", "d1", "a")] == "succeeded"
+
+
+def _already_set() -> threading.Event:
+    stop = threading.Event()
+    stop.set()
+    return stop
+
+
+def test_every_state_change_is_in_the_event_log(world: World) -> None:
+    world.step(active("d1", site("a")))
+    world.step(ended("d1", site("a")))
+    with world.engine.connect() as conn:
+        kinds = conn.execute(
+            select(models.Event.kind, models.Event.details)
+            .where(models.Event.kind.like("action_%"))
+            .order_by(models.Event.id)
+        ).all()
+    assert [(k, d["action"]) for k, d in kinds] == [
+        ("action_planned", "curtail"),
+        ("action_claimed", "curtail"),
+        ("action_succeeded", "curtail"),
+        ("action_planned", "restore"),  # waiting for the end
+        ("action_planned", "restore"),  # due
+        ("action_claimed", "restore"),
+        ("action_succeeded", "restore"),
+    ]
+
+
+def test_next_due_is_the_next_start_end_or_retry(world: World) -> None:
+    world.step(dispatch("later", site("a"), start_time=at(30), end_time=at(90)))
+    due = processor.next_due(world.engine, world.settings)
+    assert due is not None and due.isoformat().startswith(at(30)[:16])
