@@ -25,6 +25,8 @@ actions = models.Action.__table__
 attempts = models.ActionAttempt.__table__
 
 CLAIMABLE = ("pending", "retrying", "claimed")  # claimed: only once its claim has expired
+# open actions have no finished_at; saying so in a query lets it use the partial index of them
+OPEN = actions.c.finished_at.is_(None)
 FINAL = ("succeeded", "failed", "missed", "skipped", "superseded")
 KEY_NAMESPACE = uuid.UUID("9b2f6a52-5c3e-4c1e-9a57-6f1f0c1e7d10")
 

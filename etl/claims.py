@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, and_, insert, select, update
 
 from etl import models
-from etl.actions import CLAIMABLE, actions, attempts, event, insert_new, new_row, row_event
+from etl.actions import CLAIMABLE, OPEN, actions, attempts, event, insert_new, new_row, row_event
 from etl.config import ProcessorSettings
 from etl.db import write_transaction
 from etl.events import NewEvent
@@ -45,7 +45,7 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
         now = utcnow()
         due = (
             select(actions.c.id)
-            .where(actions.c.state.in_(CLAIMABLE), actions.c.available_at <= now)
+            .where(OPEN, actions.c.state.in_(CLAIMABLE), actions.c.available_at <= now)
             .order_by(actions.c.available_at, actions.c.id)
             .limit(limit)
         )

@@ -6,7 +6,17 @@ Tables and column names are a public interface: users query them with SQL.
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Dialect, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -76,6 +86,8 @@ class Dispatch(Base):
         Index("ix_dispatches_authorized_end_time", "authorized", "end_time"),
         Index("ix_dispatches_start_time", "start_time"),
         Index("ix_dispatches_program_id", "program_id"),
+        # the planner's other question: which dispatches changed since it last looked
+        Index("ix_dispatches_updated_at", "updated_at"),
     )
 
     id: Mapped[str] = mapped_column(primary_key=True)
@@ -171,8 +183,15 @@ class Action(Base):
     __tablename__ = "actions"
     __table_args__ = (
         UniqueConstraint("dispatch_id", "site_id", "kind", name="uq_actions_dispatch_site_kind"),
-        # the claim query and the planner's scans of open actions
-        Index("ix_actions_state_available_at", "state", "available_at"),
+        # the claim query and the planner's scans of open actions: a partial index over the
+        # open ones only, which stays small however long the history of finished ones
+        Index(
+            "ix_actions_open",
+            "state",
+            "available_at",
+            sqlite_where=text("finished_at IS NULL"),
+            postgresql_where=text("finished_at IS NULL"),
+        ),
         Index("ix_actions_site_id", "site_id", "created_at"),
     )
 
@@ -190,7 +209,7 @@ class Action(Base):
     claimed_by: Mapped[str | None]
     claimed_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
-    finished_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]  # null exactly while the action is open
 
 
 class ActionAttempt(Base):
@@ -209,3 +228,13 @@ class ActionAttempt(Base):
     outcome: Mapped[str | None] = mapped_column(String(20))  # succeeded | failed | abandoned
     output: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class PlannerState(Base):
+    """One row: when planning last ran, so that the next plan looks only at dispatches that
+    ended or changed since (with a margin), however long the history."""
+
+    __tablename__ = "planner_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    planned_at: Mapped[datetime]

@@ -2,18 +2,18 @@
 
 The domain rules (README, "What the processor does") live here, in one transaction holding the
 plan lock. Every row it creates is keyed by (dispatch, site, kind), so planning twice plans once.
-Each query starts from an index: dispatches by (authorized, end_time), actions by state; the
-history of past dispatches is never scanned.
+Each query starts from an index: the dispatches not ended, or ended or changed since the last plan
+(less a margin); the open actions by state. The history of past dispatches is never scanned.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, false, or_, select, true, update
+from sqlalchemy import Connection, Engine, and_, false, insert, or_, select, true, union, update
 
 from etl import models
-from etl.actions import actions, event, insert_new, new_row, row_event, set_final
+from etl.actions import OPEN, actions, event, insert_new, new_row, row_event, set_final
 from etl.config import ProcessorSettings
 from etl.db import write_transaction
 from etl.events import NewEvent
@@ -21,12 +21,14 @@ from etl.events import append as append_events
 from etl.timeutil import utcnow
 
 PLAN_LOCK = "etl.plan"
-# a dispatch whose window ended longer ago than this, never acted on, is not recorded as missed:
-# etl was not processing then (the API itself shows only the last 24 hours)
+# the first plan of a store looks back this far for dispatches to record as missed; later plans
+# look back to the previous plan, less a margin for clocks that differ between machines
 MISSED_LOOKBACK = timedelta(days=7)
+PLAN_MARGIN = timedelta(minutes=5)
 
 dispatches = models.Dispatch.__table__
 dispatch_sites = models.DispatchSite.__table__
+planner_state = models.PlannerState.__table__
 
 
 @dataclass
@@ -43,11 +45,22 @@ def plan(engine: Engine, settings: ProcessorSettings, now: datetime | None = Non
     with write_transaction(engine, PLAN_LOCK) as conn:
         now = now or utcnow()
         summary = PlanSummary()
-        _new_curtails(conn, settings, now, summary)
+        _new_curtails(conn, settings, now, _since_last_plan(conn, now), summary)
         _curtails_no_longer_wanted(conn, now, summary)
         _restores_now_due(conn, settings, now, summary)
         append_events(conn, summary.events, now)
         return summary
+
+
+def _since_last_plan(conn: Connection, now: datetime) -> datetime:
+    """Read and advance the planner's mark; return how far back this plan must look."""
+    last = conn.execute(select(planner_state.c.planned_at).where(planner_state.c.id == 1)).scalar()
+    if last is None:
+        conn.execute(insert(planner_state).values(id=1, planned_at=now))
+        return now - MISSED_LOOKBACK
+    if now > last:
+        conn.execute(update(planner_state).where(planner_state.c.id == 1).values(planned_at=now))
+    return min(last, now) - PLAN_MARGIN
 
 
 def _active_dispatch(settings: ProcessorSettings, now: datetime, d: Any = dispatches) -> Any:
@@ -70,10 +83,24 @@ def _no_longer_holds(now: datetime) -> Any:
 
 
 def _new_curtails(
-    conn: Connection, settings: ProcessorSettings, now: datetime, summary: PlanSummary
+    conn: Connection,
+    settings: ProcessorSettings,
+    now: datetime,
+    since: datetime,
+    summary: PlanSummary,
 ) -> None:
     """A curtail for each site of each authorized dispatch whose window has begun; recorded as
     skipped for a test dispatch, and as missed when the window passed before etl acted."""
+    # one index range each: not ended (or open-ended), ended since, changed since
+    looked_at = union(
+        select(dispatches.c.id).where(
+            dispatches.c.authorized == true(), dispatches.c.end_time.is_(None)
+        ),
+        select(dispatches.c.id).where(
+            dispatches.c.authorized == true(), dispatches.c.end_time > since
+        ),
+        select(dispatches.c.id).where(dispatches.c.updated_at > since),
+    ).subquery()
     planned = (
         select(actions.c.id)
         .where(
@@ -86,10 +113,10 @@ def _new_curtails(
     begun = dispatches.c.start_time <= now + timedelta(seconds=settings.lead_time)
     candidates = conn.execute(
         select(dispatches.c.id, dispatch_sites.c.site_id, dispatches.c.test, dispatches.c.end_time)
+        .join(looked_at, looked_at.c.id == dispatches.c.id)
         .join(dispatch_sites, dispatch_sites.c.dispatch_id == dispatches.c.id)
         .where(
             dispatches.c.authorized == true(),
-            or_(dispatches.c.end_time > now - MISSED_LOOKBACK, dispatches.c.end_time.is_(None)),
             begun,
             dispatch_sites.c.removed_at.is_(None),
             ~planned,
@@ -129,6 +156,7 @@ def _curtails_no_longer_wanted(conn: Connection, now: datetime, summary: PlanSum
             ),
         )
         .where(
+            OPEN,
             actions.c.kind == "curtail",
             actions.c.state.in_(["pending", "retrying"]),
             _no_longer_holds(now),
@@ -167,7 +195,12 @@ def _restores_now_due(
                 dispatch_sites.c.site_id == actions.c.site_id,
             ),
         )
-        .where(actions.c.kind == "restore", actions.c.state == "waiting", _no_longer_holds(now))
+        .where(
+            OPEN,
+            actions.c.kind == "restore",
+            actions.c.state == "waiting",
+            _no_longer_holds(now),
+        )
     ).all()
     for row in due:
         holder = _holder(conn, settings, now, row.site_id, row.dispatch_id)

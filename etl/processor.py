@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, func, select, true
 
 from etl import claims, ingest, models, planner
-from etl.actions import CLAIMABLE, actions
+from etl.actions import CLAIMABLE, OPEN, actions
 from etl.api import VoltusClient
 from etl.config import ProcessorSettings
 from etl.db import read_transaction
@@ -109,7 +109,7 @@ def next_due(engine: Engine, settings: ProcessorSettings) -> datetime | None:
         ).scalar()
         retry = conn.execute(
             select(func.min(actions.c.available_at)).where(
-                actions.c.state.in_(CLAIMABLE), actions.c.available_at > now
+                OPEN, actions.c.state.in_(CLAIMABLE), actions.c.available_at > now
             )
         ).scalar()
     times = [t for t in (start - lead if start else None, end, retry) if t is not None]
@@ -155,11 +155,13 @@ def run_loop(
 
 
 def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT: the work in hand finishes, then the command returns."""
+    """An event set by SIGTERM or SIGINT: the work in hand finishes, then the command returns.
+    A second signal stops the process at once, as if etl had not caught the first."""
     stop = threading.Event()
 
     def handle(signum: int, _frame: object) -> None:
         stop.set()
+        signal.signal(signum, signal.SIG_DFL)
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)

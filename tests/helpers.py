@@ -5,7 +5,6 @@ from typing import Any
 
 from etl.timeutil import format_rfc3339
 
-
 # default dispatch times are fixed for the session, so that a test's repeated fetches of the
 # "same" dispatch see the same one; `at()` is for times that must be fresh
 SESSION_START = datetime.now(UTC)

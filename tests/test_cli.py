@@ -95,3 +95,26 @@ def test_every_command_has_help_and_is_in_the_readme(tmp_path: Path, command: st
     summary = re.search(r"Usage: .*\n\s*\n\s*(\S.*)", result.stdout)
     assert summary and len(summary.group(1)) > 10
     assert f"etl {command}" in README.read_text()
+
+
+def test_run_acts_on_the_store_when_the_fetch_fails_and_says_so(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
+    etl("db", "upgrade", env=env)
+    assert etl("fetch", "-q", env=env).returncode == 0  # the built-in `asdf` is active now
+    result = etl("run", env={**env, "VOLTUS_API_KEY": "revoked"})
+    assert result.returncode == 3
+    assert "etl: error: GET" in result.stderr and "HTTP 401" in result.stderr
+    assert "- Customer location 1 should curtail. Commitment: 12 kW" in result.stdout
+    assert "ran 2 succeeded, 0 failed" in result.stdout
+
+
+def test_process_exits_5_when_an_action_attempt_failed(tmp_path: Path, sandbox: Sandbox) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox, ETL_ACTION_COMMAND="false")
+    etl("db", "upgrade", env=env)
+    etl("fetch", "-q", env=env)
+    result = etl("process", env=env)
+    assert result.returncode == 5
+    assert "ran 0 succeeded, 2 failed" in result.stdout
+    assert_one_line_error(result, 5, "2 action attempts failed")

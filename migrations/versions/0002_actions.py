@@ -1,4 +1,4 @@
-"""actions and their attempts: the processor's exactly-once record
+"""actions and their attempts (the processor's exactly-once record), the planner's state
 
 Revision ID: 0002
 Revises: 0001
@@ -36,7 +36,13 @@ def upgrade() -> None:
         sa.Column("finished_at", TIME, nullable=True),
         sa.UniqueConstraint("dispatch_id", "site_id", "kind", name="uq_actions_dispatch_site_kind"),
     )
-    op.create_index("ix_actions_state_available_at", "actions", ["state", "available_at"])
+    op.create_index(
+        "ix_actions_open",
+        "actions",
+        ["state", "available_at"],
+        sqlite_where=sa.text("finished_at IS NULL"),
+        postgresql_where=sa.text("finished_at IS NULL"),
+    )
     op.create_index("ix_actions_site_id", "actions", ["site_id", "created_at"])
     op.create_table(
         "action_attempts",
@@ -52,7 +58,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("action_id", "number", name="uq_action_attempts_number"),
     )
 
+    op.create_table(
+        "planner_state",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("planned_at", TIME, nullable=False),
+    )
+    op.create_index("ix_dispatches_updated_at", "dispatches", ["updated_at"])
+
 
 def downgrade() -> None:
+    op.drop_index("ix_dispatches_updated_at", "dispatches")
+    op.drop_table("planner_state")
     op.drop_table("action_attempts")
     op.drop_table("actions")

@@ -1,0 +1,141 @@
+"""Processor figures: the planning pass against years of history, and the time from a large
+dispatch's start to its last site's handler call."""
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import Engine, text
+
+from benchmarks.databases import fresh_database
+from benchmarks.history import fill_history
+from etl import ingest, planner, processor
+from etl.api import VoltusClient
+from etl.config import ApiSettings, ProcessorSettings
+from etl.handlers import ActionRequest
+from etl.sandbox import Sandbox
+from etl.timeutil import format_rfc3339, utcnow
+
+PLAN_RUNS = 30
+
+# the planner's three lookups, by hand: the floor its SQLAlchemy version is measured against
+RAW_PLAN = {
+    "sqlite": [
+        "SELECT d.id, ds.site_id FROM dispatches d JOIN dispatch_sites ds ON ds.dispatch_id = d.id"
+        " WHERE d.id IN (SELECT id FROM dispatches WHERE authorized = 1 AND end_time IS NULL"
+        " UNION SELECT id FROM dispatches WHERE authorized = 1 AND end_time > :since"
+        " UNION SELECT id FROM dispatches WHERE updated_at > :since)"
+        " AND d.authorized = 1 AND d.start_time <= :now AND ds.removed_at IS NULL AND NOT EXISTS"
+        " (SELECT 1 FROM actions a WHERE a.dispatch_id = d.id AND a.site_id = ds.site_id"
+        " AND a.kind = 'curtail')",
+        "SELECT id FROM actions WHERE finished_at IS NULL AND kind = 'curtail'"
+        " AND state IN ('pending', 'retrying')",
+        "SELECT id FROM actions WHERE finished_at IS NULL AND kind = 'restore'"
+        " AND state = 'waiting'",
+    ]
+}
+RAW_PLAN["postgresql"] = [q.replace("= 1", "= true") for q in RAW_PLAN["sqlite"]]
+
+
+def _median_ms(run: Callable[[], object], runs: int = PLAN_RUNS) -> float:
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        run()
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+def planning(backend: str, history: int) -> dict[str, float]:
+    """Median milliseconds of a planning pass (after the store's first) over `history` past
+    dispatches, and of its raw-SQL floor."""
+    with fresh_database(backend) as engine:
+        fill_history(engine, history)
+        settings = ProcessorSettings()
+        planner.plan(engine, settings)  # the first plan of a store looks back 7 days
+        plan_ms = _median_ms(lambda: planner.plan(engine, settings))
+        floor_ms = _median_ms(lambda: _raw_plan(engine))
+    return {"plan_ms": plan_ms, "floor_ms": floor_ms}
+
+
+def _raw_plan(engine: Engine) -> None:
+    now = utcnow()
+    since = now - timedelta(minutes=5)
+    with engine.begin() as conn:
+        for query in RAW_PLAN[engine.dialect.name]:
+            params = {"now": now, "since": since}
+            if engine.dialect.name == "sqlite":  # as etl stores them there: naive UTC text
+                params = {k: v.replace(tzinfo=None).isoformat(" ") for k, v in params.items()}
+            conn.execute(text(query), params).all()
+
+
+class SlowHandler:
+    """Takes `seconds` per call, like a site controller answering; notes when each call ends."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.finished: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, request: ActionRequest) -> str:
+        time.sleep(self.seconds)
+        with self._lock:
+            self.finished.append(time.time())
+        return "ok"
+
+
+def curtail_latency(
+    backend: str, sites: int = 500, handler_seconds: float = 0.2
+) -> dict[str, float]:
+    """Seconds from a dispatch's start_time to the end of its last site's handler call, with
+    `etl run --every` already running (in this process) when the dispatch starts."""
+    settings = ProcessorSettings()
+    handler = SlowHandler(handler_seconds)
+    with fresh_database(backend) as engine, Sandbox() as sandbox:
+        start = utcnow() + timedelta(seconds=3)
+        sandbox.dispatches = [
+            {
+                "id": "big",
+                "authorized": True,
+                "test": False,
+                "start_time": format_rfc3339(start),
+                "end_time": format_rfc3339(start + timedelta(hours=1)),
+                "program": {
+                    "id": 1,
+                    "name": "P",
+                    "timezone": "UTC",
+                    "market": "",
+                    "program_type": "capacity",
+                },
+                "sites": [
+                    {
+                        "id": f"s{i}",
+                        "name": f"Site {i}",
+                        "customer_location_id": str(i),
+                        "commitment": 10,
+                    }
+                    for i in range(sites)
+                ],
+            }
+        ]
+        client = VoltusClient(ApiSettings(sandbox.url, sandbox.key))
+        ingest.fetch(engine, client)  # known in advance, as Voltus announces dispatches
+        stop = threading.Event()
+        loop = threading.Thread(
+            target=lambda: list(processor.run_loop(engine, client, handler, settings, 600, stop))
+        )
+        loop.start()
+        deadline = time.monotonic() + 60
+        while len(handler.finished) < sites and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        loop.join()
+    rounds = -(-sites // settings.workers)
+    return {
+        "latency_s": max(handler.finished) - start.timestamp(),
+        "floor_s": rounds * handler_seconds,  # the pool's bound: calls in rounds of `workers`
+        "workers": settings.workers,
+        "calls": len(handler.finished),
+    }
