@@ -121,6 +121,8 @@ def _new_curtails(
             dispatch_sites.c.removed_at.is_(None),
             ~planned,
         )
+        # claims go in this order (by id): the earliest dispatch first, its sites together
+        .order_by(dispatches.c.start_time, dispatches.c.id, dispatch_sites.c.site_id)
     ).all()
     rows = []
     for dispatch_id, site_id, test, end_time in candidates:
