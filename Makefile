@@ -18,6 +18,7 @@ setup: $(BIN)/etl
 # The demo: start the emulator on a free port, create a SQLite store in .demo/, then run the
 # minutely job twice, as cron would: the first run records the dispatches and curtails the sites of
 # the active one (the log handler prints what each site should do); the second finds nothing new.
+# Then the record of what was done, and the health check.
 demo: setup
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	@$(BIN)/etl sandbox --port 0 > $(DEMO_DIR)/sandbox.log 2>&1 & pid=$$!; \
@@ -29,7 +30,9 @@ demo: setup
 	set -ex; \
 	$(BIN)/etl db upgrade; \
 	$(BIN)/etl run; \
-	$(BIN)/etl run
+	$(BIN)/etl run; \
+	$(BIN)/etl report curtailments --format csv; \
+	$(BIN)/etl status
 
 test: setup
 	$(BIN)/ruff check .

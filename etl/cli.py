@@ -4,6 +4,10 @@ Expected failures (bad configuration, API down or refusing the key, database mis
 are EtlErrors: `main` prints them as one line on stderr and exits with their code.
 """
 
+import json
+import sys
+from datetime import datetime, timedelta
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -11,13 +15,14 @@ from typing import Annotated
 import typer
 from sqlalchemy import Engine
 
-from etl import ingest, processor
+from etl import audit, ingest, output, processor, reports, retention, status
 from etl.api import VoltusClient
 from etl.config import ProcessorSettings, api_settings
 from etl.db import check_schema, describe, make_engine
 from etl.errors import EtlError
 from etl.handlers import load_handler
 from etl.sandbox import Faults, Sandbox
+from etl.timeutil import format_rfc3339, parse_duration, parse_moment
 
 ACTIONS_FAILED_EXIT = 5
 
@@ -58,6 +63,35 @@ ApiKey = Annotated[
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing unless it fails.")]
+
+
+def _moment(value: str | None) -> datetime | None:
+    try:
+        return None if value is None else parse_moment(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def _duration(value: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+Since = Annotated[
+    datetime | None,
+    typer.Option(
+        parser=_moment,
+        metavar="TIME",
+        help="From this time: 2024-02-01, 2024-02-01T09:00Z (UTC unless an offset is given), "
+        "or 24h, 7d for that long ago.",
+    ),
+]
+Until = Annotated[
+    datetime | None,
+    typer.Option(parser=_moment, metavar="TIME", help="Before this time (same forms as --since)."),
+]
 
 
 @app.callback()
@@ -291,6 +325,149 @@ def sandbox(
         emulator.serve_forever()
     except KeyboardInterrupt:
         emulator.stop()
+
+
+class ReportKind(StrEnum):
+    dispatches = "dispatches"
+    sites = "sites"
+    programs = "programs"
+    curtailments = "curtailments"
+
+
+class Period(StrEnum):
+    day = "day"
+    month = "month"
+
+
+@app.command()
+def report(
+    kind: Annotated[
+        ReportKind,
+        typer.Argument(
+            help="dispatches: one row per dispatch with its counts and outcome; sites: committed "
+            "kW per site per day or month (--by); programs: one row per program; curtailments: "
+            "one row per action."
+        ),
+    ],
+    database_url: DatabaseUrl = None,
+    since: Since = None,
+    until: Until = None,
+    program: Annotated[int | None, typer.Option(help="Only this program (its id).")] = None,
+    site: Annotated[
+        str | None, typer.Option(help="Only dispatches with this site (its id).")
+    ] = None,
+    test: Annotated[
+        bool | None,
+        typer.Option("--test/--no-test", help="Only test dispatches, or only the others."),
+    ] = None,
+    by: Annotated[Period, typer.Option(help="sites: per day or per month.")] = Period.day,
+    fmt: Annotated[
+        str, typer.Option("--format", help="table, csv, json (an array) or jsonl.")
+    ] = "table",
+) -> None:
+    """Report on dispatches, sites, programs or curtailments, from the SQL views."""
+    if fmt not in output.FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(output.FORMATS)}", param_hint="--format")
+    engine = open_store(database_url)
+    f = reports.ReportFilter(since=since, until=until, program_id=program, site_id=site, test=test)
+    match kind:
+        case ReportKind.dispatches:
+            query = reports.dispatches_report(f)
+        case ReportKind.sites:
+            query = reports.sites_report(f, by.value)
+        case ReportKind.programs:
+            query = reports.programs_report(f)
+        case ReportKind.curtailments:
+            query = reports.curtailments_report(f)
+    columns = [c.name for c in query.selected_columns]
+    output.write(reports.stream(engine, query), columns, sys.stdout, fmt)
+
+
+@app.command("audit")
+def audit_command(
+    database_url: DatabaseUrl = None,
+    dispatch: Annotated[str | None, typer.Option(help="The story of this dispatch.")] = None,
+    site: Annotated[str | None, typer.Option(help="The story of this site.")] = None,
+    since: Since = None,
+    until: Until = None,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON object per event.")] = False,
+) -> None:
+    """What happened, in time order: dispatches seen and changed, actions planned, claimed,
+    attempted, succeeded, failed, missed, skipped or superseded, with their idempotency keys.
+    With no filter: the last 24 hours."""
+    engine = open_store(database_url)
+    query = audit.AuditQuery(dispatch, site, since, until).with_default_window()
+    entries = audit.trail(engine, query)
+    if jsonl:
+        output.write(entries, audit.COLUMNS, sys.stdout, "jsonl")
+        return
+    shown = 0
+    for shown, entry in enumerate(entries, 1):  # noqa: B007 (counted for the line below)
+        typer.echo(audit.describe(entry))
+    if not shown:
+        typer.echo("(no events)")
+
+
+@app.command("status")
+def status_command(
+    database_url: DatabaseUrl = None,
+    max_age: Annotated[
+        str,
+        typer.Option(help="Stale (CRITICAL) when no fetch succeeded for this long: 5m, 1h..."),
+    ] = "5m",
+    window: Annotated[
+        str,
+        typer.Option(help="Report actions failed (CRITICAL) or missed (WARNING) this recently."),
+    ] = "24h",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for machines.")] = False,
+) -> None:
+    """Is the job healthy? Exit 0 OK, 1 WARNING, 2 CRITICAL, as monitoring checks expect."""
+    engine = open_store(database_url)
+    result = status.check(engine, _duration(max_age), _duration(window))
+    if as_json:
+        typer.echo(json.dumps(result.as_json(), indent=2))
+    else:
+        _print_status(result)
+    raise typer.Exit(result.code)
+
+
+def _print_status(result: status.Status) -> None:
+    def when(moment: datetime | None) -> str:
+        return format_rfc3339(moment) if moment else "never"
+
+    lines = [
+        ("schema revision", result.schema_revision or "none"),
+        ("last fetch ok", when(result.last_success_at)),
+        ("last fetch failed", when(result.last_failure_at)),
+        (
+            "actions",
+            f"{result.actions_due_or_running} due or running, "
+            f"{result.restores_waiting} restores waiting for their dispatch's end",
+        ),
+        ("failed / missed", f"{result.failed_recently} / {result.missed_recently} recently"),
+    ]
+    if result.last_failure_error:
+        lines.insert(3, ("  its error", result.last_failure_error))
+    for label, value in lines:
+        typer.echo(f"{label:<18}{value}")
+    verdict = {status.OK: "OK", status.WARNING: "WARNING", status.CRITICAL: "CRITICAL"}
+    typer.echo(f"{'status':<18}{verdict[result.code]}")
+    for problem in result.problems:
+        typer.echo(f"  {problem}")
+
+
+@db_app.command("prune")
+def db_prune(
+    older_than: Annotated[
+        str, typer.Option(help="Age beyond which unchanged and failed fetch runs go: 90d, 12w...")
+    ],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Keep the store bounded: delete old fetch runs that recorded no change. Dispatches,
+    actions, attempts and the event log (the audit trail) are never pruned."""
+    engine = open_store(database_url)
+    deleted = retention.prune(engine, _duration(older_than))
+    typer.echo(f"pruned {deleted} fetch runs older than {older_than}")
 
 
 def main() -> None:

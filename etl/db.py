@@ -16,7 +16,7 @@ from etl.config import default_database_url
 from etl.errors import ConfigError, DatabaseError, SchemaError
 
 # the Alembic head this code expects; tests/test_migrations.py keeps it equal to migrations/
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
@@ -76,10 +76,17 @@ def database_errors(engine: Engine) -> Iterator[None]:
         yield
     except sqlalchemy.exc.DBAPIError as error:
         detail = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-        hint = "is the database server running and the URL right?"
-        if "locked" in detail:
-            hint = "another process held the database too long; the next run will try again"
-        raise DatabaseError(f"database {describe(engine.url)}: {detail}", hint) from None
+        raise DatabaseError(f"database {describe(engine.url)}: {detail}", _hint(detail)) from None
+
+
+def _hint(detail: str) -> str | None:
+    if "locked" in detail:
+        return "another process held the database too long; the next run will try again"
+    if "connect" in detail or "unable to open" in detail:
+        return "is the database server running and the URL right?"
+    if "no such table" in detail or "does not exist" in detail:
+        return "run `etl db upgrade`"
+    return None
 
 
 @contextmanager

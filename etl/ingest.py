@@ -23,7 +23,7 @@ from etl.errors import DatabaseError
 from etl.events import NewEvent, jsonable
 from etl.events import append as append_events
 from etl.records import Dispatch, DispatchBatch, Rejected, SiteBatch
-from etl.timeutil import utcnow
+from etl.timeutil import local_date, utcnow
 
 FETCH_LOCK = "etl.fetch"
 IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit
@@ -268,6 +268,9 @@ class _Diff:
                     {
                         "id": dispatch.id,
                         **row,
+                        "start_date_local": local_date(
+                            dispatch.start_time, dispatch.program.timezone
+                        ),
                         "raw": dispatch.raw,
                         "content_hash": hashes[dispatch.id],
                     },

@@ -99,6 +99,9 @@ class Dispatch(Base):
     creation_time: Mapped[datetime | None]
     modification_number: Mapped[int | None]
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    # 'YYYY-MM-DD' of start_time in the program's time zone (null if the zone is unknown), for
+    # reports by day: SQLite cannot convert time zones itself
+    start_date_local: Mapped[str | None] = mapped_column(String(10))
     # the whole object as the API sent it, extra fields included; its hash lets an unchanged
     # dispatch be skipped without touching its rows
     raw: Mapped[dict[str, Any]]
@@ -127,6 +130,7 @@ class Event(Base):
         Index("ix_events_dispatch_id", "dispatch_id", "id"),
         Index("ix_events_site_id", "site_id", "occurred_at"),
         Index("ix_events_occurred_at", "occurred_at"),
+        Index("ix_events_fetch_run_id", "fetch_run_id"),  # for pruning fetch runs
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,6 +1,8 @@
 """Time is aware UTC inside etl; the API sends RFC 3339, sometimes with nanoseconds."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 def utcnow() -> datetime:
@@ -22,3 +24,46 @@ def parse_rfc3339(value: object) -> datetime:
 
 def format_rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def local_date(value: datetime, zone_name: str) -> str | None:
+    """The date ('YYYY-MM-DD') of an instant in a named time zone, or None if the zone is
+    unknown. Stored with each dispatch, because SQLite has no time zones to convert with."""
+    zone = _zone(zone_name)
+    return value.astimezone(zone).date().isoformat() if zone else None
+
+
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90d', '12h', '30m', '45s', '2w'."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in DURATION_UNITS or not number.isdigit():
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d, 2w)")
+    return timedelta(**{DURATION_UNITS[unit]: int(number)})
+
+
+def parse_moment(text: str) -> datetime:
+    """A user's point in time: an ISO date or time (UTC unless it says otherwise), or a duration
+    meaning that long ago ('24h')."""
+    if text[-1:] in DURATION_UNITS and text[:-1].isdigit():
+        return utcnow() - parse_duration(text)
+    # imported here: it costs the minutely job 20 ms, and only report commands need it
+    from dateutil.parser import isoparse
+
+    try:
+        parsed = isoparse(text)
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (use e.g. 2024-02-02, 2024-02-02T09:00Z or 24h for 24 hours ago)"
+        ) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)

@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import Engine
 
 from etl.api import RetryPolicy, VoltusClient
-from etl.config import ApiSettings
+from etl.config import ApiSettings, ProcessorSettings
 from etl.db import make_engine
 from etl.migrate import migrate
 from etl.sandbox import Sandbox
+from tests.scenarios import Recorder, World
 
 POSTGRES = os.environ.get("ETL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 FAST_RETRIES = RetryPolicy(attempts=4, total_seconds=10, base_delay=0.01, max_delay=0.05)
@@ -60,3 +61,9 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def client(sandbox: Sandbox) -> VoltusClient:
     return VoltusClient(ApiSettings(url=sandbox.url, key="secret"), FAST_RETRIES)
+
+
+@pytest.fixture
+def world(engine: Engine, sandbox: Sandbox, client: VoltusClient) -> World:
+    settings = ProcessorSettings(retry_backoff=0.2, workers=8)
+    return World(engine, sandbox, client, settings, Recorder())

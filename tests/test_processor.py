@@ -1,95 +1,16 @@
-"""The domain rules, each as a scenario through the emulator, on SQLite and PostgreSQL.
-
-Time passing is played by the API itself: a dispatch's end "arrives" when the API moves its
-end_time into the past, exactly as a fetch after the end would see it."""
+"""The domain rules, each as a scenario through the emulator, on SQLite and PostgreSQL (see
+tests/scenarios.py for how time passes)."""
 
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
-import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
 from etl import claims, ingest, models, processor
 from etl.actions import idempotency_key
-from etl.api import VoltusClient
 from etl.config import ProcessorSettings
-from etl.handlers import ActionRequest, HandlerFailed
-from etl.sandbox import Sandbox
 from tests.helpers import at, dispatch, site
-
-Call = tuple[str, str, str]  # action, dispatch, site
-
-
-@dataclass
-class Recorder:
-    """A Python handler, as a custom entry-point handler would be."""
-
-    fail_first: int = 0
-    requests: list[ActionRequest] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, request: ActionRequest) -> str:
-        with self.lock:
-            self.requests.append(request)
-            calls = sum(r.idempotency_key == request.idempotency_key for r in self.requests)
-        if calls <= self.fail_first:
-            raise HandlerFailed(f"site controller unreachable (call {calls})")
-        return f"done {request.action} {request.site_id}"
-
-
-@dataclass
-class World:
-    engine: Engine
-    sandbox: Sandbox
-    client: VoltusClient
-    settings: ProcessorSettings
-    handler: Recorder
-
-    def step(self, *dispatches: dict[str, Any]) -> list[Call]:
-        """The API now shows these dispatches: fetch, process, and return the handler calls."""
-        self.sandbox.dispatches = list(dispatches)
-        ingest.fetch(self.engine, self.client)
-        return self.process()
-
-    def process(self) -> list[Call]:
-        before = len(self.handler.requests)
-        processor.process(self.engine, self.handler, self.settings)
-        return sorted((r.action, r.dispatch_id, r.site_id) for r in self.handler.requests[before:])
-
-    def states(self) -> dict[Call, str]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(models.Action.__table__)).all()
-        return {(r.kind, r.dispatch_id, r.site_id): r.state for r in rows}
-
-    def attempts(self, kind: str, dispatch_id: str, site_id: str) -> list[Any]:
-        table, action = models.ActionAttempt.__table__, models.Action.__table__
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(table)
-                .join(action, action.c.id == table.c.action_id)
-                .where(
-                    action.c.kind == kind,
-                    action.c.dispatch_id == dispatch_id,
-                    action.c.site_id == site_id,
-                )
-                .order_by(table.c.number)
-            ).all()
-
-
-@pytest.fixture
-def world(engine: Engine, sandbox: Sandbox, client: VoltusClient) -> World:
-    settings = ProcessorSettings(retry_backoff=0.2, workers=8)
-    return World(engine, sandbox, client, settings, Recorder())
-
-
-def active(dispatch_id: str, *sites: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return dispatch(dispatch_id, *sites, **{"start_time": at(-10), "end_time": at(50), **fields})
-
-
-def ended(dispatch_id: str, *sites: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return dispatch(dispatch_id, *sites, **{"start_time": at(-60), "end_time": at(-0.02), **fields})
+from tests.scenarios import World, active, ended
 
 
 def test_basic_dispatch_curtails_once_then_restores_once(world: World) -> None:

@@ -1,0 +1,91 @@
+"""Rows written for people (an aligned table) or machines (CSV, JSON, JSON lines), as they come:
+nothing waits for the whole result but the table's first rows, which set its column widths."""
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from itertools import chain, islice
+from typing import Any, TextIO
+
+from etl.timeutil import format_rfc3339
+
+FORMATS = ("table", "csv", "json", "jsonl")
+TABLE_SAMPLE = 200  # rows read before a table's column widths are fixed
+TABLE_MAX_WIDTH = 40
+
+
+def plain(value: Any) -> Any:
+    """A value as JSON has it: times in RFC 3339, the rest as is."""
+    return format_rfc3339(value) if isinstance(value, datetime) else value
+
+
+def text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return str(plain(value))
+
+
+class _Counted:
+    def __init__(self, rows: Iterable[dict[str, Any]]) -> None:
+        self._rows = rows
+        self.count = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in self._rows:
+            self.count += 1
+            yield row
+
+
+def write(rows: Iterable[dict[str, Any]], columns: list[str], out: TextIO, fmt: str) -> int:
+    """Write the rows in the format; return how many there were."""
+    writers = {"table": _table, "csv": _csv, "json": _json, "jsonl": _jsonl}
+    counted = _Counted(rows)
+    writers[fmt](iter(counted), columns, out)
+    return counted.count
+
+
+def _csv(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> None:
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    writer.writerows([text(row[c]) for c in columns] for row in rows)
+
+
+def _json(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> None:
+    separator = "\n"
+    out.write("[")
+    for row in rows:
+        out.write(separator + json.dumps({c: plain(row[c]) for c in columns}))
+        separator = ",\n"
+    out.write("\n]\n" if separator != "\n" else "]\n")
+
+
+def _jsonl(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> None:
+    for row in rows:
+        out.write(json.dumps({c: plain(row[c]) for c in columns}) + "\n")
+
+
+def _table(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> None:
+    sample = list(islice(rows, TABLE_SAMPLE))
+    widths = [
+        min(TABLE_MAX_WIDTH, max([len(c)] + [len(text(r[c])) for r in sample])) for c in columns
+    ]
+
+    def line(cells: list[str]) -> str:
+        fitted = (
+            cell if len(cell) <= width else cell[: width - 1] + "…"
+            for cell, width in zip(cells, widths, strict=True)
+        )
+        return "  ".join(f"{cell:<{width}}" for cell, width in zip(fitted, widths, strict=True))
+
+    out.write(line(columns).rstrip() + "\n")
+    if not sample:
+        out.write("(no rows)\n")
+    for row in chain(sample, rows):
+        out.write(line([text(row[c]) for c in columns]).rstrip() + "\n")

@@ -1,0 +1,198 @@
+"""Reports over the SQL views (created by migration 0003, documented in the README).
+
+Each report is a query; `stream` runs it and yields rows as the database returns them, so a long
+report is never held in memory whole.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    func,
+    select,
+)
+
+from etl import models
+from etl.db import read_transaction
+from etl.errors import ConfigError
+from etl.models import UTCDateTime
+
+# The views' columns, typed so that times come back aware and booleans as bools on both
+# databases. Not part of the models' metadata: migrations create views, autogenerate ignores them.
+VIEWS = MetaData()
+curtailment_log = Table(
+    "curtailment_log",
+    VIEWS,
+    Column("action_id", Integer),
+    Column("action", String),
+    Column("state", String),
+    Column("idempotency_key", String),
+    Column("dispatch_id", String),
+    Column("program_id", Integer),
+    Column("program_name", String),
+    Column("test", Boolean),
+    Column("dispatch_start_time", UTCDateTime),
+    Column("dispatch_end_time", UTCDateTime),
+    Column("site_id", String),
+    Column("site_name", String),
+    Column("customer_location_id", String),
+    Column("commitment_kw", Float),
+    Column("attempts", Integer),
+    Column("planned_at", UTCDateTime),
+    Column("first_attempt_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("last_worker", String),
+    Column("note", String),
+)
+dispatch_summary = Table(
+    "dispatch_summary",
+    VIEWS,
+    Column("dispatch_id", String),
+    Column("program_id", Integer),
+    Column("program_name", String),
+    Column("program_type", String),
+    Column("market", String),
+    Column("timezone", String),
+    Column("authorized", Boolean),
+    Column("test", Boolean),
+    Column("start_time", UTCDateTime),
+    Column("end_time", UTCDateTime),
+    Column("start_date_local", String),
+    Column("first_seen_at", UTCDateTime),
+    Column("updated_at", UTCDateTime),
+    Column("sites", Integer),
+    Column("committed_kw", Float),
+    Column("curtails_succeeded", Integer),
+    Column("curtails_failed", Integer),
+    Column("curtails_missed", Integer),
+    Column("curtails_skipped", Integer),
+    Column("restores_succeeded", Integer),
+    Column("restores_superseded", Integer),
+    Column("restores_failed", Integer),
+    Column("open_actions", Integer),
+    Column("outcome", String),
+)
+
+
+def _site_commitments(name: str, period: str) -> Table:
+    return Table(
+        name,
+        VIEWS,
+        Column("site_id", String),
+        Column("site_name", String),
+        Column("program_id", Integer),
+        Column("timezone", String),
+        Column(period, String),
+        Column("dispatches", Integer),
+        Column("committed_kw", Float),
+        Column("max_committed_kw", Float),
+    )
+
+
+site_commitments = {
+    "day": _site_commitments("site_commitments_daily", "day"),
+    "month": _site_commitments("site_commitments_monthly", "month"),
+}
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    since: datetime | None = None  # dispatches starting at or after
+    until: datetime | None = None  # dispatches starting before
+    program_id: int | None = None
+    site_id: str | None = None
+    test: bool | None = None  # None: test dispatches and others alike
+
+
+def _dispatch_filters(
+    query: Select[Any], f: ReportFilter, start: Column[Any], dispatch_id: Column[Any], view: Table
+) -> Select[Any]:
+    if f.since is not None:
+        query = query.where(start >= f.since)
+    if f.until is not None:
+        query = query.where(start < f.until)
+    if f.program_id is not None:
+        query = query.where(view.c.program_id == f.program_id)
+    if f.test is not None:
+        query = query.where(view.c.test == f.test)
+    if f.site_id is not None:
+        has_site = select(models.DispatchSite.dispatch_id).where(
+            models.DispatchSite.site_id == f.site_id
+        )
+        query = query.where(dispatch_id.in_(has_site))
+    return query
+
+
+def dispatches_report(f: ReportFilter) -> Select[Any]:
+    v = dispatch_summary
+    query = select(v).order_by(v.c.start_time, v.c.dispatch_id)
+    return _dispatch_filters(query, f, v.c.start_time, v.c.dispatch_id, v)
+
+
+def curtailments_report(f: ReportFilter) -> Select[Any]:
+    v = curtailment_log
+    query = select(v).order_by(v.c.dispatch_start_time, v.c.dispatch_id, v.c.site_id, v.c.action)
+    query = _dispatch_filters(query, f, v.c.dispatch_start_time, v.c.dispatch_id, v)
+    return query if f.site_id is None else query.where(v.c.site_id == f.site_id)
+
+
+def programs_report(f: ReportFilter) -> Select[Any]:
+    v = dispatch_summary
+    query = (
+        select(
+            v.c.program_id,
+            v.c.program_name,
+            v.c.program_type,
+            v.c.market,
+            v.c.timezone,
+            func.count().label("dispatches"),
+            func.min(v.c.start_time).label("first_start"),
+            func.max(v.c.start_time).label("last_start"),
+            func.sum(v.c.committed_kw).label("committed_kw"),
+            func.sum(v.c.curtails_succeeded).label("curtails_succeeded"),
+            func.sum(v.c.curtails_failed).label("curtails_failed"),
+            func.sum(v.c.curtails_missed).label("curtails_missed"),
+        )
+        .group_by(v.c.program_id, v.c.program_name, v.c.program_type, v.c.market, v.c.timezone)
+        .order_by(v.c.program_id)
+    )
+    return _dispatch_filters(query, f, v.c.start_time, v.c.dispatch_id, v)
+
+
+def sites_report(f: ReportFilter, period: str = "day") -> Select[Any]:
+    """Committed kW per site per day or month, in each program's time zone; authorized, non-test
+    dispatches only. The time range applies to the local day."""
+    if f.test:
+        raise ConfigError("site commitments count only non-test dispatches: drop --test")
+    v = site_commitments[period]
+    width = len("YYYY-MM-DD") if period == "day" else len("YYYY-MM")
+    query = select(v).order_by(v.c[period], v.c.site_id, v.c.program_id)
+    if f.since is not None:  # the periods that end after `since`
+        query = query.where(v.c[period] >= f.since.date().isoformat()[:width])
+    if f.until is not None:  # ... and begin before `until`
+        last = f.until - timedelta(microseconds=1)
+        query = query.where(v.c[period] <= last.date().isoformat()[:width])
+    if f.program_id is not None:
+        query = query.where(v.c.program_id == f.program_id)
+    if f.site_id is not None:
+        query = query.where(v.c.site_id == f.site_id)
+    return query
+
+
+def stream(engine: Engine, query: Select[Any]) -> Iterator[dict[str, Any]]:
+    """The query's rows as the database hands them over, a batch at a time."""
+    with read_transaction(engine) as conn:
+        result = conn.execution_options(yield_per=500).execute(query)
+        for row in result:
+            yield row._asdict()

@@ -1,0 +1,38 @@
+"""Retention: `etl db prune` keeps the store bounded.
+
+A fetch runs every minute, so `fetch_runs` grows by 1,440 rows a day even when nothing changes.
+Events, on the other hand, are written only for changes, and are the audit trail: never pruned,
+nor are dispatches, actions and their attempts. What goes: fetch runs older than the given age
+that recorded no event and no rejected record (unchanged and failed fetches), except the latest
+successful and the latest failed one, which `etl status` reports.
+"""
+
+from datetime import timedelta
+
+from sqlalchemy import Engine, delete, func, select
+
+from etl import models
+from etl.db import write_transaction
+from etl.timeutil import utcnow
+
+fetch_runs = models.FetchRun.__table__
+events = models.Event.__table__
+rejected_records = models.RejectedRecord.__table__
+
+
+def prune(engine: Engine, older_than: timedelta) -> int:
+    """Delete what is prunable; return how many fetch runs went."""
+    cutoff = utcnow() - older_than
+    with write_transaction(engine) as conn:
+        latest = select(func.max(fetch_runs.c.id)).group_by(fetch_runs.c.outcome)
+        result = conn.execute(
+            delete(fetch_runs).where(
+                fetch_runs.c.finished_at < cutoff,
+                fetch_runs.c.id.not_in(latest),
+                ~select(events.c.id).where(events.c.fetch_run_id == fetch_runs.c.id).exists(),
+                ~select(rejected_records.c.id)
+                .where(rejected_records.c.fetch_run_id == fetch_runs.c.id)
+                .exists(),
+            )
+        )
+        return result.rowcount

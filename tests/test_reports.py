@@ -1,0 +1,315 @@
+"""Reports, audit, status and retention over a store with every action state, on both databases."""
+
+import csv
+import io
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+
+from etl import audit, ingest, models, output, reports, retention, status
+from etl.timeutil import utcnow
+from tests.helpers import at, dispatch, site
+from tests.processes import etl, etl_env
+from tests.scenarios import World, active, ended
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def overlap(ends: bool) -> list[dict[str, Any]]:
+    first = ended("O1", site("f")) if ends else active("O1", site("f"), end_time=at(20))
+    return [first, active("O2", site("f"))]
+
+
+@pytest.fixture
+def story(world: World) -> World:
+    """Every action state: succeeded, failed, missed, skipped, superseded, and restores waiting."""
+    tutorial = active("asdf", site("asdf", 12), site("lkjh", 40))
+    cancelled = dispatch("C1", site("h"), start_time=at(60), end_time=at(120))
+    test = active("T1", site("e"), test=True)
+    world.step(tutorial, active("done", site("a")), *overlap(False), test, cancelled)
+    world.handler.fail_first = 99
+    world.step(
+        tutorial,
+        active("done", site("a")),
+        *overlap(False),
+        test,
+        cancelled,
+        active("fail", site("c")),
+    )
+    world.handler.fail_first = 0
+    world.step(
+        tutorial,
+        ended("done", site("a")),
+        *overlap(True),
+        test,
+        {**cancelled, "authorized": False},
+        ended("fail", site("c")),
+        ended("miss", site("d")),
+    )
+    return world
+
+
+def rows(engine: Engine, query: Any) -> list[dict[str, Any]]:
+    return list(reports.stream(engine, query))
+
+
+def test_the_story_has_every_state(story: World) -> None:
+    assert story.states() == {
+        ("curtail", "asdf", "asdf"): "succeeded",
+        ("curtail", "asdf", "lkjh"): "succeeded",
+        ("restore", "asdf", "asdf"): "waiting",
+        ("restore", "asdf", "lkjh"): "waiting",
+        ("curtail", "done", "a"): "succeeded",
+        ("restore", "done", "a"): "succeeded",
+        ("curtail", "O1", "f"): "succeeded",
+        ("restore", "O1", "f"): "superseded",
+        ("curtail", "O2", "f"): "succeeded",
+        ("restore", "O2", "f"): "waiting",
+        ("curtail", "T1", "e"): "skipped",
+        ("curtail", "fail", "c"): "failed",
+        ("curtail", "miss", "d"): "missed",
+    }
+
+
+def test_dispatches_report_gives_each_outcome(story: World) -> None:
+    got = {
+        r["dispatch_id"]: r
+        for r in rows(story.engine, reports.dispatches_report(reports.ReportFilter()))
+    }
+    assert {d: r["outcome"] for d, r in got.items()} == {
+        "asdf": "done",
+        "done": "done",
+        "O1": "done",
+        "O2": "done",
+        "T1": "test",
+        "C1": "cancelled",
+        "fail": "failed",
+        "miss": "missed",
+    }
+    assert got["asdf"]["committed_kw"] == 52 and got["asdf"]["sites"] == 2
+    assert got["O1"]["restores_superseded"] == 1 and got["done"]["restores_succeeded"] == 1
+    assert got["asdf"]["start_time"].tzinfo is not None and got["T1"]["test"] is True
+
+
+def test_filters(story: World) -> None:
+    def ids(**f: Any) -> set[str]:
+        query = reports.dispatches_report(reports.ReportFilter(**f))
+        return {r["dispatch_id"] for r in rows(story.engine, query)}
+
+    assert ids(test=True) == {"T1"}
+    assert "T1" not in ids(test=False)
+    assert ids(site_id="f") == {"O1", "O2"}
+    assert ids(since=utcnow() + timedelta(minutes=30)) == {"C1"}
+    assert ids(until=utcnow() - timedelta(minutes=30)) == {"O1", "done", "fail", "miss"}
+    assert ids(program_id=999) == set()
+    log = rows(story.engine, reports.curtailments_report(reports.ReportFilter(site_id="f")))
+    assert sorted((r["dispatch_id"], r["action"], r["state"]) for r in log) == [
+        ("O1", "curtail", "succeeded"),
+        ("O1", "restore", "superseded"),
+        ("O2", "curtail", "succeeded"),
+        ("O2", "restore", "waiting"),
+    ]
+
+
+def test_programs_and_sites_reports(story: World) -> None:
+    (program,) = rows(story.engine, reports.programs_report(reports.ReportFilter()))
+    assert program["program_id"] == 42 and program["dispatches"] == 8
+    assert program["curtails_failed"] == 1 and program["curtails_missed"] == 1
+    daily = rows(story.engine, reports.sites_report(reports.ReportFilter(), "day"))
+    by_site = {r["site_id"]: r for r in daily}
+    assert by_site["lkjh"]["committed_kw"] == 40 and re.fullmatch(
+        r"\d{4}-\d\d-\d\d", by_site["lkjh"]["day"]
+    )
+    assert "e" not in by_site and "h" not in by_site  # test and cancelled dispatches do not count
+    monthly = rows(story.engine, reports.sites_report(reports.ReportFilter(), "month"))
+    assert {r["site_id"] for r in monthly} == set(by_site)
+    assert all(len(r["month"]) == 7 for r in monthly)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl", "table"])
+def test_machine_formats_parse_back(story: World, fmt: str) -> None:
+    query = reports.curtailments_report(reports.ReportFilter())
+    columns = [c.name for c in query.selected_columns]
+    out = io.StringIO()
+    assert output.write(reports.stream(story.engine, query), columns, out, fmt) == 13
+    text_out = out.getvalue()
+    if fmt == "csv":
+        parsed = list(csv.DictReader(io.StringIO(text_out)))
+    elif fmt == "json":
+        parsed = json.loads(text_out)
+    elif fmt == "jsonl":
+        parsed = [json.loads(line) for line in text_out.splitlines()]
+    else:
+        lines = text_out.splitlines()
+        assert lines[0].split()[:3] == ["action_id", "action", "state"] and len(lines) == 14
+        return
+    assert len(parsed) == 13 and set(parsed[0]) == set(columns)
+    keys = {r["idempotency_key"] for r in parsed}
+    assert len(keys) == 13
+    assert {r["state"] for r in parsed} >= {
+        "succeeded",
+        "failed",
+        "missed",
+        "skipped",
+        "superseded",
+    }
+
+
+def test_report_command_streams_json(story: World, database_url: str) -> None:
+    result = etl("report", "dispatches", "--format", "json", "--no-test", env=etl_env(database_url))
+    assert result.returncode == 0, result.stderr
+    assert {r["dispatch_id"] for r in json.loads(result.stdout)} == {
+        "asdf",
+        "done",
+        "O1",
+        "O2",
+        "C1",
+        "fail",
+        "miss",
+    }
+    bad = etl("report", "sites", "--since", "last tuesday", env=etl_env(database_url))
+    assert bad.returncode == 2 and "not a time" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_audit_of_a_dispatch_tells_its_story_in_order(story: World) -> None:
+    trail = list(audit.trail(story.engine, audit.AuditQuery(dispatch_id="fail")))
+    assert [e["kind"] for e in trail] == [
+        "dispatch_created",
+        "action_planned",
+        "action_claimed",
+        "action_retrying",
+        "dispatch_end_time_moved",  # the API moved its window into the past
+        "dispatch_changed",
+        "action_failed",
+    ]
+    key = trail[1]["details"]["idempotency_key"]
+    assert all(
+        e["details"]["idempotency_key"] == key for e in trail[1:] if "action" in e["details"]
+    )
+    assert "site controller unreachable" in trail[3]["details"]["error"]
+    assert "gave up after 1 failed attempts" in trail[-1]["details"]["note"]
+    line = audit.describe(trail[3])
+    assert "action_retrying" in line and "dispatch fail site c" in line and key in line
+
+
+def test_audit_of_a_site_includes_its_dispatches(story: World) -> None:
+    trail = list(audit.trail(story.engine, audit.AuditQuery(site_id="f")))
+    kinds = {(e["kind"], e["dispatch_id"]) for e in trail}
+    assert {("dispatch_created", "O1"), ("dispatch_created", "O2")} <= kinds
+    assert ("action_superseded", "O1") in kinds
+    assert all(e["site_id"] in ("f", None) for e in trail)
+    assert [e["id"] for e in trail] == sorted(e["id"] for e in trail)
+
+
+def test_audit_defaults_to_the_last_day_and_exports_json_lines(
+    story: World, database_url: str
+) -> None:
+    query = audit.AuditQuery().with_default_window()
+    assert query.since is not None and abs(
+        utcnow() - timedelta(hours=24) - query.since
+    ) < timedelta(seconds=5)
+    result = etl("audit", "--jsonl", env=etl_env(database_url))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    with story.engine.connect() as conn:
+        assert len(lines) == conn.execute(select(func.count()).select_from(models.Event)).scalar()
+    people = etl("audit", "--dispatch", "miss", env=etl_env(database_url))
+    assert "action_missed" in people.stdout and "the dispatch window passed" in people.stdout
+
+
+def test_status_of_a_fresh_store_is_critical(engine: Engine) -> None:
+    result = status.check(engine, timedelta(minutes=5), timedelta(hours=24))
+    assert result.code == status.CRITICAL and result.schema_revision is not None
+    assert result.problems == ["CRITICAL: no fetch has succeeded yet"]
+
+
+def test_status_of_a_healthy_store_is_ok(world: World) -> None:
+    world.step(active("d1", site("a")))
+    result = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
+    assert result.code == status.OK and result.problems == []
+    assert result.restores_waiting == 1 and result.last_success_age_seconds < 60
+    stale = status.check(world.engine, timedelta(0), timedelta(hours=24))
+    assert stale.code == status.CRITICAL and "last successful fetch" in stale.problems[0]
+
+
+def test_status_warns_of_missed_and_fails_on_failed(world: World) -> None:
+    world.step(ended("miss", site("d")))
+    missed = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
+    assert missed.code == status.WARNING and missed.missed_recently == 1
+    world.handler.fail_first = 99
+    world.step(active("fail", site("c")))
+    world.step(ended("fail", site("c")))
+    failed = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
+    assert failed.code == status.CRITICAL and failed.failed_recently == 1
+
+
+def test_status_command_exit_codes(world: World, database_url: str) -> None:
+    env = etl_env(database_url)
+    world.sandbox.faults.statuses = [500] * 10
+    with pytest.raises(Exception, match="HTTP 500"):
+        ingest.fetch(world.engine, world.client)
+    result = etl("status", env=env)
+    assert result.returncode == 2 and "no fetch has succeeded yet" in result.stdout
+    assert "HTTP 500" in result.stdout  # the last failure's error
+    world.sandbox.faults.statuses = []
+    world.step(active("d1", site("a")))
+    healthy = etl("status", "--json", env=env)
+    assert healthy.returncode == 0
+    assert json.loads(healthy.stdout)["code"] == 0
+
+
+def test_prune_removes_only_unchanged_old_fetch_runs(story: World) -> None:
+    for _ in range(3):  # the minutely runs that find nothing new
+        ingest.fetch(story.engine, story.client)
+    with story.engine.connect() as conn:
+        before = {
+            m.__tablename__: conn.execute(select(func.count()).select_from(m)).scalar()
+            for m in (
+                models.FetchRun,
+                models.Event,
+                models.Dispatch,
+                models.Action,
+                models.ActionAttempt,
+            )
+        }
+    assert retention.prune(story.engine, timedelta(days=1)) == 0  # none old enough
+    deleted = retention.prune(story.engine, timedelta(0))
+    with story.engine.connect() as conn:
+        after = {
+            m.__tablename__: conn.execute(select(func.count()).select_from(m)).scalar()
+            for m in (
+                models.FetchRun,
+                models.Event,
+                models.Dispatch,
+                models.Action,
+                models.ActionAttempt,
+            )
+        }
+        unchanged_runs = conn.execute(
+            select(func.count()).where(models.FetchRun.events == 0)
+        ).scalar()
+    assert deleted >= 2 and after["fetch_runs"] == before["fetch_runs"] - deleted
+    assert unchanged_runs == 1  # the latest is kept, for `etl status`
+    assert {k: v for k, v in after.items() if k != "fetch_runs"} == {
+        k: v for k, v in before.items() if k != "fetch_runs"
+    }
+
+
+def sql_examples() -> list[str]:
+    return re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+def test_the_readme_has_sql_examples() -> None:
+    assert len(sql_examples()) >= 5
+
+
+@pytest.mark.parametrize("number", range(len(sql_examples())))
+def test_each_documented_sql_example_runs_and_answers(story: World, number: int) -> None:
+    with story.engine.connect() as conn:
+        answer = conn.execute(text(sql_examples()[number])).all()
+    assert answer, f"example {number} returned no rows:\n{sql_examples()[number]}"
