@@ -1,6 +1,7 @@
 """The Voltus REST API client: authentication, timeouts, bounded retries, and typed results."""
 
 import email.utils
+import json
 import random
 import time
 from collections.abc import Callable
@@ -13,10 +14,20 @@ import requests
 from etl import __version__
 from etl.config import ApiSettings
 from etl.errors import ApiError
-from etl.records import DispatchBatch, SiteBatch, parse_dispatches, parse_sites
+from etl.records import SiteBatch, fingerprint, parse_sites
 from etl.timeutil import utcnow
 
 API_VERSION = "2022-04-15"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A list response: its items as sent, and the fingerprint of the body they came in."""
+
+    fingerprint: str
+    items: list[Any]
+
+
 RETRYABLE_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -60,16 +71,28 @@ class VoltusClient:
             }
         )
 
-    def dispatches(self) -> DispatchBatch:
-        """All dispatches of the last 24 hours; malformed ones come back set aside in `rejected`."""
-        return parse_dispatches(self._get_list("dispatches"))
+    def dispatches(self, unless: str | None = None) -> Listing | None:
+        """All dispatches of the last 24 hours, as sent: ingest validates each one it has not
+        seen before. None when the body's fingerprint is `unless`: nothing changed since."""
+        body = self._get(f"/{API_VERSION}/dispatches")
+        body_fingerprint = fingerprint(body)
+        if body_fingerprint == unless:
+            return None
+        return Listing(body_fingerprint, self._items(body, "dispatches"))
 
     def sites(self) -> SiteBatch:
-        return parse_sites(self._get_list("sites"))
+        return parse_sites(self._items(self._get(f"/{API_VERSION}/sites"), "sites"))
 
-    def _get_list(self, resource: str) -> list[Any]:
-        body = self._get_json(f"/{API_VERSION}/{resource}")
-        items = body.get(resource) if isinstance(body, dict) else None
+    def _items(self, body: bytes, resource: str) -> list[Any]:
+        try:
+            decoded = json.loads(body)
+        except ValueError:
+            raise ApiError(
+                f"GET {self.settings.url}/{API_VERSION}/{resource} answered with a body that is "
+                "not JSON",
+                "is VOLTUS_API_URL the Voltus API?",
+            ) from None
+        items = decoded.get(resource) if isinstance(decoded, dict) else None
         if not isinstance(items, list):
             raise ApiError(
                 f"unexpected response from {self.settings.url}/{API_VERSION}/{resource}: "
@@ -78,7 +101,7 @@ class VoltusClient:
             )
         return items
 
-    def _get_json(self, path: str) -> Any:
+    def _get(self, path: str) -> bytes:
         url = self.settings.url + path
         timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         deadline = time.monotonic() + self.policy.total_seconds
@@ -90,7 +113,7 @@ class VoltusClient:
                 problem = f"{type(error).__name__} ({_first_line(error)})"
             else:
                 if response.status_code == 200:
-                    return self._decode(response, url)
+                    return response.content
                 if response.status_code != 429 and response.status_code < 500:
                     raise self._fatal(response, url)
                 problem = f"HTTP {response.status_code}{self._message(response)}"
@@ -103,15 +126,6 @@ class VoltusClient:
                 )
             self._sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
-
-    def _decode(self, response: requests.Response, url: str) -> Any:
-        try:
-            return response.json()
-        except ValueError:
-            raise ApiError(
-                f"GET {url} answered with a body that is not JSON",
-                "is VOLTUS_API_URL the Voltus API?",
-            ) from None
 
     def _fatal(self, response: requests.Response, url: str) -> ApiError:
         status = response.status_code

@@ -208,7 +208,7 @@ def _print_fetch(summary: ingest.FetchSummary) -> None:
     typer.echo(
         f"fetch {summary.fetch_run_id}: {summary.dispatches_received} dispatches received: "
         f"{summary.dispatches_created} new, {summary.dispatches_changed} changed, "
-        f"{summary.dispatches_unchanged} unchanged, {len(summary.rejected)} rejected; "
+        f"{summary.dispatches_unchanged} unchanged, {summary.rejected} rejected; "
         f"{summary.sites_received} sites received; {len(summary.events)} events"
     )
     for event in summary.events:

@@ -1,12 +1,12 @@
-"""Ingestion: validated API records into the store, with an event for every change observed.
+"""Ingestion: API records into the store, with an event for every change observed.
 
 A fetch is one transaction holding the fetch lock: it reads what is stored, works out in Python what
-changed, then writes only that, with its events and its fetch-run record. An unchanged dispatch
-(same content hash) is skipped before any of its rows are read or written. A failed fetch writes
-nothing but a `failed` fetch-run record, in a transaction of its own.
+changed, then writes only that, with its events and its fetch-run record. What did not change costs
+little: a response body identical to the last one stored is not even parsed, and a dispatch whose
+fingerprint is unchanged is neither validated nor read nor written. A failed fetch writes nothing
+but a `failed` fetch-run record, in a transaction of its own.
 """
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,12 +17,20 @@ from sqlalchemy import Column, Connection, Engine, Table, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from etl import models
-from etl.api import VoltusClient
-from etl.db import write_transaction
+from etl.api import Listing, VoltusClient
+from etl.db import read_transaction, write_transaction
 from etl.errors import DatabaseError
 from etl.events import NewEvent, jsonable
 from etl.events import append as append_events
-from etl.records import Dispatch, DispatchBatch, Rejected, SiteBatch
+from etl.records import (
+    Dispatch,
+    Rejected,
+    SiteBatch,
+    fingerprint,
+    has_unknown_fields,
+    item_fingerprint,
+    parse_dispatches,
+)
 from etl.timeutil import local_date, utcnow
 
 FETCH_LOCK = "etl.fetch"
@@ -57,7 +65,7 @@ class FetchSummary:
     dispatches_created: int
     dispatches_changed: int
     sites_received: int
-    rejected: list[Rejected]
+    rejected: int
     events: list[NewEvent] = field(default_factory=list)
 
     @property
@@ -65,18 +73,41 @@ class FetchSummary:
         return self.dispatches_received - self.dispatches_created - self.dispatches_changed
 
 
+@dataclass(frozen=True)
+class _LastBody:
+    fingerprint: str | None
+    dispatches_received: int
+    rejected: int
+
+
 def fetch(engine: Engine, client: VoltusClient, include_sites: bool = False) -> FetchSummary:
     """One ingestion pass. On any failure (API, database, interruption) the store is left as it
     was, a `failed` fetch run records why, and the error propagates."""
     started_at = utcnow()
     try:
-        dispatch_batch = client.dispatches()
+        last = _last_body(engine)
+        listing = client.dispatches(unless=last.fingerprint)
         site_batch = client.sites() if include_sites else None
         with write_transaction(engine, FETCH_LOCK) as conn:
-            return ingest(conn, dispatch_batch, site_batch, started_at)
+            return ingest(conn, listing or last, site_batch, started_at)
     except BaseException as error:
         _record_failure(engine, started_at, error)
         raise
+
+
+def _last_body(engine: Engine) -> _LastBody:
+    with read_transaction(engine) as conn:
+        row = conn.execute(
+            select(
+                fetch_runs.c.body_fingerprint,
+                fetch_runs.c.dispatches_received,
+                fetch_runs.c.rejected,
+            )
+            .where(fetch_runs.c.outcome == "succeeded")
+            .order_by(fetch_runs.c.id.desc())
+            .limit(1)
+        ).first()
+    return _LastBody(*row) if row else _LastBody(None, 0, 0)
 
 
 def _record_failure(engine: Engine, started_at: datetime, error: BaseException) -> None:
@@ -103,6 +134,7 @@ def _fetch_run_row(started_at: datetime, outcome: str, **counts: Any) -> dict[st
         "rejected": 0,
         "events": 0,
         "error": None,
+        "body_fingerprint": None,
     }
     row.update(counts)
     return row
@@ -110,33 +142,38 @@ def _fetch_run_row(started_at: datetime, outcome: str, **counts: Any) -> dict[st
 
 def ingest(
     conn: Connection,
-    batch: DispatchBatch,
+    listing: Listing | _LastBody,
     site_batch: SiteBatch | None,
     started_at: datetime,
 ) -> FetchSummary:
-    """Write what changed; the caller holds the fetch lock, so what is read here stays true."""
+    """Write what changed; the caller holds the fetch lock, so what is read here stays true.
+    `listing` is the last stored body itself when the API sent that same body again."""
     now = utcnow()
-    hashes = {d.id: content_hash(d.raw) for d in batch.dispatches}
-    stored_hashes = dict(_select_in(conn, [dispatches.c.id, dispatches.c.content_hash], hashes))
-    changed = [d for d in batch.dispatches if stored_hashes.get(d.id) != hashes[d.id]]
-    created = sum(1 for d in changed if d.id not in stored_hashes)
-
     diff = _Diff(now)
+    if isinstance(listing, Listing):
+        received, carried_rejects = len(listing.items), 0
+        changed, rejected, fingerprints = _changed_dispatches(conn, listing.items)
+    else:  # the body stored last time: the same counts, and nothing else to do
+        received, carried_rejects = listing.dispatches_received, listing.rejected
+        changed, rejected, fingerprints = [], [], {}
+    stored_ids = {row.id for row in _select_in(conn, [dispatches.c.id], (d.id for d in changed))}
+    created = sum(1 for d in changed if d.id not in stored_ids)
     diff.programs(conn, changed)
     diff.sites(conn, changed, site_batch)
-    diff.dispatches(conn, changed, hashes)
-    rejected = batch.rejected + (site_batch.rejected if site_batch else [])
+    diff.dispatches(conn, changed, fingerprints)
+    rejected += site_batch.rejected if site_batch else []
     diff.rejected(conn, rejected)
 
     run = _fetch_run_row(
         started_at,
         "succeeded",
-        dispatches_received=len(batch.dispatches) + len(batch.rejected),
+        dispatches_received=received,
         dispatches_created=created,
         dispatches_changed=len(changed) - created,
         sites_received=len(site_batch.sites) if site_batch else 0,
-        rejected=len(rejected),
+        rejected=len(rejected) + carried_rejects,
         events=len(diff.events),
+        body_fingerprint=listing.fingerprint,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
     _upsert(conn, programs, diff.program_rows, ["id"])
@@ -150,18 +187,34 @@ def ingest(
     append_events(conn, diff.events, now, run_id)
     return FetchSummary(
         fetch_run_id=run_id,
-        dispatches_received=run["dispatches_received"],
+        dispatches_received=received,
         dispatches_created=created,
         dispatches_changed=run["dispatches_changed"],
         sites_received=run["sites_received"],
-        rejected=rejected,
+        rejected=run["rejected"],
         events=diff.events,
     )
 
 
-def content_hash(raw: Any) -> str:
-    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"))
-    return hashlib.md5(canonical.encode(), usedforsecurity=False).hexdigest()
+def _changed_dispatches(
+    conn: Connection, items: list[Any]
+) -> tuple[list[Dispatch], list[Rejected]]:
+    """The dispatches new or changed since stored, validated; the malformed ones set aside.
+    An item whose fingerprint is the stored one is skipped, unvalidated: it was valid then."""
+    fingerprints = {
+        item["id"]: item_fingerprint(item)
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("id"), str)
+    }
+    stored = dict(_select_in(conn, [dispatches.c.id, dispatches.c.content_hash], fingerprints))
+
+    def unchanged(item: Any) -> bool:
+        item_id = item.get("id") if isinstance(item, dict) else None
+        return item_id in stored and stored[item_id] == fingerprints[item_id]
+
+    unseen = [item for item in items if not unchanged(item)]
+    batch = parse_dispatches(unseen)
+    return batch.dispatches, batch.rejected, fingerprints
 
 
 class _Diff:
@@ -230,7 +283,9 @@ class _Diff:
                 continue
             self.site_rows.append(self._new_row(old, {"id": site_id, **row}))
 
-    def dispatches(self, conn: Connection, changed: list[Dispatch], hashes: dict[str, str]) -> None:
+    def dispatches(
+        self, conn: Connection, changed: list[Dispatch], fingerprints: dict[str, str]
+    ) -> None:
         by_id = {d.id: d for d in changed}
         stored = _stored_rows(conn, dispatches, by_id, [*DISPATCH_FIELDS, "raw"])
         stored_sites: dict[str, dict[str, dict[str, Any]]] = {}
@@ -271,8 +326,10 @@ class _Diff:
                         "start_date_local": local_date(
                             dispatch.start_time, dispatch.program.timezone
                         ),
-                        "raw": dispatch.raw,
-                        "content_hash": hashes[dispatch.id],
+                        "raw": json.dumps(dispatch.raw)
+                        if has_unknown_fields(dispatch.raw)
+                        else None,
+                        "content_hash": fingerprints[dispatch.id],
                     },
                 )
             )
@@ -287,9 +344,10 @@ class _Diff:
         self, dispatch_id: str, old: dict[str, Any], row: dict[str, Any], raw: dict[str, Any]
     ) -> None:
         changes = _changes(old, row)
-        for key in sorted((set(old["raw"]) | set(raw)) - RAW_KEYS_REPORTED):
-            if old["raw"].get(key) != raw.get(key):
-                changes[key] = {"old": old["raw"].get(key), "new": raw.get(key)}
+        old_raw = json.loads(old["raw"]) if old["raw"] else {}
+        for key in sorted((set(old_raw) | set(raw)) - RAW_KEYS_REPORTED):
+            if old_raw.get(key) != raw.get(key):
+                changes[key] = {"old": old_raw.get(key), "new": raw.get(key)}
         authorized = changes.get("authorized")
         if authorized and authorized["old"] and not authorized["new"]:
             del changes["authorized"]
@@ -350,7 +408,9 @@ class _Diff:
                 )
 
     def rejected(self, conn: Connection, rejected: list[Rejected]) -> None:
-        incoming = {content_hash(r.payload): r for r in rejected}
+        incoming = {
+            fingerprint(json.dumps(r.payload, sort_keys=True).encode()): r for r in rejected
+        }
         known = {
             row.payload_hash
             for row in _select_in(conn, [rejected_records.c.payload_hash], incoming)

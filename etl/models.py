@@ -102,9 +102,9 @@ class Dispatch(Base):
     # 'YYYY-MM-DD' of start_time in the program's time zone (null if the zone is unknown), for
     # reports by day: SQLite cannot convert time zones itself
     start_date_local: Mapped[str | None] = mapped_column(String(10))
-    # the whole object as the API sent it, extra fields included; its hash lets an unchanged
-    # dispatch be skipped without touching its rows
-    raw: Mapped[dict[str, Any]]
+    # the object as the API sent it (JSON text), when it has fields that the columns do not keep
+    raw: Mapped[str | None] = mapped_column(Text)
+    # fingerprint of the object as last received: an unchanged dispatch is skipped unvalidated
     content_hash: Mapped[str] = mapped_column(String(32))
     first_seen_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -158,6 +158,8 @@ class FetchRun(Base):
     rejected: Mapped[int]
     events: Mapped[int]
     error: Mapped[str | None] = mapped_column(Text)
+    # of the dispatches response body: the next fetch skips a body it has already stored
+    body_fingerprint: Mapped[str | None] = mapped_column(String(32))
 
 
 class RejectedRecord(Base):

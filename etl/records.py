@@ -5,6 +5,7 @@ record that does not validate is set aside whole with its reason (a `Rejected`),
 Unknown extra fields are tolerated; the dispatch's whole raw object is kept alongside.
 """
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,6 +78,35 @@ class DispatchBatch:
 class SiteBatch:
     sites: list[Site]
     rejected: list[Rejected]
+
+
+# the fields that etl keeps in columns; a record with others is also kept whole, as sent
+DISPATCH_FIELDS = {
+    "id", "authorized", "test", "start_time", "end_time", "creation_time",
+    "modification_number", "metadata", "program", "sites",
+}  # fmt: skip
+PROGRAM_FIELDS = {"id", "name", "timezone", "market", "program_type"}
+SITE_FIELDS = {"id", "name", "customer_location_id", "commitment", "drop_by"}
+
+
+def has_unknown_fields(raw: dict[str, Any]) -> bool:
+    return (
+        not raw.keys() <= DISPATCH_FIELDS
+        or not raw["program"].keys() <= PROGRAM_FIELDS
+        or any(not site.keys() <= SITE_FIELDS for site in raw["sites"])
+    )
+
+
+def fingerprint(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def item_fingerprint(item: Any) -> str:
+    """A fingerprint of one parsed record, to tell whether it changed since last time. Its repr
+    is the cheapest stable text of it (a third of canonical JSON's cost); should the API ever
+    reorder its fields, each record is then compared field by field once, and nothing spurious
+    is recorded."""
+    return fingerprint(repr(item).encode())
 
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:

@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("rejected", sa.Integer(), nullable=False),
         sa.Column("events", sa.Integer(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("body_fingerprint", sa.String(32), nullable=True),
     )
     op.create_index("ix_fetch_runs_outcome_finished_at", "fetch_runs", ["outcome", "finished_at"])
     op.create_table(
@@ -68,7 +69,7 @@ def upgrade() -> None:
         sa.Column("creation_time", TIME, nullable=True),
         sa.Column("modification_number", sa.Integer(), nullable=True),
         sa.Column("metadata", JSON, nullable=True),
-        sa.Column("raw", JSON, nullable=False),
+        sa.Column("raw", sa.Text(), nullable=True),
         sa.Column("content_hash", sa.String(32), nullable=False),
         sa.Column("first_seen_at", TIME, nullable=False),
         sa.Column("updated_at", TIME, nullable=False),
