@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from etl import models
+from etl.db import dialect_insert
 from etl.events import NewEvent
 
 actions = models.Action.__table__
@@ -58,9 +58,8 @@ def insert_new(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, A
     plan of the same action a no-op."""
     if not rows:
         return []
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = (
-        dialect_insert(actions)
+        dialect_insert(conn, actions)
         .on_conflict_do_nothing(index_elements=["dispatch_id", "site_id", "kind"])
         .returning(actions.c.idempotency_key)
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 
 from etl.config import default_database_url
@@ -35,6 +35,15 @@ def parse_url(database_url: str | None) -> URL:
             f"unsupported database {url.get_backend_name()!r}", "use SQLite or PostgreSQL"
         )
     return url
+
+
+def dialect_insert(conn: Connection, table: Table) -> Any:
+    """The dialect's own INSERT, which has ON CONFLICT; its module is imported only when used."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
 
 
 def describe(url: URL) -> str:

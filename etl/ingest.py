@@ -14,11 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, Table, insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from etl import models
 from etl.api import Listing, VoltusClient
-from etl.db import read_transaction, write_transaction
+from etl.db import dialect_insert, read_transaction, write_transaction
 from etl.errors import DatabaseError
 from etl.events import NewEvent, jsonable
 from etl.events import append as append_events
@@ -475,8 +474,7 @@ def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], key: lis
     """INSERT ... ON CONFLICT DO UPDATE, skipping the update when nothing differs."""
     if not rows:
         return
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = dialect_insert(table)
+    statement = dialect_insert(conn, table)
     updated = [c for c in rows[0] if c not in key and c != "first_seen_at"]
     compared = [c for c in updated if c != "updated_at"]
     statement = statement.on_conflict_do_update(
