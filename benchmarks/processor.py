@@ -1,11 +1,15 @@
 """Processor figures: the planning pass against years of history, and the time from a large
 dispatch's start to its last site's handler call."""
 
+import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine, text
 
@@ -19,6 +23,7 @@ from etl.sandbox import Sandbox
 from etl.timeutil import format_rfc3339, utcnow
 
 PLAN_RUNS = 30
+_PROGRAM = {"id": 1, "name": "P", "timezone": "UTC", "market": "", "program_type": "capacity"}
 
 # the planner's three lookups, by hand: the floor its SQLAlchemy version is measured against
 RAW_PLAN = {
@@ -139,3 +144,42 @@ def curtail_latency(
         "workers": settings.workers,
         "calls": len(handler.finished),
     }
+
+
+def actions_per_second(processes: int, actions: int = 2000) -> dict[str, float]:
+    """Due actions run per second by `processes` concurrent `etl process` on PostgreSQL, with
+    the log handler writing to /dev/null (as near to no handler as a real one gets)."""
+    with fresh_database("postgresql") as engine, Sandbox() as sandbox:
+        sites_per_dispatch = 10
+        start = utcnow() - timedelta(minutes=1)
+        sandbox.dispatches = [
+            {
+                "id": f"d{i}",
+                "authorized": True,
+                "test": False,
+                "start_time": format_rfc3339(start),
+                "end_time": format_rfc3339(start + timedelta(hours=1)),
+                "program": _PROGRAM,
+                "sites": [
+                    {"id": f"s{i}-{j}", "name": "", "customer_location_id": "", "commitment": 1}
+                    for j in range(sites_per_dispatch)
+                ],
+            }
+            for i in range(actions // sites_per_dispatch)
+        ]
+        ingest.fetch(engine, VoltusClient(ApiSettings(sandbox.url, sandbox.key)))
+        planner.plan(engine, ProcessorSettings())
+        env = {**os.environ, "ETL_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+        command = [str(Path(sys.executable).parent / "etl"), "process", "-q"]
+        started = time.perf_counter()
+        runs = [
+            subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL) for _ in range(processes)
+        ]
+        codes = [run.wait() for run in runs]
+        elapsed = time.perf_counter() - started
+        with engine.connect() as conn:
+            done = conn.execute(
+                text("SELECT count(*) FROM actions WHERE kind = 'curtail' AND state = 'succeeded'")
+            ).scalar_one()
+    assert codes == [0] * processes and done == actions, (codes, done)
+    return {"actions_per_s": actions / elapsed, "seconds": elapsed}

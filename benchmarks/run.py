@@ -6,11 +6,19 @@ machines are noisy; absolute times are printed only beside their floor).
 
 import argparse
 
-from benchmarks import processor
+from benchmarks import ingest, processor
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[1_000, 10_000, 50_000],
+        help="dispatches in the synthetic API (default 1000 10000 50000)",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure; medians reported")
     parser.add_argument(
         "--history",
         type=int,
@@ -25,27 +33,67 @@ def main() -> None:
         help="databases for the planning figure, comma-separated (postgresql: +4 min at 1M)",
     )
     args = parser.parse_args()
+    ingestion(args.sizes, args.runs)
+    cron()
+    planning(args.history, args.planning_backends.split(","))
+    latency()
+    throughput()
 
-    print("== Processor ==")
-    print("Planning pass, median of 30 (after the store's first), vs its three lookups in raw SQL")
+
+def ingestion(sizes: list[int], runs: int) -> None:
+    print("== Ingestion: etl / raw floor (benchmarks/floor.py), same synthetic API, same run ==")
+    print(f"N dispatches x 4 sites, 500 sites, 20 programs; medians of {runs} runs; peak = traced")
+    print("Python allocations during the first load. Targets (SQLite): first <= 1.5x,")
+    print("unchanged reload <= 1.0x, peak memory <= 1.3x.")
+    header = f"{'database':<11}{'N':>7}  {'first':>15}  {'unchanged':>15}  {'1% modified':>15}"
+    print(header + f"  {'peak MiB':>17}")
+    for backend in ("sqlite", "postgresql"):
+        for count in sizes:
+            r = ingest.compare(backend, count, runs)
+            cells = [
+                _ratio(r[f"etl_{case}"], r[f"floor_{case}"], "s")
+                for case in ("first", "reload", "modified")
+            ]
+            peak = _ratio(r["etl_peak"] / 2**20, r["floor_peak"] / 2**20, "")
+            print(
+                f"{backend:<11}{count:>7,}  "
+                + "  ".join(f"{c:>15}" for c in cells)
+                + f"  {peak:>17}"
+            )
+    print()
+
+
+def cron() -> None:
+    r = ingest.cron_process()
+    print("== The minutely job: whole process, `etl run` with 200 unchanged dispatches, against ==")
+    print("== `python benchmarks/floor.py` loading 1,000 (target <= 3x) ==")
+    print(f"etl {r['etl']:.3f} s, floor {r['floor']:.3f} s: {r['etl'] / r['floor']:.1f}x")
+    print()
+
+
+def planning(history: list[int], backends: list[str]) -> None:
+    print("== Planning pass, median of 30 (after the store's first), vs its lookups in raw SQL ==")
     print(f"{'database':<12}{'history':>11}{'etl ms':>9}{'floor ms':>10}{'etl/floor':>11}")
-    for backend in args.planning_backends.split(","):
-        results = {n: processor.planning(backend, n) for n in args.history}
+    for backend in backends:
+        results = {n: processor.planning(backend, n) for n in history}
         for n, result in results.items():
             ratio = result["plan_ms"] / result["floor_ms"]
             print(
                 f"{backend:<12}{n:>11,}{result['plan_ms']:>9.2f}{result['floor_ms']:>10.2f}"
                 f"{ratio:>10.1f}x"
             )
-        small, large = (results[n]["plan_ms"] for n in args.history)
+        small, large = (results[n]["plan_ms"] for n in history)
         met = large < 10 and large / small < 2
         print(
             f"{backend:<12}{'':>11} large/small history: {large / small:.2f}x "
             f"(target < 10 ms and < 2x: {'met' if met else 'NOT met'})"
         )
     print()
-    print("500-site dispatch: its start_time to the end of the last 200 ms handler call,")
-    print("`etl run --every` waiting; floor = the pool's bound, ceil(500 / workers) x 200 ms")
+
+
+def latency() -> None:
+    print("== 500-site dispatch: its start_time to the end of the last 200 ms handler call, ==")
+    print("== `etl run --every` waiting; floor = the pool's bound, ceil(500 / workers) x 200 ms ==")
     print(f"{'database':<12}{'etl s':>8}{'floor s':>9}{'etl/floor':>11}  target < 5 s")
     for backend in ("sqlite", "postgresql"):
         result = processor.curtail_latency(backend)
@@ -55,6 +103,20 @@ def main() -> None:
             f"{result['latency_s'] / result['floor_s']:>10.2f}x  {verdict}"
             f" ({result['calls']} calls, {result['workers']} workers)"
         )
+    print()
+
+
+def throughput() -> None:
+    print("== Actions per second, 2,000 due, log handler to /dev/null, PostgreSQL, ==")
+    print("== whole `etl process` runs at once (process start-up included) ==")
+    one = processor.actions_per_second(1)
+    four = processor.actions_per_second(4)
+    print(f"1 process: {one['actions_per_s']:.0f}/s; 4 processes: {four['actions_per_s']:.0f}/s")
+    print(f"4 / 1: {four['actions_per_s'] / one['actions_per_s']:.2f}x")
+
+
+def _ratio(value: float, floor: float, unit: str) -> str:
+    return f"{value / floor:.2f}x ({value:.2f}{unit})"
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,  # its tracebacks show local variables, such as the API key
 )
-db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+db_app = typer.Typer(help="Create, migrate and prune the database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 DatabaseUrl = Annotated[
