@@ -18,7 +18,7 @@ POSTGRES = os.environ.get("ETL_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1
 
 @contextmanager
 def fresh_database(backend: str) -> Iterator[Engine]:
-    with _url(backend) as url:
+    with scratch_url(backend) as url:
         engine = make_engine(url)
         migrate(engine)
         try:
@@ -28,7 +28,9 @@ def fresh_database(backend: str) -> Iterator[Engine]:
 
 
 @contextmanager
-def _url(backend: str) -> Iterator[str]:
+def scratch_url(backend: str) -> Iterator[str]:
+    """An empty database for the time of the block: a SQLite file in a temporary folder, or a
+    PostgreSQL schema of its own (a `postgresql://` URL, which etl and psycopg both take)."""
     if backend == "sqlite":
         with tempfile.TemporaryDirectory() as folder:
             yield f"sqlite:///{Path(folder) / 'bench.db'}"
@@ -37,7 +39,6 @@ def _url(backend: str) -> Iterator[str]:
     with psycopg.connect(POSTGRES, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
         try:
-            base = POSTGRES.replace("postgresql://", "postgresql+psycopg://", 1)
-            yield f"{base}?options=-csearch_path%3D{schema}"
+            yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
         finally:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")

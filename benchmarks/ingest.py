@@ -11,19 +11,16 @@ import tempfile
 import threading
 import time
 import tracemalloc
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from sqlalchemy import Engine
 
 from benchmarks import floor
-from benchmarks.databases import POSTGRES, fresh_database
+from benchmarks.databases import fresh_database, scratch_url
 from etl import ingest
 from etl.api import VoltusClient
 from etl.config import ApiSettings
@@ -123,21 +120,6 @@ def _peak_bytes(run: Callable[[], object]) -> int:
         tracemalloc.stop()
 
 
-@contextmanager
-def _floor_database(backend: str) -> Iterator[str]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            yield f"sqlite:///{Path(folder) / 'floor.db'}"
-        return
-    schema = f"floor_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-        try:
-            yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 def _floor_run(api: Api, database: str) -> None:
     floor.load(database, floor.fetch(api.url, "secret"))
 
@@ -158,7 +140,7 @@ def compare(backend: str, count: int, runs: int) -> dict[str, float]:
 
     for _ in range(runs):
         api.serve(same)
-        with _floor_database(backend) as database:
+        with scratch_url(backend) as database:
             note("floor_first", _timed(lambda: _floor_run(api, database)))
             note("floor_reload", _timed(lambda: _floor_run(api, database)))
             api.serve(modified)
@@ -170,7 +152,7 @@ def compare(backend: str, count: int, runs: int) -> dict[str, float]:
             api.serve(modified)
             note("etl_modified", _timed(lambda: _etl_run(engine, client)))
     api.serve(same)
-    with _floor_database(backend) as database:
+    with scratch_url(backend) as database:
         note("floor_peak", _peak_bytes(lambda: _floor_run(api, database)))
     with fresh_database(backend) as engine:
         note("etl_peak", _peak_bytes(lambda: _etl_run(engine, client)))

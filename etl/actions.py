@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, and_, update
 
 from etl import models
 from etl.db import dialect_insert
@@ -23,6 +23,17 @@ from etl.events import NewEvent
 
 actions = models.Action.__table__
 attempts = models.ActionAttempt.__table__
+dispatches = models.Dispatch.__table__
+dispatch_sites = models.DispatchSite.__table__
+
+# each action beside its dispatch, and that dispatch's row for the action's site
+WITH_DISPATCH_SITE = actions.join(dispatches, dispatches.c.id == actions.c.dispatch_id).join(
+    dispatch_sites,
+    and_(
+        dispatch_sites.c.dispatch_id == actions.c.dispatch_id,
+        dispatch_sites.c.site_id == actions.c.site_id,
+    ),
+)
 
 CLAIMABLE = ("pending", "retrying", "claimed")  # claimed: only once its claim has expired
 # open actions have no finished_at; saying so in a query lets it use the partial index of them

@@ -11,10 +11,22 @@ is recorded in its attempt row, but cannot change the action's state.
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from etl import models
-from etl.actions import CLAIMABLE, OPEN, actions, attempts, event, insert_new, new_row, row_event
+from etl.actions import (
+    CLAIMABLE,
+    OPEN,
+    WITH_DISPATCH_SITE,
+    actions,
+    attempts,
+    dispatch_sites,
+    dispatches,
+    event,
+    insert_new,
+    new_row,
+    row_event,
+)
 from etl.config import ProcessorSettings
 from etl.db import write_transaction
 from etl.events import NewEvent
@@ -26,8 +38,6 @@ from etl.timeutil import format_rfc3339, utcnow
 RESTORE_MAX_ATTEMPTS = 10
 MAX_BACKOFF = timedelta(hours=1)
 
-dispatches = models.Dispatch.__table__
-dispatch_sites = models.DispatchSite.__table__
 sites = models.Site.__table__
 programs = models.Program.__table__
 
@@ -121,16 +131,11 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
             programs.c.id.label("program_id"),
             programs.c.name.label("program_name"),
         )
-        .join(dispatches, dispatches.c.id == actions.c.dispatch_id)
-        .join(
-            dispatch_sites,
-            and_(
-                dispatch_sites.c.dispatch_id == actions.c.dispatch_id,
-                dispatch_sites.c.site_id == actions.c.site_id,
-            ),
+        .select_from(
+            WITH_DISPATCH_SITE.join(sites, sites.c.id == actions.c.site_id).join(
+                programs, programs.c.id == dispatches.c.program_id
+            )
         )
-        .join(sites, sites.c.id == actions.c.site_id)
-        .join(programs, programs.c.id == dispatches.c.program_id)
         .where(actions.c.id.in_(ids))
         .order_by(actions.c.dispatch_id, actions.c.site_id)
     ).all()

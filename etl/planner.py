@@ -13,7 +13,16 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, false, insert, or_, select, true, union, update
 
 from etl import models
-from etl.actions import OPEN, actions, event, insert_new, new_row, row_event, set_final
+from etl.actions import (
+    OPEN,
+    WITH_DISPATCH_SITE,
+    actions,
+    event,
+    insert_new,
+    new_row,
+    row_event,
+    set_final,
+)
 from etl.config import ProcessorSettings
 from etl.db import write_transaction
 from etl.events import NewEvent
@@ -149,14 +158,7 @@ def _curtails_no_longer_wanted(conn: Connection, now: datetime, summary: PlanSum
             dispatches.c.authorized,
             dispatch_sites.c.removed_at,
         )
-        .join(dispatches, dispatches.c.id == actions.c.dispatch_id)
-        .join(
-            dispatch_sites,
-            and_(
-                dispatch_sites.c.dispatch_id == actions.c.dispatch_id,
-                dispatch_sites.c.site_id == actions.c.site_id,
-            ),
-        )
+        .select_from(WITH_DISPATCH_SITE)
         .where(
             OPEN,
             actions.c.kind == "curtail",
@@ -189,14 +191,7 @@ def _restores_now_due(
     the site its restore instead."""
     due = conn.execute(
         select(actions.c.id, actions.c.dispatch_id, actions.c.site_id, actions.c.idempotency_key)
-        .join(dispatches, dispatches.c.id == actions.c.dispatch_id)
-        .join(
-            dispatch_sites,
-            and_(
-                dispatch_sites.c.dispatch_id == actions.c.dispatch_id,
-                dispatch_sites.c.site_id == actions.c.site_id,
-            ),
-        )
+        .select_from(WITH_DISPATCH_SITE)
         .where(
             OPEN,
             actions.c.kind == "restore",

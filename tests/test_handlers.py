@@ -40,20 +40,27 @@ def test_log_handler_prints_the_tutorial_lines(
     ]
 
 
-def test_command_handler_gets_the_protocol_variables_and_json(
-    engine: Engine,
-    sandbox: Sandbox,
-    client: VoltusClient,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def record_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("RECORD_DIR", str(tmp_path / "calls"))
-    sandbox.dispatches = [dispatch("d1", site("a", None), end_time=None, test=False)]
+    return tmp_path / "calls"
+
+
+def run_command_handler(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient, *dispatches: dict[str, Any]
+) -> processor.PassSummary:
+    sandbox.dispatches = list(dispatches)
     ingest.fetch(engine, client)
     settings = ProcessorSettings(action_command=COMMAND)
-    summary = processor.process(engine, load_handler(settings), settings)
-    assert summary.succeeded == 1
-    (call,) = [json.loads(p.read_text()) for p in (tmp_path / "calls").iterdir()]
+    return processor.process(engine, load_handler(settings), settings)
+
+
+def test_command_handler_gets_the_protocol_variables_and_json(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient, record_dir: Path
+) -> None:
+    d1 = dispatch("d1", site("a", None), end_time=None, test=False)
+    assert run_command_handler(engine, sandbox, client, d1).succeeded == 1
+    (call,) = [json.loads(p.read_text()) for p in record_dir.iterdir()]
     env, body = call["env"], call["stdin"]
     assert env["ETL_ACTION"] == "curtail" and env["ETL_DISPATCH_ID"] == "d1"
     assert env["ETL_SITE_ID"] == "a" and env["ETL_CUSTOMER_LOCATION_ID"] == "loc-a"
@@ -70,15 +77,11 @@ def test_command_handler_failure_keeps_its_stderr(
     engine: Engine,
     sandbox: Sandbox,
     client: VoltusClient,
-    tmp_path: Path,
+    record_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("RECORD_DIR", str(tmp_path / "calls"))
     monkeypatch.setenv("RECORD_EXIT", "3")
-    sandbox.dispatches = [dispatch("d1", site("a"))]
-    ingest.fetch(engine, client)
-    settings = ProcessorSettings(action_command=COMMAND)
-    assert processor.process(engine, load_handler(settings), settings).failed == 1
+    assert run_command_handler(engine, sandbox, client, dispatch("d1", site("a"))).failed == 1
     (attempt,) = attempts(engine)
     assert attempt.outcome == "failed"
     assert attempt.error == "exit status 3: the relay did not answer"

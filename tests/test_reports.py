@@ -263,33 +263,23 @@ def test_status_command_exit_codes(world: World, database_url: str) -> None:
     assert json.loads(healthy.stdout)["code"] == 0
 
 
+def row_counts(engine: Engine) -> dict[str, int]:
+    tables = (models.FetchRun, models.Event, models.Dispatch, models.Action, models.ActionAttempt)
+    with engine.connect() as conn:
+        return {
+            m.__tablename__: conn.execute(select(func.count()).select_from(m)).scalar_one()
+            for m in tables
+        }
+
+
 def test_prune_removes_only_unchanged_old_fetch_runs(story: World) -> None:
     for _ in range(3):  # the minutely runs that find nothing new
         ingest.fetch(story.engine, story.client)
-    with story.engine.connect() as conn:
-        before = {
-            m.__tablename__: conn.execute(select(func.count()).select_from(m)).scalar()
-            for m in (
-                models.FetchRun,
-                models.Event,
-                models.Dispatch,
-                models.Action,
-                models.ActionAttempt,
-            )
-        }
+    before = row_counts(story.engine)
     assert retention.prune(story.engine, timedelta(days=1)) == 0  # none old enough
     deleted = retention.prune(story.engine, timedelta(0))
+    after = row_counts(story.engine)
     with story.engine.connect() as conn:
-        after = {
-            m.__tablename__: conn.execute(select(func.count()).select_from(m)).scalar()
-            for m in (
-                models.FetchRun,
-                models.Event,
-                models.Dispatch,
-                models.Action,
-                models.ActionAttempt,
-            )
-        }
         unchanged_runs = conn.execute(
             select(func.count()).where(models.FetchRun.events == 0)
         ).scalar()
