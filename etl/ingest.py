@@ -155,8 +155,6 @@ def ingest(
     else:  # the body stored last time: the same counts, and nothing else to do
         received, carried_rejects = listing.dispatches_received, listing.rejected
         changed, rejected, fingerprints = [], [], {}
-    stored_ids = {row.id for row in _select_in(conn, [dispatches.c.id], (d.id for d in changed))}
-    created = sum(1 for d in changed if d.id not in stored_ids)
     diff.programs(conn, changed)
     diff.sites(conn, changed, site_batch)
     diff.dispatches(conn, changed, fingerprints)
@@ -167,8 +165,8 @@ def ingest(
         started_at,
         "succeeded",
         dispatches_received=received,
-        dispatches_created=created,
-        dispatches_changed=len(changed) - created,
+        dispatches_created=diff.created,
+        dispatches_changed=len(changed) - diff.created,
         sites_received=len(site_batch.sites) if site_batch else 0,
         rejected=len(rejected) + carried_rejects,
         events=len(diff.events),
@@ -187,7 +185,7 @@ def ingest(
     return FetchSummary(
         fetch_run_id=run_id,
         dispatches_received=received,
-        dispatches_created=created,
+        dispatches_created=diff.created,
         dispatches_changed=run["dispatches_changed"],
         sites_received=run["sites_received"],
         rejected=run["rejected"],
@@ -197,9 +195,10 @@ def ingest(
 
 def _changed_dispatches(
     conn: Connection, items: list[Any]
-) -> tuple[list[Dispatch], list[Rejected]]:
-    """The dispatches new or changed since stored, validated; the malformed ones set aside.
-    An item whose fingerprint is the stored one is skipped, unvalidated: it was valid then."""
+) -> tuple[list[Dispatch], list[Rejected], dict[str, str]]:
+    """The dispatches new or changed since stored, validated; the malformed ones set aside; and
+    the items' fingerprints. An item whose fingerprint is the stored one is skipped unvalidated:
+    it was valid then."""
     fingerprints = {
         item["id"]: item_fingerprint(item)
         for item in items
@@ -221,6 +220,7 @@ class _Diff:
 
     def __init__(self, now: datetime) -> None:
         self.now = now
+        self.created = 0  # dispatches seen for the first time
         self.events: list[NewEvent] = []
         self.program_rows: list[dict[str, Any]] = []
         self.site_rows: list[dict[str, Any]] = []
@@ -313,6 +313,7 @@ class _Diff:
             }
             old = stored.get(dispatch.id)
             if old is None:
+                self.created += 1
                 self._created(dispatch, row)
             else:
                 self._changed(dispatch.id, old, row, dispatch.raw)
