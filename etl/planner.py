@@ -17,6 +17,8 @@ from etl.actions import (
     OPEN,
     WITH_DISPATCH_SITE,
     actions,
+    dispatch_sites,
+    dispatches,
     event,
     insert_new,
     new_row,
@@ -35,8 +37,6 @@ PLAN_LOCK = "etl.plan"
 MISSED_LOOKBACK = timedelta(days=7)
 PLAN_MARGIN = timedelta(minutes=5)
 
-dispatches = models.Dispatch.__table__
-dispatch_sites = models.DispatchSite.__table__
 planner_state = models.PlannerState.__table__
 
 
@@ -50,9 +50,9 @@ class PlanSummary:
         self.events.append(event)
 
 
-def plan(engine: Engine, settings: ProcessorSettings, now: datetime | None = None) -> PlanSummary:
+def plan(engine: Engine, settings: ProcessorSettings) -> PlanSummary:
     with write_transaction(engine, PLAN_LOCK) as conn:
-        now = now or utcnow()
+        now = utcnow()
         summary = PlanSummary()
         _new_curtails(conn, settings, now, _since_last_plan(conn, now), summary)
         _curtails_no_longer_wanted(conn, now, summary)
