@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import Connection, insert
 
 from etl.models import Event
-from etl.timeutil import format_rfc3339
 
 events = Event.__table__
 
@@ -54,8 +53,3 @@ def append(
             for event in new
         ],
     )
-
-
-def jsonable(value: Any) -> Any:
-    """Times in event details are RFC 3339 strings, like the API's."""
-    return format_rfc3339(value) if isinstance(value, datetime) else value

@@ -19,7 +19,7 @@ from etl import models
 from etl.api import Listing, VoltusClient
 from etl.db import dialect_insert, read_transaction, write_transaction
 from etl.errors import DatabaseError
-from etl.events import NewEvent, jsonable
+from etl.events import NewEvent
 from etl.events import append as append_events
 from etl.records import (
     Dispatch,
@@ -30,7 +30,7 @@ from etl.records import (
     item_fingerprint,
     parse_dispatches,
 )
-from etl.timeutil import local_date, utcnow
+from etl.timeutil import jsonable, local_date, utcnow
 
 FETCH_LOCK = "etl.fetch"
 IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit

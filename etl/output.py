@@ -4,20 +4,14 @@ nothing waits for the whole result but the table's first rows, which set its col
 import csv
 import json
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from itertools import chain, islice
 from typing import Any, TextIO
 
-from etl.timeutil import format_rfc3339
+from etl.timeutil import jsonable
 
 FORMATS = ("table", "csv", "json", "jsonl")
 TABLE_SAMPLE = 200  # rows read before a table's column widths are fixed
 TABLE_MAX_WIDTH = 40
-
-
-def plain(value: Any) -> Any:
-    """A value as JSON has it: times in RFC 3339, the rest as is."""
-    return format_rfc3339(value) if isinstance(value, datetime) else value
 
 
 def text(value: Any) -> str:
@@ -29,7 +23,7 @@ def text(value: Any) -> str:
         return f"{value:g}"
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
-    return str(plain(value))
+    return str(jsonable(value))
 
 
 class _Counted:
@@ -61,14 +55,14 @@ def _json(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> No
     separator = "\n"
     out.write("[")
     for row in rows:
-        out.write(separator + json.dumps({c: plain(row[c]) for c in columns}))
+        out.write(separator + json.dumps({c: jsonable(row[c]) for c in columns}))
         separator = ",\n"
     out.write("\n]\n" if separator != "\n" else "]\n")
 
 
 def _jsonl(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> None:
     for row in rows:
-        out.write(json.dumps({c: plain(row[c]) for c in columns}) + "\n")
+        out.write(json.dumps({c: jsonable(row[c]) for c in columns}) + "\n")
 
 
 def _table(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> None:

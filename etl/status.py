@@ -10,8 +10,7 @@ from sqlalchemy import Engine, func, select, text
 from etl import models
 from etl.actions import OPEN, actions
 from etl.db import read_transaction
-from etl.output import plain
-from etl.timeutil import utcnow
+from etl.timeutil import jsonable, utcnow
 
 fetch_runs = models.FetchRun.__table__
 
@@ -35,7 +34,7 @@ class Status:
     code: int = OK
 
     def as_json(self) -> dict[str, Any]:
-        return {k: plain(v) for k, v in asdict(self).items()}
+        return {k: jsonable(v) for k, v in asdict(self).items()}
 
 
 def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:

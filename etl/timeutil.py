@@ -26,6 +26,11 @@ def format_rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def jsonable(value: object) -> object:
+    """A value as JSON has it (event details, JSON output): times as RFC 3339, like the API's."""
+    return format_rfc3339(value) if isinstance(value, datetime) else value
+
+
 @lru_cache(maxsize=256)
 def _zone(name: str) -> ZoneInfo | None:
     try:
