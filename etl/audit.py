@@ -10,6 +10,7 @@ from sqlalchemy import Engine, and_, or_, select
 
 from etl import models
 from etl.db import read_transaction
+from etl.events import describe_subject
 from etl.timeutil import utcnow
 
 # `etl audit` alone: what happened lately
@@ -61,15 +62,7 @@ def trail(engine: Engine, query: AuditQuery) -> Iterator[dict[str, Any]]:
 
 def describe(event: dict[str, Any]) -> str:
     """One line for a person: when, what, of what, and the details that matter."""
-    subject = " ".join(
-        f"{name} {event[key]}"
-        for name, key in (
-            ("dispatch", "dispatch_id"),
-            ("site", "site_id"),
-            ("program", "program_id"),
-        )
-        if event[key] is not None
-    )
+    subject = describe_subject(event["dispatch_id"], event["site_id"], event["program_id"])
     details = "  ".join(f"{k}={_compact(v)}" for k, v in event["details"].items())
     when = event["occurred_at"].strftime("%Y-%m-%d %H:%M:%S")
     return f"{when}Z  {event['kind']:<24} {subject:<28} {details}".rstrip()

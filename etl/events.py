@@ -21,16 +21,14 @@ class NewEvent:
     program_id: int | None = None
 
     def describe(self) -> str:
-        subject = " ".join(
-            f"{name} {value}"
-            for name, value in (
-                ("dispatch", self.dispatch_id),
-                ("site", self.site_id),
-                ("program", self.program_id),
-            )
-            if value is not None
-        )
+        subject = describe_subject(self.dispatch_id, self.site_id, self.program_id)
         return f"{self.kind}: {subject} {json.dumps(self.details, sort_keys=True)}"
+
+
+def describe_subject(dispatch_id: str | None, site_id: str | None, program_id: int | None) -> str:
+    """What an event is about, e.g. `dispatch asdf site lkjh`."""
+    named = (("dispatch", dispatch_id), ("site", site_id), ("program", program_id))
+    return " ".join(f"{name} {value}" for name, value in named if value is not None)
 
 
 def append(
