@@ -8,11 +8,14 @@ An action is one curtail or restore of one site for one dispatch. Its states:
     waiting (a restore whose curtail succeeded) --> pending | superseded
     missed, skipped: recorded without a handler call
 
-The unique key (dispatch_id, site_id, kind) makes recording an action twice impossible.
+A curtail belongs to one holding episode of a (dispatch, site): the span from when the dispatch
+starts holding the site to when it stops. A restore belongs to the release that ends an episode.
+The unique key (dispatch_id, site_id, kind, episode) makes recording an action twice impossible.
 """
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, and_, update
@@ -35,30 +38,71 @@ WITH_DISPATCH_SITE = actions.join(dispatches, dispatches.c.id == actions.c.dispa
     ),
 )
 
-CLAIMABLE = ("pending", "retrying", "claimed")  # claimed: only once its claim has expired
+
+class ActionKind(StrEnum):
+    CURTAIL = "curtail"
+    RESTORE = "restore"
+
+    @property
+    def opposite(self) -> "ActionKind":
+        return ActionKind.RESTORE if self is ActionKind.CURTAIL else ActionKind.CURTAIL
+
+
+class ActionState(StrEnum):
+    PENDING = "pending"
+    WAITING = "waiting"
+    CLAIMED = "claimed"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    MISSED = "missed"
+    SKIPPED = "skipped"
+    SUPERSEDED = "superseded"
+
+
+class Holding(StrEnum):
+    """What the planner recorded, at its last pass, of a dispatch and one of its sites."""
+
+    HELD = "held"  # the dispatch holds the site: it must be curtailed
+    TEST = "test"  # in its window, but a test dispatch that etl does not act on
+
+
+S = ActionState
+CLAIMABLE = (S.PENDING, S.RETRYING, S.CLAIMED)  # claimed: only once its claim has expired
+# a command on its way to a site: due, being run, or to be run again
+UNDER_WAY = (S.PENDING, S.RETRYING, S.CLAIMED)
+FINAL = (S.SUCCEEDED, S.FAILED, S.MISSED, S.SKIPPED, S.SUPERSEDED)
 # open actions have no finished_at; saying so in a query lets it use the partial index of them
 OPEN = actions.c.finished_at.is_(None)
-FINAL = ("succeeded", "failed", "missed", "skipped", "superseded")
 KEY_NAMESPACE = uuid.UUID("9b2f6a52-5c3e-4c1e-9a57-6f1f0c1e7d10")
 
 
-def idempotency_key(dispatch_id: str, site_id: str, kind: str) -> str:
-    """Derived from the action itself, so it never changes, whoever plans it and however often."""
-    return str(uuid.uuid5(KEY_NAMESPACE, f"{kind}\x00{dispatch_id}\x00{site_id}"))
+def idempotency_key(dispatch_id: str, site_id: str, kind: str, episode: int = 1) -> str:
+    """Derived from the action itself, so it never changes, whoever plans it and however often.
+    The first episode's key is the one etl gave before it counted episodes."""
+    name = f"{kind}\x00{dispatch_id}\x00{site_id}"
+    return str(uuid.uuid5(KEY_NAMESPACE, name if episode == 1 else f"{name}\x00{episode}"))
 
 
 def new_row(
-    dispatch_id: str, site_id: str, kind: str, state: str, now: datetime, note: str | None = None
+    dispatch_id: str,
+    site_id: str,
+    kind: ActionKind,
+    episode: int,
+    state: ActionState,
+    now: datetime,
+    note: str | None = None,
 ) -> dict[str, Any]:
     return {
         "dispatch_id": dispatch_id,
         "site_id": site_id,
         "kind": kind,
-        "idempotency_key": idempotency_key(dispatch_id, site_id, kind),
+        "episode": episode,
+        "idempotency_key": idempotency_key(dispatch_id, site_id, kind, episode),
         "state": state,
         "note": note,
         "attempts": 0,
-        "available_at": now if state == "pending" else None,
+        "available_at": now if state == S.PENDING else None,
         "created_at": now,
         "finished_at": now if state in FINAL else None,
     }
@@ -71,14 +115,16 @@ def insert_new(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, A
         return []
     statement = (
         dialect_insert(conn, actions)
-        .on_conflict_do_nothing(index_elements=["dispatch_id", "site_id", "kind"])
+        .on_conflict_do_nothing(index_elements=["dispatch_id", "site_id", "kind", "episode"])
         .returning(actions.c.idempotency_key)
     )
     inserted = set(conn.execute(statement, rows).scalars())
     return [row for row in rows if row["idempotency_key"] in inserted]
 
 
-def set_final(conn: Connection, action_id: int, state: str, now: datetime, note: str) -> None:
+def set_final(
+    conn: Connection, action_id: int, state: ActionState, now: datetime, note: str
+) -> None:
     conn.execute(
         update(actions)
         .where(actions.c.id == action_id)
@@ -90,13 +136,14 @@ def event(
     action: str,
     dispatch_id: str,
     site_id: str,
+    episode: int,
     key: str,
     state: str,
     **details: Any,
 ) -> NewEvent:
     """`action_<state>` (`action_planned` for pending and waiting), with the action's key."""
-    kind = "action_planned" if state in ("pending", "waiting") else f"action_{state}"
-    body = {"action": action, "idempotency_key": key, "state": state}
+    kind = "action_planned" if state in (S.PENDING, S.WAITING) else f"action_{state}"
+    body = {"action": str(action), "episode": episode, "idempotency_key": key, "state": str(state)}
     body |= {k: v for k, v in details.items() if v is not None}
     return NewEvent(kind, body, dispatch_id=dispatch_id, site_id=site_id)
 
@@ -106,6 +153,7 @@ def row_event(row: dict[str, Any]) -> NewEvent:
         row["kind"],
         row["dispatch_id"],
         row["site_id"],
+        row["episode"],
         row["idempotency_key"],
         row["state"],
         note=row["note"],

@@ -6,10 +6,16 @@ waiting on each other; on SQLite the database's write lock serializes claims. A 
 after ETL_CLAIM_TIMEOUT_SECONDS: if its process died, another takes the action over and runs it
 again with the same idempotency key. Results are fenced: an attempt whose claim was taken over
 is recorded in its attempt row, but cannot change the action's state.
+
+Commands to one site go in the order they were planned: an action is not claimed while an older
+action of the opposite kind for its site is still under way (due, running or to be retried), so
+a restore and the curtail of a site held again never run at once or out of order. Such an older
+action is, by then, obsolete: one that fails is not retried.
 """
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
@@ -17,7 +23,11 @@ from etl import models
 from etl.actions import (
     CLAIMABLE,
     OPEN,
+    UNDER_WAY,
     WITH_DISPATCH_SITE,
+    ActionKind,
+    ActionState,
+    Holding,
     actions,
     attempts,
     dispatch_sites,
@@ -42,9 +52,13 @@ sites = models.Site.__table__
 programs = models.Program.__table__
 
 
+S = ActionState
+
+
 @dataclass(frozen=True)
 class Claimed:
     action_id: int
+    episode: int
     attempt: int
     request: ActionRequest
 
@@ -55,7 +69,12 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
         now = utcnow()
         due = (
             select(actions.c.id)
-            .where(OPEN, actions.c.state.in_(CLAIMABLE), actions.c.available_at <= now)
+            .where(
+                OPEN,
+                actions.c.state.in_(CLAIMABLE),
+                actions.c.available_at <= now,
+                ~_older_opposite_under_way(),
+            )
             .order_by(actions.c.available_at, actions.c.id)
             .limit(limit)
         )
@@ -65,7 +84,7 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
             update(actions)
             .where(actions.c.id.in_(due.scalar_subquery()))
             .values(
-                state="claimed",
+                state=S.CLAIMED,
                 claimed_by=worker,
                 claimed_at=now,
                 available_at=now + timedelta(seconds=settings.claim_timeout),
@@ -101,7 +120,7 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
             [
                 _event(
                     c,
-                    "claimed",
+                    S.CLAIMED,
                     worker=worker,
                     attempt=c.attempt,
                     taken_over=c.action_id in taken_over,
@@ -113,11 +132,27 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
         return claimed
 
 
+def _older_opposite_under_way() -> Any:
+    other = actions.alias("other")
+    return (
+        select(other.c.id)
+        .where(
+            other.c.finished_at.is_(None),
+            other.c.site_id == actions.c.site_id,
+            other.c.id < actions.c.id,
+            other.c.kind != actions.c.kind,
+            other.c.state.in_(UNDER_WAY),
+        )
+        .exists()
+    )
+
+
 def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
     rows = conn.execute(
         select(
             actions.c.id,
             actions.c.kind,
+            actions.c.episode,
             actions.c.attempts,
             actions.c.idempotency_key,
             actions.c.dispatch_id,
@@ -142,6 +177,7 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
     return [
         Claimed(
             action_id=row.id,
+            episode=row.episode,
             attempt=row.attempts,
             request=ActionRequest(
                 action=row.kind,
@@ -168,52 +204,103 @@ def succeed(engine: Engine, claimed: Claimed, worker: str, output: str) -> bool:
     claim had been taken over meanwhile (the action's state is then the new owner's to set)."""
     with write_transaction(engine) as conn:
         now = utcnow()
-        _finish_attempt(conn, claimed, now, "succeeded", output=output[-KEPT_OUTPUT_CHARS:])
-        if not _set_if_still_ours(conn, claimed, worker, state="succeeded", finished_at=now):
+        _finish_attempt(conn, claimed, now, S.SUCCEEDED, output=output[-KEPT_OUTPUT_CHARS:])
+        if not _set_if_still_ours(conn, claimed, worker, state=S.SUCCEEDED, finished_at=now):
             return False
-        new_events = [_event(claimed, "succeeded", attempt=claimed.attempt)]
-        if claimed.request.action == "curtail":
+        new_events = [_event(claimed, S.SUCCEEDED, attempt=claimed.attempt)]
+        if claimed.request.action == ActionKind.CURTAIL:
             request = claimed.request
-            restore = new_row(request.dispatch_id, request.site_id, "restore", "waiting", now)
-            new_events += [row_event(row) for row in insert_new(conn, [restore])]
+            new_events += _restore_owed(
+                conn, request.dispatch_id, request.site_id, claimed.episode, now
+            )
         append_events(conn, new_events, now)
         return True
+
+
+def _restore_owed(
+    conn: Connection, dispatch_id: str, site_id: str, episode: int, now: datetime
+) -> list[NewEvent]:
+    restore = new_row(dispatch_id, site_id, ActionKind.RESTORE, episode, S.WAITING, now)
+    return [row_event(row) for row in insert_new(conn, [restore])]
 
 
 def fail(
     engine: Engine, claimed: Claimed, worker: str, error: str, settings: ProcessorSettings
 ) -> bool:
-    """Record a failed attempt and schedule the next one with exponential backoff (the planner
-    ends a curtail's retries when its dispatch is over); a restore gives up after
-    RESTORE_MAX_ATTEMPTS. False when the claim had been taken over meanwhile."""
+    """Record a failed attempt and schedule the next one with exponential backoff, unless there
+    is no point: a curtail whose episode is over, a restore of a site held again (whose holder
+    then owes the restore), or a restore after RESTORE_MAX_ATTEMPTS. False when the claim had
+    been taken over meanwhile."""
     with write_transaction(engine) as conn:
         now = utcnow()
         error = error[-KEPT_OUTPUT_CHARS:]
-        _finish_attempt(conn, claimed, now, "failed", error=error)
-        if claimed.request.action == "restore" and claimed.attempt >= RESTORE_MAX_ATTEMPTS:
-            note = f"gave up after {claimed.attempt} failed attempts"
-            changed = _set_if_still_ours(
-                conn, claimed, worker, state="failed", note=note, finished_at=now
+        _finish_attempt(conn, claimed, now, S.FAILED, error=error)
+        attempt = claimed.attempt
+        request = claimed.request
+        new_events: list[NewEvent] = []
+        holder = None if request.action == ActionKind.CURTAIL else _newer_curtail(conn, claimed)
+        if request.action == ActionKind.CURTAIL and not _episode_holds(conn, claimed):
+            state = S.FAILED
+            note = f"gave up after {attempt} failed attempts: the dispatch no longer holds the site"
+        elif holder is not None:
+            state, note = S.SUPERSEDED, f"dispatch {holder.dispatch_id} holds the site again"
+            new_events += _restore_owed(
+                conn, holder.dispatch_id, holder.site_id, holder.episode, now
             )
-            new_event = _event(claimed, "failed", attempt=claimed.attempt, error=error, note=note)
+        elif request.action == ActionKind.RESTORE and attempt >= RESTORE_MAX_ATTEMPTS:
+            state, note = S.FAILED, f"gave up after {attempt} failed attempts"
         else:
-            delay = min(
-                timedelta(seconds=settings.retry_backoff * 2 ** (claimed.attempt - 1)), MAX_BACKOFF
-            )
-            retry_at = now + delay
+            delay = timedelta(seconds=settings.retry_backoff * 2 ** (attempt - 1))
+            retry_at = now + min(delay, MAX_BACKOFF)
             changed = _set_if_still_ours(
-                conn, claimed, worker, state="retrying", note=error, available_at=retry_at
+                conn, claimed, worker, state=S.RETRYING, note=error, available_at=retry_at
             )
-            new_event = _event(
-                claimed,
-                "retrying",
-                attempt=claimed.attempt,
-                error=error,
-                retry_at=format_rfc3339(retry_at),
+            retrying = _event(
+                claimed, S.RETRYING, attempt=attempt, error=error, retry_at=format_rfc3339(retry_at)
             )
-        if changed:
-            append_events(conn, [new_event], now)
-        return changed
+            if changed:
+                append_events(conn, [retrying], now)
+            return changed
+        if not _set_if_still_ours(conn, claimed, worker, state=state, note=note, finished_at=now):
+            return False
+        new_events.insert(0, _event(claimed, state, attempt=attempt, error=error, note=note))
+        append_events(conn, new_events, now)
+        return True
+
+
+def _episode_holds(conn: Connection, claimed: Claimed) -> bool:
+    """Whether the planner last saw the curtail's dispatch hold the site in its episode."""
+    row = conn.execute(
+        select(dispatch_sites.c.holding, dispatch_sites.c.episode).where(
+            dispatch_sites.c.dispatch_id == claimed.request.dispatch_id,
+            dispatch_sites.c.site_id == claimed.request.site_id,
+        )
+    ).first()
+    return row is not None and row.holding == Holding.HELD and row.episode == claimed.episode
+
+
+@dataclass(frozen=True)
+class _Holder:
+    dispatch_id: str
+    site_id: str
+    episode: int
+
+
+def _newer_curtail(conn: Connection, claimed: Claimed) -> _Holder | None:
+    """A curtail of the restore's site planned after it and still under way: the site is held
+    again."""
+    row = conn.execute(
+        select(actions.c.dispatch_id, actions.c.site_id, actions.c.episode)
+        .where(
+            OPEN,
+            actions.c.site_id == claimed.request.site_id,
+            actions.c.id > claimed.action_id,
+            actions.c.kind == ActionKind.CURTAIL,
+            actions.c.state.in_(UNDER_WAY),
+        )
+        .limit(1)
+    ).first()
+    return _Holder(row.dispatch_id, row.site_id, row.episode) if row else None
 
 
 def _finish_attempt(
@@ -231,7 +318,7 @@ def _set_if_still_ours(conn: Connection, claimed: Claimed, worker: str, **values
         update(actions)
         .where(
             actions.c.id == claimed.action_id,
-            actions.c.state == "claimed",
+            actions.c.state == S.CLAIMED,
             actions.c.claimed_by == worker,
             actions.c.attempts == claimed.attempt,
         )
@@ -246,6 +333,7 @@ def _event(claimed: Claimed, state: str, **details: object) -> NewEvent:
         request.action,
         request.dispatch_id,
         request.site_id,
+        claimed.episode,
         request.idempotency_key,
         state,
         **details,

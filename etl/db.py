@@ -16,7 +16,7 @@ from etl.config import default_database_url
 from etl.errors import ConfigError, DatabaseError, SchemaError
 
 # the Alembic head this code expects; tests/test_migrations.py keeps it equal to migrations/
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 
 
@@ -99,14 +99,28 @@ def _hint(detail: str) -> str | None:
 
 
 @contextmanager
-def write_transaction(engine: Engine, lock_name: str | None = None) -> Iterator[Connection]:
+def write_transaction(
+    engine: Engine, lock_name: str | None = None, sqlite_foreign_keys: bool = True
+) -> Iterator[Connection]:
     """A transaction that writes. On SQLite it takes the database's write lock at BEGIN
     (IMMEDIATE). On PostgreSQL, a `lock_name` makes concurrent holders of the same name take
-    turns (an advisory lock): for work that must not interleave, like two overlapping fetches."""
-    with database_errors(engine), engine.execution_options(etl_writer=True).begin() as conn:
-        if lock_name and conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": lock_name})
-        yield conn
+    turns (an advisory lock): for work that must not interleave, like two overlapping fetches.
+    `sqlite_foreign_keys=False` is for migrations, which copy tables that others refer to (SQLite
+    can switch enforcement only outside a transaction)."""
+    with database_errors(engine), engine.execution_options(etl_writer=True).connect() as conn:
+        enforcement = conn.dialect.name == "sqlite" and not sqlite_foreign_keys
+        if enforcement:
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with conn.begin():
+                if lock_name and conn.dialect.name == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": lock_name}
+                    )
+                yield conn
+        finally:
+            if enforcement:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
 
 
 @contextmanager

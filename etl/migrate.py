@@ -10,6 +10,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 from etl.db import read_transaction, write_transaction
+from etl.errors import DatabaseError
 
 
 def _config() -> Config:
@@ -27,12 +28,16 @@ def migrate(engine: Engine, revision: str = "head", downgrade: bool = False) -> 
     """Upgrade (or downgrade) in one transaction; concurrent runs take turns on a lock, and the
     later one finds nothing left to do."""
     config = _config()
-    with write_transaction(engine, "etl.migrate") as conn:
+    with write_transaction(engine, "etl.migrate", sqlite_foreign_keys=False) as conn:
         config.attributes["connection"] = conn
         if downgrade:
             command.downgrade(config, revision)
         else:
             command.upgrade(config, revision)
+        if conn.dialect.name == "sqlite":  # what enforcement would have caught: roll it back
+            broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise DatabaseError(f"the migration would break {len(broken)} foreign keys")
 
 
 def head_revision() -> str:

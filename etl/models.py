@@ -4,6 +4,7 @@ Tables and column names are a public interface: users query them with SQL.
 """
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -106,13 +107,26 @@ class Dispatch(Base):
     raw: Mapped[str | None] = mapped_column(Text)
     # fingerprint of the object as last received: an unchanged dispatch is skipped unvalidated
     content_hash: Mapped[str] = mapped_column(String(32))
+    # when a listing first left out this dispatch before it ended: it is then looked up by id,
+    # and ended at this time if the API no longer knows it
+    missing_since: Mapped[datetime | None]
     first_seen_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
 
 class DispatchSite(Base):
     __tablename__ = "dispatch_sites"
-    __table_args__ = (Index("ix_dispatch_sites_site_id", "site_id", "dispatch_id"),)
+    __table_args__ = (
+        Index("ix_dispatch_sites_site_id", "site_id", "dispatch_id"),
+        # the planner's look at what held a site at its last pass: a handful of rows, however
+        # long the history
+        Index(
+            "ix_dispatch_sites_holding",
+            "holding",
+            sqlite_where=text("holding IS NOT NULL"),
+            postgresql_where=text("holding IS NOT NULL"),
+        ),
+    )
 
     dispatch_id: Mapped[str] = mapped_column(ForeignKey("dispatches.id"), primary_key=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), primary_key=True)
@@ -120,6 +134,11 @@ class DispatchSite(Base):
     added_at: Mapped[datetime]
     # set when a later fetch no longer lists the site in the dispatch; the row stays as history
     removed_at: Mapped[datetime | None]
+    # the planner's record, as of its last pass: whether the dispatch held the site then (`held`,
+    # or `test`: in its window but a test dispatch not acted on), and how many holding episodes
+    # the pair has had
+    holding: Mapped[str | None] = mapped_column(String(10))
+    episode: Mapped[int] = mapped_column(default=0, server_default=text("0"))
 
 
 class Event(Base):
@@ -143,6 +162,13 @@ class Event(Base):
     details: Mapped[dict[str, Any]]
 
 
+class FetchOutcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    # its listing was older than one already stored: it wrote nothing else
+    SUPERSEDED = "superseded"
+
+
 class FetchRun(Base):
     __tablename__ = "fetch_runs"
     __table_args__ = (Index("ix_fetch_runs_outcome_finished_at", "outcome", "finished_at"),)
@@ -150,7 +176,10 @@ class FetchRun(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime]
-    outcome: Mapped[str] = mapped_column(String(20))  # succeeded | failed
+    outcome: Mapped[str] = mapped_column(String(20))  # a FetchOutcome
+    # when the dispatches listing was requested: a fetch whose listing is older than a stored
+    # one's is superseded
+    listing_requested_at: Mapped[datetime | None]
     dispatches_received: Mapped[int]
     dispatches_created: Mapped[int]
     dispatches_changed: Mapped[int]
@@ -179,16 +208,18 @@ class RejectedRecord(Base):
 
 
 class Action(Base):
-    """One curtail or restore of one site for one dispatch: planned once, succeeded at most once.
-
-    States: pending (due) -> claimed -> succeeded | retrying (-> claimed ...) | failed;
-    restores start as waiting (their curtail succeeded) and become pending or superseded;
-    missed, skipped and superseded end without a handler call.
-    """
+    """One curtail or restore of one site for one holding episode of one dispatch: planned once,
+    succeeded at most once. States and their order: etl.actions."""
 
     __tablename__ = "actions"
     __table_args__ = (
-        UniqueConstraint("dispatch_id", "site_id", "kind", name="uq_actions_dispatch_site_kind"),
+        UniqueConstraint(
+            "dispatch_id",
+            "site_id",
+            "kind",
+            "episode",
+            name="uq_actions_dispatch_site_kind_episode",
+        ),
         # the claim query and the planner's scans of open actions: a partial index over the
         # open ones only, which stays small however long the history of finished ones
         Index(
@@ -199,12 +230,22 @@ class Action(Base):
             postgresql_where=text("finished_at IS NULL"),
         ),
         Index("ix_actions_site_id", "site_id", "created_at"),
+        # a claim's check that no opposite command for the same site is still under way
+        Index(
+            "ix_actions_open_site",
+            "site_id",
+            "id",
+            sqlite_where=text("finished_at IS NULL"),
+            postgresql_where=text("finished_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dispatch_id: Mapped[str] = mapped_column(ForeignKey("dispatches.id"))
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"))
     kind: Mapped[str] = mapped_column(String(10))  # curtail | restore
+    # which holding episode of the (dispatch, site) it starts (curtail) or ends (restore)
+    episode: Mapped[int] = mapped_column(default=1, server_default=text("1"))
     idempotency_key: Mapped[str] = mapped_column(String(36), unique=True)
     state: Mapped[str] = mapped_column(String(20))
     note: Mapped[str | None] = mapped_column(Text)  # why missed, skipped, superseded or failed

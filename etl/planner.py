@@ -1,21 +1,48 @@
 """Planning: from the stored dispatches, decide which actions exist and which are due now.
 
-The domain rules (README, "What the processor does") live here, in one transaction holding the
-plan lock. Every row it creates is keyed by (dispatch, site, kind), so planning twice plans once.
-Each query starts from an index: the dispatches not ended, or ended or changed since the last plan
-(less a margin); the open actions by state. The history of past dispatches is never scanned.
+The rule (GUIDE section 3, README "What the processor does"): **a site follows its holders.** A
+dispatch holds a site while it is authorized, not a test, lists the site, and `start_time - lead
+<= now < end_time`. Each pass compares, for every (dispatch, site) whose holding may have changed,
+whether the dispatch holds the site now with what the previous pass recorded in
+`dispatch_sites.holding`:
+
+- starts holding: a new holding episode, and its curtail;
+- stops holding: the episode's restore (created when its curtail succeeded) falls due, unless
+  another dispatch holds the site now: then that one owes the site its restore instead.
+
+The pure part, what a pair's change means, is `transition`; the rest reads and writes. Every row
+it creates is keyed by (dispatch, site, kind, episode), so planning twice plans once. Each query
+starts from an index: the pairs held at the last pass, the dispatches not ended, or ended or
+changed since the last plan (less a margin), the open actions by state or site. The history of
+past dispatches is never scanned.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, false, insert, or_, select, true, union, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    union,
+    update,
+)
 
 from etl import models
 from etl.actions import (
     OPEN,
+    UNDER_WAY,
     WITH_DISPATCH_SITE,
+    ActionKind,
+    ActionState,
+    Holding,
     actions,
     dispatch_sites,
     dispatches,
@@ -32,12 +59,85 @@ from etl.events import append as append_events
 from etl.timeutil import utcnow
 
 PLAN_LOCK = "etl.plan"
-# the first plan of a store looks back this far for dispatches to record as missed; later plans
-# look back to the previous plan, less a margin for clocks that differ between machines
-MISSED_LOOKBACK = timedelta(days=7)
+# the first plan of a store looks back this far for dispatches whose window it never saw; later
+# plans look back to the previous plan, less a margin for clocks that differ between machines
+FIRST_LOOKBACK = timedelta(days=7)
 PLAN_MARGIN = timedelta(minutes=5)
+HISTORY_NOTE = "ended before this store's first fetch"
+TEST_NOTE = "test dispatch (ETL_INCLUDE_TEST=1 acts on them)"
 
+S, CURTAIL, RESTORE = ActionState, ActionKind.CURTAIL, ActionKind.RESTORE
 planner_state = models.PlannerState.__table__
+fetch_runs = models.FetchRun.__table__
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A dispatch and one of its sites, as stored, with the planner's record of it."""
+
+    dispatch_id: str
+    site_id: str
+    authorized: bool
+    test: bool
+    start_time: datetime
+    end_time: datetime | None
+    removed_at: datetime | None
+    holding: Holding | None
+    episode: int
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What a pass records for a pair whose holding changed: its new holding and episode, and
+    the curtail that a new episode begins with (state and note), if one does."""
+
+    holding: Holding | None
+    episode: int
+    curtail: tuple[ActionState, str | None] | None = None
+
+
+def holding_now(pair: Pair, now: datetime, settings: ProcessorSettings) -> Holding | None:
+    if not pair.authorized or pair.removed_at is not None:
+        return None
+    if pair.start_time - timedelta(seconds=settings.lead_time) > now:
+        return None
+    if pair.end_time is not None and pair.end_time <= now:
+        return None
+    return Holding.TEST if pair.test and not settings.include_test else Holding.HELD
+
+
+def transition(
+    pair: Pair, now: datetime, settings: ProcessorSettings, first_fetch: datetime | None
+) -> Transition | None:
+    """The pair's change since the last pass, or None. A window that opened and closed unseen
+    between two passes is an episode too: missed (or history, if it closed before the store's
+    first fetch, or skipped for a test dispatch)."""
+    holding = holding_now(pair, now, settings)
+    if holding == Holding.HELD and pair.holding != Holding.HELD:
+        return Transition(holding, pair.episode + 1, (S.PENDING, None))
+    if holding == Holding.TEST and pair.holding != Holding.TEST:
+        return Transition(holding, pair.episode + 1, (S.SKIPPED, TEST_NOTE))
+    if holding is None and pair.holding is not None:
+        return Transition(None, pair.episode)
+    if holding is None and pair.episode == 0 and _window_passed(pair, now):
+        if pair.test and not settings.include_test:
+            curtail = (S.SKIPPED, TEST_NOTE)
+        elif first_fetch is None or pair.end_time <= first_fetch:  # type: ignore[operator]
+            curtail = (S.SKIPPED, HISTORY_NOTE)
+        else:
+            curtail = (S.MISSED, "the dispatch window passed before etl acted")
+        return Transition(None, 1, curtail)
+    return None
+
+
+def _window_passed(pair: Pair, now: datetime) -> bool:
+    return (
+        pair.authorized
+        and pair.removed_at is None
+        and pair.end_time is not None
+        and pair.end_time <= now
+        and pair.start_time < pair.end_time
+    )
 
 
 @dataclass
@@ -54,9 +154,10 @@ def plan(engine: Engine, settings: ProcessorSettings) -> PlanSummary:
     with write_transaction(engine, PLAN_LOCK) as conn:
         now = utcnow()
         summary = PlanSummary()
-        _new_curtails(conn, settings, now, _since_last_plan(conn, now), summary)
-        _curtails_no_longer_wanted(conn, now, summary)
-        _restores_now_due(conn, settings, now, summary)
+        since = _since_last_plan(conn, now)
+        _record_transitions(conn, settings, now, since, summary)
+        _end_curtails_no_longer_wanted(conn, now, summary)
+        _settle_restores(conn, now, summary)
         append_events(conn, summary.events, now)
         return summary
 
@@ -66,41 +167,29 @@ def _since_last_plan(conn: Connection, now: datetime) -> datetime:
     last = conn.execute(select(planner_state.c.planned_at).where(planner_state.c.id == 1)).scalar()
     if last is None:
         conn.execute(insert(planner_state).values(id=1, planned_at=now))
-        return now - MISSED_LOOKBACK
+        return now - FIRST_LOOKBACK
     if now > last:
         conn.execute(update(planner_state).where(planner_state.c.id == 1).values(planned_at=now))
     return min(last, now) - PLAN_MARGIN
 
 
-def _active_dispatch(settings: ProcessorSettings, now: datetime, d: Any = dispatches) -> Any:
-    """The condition for an authorized dispatch whose window (less the lead time) holds `now`."""
-    condition = and_(
-        d.c.authorized == true(),
-        d.c.start_time <= now + timedelta(seconds=settings.lead_time),
-        or_(d.c.end_time.is_(None), d.c.end_time > now),
-    )
-    return condition if settings.include_test else and_(condition, d.c.test == false())
+PAIR_COLUMNS = (
+    dispatches.c.id.label("dispatch_id"),
+    dispatch_sites.c.site_id,
+    dispatches.c.authorized,
+    dispatches.c.test,
+    dispatches.c.start_time,
+    dispatches.c.end_time,
+    dispatch_sites.c.removed_at,
+    dispatch_sites.c.holding,
+    dispatch_sites.c.episode,
+)
+PAIRS = dispatch_sites.join(dispatches, dispatches.c.id == dispatch_sites.c.dispatch_id)
 
 
-def _no_longer_holds(now: datetime) -> Any:
-    """The dispatch was cancelled, has ended, or has dropped the site."""
-    return or_(
-        dispatches.c.authorized == false(),
-        dispatches.c.end_time <= now,
-        dispatch_sites.c.removed_at.is_not(None),
-    )
-
-
-def _new_curtails(
-    conn: Connection,
-    settings: ProcessorSettings,
-    now: datetime,
-    since: datetime,
-    summary: PlanSummary,
-) -> None:
-    """A curtail for each site of each authorized dispatch whose window has begun; recorded as
-    skipped for a test dispatch, and as missed when the window passed before etl acted."""
-    # one index range each: not ended (or open-ended), ended since, changed since
+def _pairs_to_look_at(conn: Connection, since: datetime) -> list[Pair]:
+    """The pairs whose holding may have changed since the last pass: those held then, and those
+    of dispatches not ended, or ended or changed since (one index range each)."""
     looked_at = union(
         select(dispatches.c.id).where(
             dispatches.c.authorized == true(), dispatches.c.end_time.is_(None)
@@ -110,129 +199,214 @@ def _new_curtails(
         ),
         select(dispatches.c.id).where(dispatches.c.updated_at > since),
     ).subquery()
-    planned = (
-        select(actions.c.id)
-        .where(
-            actions.c.dispatch_id == dispatches.c.id,
-            actions.c.site_id == dispatch_sites.c.site_id,
-            actions.c.kind == "curtail",
+    rows = [
+        *conn.execute(
+            select(*PAIR_COLUMNS).select_from(
+                PAIRS.join(looked_at, looked_at.c.id == dispatches.c.id)
+            )
+        ),
+        *conn.execute(
+            select(*PAIR_COLUMNS).select_from(PAIRS).where(dispatch_sites.c.holding.is_not(None))
+        ),
+    ]
+    unique = {(row.dispatch_id, row.site_id): row for row in rows}
+    # claims go in planning order (by id): the earliest dispatch first, its sites together
+    ordered = sorted(unique.values(), key=lambda r: (r.start_time, r.dispatch_id, r.site_id))
+    return [
+        Pair(**{**row._asdict(), "holding": Holding(row.holding) if row.holding else None})
+        for row in ordered
+    ]
+
+
+def _first_fetch(conn: Connection) -> datetime | None:
+    return conn.execute(
+        select(func.min(fetch_runs.c.started_at)).where(
+            fetch_runs.c.outcome == models.FetchOutcome.SUCCEEDED
         )
-        .exists()
+    ).scalar()
+
+
+def _record_transitions(
+    conn: Connection,
+    settings: ProcessorSettings,
+    now: datetime,
+    since: datetime,
+    summary: PlanSummary,
+) -> None:
+    first_fetch = _first_fetch(conn)
+    changes = []
+    for pair in _pairs_to_look_at(conn, since):
+        change = transition(pair, now, settings, first_fetch)
+        if change is not None:
+            changes.append((pair, change))
+    if not changes:
+        return
+    conn.execute(
+        update(dispatch_sites)
+        .where(
+            dispatch_sites.c.dispatch_id == bindparam("d"),
+            dispatch_sites.c.site_id == bindparam("s"),
+        )
+        .values(holding=bindparam("holding"), episode=bindparam("episode")),
+        [
+            {"d": p.dispatch_id, "s": p.site_id, "holding": c.holding, "episode": c.episode}
+            for p, c in changes
+        ],
     )
-    begun = dispatches.c.start_time <= now + timedelta(seconds=settings.lead_time)
-    candidates = conn.execute(
-        select(dispatches.c.id, dispatch_sites.c.site_id, dispatches.c.test, dispatches.c.end_time)
-        .join(looked_at, looked_at.c.id == dispatches.c.id)
-        .join(dispatch_sites, dispatch_sites.c.dispatch_id == dispatches.c.id)
-        .where(
-            dispatches.c.authorized == true(),
-            begun,
-            dispatch_sites.c.removed_at.is_(None),
-            ~planned,
-        )
-        # claims go in this order (by id): the earliest dispatch first, its sites together
-        .order_by(dispatches.c.start_time, dispatches.c.id, dispatch_sites.c.site_id)
-    ).all()
-    rows = []
-    for dispatch_id, site_id, test, end_time in candidates:
-        if test and not settings.include_test:
-            state, note = "skipped", "test dispatch (ETL_INCLUDE_TEST=1 acts on them)"
-        elif end_time is not None and end_time <= now:
-            state, note = "missed", "the dispatch window passed before etl acted"
-        else:
-            state, note = "pending", None
-        rows.append(new_row(dispatch_id, site_id, "curtail", state, now, note))
-    for row in insert_new(conn, rows):
+    curtails = [
+        new_row(p.dispatch_id, p.site_id, CURTAIL, c.episode, c.curtail[0], now, c.curtail[1])
+        for p, c in changes
+        if c.curtail is not None
+    ]
+    for row in insert_new(conn, curtails):
         summary.note(row["state"], row_event(row))
 
 
-def _curtails_no_longer_wanted(conn: Connection, now: datetime, summary: PlanSummary) -> None:
-    """A curtail not yet done whose dispatch no longer holds the site is not run any more."""
+def _end_curtails_no_longer_wanted(conn: Connection, now: datetime, summary: PlanSummary) -> None:
+    """A curtail not yet done whose episode is over is not run any more."""
     stale = conn.execute(
         select(
             actions.c.id,
             actions.c.dispatch_id,
             actions.c.site_id,
+            actions.c.episode,
             actions.c.idempotency_key,
             actions.c.attempts,
             dispatches.c.authorized,
+            dispatches.c.test,
+            dispatches.c.end_time,
             dispatch_sites.c.removed_at,
         )
         .select_from(WITH_DISPATCH_SITE)
         .where(
             OPEN,
-            actions.c.kind == "curtail",
-            actions.c.state.in_(["pending", "retrying"]),
-            _no_longer_holds(now),
+            actions.c.kind == CURTAIL,
+            actions.c.state.in_([S.PENDING, S.RETRYING]),
+            _episode_over(),
         )
     ).all()
     for row in stale:
-        if not row.authorized:
-            why = "the dispatch was cancelled"
-        elif row.removed_at is not None:
-            why = "the dispatch dropped the site"
-        else:
-            why = "the dispatch window passed"
+        why = _why_released(row, now)
         if row.attempts:
-            state, note = "failed", f"gave up after {row.attempts} failed attempts: {why}"
-        elif row.authorized and row.removed_at is None:
-            state, note = "missed", f"{why} before etl acted"
+            state, note = S.FAILED, f"gave up after {row.attempts} failed attempts: {why}"
+        elif why == WINDOW_PASSED:
+            state, note = S.MISSED, f"{why} before etl acted"
         else:
-            state, note = "skipped", f"{why} before the curtail ran"
+            state, note = S.SKIPPED, f"{why} before the curtail ran"
         set_final(conn, row.id, state, now, note)
-        summary.note(state, _event(row, "curtail", state, note))
+        summary.note(state, _event(row, CURTAIL, state, note))
 
 
-def _restores_now_due(
-    conn: Connection, settings: ProcessorSettings, now: datetime, summary: PlanSummary
-) -> None:
-    """A waiting restore falls due when its dispatch no longer holds the site, unless another
-    active dispatch does (overlap, back-to-back): then it is superseded, and that dispatch owes
-    the site its restore instead."""
-    due = conn.execute(
-        select(actions.c.id, actions.c.dispatch_id, actions.c.site_id, actions.c.idempotency_key)
+WINDOW_PASSED = "the dispatch window passed"
+
+
+def _why_released(row: Any, now: datetime) -> str:
+    if not row.authorized:
+        return "the dispatch was cancelled"
+    if row.removed_at is not None:
+        return "the dispatch dropped the site"
+    if row.end_time is not None and row.end_time <= now:
+        return WINDOW_PASSED
+    if row.test:
+        return "the dispatch became a test"
+    return "the dispatch's start moved later"
+
+
+def _settle_restores(conn: Connection, now: datetime, summary: PlanSummary) -> None:
+    """Restores whose episode is over fall due, and restores not yet run for a site that is held
+    again are not run. A site held by some dispatch gets no restore: that dispatch owes it the
+    restore instead (overlap, back-to-back), even if its own curtail never succeeded. A site
+    held by none gets one restore, however many episodes ended at once."""
+    released = conn.execute(
+        select(*RESTORE_COLUMNS)
         .select_from(WITH_DISPATCH_SITE)
+        .where(OPEN, actions.c.kind == RESTORE, actions.c.state == S.WAITING, _episode_over())
+    ).all()
+    under_way = conn.execute(
+        select(*RESTORE_COLUMNS)
+        .select_from(WITH_DISPATCH_SITE)
+        .where(OPEN, actions.c.kind == RESTORE, actions.c.state.in_([S.PENDING, S.RETRYING]))
+    ).all()
+    sites = {row.site_id for row in [*released, *under_way]}
+    holders = _holders(conn, sites)
+    for row in under_way:
+        holder = holders.get(row.site_id)
+        if holder is not None:
+            _hand_over(conn, row, holder, now, summary)
+    for row in released:
+        holder = holders.get(row.site_id)
+        if holder is not None:
+            _hand_over(conn, row, holder, now, summary)
+            continue
+        restore_under_way = _restore_under_way(conn, row.site_id)
+        if restore_under_way is not None:
+            note = f"the restore of dispatch {restore_under_way} covers it"
+            set_final(conn, row.id, S.SUPERSEDED, now, note)
+            summary.note(S.SUPERSEDED, _event(row, RESTORE, S.SUPERSEDED, note))
+            continue
+        conn.execute(
+            update(actions).where(actions.c.id == row.id).values(state=S.PENDING, available_at=now)
+        )
+        summary.note(S.PENDING, _event(row, RESTORE, S.PENDING))
+
+
+RESTORE_COLUMNS = (
+    actions.c.id,
+    actions.c.dispatch_id,
+    actions.c.site_id,
+    actions.c.episode,
+    actions.c.idempotency_key,
+)
+
+
+def _holders(conn: Connection, sites: Iterable[str]) -> dict[str, tuple[str, int]]:
+    """For each site held now, one holder: (dispatch, episode)."""
+    sites = sorted(sites)
+    if not sites:
+        return {}
+    rows = conn.execute(
+        select(dispatch_sites.c.site_id, dispatch_sites.c.dispatch_id, dispatch_sites.c.episode)
+        .where(dispatch_sites.c.holding == Holding.HELD, dispatch_sites.c.site_id.in_(sites))
+        .order_by(dispatch_sites.c.dispatch_id.desc())
+    ).all()
+    return {row.site_id: (row.dispatch_id, row.episode) for row in rows}
+
+
+def _hand_over(
+    conn: Connection, row: Any, holder: tuple[str, int], now: datetime, summary: PlanSummary
+) -> None:
+    dispatch_id, episode = holder
+    note = f"dispatch {dispatch_id} holds the site"
+    set_final(conn, row.id, S.SUPERSEDED, now, note)
+    summary.note(S.SUPERSEDED, _event(row, RESTORE, S.SUPERSEDED, note))
+    owed = new_row(dispatch_id, row.site_id, RESTORE, episode, S.WAITING, now)
+    for handover in insert_new(conn, [owed]):
+        summary.note(S.WAITING, row_event(handover))
+
+
+def _restore_under_way(conn: Connection, site_id: str) -> str | None:
+    return conn.execute(
+        select(actions.c.dispatch_id)
         .where(
             OPEN,
-            actions.c.kind == "restore",
-            actions.c.state == "waiting",
-            _no_longer_holds(now),
+            actions.c.site_id == site_id,
+            actions.c.kind == RESTORE,
+            actions.c.state.in_(UNDER_WAY),
         )
-    ).all()
-    for row in due:
-        holder = _holder(conn, settings, now, row.site_id, row.dispatch_id)
-        if holder is None:
-            conn.execute(
-                update(actions)
-                .where(actions.c.id == row.id)
-                .values(state="pending", available_at=now)
-            )
-            summary.note("pending", _event(row, "restore", "pending"))
-            continue
-        note = f"dispatch {holder} still holds the site"
-        set_final(conn, row.id, "superseded", now, note)
-        summary.note("superseded", _event(row, "restore", "superseded", note))
-        for handover in insert_new(conn, [new_row(holder, row.site_id, "restore", "waiting", now)]):
-            summary.note("waiting", row_event(handover))
-
-
-def _holder(
-    conn: Connection, settings: ProcessorSettings, now: datetime, site_id: str, other_than: str
-) -> str | None:
-    d2, ds2 = dispatches.alias("holder"), dispatch_sites.alias("holder_site")
-    return conn.execute(
-        select(d2.c.id)
-        .join(ds2, ds2.c.dispatch_id == d2.c.id)
-        .where(
-            ds2.c.site_id == site_id,
-            ds2.c.removed_at.is_(None),
-            d2.c.id != other_than,
-            _active_dispatch(settings, now, d2),
-        )
-        .order_by(d2.c.id)
         .limit(1)
     ).scalar()
 
 
-def _event(row: Any, action: str, state: str, note: str | None = None) -> NewEvent:
-    return event(action, row.dispatch_id, row.site_id, row.idempotency_key, state, note=note)
+def _episode_over() -> Any:
+    """The action's episode is not the pair's current one, or the dispatch no longer holds the
+    site (`holding` is null then: hence IS DISTINCT FROM, not !=)."""
+    return or_(
+        dispatch_sites.c.holding.is_distinct_from(Holding.HELD),
+        dispatch_sites.c.episode != actions.c.episode,
+    )
+
+
+def _event(row: Any, action: ActionKind, state: ActionState, note: str | None = None) -> NewEvent:
+    return event(
+        action, row.dispatch_id, row.site_id, row.episode, row.idempotency_key, state, note=note
+    )

@@ -103,13 +103,18 @@ def test_site_added_and_removed(world: World) -> None:
 def test_test_dispatch_is_skipped_unless_included(world: World) -> None:
     assert world.step(active("t1", site("a"), test=True)) == []
     assert world.states() == {("curtail", "t1", "a"): "skipped"}
+    assert world.step(active("t1", site("a"), test=True)) == []  # recorded once
     world.settings = ProcessorSettings(include_test=True, workers=2)
-    assert world.step(active("t2", site("a"), test=True)) == [("curtail", "t2", "a")]
+    # included now, the test dispatch holds its site: a new episode
+    assert world.step(active("t1", site("a"), test=True)) == [("curtail", "t1", "a")]
     assert world.handler.requests[-1].test is True
 
 
-def test_a_window_that_passed_unacted_is_missed(world: World) -> None:
-    assert world.step(ended("gone", site("a"), site("b"))) == []
+def test_a_window_that_passed_unseen_while_the_store_ran_is_missed(world: World) -> None:
+    assert world.step() == []  # the store's first fetch
+    # begun and ended since, between two fetches
+    gone = dispatch("gone", site("a"), site("b"), start_time=at(-60), end_time=at(0))
+    assert world.step(gone) == []
     assert world.states() == {
         ("curtail", "gone", "a"): "missed",
         ("curtail", "gone", "b"): "missed",
