@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
+from functools import cached_property
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -22,10 +24,16 @@ API_VERSION = "2022-04-15"
 
 @dataclass(frozen=True)
 class Listing:
-    """A list response: its items as sent, and the fingerprint of the body they came in."""
+    """The dispatches list response: the fingerprint of its body, and its items as sent (parsed
+    from the body only when asked: a body identical to the last one stored is not parsed)."""
 
     fingerprint: str
-    items: list[Any]
+    body: bytes
+    url: str
+
+    @cached_property
+    def items(self) -> list[Any]:
+        return _items(self.body, self.url, "dispatches")
 
 
 RETRYABLE_ERRORS = (
@@ -71,37 +79,26 @@ class VoltusClient:
             }
         )
 
-    def dispatches(self, unless: str | None = None) -> Listing | None:
+    def dispatches(self) -> Listing:
         """All dispatches of the last 24 hours, as sent: ingest validates each one it has not
-        seen before. None when the body's fingerprint is `unless`: nothing changed since."""
+        seen before."""
         body = self._get(f"/{API_VERSION}/dispatches")
-        body_fingerprint = fingerprint(body)
-        if body_fingerprint == unless:
-            return None
-        return Listing(body_fingerprint, self._items(body, "dispatches"))
+        assert body is not None
+        return Listing(fingerprint(body), body, f"{self.settings.url}/{API_VERSION}/dispatches")
+
+    def dispatch(self, dispatch_id: str) -> Any | None:
+        """One dispatch as sent (ingest validates it), or None when the API does not know it."""
+        path = f"/{API_VERSION}/dispatches/{quote(dispatch_id, safe='')}"
+        body = self._get(path, not_found_is_none=True)
+        return None if body is None else _decode(body, self.settings.url + path)
 
     def sites(self) -> SiteBatch:
-        return parse_sites(self._items(self._get(f"/{API_VERSION}/sites"), "sites"))
+        url = f"{self.settings.url}/{API_VERSION}/sites"
+        body = self._get(f"/{API_VERSION}/sites")
+        assert body is not None
+        return parse_sites(_items(body, url, "sites"))
 
-    def _items(self, body: bytes, resource: str) -> list[Any]:
-        try:
-            decoded = json.loads(body)
-        except ValueError:
-            raise ApiError(
-                f"GET {self.settings.url}/{API_VERSION}/{resource} answered with a body that is "
-                "not JSON",
-                "is VOLTUS_API_URL the Voltus API?",
-            ) from None
-        items = decoded.get(resource) if isinstance(decoded, dict) else None
-        if not isinstance(items, list):
-            raise ApiError(
-                f"unexpected response from {self.settings.url}/{API_VERSION}/{resource}: "
-                f"no '{resource}' list",
-                "is VOLTUS_API_URL the Voltus API?",
-            )
-        return items
-
-    def _get(self, path: str) -> bytes:
+    def _get(self, path: str, not_found_is_none: bool = False) -> bytes | None:
         url = self.settings.url + path
         timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         deadline = time.monotonic() + self.policy.total_seconds
@@ -114,6 +111,8 @@ class VoltusClient:
             else:
                 if response.status_code == 200:
                     return response.content
+                if response.status_code == 404 and not_found_is_none:
+                    return None
                 if response.status_code != 429 and response.status_code < 500:
                     raise self._fatal(response, url)
                 problem = f"HTTP {response.status_code}{self._message(response)}"
@@ -150,6 +149,26 @@ class VoltusClient:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self.settings.key, "***") if self.settings.key else text
+
+
+def _decode(body: bytes, url: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ApiError(
+            f"GET {url} answered with a body that is not JSON", "is VOLTUS_API_URL the Voltus API?"
+        ) from None
+
+
+def _items(body: bytes, url: str, resource: str) -> list[Any]:
+    decoded = _decode(body, url)
+    items = decoded.get(resource) if isinstance(decoded, dict) else None
+    if not isinstance(items, list):
+        raise ApiError(
+            f"unexpected response from {url}: no '{resource}' list",
+            "is VOLTUS_API_URL the Voltus API?",
+        )
+    return items
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

@@ -21,6 +21,7 @@ from etl.config import ProcessorSettings, api_settings
 from etl.db import check_schema, describe, make_engine
 from etl.errors import EtlError
 from etl.handlers import load_handler
+from etl.models import FetchOutcome
 from etl.sandbox import Faults, Sandbox
 from etl.timeutil import format_rfc3339, parse_duration, parse_moment
 
@@ -205,6 +206,9 @@ def fetch(
 
 
 def _print_fetch(summary: ingest.FetchSummary) -> None:
+    if summary.outcome == FetchOutcome.SUPERSEDED:
+        typer.echo(f"fetch {summary.fetch_run_id}: superseded, {summary.note}")
+        return
     typer.echo(
         f"fetch {summary.fetch_run_id}: {summary.dispatches_received} dispatches received: "
         f"{summary.dispatches_created} new, {summary.dispatches_changed} changed, "

@@ -1,10 +1,17 @@
 """Ingestion: API records into the store, with an event for every change observed.
 
-A fetch is one transaction holding the fetch lock: it reads what is stored, works out in Python what
-changed, then writes only that, with its events and its fetch-run record. What did not change costs
-little: a response body identical to the last one stored is not even parsed, and a dispatch whose
-fingerprint is unchanged is neither validated nor read nor written. A failed fetch writes nothing
-but a `failed` fetch-run record, in a transaction of its own.
+A fetch reads the API first (the listing, then by id each dispatch that is missing from it before
+its end), then writes in one transaction holding the fetch lock: it reads what is stored, works out
+what changed with the pure functions `program_change`, `site_change` and `dispatch_change` (old
+row, new record -> rows and events), and writes only that, with its fetch-run record.
+
+The store never moves backwards: a fetch whose listing was requested before the listing of a fetch
+already stored writes nothing but a `superseded` fetch-run record, and a dispatch whose
+`modification_number` is lower than the stored one is ignored, with no event.
+
+What did not change costs little: a response body identical to the last one stored is not even
+parsed, and a dispatch whose fingerprint is unchanged is neither validated nor read nor written.
+A failed fetch writes nothing but a `failed` fetch-run record, in a transaction of its own.
 """
 
 import json
@@ -13,16 +20,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, Table, insert, or_, select
+from sqlalchemy import Column, Connection, Engine, Table, insert, or_, select, true, update
 
 from etl import models
 from etl.api import Listing, VoltusClient
 from etl.db import dialect_insert, read_transaction, write_transaction
-from etl.errors import DatabaseError
+from etl.errors import ApiError, DatabaseError
 from etl.events import NewEvent
 from etl.events import append as append_events
+from etl.models import FetchOutcome
 from etl.records import (
     Dispatch,
+    Program,
     Rejected,
     SiteBatch,
     fingerprint,
@@ -30,7 +39,7 @@ from etl.records import (
     item_fingerprint,
     parse_dispatches,
 )
-from etl.timeutil import jsonable, local_date, utcnow
+from etl.timeutil import format_rfc3339, jsonable, local_date, utcnow
 
 FETCH_LOCK = "etl.fetch"
 IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit
@@ -42,6 +51,8 @@ dispatch_sites = models.DispatchSite.__table__
 fetch_runs = models.FetchRun.__table__
 rejected_records = models.RejectedRecord.__table__
 
+PROGRAM_COLUMNS = ("name", "timezone", "market", "program_type")
+SITE_COLUMNS = ("name", "customer_location_id", "meters")
 # dispatch columns compared field by field; `raw` keeps whatever else the API sends
 DISPATCH_FIELDS = (
     "program_id",
@@ -55,6 +66,9 @@ DISPATCH_FIELDS = (
 )
 # raw keys whose changes other events already report (or that are the fields above)
 RAW_KEYS_REPORTED = {"id", "program", "sites", *DISPATCH_FIELDS}
+DISPATCH_SITE_COLUMNS = ("dispatch_id", "site_id", "commitment_kw", "added_at", "removed_at")
+
+Row = dict[str, Any]
 
 
 @dataclass
@@ -66,6 +80,8 @@ class FetchSummary:
     sites_received: int
     rejected: int
     events: list[NewEvent] = field(default_factory=list)
+    outcome: FetchOutcome = FetchOutcome.SUCCEEDED
+    note: str | None = None  # why a fetch was superseded
 
     @property
     def dispatches_unchanged(self) -> int:
@@ -73,8 +89,20 @@ class FetchSummary:
 
 
 @dataclass(frozen=True)
-class _LastBody:
+class Snapshot:
+    """What the API said in one fetch: the listing (and when it was asked for), each missing
+    dispatch looked up by id (None: the API does not know it), and the sites if asked for."""
+
+    listing: Listing
+    requested_at: datetime
+    looked_up: dict[str, Any | None]
+    site_batch: SiteBatch | None
+
+
+@dataclass(frozen=True)
+class _LastSuccess:
     fingerprint: str | None
+    requested_at: datetime | None
     dispatches_received: int
     rejected: int
 
@@ -84,36 +112,80 @@ def fetch(engine: Engine, client: VoltusClient, include_sites: bool = False) -> 
     was, a `failed` fetch run records why, and the error propagates."""
     started_at = utcnow()
     try:
-        last = _last_body(engine)
-        listing = client.dispatches(unless=last.fingerprint)
+        with read_transaction(engine) as conn:
+            last = _last_success(conn)
+        requested_at = utcnow()
+        listing = client.dispatches()
+        looked_up = _look_up_missing(engine, client, listing, last)
         site_batch = client.sites() if include_sites else None
+        snapshot = Snapshot(listing, requested_at, looked_up, site_batch)
         with write_transaction(engine, FETCH_LOCK) as conn:
-            return ingest(conn, listing or last, site_batch, started_at)
+            return ingest(conn, snapshot, started_at)
     except BaseException as error:
         _record_failure(engine, started_at, error)
         raise
 
 
-def _last_body(engine: Engine) -> _LastBody:
+def _last_success(conn: Connection) -> _LastSuccess:
+    row = conn.execute(
+        select(
+            fetch_runs.c.body_fingerprint,
+            fetch_runs.c.listing_requested_at,
+            fetch_runs.c.dispatches_received,
+            fetch_runs.c.rejected,
+        )
+        .where(fetch_runs.c.outcome == FetchOutcome.SUCCEEDED)
+        .order_by(fetch_runs.c.id.desc())
+        .limit(1)
+    ).first()
+    return _LastSuccess(*row) if row else _LastSuccess(None, None, 0, 0)
+
+
+def _not_ended(conn: Connection, now: datetime) -> dict[str, datetime | None]:
+    """Authorized dispatches that have not ended (held or still to start), with when they went
+    missing from the listing: a few rows, from the index on (authorized, end_time)."""
+    rows = conn.execute(
+        select(dispatches.c.id, dispatches.c.missing_since).where(
+            dispatches.c.authorized == true(),
+            or_(dispatches.c.end_time.is_(None), dispatches.c.end_time > now),
+        )
+    ).all()
+    return {row.id: row.missing_since for row in rows}
+
+
+def _listed_ids(items: list[Any]) -> set[str]:
+    return {
+        item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)
+    }
+
+
+def _look_up_missing(
+    engine: Engine, client: VoltusClient, listing: Listing, last: _LastSuccess
+) -> dict[str, Any | None]:
+    """Leaving the listing is not a cancellation: each dispatch not ended and missing from it is
+    asked for by id. With a body unchanged since the last fetch, only those already known to be
+    missing are; an answer that fails is asked again at the next fetch."""
     with read_transaction(engine) as conn:
-        row = conn.execute(
-            select(
-                fetch_runs.c.body_fingerprint,
-                fetch_runs.c.dispatches_received,
-                fetch_runs.c.rejected,
-            )
-            .where(fetch_runs.c.outcome == "succeeded")
-            .order_by(fetch_runs.c.id.desc())
-            .limit(1)
-        ).first()
-    return _LastBody(*row) if row else _LastBody(None, 0, 0)
+        not_ended = _not_ended(conn, utcnow())
+    if listing.fingerprint == last.fingerprint:
+        wanted = [d for d, missing_since in not_ended.items() if missing_since is not None]
+    else:
+        listed = _listed_ids(listing.items)
+        wanted = [d for d in not_ended if d not in listed]
+    looked_up = {}
+    for dispatch_id in sorted(wanted):
+        try:
+            looked_up[dispatch_id] = client.dispatch(dispatch_id)
+        except ApiError:
+            continue
+    return looked_up
 
 
 def _record_failure(engine: Engine, started_at: datetime, error: BaseException) -> None:
     reason = str(error) or type(error).__name__
     if isinstance(error, KeyboardInterrupt):
         reason = "interrupted"
-    row = _fetch_run_row(started_at, "failed", error=reason)
+    row = _fetch_run_row(started_at, FetchOutcome.FAILED, error=reason)
     try:
         with write_transaction(engine, FETCH_LOCK) as conn:
             conn.execute(insert(fetch_runs), row)
@@ -121,11 +193,12 @@ def _record_failure(engine: Engine, started_at: datetime, error: BaseException) 
         pass  # the database itself is failing: the original error is the one to report
 
 
-def _fetch_run_row(started_at: datetime, outcome: str, **counts: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
+def _fetch_run_row(started_at: datetime, outcome: FetchOutcome, **counts: Any) -> Row:
+    row: Row = {
         "started_at": started_at,
         "finished_at": utcnow(),
         "outcome": outcome,
+        "listing_requested_at": None,
         "dispatches_received": 0,
         "dispatches_created": 0,
         "dispatches_changed": 0,
@@ -139,58 +212,128 @@ def _fetch_run_row(started_at: datetime, outcome: str, **counts: Any) -> dict[st
     return row
 
 
-def ingest(
-    conn: Connection,
-    listing: Listing | _LastBody,
-    site_batch: SiteBatch | None,
-    started_at: datetime,
-) -> FetchSummary:
-    """Write what changed; the caller holds the fetch lock, so what is read here stays true.
-    `listing` is the last stored body itself when the API sent that same body again."""
-    now = utcnow()
-    diff = _Diff(now)
-    if isinstance(listing, Listing):
-        received, carried_rejects = len(listing.items), 0
-        changed, rejected, fingerprints = _changed_dispatches(conn, listing.items)
-    else:  # the body stored last time: the same counts, and nothing else to do
-        received, carried_rejects = listing.dispatches_received, listing.rejected
-        changed, rejected, fingerprints = [], [], {}
-    diff.programs(conn, changed)
-    diff.sites(conn, changed, site_batch)
-    diff.dispatches(conn, changed, fingerprints)
-    rejected += site_batch.rejected if site_batch else []
-    diff.rejected(conn, rejected)
+@dataclass
+class Changes:
+    """What one fetch writes: rows per table, and the events, in the order observed."""
 
+    programs: list[Row] = field(default_factory=list)
+    sites: list[Row] = field(default_factory=list)
+    dispatches: list[Row] = field(default_factory=list)
+    dispatch_sites: list[Row] = field(default_factory=list)
+    rejected: list[Row] = field(default_factory=list)
+    events: list[NewEvent] = field(default_factory=list)
+    created: int = 0  # dispatches seen for the first time
+    changed: int = 0
+
+
+def ingest(conn: Connection, snapshot: Snapshot, started_at: datetime) -> FetchSummary:
+    """Write what changed; the caller holds the fetch lock, so what is read here stays true."""
+    now = utcnow()
+    last = _last_success(conn)
+    if last.requested_at is not None and last.requested_at > snapshot.requested_at:
+        return _superseded(conn, snapshot, last, started_at)
+    listing = snapshot.listing
+    same_body = listing.fingerprint == last.fingerprint
+    items = [] if same_body else listing.items
+    unique_items, duplicates = split_duplicates(items)
+    found = [item for item in snapshot.looked_up.values() if item is not None]
+    candidates, rejected, fingerprints = _changed_dispatches(conn, [*unique_items, *found])
+    rejected = duplicates + rejected + _mismatched_lookups(snapshot.looked_up)
+    if snapshot.site_batch:
+        rejected += snapshot.site_batch.rejected
+
+    changes = Changes()
+    _diff_programs(conn, candidates, now, changes)
+    _diff_sites(conn, candidates, snapshot.site_batch, now, changes)
+    _diff_dispatches(conn, candidates, fingerprints, now, changes)
+    _diff_rejected(conn, rejected, now, changes)
+    _end_vanished(conn, snapshot, now, changes)
+
+    received = last.dispatches_received if same_body else len(items)
     run = _fetch_run_row(
         started_at,
-        "succeeded",
+        FetchOutcome.SUCCEEDED,
+        listing_requested_at=snapshot.requested_at,
         dispatches_received=received,
-        dispatches_created=diff.created,
-        dispatches_changed=len(changed) - diff.created,
-        sites_received=len(site_batch.sites) if site_batch else 0,
-        rejected=len(rejected) + carried_rejects,
-        events=len(diff.events),
+        dispatches_created=changes.created,
+        dispatches_changed=changes.changed,
+        sites_received=len(snapshot.site_batch.sites) if snapshot.site_batch else 0,
+        rejected=last.rejected if same_body else len(rejected),
+        events=len(changes.events),
         body_fingerprint=listing.fingerprint,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
-    _upsert(conn, programs, diff.program_rows, ["id"])
-    _upsert(conn, sites, diff.site_rows, ["id"])
-    _upsert(conn, dispatches, diff.dispatch_rows, ["id"])
-    _upsert(conn, dispatch_sites, diff.dispatch_site_rows, ["dispatch_id", "site_id"])
-    if diff.rejected_rows:
+    _upsert(conn, programs, changes.programs, ["id"])
+    _upsert(conn, sites, changes.sites, ["id"])
+    _upsert(conn, dispatches, changes.dispatches, ["id"])
+    _upsert(conn, dispatch_sites, changes.dispatch_sites, ["dispatch_id", "site_id"])
+    if changes.rejected:
         conn.execute(
-            insert(rejected_records), [{**r, "fetch_run_id": run_id} for r in diff.rejected_rows]
+            insert(rejected_records), [{**r, "fetch_run_id": run_id} for r in changes.rejected]
         )
-    append_events(conn, diff.events, now, run_id)
+    if not same_body:
+        _note_missing(conn, _listed_ids(items), snapshot.requested_at, now)
+    append_events(conn, changes.events, now, run_id)
     return FetchSummary(
         fetch_run_id=run_id,
         dispatches_received=received,
-        dispatches_created=diff.created,
-        dispatches_changed=run["dispatches_changed"],
+        dispatches_created=changes.created,
+        dispatches_changed=changes.changed,
         sites_received=run["sites_received"],
         rejected=run["rejected"],
-        events=diff.events,
+        events=changes.events,
     )
+
+
+def _superseded(
+    conn: Connection, snapshot: Snapshot, last: _LastSuccess, started_at: datetime
+) -> FetchSummary:
+    assert last.requested_at is not None
+    note = (
+        f"its listing, requested at {format_rfc3339(snapshot.requested_at)}, is older than the "
+        f"stored one, requested at {format_rfc3339(last.requested_at)}: nothing written"
+    )
+    row = _fetch_run_row(
+        started_at,
+        FetchOutcome.SUPERSEDED,
+        listing_requested_at=snapshot.requested_at,
+        error=note,
+        body_fingerprint=snapshot.listing.fingerprint,
+    )
+    run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), row).scalar_one()
+    return FetchSummary(run_id, 0, 0, 0, 0, 0, outcome=FetchOutcome.SUPERSEDED, note=note)
+
+
+def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
+    """Copies of one id that are identical are one record. Copies that differ are all set
+    aside for this fetch: which one is true cannot be told, so the stored state stays."""
+    copies: dict[str, list[Any]] = {}
+    unique: list[Any] = []
+    for item in items:
+        item_id = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(item_id, str):
+            unique.append(item)  # parse_dispatches rejects it with its reason
+            continue
+        if item_id not in copies:
+            unique.append(item)
+        copies.setdefault(item_id, []).append(item)
+    rejected = []
+    for item_id, same_id in copies.items():
+        distinct = {item_fingerprint(copy): copy for copy in same_id}
+        if len(distinct) > 1:
+            reason = f"dispatch: {len(distinct)} different copies of this id in one listing"
+            rejected += [Rejected("dispatch", item_id, reason, copy) for copy in distinct.values()]
+    conflicting = {r.record_id for r in rejected}
+    return [i for i in unique if not (isinstance(i, dict) and i.get("id") in conflicting)], rejected
+
+
+def _mismatched_lookups(looked_up: dict[str, Any | None]) -> list[Rejected]:
+    """An answer by id must be the dispatch asked for (it is then ingested like a listed one)."""
+    return [
+        Rejected("dispatch", wanted, f"dispatch: asked for {wanted!r} by id, got another", item)
+        for wanted, item in looked_up.items()
+        if item is not None and not (isinstance(item, dict) and item.get("id") == wanted)
+    ]
 
 
 def _changed_dispatches(
@@ -210,244 +353,311 @@ def _changed_dispatches(
         item_id = item.get("id") if isinstance(item, dict) else None
         return item_id in stored and stored[item_id] == fingerprints[item_id]
 
-    unseen = [item for item in items if not unchanged(item)]
-    batch = parse_dispatches(unseen)
+    batch = parse_dispatches([item for item in items if not unchanged(item)])
     return batch.dispatches, batch.rejected, fingerprints
 
 
-class _Diff:
-    """Compares incoming records with stored rows: collects the rows to write and the events."""
+# -- the pure part: old row and new record in, rows and events out --------------------------
 
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-        self.created = 0  # dispatches seen for the first time
-        self.events: list[NewEvent] = []
-        self.program_rows: list[dict[str, Any]] = []
-        self.site_rows: list[dict[str, Any]] = []
-        self.dispatch_rows: list[dict[str, Any]] = []
-        self.dispatch_site_rows: list[dict[str, Any]] = []
-        self.rejected_rows: list[dict[str, Any]] = []
 
-    def programs(self, conn: Connection, changed: list[Dispatch]) -> None:
-        incoming = {d.program.id: d.program for d in changed}
-        columns = ["name", "timezone", "market", "program_type"]
-        stored = _stored_rows(conn, programs, incoming, columns)
-        for program_id, program in incoming.items():
-            row = {column: getattr(program, column) for column in columns}
-            old = stored.get(program_id)
-            if old is None:
-                self.events.append(NewEvent("program_seen", row, program_id=program_id))
-            elif changes := _changes(old, row):
-                self.events.append(
-                    NewEvent("program_changed", {"changes": changes}, program_id=program_id)
-                )
-            else:
-                continue
-            self.program_rows.append(self._new_row(old, {"id": program_id, **row}))
+def program_change(
+    old: Row | None, program: Program, now: datetime
+) -> tuple[Row | None, list[NewEvent]]:
+    row = {column: getattr(program, column) for column in PROGRAM_COLUMNS}
+    if old is None:
+        events = [NewEvent("program_seen", row, program_id=program.id)]
+    elif changes := _changes(old, row):
+        events = [NewEvent("program_changed", {"changes": changes}, program_id=program.id)]
+    else:
+        return None, []
+    return _versioned(old, {"id": program.id, **row}, now), events
 
-    def sites(
-        self, conn: Connection, changed: list[Dispatch], site_batch: SiteBatch | None
-    ) -> None:
-        incoming: dict[str, dict[str, Any]] = {}
-        for dispatch in changed:
-            for site in dispatch.sites:
-                incoming[site.id] = {
-                    "name": site.name,
-                    "customer_location_id": site.customer_location_id,
-                }
-        for site in site_batch.sites if site_batch else []:
-            incoming[site.id] = {
-                "name": site.name,
-                "customer_location_id": site.customer_location_id,
-                "meters": [
-                    {"id": m.id, "name": m.name, "asset_type": m.asset_type} for m in site.meters
-                ],
-            }
-        stored = _stored_rows(conn, sites, incoming, ["name", "customer_location_id", "meters"])
-        for site_id, row in incoming.items():
-            old = stored.get(site_id)
-            if "meters" not in row:  # a dispatch does not list meters: keep what /sites said
-                row["meters"] = old["meters"] if old else None
-            if old is None:
-                self.events.append(NewEvent("site_seen", row, site_id=site_id))
-            elif changes := _changes(old, row):
-                renamed = changes.pop("name", None)
-                if renamed:
-                    self.events.append(NewEvent("site_renamed", renamed, site_id=site_id))
-                if changes:
-                    self.events.append(
-                        NewEvent("site_changed", {"changes": changes}, site_id=site_id)
-                    )
-            else:
-                continue
-            self.site_rows.append(self._new_row(old, {"id": site_id, **row}))
 
-    def dispatches(
-        self, conn: Connection, changed: list[Dispatch], fingerprints: dict[str, str]
-    ) -> None:
-        by_id = {d.id: d for d in changed}
-        stored = _stored_rows(conn, dispatches, by_id, [*DISPATCH_FIELDS, "raw"])
-        stored_sites: dict[str, dict[str, dict[str, Any]]] = {}
-        for row in _select_in(
-            conn,
-            [
-                dispatch_sites.c.dispatch_id,
-                dispatch_sites.c.site_id,
-                dispatch_sites.c.commitment_kw,
-                dispatch_sites.c.added_at,
-                dispatch_sites.c.removed_at,
-            ],
-            by_id,
-        ):
-            stored_sites.setdefault(row.dispatch_id, {})[row.site_id] = row._asdict()
-        for dispatch in changed:
-            row = {
-                "program_id": dispatch.program.id,
-                "authorized": dispatch.authorized,
-                "test": dispatch.test,
-                "start_time": dispatch.start_time,
-                "end_time": dispatch.end_time,
-                "creation_time": dispatch.creation_time,
-                "modification_number": dispatch.modification_number,
-                "metadata": dispatch.metadata,
-            }
-            old = stored.get(dispatch.id)
-            if old is None:
-                self.created += 1
-                self._created(dispatch, row)
-            else:
-                self._changed(dispatch.id, old, row, dispatch.raw)
-            self.dispatch_rows.append(
-                self._new_row(
-                    old,
-                    {
-                        "id": dispatch.id,
-                        **row,
-                        "start_date_local": local_date(
-                            dispatch.start_time, dispatch.program.timezone
-                        ),
-                        "raw": json.dumps(dispatch.raw)
-                        if has_unknown_fields(dispatch.raw)
-                        else None,
-                        "content_hash": fingerprints[dispatch.id],
-                    },
-                )
-            )
-            self._dispatch_sites(dispatch, stored_sites.get(dispatch.id, {}), created=old is None)
+def site_change(
+    old: Row | None, site_id: str, row: Row, now: datetime
+) -> tuple[Row | None, list[NewEvent]]:
+    """`row` has the site's name and customer location, and its meters when /sites sent them."""
+    if "meters" not in row:  # a dispatch does not list meters: keep what /sites said
+        row = {**row, "meters": old["meters"] if old else None}
+    if old is None:
+        events = [NewEvent("site_seen", row, site_id=site_id)]
+    elif changes := _changes(old, row):
+        events = []
+        if renamed := changes.pop("name", None):
+            events.append(NewEvent("site_renamed", renamed, site_id=site_id))
+        if changes:
+            events.append(NewEvent("site_changed", {"changes": changes}, site_id=site_id))
+    else:
+        return None, []
+    return _versioned(old, {"id": site_id, **row}, now), events
 
-    def _created(self, dispatch: Dispatch, row: dict[str, Any]) -> None:
+
+@dataclass(frozen=True)
+class DispatchChange:
+    row: Row
+    site_rows: list[Row]
+    events: list[NewEvent]
+
+
+def dispatch_change(
+    old: Row | None,
+    old_sites: dict[str, Row],
+    dispatch: Dispatch,
+    content_hash: str,
+    now: datetime,
+) -> DispatchChange | None:
+    """The rows and events of a dispatch new or changed; None for an older state than the one
+    stored (a lower modification_number), which is ignored."""
+    if old is not None and _older(dispatch.modification_number, old["modification_number"]):
+        return None
+    row = {
+        "program_id": dispatch.program.id,
+        "authorized": dispatch.authorized,
+        "test": dispatch.test,
+        "start_time": dispatch.start_time,
+        "end_time": dispatch.end_time,
+        "creation_time": dispatch.creation_time,
+        "modification_number": dispatch.modification_number,
+        "metadata": dispatch.metadata,
+    }
+    if old is None:
         details = {k: jsonable(v) for k, v in row.items() if k != "metadata"}
         details["sites"] = [site.id for site in dispatch.sites]
-        self.events.append(NewEvent("dispatch_created", details, dispatch_id=dispatch.id))
+        events = [NewEvent("dispatch_created", details, dispatch_id=dispatch.id)]
+    else:
+        events = _dispatch_events(dispatch.id, old, row, dispatch.raw)
+    full_row = {
+        "id": dispatch.id,
+        **row,
+        "start_date_local": local_date(dispatch.start_time, dispatch.program.timezone),
+        "raw": json.dumps(dispatch.raw) if has_unknown_fields(dispatch.raw) else None,
+        "content_hash": content_hash,
+    }
+    site_rows, site_events = _dispatch_site_changes(dispatch, old_sites, old is None, now)
+    return DispatchChange(_versioned(old, full_row, now), site_rows, events + site_events)
 
-    def _changed(
-        self, dispatch_id: str, old: dict[str, Any], row: dict[str, Any], raw: dict[str, Any]
-    ) -> None:
-        changes = _changes(old, row)
-        old_raw = json.loads(old["raw"]) if old["raw"] else {}
-        for key in sorted((set(old_raw) | set(raw)) - RAW_KEYS_REPORTED):
-            if old_raw.get(key) != raw.get(key):
-                changes[key] = {"old": old_raw.get(key), "new": raw.get(key)}
-        authorized = changes.get("authorized")
-        if authorized and authorized["old"] and not authorized["new"]:
-            del changes["authorized"]
-            self.events.append(
-                NewEvent("dispatch_cancelled", {"authorized": authorized}, dispatch_id=dispatch_id)
-            )
-        end_time = changes.get("end_time")
-        if end_time and end_time["new"] is not None:
-            del changes["end_time"]
-            kind = "dispatch_end_time_set" if end_time["old"] is None else "dispatch_end_time_moved"
-            self.events.append(NewEvent(kind, {"end_time": end_time}, dispatch_id=dispatch_id))
-        if changes:
-            self.events.append(
-                NewEvent("dispatch_changed", {"changes": changes}, dispatch_id=dispatch_id)
-            )
 
-    def _dispatch_sites(
-        self, dispatch: Dispatch, stored: dict[str, dict[str, Any]], created: bool
-    ) -> None:
-        incoming = {site.id: site for site in dispatch.sites}
-        for site_id, site in incoming.items():
-            old = stored.get(site_id)
-            row = {
-                "dispatch_id": dispatch.id,
-                "site_id": site_id,
-                "commitment_kw": site.commitment_kw,
-                "added_at": self.now,
-                "removed_at": None,
-            }
-            if old is None or old["removed_at"] is not None:
-                if not created:  # a new dispatch's sites are listed in its dispatch_created
-                    self.events.append(
-                        NewEvent(
-                            "dispatch_site_added",
-                            {"commitment_kw": site.commitment_kw},
-                            dispatch_id=dispatch.id,
-                            site_id=site_id,
-                        )
-                    )
-            elif old["commitment_kw"] != site.commitment_kw:
-                row["added_at"] = old["added_at"]
-                self.events.append(
-                    NewEvent(
-                        "dispatch_site_changed",
-                        {"commitment_kw": {"old": old["commitment_kw"], "new": site.commitment_kw}},
-                        dispatch_id=dispatch.id,
-                        site_id=site_id,
-                    )
-                )
-            else:
-                continue
-            self.dispatch_site_rows.append(row)
-        for site_id, old in stored.items():
-            if site_id not in incoming and old["removed_at"] is None:
-                self.dispatch_site_rows.append({**old, "removed_at": self.now})
-                self.events.append(
-                    NewEvent("dispatch_site_removed", {}, dispatch_id=dispatch.id, site_id=site_id)
-                )
+def _older(new: int | None, stored: int | None) -> bool:
+    return new is not None and stored is not None and new < stored
 
-    def rejected(self, conn: Connection, rejected: list[Rejected]) -> None:
-        incoming = {
-            fingerprint(json.dumps(r.payload, sort_keys=True).encode()): r for r in rejected
+
+def _dispatch_events(dispatch_id: str, old: Row, row: Row, raw: dict[str, Any]) -> list[NewEvent]:
+    changes = _changes(old, row)
+    old_raw = json.loads(old["raw"]) if old["raw"] else {}
+    for key in sorted((set(old_raw) | set(raw)) - RAW_KEYS_REPORTED):
+        if old_raw.get(key) != raw.get(key):
+            changes[key] = {"old": old_raw.get(key), "new": raw.get(key)}
+    events = []
+    authorized = changes.get("authorized")
+    if authorized and authorized["old"] and not authorized["new"]:
+        del changes["authorized"]
+        events.append(
+            NewEvent("dispatch_cancelled", {"authorized": authorized}, dispatch_id=dispatch_id)
+        )
+    end_time = changes.get("end_time")
+    if end_time and end_time["new"] is not None:
+        del changes["end_time"]
+        kind = "dispatch_end_time_set" if end_time["old"] is None else "dispatch_end_time_moved"
+        events.append(NewEvent(kind, {"end_time": end_time}, dispatch_id=dispatch_id))
+    if changes:
+        events.append(NewEvent("dispatch_changed", {"changes": changes}, dispatch_id=dispatch_id))
+    return events
+
+
+def _dispatch_site_changes(
+    dispatch: Dispatch, stored: dict[str, Row], created: bool, now: datetime
+) -> tuple[list[Row], list[NewEvent]]:
+    rows, events = [], []
+    incoming = {site.id: site for site in dispatch.sites}
+    for site_id, site in incoming.items():
+        old = stored.get(site_id)
+        row = {
+            "dispatch_id": dispatch.id,
+            "site_id": site_id,
+            "commitment_kw": site.commitment_kw,
+            "added_at": now,
+            "removed_at": None,
         }
-        known = {
-            row.payload_hash
-            for row in _select_in(conn, [rejected_records.c.payload_hash], incoming)
-        }
-        for payload_hash, record in incoming.items():
-            if payload_hash in known:
-                continue  # the API sends the same bad record each minute: kept once
-            self.rejected_rows.append(
-                {
-                    "payload_hash": payload_hash,
-                    "kind": record.kind,
-                    "record_id": record.record_id,
-                    "reason": record.reason,
-                    "payload": record.payload,
-                    "first_seen_at": self.now,
-                }
+        subject = {"dispatch_id": dispatch.id, "site_id": site_id}
+        if old is None or old["removed_at"] is not None:
+            if not created:  # a new dispatch's sites are listed in its dispatch_created
+                details = {"commitment_kw": site.commitment_kw}
+                events.append(NewEvent("dispatch_site_added", details, **subject))
+        elif old["commitment_kw"] != site.commitment_kw:
+            row["added_at"] = old["added_at"]
+            details = {"commitment_kw": {"old": old["commitment_kw"], "new": site.commitment_kw}}
+            events.append(NewEvent("dispatch_site_changed", details, **subject))
+        else:
+            continue
+        rows.append(row)
+    for site_id, old in stored.items():
+        if site_id not in incoming and old["removed_at"] is None:
+            rows.append({**old, "removed_at": now})
+            events.append(
+                NewEvent("dispatch_site_removed", {}, dispatch_id=dispatch.id, site_id=site_id)
             )
-            self.events.append(
-                NewEvent(
-                    f"{record.kind}_rejected",
-                    {"reason": record.reason},
-                    dispatch_id=record.record_id if record.kind == "dispatch" else None,
-                    site_id=record.record_id if record.kind == "site" else None,
-                )
-            )
-
-    def _new_row(self, old: dict[str, Any] | None, row: dict[str, Any]) -> dict[str, Any]:
-        first_seen = old["first_seen_at"] if old else self.now
-        return {**row, "first_seen_at": first_seen, "updated_at": self.now}
+    return rows, events
 
 
-def _changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def rejected_row(record: Rejected, now: datetime) -> tuple[str, Row]:
+    payload_hash = fingerprint(json.dumps(record.payload, sort_keys=True).encode())
+    row = {
+        "payload_hash": payload_hash,
+        "kind": record.kind,
+        "record_id": record.record_id,
+        "reason": record.reason,
+        "payload": record.payload,
+        "first_seen_at": now,
+    }
+    return payload_hash, row
+
+
+def _changes(old: Row, new: Row) -> dict[str, dict[str, Any]]:
     return {
         key: {"old": jsonable(old[key]), "new": jsonable(value)}
         for key, value in new.items()
         if old[key] != value
     }
+
+
+def _versioned(old: Row | None, row: Row, now: datetime) -> Row:
+    first_seen = old["first_seen_at"] if old else now
+    return {**row, "first_seen_at": first_seen, "updated_at": now}
+
+
+# -- reading what is stored, and applying the pure part to it ---------------------------------
+
+
+def _diff_programs(
+    conn: Connection, candidates: list[Dispatch], now: datetime, changes: Changes
+) -> None:
+    incoming = {d.program.id: d.program for d in candidates}
+    stored = _stored_rows(conn, programs, incoming, PROGRAM_COLUMNS)
+    for program_id, program in incoming.items():
+        row, events = program_change(stored.get(program_id), program, now)
+        if row is not None:
+            changes.programs.append(row)
+            changes.events += events
+
+
+def _diff_sites(
+    conn: Connection,
+    candidates: list[Dispatch],
+    site_batch: SiteBatch | None,
+    now: datetime,
+    changes: Changes,
+) -> None:
+    incoming: dict[str, Row] = {}
+    for dispatch in candidates:
+        for site in dispatch.sites:
+            incoming[site.id] = {
+                "name": site.name,
+                "customer_location_id": site.customer_location_id,
+            }
+    for site in site_batch.sites if site_batch else []:
+        incoming[site.id] = {
+            "name": site.name,
+            "customer_location_id": site.customer_location_id,
+            "meters": [
+                {"id": m.id, "name": m.name, "asset_type": m.asset_type} for m in site.meters
+            ],
+        }
+    stored = _stored_rows(conn, sites, incoming, SITE_COLUMNS)
+    for site_id, fields in incoming.items():
+        row, events = site_change(stored.get(site_id), site_id, fields, now)
+        if row is not None:
+            changes.sites.append(row)
+            changes.events += events
+
+
+def _diff_dispatches(
+    conn: Connection,
+    candidates: list[Dispatch],
+    fingerprints: dict[str, str],
+    now: datetime,
+    changes: Changes,
+) -> None:
+    by_id = {d.id: d for d in candidates}
+    stored = _stored_rows(conn, dispatches, by_id, [*DISPATCH_FIELDS, "raw"])
+    stored_sites: dict[str, dict[str, Row]] = {}
+    site_columns = [dispatch_sites.c[c] for c in DISPATCH_SITE_COLUMNS]
+    for row in _select_in(conn, site_columns, by_id):
+        stored_sites.setdefault(row.dispatch_id, {})[row.site_id] = row._asdict()
+    for dispatch in candidates:
+        old = stored.get(dispatch.id)
+        old_sites = stored_sites.get(dispatch.id, {})
+        change = dispatch_change(old, old_sites, dispatch, fingerprints[dispatch.id], now)
+        if change is None:
+            continue
+        changes.created += old is None
+        changes.changed += old is not None
+        changes.dispatches.append(change.row)
+        changes.dispatch_sites += change.site_rows
+        changes.events += change.events
+
+
+def _diff_rejected(
+    conn: Connection, rejected: list[Rejected], now: datetime, changes: Changes
+) -> None:
+    incoming = dict(rejected_row(record, now) for record in rejected)
+    known = {
+        row.payload_hash for row in _select_in(conn, [rejected_records.c.payload_hash], incoming)
+    }
+    for payload_hash, row in incoming.items():
+        if payload_hash in known:
+            continue  # the API sends the same bad record each minute: kept once
+        changes.rejected.append(row)
+        kind, record_id = row["kind"], row["record_id"]
+        changes.events.append(
+            NewEvent(
+                f"{kind}_rejected",
+                {"reason": row["reason"]},
+                dispatch_id=record_id if kind == "dispatch" else None,
+                site_id=record_id if kind == "site" else None,
+            )
+        )
+
+
+def _end_vanished(conn: Connection, snapshot: Snapshot, now: datetime, changes: Changes) -> None:
+    """A dispatch missing from the listing that the API no longer knows by id ended when it went
+    missing. Its fingerprint is forgotten, so that should the API send it again, it is applied."""
+    gone = [d for d, item in snapshot.looked_up.items() if item is None]
+    for dispatch_id, missing_since in _not_ended(conn, now).items():
+        if dispatch_id not in gone:
+            continue
+        end_time = conn.execute(
+            select(dispatches.c.end_time).where(dispatches.c.id == dispatch_id)
+        ).scalar()
+        ended_at = missing_since or snapshot.requested_at
+        if end_time is not None and end_time < ended_at:
+            ended_at = end_time
+        conn.execute(
+            update(dispatches)
+            .where(dispatches.c.id == dispatch_id)
+            .values(end_time=ended_at, content_hash="", updated_at=now)
+        )
+        details = {
+            "end_time": {"old": jsonable(end_time), "new": jsonable(ended_at)},
+            "reason": "missing from the listing, and unknown to the API by id",
+        }
+        changes.events.append(NewEvent("dispatch_vanished", details, dispatch_id=dispatch_id))
+
+
+def _note_missing(
+    conn: Connection, listed: set[str], requested_at: datetime, now: datetime
+) -> None:
+    """Record when each dispatch not ended went missing from the listing, and forget it when it
+    is back."""
+    for dispatch_id, missing_since in _not_ended(conn, now).items():
+        if dispatch_id in listed and missing_since is not None:
+            value = None
+        elif dispatch_id not in listed and missing_since is None:
+            value = requested_at
+        else:
+            continue
+        conn.execute(
+            update(dispatches).where(dispatches.c.id == dispatch_id).values(missing_since=value)
+        )
 
 
 def _chunks(keys: Iterable[Any]) -> Iterator[list[Any]]:
@@ -465,13 +675,13 @@ def _select_in(
 
 
 def _stored_rows(
-    conn: Connection, table: Table, keys: Iterable[Any], columns: list[str]
-) -> dict[Any, dict[str, Any]]:
+    conn: Connection, table: Table, keys: Iterable[Any], columns: Sequence[str]
+) -> dict[Any, Row]:
     selected = [table.c.id, *(table.c[c] for c in columns), table.c.first_seen_at]
     return {row.id: row._asdict() for row in _select_in(conn, selected, keys)}
 
 
-def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], key: list[str]) -> None:
+def _upsert(conn: Connection, table: Table, rows: list[Row], key: list[str]) -> None:
     """INSERT ... ON CONFLICT DO UPDATE, skipping the update when nothing differs."""
     if not rows:
         return

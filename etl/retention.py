@@ -4,7 +4,8 @@ A fetch runs every minute, so `fetch_runs` grows by 1,440 rows a day even when n
 Events, on the other hand, are written only for changes, and are the audit trail: never pruned,
 nor are dispatches, actions and their attempts. What goes: fetch runs older than the given age
 that recorded no event and no rejected record (unchanged and failed fetches), except the latest
-successful and the latest failed one, which `etl status` reports.
+of each outcome, which `etl status` reports, and the first successful one, from which the planner
+tells a missed dispatch from one that ended before the store began.
 """
 
 from datetime import timedelta
@@ -13,6 +14,7 @@ from sqlalchemy import Engine, delete, func, select
 
 from etl import models
 from etl.db import write_transaction
+from etl.models import FetchOutcome
 from etl.timeutil import utcnow
 
 fetch_runs = models.FetchRun.__table__
@@ -25,10 +27,14 @@ def prune(engine: Engine, older_than: timedelta) -> int:
     cutoff = utcnow() - older_than
     with write_transaction(engine) as conn:
         latest = select(func.max(fetch_runs.c.id)).group_by(fetch_runs.c.outcome)
+        # the planner tells missed dispatches from history by the store's first fetch
+        first = select(func.min(fetch_runs.c.id)).where(
+            fetch_runs.c.outcome == FetchOutcome.SUCCEEDED
+        )
         result = conn.execute(
             delete(fetch_runs).where(
                 fetch_runs.c.finished_at < cutoff,
-                fetch_runs.c.id.not_in(latest),
+                fetch_runs.c.id.not_in(latest.union(first)),
                 ~select(events.c.id).where(events.c.fetch_run_id == fetch_runs.c.id).exists(),
                 ~select(rejected_records.c.id)
                 .where(rejected_records.c.fetch_run_id == fetch_runs.c.id)

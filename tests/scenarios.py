@@ -81,4 +81,4 @@ def active(dispatch_id: str, *sites: dict[str, Any], **fields: Any) -> dict[str,
 
 
 def ended(dispatch_id: str, *sites: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return dispatch(dispatch_id, *sites, **{"start_time": at(-60), "end_time": at(-0.02), **fields})
+    return dispatch(dispatch_id, *sites, **{"start_time": at(-60), "end_time": at(0), **fields})

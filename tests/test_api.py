@@ -98,8 +98,9 @@ def test_a_truncated_body_is_retried(sandbox: Sandbox) -> None:
 def test_a_body_that_is_not_json_is_a_clear_error(sandbox: Sandbox) -> None:
     sandbox.faults.not_json = 1
     client, _ = make_client(sandbox)
+    listing = client.dispatches()  # parsed only when its items are needed
     with pytest.raises(ApiError, match="not JSON") as raised:
-        client.dispatches()
+        _ = listing.items
     assert raised.value.hint == "is VOLTUS_API_URL the Voltus API?"
 
 
@@ -137,13 +138,22 @@ def test_nothing_listening_is_retried_then_reported() -> None:
         client.dispatches()
 
 
-def test_the_same_body_again_is_recognised_without_parsing(sandbox: Sandbox) -> None:
+def test_the_same_body_again_has_the_same_fingerprint(sandbox: Sandbox) -> None:
     client, _ = make_client(sandbox)
     first = client.dispatches()
-    assert first is not None
-    assert client.dispatches(unless=first.fingerprint) is None
+    assert client.dispatches().fingerprint == first.fingerprint
     sandbox.dispatches = [dispatch("changed")]
-    assert client.dispatches(unless=first.fingerprint) is not None
+    assert client.dispatches().fingerprint != first.fingerprint
+
+
+def test_one_dispatch_by_id_with_its_id_quoted_and_none_when_unknown(sandbox: Sandbox) -> None:
+    client, _ = make_client(sandbox)
+    odd = "a/../b?c=d e"
+    sandbox.dispatches = [dispatch(odd)]
+    found = client.dispatch(odd)
+    assert isinstance(found, dict) and found["id"] == odd
+    assert client.dispatch("asdf") is None
+    assert sandbox.requests[-1] == "/2022-04-15/dispatches/asdf"
 
 
 def test_key_defaults_to_the_public_one_only_for_the_sandbox() -> None:

@@ -100,6 +100,7 @@ def test_each_kind_of_change_is_one_event(
     ]
     run(engine, client)
     program = {**sandbox.dispatches[1]["program"], "name": "MISO renamed"}
+    sandbox.unlisted = [sandbox.dispatches[2]]
     sandbox.dispatches = [
         # end time appears; site b leaves; site c joins; a's commitment changes
         dispatch("d1", site("a", 11), site("c", 5), end_time=at(60)),
@@ -107,7 +108,7 @@ def test_each_kind_of_change_is_one_event(
         dispatch(
             "d2", site("c", 5, name="Site c renamed"), authorized=False, program=program, extra=1
         ),
-        # d3 left the 24-hour window: nothing happens to it
+        # d3 left the 24-hour window, still known by id: nothing happens to it
     ]
     summary = run(engine, client)
     assert kinds(summary) == [
