@@ -628,13 +628,12 @@ def _end_vanished(conn: Connection, snapshot: Snapshot, now: datetime, changes: 
         end_time = conn.execute(
             select(dispatches.c.end_time).where(dispatches.c.id == dispatch_id)
         ).scalar()
-        ended_at = missing_since or snapshot.requested_at
-        if end_time is not None and end_time < ended_at:
-            ended_at = end_time
+        missing_since = missing_since or snapshot.requested_at
+        ended_at = min(end_time, missing_since) if end_time is not None else missing_since
         conn.execute(
             update(dispatches)
             .where(dispatches.c.id == dispatch_id)
-            .values(end_time=ended_at, content_hash="", updated_at=now)
+            .values(end_time=ended_at, missing_since=missing_since, content_hash="", updated_at=now)
         )
         details = {
             "end_time": {"old": jsonable(end_time), "new": jsonable(ended_at)},

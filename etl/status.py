@@ -5,14 +5,20 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from etl import models
-from etl.actions import OPEN, actions
+from etl.actions import OPEN, ActionState, Holding, actions
 from etl.db import read_transaction
+from etl.models import FetchOutcome
 from etl.timeutil import jsonable, utcnow
 
 fetch_runs = models.FetchRun.__table__
+dispatches = models.Dispatch.__table__
+dispatch_sites = models.DispatchSite.__table__
+events = models.Event.__table__
+# a dispatch that holds sites this long with no end time has probably lost its end
+OPEN_ENDED_LIMIT = timedelta(hours=24)
 
 # exit codes, as monitoring plug-ins (Nagios and its heirs) read them
 OK, WARNING, CRITICAL = 0, 1, 2
@@ -30,6 +36,10 @@ class Status:
     restores_waiting: int
     failed_recently: int
     missed_recently: int
+    # dispatches the API stopped knowing before they ended, within the window
+    vanished_recently: list[str]
+    # dispatches holding sites for over 24 hours with no end time
+    held_without_end: list[str]
     problems: list[str] = field(default_factory=list)
     code: int = OK
 
@@ -39,16 +49,19 @@ class Status:
 
 def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:
     """CRITICAL when no fetch succeeded within `max_age`, or an action ended failed within
-    `window`; WARNING when one was missed within `window`; else OK."""
+    `window`; WARNING when one was missed or a dispatch vanished within `window`, or a dispatch
+    has held sites for over 24 hours with no end time; else OK."""
     now = utcnow()
     with read_transaction(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         success = conn.execute(
-            select(func.max(fetch_runs.c.finished_at)).where(fetch_runs.c.outcome == "succeeded")
+            select(func.max(fetch_runs.c.finished_at)).where(
+                fetch_runs.c.outcome == FetchOutcome.SUCCEEDED
+            )
         ).scalar()
         failure = conn.execute(
             select(fetch_runs.c.finished_at, fetch_runs.c.error)
-            .where(fetch_runs.c.outcome == "failed")
+            .where(fetch_runs.c.outcome == FetchOutcome.FAILED)
             .order_by(fetch_runs.c.finished_at.desc())
             .limit(1)
         ).first()
@@ -61,11 +74,14 @@ def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:
             conn.execute(
                 select(actions.c.state, func.count())
                 .where(
-                    actions.c.finished_at >= now - window, actions.c.state.in_(["failed", "missed"])
+                    actions.c.finished_at >= now - window,
+                    actions.c.state.in_([ActionState.FAILED, ActionState.MISSED]),
                 )
                 .group_by(actions.c.state)
             ).all()
         )
+        vanished = _vanished(conn, now - window)
+        held_without_end = _held_without_end(conn, now - OPEN_ENDED_LIMIT)
     status = Status(
         checked_at=now,
         schema_revision=revision,
@@ -73,10 +89,14 @@ def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:
         last_success_age_seconds=(now - success).total_seconds() if success else None,
         last_failure_at=failure.finished_at if failure else None,
         last_failure_error=failure.error if failure else None,
-        actions_due_or_running=sum(n for state, n in open_counts.items() if state != "waiting"),
-        restores_waiting=open_counts.get("waiting", 0),
-        failed_recently=recent.get("failed", 0),
-        missed_recently=recent.get("missed", 0),
+        actions_due_or_running=sum(
+            n for state, n in open_counts.items() if state != ActionState.WAITING
+        ),
+        restores_waiting=open_counts.get(ActionState.WAITING, 0),
+        failed_recently=recent.get(ActionState.FAILED, 0),
+        missed_recently=recent.get(ActionState.MISSED, 0),
+        vanished_recently=vanished,
+        held_without_end=held_without_end,
     )
     if success is None:
         status.problems.append("CRITICAL: no fetch has succeeded yet")
@@ -91,11 +111,44 @@ def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:
         status.problems.append(
             f"WARNING: {status.missed_recently} actions were missed in the last {_age(window)}"
         )
+    if vanished:
+        status.problems.append(
+            f"WARNING: dispatch {', '.join(vanished)} vanished from the API before it ended "
+            f"(in the last {_age(window)}); its sites were restored"
+        )
+    if held_without_end:
+        status.problems.append(
+            f"WARNING: dispatch {', '.join(held_without_end)} has held sites for over "
+            f"{_age(OPEN_ENDED_LIMIT)} with no end time"
+        )
     if any(p.startswith("CRITICAL") for p in status.problems):
         status.code = CRITICAL
     elif status.problems:
         status.code = WARNING
     return status
+
+
+def _vanished(conn: Connection, since: datetime) -> list[str]:
+    found = conn.execute(
+        select(events.c.dispatch_id)
+        .where(events.c.occurred_at >= since, events.c.kind == "dispatch_vanished")
+        .distinct()
+    ).scalars()
+    return sorted(d for d in found if d is not None)
+
+
+def _held_without_end(conn: Connection, started_before: datetime) -> list[str]:
+    found = conn.execute(
+        select(dispatches.c.id)
+        .join(dispatch_sites, dispatch_sites.c.dispatch_id == dispatches.c.id)
+        .where(
+            dispatch_sites.c.holding == Holding.HELD,
+            dispatches.c.end_time.is_(None),
+            dispatches.c.start_time < started_before,
+        )
+        .distinct()
+    ).scalars()
+    return sorted(found)
 
 
 def _age(delta: timedelta) -> str:
