@@ -26,7 +26,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     bindparam,
-    func,
     insert,
     or_,
     select,
@@ -219,10 +218,12 @@ def _pairs_to_look_at(conn: Connection, since: datetime) -> list[Pair]:
 
 
 def _first_fetch(conn: Connection) -> datetime | None:
+    """When the store's first successful fetch began (first by id: the primary key's order)."""
     return conn.execute(
-        select(func.min(fetch_runs.c.started_at)).where(
-            fetch_runs.c.outcome == models.FetchOutcome.SUCCEEDED
-        )
+        select(fetch_runs.c.started_at)
+        .where(fetch_runs.c.outcome == models.FetchOutcome.SUCCEEDED)
+        .order_by(fetch_runs.c.id)
+        .limit(1)
     ).scalar()
 
 
