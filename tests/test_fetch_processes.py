@@ -2,6 +2,7 @@
 
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,14 @@ from etl import models
 from etl.ingest import FETCH_LOCK
 from etl.sandbox import Sandbox
 from tests.helpers import dispatch, site
-from tests.processes import etl_env, finish, lock_is_held, start_etl
+from tests.processes import (
+    etl_env,
+    finish,
+    install_recording_handler,
+    lock_is_held,
+    recorded_calls,
+    start_etl,
+)
 
 
 def many_dispatches(n: int, authorized: bool = True) -> list[dict[str, Any]]:
@@ -82,3 +90,40 @@ def test_a_fetch_killed_inside_its_transaction_leaves_no_trace(
 
     assert finish(start_etl("fetch", "-q", env=env)) == 0
     assert snapshot(engine)["authorized"] == {False: 1500}
+
+
+def test_an_older_snapshot_that_commits_last_changes_nothing(
+    engine: Engine, database_url: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Run A reads the listing first, from a slow API, and commits last; run B reads a newer
+    listing later and commits first. A must not undo B: no site removed, no restore. The bodies
+    carry no modification numbers, so only the listing's time can tell them apart."""
+    older = dispatch("a1", site("s1"))
+    newer = dispatch("a1", site("s1"), site("s2"))
+    recording = install_recording_handler(tmp_path)
+    sandbox.dispatches = [older]
+    assert finish(start_etl("run", "-q", env=etl_env(database_url, sandbox, **recording))) == 0
+    with Sandbox() as slow:
+        slow.dispatches = [older]
+        slow.faults.delay_seconds = 3
+        run_a = start_etl("run", "-q", env=etl_env(database_url, slow, **recording))
+        deadline = time.monotonic() + 30
+        while not slow.requests:  # A has asked for its listing
+            assert time.monotonic() < deadline and run_a.poll() is None
+            time.sleep(0.01)
+        sandbox.dispatches = [newer]
+        run_b = start_etl("run", "-q", env=etl_env(database_url, sandbox, **recording))
+        assert finish(run_b) == 0
+        assert run_a.poll() is None, "A finished before B: the race did not happen"
+        assert finish(run_a) == 0
+
+    calls = [(action, site_id) for _, action, _, site_id, _ in recorded_calls(tmp_path)]
+    assert calls == [("curtail", "s1"), ("curtail", "s2")]
+    with engine.connect() as conn:
+        outcomes = conn.execute(
+            select(models.FetchRun.outcome).order_by(models.FetchRun.id)
+        ).scalars()
+        removed = conn.execute(
+            select(func.count()).where(models.Event.kind == "dispatch_site_removed")
+        ).scalar_one()
+    assert list(outcomes) == ["succeeded", "succeeded", "superseded"] and removed == 0
