@@ -1,11 +1,14 @@
 """Migrations on SQLite and PostgreSQL: up, down, up again, and the result equals the models."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, bindparam, inspect, text
 
+from etl import planner
+from etl.actions import ActionKind, idempotency_key
+from etl.config import ProcessorSettings
 from etl.db import SCHEMA_REVISION, make_engine
 from etl.migrate import current_revision, head_revision, migrate
 from etl.models import Base, UTCDateTime
@@ -58,4 +61,82 @@ def test_upgrading_a_store_with_dispatches_fills_their_local_start_date(database
     with engine.connect() as conn:
         day = conn.execute(text("SELECT start_date_local FROM dispatches")).scalar()
     assert day == "2024-02-01"  # 03:00 UTC is still the evening before in US/Central
+    engine.dispose()
+
+
+KINDS = list(ActionKind)
+
+
+def test_upgrading_a_store_with_actions_keeps_their_keys_and_outcomes(database_url: str) -> None:
+    """A store of revision 0003 whose site `a` is curtailed (its restore waiting) and whose site
+    `b` was curtailed and restored: after the upgrade, the next plan carries on from there."""
+    engine = make_engine(database_url)
+    migrate(engine, "0003")
+    now = datetime.now(UTC)
+    times = {"t": now, "start": now - timedelta(minutes=10), "end": now + timedelta(hours=1)}
+    params = [bindparam(name, value, type_=UTCDateTime) for name, value in times.items()]
+    keys = {(site, kind): idempotency_key("d1", site, kind) for site in "ab" for kind in KINDS}
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO programs VALUES (42, 'MISO', 'US/Central', 'MISO', 'capacity', :t, :t)"
+            ).bindparams(*params[:1])
+        )
+        conn.execute(
+            text(
+                "INSERT INTO dispatches (id, program_id, authorized, test, start_time, end_time,"
+                " content_hash, first_seen_at, updated_at) VALUES ('d1', 42, :yes, :no, :start,"
+                " :end, 'x', :t, :t)"
+            ).bindparams(*params),
+            {"yes": True, "no": False},
+        )
+        for site_id in "ab":
+            conn.execute(
+                text(
+                    "INSERT INTO sites (id, name, customer_location_id, first_seen_at,"
+                    " updated_at) VALUES (:s, :s, :s, :t, :t)"
+                ).bindparams(*params[:1]),
+                {"s": site_id},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO dispatch_sites (dispatch_id, site_id, added_at)"
+                    " VALUES ('d1', :s, :t)"
+                ).bindparams(*params[:1]),
+                {"s": site_id},
+            )
+        states = {
+            ("a", "curtail"): "succeeded",
+            ("a", "restore"): "waiting",
+            ("b", "curtail"): "succeeded",
+            ("b", "restore"): "succeeded",
+        }
+        for (site_id, kind), state in states.items():
+            conn.execute(
+                text(
+                    "INSERT INTO actions (dispatch_id, site_id, kind, idempotency_key, state,"
+                    " attempts, created_at, finished_at) VALUES ('d1', :s, :k, :key, :state, 1,"
+                    " :t, :finished)"
+                ).bindparams(
+                    *params[:1],
+                    bindparam("finished", None if state == "waiting" else now, type_=UTCDateTime),
+                ),
+                {"s": site_id, "k": kind, "key": keys[(site_id, kind)], "state": state},
+            )
+    migrate(engine)
+    with engine.connect() as conn:
+        actions = conn.execute(
+            text("SELECT site_id, kind, episode, idempotency_key, state FROM actions")
+        ).all()
+        pairs = dict(conn.execute(text("SELECT site_id, holding FROM dispatch_sites")).all())
+    assert {(a.site_id, a.kind): (a.episode, a.idempotency_key, a.state) for a in actions} == {
+        pair: (1, keys[pair], state) for pair, state in states.items()
+    }
+    assert pairs == {"a": "held", "b": None}
+    # the next plan: `a` is still held (nothing to do); `b`, restored mid-dispatch while
+    # listed (under the old rules), is held again: a new episode
+    summary = planner.plan(engine, ProcessorSettings())
+    assert summary.counts == {"pending": 1}
+    (planned,) = summary.events
+    assert planned.site_id == "b" and planned.details["episode"] == 2
     engine.dispose()

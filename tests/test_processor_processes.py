@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, func, select
 
 from etl import models
@@ -21,6 +22,8 @@ from tests.processes import (
     recorded_calls,
     start_etl,
 )
+
+pytestmark = pytest.mark.slow  # real processes
 
 
 def dispatches(count: int, sites: int) -> list[dict[str, Any]]:
