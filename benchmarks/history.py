@@ -58,7 +58,8 @@ def fill_history(engine: Engine, count: int) -> None:
         statements.append(
             (
                 f"{series} INSERT INTO dispatch_sites (dispatch_id, site_id, commitment_kw,"
-                f" added_at, removed_at) SELECT 'h' || i, {site_id}, 10.0, {start}, NULL FROM n",
+                f" added_at, removed_at, holding, episode) SELECT 'h' || i, {site_id}, 10.0,"
+                f" {start}, NULL, NULL, 1 FROM n",
                 count,
             )
         )

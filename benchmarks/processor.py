@@ -25,20 +25,28 @@ from etl.timeutil import format_rfc3339, utcnow
 PLAN_RUNS = 30
 _PROGRAM = {"id": 1, "name": "P", "timezone": "UTC", "market": "", "program_type": "capacity"}
 
-# the planner's three lookups, by hand: the floor its SQLAlchemy version is measured against
+# the planner's lookups, by hand: the floor its SQLAlchemy version is measured against
+PAIR = (
+    "d.id, ds.site_id, d.authorized, d.test, d.start_time, d.end_time, ds.removed_at,"
+    " ds.holding, ds.episode FROM dispatch_sites ds JOIN dispatches d ON d.id = ds.dispatch_id"
+)
+EPISODE_OVER = "(ds.holding IS NULL OR ds.holding <> 'held' OR ds.episode <> a.episode)"
+WITH_PAIR = (
+    "actions a JOIN dispatch_sites ds ON ds.dispatch_id = a.dispatch_id AND ds.site_id = a.site_id"
+)
 RAW_PLAN = {
     "sqlite": [
-        "SELECT d.id, ds.site_id FROM dispatches d JOIN dispatch_sites ds ON ds.dispatch_id = d.id"
-        " WHERE d.id IN (SELECT id FROM dispatches WHERE authorized = 1 AND end_time IS NULL"
-        " UNION SELECT id FROM dispatches WHERE authorized = 1 AND end_time > :since"
-        " UNION SELECT id FROM dispatches WHERE updated_at > :since)"
-        " AND d.authorized = 1 AND d.start_time <= :now AND ds.removed_at IS NULL AND NOT EXISTS"
-        " (SELECT 1 FROM actions a WHERE a.dispatch_id = d.id AND a.site_id = ds.site_id"
-        " AND a.kind = 'curtail')",
-        "SELECT id FROM actions WHERE finished_at IS NULL AND kind = 'curtail'"
-        " AND state IN ('pending', 'retrying')",
+        f"SELECT {PAIR} WHERE d.id IN (SELECT id FROM dispatches WHERE authorized = 1"
+        " AND end_time IS NULL UNION SELECT id FROM dispatches WHERE authorized = 1"
+        " AND end_time > :since UNION SELECT id FROM dispatches WHERE updated_at > :since)",
+        f"SELECT {PAIR} WHERE ds.holding IS NOT NULL",
+        "SELECT started_at FROM fetch_runs WHERE outcome = 'succeeded' ORDER BY id LIMIT 1",
+        f"SELECT a.id FROM {WITH_PAIR} WHERE a.finished_at IS NULL AND a.kind = 'curtail'"
+        f" AND a.state IN ('pending', 'retrying') AND {EPISODE_OVER}",
+        f"SELECT a.id FROM {WITH_PAIR} WHERE a.finished_at IS NULL AND a.kind = 'restore'"
+        f" AND a.state = 'waiting' AND {EPISODE_OVER}",
         "SELECT id FROM actions WHERE finished_at IS NULL AND kind = 'restore'"
-        " AND state = 'waiting'",
+        " AND state IN ('pending', 'retrying')",
     ]
 }
 RAW_PLAN["postgresql"] = [q.replace("= 1", "= true") for q in RAW_PLAN["sqlite"]]

@@ -3,10 +3,12 @@
 It serves `/2022-04-15/dispatches`, `/2022-04-15/dispatches/{id}` and `/2022-04-15/sites` from a
 scenario, with the API's error shapes (400 without a key, 401 with a wrong one, 404), and can inject
 faults: error statuses (500, 429 with Retry-After), slow responses, bodies that are not JSON or are
-cut short. A scenario is a JSON file `{"dispatches": [...], "sites": [...]}`; a time written as
-`now`, `now+15m` or `now-2h` (units s, m, h, d) is taken relative to when the emulator started.
+cut short. A scenario is a JSON file `{"dispatches": [...], "unlisted": [...], "sites": [...]}`;
+a time written as `now`, `now+15m` or `now-2h` (units s, m, h, d) is taken relative to when the
+emulator started.
 The file is read again whenever it changes, so a running emulator follows your edits.
-Unlike the real API, it does not drop dispatches older than 24 hours: remove them from the scenario.
+Unlike the real API, it does not drop dispatches older than 24 hours: a scenario's `unlisted`
+dispatches are the ones known by id only, as the API's older than a day are.
 """
 
 import json
@@ -63,7 +65,7 @@ def load_scenario(path: Path | None, anchor: datetime) -> dict[str, list[Any]]:
     if not isinstance(scenario, dict):
         raise ConfigError(f"scenario {source} is not a JSON object")
     resolved = resolve_times(scenario, anchor)
-    return {"dispatches": resolved.get("dispatches", []), "sites": resolved.get("sites", [])}
+    return {key: resolved.get(key, []) for key in ("dispatches", "unlisted", "sites")}
 
 
 class Sandbox:
@@ -87,9 +89,8 @@ class Sandbox:
         scenario = load_scenario(scenario_path, self.anchor)
         self.dispatches: list[Any] = scenario["dispatches"]
         self.sites: list[Any] = scenario["sites"]
-        # known by id but left out of the listing, as the API does with dispatches older than a
-        # day (tests set it)
-        self.unlisted: list[Any] = []
+        # known by id but left out of the listing, as the API does with dispatches older than a day
+        self.unlisted: list[Any] = scenario["unlisted"]
         try:
             self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         except OSError as error:
@@ -131,6 +132,7 @@ class Sandbox:
         self._scenario_mtime = self._mtime()
         scenario = load_scenario(self._scenario_path, self.anchor)
         self.dispatches, self.sites = scenario["dispatches"], scenario["sites"]
+        self.unlisted = scenario["unlisted"]
 
     def respond(self, path: str, key: str | None) -> tuple[int, dict[str, str], bytes]:
         """Status, extra headers and body for one GET, faults included."""

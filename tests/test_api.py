@@ -1,7 +1,10 @@
 """The API client against the emulator over real HTTP: retries, backoff, timeouts, fatal errors."""
 
+import json
+import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +167,20 @@ def test_key_defaults_to_the_public_one_only_for_the_sandbox() -> None:
     with pytest.raises(ConfigError, match="not an http"):
         api_settings("api.voltus.co", "k")
     assert "k3y" not in repr(api_settings("https://api.voltus.co", "k3y"))
+
+
+def test_a_scenario_file_with_relative_times_and_unlisted_dispatches_is_followed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "scenario.json"
+    listed = dispatch("listed", start_time="now-1h", end_time="now+1h")
+    old = dispatch("old", start_time="now-2d", end_time=None)
+    path.write_text(json.dumps({"dispatches": [listed], "unlisted": [old]}))
+    with Sandbox(path) as emulator:
+        client, _ = make_client(emulator)
+        assert dispatch_ids(client) == {"listed"}
+        found = client.dispatch("old")
+        assert found is not None and found["start_time"].startswith("20")
+        path.write_text(json.dumps({"dispatches": [], "unlisted": []}))
+        os.utime(path, (time.time() + 5, time.time() + 5))  # a change the emulator sees
+        assert dispatch_ids(client) == set() and client.dispatch("old") is None
