@@ -98,7 +98,7 @@ class Transition:
 def holding_now(pair: Pair, now: datetime, settings: ProcessorSettings) -> Holding | None:
     if not pair.authorized or pair.removed_at is not None:
         return None
-    if pair.start_time - timedelta(seconds=settings.lead_time) > now:
+    if _window_start(pair, settings) > now:
         return None
     if pair.end_time is not None and pair.end_time <= now:
         return None
@@ -108,9 +108,7 @@ def holding_now(pair: Pair, now: datetime, settings: ProcessorSettings) -> Holdi
 def transition(
     pair: Pair, now: datetime, settings: ProcessorSettings, first_fetch: datetime | None
 ) -> Transition | None:
-    """The pair's change since the last pass, or None. A window that opened and closed unseen
-    between two passes is an episode too: missed (or history, if it closed before the store's
-    first fetch, or skipped for a test dispatch)."""
+    """The pair's change since the last pass, or None."""
     holding = holding_now(pair, now, settings)
     if holding == Holding.HELD and pair.holding != Holding.HELD:
         return Transition(holding, pair.episode + 1, (S.PENDING, None))
@@ -118,25 +116,30 @@ def transition(
         return Transition(holding, pair.episode + 1, (S.SKIPPED, TEST_NOTE))
     if holding is None and pair.holding is not None:
         return Transition(None, pair.episode)
-    if holding is None and pair.episode == 0 and _window_passed(pair, now):
-        if pair.test and not settings.include_test:
-            curtail = (S.SKIPPED, TEST_NOTE)
-        elif first_fetch is None or pair.end_time <= first_fetch:  # type: ignore[operator]
-            curtail = (S.SKIPPED, HISTORY_NOTE)
-        else:
-            curtail = (S.MISSED, "the dispatch window passed before etl acted")
-        return Transition(None, 1, curtail)
+    if holding is None and pair.episode == 0:
+        return _unseen_episode(pair, now, settings, first_fetch)
     return None
 
 
-def _window_passed(pair: Pair, now: datetime) -> bool:
-    return (
-        pair.authorized
-        and pair.removed_at is None
-        and pair.end_time is not None
-        and pair.end_time <= now
-        and pair.start_time < pair.end_time
-    )
+def _unseen_episode(
+    pair: Pair, now: datetime, settings: ProcessorSettings, first_fetch: datetime | None
+) -> Transition | None:
+    """A window that opened and closed between two passes, never seen open, is an episode too:
+    missed, or history if it closed before the store's first fetch, or skipped for a test."""
+    end = pair.end_time
+    if not pair.authorized or pair.removed_at is not None or end is None or end > now:
+        return None
+    if _window_start(pair, settings) >= end:
+        return None  # an empty window: its start was moved past its end
+    if pair.test and not settings.include_test:
+        return Transition(None, 1, (S.SKIPPED, TEST_NOTE))
+    if first_fetch is None or end <= first_fetch:
+        return Transition(None, 1, (S.SKIPPED, HISTORY_NOTE))
+    return Transition(None, 1, (S.MISSED, "the dispatch window passed before etl acted"))
+
+
+def _window_start(pair: Pair, settings: ProcessorSettings) -> datetime:
+    return pair.start_time - timedelta(seconds=settings.lead_time)
 
 
 @dataclass
