@@ -17,7 +17,6 @@ changed since the last plan (less a margin), the open actions by state or site. 
 past dispatches is never scanned.
 """
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -327,12 +326,11 @@ def _settle_restores(conn: Connection, now: datetime, summary: PlanSummary) -> N
         .where(OPEN, actions.c.kind == RESTORE, actions.c.state == S.WAITING, _episode_over())
     ).all()
     under_way = conn.execute(
-        select(*RESTORE_COLUMNS)
-        .select_from(WITH_DISPATCH_SITE)
-        .where(OPEN, actions.c.kind == RESTORE, actions.c.state.in_([S.PENDING, S.RETRYING]))
+        select(*RESTORE_COLUMNS).where(
+            OPEN, actions.c.kind == RESTORE, actions.c.state.in_([S.PENDING, S.RETRYING])
+        )
     ).all()
-    sites = {row.site_id for row in [*released, *under_way]}
-    holders = _holders(conn, sites)
+    holders = _holders(conn) if released or under_way else {}
     for row in under_way:
         holder = holders.get(row.site_id)
         if holder is not None:
@@ -363,14 +361,12 @@ RESTORE_COLUMNS = (
 )
 
 
-def _holders(conn: Connection, sites: Iterable[str]) -> dict[str, tuple[str, int]]:
-    """For each site held now, one holder: (dispatch, episode)."""
-    sites = sorted(sites)
-    if not sites:
-        return {}
+def _holders(conn: Connection) -> dict[str, tuple[str, int]]:
+    """For each site held now, one holder: (dispatch, episode). The pairs held are few: those
+    of the dispatches in their window now."""
     rows = conn.execute(
         select(dispatch_sites.c.site_id, dispatch_sites.c.dispatch_id, dispatch_sites.c.episode)
-        .where(dispatch_sites.c.holding == Holding.HELD, dispatch_sites.c.site_id.in_(sites))
+        .where(dispatch_sites.c.holding == Holding.HELD)
         .order_by(dispatch_sites.c.dispatch_id.desc())
     ).all()
     return {row.site_id: (row.dispatch_id, row.episode) for row in rows}
