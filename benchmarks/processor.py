@@ -36,10 +36,10 @@ WITH_PAIR = (
 )
 RAW_PLAN = {
     "sqlite": [
-        f"SELECT {PAIR} WHERE d.id IN (SELECT id FROM dispatches WHERE authorized = 1"
+        f"SELECT {PAIR} WHERE d.id IN (SELECT dispatch_id FROM dispatch_sites"
+        " WHERE holding IS NOT NULL UNION SELECT id FROM dispatches WHERE authorized = 1"
         " AND end_time IS NULL UNION SELECT id FROM dispatches WHERE authorized = 1"
         " AND end_time > :since UNION SELECT id FROM dispatches WHERE updated_at > :since)",
-        f"SELECT {PAIR} WHERE ds.holding IS NOT NULL",
         "SELECT started_at FROM fetch_runs WHERE outcome = 'succeeded' ORDER BY id LIMIT 1",
         f"SELECT a.id FROM {WITH_PAIR} WHERE a.finished_at IS NULL AND a.kind = 'curtail'"
         f" AND a.state IN ('pending', 'retrying') AND {EPISODE_OVER}",

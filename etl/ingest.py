@@ -622,6 +622,8 @@ def _end_vanished(conn: Connection, snapshot: Snapshot, now: datetime, changes: 
     """A dispatch missing from the listing that the API no longer knows by id ended when it went
     missing. Its fingerprint is forgotten, so that should the API send it again, it is applied."""
     gone = [d for d, item in snapshot.looked_up.items() if item is None]
+    if not gone:
+        return
     for dispatch_id, missing_since in _not_ended(conn, now).items():
         if dispatch_id not in gone:
             continue

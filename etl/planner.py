@@ -189,9 +189,10 @@ PAIRS = dispatch_sites.join(dispatches, dispatches.c.id == dispatch_sites.c.disp
 
 
 def _pairs_to_look_at(conn: Connection, since: datetime) -> list[Pair]:
-    """The pairs whose holding may have changed since the last pass: those held then, and those
-    of dispatches not ended, or ended or changed since (one index range each)."""
+    """The pairs whose holding may have changed since the last pass: those of dispatches that
+    held a site then, not ended, or ended or changed since (one index range each)."""
     looked_at = union(
+        select(dispatch_sites.c.dispatch_id).where(dispatch_sites.c.holding.is_not(None)),
         select(dispatches.c.id).where(
             dispatches.c.authorized == true(), dispatches.c.end_time.is_(None)
         ),
@@ -199,23 +200,17 @@ def _pairs_to_look_at(conn: Connection, since: datetime) -> list[Pair]:
             dispatches.c.authorized == true(), dispatches.c.end_time > since
         ),
         select(dispatches.c.id).where(dispatches.c.updated_at > since),
-    ).subquery()
-    rows = [
-        *conn.execute(
-            select(*PAIR_COLUMNS).select_from(
-                PAIRS.join(looked_at, looked_at.c.id == dispatches.c.id)
-            )
-        ),
-        *conn.execute(
-            select(*PAIR_COLUMNS).select_from(PAIRS).where(dispatch_sites.c.holding.is_not(None))
-        ),
-    ]
-    unique = {(row.dispatch_id, row.site_id): row for row in rows}
-    # claims go in planning order (by id): the earliest dispatch first, its sites together
-    ordered = sorted(unique.values(), key=lambda r: (r.start_time, r.dispatch_id, r.site_id))
+    )
+    rows = conn.execute(
+        select(*PAIR_COLUMNS)
+        .select_from(PAIRS)
+        .where(dispatches.c.id.in_(looked_at))
+        # claims go in planning order (by id): the earliest dispatch first, its sites together
+        .order_by(dispatches.c.start_time, dispatches.c.id, dispatch_sites.c.site_id)
+    ).all()
     return [
         Pair(**{**row._asdict(), "holding": Holding(row.holding) if row.holding else None})
-        for row in ordered
+        for row in rows
     ]
 
 
