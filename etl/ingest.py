@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, Table, insert, or_, select, true, update
+from sqlalchemy import Column, Connection, Engine, Table, insert, or_, select, update
 
 from etl import models
 from etl.api import Listing, VoltusClient
@@ -142,11 +142,12 @@ def _last_success(conn: Connection) -> _LastSuccess:
 
 
 def _not_ended(conn: Connection, now: datetime) -> dict[str, datetime | None]:
-    """Authorized dispatches that have not ended (held or still to start), with when they went
-    missing from the listing: a few rows, from the index on (authorized, end_time)."""
+    """Dispatches that have not ended (held, still to start, or cancelled but able to be
+    authorized again), with when they went missing from the listing: a few rows, from the index
+    on (authorized, end_time), hence the condition on `authorized`."""
     rows = conn.execute(
         select(dispatches.c.id, dispatches.c.missing_since).where(
-            dispatches.c.authorized == true(),
+            dispatches.c.authorized.in_([True, False]),
             or_(dispatches.c.end_time.is_(None), dispatches.c.end_time > now),
         )
     ).all()

@@ -114,7 +114,7 @@ def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:
     if vanished:
         status.problems.append(
             f"WARNING: dispatch {', '.join(vanished)} vanished from the API before it ended "
-            f"(in the last {_age(window)}); its sites were restored"
+            f"(in the last {_age(window)}): treated as ended when it went missing"
         )
     if held_without_end:
         status.problems.append(

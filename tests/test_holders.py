@@ -211,3 +211,16 @@ def test_a_new_install_records_what_ended_before_it_as_history_not_missed(world:
         ).one()
     assert tuple(action) == ("skipped", "ended before this store's first fetch")
     assert status.check(world.engine, *CHECK).code == status.OK
+
+
+def test_a_cancelled_dispatch_authorized_again_after_leaving_the_listing_is_curtailed(
+    world: World,
+) -> None:
+    """Found by the model-based test: a cancelled dispatch that has not ended is still looked up
+    by id when it leaves the listing, since it may be authorized again."""
+    cancelled = active("d1", site("s"), authorized=False, modification_number=1)
+    assert world.step(cancelled) == []
+    world.sandbox.unlisted = [cancelled]
+    assert world.step() == []
+    world.sandbox.unlisted = [{**cancelled, "authorized": True, "modification_number": 2}]
+    assert world.step() == [("curtail", "d1", "s")]
