@@ -43,10 +43,6 @@ class ActionKind(StrEnum):
     CURTAIL = "curtail"
     RESTORE = "restore"
 
-    @property
-    def opposite(self) -> "ActionKind":
-        return ActionKind.RESTORE if self is ActionKind.CURTAIL else ActionKind.CURTAIL
-
 
 class ActionState(StrEnum):
     PENDING = "pending"

@@ -131,7 +131,13 @@ class SiteHistory(RuleBasedStateMachine):
         self.step()
 
     def live(self) -> list[str]:
-        return sorted(d.id for d in self.dispatches.values() if d.where != "vanished")
+        """The dispatches whose changes a client can see: listed, or not yet ended (etl asks
+        for those by id). An ended one out of the listing is history, as in the real API."""
+        return sorted(
+            d.id
+            for d in self.dispatches.values()
+            if d.where == "listed" or (d.where == "unlisted" and d.phase != "ended")
+        )
 
     @precondition(lambda self: len(self.dispatches) < 3)
     @rule(

@@ -130,6 +130,7 @@ def test_each_kind_of_change_is_one_event(
     assert ds[("d1", "b")]["removed_at"] is not None and ds[("d1", "a")]["removed_at"] is None
     assert by_id(engine, models.Dispatch)["d3"]["authorized"] is True
 
+    sandbox.unlisted.append(sandbox.dispatches[1])  # d2 leaves the window too, known by id
     sandbox.dispatches = [
         dispatch(
             "d1",
