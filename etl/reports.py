@@ -36,6 +36,7 @@ curtailment_log = Table(
     VIEWS,
     Column("action_id", Integer),
     Column("action", String),
+    Column("episode", Integer),
     Column("state", String),
     Column("idempotency_key", String),
     Column("dispatch_id", String),
@@ -142,7 +143,9 @@ def dispatches_report(f: ReportFilter) -> Select[Any]:
 
 def curtailments_report(f: ReportFilter) -> Select[Any]:
     v = curtailment_log
-    query = select(v).order_by(v.c.dispatch_start_time, v.c.dispatch_id, v.c.site_id, v.c.action)
+    query = select(v).order_by(
+        v.c.dispatch_start_time, v.c.dispatch_id, v.c.site_id, v.c.episode, v.c.action
+    )
     query = _dispatch_filters(query, f, v.c.dispatch_start_time, v.c.dispatch_id, v)
     return query if f.site_id is None else query.where(v.c.site_id == f.site_id)
 

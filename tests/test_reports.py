@@ -146,7 +146,7 @@ def test_machine_formats_parse_back(story: World, fmt: str) -> None:
         parsed = [json.loads(line) for line in text_out.splitlines()]
     else:
         lines = text_out.splitlines()
-        assert lines[0].split()[:3] == ["action_id", "action", "state"] and len(lines) == 14
+        assert lines[0].split()[:3] == ["action_id", "action", "episode"] and len(lines) == 14
         return
     assert len(parsed) == 13 and set(parsed[0]) == set(columns)
     keys = {r["idempotency_key"] for r in parsed}

@@ -24,6 +24,26 @@ depends_on: str | Sequence[str] | None = None
 TIME = sa.DateTime(timezone=True)
 OPEN = sa.text("finished_at IS NULL")
 
+# the view as 0003 created it, and as this revision has it: with each action's episode
+CURTAILMENT_LOG_0003 = """
+    SELECT a.id AS action_id, a.kind AS action, a.state, a.idempotency_key,
+           a.dispatch_id, d.program_id, p.name AS program_name, d.test,
+           d.start_time AS dispatch_start_time, d.end_time AS dispatch_end_time,
+           a.site_id, s.name AS site_name, s.customer_location_id, ds.commitment_kw,
+           a.attempts, a.created_at AS planned_at,
+           (SELECT min(t.started_at) FROM action_attempts t WHERE t.action_id = a.id)
+               AS first_attempt_at,
+           a.finished_at, a.claimed_by AS last_worker, a.note
+    FROM actions a
+    JOIN dispatches d ON d.id = a.dispatch_id
+    JOIN programs p ON p.id = d.program_id
+    JOIN sites s ON s.id = a.site_id
+    JOIN dispatch_sites ds ON ds.dispatch_id = a.dispatch_id AND ds.site_id = a.site_id
+"""
+CURTAILMENT_LOG = CURTAILMENT_LOG_0003.replace(
+    "a.kind AS action, a.state,", "a.kind AS action, a.episode, a.state,"
+)
+
 
 @contextmanager
 def _views_set_aside() -> Iterator[None]:
@@ -58,11 +78,18 @@ def _open_index_set_aside() -> Iterator[None]:
 def upgrade() -> None:
     with _views_set_aside():
         _upgrade()
+    _replace_curtailment_log(CURTAILMENT_LOG)
 
 
 def downgrade() -> None:
+    _replace_curtailment_log(CURTAILMENT_LOG_0003)
     with _views_set_aside():
         _downgrade()
+
+
+def _replace_curtailment_log(query: str) -> None:
+    op.execute("DROP VIEW curtailment_log")
+    op.execute(f"CREATE VIEW curtailment_log AS {query}")
 
 
 def _upgrade() -> None:
