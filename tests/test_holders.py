@@ -70,7 +70,7 @@ def test_a_start_moved_later_after_the_curtail_restores_then_curtails_at_the_new
     world: World,
 ) -> None:
     assert world.step(active("d1", site("a"))) == [("curtail", "d1", "a")]
-    later = dispatch("d1", site("a"), start_time=at(0.05), end_time=at(60))
+    later = dispatch("d1", site("a"), start_time=at(0.02), end_time=at(60))
     assert world.step(later) == [("restore", "d1", "a")]
     assert world.process() == []
     time.sleep((parse_rfc3339(later["start_time"]) - utcnow()).total_seconds() + 0.01)
