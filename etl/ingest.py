@@ -165,7 +165,8 @@ def _look_up_missing(
 ) -> dict[str, Any | None]:
     """Leaving the listing is not a cancellation: each dispatch not ended and missing from it is
     asked for by id. With a body unchanged since the last fetch, only those already known to be
-    missing are; an answer that fails is asked again at the next fetch."""
+    missing are. When the API fails to answer, the rest wait for the next fetch: a cron run
+    must not spend its retries on each of them."""
     with read_transaction(engine) as conn:
         not_ended = _not_ended(conn, utcnow())
     if listing.fingerprint == last.fingerprint:
@@ -178,7 +179,7 @@ def _look_up_missing(
         try:
             looked_up[dispatch_id] = client.dispatch(dispatch_id)
         except ApiError:
-            continue
+            break
     return looked_up
 
 
@@ -237,9 +238,9 @@ def ingest(conn: Connection, snapshot: Snapshot, started_at: datetime) -> FetchS
     same_body = listing.fingerprint == last.fingerprint
     items = [] if same_body else listing.items
     unique_items, duplicates = split_duplicates(items)
-    found = [item for item in snapshot.looked_up.values() if item is not None]
+    found, mismatched = _answers_by_id(snapshot.looked_up)
     candidates, rejected, fingerprints = _changed_dispatches(conn, [*unique_items, *found])
-    rejected = duplicates + rejected + _mismatched_lookups(snapshot.looked_up)
+    rejected = duplicates + rejected + mismatched
     if snapshot.site_batch:
         rejected += snapshot.site_batch.rejected
 
@@ -328,13 +329,19 @@ def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
     return [i for i in unique if not (isinstance(i, dict) and i.get("id") in conflicting)], rejected
 
 
-def _mismatched_lookups(looked_up: dict[str, Any | None]) -> list[Rejected]:
-    """An answer by id must be the dispatch asked for (it is then ingested like a listed one)."""
-    return [
-        Rejected("dispatch", wanted, f"dispatch: asked for {wanted!r} by id, got another", item)
-        for wanted, item in looked_up.items()
-        if item is not None and not (isinstance(item, dict) and item.get("id") == wanted)
-    ]
+def _answers_by_id(looked_up: dict[str, Any | None]) -> tuple[list[Any], list[Rejected]]:
+    """The dispatches the API returned by id, to be ingested like listed ones; an answer that is
+    not the dispatch asked for is set aside."""
+    found, mismatched = [], []
+    for wanted, item in looked_up.items():
+        if item is None:
+            continue
+        if isinstance(item, dict) and item.get("id") == wanted:
+            found.append(item)
+        else:
+            reason = f"dispatch: asked for {wanted!r} by id, got another"
+            mismatched.append(Rejected("dispatch", wanted, reason, item))
+    return found, mismatched
 
 
 def _changed_dispatches(

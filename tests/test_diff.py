@@ -5,6 +5,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from etl import ingest
 from etl.actions import ActionState, Holding
 from etl.config import ProcessorSettings
 from etl.ingest import dispatch_change, program_change, site_change, split_duplicates
@@ -159,3 +160,14 @@ def test_lead_time_starts_holding_early() -> None:
     soon = pair(start_time=NOW + timedelta(seconds=30))
     assert transition(soon, NOW, SETTINGS, NOW) is None
     assert transition(soon, NOW, ProcessorSettings(lead_time=60), NOW) is not None
+
+
+def test_an_answer_by_id_that_is_another_dispatch_is_set_aside() -> None:
+    found, mismatched = ingest._answers_by_id(
+        {"a": dispatch("a"), "b": dispatch("c"), "d": None, "e": ["not", "an", "object"]}
+    )
+    assert [item["id"] for item in found] == ["a"]
+    assert [(r.record_id, r.reason) for r in mismatched] == [
+        ("b", "dispatch: asked for 'b' by id, got another"),
+        ("e", "dispatch: asked for 'e' by id, got another"),
+    ]
