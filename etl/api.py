@@ -158,6 +158,8 @@ def _decode(body: bytes, url: str) -> Any:
         raise ApiError(
             f"GET {url} answered with a body that is not JSON", "is VOLTUS_API_URL the Voltus API?"
         ) from None
+    except RecursionError:
+        raise ApiError(f"GET {url} answered with JSON nested too deep to read") from None
 
 
 def _items(body: bytes, url: str, resource: str) -> list[Any]:

@@ -38,6 +38,8 @@ from etl.records import (
     has_unknown_fields,
     item_fingerprint,
     parse_dispatches,
+    record_id,
+    storable,
 )
 from etl.timeutil import format_rfc3339, jsonable, local_date, utcnow
 
@@ -309,7 +311,7 @@ def _superseded(
 def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
     """Copies of one id that are identical are one record. Copies that differ are all set
     aside for this fetch: which one is true cannot be told, so the stored state stays."""
-    copies: dict[str, list[Any]] = {}
+    copies: dict[str, dict[str, Any]] = {}  # id -> fingerprint -> copy
     unique: list[Any] = []
     for item in items:
         item_id = item.get("id") if isinstance(item, dict) else None
@@ -318,15 +320,20 @@ def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
             continue
         if item_id not in copies:
             unique.append(item)
-        copies.setdefault(item_id, []).append(item)
-    rejected = []
-    for item_id, same_id in copies.items():
-        distinct = {item_fingerprint(copy): copy for copy in same_id}
-        if len(distinct) > 1:
-            reason = f"dispatch: {len(distinct)} different copies of this id in one listing"
-            rejected += [Rejected("dispatch", item_id, reason, copy) for copy in distinct.values()]
-    conflicting = {r.record_id for r in rejected}
-    return [i for i in unique if not (isinstance(i, dict) and i.get("id") in conflicting)], rejected
+        copies.setdefault(item_id, {})[item_fingerprint(item)] = item
+    conflicting = {item_id for item_id, distinct in copies.items() if len(distinct) > 1}
+    rejected = [
+        Rejected(
+            "dispatch",
+            record_id(copy),
+            f"dispatch: {len(copies[item_id])} different copies of this id in one listing",
+            copy,
+        )
+        for item_id in sorted(conflicting)
+        for copy in copies[item_id].values()
+    ]
+    kept = [i for i in unique if not (isinstance(i, dict) and i.get("id") in conflicting)]
+    return kept, rejected
 
 
 def _answers_by_id(looked_up: dict[str, Any | None]) -> tuple[list[Any], list[Rejected]]:
@@ -350,11 +357,8 @@ def _changed_dispatches(
     """The dispatches new or changed since stored, validated; the malformed ones set aside; and
     the items' fingerprints. An item whose fingerprint is the stored one is skipped unvalidated:
     it was valid then."""
-    fingerprints = {
-        item["id"]: item_fingerprint(item)
-        for item in items
-        if isinstance(item, dict) and isinstance(item.get("id"), str)
-    }
+    # only ids the store can hold are looked up: a NUL in a query fails on PostgreSQL
+    fingerprints = {item["id"]: item_fingerprint(item) for item in items if record_id(item)}
     stored = dict(_select_in(conn, [dispatches.c.id, dispatches.c.content_hash], fingerprints))
 
     def unchanged(item: Any) -> bool:
@@ -514,7 +518,7 @@ def rejected_row(record: Rejected, now: datetime) -> tuple[str, Row]:
         "kind": record.kind,
         "record_id": record.record_id,
         "reason": record.reason,
-        "payload": record.payload,
+        "payload": storable(record.payload),
         "first_seen_at": now,
     }
     return payload_hash, row

@@ -6,9 +6,12 @@ Unknown extra fields are tolerated; the dispatch's whole raw object is kept alon
 """
 
 import hashlib
+import json
+import math
+import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from etl.timeutil import parse_rfc3339
 
@@ -109,6 +112,24 @@ def item_fingerprint(item: Any) -> str:
     return fingerprint(repr(item).encode())
 
 
+# What the store and the handlers can hold (README, "What a fetch guarantees"): a record outside
+# these bounds is set aside whole, with the reason.
+ID_MAX_CHARS = 200  # Voltus's ids are short; a longer one is not an id
+TEXT_MAX_CHARS = 1000  # names, time zones, customer locations
+INT_RANGE = (-(2**31), 2**31 - 1)  # the columns' INTEGER on PostgreSQL
+EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+JSON_MAX_DEPTH = 32
+IntOrNone = TypeVar("IntOrNone", int, int | None)
+# characters no id or name may hold: control characters (they forge lines in output and logs),
+# line and paragraph separators, and lone surrogates (not encodable in UTF-8)
+FORBIDDEN_CATEGORIES = {"Cc", "Zl", "Zp", "Cs"}
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
     if name not in obj:
         raise ValueError(f"{where}: missing '{name}'")
@@ -121,6 +142,31 @@ def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where:
 
 def _optional(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str) -> Any:
     return None if obj.get(name) is None else _field(obj, name, kind, where)
+
+
+def _text(
+    obj: dict[str, Any], name: str, where: str, required: bool = False, limit: int = TEXT_MAX_CHARS
+) -> str:
+    value = _field(obj, name, str, where) if required else _optional(obj, name, str, where)
+    value = value or ""
+    if required and not value:
+        raise ValueError(f"{where}: '{name}' is empty")
+    if len(value) > limit:
+        raise ValueError(f"{where}: '{name}' is {len(value)} characters long (at most {limit})")
+    if any(unicodedata.category(c) in FORBIDDEN_CATEGORIES for c in value):
+        raise ValueError(f"{where}: '{name}' has a control character: {_shown(value)}")
+    return value
+
+
+def _id(obj: dict[str, Any], where: str) -> str:
+    return _text(obj, "id", where, required=True, limit=ID_MAX_CHARS)
+
+
+def _in_range(value: IntOrNone, name: str, where: str) -> IntOrNone:
+    low, high = INT_RANGE
+    if value is not None and not low <= value <= high:
+        raise ValueError(f"{where}: '{name}' is out of range: {_shown(value)}")
+    return value
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -136,19 +182,44 @@ def _object(value: Any, where: str) -> dict[str, Any]:
 
 def _time(obj: dict[str, Any], name: str, where: str) -> datetime:
     try:
-        return parse_rfc3339(obj[name])
+        value = parse_rfc3339(obj[name])
     except ValueError as error:
         raise ValueError(f"{where}: '{name}': {error}") from None
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"{where}: '{name}' is out of range: {_shown(obj[name])}")
+    return value
+
+
+def check_json(value: Any, where: str, depth: int = 0) -> None:
+    """What any JSON column and any handler can take: no NaN or infinity, no NUL or lone
+    surrogate in a string, no deeper nesting than JSON_MAX_DEPTH."""
+    if depth > JSON_MAX_DEPTH:
+        raise ValueError(f"{where}: nested deeper than {JSON_MAX_DEPTH} levels")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: a number is not finite ({value})")
+    if isinstance(value, str) and ("\x00" in value or any(_surrogate(c) for c in value)):
+        raise ValueError(f"{where}: a string has a NUL or an unpaired surrogate")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_json(key, where, depth + 1)
+            check_json(item, where, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_json(item, where, depth + 1)
+
+
+def _surrogate(char: str) -> bool:
+    return "\ud800" <= char <= "\udfff"
 
 
 def parse_program(value: Any) -> Program:
     obj = _object(value, "program")
     return Program(
-        id=_field(obj, "id", int, "program"),
-        name=_field(obj, "name", str, "program"),
-        timezone=_field(obj, "timezone", str, "program"),
-        market=_optional(obj, "market", str, "program") or "",
-        program_type=_optional(obj, "program_type", str, "program") or "not_specified",
+        id=_in_range(_field(obj, "id", int, "program"), "id", "program"),
+        name=_text(obj, "name", "program", required=True),
+        timezone=_text(obj, "timezone", "program", required=True),
+        market=_text(obj, "market", "program"),
+        program_type=_text(obj, "program_type", "program") or "not_specified",
     )
 
 
@@ -158,26 +229,31 @@ def parse_dispatch_site(value: Any, index: int) -> DispatchSite:
     # `drop_by` is the deprecated alias of `commitment`: used only when commitment is absent
     amount_field = "commitment" if "commitment" in obj else "drop_by"
     amount = _optional(obj, amount_field, (int, float), where)
+    if amount is not None and not math.isfinite(amount):
+        raise ValueError(f"{where}: '{amount_field}' is not a finite number ({amount})")
     return DispatchSite(
-        id=_field(obj, "id", str, where),
-        name=_optional(obj, "name", str, where) or "",
-        customer_location_id=_optional(obj, "customer_location_id", str, where) or "",
+        id=_id(obj, where),
+        name=_text(obj, "name", where),
+        customer_location_id=_text(obj, "customer_location_id", where),
         commitment_kw=None if amount is None else float(amount),
     )
 
 
 def parse_dispatch(value: Any) -> Dispatch:
     obj = _object(value, "dispatch")
-    dispatch_id = _field(obj, "id", str, "dispatch")
-    if not dispatch_id:
-        raise ValueError("dispatch: 'id' is empty")
+    dispatch_id = _id(obj, "dispatch")
     _field(obj, "start_time", str, "dispatch")
     sites = _field(obj, "sites", list, "dispatch")
     parsed_sites = tuple(parse_dispatch_site(site, i) for i, site in enumerate(sites))
     site_ids = [site.id for site in parsed_sites]
     if len(set(site_ids)) != len(site_ids):
         raise ValueError("dispatch: a site appears twice in 'sites'")
-    return Dispatch(
+    modification = _in_range(
+        _optional(obj, "modification_number", int, "dispatch"), "modification_number", "dispatch"
+    )
+    if modification is not None and modification < 0:
+        raise ValueError(f"dispatch: 'modification_number' is negative: {modification}")
+    dispatch = Dispatch(
         id=dispatch_id,
         authorized=_field(obj, "authorized", bool, "dispatch"),
         test=_field(obj, "test", bool, "dispatch"),
@@ -186,12 +262,14 @@ def parse_dispatch(value: Any) -> Dispatch:
         creation_time=(
             None if obj.get("creation_time") is None else _time(obj, "creation_time", "dispatch")
         ),
-        modification_number=_optional(obj, "modification_number", int, "dispatch"),
+        modification_number=modification,
         metadata=_optional(obj, "metadata", dict, "dispatch"),
         program=parse_program(obj.get("program")),
         sites=parsed_sites,
         raw=obj,
     )
+    check_json(obj, "dispatch")  # after the fields: their own reasons say more
+    return dispatch
 
 
 def parse_site(value: Any) -> Site:
@@ -199,25 +277,41 @@ def parse_site(value: Any) -> Site:
     meters = _optional(obj, "meters", list, "site") or []
     parsed_meters = []
     for i, meter in enumerate(meters):
-        meter_obj = _object(meter, f"meters[{i}]")
+        where = f"meters[{i}]"
+        meter_obj = _object(meter, where)
         parsed_meters.append(
             Meter(
-                id=_field(meter_obj, "id", str, f"meters[{i}]"),
-                name=_optional(meter_obj, "name", str, f"meters[{i}]") or "",
-                asset_type=_optional(meter_obj, "asset_type", str, f"meters[{i}]") or "",
+                id=_id(meter_obj, where),
+                name=_text(meter_obj, "name", where),
+                asset_type=_text(meter_obj, "asset_type", where),
             )
         )
-    return Site(
-        id=_field(obj, "id", str, "site"),
-        name=_optional(obj, "name", str, "site") or "",
-        customer_location_id=_optional(obj, "customer_location_id", str, "site") or "",
+    site = Site(
+        id=_id(obj, "site"),
+        name=_text(obj, "name", "site"),
+        customer_location_id=_text(obj, "customer_location_id", "site"),
         meters=tuple(parsed_meters),
     )
+    check_json(obj, "site")
+    return site
 
 
-def _record_id(value: Any) -> str | None:
-    record_id = value.get("id") if isinstance(value, dict) else None
-    return record_id if isinstance(record_id, str) else None
+def record_id(value: Any) -> str | None:
+    """The id of a malformed record, if it is one the store can hold as an id."""
+    try:
+        return _id(value, "record") if isinstance(value, dict) else None
+    except ValueError:
+        return None
+
+
+def storable(payload: Any) -> Any:
+    """A malformed record as the JSON columns can keep it: as it is, or else its JSON text (with
+    NaN, NUL and the like escaped), so that nothing of it is lost."""
+    try:
+        check_json(payload, "record")
+    except ValueError:
+        return json.dumps(payload, ensure_ascii=True)
+    return payload
 
 
 def parse_dispatches(items: list[Any]) -> DispatchBatch:
@@ -228,7 +322,7 @@ def parse_dispatches(items: list[Any]) -> DispatchBatch:
         try:
             dispatch = parse_dispatch(item)
         except ValueError as error:
-            rejected.append(Rejected("dispatch", _record_id(item), str(error), item))
+            rejected.append(Rejected("dispatch", record_id(item), str(error), item))
             continue
         if dispatch.id in seen:
             rejected.append(Rejected("dispatch", dispatch.id, "dispatch: duplicate 'id'", item))
@@ -245,5 +339,5 @@ def parse_sites(items: list[Any]) -> SiteBatch:
         try:
             sites.append(parse_site(item))
         except ValueError as error:
-            rejected.append(Rejected("site", _record_id(item), str(error), item))
+            rejected.append(Rejected("site", record_id(item), str(error), item))
     return SiteBatch(sites, rejected)

@@ -1,5 +1,6 @@
 """Time is aware UTC inside etl; the API sends RFC 3339, sometimes with nanoseconds."""
 
+import re
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -9,17 +10,28 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+RFC3339 = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII
+)
+
+
 def parse_rfc3339(value: object) -> datetime:
-    """An aware UTC datetime; digits beyond microseconds are dropped (Python keeps no more)."""
+    """An aware UTC datetime; digits beyond microseconds are dropped (Python keeps no more).
+    RFC 3339 only (its `t` and `z` may be lowercase), not the other forms of ISO 8601."""
     if not isinstance(value, str):
         raise ValueError(f"expected an RFC 3339 time string, got {type(value).__name__}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"not an RFC 3339 time: {value!r}") from None
-    if parsed.tzinfo is None:
+    match = RFC3339.fullmatch(value)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 time: {value[:40]!r}")
+    date, time, fraction, offset = match.groups()
+    if offset is None:
         raise ValueError(f"time has no UTC offset: {value!r}")
-    return parsed.astimezone(UTC)
+    fraction = (fraction or "")[:7]  # the dot and six digits
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        return datetime.fromisoformat(f"{date}T{time}{fraction}{offset}").astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(f"not a valid time: {value!r}") from None
 
 
 def format_rfc3339(value: datetime) -> str:
@@ -39,11 +51,10 @@ def _zone(name: str) -> ZoneInfo | None:
         return None
 
 
-def local_date(value: datetime, zone_name: str) -> str | None:
-    """The date ('YYYY-MM-DD') of an instant in a named time zone, or None if the zone is
+def local_date(value: datetime, zone_name: str) -> str:
+    """The date ('YYYY-MM-DD') of an instant in a named time zone, or in UTC if the zone is
     unknown. Stored with each dispatch, because SQLite has no time zones to convert with."""
-    zone = _zone(zone_name)
-    return value.astimezone(zone).date().isoformat() if zone else None
+    return value.astimezone(_zone(zone_name) or UTC).date().isoformat()
 
 
 DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -222,3 +222,32 @@ def test_a_database_failure_mid_fetch_rolls_everything_back(
         run(engine, client)
     stored = by_id(engine, models.Dispatch)
     assert "new1" not in stored and stored["asdf"]["authorized"] is True
+
+
+HOSTILE = [
+    dispatch("big-program", program={**dispatch("p")["program"], "id": 2**40}),
+    dispatch("big-modification", modification_number=10**30),
+    dispatch("nan", site("s-nan", commitment=float("nan"))),
+    dispatch("inf-metadata", metadata={"x": float("inf")}),
+    dispatch("far-future", start_time="9999-12-31T23:59:59-05:00"),
+    dispatch("long-ago", start_time="0001-01-01T00:00:00Z"),
+    dispatch("nul\x00id"),
+    dispatch("name", site("s-nul", name="a\x00b")),
+    dispatch("long", site("x" * 10_000)),
+    dispatch("new\nline"),
+    dispatch("empty-site", site("")),
+]
+
+
+def test_hostile_values_are_set_aside_and_the_rest_is_stored(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    sandbox.dispatches = [dispatch("good1"), *HOSTILE, dispatch("good2")]
+    summary = run(engine, client)
+    assert summary.rejected == len(HOSTILE) and summary.dispatches_created == 2
+    assert set(by_id(engine, models.Dispatch)) == {"good1", "good2"}
+    rejected = table_rows(engine, models.RejectedRecord)
+    assert len(rejected) == len(HOSTILE)
+    ids = {r["record_id"] for r in rejected}
+    assert None in ids and "nan" in ids and "new\nline" not in ids  # no id that is not one
+    assert run(engine, client).events == []  # the same listing again: nothing new

@@ -1,15 +1,25 @@
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from etl.records import parse_dispatches, parse_sites
+from etl.records import parse_dispatches, parse_sites, storable
 from etl.timeutil import parse_rfc3339
 from tests.helpers import dispatch, site
 
 SAMPLES = Path(__file__).parent / "samples"  # copies of ../shared/samples
 SAMPLE_FILES = ["dispatches-seed.json", "dispatches-reference.json"]
+PROGRAM = dispatch("p")["program"]
+
+
+def deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"x": value}
+    return value
 
 
 def test_rfc3339_with_nanoseconds_becomes_aware_utc() -> None:
@@ -70,6 +80,25 @@ def test_reference_shapes_null_commitment_drop_by_and_missing_end_time() -> None
         ({"sites": [site("a", commitment=True)]}, "'commitment' is bool"),
         ({"sites": [site("a"), site("a")]}, "a site appears twice"),
         ({"modification_number": 1.5}, "'modification_number' is float"),
+        # what the store or a handler cannot hold
+        ({"program": {**PROGRAM, "id": 10**30}}, "'id' is out of range"),
+        ({"program": {**PROGRAM, "id": 2**40}}, "'id' is out of range"),
+        ({"modification_number": 10**30}, "'modification_number' is out of range"),
+        ({"modification_number": -1}, "'modification_number' is negative"),
+        ({"sites": [site("a", commitment=math.nan)]}, "'commitment' is not a finite number"),
+        ({"sites": [site("a", commitment=math.inf)]}, "'commitment' is not a finite number"),
+        ({"metadata": {"x": [1, {"y": math.nan}]}}, "a number is not finite"),
+        ({"metadata": {"x": "a\x00b"}}, "a string has a NUL"),
+        ({"metadata": {"x": "\ud800"}}, "unpaired surrogate"),
+        ({"metadata": deep(40)}, "nested deeper than 32 levels"),
+        ({"start_time": "9999-12-31T23:59:59-05:00"}, "not a valid time"),
+        ({"start_time": "0001-01-01T00:00:00Z"}, "'start_time' is out of range"),
+        ({"start_time": "2023-W26-4T14:53Z"}, "not an RFC 3339 time"),
+        ({"sites": [site("a\x00")]}, "'id' has a control character"),
+        ({"sites": [site("x" * 10_000)]}, "'id' is 10000 characters long (at most 200)"),
+        ({"sites": [site("")]}, "sites[0]: 'id' is empty"),
+        ({"sites": [site("a", name="Site\nforged line")]}, "'name' has a control character"),
+        ({"program": {**PROGRAM, "timezone": "UTC\u2028"}}, "'timezone' has a control"),
     ],
 )
 def test_malformed_dispatch_is_set_aside_whole_with_its_reason(change: dict, reason: str) -> None:
@@ -84,6 +113,26 @@ def test_malformed_dispatch_is_set_aside_whole_with_its_reason(change: dict, rea
     (rejected,) = batch.rejected
     assert reason in rejected.reason
     assert rejected.payload is bad
+    assert len(rejected.reason) < 200 and rejected.reason.isprintable()
+
+
+@pytest.mark.parametrize("dispatch_id", ["id\nwith a newline", "x" * 10_000, "nul\x00"])
+def test_a_bad_id_is_set_aside_without_being_kept_as_an_id(dispatch_id: str) -> None:
+    (rejected,) = parse_dispatches([dispatch(dispatch_id)]).rejected
+    assert rejected.record_id is None and rejected.payload["id"] == dispatch_id
+    assert rejected.reason.isprintable()
+
+
+def test_lowercase_t_and_z_are_rfc3339_too() -> None:
+    assert parse_rfc3339("2023-06-29t14:53:36z") == datetime(2023, 6, 29, 14, 53, 36, tzinfo=UTC)
+
+
+def test_a_malformed_record_with_nan_or_nul_is_kept_as_json_text() -> None:
+    payload = {"id": "x", "commitment": math.nan, "name": "a\x00"}
+    kept = storable(payload)
+    assert isinstance(kept, str) and json.loads(kept.replace("NaN", "null"))["name"] == "a\x00"
+    assert "\x00" not in kept
+    assert storable({"id": "fine"}) == {"id": "fine"}
 
 
 def test_a_repeated_dispatch_id_keeps_the_first() -> None:
