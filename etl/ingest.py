@@ -157,9 +157,7 @@ def _not_ended(conn: Connection, now: datetime) -> dict[str, datetime | None]:
 
 
 def _listed_ids(items: list[Any]) -> set[str]:
-    return {
-        item["id"] for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)
-    }
+    return {item_id for item_id in map(_id_of, items) if item_id is not None}
 
 
 def _look_up_missing(
@@ -314,8 +312,8 @@ def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
     copies: dict[str, dict[str, Any]] = {}  # id -> fingerprint -> copy
     unique: list[Any] = []
     for item in items:
-        item_id = item.get("id") if isinstance(item, dict) else None
-        if not isinstance(item_id, str):
+        item_id = _id_of(item)
+        if item_id is None:
             unique.append(item)  # parse_dispatches rejects it with its reason
             continue
         if item_id not in copies:
@@ -332,8 +330,13 @@ def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
         for item_id in sorted(conflicting)
         for copy in copies[item_id].values()
     ]
-    kept = [i for i in unique if not (isinstance(i, dict) and i.get("id") in conflicting)]
+    kept = [i for i in unique if not (isinstance(i, dict) and _id_of(i) in conflicting)]
     return kept, rejected
+
+
+def _id_of(item: Any) -> str | None:
+    item_id = item.get("id") if isinstance(item, dict) else None
+    return item_id if isinstance(item_id, str) else None
 
 
 def _answers_by_id(looked_up: dict[str, Any | None]) -> tuple[list[Any], list[Rejected]]:
@@ -362,7 +365,7 @@ def _changed_dispatches(
     stored = dict(_select_in(conn, [dispatches.c.id, dispatches.c.content_hash], fingerprints))
 
     def unchanged(item: Any) -> bool:
-        item_id = item.get("id") if isinstance(item, dict) else None
+        item_id = _id_of(item)
         return item_id in stored and stored[item_id] == fingerprints[item_id]
 
     batch = parse_dispatches([item for item in items if not unchanged(item)])
