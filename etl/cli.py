@@ -167,7 +167,7 @@ def processor_options(
 
 
 def open_store(database_url: str | None) -> Engine:
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, create=False)
     check_schema(engine)
     return engine
 
@@ -265,9 +265,11 @@ def run(
     every: Annotated[
         float | None,
         typer.Option(
-            help="Keep running: fetch every SECONDS, act as soon as an action falls due, "
-            "stop on SIGTERM or SIGINT after finishing the actions in hand.",
+            help="Keep running: fetch every SECONDS (at least 1), act as soon as an action falls "
+            "due, stop on SIGTERM or SIGINT after finishing the actions in hand.",
             show_default=False,
+            min=1,
+            max=86400,
         ),
     ] = None,
     quiet: Quiet = False,
@@ -356,7 +358,10 @@ def report(
     database_url: DatabaseUrl = None,
     since: Since = None,
     until: Until = None,
-    program: Annotated[int | None, typer.Option(help="Only this program (its id).")] = None,
+    program: Annotated[
+        int | None,
+        typer.Option(help="Only this program (its id).", min=-(2**31), max=2**31 - 1),
+    ] = None,
     site: Annotated[
         str | None, typer.Option(help="Only dispatches with this site (its id).")
     ] = None,
@@ -425,9 +430,14 @@ def status_command(
     ] = "24h",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for machines.")] = False,
 ) -> None:
-    """Is the job healthy? Exit 0 OK, 1 WARNING, 2 CRITICAL, as monitoring checks expect."""
-    engine = open_store(database_url)
-    result = status.check(engine, _duration(max_age), _duration(window))
+    """Is the job healthy? Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad usage), as
+    monitoring checks expect."""
+    try:
+        engine = open_store(database_url)
+        result = status.check(engine, _duration(max_age), _duration(window))
+    except EtlError as error:  # a store that cannot be read is as bad as it gets
+        typer.echo(f"CRITICAL: {error}", err=True)
+        raise typer.Exit(status.CRITICAL) from None
     if as_json:
         typer.echo(json.dumps(result.as_json(), indent=2))
     else:
@@ -474,9 +484,29 @@ def db_prune(
     typer.echo(f"pruned {deleted} fetch runs older than {older_than}")
 
 
+# typer raises click's exceptions for bad usage, and exports only some of them
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main() -> None:
+    """Run the command; an expected failure is one line on stderr and its exit code. `etl
+    status` is a monitoring check: its own failures are CRITICAL (2), bad usage UNKNOWN (3)."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except EtlError as error:
         typer.echo(f"etl: error: {error}", err=True)
         raise SystemExit(error.exit_code) from None
+    except ClickException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":
+            error.show()
+            raise SystemExit(0) from None
+        context = getattr(error, "ctx", None)
+        command = context.info_name if context is not None else None
+        hint = f" (see etl {command} --help)" if command and command != "etl" else ""
+        message = " ".join(error.format_message().split())
+        typer.echo(f"etl: error: {message}{hint}", err=True)
+        raise SystemExit(status.UNKNOWN if command == "status" else error.exit_code) from None
+    except typer.Abort:
+        typer.echo("etl: error: aborted", err=True)
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -51,12 +51,24 @@ def describe(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def make_engine(database_url: str | None) -> Engine:
+def make_engine(database_url: str | None, create: bool = True) -> Engine:
+    """An engine for the URL. `create=False` is for commands that only use an existing store:
+    a SQLite file that does not exist is then an error, not a new empty file."""
     url = parse_url(database_url)
     if url.get_backend_name() == "postgresql":
         return create_engine(url)
     if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.database).expanduser()
+        if not create and not path.exists():
+            raise SchemaError(
+                f"database {describe(url)} does not exist", "run `etl db upgrade` to create it"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DatabaseError(
+                f"database {describe(url)}: cannot create its folder: {error.strerror}"
+            ) from None
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)

@@ -21,7 +21,7 @@ events = models.Event.__table__
 OPEN_ENDED_LIMIT = timedelta(hours=24)
 
 # exit codes, as monitoring plug-ins (Nagios and its heirs) read them
-OK, WARNING, CRITICAL = 0, 1, 2
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 
 
 @dataclass

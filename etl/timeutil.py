@@ -60,25 +60,31 @@ def local_date(value: datetime, zone_name: str) -> str:
 DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+LONGEST_DURATION = timedelta(days=100 * 366)  # any longer is a typo, and overflows dates
+
+
 def parse_duration(text: str) -> timedelta:
-    """'90d', '12h', '30m', '45s', '2w'."""
+    """'90d', '12h', '30m', '45s', '2w', up to 100 years."""
     number, unit = text[:-1], text[-1:]
-    if unit not in DURATION_UNITS or not number.isdigit():
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d, 2w)")
-    return timedelta(**{DURATION_UNITS[unit]: int(number)})
+    if unit not in DURATION_UNITS or not number.isascii() or not number.isdigit():
+        raise ValueError(f"not a duration: {text[:40]!r} (use e.g. 30m, 24h, 7d, 2w)")
+    seconds = int(number) * timedelta(**{DURATION_UNITS[unit]: 1}).total_seconds()
+    if seconds > LONGEST_DURATION.total_seconds():
+        raise ValueError(f"duration too long: {text[:40]!r} (at most 100 years)")
+    return timedelta(seconds=seconds)
 
 
 def parse_moment(text: str) -> datetime:
     """A user's point in time: an ISO date or time (UTC unless it says otherwise), or a duration
     meaning that long ago ('24h')."""
-    if text[-1:] in DURATION_UNITS and text[:-1].isdigit():
+    if text[-1:] in DURATION_UNITS and text[:-1].isascii() and text[:-1].isdigit():
         return utcnow() - parse_duration(text)
     # imported here: it costs the minutely job 20 ms, and only report commands need it
     from dateutil.parser import isoparse
 
     try:
         parsed = isoparse(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError(
             f"not a time: {text!r} (use e.g. 2024-02-02, 2024-02-02T09:00Z or 24h for 24 hours ago)"
         ) from None

@@ -32,8 +32,48 @@ def test_fetch_then_fetch_again(tmp_path: Path, sandbox: Sandbox) -> None:
 
 
 def test_an_unmigrated_database_says_how_to_fix_it(tmp_path: Path, sandbox: Sandbox) -> None:
-    result = etl("fetch", env=etl_env(f"sqlite:///{tmp_path / 'new.db'}", sandbox))
+    missing = tmp_path / "folder" / "new.db"
+    result = etl("fetch", env=etl_env(f"sqlite:///{missing}", sandbox))
+    assert_one_line_error(result, 4, "does not exist (run `etl db upgrade` to create it)")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    result = etl("fetch", env=etl_env(f"sqlite:///{empty}", sandbox))
     assert_one_line_error(result, 4, "has no etl schema (run `etl db upgrade` first)")
+
+
+@pytest.mark.parametrize("command", [["status"], ["report", "dispatches"], ["audit"]])
+def test_commands_that_read_never_create_a_database(tmp_path: Path, command: list[str]) -> None:
+    missing = tmp_path / "folder" / "etl.db"
+    result = etl(*command, env=etl_env(f"sqlite:///{missing}"))
+    assert result.returncode == (2 if command == ["status"] else 4)
+    assert not missing.parent.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (["run", "--every", "0"], 2, "'--every': Input should be greater than or equal to 1"),
+        (["run", "--every", "nan"], 2, "'--every'"),
+        (["run", "--every", "-1"], 2, "'--every'"),
+        (["report", "dispatches", "--program", "99999999999999999999"], 2, "'--program'"),
+        (["report", "dispatches", "--since", "999999999d"], 2, "duration too long"),
+        (["audit", "--until", "99999999999d"], 2, "duration too long"),
+        (["db", "prune", "--older-than", "999999999d"], 2, "duration too long"),
+        (["status", "--max-age", "99999999999d"], 3, "duration too long"),
+        (["status", "--no-such-option"], 3, "No such option"),
+    ],
+)
+def test_bad_usage_is_one_line(tmp_path: Path, args: list[str], code: int, text: str) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}")
+    assert etl("db", "upgrade", env=env).returncode == 0
+    assert_one_line_error(etl(*args, env=env), code, text)
+
+
+def test_status_is_critical_in_one_line_when_the_database_cannot_be_read(tmp_path: Path) -> None:
+    result = etl("status", env=etl_env(f"sqlite:///{tmp_path / 'nothing.db'}"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("CRITICAL: database") and "does not exist" in line
 
 
 def test_a_refused_key_is_one_line_without_the_key(tmp_path: Path, sandbox: Sandbox) -> None:
