@@ -17,6 +17,7 @@ from etl import __version__
 from etl.config import ApiSettings
 from etl.errors import ApiError
 from etl.records import SiteBatch, fingerprint, parse_sites
+from etl.redact import MASK, redact_url
 from etl.timeutil import utcnow
 
 API_VERSION = "2022-04-15"
@@ -148,7 +149,9 @@ class VoltusClient:
         return f": {message}" if isinstance(message, str) and message else ""
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self.settings.key, "***") if self.settings.key else text
+        """The message without the key, and without credentials of the URL it names."""
+        text = text.replace(self.settings.url, redact_url(self.settings.url))
+        return text.replace(self.settings.key, MASK) if self.settings.key else text
 
 
 def _decode(body: bytes, url: str) -> Any:
@@ -156,10 +159,13 @@ def _decode(body: bytes, url: str) -> Any:
         return json.loads(body)
     except ValueError:
         raise ApiError(
-            f"GET {url} answered with a body that is not JSON", "is VOLTUS_API_URL the Voltus API?"
+            f"GET {redact_url(url)} answered with a body that is not JSON",
+            "is VOLTUS_API_URL the Voltus API?",
         ) from None
     except RecursionError:
-        raise ApiError(f"GET {url} answered with JSON nested too deep to read") from None
+        raise ApiError(
+            f"GET {redact_url(url)} answered with JSON nested too deep to read"
+        ) from None
 
 
 def _items(body: bytes, url: str, resource: str) -> list[Any]:
@@ -167,7 +173,7 @@ def _items(body: bytes, url: str, resource: str) -> list[Any]:
     items = decoded.get(resource) if isinstance(decoded, dict) else None
     if not isinstance(items, list):
         raise ApiError(
-            f"unexpected response from {url}: no '{resource}' list",
+            f"unexpected response from {redact_url(url)}: no '{resource}' list",
             "is VOLTUS_API_URL the Voltus API?",
         )
     return items

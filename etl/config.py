@@ -35,6 +35,11 @@ def api_settings(url: str | None, key: str | None) -> ApiSettings:
             f"VOLTUS_API_URL is not an http(s) URL: {url!r}",
             f"for example {SANDBOX_URL} or https://api.voltus.co",
         )
+    if key and any(c.isspace() or not c.isprintable() for c in key):
+        raise ConfigError(
+            "VOLTUS_API_KEY holds whitespace or a control character (a copy-paste accident?)",
+            "set it to the key alone",
+        )
     if not key:
         if parts.hostname != SANDBOX_HOST:
             raise ConfigError(

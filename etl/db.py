@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL, make_url
 
 from etl.config import default_database_url
 from etl.errors import ConfigError, DatabaseError, SchemaError
+from etl.redact import redact_url
 
 # the Alembic head this code expects; tests/test_migrations.py keeps it equal to migrations/
 SCHEMA_REVISION = "0004"
@@ -23,7 +24,7 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 def parse_url(database_url: str | None) -> URL:
     try:
         url = make_url(database_url or default_database_url())
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
         raise ConfigError(
             "ETL_DATABASE_URL is not a database URL",
             "use sqlite:///path/to/etl.db or postgresql+psycopg://user@host/dbname",
@@ -47,8 +48,8 @@ def dialect_insert(conn: Connection, table: Table) -> Any:
 
 
 def describe(url: URL) -> str:
-    """The URL with its password masked, fit for messages and logs."""
-    return url.render_as_string(hide_password=True)
+    """The URL with its passwords masked (user info and query), fit for messages and logs."""
+    return redact_url(url.render_as_string(hide_password=False))
 
 
 def make_engine(database_url: str | None, create: bool = True) -> Engine:

@@ -23,6 +23,7 @@ import requests
 from etl import __version__
 from etl.config import ProcessorSettings
 from etl.errors import ConfigError
+from etl.redact import redact_url
 from etl.timeutil import format_rfc3339
 
 KEPT_OUTPUT_CHARS = 4000  # of a handler's output or error, kept in the attempt's record
@@ -153,8 +154,9 @@ class WebhookHandler:
     """POSTs the action as JSON with an Idempotency-Key header; any 2xx means done."""
 
     def __init__(self, url: str, timeout: float) -> None:
+        self.shown_url = redact_url(url)  # for messages and records: no credentials
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"ETL_ACTION_WEBHOOK is not an http(s) URL: {url!r}")
+            raise ConfigError(f"ETL_ACTION_WEBHOOK is not an http(s) URL: {self.shown_url!r}")
         self.url = url
         self.timeout = timeout
         self._local = threading.local()  # a requests.Session is not safe to share across threads
@@ -174,10 +176,10 @@ class WebhookHandler:
                 timeout=self.timeout,
             )
         except requests.RequestException as error:
-            raise HandlerFailed(f"POST {self.url}: {type(error).__name__}") from None
+            raise HandlerFailed(f"POST {self.shown_url}: {type(error).__name__}") from None
         if not 200 <= response.status_code < 300:
             raise HandlerFailed(
-                f"POST {self.url}: HTTP {response.status_code}: {response.text[:200]}"
+                f"POST {self.shown_url}: HTTP {response.status_code}: {response.text[:200]}"
             )
         return f"HTTP {response.status_code} {response.text[:KEPT_OUTPUT_CHARS]}".rstrip()
 

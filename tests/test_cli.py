@@ -4,8 +4,11 @@ import re
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from etl.cli import app
+from etl.db import make_engine
+from etl.models import Base
 from etl.sandbox import Sandbox
 from tests.processes import etl, etl_env
 
@@ -158,3 +161,35 @@ def test_process_exits_5_when_an_action_attempt_failed(tmp_path: Path, sandbox: 
     assert result.returncode == 5
     assert "ran 0 succeeded, 2 failed" in result.stdout
     assert_one_line_error(result, 5, "2 action attempts failed")
+
+
+def test_no_secret_reaches_any_message_or_record(
+    database_url: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A key with a control character, a wrong key, a database password given as a query
+    parameter (PostgreSQL), a webhook URL with credentials: after a run of every command, none
+    of them is in any output or in any table."""
+    secrets = ["hunter2-db", "w3bh00k-pw", "t0k3n-zz", "key-with-cr", "wrong-key-qq"]
+    if database_url.startswith("postgresql"):
+        database_url += "&password=hunter2-db"
+    webhook = "http://user:w3bh00k-pw@127.0.0.1:9/hook?token=t0k3n-zz"
+    env = etl_env(database_url, sandbox, ETL_ACTION_WEBHOOK=webhook)
+    results = [
+        etl("db", "upgrade", env=env),
+        etl("run", env=env),  # the webhook refuses: attempts fail with its URL in the error
+        etl("fetch", env={**env, "VOLTUS_API_KEY": "key-with-cr\r"}),
+        etl("fetch", env={**env, "VOLTUS_API_KEY": "wrong-key-qq"}),
+        etl("status", env=env),
+        etl("status", "--json", env=env),
+        etl("audit", "--jsonl", env=env),
+        etl("report", "curtailments", "--format", "json", env=env),
+    ]
+    assert [r.returncode for r in results[:4]] == [0, 5, 2, 3]
+    assert "VOLTUS_API_KEY holds whitespace" in results[2].stderr
+    engine = make_engine(database_url, create=False)
+    with engine.connect() as conn:
+        tables = [str(conn.execute(select(table)).all()) for table in Base.metadata.sorted_tables]
+    engine.dispose()
+    assert "POST http://user:***@127.0.0.1:9/hook?token=***" in "".join(tables)
+    everything = "".join(r.stdout + r.stderr for r in results) + "".join(tables)
+    assert [secret for secret in secrets if secret in everything] == []
