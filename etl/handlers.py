@@ -10,9 +10,13 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import entry_points
@@ -132,26 +136,46 @@ class CommandHandler:
             "ETL_END_TIME": format_rfc3339(request.end_time) if request.end_time else "",
         }
         try:
-            done = subprocess.run(
+            # a session (process group) of its own: the timeout ends the program and whatever it
+            # started, not just the program
+            child = subprocess.Popen(
                 self.argv,
-                input=json.dumps(request.to_json()),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 env=env,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            raise HandlerFailed(f"timed out after {self.timeout:g} s") from None
         except OSError as error:
             raise HandlerFailed(f"could not run {self.argv[0]}: {error.strerror}") from None
-        if done.returncode != 0:
-            detail = done.stderr.strip()[-KEPT_OUTPUT_CHARS:] or "no stderr"
-            raise HandlerFailed(f"exit status {done.returncode}: {detail}")
-        return done.stdout[-KEPT_OUTPUT_CHARS:]
+        try:
+            stdout, stderr = child.communicate(json.dumps(request.to_json()).encode(), self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(child)
+            raise HandlerFailed(f"timed out after {self.timeout:g} s") from None
+        if child.returncode != 0:
+            detail = _text(stderr).strip()[-KEPT_OUTPUT_CHARS:] or "no stderr"
+            raise HandlerFailed(f"exit status {child.returncode}: {detail}")
+        return _text(stdout)[-KEPT_OUTPUT_CHARS:]
+
+
+def _kill_group(child: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return  # the group is gone already
+    child.communicate()
+
+
+def _text(output: bytes) -> str:
+    """A handler's output as text, whatever its bytes: undecodable ones become U+FFFD."""
+    return output.decode("utf-8", errors="replace")
 
 
 class WebhookHandler:
-    """POSTs the action as JSON with an Idempotency-Key header; any 2xx means done."""
+    """POSTs the action as JSON with an Idempotency-Key header; any 2xx means done. The whole
+    exchange (connect, send, every byte of the answer) has one deadline, the handler timeout:
+    a receiver that answers a byte at a time cannot hold an action past it."""
 
     def __init__(self, url: str, timeout: float) -> None:
         self.shown_url = redact_url(url)  # for messages and records: no credentials
@@ -159,29 +183,47 @@ class WebhookHandler:
             raise ConfigError(f"ETL_ACTION_WEBHOOK is not an http(s) URL: {self.shown_url!r}")
         self.url = url
         self.timeout = timeout
-        self._local = threading.local()  # a requests.Session is not safe to share across threads
 
     def __call__(self, request: ActionRequest) -> str:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
+        deadline = time.monotonic() + self.timeout
+        outcome: Future[str] = Future()
+
+        def exchange() -> None:
+            try:
+                outcome.set_result(self._exchange(request, deadline))
+            except BaseException as error:  # handed to the caller, which decides
+                outcome.set_exception(error)
+
+        # a thread of its own, which the caller stops waiting for at the deadline (a blocked read
+        # cannot be interrupted; the thread then ends at its next read)
+        threading.Thread(target=exchange, name="etl-webhook", daemon=True).start()
         try:
-            response = session.post(
-                self.url,
-                json=request.to_json(),
-                headers={
-                    "Idempotency-Key": request.idempotency_key,
-                    "User-Agent": f"etl/{__version__}",
-                },
-                timeout=self.timeout,
-            )
+            return outcome.result(timeout=self.timeout)
+        except FutureTimeout:
+            raise self._late() from None
+
+    def _exchange(self, request: ActionRequest, deadline: float) -> str:
+        headers = {"Idempotency-Key": request.idempotency_key, "User-Agent": f"etl/{__version__}"}
+        try:
+            with requests.post(
+                self.url, json=request.to_json(), headers=headers, timeout=self.timeout, stream=True
+            ) as response:
+                body = bytearray()
+                for chunk in response.iter_content(1024):
+                    body += chunk
+                    if time.monotonic() > deadline:
+                        raise self._late()
+                    if len(body) >= 4 * KEPT_OUTPUT_CHARS:
+                        break  # enough to keep; the status says the rest
         except requests.RequestException as error:
             raise HandlerFailed(f"POST {self.shown_url}: {type(error).__name__}") from None
+        text = _text(bytes(body))
         if not 200 <= response.status_code < 300:
-            raise HandlerFailed(
-                f"POST {self.shown_url}: HTTP {response.status_code}: {response.text[:200]}"
-            )
-        return f"HTTP {response.status_code} {response.text[:KEPT_OUTPUT_CHARS]}".rstrip()
+            raise HandlerFailed(f"POST {self.shown_url}: HTTP {response.status_code}: {text[:200]}")
+        return f"HTTP {response.status_code} {text[:KEPT_OUTPUT_CHARS]}".rstrip()
+
+    def _late(self) -> HandlerFailed:
+        return HandlerFailed(f"POST {self.shown_url}: no complete answer within {self.timeout:g} s")
 
 
 def load_handler(settings: ProcessorSettings) -> Handler:

@@ -3,7 +3,9 @@
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,7 +17,14 @@ from etl import ingest, models, processor
 from etl.api import VoltusClient
 from etl.config import ProcessorSettings
 from etl.errors import ConfigError
-from etl.handlers import LogHandler, load_handler
+from etl.handlers import (
+    ActionRequest,
+    CommandHandler,
+    HandlerFailed,
+    LogHandler,
+    WebhookHandler,
+    load_handler,
+)
 from etl.sandbox import Sandbox
 from tests.helpers import at, dispatch, site
 from tests.processes import PLUGIN_DIR, etl, etl_env, install_recording_handler, recorded_calls
@@ -166,3 +175,79 @@ def test_handler_configuration_errors(settings: ProcessorSettings, message: str)
 def test_a_handler_timeout_must_be_shorter_than_the_claim_timeout() -> None:
     with pytest.raises(ConfigError, match="must be shorter than"):
         ProcessorSettings(claim_timeout=30, handler_timeout=60)
+
+
+def a_request() -> ActionRequest:
+    return ActionRequest(
+        action="curtail",
+        dispatch_id="d1",
+        site_id="s1",
+        site_name="Site 1",
+        customer_location_id="1",
+        commitment_kw=12.0,
+        idempotency_key="k",
+        test=False,
+        start_time=datetime(2024, 2, 2, 9, tzinfo=UTC),
+        end_time=None,
+        program_id=42,
+        program_name="P",
+        attempt=1,
+    )
+
+
+def test_a_command_timeout_ends_the_whole_process_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    script = tmp_path / "slow.sh"
+    script.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {pid_file}\nwait\n")
+    script.chmod(0o755)
+    handler = CommandHandler(str(script), timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(HandlerFailed, match=r"timed out after 0\.5 s"):
+        handler(a_request())
+    assert time.monotonic() - started < 5  # not waiting for the grandchild's minute
+    grandchild = Path(f"/proc/{int(pid_file.read_text())}/status")
+    time.sleep(0.1)
+    # gone, or dead and waiting for init to reap it: not left running
+    assert not grandchild.exists() or "State:\tZ" in grandchild.read_text()
+
+
+def test_a_command_printing_bytes_that_are_not_utf8_succeeds(tmp_path: Path) -> None:
+    script = tmp_path / "binary.sh"
+    script.write_text("#!/bin/sh\nprintf 'ok \\377\\376'\nprintf 'err \\377' >&2\n")
+    script.chmod(0o755)
+    assert CommandHandler(str(script), timeout=5)(a_request()) == "ok \ufffd\ufffd"
+
+
+class Dripping(BaseHTTPRequestHandler):
+    """Answers 200, then its body a byte every 0.1 s for 10 s."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        for _ in range(100):
+            try:
+                self.wfile.write(b".")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_webhook_answering_a_byte_at_a_time_fails_at_the_deadline() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Dripping)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        handler = WebhookHandler(f"http://127.0.0.1:{server.server_address[1]}/", timeout=1)
+        started = time.monotonic()
+        with pytest.raises(HandlerFailed, match="no complete answer within 1 s"):
+            handler(a_request())
+        assert time.monotonic() - started < 1.5
+    finally:
+        server.shutdown()
+        server.server_close()
