@@ -18,7 +18,9 @@ from etl.redact import redact_url
 
 # the Alembic head this code expects; tests/test_migrations.py keeps it equal to migrations/
 SCHEMA_REVISION = "0004"
-SQLITE_BUSY_TIMEOUT_SECONDS = 30
+# how long a SQLite writer waits for another to finish: long enough for any fetch or pass to
+# commit, short enough that a minutely run against a stuck store ends well within its minute
+SQLITE_BUSY_TIMEOUT_SECONDS = 10
 
 
 def parse_url(database_url: str | None) -> URL:
@@ -151,6 +153,13 @@ def check_schema(engine: Engine) -> None:
                 f"database {describe(engine.url)} has no etl schema", "run `etl db upgrade` first"
             )
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    # revisions are numbered 0001, 0002...: a greater one was made by a newer etl
+    if revision is not None and revision > SCHEMA_REVISION:
+        raise SchemaError(
+            f"database {describe(engine.url)} is at schema revision {revision}, newer than this "
+            f"etl's {SCHEMA_REVISION}",
+            "upgrade etl to the version that migrated it",
+        )
     if revision != SCHEMA_REVISION:
         raise SchemaError(
             f"database {describe(engine.url)} is at schema revision {revision}; "

@@ -113,7 +113,12 @@ class CommandHandler:
     Exit status 0 means done; anything else (or the timeout) means failed."""
 
     def __init__(self, command: str, timeout: float) -> None:
-        self.argv = shlex.split(command)
+        try:
+            self.argv = shlex.split(command)
+        except ValueError as error:  # an unclosed quote
+            raise ConfigError(
+                f"ETL_ACTION_COMMAND cannot be split like a shell would: {error}"
+            ) from None
         program = self.argv[0] if self.argv else ""
         if not program or shutil.which(program) is None:
             raise ConfigError(

@@ -184,6 +184,8 @@ def _look_up_missing(
 
 
 def _record_failure(engine: Engine, started_at: datetime, error: BaseException) -> None:
+    if isinstance(error, DatabaseError):
+        return  # the database itself is failing (or locked): recording it would fail (or wait)
     reason = str(error) or type(error).__name__
     if isinstance(error, KeyboardInterrupt):
         reason = "interrupted"

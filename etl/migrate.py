@@ -9,8 +9,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from etl.db import read_transaction, write_transaction
-from etl.errors import DatabaseError
+from etl.db import describe, read_transaction, write_transaction
+from etl.errors import DatabaseError, SchemaError
 
 
 def _config() -> Config:
@@ -30,6 +30,14 @@ def migrate(engine: Engine, revision: str = "head", downgrade: bool = False) -> 
     config = _config()
     with write_transaction(engine, "etl.migrate", sqlite_foreign_keys=False) as conn:
         config.attributes["connection"] = conn
+        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+        current = MigrationContext.configure(conn).get_current_revision()
+        if current is not None and current not in known:
+            raise SchemaError(
+                f"database {describe(engine.url)} is at schema revision {current}, which this etl "
+                "does not know: it is older than the database",
+                "upgrade etl to the version that migrated it, or use another database",
+            )
         if downgrade:
             command.downgrade(config, revision)
         else:

@@ -1,6 +1,8 @@
 """The `etl` command as users run it: one clear line for expected failures, never the key."""
 
 import re
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,44 @@ def test_no_secret_reaches_any_message_or_record(
     assert "POST http://user:***@127.0.0.1:9/hook?token=***" in "".join(tables)
     everything = "".join(r.stdout + r.stderr for r in results) + "".join(tables)
     assert [secret for secret in secrets if secret in everything] == []
+
+
+def test_a_database_newer_than_this_etl_is_one_line(tmp_path: Path) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}")
+    assert etl("db", "upgrade", env=env).returncode == 0
+    with sqlite3.connect(tmp_path / "etl.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0099'")
+    assert_one_line_error(etl("db", "upgrade", env=env), 4, "older than the database")
+    assert_one_line_error(etl("fetch", env=env), 4, "newer than this etl's")
+
+
+def test_a_command_with_an_unclosed_quote_is_one_line(tmp_path: Path) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", ETL_ACTION_COMMAND="'x")
+    assert etl("db", "upgrade", env=env).returncode == 0
+    assert_one_line_error(etl("process", env=env), 2, "No closing quotation")
+
+
+def test_a_database_folder_that_cannot_be_made_is_one_line() -> None:
+    result = etl("db", "upgrade", env=etl_env("sqlite:////dev/null/x.db"))
+    assert_one_line_error(result, 4, "cannot create its folder")
+
+
+@pytest.mark.slow
+def test_a_minutely_run_against_a_locked_store_ends_within_the_minute(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    path = tmp_path / "etl.db"
+    env = etl_env(f"sqlite:///{path}", sandbox)
+    assert etl("db", "upgrade", env=env).returncode == 0
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer that does not let go
+    try:
+        started = time.monotonic()
+        result = etl("run", env=env, timeout=120)
+        elapsed = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 4 and elapsed < 50, (result.returncode, elapsed)
+    assert "Traceback" not in result.stderr and "locked" in result.stderr
+    assert all(line.startswith("etl: error: ") for line in result.stderr.strip().splitlines())
