@@ -98,9 +98,39 @@ def database_errors(engine: Engine) -> Iterator[None]:
     """Driver errors become one readable DatabaseError naming the (masked) database."""
     try:
         yield
-    except sqlalchemy.exc.DBAPIError as error:
-        detail = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
-        raise DatabaseError(f"database {describe(engine.url)}: {detail}", _hint(detail)) from None
+    except sqlalchemy.exc.StatementError as error:  # a driver's error, or a value it refused
+        detail = _detail(error)
+        raise DatabaseError(
+            f"database {describe(engine.url)}: {detail}", _hint(detail), refused=_refused(detail)
+        ) from None
+
+
+def _detail(error: sqlalchemy.exc.StatementError) -> str:
+    lines = str(error.orig).strip().splitlines() if error.orig else []
+    return lines[0] if lines else type(error.orig or error).__name__
+
+
+def _refused(detail: str) -> bool:
+    """Whether the database refused what was written, rather than being locked, unreachable
+    or without its schema."""
+    return _hint(detail) is None
+
+
+class RecordRefused(Exception):
+    """The database refused one record's writes (see `record_savepoint`)."""
+
+
+@contextmanager
+def record_savepoint(conn: Connection) -> Iterator[None]:
+    """One record's writes in a savepoint: if the database refuses them, they are undone and
+    RecordRefused says why, and the transaction goes on without them."""
+    savepoint = conn.begin_nested()
+    try:
+        yield
+    except sqlalchemy.exc.StatementError as error:
+        savepoint.rollback()
+        raise RecordRefused(_detail(error)) from None
+    savepoint.commit()
 
 
 def _hint(detail: str) -> str | None:

@@ -27,6 +27,11 @@ class ApiError(EtlError):
 class DatabaseError(EtlError):
     exit_code = 4
 
+    def __init__(self, message: str, hint: str | None = None, refused: bool = False) -> None:
+        super().__init__(message, hint)
+        # the database refused what was written (not locked, unreachable or without schema)
+        self.refused = refused
+
 
 class SchemaError(DatabaseError):
     pass

@@ -24,7 +24,13 @@ from sqlalchemy import Column, Connection, Engine, Table, insert, or_, select, u
 
 from etl import models
 from etl.api import Listing, VoltusClient
-from etl.db import dialect_insert, read_transaction, write_transaction
+from etl.db import (
+    RecordRefused,
+    dialect_insert,
+    read_transaction,
+    record_savepoint,
+    write_transaction,
+)
 from etl.errors import ApiError, DatabaseError
 from etl.events import NewEvent
 from etl.events import append as append_events
@@ -121,8 +127,15 @@ def fetch(engine: Engine, client: VoltusClient, include_sites: bool = False) -> 
         looked_up = _look_up_missing(engine, client, listing, last)
         site_batch = client.sites() if include_sites else None
         snapshot = Snapshot(listing, requested_at, looked_up, site_batch)
+        try:
+            with write_transaction(engine, FETCH_LOCK) as conn:
+                return ingest(conn, snapshot, started_at)
+        except DatabaseError as error:
+            if not error.refused:
+                raise
+        # the database refused something validation let through: record by record, this time
         with write_transaction(engine, FETCH_LOCK) as conn:
-            return ingest(conn, snapshot, started_at)
+            return ingest(conn, snapshot, started_at, one_by_one=True)
     except BaseException as error:
         _record_failure(engine, started_at, error)
         raise
@@ -230,8 +243,12 @@ class Changes:
     changed: int = 0
 
 
-def ingest(conn: Connection, snapshot: Snapshot, started_at: datetime) -> FetchSummary:
-    """Write what changed; the caller holds the fetch lock, so what is read here stays true."""
+def ingest(
+    conn: Connection, snapshot: Snapshot, started_at: datetime, one_by_one: bool = False
+) -> FetchSummary:
+    """Write what changed; the caller holds the fetch lock, so what is read here stays true.
+    `one_by_one` writes each record in a savepoint of its own, setting aside those the database
+    refuses: slower, for when writing them all at once failed."""
     now = utcnow()
     last = _last_success(conn)
     if last.requested_at is not None and last.requested_at > snapshot.requested_at:
@@ -247,9 +264,12 @@ def ingest(conn: Connection, snapshot: Snapshot, started_at: datetime) -> FetchS
         rejected += snapshot.site_batch.rejected
 
     changes = Changes()
-    _diff_programs(conn, candidates, now, changes)
-    _diff_sites(conn, candidates, snapshot.site_batch, now, changes)
-    _diff_dispatches(conn, candidates, fingerprints, now, changes)
+    if one_by_one:
+        rejected += _store_one_by_one(
+            conn, candidates, snapshot.site_batch, fingerprints, now, changes
+        )
+    else:
+        _store(conn, candidates, snapshot.site_batch, fingerprints, now, changes)
     _diff_rejected(conn, rejected, now, changes)
     _end_vanished(conn, snapshot, now, changes)
 
@@ -267,10 +287,6 @@ def ingest(conn: Connection, snapshot: Snapshot, started_at: datetime) -> FetchS
         body_fingerprint=listing.fingerprint,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
-    _upsert(conn, programs, changes.programs, ["id"])
-    _upsert(conn, sites, changes.sites, ["id"])
-    _upsert(conn, dispatches, changes.dispatches, ["id"])
-    _upsert(conn, dispatch_sites, changes.dispatch_sites, ["dispatch_id", "site_id"])
     if changes.rejected:
         conn.execute(
             insert(rejected_records), [{**r, "fetch_run_id": run_id} for r in changes.rejected]
@@ -287,6 +303,57 @@ def ingest(conn: Connection, snapshot: Snapshot, started_at: datetime) -> FetchS
         rejected=run["rejected"],
         events=changes.events,
     )
+
+
+def _store(
+    conn: Connection,
+    candidates: list[Dispatch],
+    site_batch: SiteBatch | None,
+    fingerprints: dict[str, str],
+    now: datetime,
+    changes: Changes,
+) -> None:
+    """Diff the records with what is stored and write what changed; their events and counts
+    are added to `changes` once all is written."""
+    part = Changes()
+    _diff_programs(conn, candidates, now, part)
+    _diff_sites(conn, candidates, site_batch, now, part)
+    _diff_dispatches(conn, candidates, fingerprints, now, part)
+    _upsert(conn, programs, part.programs, ["id"])
+    _upsert(conn, sites, part.sites, ["id"])
+    _upsert(conn, dispatches, part.dispatches, ["id"])
+    _upsert(conn, dispatch_sites, part.dispatch_sites, ["dispatch_id", "site_id"])
+    changes.events += part.events
+    changes.created += part.created
+    changes.changed += part.changed
+
+
+def _store_one_by_one(
+    conn: Connection,
+    candidates: list[Dispatch],
+    site_batch: SiteBatch | None,
+    fingerprints: dict[str, str],
+    now: datetime,
+    changes: Changes,
+) -> list[Rejected]:
+    """Each dispatch (and each site of /sites) in a savepoint of its own: one that the database
+    refuses is set aside with the database's reason, and the others are stored."""
+    refused = []
+    for dispatch in candidates:
+        try:
+            with record_savepoint(conn):
+                _store(conn, [dispatch], None, fingerprints, now, changes)
+        except RecordRefused as error:
+            reason = f"dispatch: the database refused it: {error}"
+            refused.append(Rejected("dispatch", dispatch.id, reason, dispatch.raw))
+    for site in site_batch.sites if site_batch else []:
+        try:
+            with record_savepoint(conn):
+                _store(conn, [], SiteBatch([site], []), fingerprints, now, changes)
+        except RecordRefused as error:
+            reason = f"site: the database refused it: {error}"
+            refused.append(Rejected("site", site.id, reason, {"id": site.id, "name": site.name}))
+    return refused
 
 
 def _superseded(

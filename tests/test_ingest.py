@@ -251,3 +251,41 @@ def test_hostile_values_are_set_aside_and_the_rest_is_stored(
     ids = {r["record_id"] for r in rejected}
     assert None in ids and "nan" in ids and "new\nline" not in ids  # no id that is not one
     assert run(engine, client).events == []  # the same listing again: nothing new
+
+
+def refuse_dispatch(engine: Engine, dispatch_id: str) -> None:
+    """A trigger that makes the database itself refuse one dispatch, as a limit that validation
+    does not know of would."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON dispatches WHEN NEW.id = '{dispatch_id}'"
+                " BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+            )
+            return
+        conn.exec_driver_sql(
+            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN"
+            f" IF NEW.id = '{dispatch_id}' THEN RAISE EXCEPTION 'refused by a trigger'; END IF;"
+            " RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON dispatches"
+            " FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+
+
+def test_a_dispatch_the_database_refuses_is_set_aside_and_the_others_stored(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    refuse_dispatch(engine, "refused")
+    sandbox.dispatches = [dispatch("good1"), dispatch("refused"), dispatch("good2")]
+    summary = run(engine, client)
+    assert summary.dispatches_created == 2 and summary.rejected == 1
+    assert set(by_id(engine, models.Dispatch)) == {"good1", "good2"}
+    (rejected,) = table_rows(engine, models.RejectedRecord)
+    assert rejected["record_id"] == "refused"
+    assert (
+        "the database refused it" in rejected["reason"]
+        and "refused by a trigger" in (rejected["reason"])
+    )
+    assert run(engine, client).events == []  # the same listing again: nothing new, no error
