@@ -154,7 +154,8 @@ class CommandHandler:
         except OSError as error:
             raise HandlerFailed(f"could not run {self.argv[0]}: {error.strerror}") from None
         try:
-            stdout, stderr = child.communicate(json.dumps(request.to_json()).encode(), self.timeout)
+            stdin = json.dumps(request.to_json(), allow_nan=False).encode()  # standard JSON only
+            stdout, stderr = child.communicate(stdin, self.timeout)
         except subprocess.TimeoutExpired:
             _kill_group(child)
             raise HandlerFailed(f"timed out after {self.timeout:g} s") from None
