@@ -3,7 +3,9 @@
 import json
 import os
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,28 @@ def test_a_scenario_file_with_relative_times_and_unlisted_dispatches_is_followed
         path.write_text(json.dumps({"dispatches": [], "unlisted": []}))
         os.utime(path, (time.time() + 5, time.time() + 5))  # a change the emulator sees
         assert dispatch_ids(client) == set() and client.dispatch("old") is None
+
+
+def test_a_body_nested_too_deep_is_a_clear_error() -> None:
+    body = b'{"dispatches": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+
+    class Deep(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Deep)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = VoltusClient(ApiSettings(f"http://127.0.0.1:{server.server_address[1]}", "k"))
+        listing = client.dispatches()
+        with pytest.raises(ApiError, match="nested too deep to read"):
+            _ = listing.items
+    finally:
+        server.shutdown()
+        server.server_close()
