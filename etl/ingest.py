@@ -90,10 +90,12 @@ class FetchSummary:
     events: list[NewEvent] = field(default_factory=list)
     outcome: FetchOutcome = FetchOutcome.SUCCEEDED
     note: str | None = None  # why a fetch was superseded
+    dispatches_rejected: int = 0  # of the listing's items (`rejected` counts sites' too)
 
     @property
     def dispatches_unchanged(self) -> int:
-        return self.dispatches_received - self.dispatches_created - self.dispatches_changed
+        changed = self.dispatches_created + self.dispatches_changed + self.dispatches_rejected
+        return max(0, self.dispatches_received - changed)
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,10 @@ def ingest(
         sites_received=run["sites_received"],
         rejected=run["rejected"],
         events=changes.events,
+        # the same body as last time: as many as then
+        dispatches_rejected=run["rejected"]
+        if same_body
+        else sum(r.kind == "dispatch" for r in rejected),
     )
 
 

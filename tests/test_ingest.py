@@ -245,12 +245,14 @@ def test_hostile_values_are_set_aside_and_the_rest_is_stored(
     sandbox.dispatches = [dispatch("good1"), *HOSTILE, dispatch("good2")]
     summary = run(engine, client)
     assert summary.rejected == len(HOSTILE) and summary.dispatches_created == 2
+    assert summary.dispatches_unchanged == 0  # a rejected dispatch is not an unchanged one
     assert set(by_id(engine, models.Dispatch)) == {"good1", "good2"}
     rejected = table_rows(engine, models.RejectedRecord)
     assert len(rejected) == len(HOSTILE)
     ids = {r["record_id"] for r in rejected}
     assert None in ids and "nan" in ids and "new\nline" not in ids  # no id that is not one
-    assert run(engine, client).events == []  # the same listing again: nothing new
+    again = run(engine, client)  # the same listing again: nothing new
+    assert again.events == [] and again.dispatches_unchanged == 2
 
 
 def refuse_dispatch(engine: Engine, dispatch_id: str) -> None:
