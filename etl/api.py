@@ -2,6 +2,7 @@
 
 import email.utils
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -154,9 +155,15 @@ class VoltusClient:
         return text.replace(self.settings.key, MASK) if self.settings.key else text
 
 
+def _parse_int(digits: str) -> int | float:
+    """An integer of the body; one too long for any field (and for Python's conversion limit,
+    which would fail the whole body) becomes infinity, which validation sets aside."""
+    return int(digits) if len(digits) <= 100 else math.inf
+
+
 def _decode(body: bytes, url: str) -> Any:
     try:
-        return json.loads(body)
+        return json.loads(body, parse_int=_parse_int)
     except ValueError:
         raise ApiError(
             f"GET {redact_url(url)} answered with a body that is not JSON",

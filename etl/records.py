@@ -229,13 +229,17 @@ def parse_dispatch_site(value: Any, index: int) -> DispatchSite:
     # `drop_by` is the deprecated alias of `commitment`: used only when commitment is absent
     amount_field = "commitment" if "commitment" in obj else "drop_by"
     amount = _optional(obj, amount_field, (int, float), where)
-    if amount is not None and not math.isfinite(amount):
-        raise ValueError(f"{where}: '{amount_field}' is not a finite number ({amount})")
+    try:
+        commitment = None if amount is None else float(amount)
+    except OverflowError:  # an integer too large for a float
+        commitment = math.inf
+    if commitment is not None and not math.isfinite(commitment):
+        raise ValueError(f"{where}: '{amount_field}' is not a finite number")
     return DispatchSite(
         id=_id(obj, where),
         name=_text(obj, "name", where),
         customer_location_id=_text(obj, "customer_location_id", where),
-        commitment_kw=None if amount is None else float(amount),
+        commitment_kw=commitment,
     )
 
 

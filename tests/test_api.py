@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from etl.api import RetryPolicy, VoltusClient
+from etl.api import Listing, RetryPolicy, VoltusClient
 from etl.config import ApiSettings, api_settings
 from etl.errors import ApiError, ConfigError
+from etl.records import fingerprint, parse_dispatches
 from etl.sandbox import Sandbox
 from tests.conftest import FAST_RETRIES
 from tests.helpers import dispatch
@@ -211,3 +212,12 @@ def test_a_body_nested_too_deep_is_a_clear_error() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_number_too_long_to_convert_sets_aside_its_dispatch_not_the_body() -> None:
+    body = json.dumps({"dispatches": [dispatch("long-number", metadata={"x": 7}), dispatch("ok")]})
+    body = body.replace('"x": 7', '"x": 1' + "0" * 5000)
+    listing = Listing(fingerprint(body.encode()), body.encode(), "http://api/dispatches")
+    batch = parse_dispatches(listing.items)
+    assert [d.id for d in batch.dispatches] == ["ok"]
+    assert "not finite" in batch.rejected[0].reason

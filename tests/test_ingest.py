@@ -228,6 +228,7 @@ HOSTILE = [
     dispatch("big-program", program={**dispatch("p")["program"], "id": 2**40}),
     dispatch("big-modification", modification_number=10**30),
     dispatch("nan", site("s-nan", commitment=float("nan"))),
+    dispatch("huge", site("s-huge", commitment=10**400)),
     dispatch("inf-metadata", metadata={"x": float("inf")}),
     dispatch("far-future", start_time="9999-12-31T23:59:59-05:00"),
     dispatch("long-ago", start_time="0001-01-01T00:00:00Z"),

@@ -27,7 +27,7 @@ HOSTILE = st.one_of(
     st.booleans(),
     st.integers(),
     st.integers(min_value=2**31 - 2, max_value=2**31 + 2),
-    st.sampled_from([10**30, -(10**30), 2**63, 2**64]),
+    st.sampled_from([10**30, -(10**30), 2**63, 2**64, 10**400]),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=20),
     st.text(alphabet=st.characters(codec="utf-8", categories=["Cc", "Zl", "Zp"]), max_size=5),
