@@ -292,3 +292,14 @@ def test_a_dispatch_the_database_refuses_is_set_aside_and_the_others_stored(
         and "refused by a trigger" in (rejected["reason"])
     )
     assert run(engine, client).events == []  # the same listing again: nothing new, no error
+
+
+def test_an_unknown_time_zone_gives_the_utc_date(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    program = {**dispatch("p")["program"], "timezone": "US/Nowhere"}
+    sandbox.dispatches = [dispatch("d1", program=program, start_time="2024-02-02T03:00:00Z")]
+    run(engine, client)
+    stored = by_id(engine, models.Dispatch)["d1"]
+    assert stored["start_date_local"] == "2024-02-02"  # in UTC: the zone is not known
+    assert by_id(engine, models.Program)[42]["timezone"] == "US/Nowhere"  # kept as sent
