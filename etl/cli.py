@@ -15,9 +15,9 @@ from typing import Annotated
 import typer
 from sqlalchemy import Engine
 
-from etl import audit, ingest, output, processor, reports, retention, status
+from etl import __version__, audit, ingest, output, processor, reports, retention, status
 from etl.api import VoltusClient
-from etl.config import ProcessorSettings, api_settings
+from etl.config import SANDBOX_URL, ProcessorSettings, api_settings
 from etl.db import check_schema, describe, make_engine
 from etl.errors import EtlError
 from etl.handlers import load_handler
@@ -95,9 +95,21 @@ Until = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"etl {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def processor_options(
     ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print etl's version."
+        ),
+    ] = False,
     handler: Annotated[
         str | None,
         typer.Option(
@@ -245,10 +257,15 @@ def _fail_if_actions_failed(summary: processor.PassSummary) -> None:
 
 
 @app.command()
-def process(ctx: typer.Context, database_url: DatabaseUrl = None, quiet: Quiet = False) -> None:
+def process(
+    ctx: typer.Context,
+    database_url: DatabaseUrl = None,
+    api_url: ApiUrl = None,
+    quiet: Quiet = False,
+) -> None:
     """Act once on the stored dispatches: run every due curtail and restore."""
     settings: ProcessorSettings = ctx.obj()
-    handler = load_handler(settings)
+    handler = load_handler(settings, api_url or SANDBOX_URL)
     engine = open_store(database_url)
     summary = processor.process(engine, handler, settings, processor.stop_on_signals())
     if not quiet:
@@ -276,9 +293,10 @@ def run(
 ) -> None:
     """Fetch, then act on what is due (the minutely cron job); --every loops."""
     settings: ProcessorSettings = ctx.obj()
-    handler = load_handler(settings)
+    api = api_settings(api_url, api_key)
+    handler = load_handler(settings, api.url)
     engine = open_store(database_url)
-    client = VoltusClient(api_settings(api_url, api_key))
+    client = VoltusClient(api)
     stop = processor.stop_on_signals()
     if every is not None:
         for outcome in processor.run_loop(engine, client, handler, settings, every, stop):
@@ -450,6 +468,7 @@ def _print_status(result: status.Status) -> None:
         return format_rfc3339(moment) if moment else "never"
 
     lines = [
+        ("etl version", result.version),
         ("schema revision", result.schema_revision or "none"),
         ("last fetch ok", when(result.last_success_at)),
         ("last fetch failed", when(result.last_failure_at)),

@@ -6,6 +6,7 @@ one process per action), `webhook` (ETL_ACTION_WEBHOOK, one JSON POST per action
 is looked up among the `etl.handlers` entry points of the installed packages.
 """
 
+import ipaddress
 import json
 import os
 import shlex
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from etl import __version__
-from etl.config import ProcessorSettings
+from etl.config import SANDBOX_HOST, ProcessorSettings
 from etl.errors import ConfigError
 from etl.redact import redact_url
 from etl.timeutil import format_rfc3339
@@ -232,8 +234,21 @@ class WebhookHandler:
         return HandlerFailed(f"POST {self.shown_url}: no complete answer within {self.timeout:g} s")
 
 
-def load_handler(settings: ProcessorSettings) -> Handler:
-    """The handler to use: by name, or else the command or webhook configured, or else `log`."""
+def is_practice_api(api_url: str) -> bool:
+    """The public sandbox, or an emulator on a loopback address."""
+    host = urlsplit(api_url).hostname or ""
+    if host in (SANDBOX_HOST, "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_handler(settings: ProcessorSettings, api_url: str) -> Handler:
+    """The handler to use: by name, or else the command or webhook configured, or else `log`,
+    but `log` by default only against the public sandbox or an emulator on this machine:
+    against a real API it would record real curtailments as done while nothing acted on them."""
     name, command, webhook = settings.handler, settings.action_command, settings.action_webhook
     timeout = settings.handler_timeout
     if name is None:
@@ -241,6 +256,11 @@ def load_handler(settings: ProcessorSettings) -> Handler:
             raise ConfigError(
                 "both ETL_ACTION_COMMAND and ETL_ACTION_WEBHOOK are set",
                 "set ETL_HANDLER=command or ETL_HANDLER=webhook to say which",
+            )
+        if not command and not webhook and not is_practice_api(api_url):
+            raise ConfigError(
+                f"no handler is chosen for the API at {redact_url(api_url)}",
+                "set ETL_ACTION_COMMAND, ETL_ACTION_WEBHOOK or, to only log, ETL_HANDLER=log",
             )
         name = "command" if command else "webhook" if webhook else "log"
     if name == "log":

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
 
-from etl import models
+from etl import __version__, models
 from etl.actions import OPEN, ActionState, Holding, actions
 from etl.db import read_transaction
 from etl.models import FetchOutcome
@@ -27,6 +27,7 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 @dataclass
 class Status:
     checked_at: datetime
+    version: str
     schema_revision: str | None
     last_success_at: datetime | None
     last_success_age_seconds: float | None
@@ -84,6 +85,7 @@ def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:
         held_without_end = _held_without_end(conn, now - OPEN_ENDED_LIMIT)
     status = Status(
         checked_at=now,
+        version=__version__,
         schema_revision=revision,
         last_success_at=success,
         last_success_age_seconds=(now - success).total_seconds() if success else None,

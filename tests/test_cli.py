@@ -1,5 +1,6 @@
 """The `etl` command as users run it: one clear line for expected failures, never the key."""
 
+import json
 import re
 import sqlite3
 import time
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from etl import __version__
 from etl.cli import app
 from etl.db import make_engine
 from etl.models import Base
@@ -236,3 +238,13 @@ def test_a_minutely_run_against_a_locked_store_ends_within_the_minute(
     assert result.returncode == 4 and elapsed < 50, (result.returncode, elapsed)
     assert "Traceback" not in result.stderr and "locked" in result.stderr
     assert all(line.startswith("etl: error: ") for line in result.stderr.strip().splitlines())
+
+
+def test_version_is_printed_and_in_status(tmp_path: Path) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}")
+    result = etl("--version", env=env)
+    assert result.returncode == 0 and result.stdout == f"etl {__version__}\n"
+    assert etl("db", "upgrade", env=env).returncode == 0
+    status = etl("status", "--json", env=env)
+    assert json.loads(status.stdout)["version"] == __version__
+    assert f"etl version       {__version__}" in etl("status", env=env).stdout

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 
 from etl import ingest, models, processor
 from etl.api import VoltusClient
-from etl.config import ProcessorSettings
+from etl.config import SANDBOX_URL, ProcessorSettings
 from etl.errors import ConfigError
 from etl.handlers import (
     ActionRequest,
@@ -61,7 +61,7 @@ def run_command_handler(
     sandbox.dispatches = list(dispatches)
     ingest.fetch(engine, client)
     settings = ProcessorSettings(action_command=COMMAND)
-    return processor.process(engine, load_handler(settings), settings)
+    return processor.process(engine, load_handler(settings, SANDBOX_URL), settings)
 
 
 def test_command_handler_gets_the_protocol_variables_and_json(
@@ -128,7 +128,7 @@ def test_webhook_posts_each_action_with_its_idempotency_key(
     sandbox.dispatches = [dispatch("d1", site("a"), site("b"))]
     ingest.fetch(engine, client)
     settings = ProcessorSettings(action_webhook=receiver)
-    assert processor.process(engine, load_handler(settings), settings).succeeded == 2
+    assert processor.process(engine, load_handler(settings, SANDBOX_URL), settings).succeeded == 2
     assert sorted(body["site_id"] for _, body in Receiver.received) == ["a", "b"]
     for headers, body in Receiver.received:
         assert headers["Idempotency-Key"] == body["idempotency_key"]
@@ -142,7 +142,7 @@ def test_webhook_non_2xx_is_a_failure(
     sandbox.dispatches = [dispatch("d1", site("a"))]
     ingest.fetch(engine, client)
     settings = ProcessorSettings(action_webhook=receiver)
-    assert processor.process(engine, load_handler(settings), settings).failed == 1
+    assert processor.process(engine, load_handler(settings, SANDBOX_URL), settings).failed == 1
     assert "HTTP 503" in attempts(engine)[0].error
 
 
@@ -169,7 +169,32 @@ def test_an_entry_point_handler_runs_in_the_real_command(tmp_path: Path, sandbox
 )
 def test_handler_configuration_errors(settings: ProcessorSettings, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_handler(settings)
+        load_handler(settings, SANDBOX_URL)
+
+
+@pytest.mark.parametrize(
+    "api_url",
+    ["https://sandbox.voltus.co", "http://127.0.0.1:8787", "http://[::1]:80", "http://localhost"],
+)
+def test_the_log_handler_is_the_default_against_practice_apis(api_url: str) -> None:
+    assert isinstance(load_handler(ProcessorSettings(), api_url), LogHandler)
+
+
+@pytest.mark.parametrize("api_url", ["https://api.voltus.co", "http://10.0.0.5:8080"])
+def test_against_a_real_api_a_handler_must_be_chosen(api_url: str) -> None:
+    with pytest.raises(ConfigError, match="no handler is chosen") as raised:
+        load_handler(ProcessorSettings(), api_url)
+    assert "ETL_HANDLER=log" in str(raised.value)
+    assert isinstance(load_handler(ProcessorSettings(handler="log"), api_url), LogHandler)
+
+
+def test_process_refuses_to_start_without_a_handler_against_a_real_api(tmp_path: Path) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", VOLTUS_API_URL="https://api.voltus.co")
+    assert etl("db", "upgrade", env=env).returncode == 0
+    for command in ("process", "run"):
+        result = etl(command, env={**env, "VOLTUS_API_KEY": "k"})
+        assert result.returncode == 2 and "no handler is chosen" in result.stderr
+    assert etl("process", env={**env, "ETL_HANDLER": "log"}).returncode == 0
 
 
 def test_a_handler_timeout_must_be_shorter_than_the_claim_timeout() -> None:
