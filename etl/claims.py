@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, Select, insert, select, update
 
 from etl import models
 from etl.actions import (
@@ -67,17 +67,7 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
     """Up to `limit` due actions, now claimed by `worker`, each with a new attempt row."""
     with write_transaction(engine) as conn:
         now = utcnow()
-        due = (
-            select(actions.c.id)
-            .where(
-                OPEN,
-                actions.c.state.in_(CLAIMABLE),
-                actions.c.available_at <= now,
-                ~_older_opposite_under_way(),
-            )
-            .order_by(actions.c.available_at, actions.c.id)
-            .limit(limit)
-        )
+        due = _due(now).limit(limit)
         if conn.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
         taken = conn.execute(
@@ -130,6 +120,26 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
             now,
         )
         return claimed
+
+
+def _due(now: datetime) -> Select[tuple[int]]:
+    """The actions a claim takes now, in the order it takes them."""
+    return (
+        select(actions.c.id)
+        .where(
+            OPEN,
+            actions.c.state.in_(CLAIMABLE),
+            actions.c.available_at <= now,
+            ~_older_opposite_under_way(),
+        )
+        .order_by(actions.c.available_at, actions.c.id)
+    )
+
+
+def due_now(conn: Connection) -> list[Claimed]:
+    """What a claim would take now (for a dry run: nothing is claimed)."""
+    ids = list(conn.execute(_due(utcnow())).scalars())
+    return _requests(conn, ids) if ids else []
 
 
 def _older_opposite_under_way() -> Any:

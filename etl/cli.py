@@ -15,7 +15,18 @@ from typing import Annotated
 import typer
 from sqlalchemy import Engine
 
-from etl import __version__, audit, ingest, output, processor, reports, retention, status
+from etl import (
+    __version__,
+    audit,
+    claims,
+    ingest,
+    output,
+    planner,
+    processor,
+    reports,
+    retention,
+    status,
+)
 from etl.api import VoltusClient
 from etl.config import SANDBOX_URL, ProcessorSettings, api_settings
 from etl.db import check_schema, describe, make_engine
@@ -64,6 +75,13 @@ ApiKey = Annotated[
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing unless it fails.")]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the actions that a pass would run now; record, claim and run nothing.",
+    ),
+]
 
 
 def _moment(value: str | None) -> datetime | None:
@@ -242,6 +260,18 @@ def _print_pass(summary: processor.PassSummary) -> None:
     typer.echo(line)
 
 
+def _print_dry_run(planned: planner.PlanSummary, due: list[claims.Claimed]) -> None:
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(planned.counts.items()))
+    typer.echo(f"dry run: would plan {counts or 'nothing'}; would run {len(due)} actions:")
+    for claimed in due:
+        request = claimed.request
+        typer.echo(
+            f"  {request.action} site {request.site_id} for dispatch {request.dispatch_id}"
+            f" (episode {claimed.episode}, attempt {claimed.attempt + 1},"
+            f" key {request.idempotency_key})"
+        )
+
+
 def _print_error(error: EtlError) -> None:
     typer.echo(f"etl: error: {error}", err=True)
 
@@ -261,10 +291,14 @@ def process(
     ctx: typer.Context,
     database_url: DatabaseUrl = None,
     api_url: ApiUrl = None,
+    dry_run: DryRun = False,
     quiet: Quiet = False,
 ) -> None:
     """Act once on the stored dispatches: run every due curtail and restore."""
     settings: ProcessorSettings = ctx.obj()
+    if dry_run:
+        _print_dry_run(*processor.dry_run(open_store(database_url), settings))
+        return
     handler = load_handler(settings, api_url or SANDBOX_URL)
     engine = open_store(database_url)
     summary = processor.process(engine, handler, settings, processor.stop_on_signals())
@@ -289,14 +323,21 @@ def run(
             max=86400,
         ),
     ] = None,
+    dry_run: DryRun = False,
     quiet: Quiet = False,
 ) -> None:
     """Fetch, then act on what is due (the minutely cron job); --every loops."""
     settings: ProcessorSettings = ctx.obj()
     api = api_settings(api_url, api_key)
-    handler = load_handler(settings, api.url)
+    if dry_run and every is not None:
+        raise typer.BadParameter("--dry-run runs once: drop --every")
     engine = open_store(database_url)
     client = VoltusClient(api)
+    if dry_run:  # the fetch is real (it records what the API says); the pass is not
+        _print_fetch(ingest.fetch(engine, client))
+        _print_dry_run(*processor.dry_run(engine, settings))
+        return
+    handler = load_handler(settings, api.url)
     stop = processor.stop_on_signals()
     if every is not None:
         for outcome in processor.run_loop(engine, client, handler, settings, every, stop):

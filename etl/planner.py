@@ -153,14 +153,19 @@ class PlanSummary:
 
 def plan(engine: Engine, settings: ProcessorSettings) -> PlanSummary:
     with write_transaction(engine, PLAN_LOCK) as conn:
-        now = utcnow()
-        summary = PlanSummary()
-        since = _since_last_plan(conn, now)
-        _record_transitions(conn, settings, now, since, summary)
-        _end_curtails_no_longer_wanted(conn, now, summary)
-        _settle_restores(conn, now, summary)
-        append_events(conn, summary.events, now)
-        return summary
+        return plan_in(conn, settings)
+
+
+def plan_in(conn: Connection, settings: ProcessorSettings) -> PlanSummary:
+    """Plan within the caller's transaction, which holds the plan lock."""
+    now = utcnow()
+    summary = PlanSummary()
+    since = _since_last_plan(conn, now)
+    _record_transitions(conn, settings, now, since, summary)
+    _end_curtails_no_longer_wanted(conn, now, summary)
+    _settle_restores(conn, now, summary)
+    append_events(conn, summary.events, now)
+    return summary
 
 
 def _since_last_plan(conn: Connection, now: datetime) -> datetime:

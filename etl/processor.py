@@ -18,7 +18,7 @@ from etl import claims, ingest, models, planner
 from etl.actions import CLAIMABLE, OPEN, actions
 from etl.api import VoltusClient
 from etl.config import ProcessorSettings
-from etl.db import read_transaction
+from etl.db import read_transaction, write_transaction
 from etl.errors import EtlError
 from etl.handlers import Handler
 from etl.timeutil import utcnow
@@ -66,6 +66,26 @@ def process(
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 _record(engine, running.pop(future), future, worker, settings, summary)
+
+
+class _RolledBack(Exception):
+    """Carries a dry run's findings out of the transaction it rolls back."""
+
+    def __init__(self, planned: planner.PlanSummary, due: list[claims.Claimed]) -> None:
+        super().__init__()
+        self.planned, self.due = planned, due
+
+
+def dry_run(
+    engine: Engine, settings: ProcessorSettings
+) -> tuple[planner.PlanSummary, list[claims.Claimed]]:
+    """What a pass would plan and run now: planned in a transaction that is rolled back, so
+    nothing is recorded, claimed or run."""
+    try:
+        with write_transaction(engine, planner.PLAN_LOCK) as conn:
+            raise _RolledBack(planner.plan_in(conn, settings), claims.due_now(conn))
+    except _RolledBack as rolled_back:
+        return rolled_back.planned, rolled_back.due
 
 
 def _record(

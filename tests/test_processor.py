@@ -3,13 +3,16 @@ tests/scenarios.py for how time passes)."""
 
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from etl import claims, ingest, models, processor
 from etl.actions import idempotency_key
 from etl.config import ProcessorSettings
 from tests.helpers import at, dispatch, site
+from tests.processes import etl, etl_env, install_recording_handler, recorded_calls
 from tests.scenarios import World, active, ended
 
 
@@ -195,3 +198,41 @@ def test_next_due_is_the_next_start_end_or_retry(world: World) -> None:
     world.step(dispatch("later", site("a"), start_time=at(30), end_time=at(90)))
     due = processor.next_due(world.engine, world.settings)
     assert due is not None and due.isoformat().startswith(at(30)[:16])
+
+
+def store_contents(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return [conn.execute(select(table)).all() for table in models.Base.metadata.sorted_tables]
+
+
+def test_a_dry_run_shows_what_would_run_and_changes_nothing(
+    world: World, database_url: str, tmp_path: Path
+) -> None:
+    world.step(active("d1", site("a")))  # curtailed: its restore waits for the end
+    world.sandbox.dispatches = [ended("d1", site("a")), active("d2", site("b"), site("c"))]
+    ingest.fetch(world.engine, world.client)
+    before = store_contents(world.engine)
+    file_before = None
+    if world.engine.dialect.name == "sqlite":  # all of it in the file, none in the WAL
+        with world.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        file_before = (tmp_path / "etl.db").read_bytes()
+    env = etl_env(database_url, world.sandbox, **install_recording_handler(tmp_path))
+    result = etl("process", "--dry-run", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "dry run: would plan 3 pending; would run 3 actions:"
+    assert sorted(line.split()[:5] for line in lines[1:]) == [
+        ["curtail", "site", "b", "for", "dispatch"],
+        ["curtail", "site", "c", "for", "dispatch"],
+        ["restore", "site", "a", "for", "dispatch"],
+    ]
+    assert store_contents(world.engine) == before
+    if file_before is not None:
+        assert (tmp_path / "etl.db").read_bytes() == file_before
+    assert recorded_calls(tmp_path) == []
+    assert sorted(world.process()) == [
+        ("curtail", "d2", "b"),
+        ("curtail", "d2", "c"),
+        ("restore", "d1", "a"),
+    ]
