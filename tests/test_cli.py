@@ -3,6 +3,8 @@
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from etl import __version__
-from etl.cli import app
+from etl.cli import app, main
 from etl.db import make_engine
 from etl.models import Base
 from etl.sandbox import Sandbox
@@ -48,10 +50,33 @@ def test_an_unmigrated_database_says_how_to_fix_it(tmp_path: Path, sandbox: Sand
     assert_one_line_error(result, 4, "has no etl schema (run `etl db upgrade` first)")
 
 
+def in_process(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    database_url: str,
+    *args: str,
+) -> subprocess.CompletedProcess[str]:
+    """`etl ARGS` run by its own `main` in this process (quicker than a subprocess, where one
+    proves nothing more), with what a subprocess would give back."""
+    monkeypatch.setattr(sys, "argv", ["etl", *args])
+    monkeypatch.setenv("ETL_DATABASE_URL", database_url)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out = capsys.readouterr()
+    code = exited.value.code
+    return subprocess.CompletedProcess(args, code if isinstance(code, int) else 1, out.out, out.err)
+
+
 @pytest.mark.parametrize("command", [["status"], ["report", "dispatches"], ["audit"]])
-def test_commands_that_read_never_create_a_database(tmp_path: Path, command: list[str]) -> None:
+def test_commands_that_read_never_create_a_database(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+) -> None:
     missing = tmp_path / "folder" / "etl.db"
-    result = etl(*command, env=etl_env(f"sqlite:///{missing}"))
+    result = in_process(monkeypatch, capsys, f"sqlite:///{missing}", *command)
     assert result.returncode == (2 if command == ["status"] else 4)
     assert not missing.parent.exists()
 
@@ -70,10 +95,17 @@ def test_commands_that_read_never_create_a_database(tmp_path: Path, command: lis
         (["status", "--no-such-option"], 3, "No such option"),
     ],
 )
-def test_bad_usage_is_one_line(tmp_path: Path, args: list[str], code: int, text: str) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}")
-    assert etl("db", "upgrade", env=env).returncode == 0
-    assert_one_line_error(etl(*args, env=env), code, text)
+def test_bad_usage_is_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    code: int,
+    text: str,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'etl.db'}"
+    assert in_process(monkeypatch, capsys, url, "db", "upgrade").returncode == 0
+    assert_one_line_error(in_process(monkeypatch, capsys, url, *args), code, text)
 
 
 def test_status_is_critical_in_one_line_when_the_database_cannot_be_read(tmp_path: Path) -> None:
