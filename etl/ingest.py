@@ -359,6 +359,11 @@ def _store_one_by_one(
         except RecordRefused as error:
             reason = f"site: the database refused it: {error}"
             refused.append(Rejected("site", site.id, reason, {"id": site.id, "name": site.name}))
+    records = len(candidates) + (len(site_batch.sites) if site_batch else 0)
+    if len(refused) >= 2 and len(refused) == records:
+        # not the records but the database (full, read-only, permissions): a failed fetch, not
+        # a store emptied of what the API says
+        raise DatabaseError(f"the database refused every record: {refused[0].reason}")
     return refused
 
 

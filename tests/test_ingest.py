@@ -7,7 +7,7 @@ from sqlalchemy import Engine, func, select
 
 from etl import ingest, models
 from etl.api import VoltusClient
-from etl.errors import ApiError
+from etl.errors import ApiError, DatabaseError
 from etl.sandbox import Sandbox
 from etl.timeutil import parse_rfc3339
 from tests.helpers import at, dispatch, site
@@ -303,3 +303,30 @@ def test_an_unknown_time_zone_gives_the_utc_date(
     stored = by_id(engine, models.Dispatch)["d1"]
     assert stored["start_date_local"] == "2024-02-02"  # in UTC: the zone is not known
     assert by_id(engine, models.Program)[42]["timezone"] == "US/Nowhere"  # kept as sent
+
+
+def test_a_database_that_refuses_every_record_fails_the_fetch(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    for dispatch_id in ("r1", "r2"):
+        with engine.begin() as conn:  # two triggers, one per refused id
+            name = f"refuse_{dispatch_id}"
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER {name} BEFORE INSERT ON dispatches"
+                    f" WHEN NEW.id = '{dispatch_id}' BEGIN SELECT RAISE(ABORT, 'no'); END"
+                )
+            else:
+                conn.exec_driver_sql(
+                    f"CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN IF NEW.id ="
+                    f" '{dispatch_id}' THEN RAISE EXCEPTION 'no'; END IF; RETURN NEW; END $$"
+                    " LANGUAGE plpgsql"
+                )
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER {name} BEFORE INSERT ON dispatches"
+                    f" FOR EACH ROW EXECUTE FUNCTION {name}()"
+                )
+    sandbox.dispatches = [dispatch("r1"), dispatch("r2")]
+    with pytest.raises(DatabaseError, match="refused every record"):
+        run(engine, client)
+    assert table_rows(engine, models.RejectedRecord) == []
