@@ -6,6 +6,7 @@ one process per action), `webhook` (ETL_ACTION_WEBHOOK, one JSON POST per action
 is looked up among the `etl.handlers` entry points of the installed packages.
 """
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -168,11 +169,13 @@ class CommandHandler:
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the group may be gone already
         os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return  # the group is gone already
-    child.communicate()
+    child.wait()
+    # not read to their end: a process that left the group may still hold them open
+    for pipe in (child.stdin, child.stdout, child.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def _text(output: bytes) -> str:
