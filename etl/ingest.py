@@ -124,9 +124,10 @@ def fetch(engine: Engine, client: VoltusClient, include_sites: bool = False) -> 
     try:
         with read_transaction(engine) as conn:
             last = _last_success(conn)
+            not_ended = _not_ended(conn, utcnow())
         requested_at = utcnow()
         listing = client.dispatches()
-        looked_up = _look_up_missing(engine, client, listing, last)
+        looked_up = _look_up_missing(client, listing, last, not_ended)
         site_batch = client.sites() if include_sites else None
         snapshot = Snapshot(listing, requested_at, looked_up, site_batch)
         try:
@@ -158,17 +159,17 @@ def _last_success(conn: Connection) -> _LastSuccess:
     return _LastSuccess(*row) if row else _LastSuccess(None, None, 0, 0)
 
 
-def _not_ended(conn: Connection, now: datetime) -> dict[str, datetime | None]:
+def _not_ended(conn: Connection, now: datetime) -> dict[str, Any]:
     """Dispatches that have not ended (held, still to start, or cancelled but able to be
-    authorized again), with when they went missing from the listing: a few rows, from the index
-    on (authorized, end_time), hence the condition on `authorized`."""
+    authorized again), by id, with their end time and when they went missing from the listing:
+    a few rows, from the index on (authorized, end_time), hence the condition on `authorized`."""
     rows = conn.execute(
-        select(dispatches.c.id, dispatches.c.missing_since).where(
+        select(dispatches.c.id, dispatches.c.end_time, dispatches.c.missing_since).where(
             dispatches.c.authorized.in_([True, False]),
             or_(dispatches.c.end_time.is_(None), dispatches.c.end_time > now),
         )
     ).all()
-    return {row.id: row.missing_since for row in rows}
+    return {row.id: row for row in rows}
 
 
 def _listed_ids(items: list[Any]) -> set[str]:
@@ -176,16 +177,14 @@ def _listed_ids(items: list[Any]) -> set[str]:
 
 
 def _look_up_missing(
-    engine: Engine, client: VoltusClient, listing: Listing, last: _LastSuccess
+    client: VoltusClient, listing: Listing, last: _LastSuccess, not_ended: dict[str, Any]
 ) -> dict[str, Any | None]:
     """Leaving the listing is not a cancellation: each dispatch not ended and missing from it is
     asked for by id. With a body unchanged since the last fetch, only those already known to be
     missing are. When the API fails to answer, the rest wait for the next fetch: a cron run
     must not spend its retries on each of them."""
-    with read_transaction(engine) as conn:
-        not_ended = _not_ended(conn, utcnow())
     if listing.fingerprint == last.fingerprint:
-        wanted = [d for d, missing_since in not_ended.items() if missing_since is not None]
+        wanted = [d for d, row in not_ended.items() if row.missing_since is not None]
     else:
         listed = _listed_ids(listing.items)
         wanted = [d for d in not_ended if d not in listed]
@@ -426,7 +425,7 @@ def _answers_by_id(looked_up: dict[str, Any | None]) -> tuple[list[Any], list[Re
     for wanted, item in looked_up.items():
         if item is None:
             continue
-        if isinstance(item, dict) and item.get("id") == wanted:
+        if _id_of(item) == wanted:
             found.append(item)
         else:
             reason = f"dispatch: asked for {wanted!r} by id, got another"
@@ -719,13 +718,11 @@ def _end_vanished(conn: Connection, snapshot: Snapshot, now: datetime, changes: 
     gone = [d for d, item in snapshot.looked_up.items() if item is None]
     if not gone:
         return
-    for dispatch_id, missing_since in _not_ended(conn, now).items():
+    for dispatch_id, row in _not_ended(conn, now).items():
         if dispatch_id not in gone:
             continue
-        end_time = conn.execute(
-            select(dispatches.c.end_time).where(dispatches.c.id == dispatch_id)
-        ).scalar()
-        missing_since = missing_since or snapshot.requested_at
+        end_time = row.end_time
+        missing_since = row.missing_since or snapshot.requested_at
         ended_at = min(end_time, missing_since) if end_time is not None else missing_since
         conn.execute(
             update(dispatches)
@@ -744,10 +741,10 @@ def _note_missing(
 ) -> None:
     """Record when each dispatch not ended went missing from the listing, and forget it when it
     is back."""
-    for dispatch_id, missing_since in _not_ended(conn, now).items():
-        if dispatch_id in listed and missing_since is not None:
+    for dispatch_id, row in _not_ended(conn, now).items():
+        if dispatch_id in listed and row.missing_since is not None:
             value = None
-        elif dispatch_id not in listed and missing_since is None:
+        elif dispatch_id not in listed and row.missing_since is None:
             value = requested_at
         else:
             continue
