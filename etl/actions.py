@@ -20,14 +20,9 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, update
 
-from etl import models
 from etl.db import dialect_insert
 from etl.events import NewEvent
-
-actions = models.Action.__table__
-attempts = models.ActionAttempt.__table__
-dispatches = models.Dispatch.__table__
-dispatch_sites = models.DispatchSite.__table__
+from etl.models import actions, dispatch_sites, dispatches
 
 # each action beside its dispatch, and that dispatch's row for the action's site
 WITH_DISPATCH_SITE = actions.join(dispatches, dispatches.c.id == actions.c.dispatch_id).join(

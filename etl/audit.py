@@ -8,16 +8,14 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select
 
-from etl import models
 from etl.db import read_transaction
 from etl.events import describe_subject
+from etl.models import dispatch_sites, events
 from etl.timeutil import utcnow
 
 # `etl audit` alone: what happened lately
 DEFAULT_WINDOW = timedelta(hours=24)
 
-events = models.Event.__table__
-dispatch_sites = models.DispatchSite.__table__
 COLUMNS = ["id", "occurred_at", "kind", "dispatch_id", "site_id", "program_id", "details"]
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, insert, select, update
 
-from etl import models
 from etl.actions import (
     CLAIMABLE,
     OPEN,
@@ -28,10 +27,6 @@ from etl.actions import (
     ActionKind,
     ActionState,
     Holding,
-    actions,
-    attempts,
-    dispatch_sites,
-    dispatches,
     event,
     insert_new,
     new_row,
@@ -42,14 +37,12 @@ from etl.db import write_transaction
 from etl.events import NewEvent
 from etl.events import append as append_events
 from etl.handlers import KEPT_OUTPUT_CHARS, ActionRequest
+from etl.models import action_attempts, actions, dispatch_sites, dispatches, programs, sites
 from etl.timeutil import format_rfc3339, utcnow
 
 # a restore is retried this many times at most; a curtail, for as long as its dispatch is active
 RESTORE_MAX_ATTEMPTS = 10
 MAX_BACKOFF = timedelta(hours=1)
-
-sites = models.Site.__table__
-programs = models.Program.__table__
 
 
 S = ActionState
@@ -87,18 +80,18 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
         ids = [row.id for row in taken]
         taken_over = set(
             conn.execute(
-                update(attempts)
-                .where(attempts.c.action_id.in_(ids), attempts.c.outcome.is_(None))
+                update(action_attempts)
+                .where(action_attempts.c.action_id.in_(ids), action_attempts.c.outcome.is_(None))
                 .values(
                     outcome="abandoned",
                     finished_at=now,
                     error="its process stopped before recording an outcome; taken over",
                 )
-                .returning(attempts.c.action_id)
+                .returning(action_attempts.c.action_id)
             ).scalars()
         )
         conn.execute(
-            insert(attempts),
+            insert(action_attempts),
             [
                 {"action_id": r.id, "number": r.attempts, "worker": worker, "started_at": now}
                 for r in taken
@@ -317,8 +310,11 @@ def _finish_attempt(
     conn: Connection, claimed: Claimed, now: datetime, outcome: str, **text: str
 ) -> None:
     conn.execute(
-        update(attempts)
-        .where(attempts.c.action_id == claimed.action_id, attempts.c.number == claimed.attempt)
+        update(action_attempts)
+        .where(
+            action_attempts.c.action_id == claimed.action_id,
+            action_attempts.c.number == claimed.attempt,
+        )
         .values(finished_at=now, outcome=outcome, **text)
     )
 

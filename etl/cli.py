@@ -1,40 +1,35 @@
 """The `etl` command: parses options, calls one library function, prints the result.
 
-Expected failures (bad configuration, API down or refusing the key, database missing or locked)
-are EtlErrors: `main` prints them as one line on stderr and exits with their code.
+Data (reports, audit, status, dry runs) goes to stdout; diagnostics (what a fetch or a pass did,
+warnings, errors) are log records on stderr (etl.logs). Expected failures (bad configuration, API
+down or refusing the key, database missing or locked) are EtlErrors: `main` logs them as one line
+and exits with their code.
+
+Each command imports the library modules it uses: `etl --help` loads no database code, and the
+minutely `etl run` none of the reports', the emulator's or Alembic's.
 """
 
 import json
+import os
 import sys
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import Engine
 
-from etl import (
-    __version__,
-    audit,
-    claims,
-    ingest,
-    output,
-    planner,
-    processor,
-    reports,
-    retention,
-    status,
-)
-from etl.api import VoltusClient
+from etl import __version__, logs
 from etl.config import SANDBOX_URL, ProcessorSettings, api_settings
-from etl.db import check_schema, describe, make_engine
 from etl.errors import EtlError
-from etl.handlers import load_handler
-from etl.models import FetchOutcome
-from etl.sandbox import Faults, Sandbox
+from etl.logs import log
 from etl.timeutil import format_rfc3339, parse_duration, parse_moment
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from etl import claims, ingest, planner, processor, status
 
 ACTIONS_FAILED_EXIT = 5
 
@@ -74,7 +69,15 @@ ApiKey = Annotated[
         show_default=False,
     ),
 ]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing unless it fails.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Log only warnings and errors (on stderr).")
+]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Also log each HTTP attempt, claim and handler call (on stderr)."
+    ),
+]
 DryRun = Annotated[
     bool,
     typer.Option(
@@ -196,7 +199,9 @@ def processor_options(
     )
 
 
-def open_store(database_url: str | None) -> Engine:
+def open_store(database_url: str | None) -> "Engine":
+    from etl.db import check_schema, make_engine
+
     engine = make_engine(database_url, create=False)
     check_schema(engine)
     return engine
@@ -206,6 +211,7 @@ def open_store(database_url: str | None) -> Engine:
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
     """Create the schema, or migrate it to this version's; safe to run again."""
     from etl import migrate  # Alembic is slow to import: only this command pays for it
+    from etl.db import describe, make_engine
 
     engine = make_engine(database_url)
     before = migrate.current_revision(engine)
@@ -226,30 +232,46 @@ def fetch(
         bool, typer.Option("--sites", help="Also refresh the account's sites (the nightly pass).")
     ] = False,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Fetch the last 24 hours of dispatches once and record every change."""
+    from etl import ingest
+    from etl.api import VoltusClient
+
+    logs.set_verbosity(verbose, quiet)
     engine = open_store(database_url)
     client = VoltusClient(api_settings(api_url, api_key))
-    summary = ingest.fetch(engine, client, include_sites=sites)
-    if not quiet:
-        _print_fetch(summary)
+    _log_fetch(ingest.fetch(engine, client, include_sites=sites))
 
 
-def _print_fetch(summary: ingest.FetchSummary) -> None:
+def _log_fetch(summary: "ingest.FetchSummary") -> None:
+    from etl.models import FetchOutcome
+
     if summary.outcome == FetchOutcome.SUPERSEDED:
-        typer.echo(f"fetch {summary.fetch_run_id}: superseded, {summary.note}")
+        log.info("fetch %s: superseded, %s", summary.fetch_run_id, summary.note)
         return
-    typer.echo(
-        f"fetch {summary.fetch_run_id}: {summary.dispatches_received} dispatches received: "
-        f"{summary.dispatches_created} new, {summary.dispatches_changed} changed, "
-        f"{summary.dispatches_unchanged} unchanged, {summary.rejected} rejected; "
-        f"{summary.sites_received} sites received; {len(summary.events)} events"
+    log.info(
+        "fetch %s: %s dispatches received: %s new, %s changed, %s unchanged, %s rejected; "
+        "%s sites received; %s events",
+        summary.fetch_run_id,
+        summary.dispatches_received,
+        summary.dispatches_created,
+        summary.dispatches_changed,
+        summary.dispatches_unchanged,
+        summary.rejected,
+        summary.sites_received,
+        len(summary.events),
+        extra={"fetch_run": summary.fetch_run_id},
     )
     for event in summary.events:
-        typer.echo(f"  {event.describe()}")
+        log.info(
+            "  %s",
+            event.describe(),
+            extra={"event": event.kind, "dispatch": event.dispatch_id, "site": event.site_id},
+        )
 
 
-def _print_pass(summary: processor.PassSummary) -> None:
+def _log_pass(summary: "processor.PassSummary") -> None:
     planned = ", ".join(f"{n} {state}" for state, n in sorted(summary.planned.items()))
     line = (
         f"process: planned {planned or 'nothing'}; ran {summary.succeeded} succeeded, "
@@ -257,10 +279,10 @@ def _print_pass(summary: processor.PassSummary) -> None:
     )
     if summary.overtaken:
         line += f", {summary.overtaken} finished after another process took them over"
-    typer.echo(line)
+    log.info(line)
 
 
-def _print_dry_run(planned: planner.PlanSummary, due: list[claims.Claimed]) -> None:
+def _print_dry_run(planned: "planner.PlanSummary", due: "list[claims.Claimed]") -> None:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(planned.counts.items()))
     typer.echo(f"dry run: would plan {counts or 'nothing'}; would run {len(due)} actions:")
     for claimed in due:
@@ -272,16 +294,12 @@ def _print_dry_run(planned: planner.PlanSummary, due: list[claims.Claimed]) -> N
         )
 
 
-def _print_error(error: EtlError) -> None:
-    typer.echo(f"etl: error: {error}", err=True)
-
-
-def _fail_if_actions_failed(summary: processor.PassSummary) -> None:
+def _fail_if_actions_failed(summary: "processor.PassSummary") -> None:
     if summary.failed:
-        typer.echo(
-            f"etl: error: {summary.failed} action attempts failed; they are retried with "
-            "backoff while their dispatch is active",
-            err=True,
+        log.error(
+            "%s action attempts failed; they are retried with backoff while their dispatch is "
+            "active",
+            summary.failed,
         )
         raise typer.Exit(ACTIONS_FAILED_EXIT)
 
@@ -293,8 +311,13 @@ def process(
     api_url: ApiUrl = None,
     dry_run: DryRun = False,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Act once on the stored dispatches: run every due curtail and restore."""
+    from etl import processor
+    from etl.handlers import load_handler
+
+    logs.set_verbosity(verbose, quiet)
     settings: ProcessorSettings = ctx.obj()
     if dry_run:
         _print_dry_run(*processor.dry_run(open_store(database_url), settings))
@@ -302,8 +325,7 @@ def process(
     handler = load_handler(settings, api_url or SANDBOX_URL)
     engine = open_store(database_url)
     summary = processor.process(engine, handler, settings, processor.stop_on_signals())
-    if not quiet:
-        _print_pass(summary)
+    _log_pass(summary)
     _fail_if_actions_failed(summary)
 
 
@@ -325,8 +347,14 @@ def run(
     ] = None,
     dry_run: DryRun = False,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Fetch, then act on what is due (the minutely cron job); --every loops."""
+    from etl import ingest, processor
+    from etl.api import VoltusClient
+    from etl.handlers import load_handler
+
+    logs.set_verbosity(verbose, quiet)
     settings: ProcessorSettings = ctx.obj()
     api = api_settings(api_url, api_key)
     if dry_run and every is not None:
@@ -334,7 +362,7 @@ def run(
     engine = open_store(database_url)
     client = VoltusClient(api)
     if dry_run:  # the fetch is real (it records what the API says); the pass is not
-        _print_fetch(ingest.fetch(engine, client))
+        _log_fetch(ingest.fetch(engine, client))
         _print_dry_run(*processor.dry_run(engine, settings))
         return
     handler = load_handler(settings, api.url)
@@ -342,21 +370,18 @@ def run(
     if every is not None:
         for outcome in processor.run_loop(engine, client, handler, settings, every, stop):
             if isinstance(outcome, EtlError):
-                _print_error(outcome)
-            elif not quiet:
-                (_print_fetch if isinstance(outcome, ingest.FetchSummary) else _print_pass)(outcome)
+                log.error("%s", outcome)
+            else:
+                (_log_fetch if isinstance(outcome, ingest.FetchSummary) else _log_pass)(outcome)
         return
     fetch_error = None
     try:
-        fetched = ingest.fetch(engine, client)
-        if not quiet:
-            _print_fetch(fetched)
+        _log_fetch(ingest.fetch(engine, client))
     except EtlError as error:  # what is already stored is still acted on
         fetch_error = error
-        _print_error(error)
+        log.error("%s", error)
     summary = processor.process(engine, handler, settings, stop)
-    if not quiet:
-        _print_pass(summary)
+    _log_pass(summary)
     if fetch_error is not None:
         raise typer.Exit(fetch_error.exit_code)
     _fail_if_actions_failed(summary)
@@ -381,6 +406,8 @@ def sandbox(
     delay: Annotated[float, typer.Option(help="Seconds to wait before each response.")] = 0.0,
 ) -> None:
     """Serve a local emulator of the Voltus API until interrupted."""
+    from etl.sandbox import Faults, Sandbox
+
     emulator = Sandbox(scenario, host=host, port=port, key=key)
     emulator.faults = Faults(
         statuses=list(fail or []), retry_after=retry_after, delay_seconds=delay
@@ -434,6 +461,8 @@ def report(
     ] = "table",
 ) -> None:
     """Report on dispatches, sites, programs or curtailments, from the SQL views."""
+    from etl import output, reports
+
     if fmt not in output.FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(output.FORMATS)}", param_hint="--format")
     engine = open_store(database_url)
@@ -463,6 +492,8 @@ def audit_command(
     """What happened, in time order: dispatches seen and changed, actions planned, claimed,
     attempted, succeeded, failed, missed, skipped or superseded, with their idempotency keys.
     With no filter: the last 24 hours."""
+    from etl import audit, output
+
     engine = open_store(database_url)
     query = audit.AuditQuery(dispatch, site, since, until).with_default_window()
     entries = audit.trail(engine, query)
@@ -491,11 +522,13 @@ def status_command(
 ) -> None:
     """Is the job healthy? Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad usage), as
     monitoring checks expect."""
+    from etl import status
+
     try:
         engine = open_store(database_url)
         result = status.check(engine, _duration(max_age), _duration(window))
     except EtlError as error:  # a store that cannot be read is as bad as it gets
-        typer.echo(f"CRITICAL: {error}", err=True)
+        log.error("CRITICAL: %s", error)
         raise typer.Exit(status.CRITICAL) from None
     if as_json:
         typer.echo(json.dumps(result.as_json(), indent=2))
@@ -504,7 +537,9 @@ def status_command(
     raise typer.Exit(result.code)
 
 
-def _print_status(result: status.Status) -> None:
+def _print_status(result: "status.Status") -> None:
+    from etl import status
+
     def when(moment: datetime | None) -> str:
         return format_rfc3339(moment) if moment else "never"
 
@@ -539,6 +574,8 @@ def db_prune(
 ) -> None:
     """Keep the store bounded: delete old fetch runs that recorded no change. Dispatches,
     actions, attempts and the event log (the audit trail) are never pruned."""
+    from etl import retention
+
     engine = open_store(database_url)
     deleted = retention.prune(engine, _duration(older_than))
     typer.echo(f"pruned {deleted} fetch runs older than {older_than}")
@@ -551,10 +588,11 @@ ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Cl
 def main() -> None:
     """Run the command; an expected failure is one line on stderr and its exit code. `etl
     status` is a monitoring check: its own failures are CRITICAL (2), bad usage UNKNOWN (3)."""
+    logs.configure(os.environ.get("ETL_LOG_FORMAT") or "text")
     try:
         code = app(standalone_mode=False)
     except EtlError as error:
-        typer.echo(f"etl: error: {error}", err=True)
+        log.error("%s", error)
         raise SystemExit(error.exit_code) from None
     except ClickException as error:
         if type(error).__name__ == "NoArgsIsHelpError":
@@ -564,9 +602,13 @@ def main() -> None:
         command = context.info_name if context is not None else None
         hint = f" (see etl {command} --help)" if command and command != "etl" else ""
         message = " ".join(error.format_message().split())
-        typer.echo(f"etl: error: {message}{hint}", err=True)
-        raise SystemExit(status.UNKNOWN if command == "status" else error.exit_code) from None
+        log.error("%s%s", message, hint)
+        if command == "status":
+            from etl.status import UNKNOWN
+
+            raise SystemExit(UNKNOWN) from None
+        raise SystemExit(error.exit_code) from None
     except typer.Abort:
-        typer.echo("etl: error: aborted", err=True)
+        log.error("aborted")
         raise SystemExit(1) from None
     raise SystemExit(code if isinstance(code, int) else 0)

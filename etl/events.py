@@ -7,9 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
-from etl.models import Event
-
-events = Event.__table__
+from etl.models import events
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, Table, insert, or_, select, update
 
-from etl import models
 from etl.api import Listing, VoltusClient
 from etl.db import (
     RecordRefused,
@@ -34,7 +33,15 @@ from etl.db import (
 from etl.errors import ApiError, DatabaseError
 from etl.events import NewEvent
 from etl.events import append as append_events
-from etl.models import FetchOutcome
+from etl.models import (
+    FetchOutcome,
+    dispatch_sites,
+    dispatches,
+    fetch_runs,
+    programs,
+    rejected_records,
+    sites,
+)
 from etl.records import (
     Dispatch,
     Program,
@@ -52,12 +59,6 @@ from etl.timeutil import format_rfc3339, jsonable, local_date, utcnow
 FETCH_LOCK = "etl.fetch"
 IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit
 
-programs = models.Program.__table__
-sites = models.Site.__table__
-dispatches = models.Dispatch.__table__
-dispatch_sites = models.DispatchSite.__table__
-fetch_runs = models.FetchRun.__table__
-rejected_records = models.RejectedRecord.__table__
 
 PROGRAM_COLUMNS = ("name", "timezone", "market", "program_type")
 SITE_COLUMNS = ("name", "customer_location_id", "meters")

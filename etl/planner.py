@@ -41,9 +41,6 @@ from etl.actions import (
     ActionKind,
     ActionState,
     Holding,
-    actions,
-    dispatch_sites,
-    dispatches,
     event,
     insert_new,
     new_row,
@@ -54,6 +51,7 @@ from etl.config import ProcessorSettings
 from etl.db import write_transaction
 from etl.events import NewEvent
 from etl.events import append as append_events
+from etl.models import actions, dispatch_sites, dispatches, fetch_runs, planner_state
 from etl.timeutil import utcnow
 
 PLAN_LOCK = "etl.plan"
@@ -65,8 +63,6 @@ HISTORY_NOTE = "ended before this store's first fetch"
 TEST_NOTE = "test dispatch (ETL_INCLUDE_TEST=1 acts on them)"
 
 S, CURTAIL, RESTORE = ActionState, ActionKind.CURTAIL, ActionKind.RESTORE
-planner_state = models.PlannerState.__table__
-fetch_runs = models.FetchRun.__table__
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select, true
 
-from etl import claims, ingest, models, planner
-from etl.actions import CLAIMABLE, OPEN, actions
+from etl import claims, ingest, planner
+from etl.actions import CLAIMABLE, OPEN
 from etl.api import VoltusClient
 from etl.config import ProcessorSettings
 from etl.db import read_transaction, write_transaction
 from etl.errors import EtlError
 from etl.handlers import Handler
+from etl.models import actions, dispatches
 from etl.timeutil import utcnow
-
-dispatches = models.Dispatch.__table__
 
 
 @dataclass

@@ -128,8 +128,8 @@ def _dispatch_filters(
     if f.test is not None:
         query = query.where(view.c.test == f.test)
     if f.site_id is not None:
-        has_site = select(models.DispatchSite.dispatch_id).where(
-            models.DispatchSite.site_id == f.site_id
+        has_site = select(models.dispatch_sites.c.dispatch_id).where(
+            models.dispatch_sites.c.site_id == f.site_id
         )
         query = query.where(dispatch_id.in_(has_site))
     return query

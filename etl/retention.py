@@ -12,14 +12,9 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, delete, func, select
 
-from etl import models
 from etl.db import write_transaction
-from etl.models import FetchOutcome
+from etl.models import FetchOutcome, events, fetch_runs, rejected_records
 from etl.timeutil import utcnow
-
-fetch_runs = models.FetchRun.__table__
-events = models.Event.__table__
-rejected_records = models.RejectedRecord.__table__
 
 
 def prune(engine: Engine, older_than: timedelta) -> int:

@@ -7,16 +7,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
 
-from etl import __version__, models
-from etl.actions import OPEN, ActionState, Holding, actions
+from etl import __version__
+from etl.actions import OPEN, ActionState, Holding
 from etl.db import read_transaction
-from etl.models import FetchOutcome
+from etl.models import FetchOutcome, actions, dispatch_sites, dispatches, events, fetch_runs
 from etl.timeutil import jsonable, utcnow
 
-fetch_runs = models.FetchRun.__table__
-dispatches = models.Dispatch.__table__
-dispatch_sites = models.DispatchSite.__table__
-events = models.Event.__table__
 # a dispatch that holds sites this long with no end time has probably lost its end
 OPEN_ENDED_LIMIT = timedelta(hours=24)
 

@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 
 from etl.db import make_engine
-from etl.models import Base
+from etl.models import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:
@@ -17,7 +17,7 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 def run_migrations(connection: object) -> None:
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=metadata,
         render_as_batch=True,  # SQLite alters tables by copying them
         compare_type=True,
     )

@@ -1,5 +1,6 @@
 """Builders for API-shaped dispatches, so that each test states only what it varies."""
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,3 +43,20 @@ def dispatch(dispatch_id: str, *sites: dict[str, Any], **fields: Any) -> dict[st
     }
     value.update(fields)
     return {k: v for k, v in value.items() if v is not None}
+
+
+LOG_LINE = re.compile(
+    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)"
+)
+
+
+def log_messages(stderr: str, level: str | None = None) -> list[str]:
+    """The messages of etl's text log lines on stderr (at `level`, or all); every line must have
+    the shape `2026-11-27T06:49:42.123Z LEVEL message`."""
+    messages = []
+    for line in stderr.splitlines():
+        match = LOG_LINE.fullmatch(line)
+        assert match, f"not a log line: {line!r}"
+        if level is None or match.group(2) == level:
+            messages.append(match.group(3))
+    return messages

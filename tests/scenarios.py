@@ -58,11 +58,11 @@ class World:
 
     def states(self) -> dict[Call, str]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(models.Action.__table__)).all()
+            rows = conn.execute(select(models.actions)).all()
         return {(r.kind, r.dispatch_id, r.site_id): r.state for r in rows}
 
     def attempts(self, kind: str, dispatch_id: str, site_id: str) -> list[Any]:
-        table, action = models.ActionAttempt.__table__, models.Action.__table__
+        table, action = models.action_attempts, models.actions
         with self.engine.connect() as conn:
             return conn.execute(
                 select(table)

@@ -14,8 +14,9 @@ from sqlalchemy import select
 from etl import __version__
 from etl.cli import app, main
 from etl.db import make_engine
-from etl.models import Base
+from etl.models import metadata
 from etl.sandbox import Sandbox
+from tests.helpers import log_messages
 from tests.processes import etl, etl_env
 
 README = Path(__file__).parents[1] / "README.md"
@@ -24,8 +25,8 @@ README = Path(__file__).parents[1] / "README.md"
 def assert_one_line_error(result, code: int, text: str) -> None:  # type: ignore[no-untyped-def]
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
-    (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("etl: error: ") and text in line
+    (line,) = log_messages(result.stderr)
+    assert log_messages(result.stderr, "ERROR") == [line] and text in line
 
 
 def test_fetch_then_fetch_again(tmp_path: Path, sandbox: Sandbox) -> None:
@@ -33,11 +34,14 @@ def test_fetch_then_fetch_again(tmp_path: Path, sandbox: Sandbox) -> None:
     assert etl("db", "upgrade", env=env).returncode == 0
     first = etl("fetch", env=env)
     assert first.returncode == 0, first.stderr
-    assert "4 dispatches received: 4 new, 0 changed, 0 unchanged, 0 rejected" in first.stdout
-    assert "dispatch_created: dispatch asdf" in first.stdout
-    second = etl("fetch", env=env)
-    assert "0 new, 0 changed, 4 unchanged" in second.stdout and "0 events" in second.stdout
-    assert etl("fetch", "--quiet", env=env).stdout == ""
+    assert first.stdout == ""  # what a fetch did is a diagnostic: timestamped, on stderr
+    summary, *events = log_messages(first.stderr, "INFO")
+    assert "4 dispatches received: 4 new, 0 changed, 0 unchanged, 0 rejected" in summary
+    assert any(e.startswith("  dispatch_created: dispatch asdf ") for e in events)
+    (second,) = log_messages(etl("fetch", env=env).stderr)
+    assert "0 new, 0 changed, 4 unchanged" in second and "0 events" in second
+    quiet = etl("fetch", "--quiet", env=env)
+    assert quiet.stdout == quiet.stderr == ""
 
 
 def test_an_unmigrated_database_says_how_to_fix_it(tmp_path: Path, sandbox: Sandbox) -> None:
@@ -111,7 +115,7 @@ def test_bad_usage_is_one_line(
 def test_status_is_critical_in_one_line_when_the_database_cannot_be_read(tmp_path: Path) -> None:
     result = etl("status", env=etl_env(f"sqlite:///{tmp_path / 'nothing.db'}"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    (line,) = result.stderr.strip().splitlines()
+    (line,) = log_messages(result.stderr, "ERROR")
     assert line.startswith("CRITICAL: database") and "does not exist" in line
 
 
@@ -184,9 +188,10 @@ def test_run_acts_on_the_store_when_the_fetch_fails_and_says_so(
     assert etl("fetch", "-q", env=env).returncode == 0  # the built-in `asdf` is active now
     result = etl("run", env={**env, "VOLTUS_API_KEY": "revoked"})
     assert result.returncode == 3
-    assert "etl: error: GET" in result.stderr and "HTTP 401" in result.stderr
+    (error,) = log_messages(result.stderr, "ERROR")
+    assert error.startswith("GET") and "HTTP 401" in error
     assert "- Customer location 1 should curtail. Commitment: 12 kW" in result.stdout
-    assert "ran 2 succeeded, 0 failed" in result.stdout
+    assert "ran 2 succeeded, 0 failed" in log_messages(result.stderr, "INFO")[-1]
 
 
 def test_process_exits_5_when_an_action_attempt_failed(tmp_path: Path, sandbox: Sandbox) -> None:
@@ -195,8 +200,10 @@ def test_process_exits_5_when_an_action_attempt_failed(tmp_path: Path, sandbox: 
     etl("fetch", "-q", env=env)
     result = etl("process", env=env)
     assert result.returncode == 5
-    assert "ran 0 succeeded, 2 failed" in result.stdout
-    assert_one_line_error(result, 5, "2 action attempts failed")
+    (summary,) = log_messages(result.stderr, "INFO")
+    assert "ran 0 succeeded, 2 failed" in summary
+    (error,) = log_messages(result.stderr, "ERROR")
+    assert error.startswith("2 action attempts failed")
 
 
 def test_no_secret_reaches_any_message_or_record(
@@ -224,7 +231,7 @@ def test_no_secret_reaches_any_message_or_record(
     assert "VOLTUS_API_KEY holds whitespace" in results[2].stderr
     engine = make_engine(database_url, create=False)
     with engine.connect() as conn:
-        tables = [str(conn.execute(select(table)).all()) for table in Base.metadata.sorted_tables]
+        tables = [str(conn.execute(select(table)).all()) for table in metadata.sorted_tables]
     engine.dispose()
     assert "POST http://user:***@127.0.0.1:9/hook?token=***" in "".join(tables)
     everything = "".join(r.stdout + r.stderr for r in results) + "".join(tables)
@@ -269,7 +276,7 @@ def test_a_minutely_run_against_a_locked_store_ends_within_the_minute(
         holder.close()
     assert result.returncode == 4 and elapsed < 50, (result.returncode, elapsed)
     assert "Traceback" not in result.stderr and "locked" in result.stderr
-    assert all(line.startswith("etl: error: ") for line in result.stderr.strip().splitlines())
+    assert log_messages(result.stderr, "ERROR") == log_messages(result.stderr)
 
 
 def test_version_is_printed_and_in_status(tmp_path: Path) -> None:

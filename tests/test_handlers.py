@@ -26,7 +26,7 @@ from etl.handlers import (
     load_handler,
 )
 from etl.sandbox import Sandbox
-from tests.helpers import at, dispatch, site
+from tests.helpers import at, dispatch, log_messages, site
 from tests.processes import PLUGIN_DIR, etl, etl_env, install_recording_handler, recorded_calls
 
 COMMAND = f"{sys.executable} {PLUGIN_DIR / 'record_command.py'}"
@@ -34,7 +34,7 @@ COMMAND = f"{sys.executable} {PLUGIN_DIR / 'record_command.py'}"
 
 def attempts(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
-        return conn.execute(select(models.ActionAttempt.__table__)).all()
+        return conn.execute(select(models.action_attempts)).all()
 
 
 def test_log_handler_prints_the_tutorial_lines(
@@ -154,7 +154,7 @@ def test_an_entry_point_handler_runs_in_the_real_command(tmp_path: Path, sandbox
     assert etl("db", "upgrade", env=env).returncode == 0
     result = etl("run", env=env)
     assert result.returncode == 0, result.stderr
-    assert "ran 1 succeeded, 0 failed" in result.stdout
+    assert "ran 1 succeeded, 0 failed" in log_messages(result.stderr)[-1]
     assert [call[1:4] for call in recorded_calls(tmp_path)] == [["curtail", "d1", "a"]]
 
 

@@ -20,7 +20,7 @@ def keys(world: World, since: int = 0) -> list[str]:
 
 
 def event_kinds(world: World, dispatch_id: str) -> list[str]:
-    table = models.Event.__table__
+    table = models.events
     with world.engine.connect() as conn:
         return list(
             conn.execute(
@@ -106,8 +106,8 @@ def test_a_failing_restore_of_a_site_held_again_is_not_retried(world: World) -> 
     with world.engine.connect() as conn:
         notes = dict(
             conn.execute(
-                select(models.Action.episode, models.Action.note).where(
-                    models.Action.kind == "restore"
+                select(models.actions.c.episode, models.actions.c.note).where(
+                    models.actions.c.kind == "restore"
                 )
             ).all()
         )
@@ -133,8 +133,8 @@ def test_a_vanished_dispatch_alone_on_its_site_restores_it(world: World) -> None
     assert world.step(active("oe", site("s"), end_time=None)) == [("curtail", "oe", "s")]
     assert world.step() == [("restore", "oe", "s")]
     with world.engine.connect() as conn:
-        end = conn.execute(select(models.Dispatch.end_time)).scalar_one()
-        missing = conn.execute(select(models.Dispatch.missing_since)).scalar_one()
+        end = conn.execute(select(models.dispatches.c.end_time)).scalar_one()
+        missing = conn.execute(select(models.dispatches.c.missing_since)).scalar_one()
     assert end is not None and end == missing
 
 
@@ -170,8 +170,8 @@ def test_conflicting_copies_of_one_id_are_set_aside_and_the_stored_state_kept(
     assert world.step(a1, a1) == [("curtail", "a1", "s")]  # identical copies: one record
     assert world.step(a1, cancelled) == []
     with world.engine.connect() as conn:
-        rejected = conn.execute(select(models.RejectedRecord.payload)).scalars().all()
-        authorized = conn.execute(select(models.Dispatch.authorized)).scalar_one()
+        rejected = conn.execute(select(models.rejected_records.c.payload)).scalars().all()
+        authorized = conn.execute(select(models.dispatches.c.authorized)).scalar_one()
     assert sorted(r["authorized"] for r in rejected) == [False, True] and authorized
     assert world.step(cancelled) == [("restore", "a1", "s")]
 
@@ -184,7 +184,7 @@ def test_an_older_modification_is_ignored_without_an_event(world: World) -> None
     assert world.step(older) == []
     assert event_kinds(world, "a1") == events_before
     with world.engine.connect() as conn:
-        removed = conn.execute(select(models.DispatchSite.removed_at)).scalars().all()
+        removed = conn.execute(select(models.dispatch_sites.c.removed_at)).scalars().all()
     assert removed == [None, None]
 
 
@@ -205,8 +205,8 @@ def test_a_new_install_records_what_ended_before_it_as_history_not_missed(world:
     assert world.step(gone, active("now", site("b"))) == [("curtail", "now", "b")]
     with world.engine.connect() as conn:
         action = conn.execute(
-            select(models.Action.state, models.Action.note).where(
-                models.Action.dispatch_id == "gone"
+            select(models.actions.c.state, models.actions.c.note).where(
+                models.actions.c.dispatch_id == "gone"
             )
         ).one()
     assert tuple(action) == ("skipped", "ended before this store's first fetch")

@@ -85,7 +85,7 @@ class SiteHistory(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         with self.engine.begin() as conn:
-            for table in reversed(models.Base.metadata.sorted_tables):
+            for table in reversed(models.metadata.sorted_tables):
                 conn.execute(delete(table))
         self.sandbox.dispatches, self.sandbox.unlisted = [], []
         self.handler = Recorder()

@@ -3,7 +3,7 @@
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Table, func, select
 
 from etl import ingest, models
 from etl.api import VoltusClient
@@ -21,18 +21,18 @@ def kinds(summary: ingest.FetchSummary) -> list[tuple[str, str | None, str | Non
     return sorted((e.kind, e.dispatch_id, e.site_id) for e in summary.events)
 
 
-def table_rows(engine: Engine, model: Any) -> list[dict[str, Any]]:
+def table_rows(engine: Engine, table: Table) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        return [row._asdict() for row in conn.execute(select(model.__table__))]
+        return [row._asdict() for row in conn.execute(select(table))]
 
 
-def by_id(engine: Engine, model: Any) -> dict[Any, dict[str, Any]]:
-    return {row["id"]: row for row in table_rows(engine, model)}
+def by_id(engine: Engine, table: Table) -> dict[Any, dict[str, Any]]:
+    return {row["id"]: row for row in table_rows(engine, table)}
 
 
-def count(engine: Engine, model: Any) -> int:
+def count(engine: Engine, table: Table) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(model.__table__)).scalar_one()
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 def test_first_fetch_stores_everything_with_its_events(
@@ -40,21 +40,21 @@ def test_first_fetch_stores_everything_with_its_events(
 ) -> None:
     summary = run(engine, client, sites=True)
     assert (summary.dispatches_received, summary.dispatches_created) == (4, 4)
-    stored = by_id(engine, models.Dispatch)
+    stored = by_id(engine, models.dispatches)
     assert set(stored) == {"asdf", "5j94", "zg1p", "ez4p"}
     assert stored["zg1p"]["authorized"] is False and stored["ez4p"]["test"] is True
     assert stored["5j94"]["metadata"] == {"dispatch_source": "manual_test"}
     assert stored["asdf"]["start_time"].tzinfo is not None
-    sites = by_id(engine, models.Site)
+    sites = by_id(engine, models.sites)
     assert sites["xv1w4"]["meters"] == [
         {"id": "wpv31", "name": "Primary Meter", "asset_type": "load"}
     ]
-    assert count(engine, models.DispatchSite) == 7
+    assert count(engine, models.dispatch_sites) == 7
     counted = [k for k, _, _ in kinds(summary)]
     assert counted.count("dispatch_created") == 4 and counted.count("program_seen") == 4
     assert counted.count("site_seen") == 5
-    assert count(engine, models.Event) == len(summary.events)
-    (fetch_run,) = table_rows(engine, models.FetchRun)
+    assert count(engine, models.events) == len(summary.events)
+    (fetch_run,) = table_rows(engine, models.fetch_runs)
     assert fetch_run["outcome"] == "succeeded" and fetch_run["events"] == len(summary.events)
 
 
@@ -63,15 +63,15 @@ def test_the_same_payload_twice_writes_nothing(
 ) -> None:
     run(engine, client, sites=True)
     before = {
-        model: table_rows(engine, model)
-        for model in (models.Dispatch, models.Site, models.Program, models.DispatchSite)
+        table: table_rows(engine, table)
+        for table in (models.dispatches, models.sites, models.programs, models.dispatch_sites)
     }
-    events_before = count(engine, models.Event)
+    events_before = count(engine, models.events)
     summary = run(engine, client, sites=True)
     assert summary.events == [] and summary.dispatches_unchanged == 4
-    assert count(engine, models.Event) == events_before
-    for model, rows in before.items():
-        assert table_rows(engine, model) == rows  # updated_at included: no row was rewritten
+    assert count(engine, models.events) == events_before
+    for table, rows in before.items():
+        assert table_rows(engine, table) == rows  # updated_at included: no row was rewritten
 
 
 def test_upsert_skips_rows_that_did_not_change(engine: Engine) -> None:
@@ -85,7 +85,7 @@ def test_upsert_skips_rows_that_did_not_change(engine: Engine) -> None:
         ingest._upsert(conn, ingest.programs, [{**row, **later}], ["id"])
         ingest._upsert(conn, ingest.programs, [{**row, "name": "q", **later}], ["id"])
     ((name, updated_at),) = [
-        (r["name"], r["updated_at"]) for r in table_rows(engine, models.Program)
+        (r["name"], r["updated_at"]) for r in table_rows(engine, models.programs)
     ]
     assert name == "q" and updated_at == later["updated_at"]
 
@@ -126,9 +126,9 @@ def test_each_kind_of_change_is_one_event(
     assert by_kind["dispatch_changed"] == {"changes": {"extra": {"old": None, "new": 1}}}
     assert by_kind["site_renamed"] == {"old": "Site c", "new": "Site c renamed"}
     assert by_kind["dispatch_end_time_set"]["end_time"]["old"] is None
-    ds = {(r["dispatch_id"], r["site_id"]): r for r in table_rows(engine, models.DispatchSite)}
+    ds = {(r["dispatch_id"], r["site_id"]): r for r in table_rows(engine, models.dispatch_sites)}
     assert ds[("d1", "b")]["removed_at"] is not None and ds[("d1", "a")]["removed_at"] is None
-    assert by_id(engine, models.Dispatch)["d3"]["authorized"] is True
+    assert by_id(engine, models.dispatches)["d3"]["authorized"] is True
 
     sandbox.unlisted.append(sandbox.dispatches[1])  # d2 leaves the window too, known by id
     sandbox.dispatches = [
@@ -146,7 +146,7 @@ def test_each_kind_of_change_is_one_event(
         ("dispatch_end_time_moved", "d1", None),
         ("dispatch_site_added", "d1", "b"),
     ]
-    ds = {(r["dispatch_id"], r["site_id"]): r for r in table_rows(engine, models.DispatchSite)}
+    ds = {(r["dispatch_id"], r["site_id"]): r for r in table_rows(engine, models.dispatch_sites)}
     assert ds[("d1", "b")]["removed_at"] is None
 
 
@@ -168,7 +168,7 @@ def test_sites_pass_records_meters_and_renames(
     # a dispatch listing the site later does not erase the meters /sites gave
     sandbox.dispatches = [dispatch("new", site("lkjh", 3, name="Site 2"))]
     run(engine, client)
-    assert by_id(engine, models.Site)["lkjh"]["meters"] == [
+    assert by_id(engine, models.sites)["lkjh"]["meters"] == [
         {"id": "m9", "name": "New meter", "asset_type": "generation"}
     ]
 
@@ -186,10 +186,10 @@ def test_a_malformed_record_is_kept_once_and_the_rest_go_on(
     sandbox.dispatches = [dispatch("good1", authorized=False), bad, dispatch("good2")]
     third = run(engine, client)  # a new body: the bad record is validated again, kept once
     assert kinds(third) == [("dispatch_cancelled", "good1", None)] and third.rejected == 1
-    (kept,) = table_rows(engine, models.RejectedRecord)
+    (kept,) = table_rows(engine, models.rejected_records)
     assert kept["record_id"] == "bad" and "start_time" in kept["reason"]
     assert kept["payload"] == bad
-    assert {r["id"] for r in table_rows(engine, models.Dispatch)} == {"good1", "good2"}
+    assert {r["id"] for r in table_rows(engine, models.dispatches)} == {"good1", "good2"}
 
 
 def test_a_failed_fetch_changes_nothing_and_is_recorded(
@@ -197,15 +197,15 @@ def test_a_failed_fetch_changes_nothing_and_is_recorded(
 ) -> None:
     run(engine, client)
     before = {
-        m: table_rows(engine, m) for m in (models.Dispatch, models.Event, models.DispatchSite)
+        m: table_rows(engine, m) for m in (models.dispatches, models.events, models.dispatch_sites)
     }
     sandbox.dispatches = [dispatch("asdf", authorized=False)]
     sandbox.faults.statuses = [500] * 10
     with pytest.raises(ApiError):
         run(engine, client)
-    for model, rows in before.items():
-        assert table_rows(engine, model) == rows
-    outcomes = [(r["outcome"], r["error"]) for r in table_rows(engine, models.FetchRun)]
+    for table, rows in before.items():
+        assert table_rows(engine, table) == rows
+    outcomes = [(r["outcome"], r["error"]) for r in table_rows(engine, models.fetch_runs)]
     assert outcomes[0][0] == "succeeded"
     assert outcomes[1][0] == "failed" and "HTTP 500" in outcomes[1][1]
 
@@ -220,7 +220,7 @@ def test_a_database_failure_mid_fetch_rolls_everything_back(
         conn.exec_driver_sql("DROP TABLE events")
     with pytest.raises(Exception, match="events"):
         run(engine, client)
-    stored = by_id(engine, models.Dispatch)
+    stored = by_id(engine, models.dispatches)
     assert "new1" not in stored and stored["asdf"]["authorized"] is True
 
 
@@ -247,8 +247,8 @@ def test_hostile_values_are_set_aside_and_the_rest_is_stored(
     summary = run(engine, client)
     assert summary.rejected == len(HOSTILE) and summary.dispatches_created == 2
     assert summary.dispatches_unchanged == 0  # a rejected dispatch is not an unchanged one
-    assert set(by_id(engine, models.Dispatch)) == {"good1", "good2"}
-    rejected = table_rows(engine, models.RejectedRecord)
+    assert set(by_id(engine, models.dispatches)) == {"good1", "good2"}
+    rejected = table_rows(engine, models.rejected_records)
     assert len(rejected) == len(HOSTILE)
     ids = {r["record_id"] for r in rejected}
     assert None in ids and "nan" in ids and "new\nline" not in ids  # no id that is not one
@@ -284,8 +284,8 @@ def test_a_dispatch_the_database_refuses_is_set_aside_and_the_others_stored(
     sandbox.dispatches = [dispatch("good1"), dispatch("refused"), dispatch("good2")]
     summary = run(engine, client)
     assert summary.dispatches_created == 2 and summary.rejected == 1
-    assert set(by_id(engine, models.Dispatch)) == {"good1", "good2"}
-    (rejected,) = table_rows(engine, models.RejectedRecord)
+    assert set(by_id(engine, models.dispatches)) == {"good1", "good2"}
+    (rejected,) = table_rows(engine, models.rejected_records)
     assert rejected["record_id"] == "refused"
     assert (
         "the database refused it" in rejected["reason"]
@@ -300,9 +300,9 @@ def test_an_unknown_time_zone_gives_the_utc_date(
     program = {**dispatch("p")["program"], "timezone": "US/Nowhere"}
     sandbox.dispatches = [dispatch("d1", program=program, start_time="2024-02-02T03:00:00Z")]
     run(engine, client)
-    stored = by_id(engine, models.Dispatch)["d1"]
+    stored = by_id(engine, models.dispatches)["d1"]
     assert stored["start_date_local"] == "2024-02-02"  # in UTC: the zone is not known
-    assert by_id(engine, models.Program)[42]["timezone"] == "US/Nowhere"  # kept as sent
+    assert by_id(engine, models.programs)[42]["timezone"] == "US/Nowhere"  # kept as sent
 
 
 def test_a_database_that_refuses_every_record_fails_the_fetch(
@@ -329,4 +329,4 @@ def test_a_database_that_refuses_every_record_fails_the_fetch(
     sandbox.dispatches = [dispatch("r1"), dispatch("r2")]
     with pytest.raises(DatabaseError, match="refused every record"):
         run(engine, client)
-    assert table_rows(engine, models.RejectedRecord) == []
+    assert table_rows(engine, models.rejected_records) == []

@@ -140,13 +140,13 @@ def test_ingest_sets_aside_what_is_hostile_and_stores_the_rest(engine: Engine) -
         ids = [i["id"] for i in decoded if isinstance(i, dict) and isinstance(i.get("id"), str)]
         assume(len(ids) == len(set(ids)))  # conflicting copies have their own test
         with engine.begin() as conn:
-            for table in reversed(models.Base.metadata.sorted_tables):
+            for table in reversed(models.metadata.sorted_tables):
                 conn.execute(delete(table))
         summary = ingest_listing(engine, listing)
         with engine.connect() as conn:
-            stored = set(conn.execute(select(models.Dispatch.id)).scalars())
+            stored = set(conn.execute(select(models.dispatches.c.id)).scalars())
             rejected = conn.execute(
-                select(models.RejectedRecord.reason, models.RejectedRecord.payload)
+                select(models.rejected_records.c.reason, models.rejected_records.c.payload)
             ).all()
         assert "good" in stored
         expected_valid = {i["id"] for i in decoded if valid(i)}

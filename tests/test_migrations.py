@@ -11,7 +11,7 @@ from etl.actions import ActionKind, idempotency_key
 from etl.config import ProcessorSettings
 from etl.db import SCHEMA_REVISION, make_engine
 from etl.migrate import current_revision, head_revision, migrate
-from etl.models import Base, UTCDateTime
+from etl.models import UTCDateTime, metadata
 
 
 def test_the_code_expects_the_newest_revision() -> None:
@@ -20,7 +20,7 @@ def test_the_code_expects_the_newest_revision() -> None:
 
 def test_migrated_schema_equals_the_models(engine: Engine) -> None:
     with engine.connect() as conn:
-        differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        differences = compare_metadata(MigrationContext.configure(conn), metadata)
     assert differences == []
 
 

@@ -179,9 +179,9 @@ def test_every_state_change_is_in_the_event_log(world: World) -> None:
     world.step(ended("d1", site("a")))
     with world.engine.connect() as conn:
         kinds = conn.execute(
-            select(models.Event.kind, models.Event.details)
-            .where(models.Event.kind.like("action_%"))
-            .order_by(models.Event.id)
+            select(models.events.c.kind, models.events.c.details)
+            .where(models.events.c.kind.like("action_%"))
+            .order_by(models.events.c.id)
         ).all()
     assert [(k, d["action"]) for k, d in kinds] == [
         ("action_planned", "curtail"),
@@ -202,7 +202,7 @@ def test_next_due_is_the_next_start_end_or_retry(world: World) -> None:
 
 def store_contents(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
-        return [conn.execute(select(table)).all() for table in models.Base.metadata.sorted_tables]
+        return [conn.execute(select(table)).all() for table in models.metadata.sorted_tables]
 
 
 def test_a_dry_run_shows_what_would_run_and_changes_nothing(

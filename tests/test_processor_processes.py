@@ -34,13 +34,13 @@ def dispatches(count: int, sites: int) -> list[dict[str, Any]]:
 
 
 def curtails(engine: Engine) -> list[Any]:
-    table = models.Action.__table__
+    table = models.actions
     with engine.connect() as conn:
         return conn.execute(select(table).where(table.c.kind == "curtail")).all()
 
 
 def attempt_outcomes(engine: Engine) -> dict[int, list[str | None]]:
-    table = models.ActionAttempt.__table__
+    table = models.action_attempts
     outcomes: dict[int, list[str | None]] = {}
     with engine.connect() as conn:
         for row in conn.execute(select(table).order_by(table.c.action_id, table.c.number)):
@@ -134,6 +134,6 @@ def test_run_every_wakes_at_the_start_time_and_stops_cleanly_on_sigterm(
     assert 3.5 < woke_after < 8  # at the start (4 s), not at the next poll (600 s)
     with engine.connect() as conn:
         states = conn.execute(
-            select(models.Action.state, func.count()).group_by(models.Action.state)
+            select(models.actions.c.state, func.count()).group_by(models.actions.c.state)
         ).all()
     assert dict(states) == {"succeeded": 1, "waiting": 1}  # the curtail in hand was finished

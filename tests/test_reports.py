@@ -217,7 +217,7 @@ def test_audit_defaults_to_the_last_day_and_exports_json_lines(
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     with story.engine.connect() as conn:
-        assert len(lines) == conn.execute(select(func.count()).select_from(models.Event)).scalar()
+        assert len(lines) == conn.execute(select(func.count()).select_from(models.events)).scalar()
     people = etl("audit", "--dispatch", "miss", env=etl_env(database_url))
     assert "action_missed" in people.stdout and "the dispatch window passed" in people.stdout
 
@@ -265,11 +265,17 @@ def test_status_command_exit_codes(world: World, database_url: str) -> None:
 
 
 def row_counts(engine: Engine) -> dict[str, int]:
-    tables = (models.FetchRun, models.Event, models.Dispatch, models.Action, models.ActionAttempt)
+    tables = (
+        models.fetch_runs,
+        models.events,
+        models.dispatches,
+        models.actions,
+        models.action_attempts,
+    )
     with engine.connect() as conn:
         return {
-            m.__tablename__: conn.execute(select(func.count()).select_from(m)).scalar_one()
-            for m in tables
+            table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in tables
         }
 
 
@@ -282,7 +288,7 @@ def test_prune_removes_only_unchanged_old_fetch_runs(story: World) -> None:
     after = row_counts(story.engine)
     with story.engine.connect() as conn:
         unchanged_runs = conn.execute(
-            select(func.count()).where(models.FetchRun.events == 0)
+            select(func.count()).where(models.fetch_runs.c.events == 0)
         ).scalar()
     assert deleted >= 2 and after["fetch_runs"] == before["fetch_runs"] - deleted
     assert unchanged_runs == 1  # the latest is kept, for `etl status`

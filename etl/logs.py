@@ -1,0 +1,79 @@
+"""Diagnostics on stderr through the standard library's `logging`: one line per record, starting
+with an ISO 8601 UTC timestamp and a level, or with ETL_LOG_FORMAT=json one JSON object per line.
+
+Data (reports, audit, status, the log handler's lines) goes to stdout, never through here.
+"""
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+log = logging.getLogger("etl")
+
+# what a record may carry besides its message (`extra={...}`): JSON lines give them as fields
+FIELDS = (
+    "dispatch",
+    "site",
+    "action",
+    "idempotency_key",
+    "attempt",
+    "worker",
+    "method",
+    "path",
+    "status",
+    "duration_ms",
+    "fetch_run",
+    "event",
+)
+
+FORMATS = ("text", "json")
+
+# a message quoting what a remote party sent cannot forge a second log line
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-11-27T06:49:42.123Z INFO fetch 12: ...`"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage().translate(_CONTROLS)
+        return f"{_timestamp(record)} {record.levelname} {message}"
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"time": "2026-11-27T06:49:42.123Z", "level": "info", "message": "...", ...}`"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+            "logger": record.name,
+        }
+        entry.update({name: getattr(record, name) for name in FIELDS if hasattr(record, name)})
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure(log_format: str) -> None:
+    """Send etl's records to stderr (as it is now: tests swap it) at INFO, in `log_format`."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if log_format not in FORMATS:  # a typo in a crontab must not cost the lines themselves
+        log.warning("ETL_LOG_FORMAT=%r is not one of %s: writing text", log_format, FORMATS)
+
+
+def set_verbosity(verbose: bool, quiet: bool) -> None:
+    """-v: also each HTTP attempt, claim and handler call; -q: only warnings and errors."""
+    if verbose:
+        log.setLevel(logging.DEBUG)
+    elif quiet:
+        log.setLevel(logging.WARNING)
