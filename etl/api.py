@@ -17,6 +17,7 @@ import requests
 from etl import __version__
 from etl.config import ApiSettings
 from etl.errors import ApiError
+from etl.logs import log
 from etl.records import SiteBatch, fingerprint, parse_sites
 from etl.redact import MASK, redact_url
 from etl.timeutil import utcnow
@@ -106,11 +107,14 @@ class VoltusClient:
         deadline = time.monotonic() + self.policy.total_seconds
         for attempt in range(1, self.policy.attempts + 1):
             retry_after = None
+            started = time.monotonic()
             try:
                 response = self._session.get(url, timeout=timeout)
             except RETRYABLE_ERRORS as error:
                 problem = f"{type(error).__name__} ({_first_line(error)})"
+                _log_attempt(path, attempt, started, problem)
             else:
+                _log_attempt(path, attempt, started, response.status_code)
                 if response.status_code == 200:
                     return response.content
                 if response.status_code == 404 and not_found_is_none:
@@ -125,6 +129,7 @@ class VoltusClient:
                     self._scrub(f"GET {url} failed after {attempt} attempts: {problem}"),
                     "the API is unreachable or overloaded; the next run will try again",
                 )
+            log.info("GET %s: %s; retrying in %.1f s", path, self._scrub(problem), delay)
             self._sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
 
@@ -153,6 +158,25 @@ class VoltusClient:
         """The message without the key, and without credentials of the URL it names."""
         text = text.replace(self.settings.url, redact_url(self.settings.url))
         return text.replace(self.settings.key, MASK) if self.settings.key else text
+
+
+def _log_attempt(path: str, attempt: int, started: float, status: int | str) -> None:
+    """-v: each request, by path only: the key travels in a header and is never logged."""
+    duration_ms = round((time.monotonic() - started) * 1000)
+    log.debug(
+        "GET %s: %s in %d ms (attempt %d)",
+        path,
+        status,
+        duration_ms,
+        attempt,
+        extra={
+            "method": "GET",
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "attempt": attempt,
+        },
+    )
 
 
 def _parse_int(digits: str) -> int | float:

@@ -265,7 +265,7 @@ def _log_fetch(summary: "ingest.FetchSummary") -> None:
     )
     for event in summary.events:
         log.info(
-            "  %s",
+            "%s",
             event.describe(),
             extra={"event": event.kind, "dispatch": event.dispatch_id, "site": event.site_id},
         )

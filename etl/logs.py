@@ -18,7 +18,6 @@ FIELDS = (
     "action",
     "idempotency_key",
     "attempt",
-    "worker",
     "method",
     "path",
     "status",
@@ -56,7 +55,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "logger": record.name,
         }
-        entry.update({name: getattr(record, name) for name in FIELDS if hasattr(record, name)})
+        fields = {name: getattr(record, name, None) for name in FIELDS}
+        entry.update({name: value for name, value in fields.items() if value is not None})
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 

@@ -2,6 +2,7 @@
 pool, and records each outcome. `run_loop` alternates fetches and passes until told to stop, waking
 early when a known action falls due."""
 
+import logging
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from etl.config import ProcessorSettings
 from etl.db import read_transaction, write_transaction
 from etl.errors import EtlError
 from etl.handlers import Handler
+from etl.logs import log
 from etl.models import actions, dispatches
 from etl.timeutil import utcnow
 
@@ -59,6 +61,7 @@ def process(
                 taken = claims.claim(engine, worker, free, settings)
                 more_due = len(taken) == free  # a short claim emptied the queue of due actions
                 for claimed in taken:
+                    _log_action(logging.DEBUG, claimed, "claimed; calling the handler")
                     running[pool.submit(handler, claimed.request)] = claimed
             if not running:
                 return summary
@@ -99,15 +102,38 @@ def _record(
         output = future.result() or ""
     except Exception as error:  # whatever a handler raises means the action failed
         message = str(error) or type(error).__name__
+        _log_action(logging.WARNING, claimed, "failed: %s", message)
         if claims.fail(engine, claimed, worker, message, settings):
             summary.failed += 1
         else:
             summary.overtaken += 1
         return
+    _log_action(logging.DEBUG, claimed, "succeeded")
     if claims.succeed(engine, claimed, worker, output):
         summary.succeeded += 1
     else:
         summary.overtaken += 1
+
+
+def _log_action(level: int, claimed: claims.Claimed, what: str, *args: object) -> None:
+    request = claimed.request
+    log.log(
+        level,
+        f"%s site %s for dispatch %s (attempt %d, key %s) {what}",
+        request.action,
+        request.site_id,
+        request.dispatch_id,
+        claimed.attempt,
+        request.idempotency_key,
+        *args,
+        extra={
+            "action": request.action,
+            "site": request.site_id,
+            "dispatch": request.dispatch_id,
+            "attempt": claimed.attempt,
+            "idempotency_key": request.idempotency_key,
+        },
+    )
 
 
 def next_due(engine: Engine, settings: ProcessorSettings) -> datetime | None:

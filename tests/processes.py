@@ -1,4 +1,5 @@
-"""Running the real `etl` command in subprocesses, as cron would."""
+"""Running the real `etl` command: in subprocesses, as cron would, or by its own `main` in the
+test's process where a subprocess would prove nothing more."""
 
 import os
 import sqlite3
@@ -7,8 +8,10 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 from sqlalchemy.engine import make_url
 
+from etl.cli import main
 from etl.sandbox import Sandbox
 
 
@@ -94,3 +97,21 @@ def install_recording_handler(tmp_path: Path) -> dict[str, str]:
 def recorded_calls(tmp_path: Path) -> list[list[str]]:
     calls = tmp_path / "calls.txt"
     return [line.split() for line in calls.read_text().splitlines()] if calls.exists() else []
+
+
+def in_process(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    database_url: str,
+    *args: str,
+) -> subprocess.CompletedProcess[str]:
+    """`etl ARGS` run by its own `main` in this process (quicker than a subprocess, where one
+    proves nothing more), with what a subprocess would give back."""
+    monkeypatch.setattr(sys, "argv", ["etl", *args])
+    monkeypatch.setenv("ETL_DATABASE_URL", database_url)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out = capsys.readouterr()
+    code = exited.value.code
+    return subprocess.CompletedProcess(args, code if isinstance(code, int) else 1, out.out, out.err)

@@ -3,8 +3,6 @@
 import json
 import re
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,12 +10,12 @@ import pytest
 from sqlalchemy import select
 
 from etl import __version__
-from etl.cli import app, main
+from etl.cli import app
 from etl.db import make_engine
 from etl.models import metadata
 from etl.sandbox import Sandbox
 from tests.helpers import log_messages
-from tests.processes import etl, etl_env
+from tests.processes import etl, etl_env, in_process
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -37,7 +35,7 @@ def test_fetch_then_fetch_again(tmp_path: Path, sandbox: Sandbox) -> None:
     assert first.stdout == ""  # what a fetch did is a diagnostic: timestamped, on stderr
     summary, *events = log_messages(first.stderr, "INFO")
     assert "4 dispatches received: 4 new, 0 changed, 0 unchanged, 0 rejected" in summary
-    assert any(e.startswith("  dispatch_created: dispatch asdf ") for e in events)
+    assert any(e.startswith("dispatch_created: dispatch asdf ") for e in events)
     (second,) = log_messages(etl("fetch", env=env).stderr)
     assert "0 new, 0 changed, 4 unchanged" in second and "0 events" in second
     quiet = etl("fetch", "--quiet", env=env)
@@ -52,24 +50,6 @@ def test_an_unmigrated_database_says_how_to_fix_it(tmp_path: Path, sandbox: Sand
     empty.touch()
     result = etl("fetch", env=etl_env(f"sqlite:///{empty}", sandbox))
     assert_one_line_error(result, 4, "has no etl schema (run `etl db upgrade` first)")
-
-
-def in_process(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    database_url: str,
-    *args: str,
-) -> subprocess.CompletedProcess[str]:
-    """`etl ARGS` run by its own `main` in this process (quicker than a subprocess, where one
-    proves nothing more), with what a subprocess would give back."""
-    monkeypatch.setattr(sys, "argv", ["etl", *args])
-    monkeypatch.setenv("ETL_DATABASE_URL", database_url)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main()
-    out = capsys.readouterr()
-    code = exited.value.code
-    return subprocess.CompletedProcess(args, code if isinstance(code, int) else 1, out.out, out.err)
 
 
 @pytest.mark.parametrize("command", [["status"], ["report", "dispatches"], ["audit"]])
