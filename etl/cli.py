@@ -29,7 +29,7 @@ from etl.timeutil import format_rfc3339, parse_duration, parse_moment
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from etl import claims, ingest, planner, processor, status
+    from etl import claims, ingest, metrics, planner, processor, status
 
 ACTIONS_FAILED_EXIT = 5
 
@@ -507,6 +507,12 @@ def audit_command(
         typer.echo("(no events)")
 
 
+class StatusFormat(StrEnum):
+    text = "text"
+    json = "json"
+    prometheus = "prometheus"
+
+
 @app.command("status")
 def status_command(
     database_url: DatabaseUrl = None,
@@ -518,23 +524,50 @@ def status_command(
         str,
         typer.Option(help="Report actions failed (CRITICAL) or missed (WARNING) this recently."),
     ] = "24h",
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for machines.")] = False,
+    fmt: Annotated[
+        StatusFormat,
+        typer.Option(
+            "--format",
+            help="text; json (one object); prometheus (node_exporter's textfile format).",
+        ),
+    ] = StatusFormat.text,
+    as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
 ) -> None:
     """Is the job healthy? Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad usage), as
     monitoring checks expect."""
     from etl import status
 
+    max_age_delta, window_delta = _duration(max_age), _duration(window)
+    fmt = StatusFormat.json if as_json else fmt
     try:
         engine = open_store(database_url)
-        result = status.check(engine, _duration(max_age), _duration(window))
+        result = status.check(engine, max_age_delta, window_delta)
+        counts = None
+        if fmt == StatusFormat.prometheus:
+            from etl import metrics
+
+            counts = metrics.store_counts(engine)
     except EtlError as error:  # a store that cannot be read is as bad as it gets
         log.error("CRITICAL: %s", error)
+        if fmt == StatusFormat.prometheus:
+            _print_metrics(None, None, status.CRITICAL)
         raise typer.Exit(status.CRITICAL) from None
-    if as_json:
-        typer.echo(json.dumps(result.as_json(), indent=2))
-    else:
-        _print_status(result)
+    match fmt:
+        case StatusFormat.json:
+            typer.echo(json.dumps(result.as_json(), indent=2))
+        case StatusFormat.prometheus:
+            _print_metrics(result, counts, result.code)
+        case StatusFormat.text:
+            _print_status(result)
     raise typer.Exit(result.code)
+
+
+def _print_metrics(
+    result: "status.Status | None", counts: "metrics.StoreCounts | None", code: int
+) -> None:
+    from etl import metrics
+
+    typer.echo(metrics.exposition(metrics.StatusCollector(result, counts, code)), nl=False)
 
 
 def _print_status(result: "status.Status") -> None:

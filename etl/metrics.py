@@ -1,0 +1,113 @@
+"""Prometheus metrics of the store and of the status check, in the text format that
+node_exporter's textfile collector reads (`etl status --format prometheus`) and that a
+long-running etl serves. Only commands that publish metrics import this module (and so
+prometheus_client).
+
+A timestamp gauge is 0 when the event never happened, so that `time() - metric` alerts at once.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, func, select
+
+from etl import __version__
+from etl.actions import ActionState, Holding
+from etl.db import read_transaction
+from etl.models import action_attempts, actions, dispatch_sites
+from etl.status import Status
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    actions_by_state: dict[str, int]
+    failed_attempts: int
+    dispatches_holding_sites: int
+
+
+def store_counts(engine: Engine) -> StoreCounts:
+    with read_transaction(engine) as conn:
+        by_state = dict(
+            conn.execute(select(actions.c.state, func.count()).group_by(actions.c.state)).all()
+        )
+        failed_attempts = conn.execute(
+            select(func.count()).where(action_attempts.c.outcome == "failed")
+        ).scalar_one()
+        holding = conn.execute(
+            select(func.count(dispatch_sites.c.dispatch_id.distinct())).where(
+                dispatch_sites.c.holding == Holding.HELD
+            )
+        ).scalar_one()
+    return StoreCounts(by_state, failed_attempts, holding)
+
+
+class StatusCollector(Collector):
+    """The metrics of one status check and one count of the store (None: it could not be read,
+    and only `etl_info` and `etl_status` are given)."""
+
+    def __init__(self, status: Status | None, counts: StoreCounts | None, code: int) -> None:
+        self.status, self.counts, self.code = status, counts, code
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "etl_info",
+            "etl's version and its store's schema revision",
+            labels=["version", "schema"],
+        )
+        schema = self.status.schema_revision if self.status else None
+        info.add_metric([__version__, schema or ""], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "etl_status",
+            "The status check: 0 OK, 1 WARNING, 2 CRITICAL (as `etl status` exits)",
+            value=self.code,
+        )
+        if self.status is not None:
+            yield from self._status_metrics(self.status)
+        if self.counts is not None:
+            yield from self._count_metrics(self.counts)
+
+    def _status_metrics(self, status: Status) -> Iterator[Metric]:
+        for name, moment in (
+            ("success", status.last_success_at),
+            ("failure", status.last_failure_at),
+        ):
+            yield GaugeMetricFamily(
+                f"etl_last_fetch_{name}_timestamp_seconds",
+                f"When the last fetch ended in {name} (Unix time; 0: never)",
+                value=moment.timestamp() if moment else 0,
+            )
+
+    def _count_metrics(self, counts: StoreCounts) -> Iterator[Metric]:
+        by_state = GaugeMetricFamily("etl_actions", "Actions by state", labels=["state"])
+        for state in ActionState:
+            by_state.add_metric([state.value], counts.actions_by_state.get(state, 0))
+        yield by_state
+        for state, description in (
+            (ActionState.MISSED, "Actions recorded missed: their window passed before they ran"),
+            (ActionState.FAILED, "Actions that ended failed: no attempt succeeded"),
+        ):
+            yield CounterMetricFamily(
+                f"etl_actions_{state.value}",
+                description,
+                value=counts.actions_by_state.get(state, 0),
+            )
+        yield CounterMetricFamily(
+            "etl_action_attempts_failed",
+            "Handler calls that failed (the action is retried while its dispatch is active)",
+            value=counts.failed_attempts,
+        )
+        yield GaugeMetricFamily(
+            "etl_dispatches_holding_sites",
+            "Dispatches that hold at least one site now (as of the last processing pass)",
+            value=counts.dispatches_holding_sites,
+        )
+
+
+def exposition(collector: StatusCollector) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry).decode()
