@@ -294,15 +294,17 @@ def test_a_dispatch_the_database_refuses_is_set_aside_and_the_others_stored(
     assert run(engine, client).events == []  # the same listing again: nothing new, no error
 
 
+# a folder of the zone database, and a name too long for a file name, failed the whole fetch
+@pytest.mark.parametrize("zone", ["US/Nowhere", "America", "Z" * 300, "../../etc/passwd"])
 def test_an_unknown_time_zone_gives_the_utc_date(
-    engine: Engine, sandbox: Sandbox, client: VoltusClient
+    engine: Engine, sandbox: Sandbox, client: VoltusClient, zone: str
 ) -> None:
-    program = {**dispatch("p")["program"], "timezone": "US/Nowhere"}
+    program = {**dispatch("p")["program"], "timezone": zone}
     sandbox.dispatches = [dispatch("d1", program=program, start_time="2024-02-02T03:00:00Z")]
     run(engine, client)
     stored = by_id(engine, models.dispatches)["d1"]
     assert stored["start_date_local"] == "2024-02-02"  # in UTC: the zone is not known
-    assert by_id(engine, models.programs)[42]["timezone"] == "US/Nowhere"  # kept as sent
+    assert by_id(engine, models.programs)[42]["timezone"] == zone  # kept as sent
 
 
 def test_a_database_that_refuses_every_record_fails_the_fetch(
