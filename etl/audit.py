@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import Engine, and_, func, or_, select
 
 from etl.db import read_transaction
 from etl.events import describe_subject
-from etl.models import dispatch_sites, events
-from etl.timeutil import utcnow
+from etl.models import dispatch_sites, dispatches, events, programs
+from etl.timeutil import utcnow, with_offset
 
 # `etl audit` alone: what happened lately
 DEFAULT_WINDOW = timedelta(hours=24)
@@ -34,8 +34,18 @@ class AuditQuery:
 
 
 def trail(engine: Engine, query: AuditQuery) -> Iterator[dict[str, Any]]:
-    """The matching events, oldest first, streamed."""
-    statement = select(*(events.c[c] for c in COLUMNS)).order_by(events.c.id)
+    """The matching events, oldest first, streamed; each with its COLUMNS and the `timezone` of
+    its program (its dispatch's, for a dispatch's event), for showing its time there."""
+    program_id = func.coalesce(events.c.program_id, dispatches.c.program_id)
+    statement = (
+        select(*(events.c[c] for c in COLUMNS), programs.c.timezone)
+        .select_from(
+            events.outerjoin(dispatches, dispatches.c.id == events.c.dispatch_id).outerjoin(
+                programs, programs.c.id == program_id
+            )
+        )
+        .order_by(events.c.id)
+    )
     if query.dispatch_id is not None:
         statement = statement.where(events.c.dispatch_id == query.dispatch_id)
     if query.site_id is not None:
@@ -59,11 +69,12 @@ def trail(engine: Engine, query: AuditQuery) -> Iterator[dict[str, Any]]:
 
 
 def describe(event: dict[str, Any]) -> str:
-    """One line for a person: when, what, of what, and the details that matter."""
+    """One line for a person: when (with its offset), what, of what, and the details that
+    matter."""
     subject = describe_subject(event["dispatch_id"], event["site_id"], event["program_id"])
     details = "  ".join(f"{k}={_compact(v)}" for k, v in event["details"].items())
-    when = event["occurred_at"].strftime("%Y-%m-%d %H:%M:%S")
-    return f"{when}Z  {event['kind']:<24} {subject:<28} {details}".rstrip()
+    when = with_offset(event["occurred_at"].isoformat(sep=" ", timespec="seconds"))
+    return f"{when}  {event['kind']:<24} {subject:<28} {details}".rstrip()
 
 
 def _compact(value: Any) -> str:

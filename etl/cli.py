@@ -24,7 +24,7 @@ from etl import __version__, logs
 from etl.config import SANDBOX_URL, ProcessorSettings, api_settings
 from etl.errors import EtlError
 from etl.logs import log
-from etl.timeutil import format_rfc3339, parse_duration, parse_moment
+from etl.timeutil import TimeShift, format_rfc3339, parse_duration, parse_moment, time_shift
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -114,6 +114,24 @@ Until = Annotated[
     datetime | None,
     typer.Option(parser=_moment, metavar="TIME", help="Before this time (same forms as --since)."),
 ]
+
+
+Tz = Annotated[
+    str,
+    typer.Option(
+        "--tz",
+        metavar="ZONE",
+        help="Show times in utc, local (this machine's zone), program (each dispatch's program's "
+        "zone) or an IANA zone such as America/Chicago; each with its offset.",
+    ),
+]
+
+
+def _time_shift(choice: str) -> TimeShift:
+    try:
+        return time_shift(choice)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--tz") from None
 
 
 def _print_version(value: bool) -> None:
@@ -459,12 +477,14 @@ def report(
     fmt: Annotated[
         str, typer.Option("--format", help="table, csv, json (an array) or jsonl.")
     ] = "table",
+    tz: Tz = "utc",
 ) -> None:
     """Report on dispatches, sites, programs or curtailments, from the SQL views."""
     from etl import output, reports
 
     if fmt not in output.FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(output.FORMATS)}", param_hint="--format")
+    shift = _time_shift(tz)
     engine = open_store(database_url)
     f = reports.ReportFilter(since=since, until=until, program_id=program, site_id=site, test=test)
     match kind:
@@ -477,7 +497,13 @@ def report(
         case ReportKind.curtailments:
             query = reports.curtailments_report(f)
     columns = [c.name for c in query.selected_columns]
-    output.write(reports.stream(engine, query), columns, sys.stdout, fmt)
+    zones = reports.program_zones(engine) if tz.lower() == "program" else {}
+    rows = output.shift_times(
+        reports.stream(engine, query),
+        shift,
+        lambda row: row.get("timezone") or zones.get(row.get("program_id")),
+    )
+    output.write(rows, columns, sys.stdout, fmt)
 
 
 @app.command("audit")
@@ -488,15 +514,17 @@ def audit_command(
     since: Since = None,
     until: Until = None,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON object per event.")] = False,
+    tz: Tz = "utc",
 ) -> None:
     """What happened, in time order: dispatches seen and changed, actions planned, claimed,
     attempted, succeeded, failed, missed, skipped or superseded, with their idempotency keys.
     With no filter: the last 24 hours."""
     from etl import audit, output
 
+    shift = _time_shift(tz)
     engine = open_store(database_url)
     query = audit.AuditQuery(dispatch, site, since, until).with_default_window()
-    entries = audit.trail(engine, query)
+    entries = output.shift_times(audit.trail(engine, query), shift, lambda row: row["timezone"])
     if jsonl:
         output.write(entries, audit.COLUMNS, sys.stdout, "jsonl")
         return

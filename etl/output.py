@@ -3,11 +3,12 @@ nothing waits for the whole result but the table's first rows, which set its col
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from itertools import chain, islice
 from typing import Any, TextIO
 
-from etl.timeutil import jsonable
+from etl.timeutil import TimeShift, jsonable
 
 FORMATS = ("table", "csv", "json", "jsonl")
 TABLE_SAMPLE = 200  # rows read before a table's column widths are fixed
@@ -24,6 +25,17 @@ def text(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
     return str(jsonable(value))
+
+
+def shift_times(
+    rows: Iterable[dict[str, Any]],
+    shift: TimeShift,
+    zone_of: Callable[[dict[str, Any]], str | None],
+) -> Iterator[dict[str, Any]]:
+    """The rows with every time shifted as `--tz` asks; `zone_of` names a row's program zone."""
+    for row in rows:
+        zone = zone_of(row)
+        yield {k: shift(v, zone) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 class _Counted:

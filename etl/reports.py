@@ -193,6 +193,12 @@ def sites_report(f: ReportFilter, period: str = "day") -> Select[Any]:
     return query
 
 
+def program_zones(engine: Engine) -> dict[int, str]:
+    """Each program's time zone name, for rows that name only their program."""
+    with read_transaction(engine) as conn:
+        return dict(conn.execute(select(models.programs.c.id, models.programs.c.timezone)).all())
+
+
 def stream(engine: Engine, query: Select[Any]) -> Iterator[dict[str, Any]]:
     """The query's rows as the database hands them over, a batch at a time."""
     with read_transaction(engine) as conn:

@@ -1,6 +1,7 @@
 """Time is aware UTC inside etl; the API sends RFC 3339, sometimes with nanoseconds."""
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,12 +36,17 @@ def parse_rfc3339(value: object) -> datetime:
 
 
 def format_rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return with_offset(value.astimezone(UTC).isoformat())
 
 
 def jsonable(value: object) -> object:
-    """A value as JSON has it (event details, JSON output): times as RFC 3339, like the API's."""
-    return format_rfc3339(value) if isinstance(value, datetime) else value
+    """A value as JSON has it (event details, JSON output): times as RFC 3339, like the API's,
+    with their own offset (UTC inside etl; another zone only when shown with --tz)."""
+    return with_offset(value.isoformat()) if isinstance(value, datetime) else value
+
+
+def with_offset(iso: str) -> str:
+    return iso.replace("+00:00", "Z")
 
 
 @lru_cache(maxsize=256)
@@ -49,6 +55,29 @@ def _zone(name: str) -> ZoneInfo | None:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, a name too long
         return None
+
+
+# `--tz`: how a time is shown, given the name of its program's time zone (or None)
+TimeShift = Callable[[datetime, str | None], datetime]
+TZ_CHOICES = "utc, local, program or an IANA name such as America/Chicago"
+
+
+def time_shift(choice: str) -> TimeShift:
+    """`utc`; `local`, this machine's zone; `program`, each time's own program's zone (UTC when
+    it has none, or one unknown here); or an IANA zone name."""
+    match choice.lower():
+        case "utc":
+            return lambda moment, _: moment
+        case "local":
+            return lambda moment, _: moment.astimezone()
+        case "program":
+            return lambda moment, program: moment.astimezone(
+                (_zone(program) if program else None) or UTC
+            )
+    zone = _zone(choice)
+    if zone is None:
+        raise ValueError(f"unknown time zone {choice[:60]!r}: use {TZ_CHOICES}")
+    return lambda moment, _: moment.astimezone(zone)
 
 
 def local_date(value: datetime, zone_name: str) -> str:
