@@ -10,6 +10,7 @@ minutely `etl run` none of the reports', the emulator's or Alembic's.
 """
 
 import json
+import math
 import os
 import sys
 from datetime import datetime, timedelta
@@ -132,6 +133,17 @@ def _time_shift(choice: str) -> TimeShift:
         return time_shift(choice)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--tz") from None
+
+
+def _every_seconds(value: str) -> float:
+    # checked here, not by typer's range option: some typer versions let `nan` through
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 1 <= seconds <= 86400:  # false for nan too
+        raise typer.BadParameter(f"{value[:40]!r} is not a number of seconds from 1 to 86400")
+    return seconds
 
 
 def _print_version(value: bool) -> None:
@@ -356,11 +368,11 @@ def run(
     every: Annotated[
         float | None,
         typer.Option(
-            help="Keep running: fetch every SECONDS (at least 1), act as soon as an action falls "
+            parser=_every_seconds,
+            metavar="SECONDS",
+            help="Keep running: fetch every SECONDS (1 to 86400), act as soon as an action falls "
             "due, stop on SIGTERM or SIGINT after finishing the actions in hand.",
             show_default=False,
-            min=1,
-            max=86400,
         ),
     ] = None,
     dry_run: DryRun = False,

@@ -50,6 +50,9 @@ def api_settings(url: str | None, key: str | None) -> ApiSettings:
     return ApiSettings(url=url, key=key)
 
 
+LONGEST_SETTING = 7 * 86400  # seconds: a longer timeout, backoff or lead time is a typo
+
+
 @dataclass(frozen=True)
 class ProcessorSettings:
     """How the processor runs actions; each field is an ETL_* variable (see the README)."""
@@ -65,10 +68,18 @@ class ProcessorSettings:
     action_webhook: str | None = None  # ETL_ACTION_WEBHOOK
 
     def __post_init__(self) -> None:
-        if min(self.claim_timeout, self.retry_backoff, self.handler_timeout) <= 0:
-            raise ConfigError("timeouts and backoff must be positive numbers of seconds")
-        if self.lead_time < 0 or self.workers < 1:
-            raise ConfigError("ETL_LEAD_TIME_SECONDS must be >= 0 and ETL_WORKERS >= 1")
+        durations = (self.claim_timeout, self.retry_backoff, self.handler_timeout)
+        # written so that nan fails each test: it compares false with everything
+        if not all(0 < seconds <= LONGEST_SETTING for seconds in durations):
+            raise ConfigError(
+                "ETL_CLAIM_TIMEOUT_SECONDS, ETL_RETRY_BACKOFF_SECONDS and "
+                f"ETL_HANDLER_TIMEOUT_SECONDS must be from 0 (excluded) to {LONGEST_SETTING:,}"
+            )
+        if not 0 <= self.lead_time <= LONGEST_SETTING or not 1 <= self.workers <= 1000:
+            raise ConfigError(
+                f"ETL_LEAD_TIME_SECONDS must be from 0 to {LONGEST_SETTING:,}, and ETL_WORKERS "
+                "from 1 to 1000"
+            )
         # a handler still running when its claim expires would be run again by another process
         if self.handler_timeout >= self.claim_timeout:
             raise ConfigError(

@@ -1,6 +1,7 @@
 """The built-in handlers and the entry-point protocol, each through a real process or server."""
 
 import json
+import math
 import sys
 import threading
 import time
@@ -200,6 +201,26 @@ def test_process_refuses_to_start_without_a_handler_against_a_real_api(tmp_path:
 def test_a_handler_timeout_must_be_shorter_than_the_claim_timeout() -> None:
     with pytest.raises(ConfigError, match="must be shorter than"):
         ProcessorSettings(claim_timeout=30, handler_timeout=60)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"claim_timeout": math.nan},  # passed every check, then failed each claim
+        {"claim_timeout": math.inf},
+        {"retry_backoff": math.nan},
+        {"retry_backoff": 0},
+        {"handler_timeout": math.nan},
+        {"lead_time": math.nan},
+        {"lead_time": -1},
+        {"lead_time": 1e12},
+        {"workers": 0},
+        {"workers": 10**6},
+    ],
+)
+def test_settings_out_of_range_are_refused(setting: dict[str, float]) -> None:
+    with pytest.raises(ConfigError, match="must be from"):
+        ProcessorSettings(**setting)  # type: ignore[arg-type]
 
 
 def a_request() -> ActionRequest:
