@@ -105,9 +105,9 @@ def _timed(run: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def _timed_command(command: list[str], env: dict[str, str]) -> float:
+def _timed_command(command: list[str], env: dict[str, str], quiet: bool = False) -> float:
     started = time.perf_counter()
-    subprocess.run(command, env=env, check=True)
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL if quiet else None)
     return time.perf_counter() - started
 
 
@@ -160,11 +160,22 @@ def compare(backend: str, count: int, runs: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in cases.items()}
 
 
+# What a minutely `etl run` loads before its work, step by step: each line a whole process,
+# so that the differences between them say where the time goes
+COLD_START_STEPS = {
+    "interpreter": "pass",
+    "sqlalchemy": "import sqlalchemy",
+    "libraries": "import sqlalchemy, requests, typer",
+    "etl_modules": "import etl.cli, etl.ingest, etl.processor",
+}
+
+
 def cron_process(runs: int = 7) -> dict[str, float]:
     """Whole-process seconds: `etl run` with 200 unchanged dispatches (stored, none due) against
-    `python benchmarks/floor.py` loading 1,000."""
+    `python benchmarks/floor.py` loading 1,000; `etl --help`; and the COLD_START_STEPS."""
     api = Api()
-    results: dict[str, list[float]] = {"etl": [], "floor": []}
+    results: dict[str, list[float]] = {"etl": [], "floor": [], "help": []}
+    results |= {step: [] for step in COLD_START_STEPS}
     with tempfile.TemporaryDirectory() as folder:
         etl_db, floor_db = f"sqlite:///{folder}/etl.db", f"sqlite:///{folder}/floor.db"
         env = {
@@ -183,5 +194,8 @@ def cron_process(runs: int = 7) -> dict[str, float]:
             results["etl"].append(_timed_command([*etl, "run", "-q"], env))
             api.serve(synthetic(1000))
             results["floor"].append(_timed_command(floor_command, dict(os.environ)))
+            results["help"].append(_timed_command([*etl, "--help"], env, quiet=True))
+            for step, code in COLD_START_STEPS.items():
+                results[step].append(_timed_command([sys.executable, "-c", code], env))
     api.server.shutdown()
     return {name: statistics.median(values) for name, values in results.items()}

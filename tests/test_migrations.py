@@ -24,6 +24,27 @@ def test_migrated_schema_equals_the_models(engine: Engine) -> None:
     assert differences == []
 
 
+def test_partial_indexes_have_the_models_predicates(engine: Engine) -> None:
+    """Alembic's comparison ignores an index's WHERE: each is read back from the database."""
+    partial = {
+        index.name: index.info["where"]
+        for table in metadata.tables.values()
+        for index in table.indexes
+        if "where" in index.info
+    }
+    definitions = {
+        "sqlite": "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name",
+        "postgresql": "SELECT indexdef FROM pg_indexes WHERE indexname = :name",
+    }
+    with engine.connect() as conn:
+        for name, where in partial.items():
+            sql = conn.execute(text(definitions[engine.dialect.name]), {"name": name}).scalar()
+            assert sql is not None, name
+            predicate = sql.split(" WHERE ", 1)[1]
+            assert predicate.strip("() ").lower() == where.lower(), (name, predicate)
+    assert len(partial) == 3
+
+
 def test_upgrade_is_idempotent_and_downgrade_removes_everything(database_url: str) -> None:
     engine = make_engine(database_url)
     migrate(engine)
