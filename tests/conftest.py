@@ -15,6 +15,7 @@ from etl.config import ApiSettings, ProcessorSettings
 from etl.db import make_engine
 from etl.migrate import migrate
 from etl.sandbox import Sandbox
+from tests.processes import InProcess
 from tests.scenarios import Recorder, World
 
 POSTGRES = os.environ.get("ETL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -56,6 +57,21 @@ def engine(database_url: str) -> Iterator[Engine]:
 def sandbox() -> Iterator[Sandbox]:
     with Sandbox() as emulator:
         yield emulator
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path,
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> InProcess:
+    """The `etl` command in this process, on a migrated SQLite store, against the emulator."""
+    monkeypatch.setenv("VOLTUS_API_URL", sandbox.url)
+    monkeypatch.setenv("VOLTUS_API_KEY", sandbox.key)
+    etl = InProcess(monkeypatch, capsys, f"sqlite:///{tmp_path / 'etl.db'}")
+    etl.ok("db", "upgrade")
+    return etl
 
 
 @pytest.fixture

@@ -115,3 +115,21 @@ def in_process(
     out = capsys.readouterr()
     code = exited.value.code
     return subprocess.CompletedProcess(args, code if isinstance(code, int) else 1, out.out, out.err)
+
+
+class InProcess:
+    """`etl ARGS` by its own `main` in this process, against one store."""
+
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+    ) -> None:
+        self.monkeypatch, self.capsys, self.url = monkeypatch, capsys, url
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return in_process(self.monkeypatch, self.capsys, self.url, *args)
+
+    def ok(self, *args: str) -> str:
+        """Its stdout, after checking that it succeeded."""
+        result = self(*args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout

@@ -3,38 +3,26 @@ stays on stdout; the key never appears."""
 
 import json
 import logging
-from pathlib import Path
 
 import pytest
 
 from etl.logs import JsonFormatter, TextFormatter
 from etl.sandbox import Sandbox
 from tests.helpers import at, dispatch, log_messages, site
-from tests.processes import in_process
-
-Run = tuple[pytest.MonkeyPatch, pytest.CaptureFixture[str], str]
+from tests.processes import InProcess
 
 
 @pytest.fixture
-def run(
-    tmp_path: Path,
-    sandbox: Sandbox,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Run:
-    """What `in_process` needs, against a migrated store and the emulator with one active
-    dispatch of two sites."""
+def run(cli: InProcess, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> InProcess:
+    """`cli` with one active dispatch of two sites, and a key to look for in the output."""
     sandbox.key = "k3y-never-logged"
-    sandbox.dispatches = [dispatch("d1", site("a"), site("b"), start_time=at(-1))]
-    monkeypatch.setenv("VOLTUS_API_URL", sandbox.url)
     monkeypatch.setenv("VOLTUS_API_KEY", sandbox.key)
-    url = f"sqlite:///{tmp_path / 'etl.db'}"
-    assert in_process(monkeypatch, capsys, url, "db", "upgrade").returncode == 0
-    return monkeypatch, capsys, url
+    sandbox.dispatches = [dispatch("d1", site("a"), site("b"), start_time=at(-1))]
+    return cli
 
 
-def test_text_lines_have_a_timestamp_and_a_level_and_data_stays_on_stdout(run: Run) -> None:
-    result = in_process(*run, "run")
+def test_text_lines_have_a_timestamp_and_a_level_and_data_stays_on_stdout(run: InProcess) -> None:
+    result = run("run")
     assert result.returncode == 0, result.stderr
     infos = log_messages(result.stderr, "INFO")  # every line has the shape, or this fails
     assert infos[0].startswith("fetch 1: 1 dispatches received: 1 new")
@@ -44,8 +32,8 @@ def test_text_lines_have_a_timestamp_and_a_level_and_data_stays_on_stdout(run: R
     assert result.stdout.splitlines()[0] == "Dispatch d1 is in progress"
 
 
-def test_verbose_shows_each_request_claim_and_handler_call_but_never_the_key(run: Run) -> None:
-    result = in_process(*run, "run", "-v")
+def test_verbose_shows_each_request_claim_and_handler_call_not_the_key(run: InProcess) -> None:
+    result = run("run", "-v")
     debug = log_messages(result.stderr, "DEBUG")
     assert debug[0].startswith("GET /2022-04-15/dispatches: 200 in ") and "(attempt 1)" in debug[0]
     claimed = [line for line in debug if line.endswith("claimed; calling the handler")]
@@ -57,11 +45,11 @@ def test_verbose_shows_each_request_claim_and_handler_call_but_never_the_key(run
 
 
 def test_quiet_keeps_only_warnings_and_errors(
-    run: Run, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+    run: InProcess, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert in_process(*run, "fetch", "-q").stderr == ""
+    assert run("fetch", "-q").stderr == ""
     monkeypatch.setenv("ETL_ACTION_COMMAND", "false")
-    result = in_process(*run, "process", "-q")
+    result = run("process", "-q")
     assert result.returncode == 5
     assert log_messages(result.stderr, "INFO") == []
     warnings = log_messages(result.stderr, "WARNING")
@@ -72,10 +60,10 @@ def test_quiet_keeps_only_warnings_and_errors(
 
 
 def test_json_lines_parse_with_time_level_message_and_fields(
-    run: Run, monkeypatch: pytest.MonkeyPatch
+    run: InProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ETL_LOG_FORMAT", "json")
-    result = in_process(*run, "run", "--verbose")
+    result = run("run", "--verbose")
     records = [json.loads(line) for line in result.stderr.splitlines()]
     assert all({"time", "level", "message"} <= record.keys() for record in records)
     assert all(record["time"].endswith("Z") for record in records)
@@ -92,10 +80,10 @@ def test_json_lines_parse_with_time_level_message_and_fields(
     assert created[0]["dispatch"] == "d1" and created[0]["level"] == "info"
 
 
-def test_errors_are_log_lines_in_json_too(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_are_log_lines_in_json_too(run: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ETL_LOG_FORMAT", "json")
     monkeypatch.setenv("VOLTUS_API_KEY", "wrong-key-zz")
-    result = in_process(*run, "fetch")
+    result = run("fetch")
     assert result.returncode == 3
     (record,) = [json.loads(line) for line in result.stderr.splitlines()]
     assert record["level"] == "error" and "HTTP 401" in record["message"]
@@ -103,10 +91,10 @@ def test_errors_are_log_lines_in_json_too(run: Run, monkeypatch: pytest.MonkeyPa
 
 
 def test_an_unknown_log_format_says_so_and_writes_text(
-    run: Run, monkeypatch: pytest.MonkeyPatch
+    run: InProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ETL_LOG_FORMAT", "xml")
-    result = in_process(*run, "fetch")
+    result = run("fetch")
     assert result.returncode == 0
     (warning,) = log_messages(result.stderr, "WARNING")
     assert warning.startswith("ETL_LOG_FORMAT='xml' is not one of")

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from etl import __version__
 from etl.sandbox import Sandbox
 from tests.helpers import at, dispatch, site
-from tests.processes import in_process
+from tests.processes import InProcess, in_process
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -21,25 +21,18 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_metrics_of_a_store_that_curtailed_and_failed(
-    tmp_path: Path,
-    sandbox: Sandbox,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    cli: InProcess, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'etl.db'}"
-    monkeypatch.setenv("VOLTUS_API_URL", sandbox.url)
-    monkeypatch.setenv("VOLTUS_API_KEY", sandbox.key)
     sandbox.dispatches = [
         dispatch("d1", site("a"), site("b"), start_time=at(-1)),
         dispatch("d2", site("c"), start_time=at(-1), end_time=at(30)),
     ]
-    assert in_process(monkeypatch, capsys, url, "db", "upgrade").returncode == 0
-    assert in_process(monkeypatch, capsys, url, "fetch").returncode == 0
+    cli.ok("fetch")
     monkeypatch.setenv("ETL_ACTION_COMMAND", "sh -c 'test $ETL_SITE_ID != c'")  # c fails
-    assert in_process(monkeypatch, capsys, url, "process").returncode == 5
+    assert cli("process").returncode == 5
     started = time.time()
 
-    result = in_process(monkeypatch, capsys, url, "status", "--format", "prometheus")
+    result = cli("status", "--format", "prometheus")
 
     assert result.returncode == 0, result.stderr  # a failed attempt is retried: still OK
     found = samples(result.stdout)

@@ -5,14 +5,13 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from etl.sandbox import Sandbox
 from tests.helpers import at, dispatch, log_messages, site
-from tests.processes import in_process
+from tests.processes import InProcess
 
 # Chicago moved its clocks from 02:00 CST (08:00Z) to 03:00 CDT on 2026-03-08
 BEFORE_CHANGE, AFTER_CHANGE = "2026-03-08T07:30:00Z", "2026-03-08T08:30:00Z"
@@ -26,33 +25,18 @@ CENTRAL = {
 PARIS = {**CENTRAL, "id": 2, "name": "Paris", "timezone": "Europe/Paris"}
 
 
-class Etl:
-    def __init__(
-        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
-    ) -> None:
-        self.monkeypatch, self.capsys, self.url = monkeypatch, capsys, url
+def rows(etl: InProcess, *args: str) -> list[dict[str, str]]:
+    return json.loads(etl.ok(*args, "--format", "json"))
 
-    def __call__(self, *args: str) -> str:
-        result = in_process(self.monkeypatch, self.capsys, self.url, *args)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
 
-    def rows(self, *args: str) -> list[dict[str, str]]:
-        return json.loads(self(*args, "--format", "json"))
-
-    def dispatch_row(self, dispatch_id: str, *args: str) -> dict[str, str]:
-        rows = self.rows("report", "dispatches", *args)
-        (row,) = [r for r in rows if r["dispatch_id"] == dispatch_id]
-        return row
+def dispatch_row(etl: InProcess, dispatch_id: str, *args: str) -> dict[str, str]:
+    found = rows(etl, "report", "dispatches", *args)
+    (row,) = [r for r in found if r["dispatch_id"] == dispatch_id]
+    return row
 
 
 @pytest.fixture
-def run(
-    tmp_path: Path,
-    sandbox: Sandbox,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Etl:
+def run(cli: InProcess, sandbox: Sandbox) -> InProcess:
     """A store with a past dispatch across Chicago's change and an active one in Paris."""
     sandbox.dispatches = [
         dispatch(
@@ -64,12 +48,8 @@ def run(
         ),
         dispatch("paris", site("b"), program=PARIS, start_time=at(-1)),
     ]
-    monkeypatch.setenv("VOLTUS_API_URL", sandbox.url)
-    monkeypatch.setenv("VOLTUS_API_KEY", sandbox.key)
-    etl = Etl(monkeypatch, capsys, f"sqlite:///{tmp_path / 'etl.db'}")
-    etl("db", "upgrade")
-    etl("run")
-    return etl
+    cli.ok("run")
+    return cli
 
 
 def shown_in(value: str, zone: ZoneInfo) -> datetime:
@@ -79,21 +59,21 @@ def shown_in(value: str, zone: ZoneInfo) -> datetime:
     return moment
 
 
-def test_program_zone_on_both_sides_of_a_daylight_saving_change(run: Etl) -> None:
-    row = run.dispatch_row("dst", "--tz", "program")
+def test_program_zone_on_both_sides_of_a_daylight_saving_change(run: InProcess) -> None:
+    row = dispatch_row(run, "dst", "--tz", "program")
     assert (row["start_time"], row["end_time"]) == (
         "2026-03-08T01:30:00-06:00",
         "2026-03-08T03:30:00-05:00",
     )
-    named = run.dispatch_row("dst", "--tz", "America/Chicago")
+    named = dispatch_row(run, "dst", "--tz", "America/Chicago")
     assert (named["start_time"], named["end_time"]) == (row["start_time"], row["end_time"])
-    utc = run.dispatch_row("dst")
+    utc = dispatch_row(run, "dst")
     assert (utc["start_time"], utc["end_time"]) == (BEFORE_CHANGE, AFTER_CHANGE)
 
 
-def test_each_row_in_its_own_program_zone(run: Etl) -> None:
+def test_each_row_in_its_own_program_zone(run: InProcess) -> None:
     """Curtailment rows name only their program: its zone is looked up."""
-    program, utc = (run.rows("report", "curtailments", "--tz", tz) for tz in ("program", "utc"))
+    program, utc = (rows(run, "report", "curtailments", "--tz", tz) for tz in ("program", "utc"))
     curtail, restore = [row for row in program if row["dispatch_id"] == "paris"]
     in_utc, _ = [row for row in utc if row["dispatch_id"] == "paris"]
     assert (curtail["action"], restore["action"], restore["finished_at"]) == (
@@ -108,8 +88,8 @@ def test_each_row_in_its_own_program_zone(run: Etl) -> None:
     assert in_utc["planned_at"].endswith("Z")
 
 
-def test_audit_lines_show_the_offset_of_the_chosen_zone(run: Etl) -> None:
-    lines = run("audit", "--tz", "program").splitlines()
+def test_audit_lines_show_the_offset_of_the_chosen_zone(run: InProcess) -> None:
+    lines = run.ok("audit", "--tz", "program").splitlines()
     paris = [line for line in lines if "dispatch paris" in line]
     central = [line for line in lines if "dispatch dst" in line or "program 1 " in line]
     sites = [line for line in lines if line.split()[2] == "site_seen"]
@@ -117,7 +97,7 @@ def test_audit_lines_show_the_offset_of_the_chosen_zone(run: Etl) -> None:
     assert all(line.split()[1].endswith(("+01:00", "+02:00")) for line in paris)
     assert all(line.split()[1].endswith(("-06:00", "-05:00")) for line in central)
     assert all(line.split()[1].endswith("Z") for line in sites)  # no program: UTC
-    jsonl = run("audit", "--jsonl", "--tz", "Asia/Kolkata")
+    jsonl = run.ok("audit", "--jsonl", "--tz", "Asia/Kolkata")
     records = [json.loads(line) for line in jsonl.splitlines()]
     assert all(r["occurred_at"].endswith("+05:30") for r in records)
 
@@ -131,17 +111,15 @@ def machine_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     time.tzset()
 
 
-def test_local_is_this_machine_zone(run: Etl, machine_zone: None) -> None:
-    rows = run.rows("report", "dispatches", "--tz", "local")
-    assert {row["start_time"][-6:] for row in rows} == {"+05:45"}
+def test_local_is_this_machine_zone(run: InProcess, machine_zone: None) -> None:
+    found = rows(run, "report", "dispatches", "--tz", "local")
+    assert {row["start_time"][-6:] for row in found} == {"+05:45"}
 
 
 @pytest.mark.parametrize("zone", ["Mars/Base", "America", "../../etc/passwd", "x" * 5000, ""])
-def test_an_unknown_zone_is_one_line(
-    run: Etl, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], zone: str
-) -> None:
+def test_an_unknown_zone_is_one_line(run: InProcess, zone: str) -> None:
     for command in (["report", "dispatches"], ["audit"]):
-        result = in_process(monkeypatch, capsys, run.url, *command, "--tz", zone)
+        result = run(*command, "--tz", zone)
         assert result.returncode == 2 and result.stdout == ""
         (line,) = log_messages(result.stderr, "ERROR")
         assert "unknown time zone" in line and len(line) < 300
