@@ -34,6 +34,7 @@ from etl.errors import ApiError, DatabaseError
 from etl.events import NewEvent
 from etl.events import append as append_events
 from etl.models import (
+    FetchKind,
     FetchOutcome,
     dispatch_sites,
     dispatches,
@@ -101,10 +102,11 @@ class FetchSummary:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What the API said in one fetch: the listing (and when it was asked for), each missing
-    dispatch looked up by id (None: the API does not know it), and the sites if asked for."""
+    """What the API said in one fetch: the listing (None for a lookup: a webhook's fetch of one
+    dispatch), when it was asked for, each dispatch looked up by id (None: the API does not know
+    it), and the sites if asked for."""
 
-    listing: Listing
+    listing: Listing | None
     requested_at: datetime
     looked_up: dict[str, Any | None]
     site_batch: SiteBatch | None
@@ -112,10 +114,12 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class _LastSuccess:
+    # of the last successful listing, which the next listing is compared with
     fingerprint: str | None
-    requested_at: datetime | None
     dispatches_received: int
     rejected: int
+    # when the last successful fetch of any kind asked the API: no older answer is written
+    requested_at: datetime | None
 
 
 def fetch(engine: Engine, client: VoltusClient, include_sites: bool = False) -> FetchSummary:
@@ -141,23 +145,44 @@ def fetch(engine: Engine, client: VoltusClient, include_sites: bool = False) -> 
         with write_transaction(engine, FETCH_LOCK) as conn:
             return ingest(conn, snapshot, started_at, one_by_one=True)
     except BaseException as error:
-        _record_failure(engine, started_at, error)
+        _record_failure(engine, started_at, error, FetchKind.LISTING)
+        raise
+
+
+def fetch_dispatch(engine: Engine, client: VoltusClient, dispatch_id: str) -> FetchSummary:
+    """A lookup: one dispatch fetched by id (a webhook named it) and ingested as a listed one
+    would be, with the same events and the same guards against older answers. A dispatch the
+    API does not know is left to the next listing, which alone decides that one vanished."""
+    started_at = utcnow()
+    try:
+        requested_at = utcnow()
+        answer = client.dispatch(dispatch_id)
+        looked_up = {} if answer is None else {dispatch_id: answer}
+        snapshot = Snapshot(None, requested_at, looked_up, None)
+        with write_transaction(engine, FETCH_LOCK) as conn:
+            return ingest(conn, snapshot, started_at)
+    except BaseException as error:
+        _record_failure(engine, started_at, error, FetchKind.LOOKUP)
         raise
 
 
 def _last_success(conn: Connection) -> _LastSuccess:
-    row = conn.execute(
-        select(
-            fetch_runs.c.body_fingerprint,
-            fetch_runs.c.listing_requested_at,
-            fetch_runs.c.dispatches_received,
-            fetch_runs.c.rejected,
-        )
+    last = (
+        select(fetch_runs)
         .where(fetch_runs.c.outcome == FetchOutcome.SUCCEEDED)
         .order_by(fetch_runs.c.id.desc())
         .limit(1)
-    ).first()
-    return _LastSuccess(*row) if row else _LastSuccess(None, None, 0, 0)
+    )
+    listing = conn.execute(last.where(fetch_runs.c.kind == FetchKind.LISTING)).first()
+    # fetches commit in the order of their requests (an older one is superseded), so the last
+    # by id asked last
+    latest = conn.execute(last).first()
+    requested_at = latest.listing_requested_at if latest else None
+    if listing is None:
+        return _LastSuccess(None, 0, 0, requested_at)
+    return _LastSuccess(
+        listing.body_fingerprint, listing.dispatches_received, listing.rejected, requested_at
+    )
 
 
 def _not_ended(conn: Connection, now: datetime) -> dict[str, Any]:
@@ -198,13 +223,15 @@ def _look_up_missing(
     return looked_up
 
 
-def _record_failure(engine: Engine, started_at: datetime, error: BaseException) -> None:
+def _record_failure(
+    engine: Engine, started_at: datetime, error: BaseException, kind: FetchKind
+) -> None:
     if isinstance(error, DatabaseError):
         return  # the database itself is failing (or locked): recording it would fail (or wait)
     reason = str(error) or type(error).__name__
     if isinstance(error, KeyboardInterrupt):
         reason = "interrupted"
-    row = _fetch_run_row(started_at, FetchOutcome.FAILED, error=reason)
+    row = _fetch_run_row(started_at, FetchOutcome.FAILED, kind, error=reason)
     try:
         with write_transaction(engine, FETCH_LOCK) as conn:
             conn.execute(insert(fetch_runs), row)
@@ -212,11 +239,14 @@ def _record_failure(engine: Engine, started_at: datetime, error: BaseException) 
         pass  # the database itself is failing: the original error is the one to report
 
 
-def _fetch_run_row(started_at: datetime, outcome: FetchOutcome, **counts: Any) -> Row:
+def _fetch_run_row(
+    started_at: datetime, outcome: FetchOutcome, kind: FetchKind, **counts: Any
+) -> Row:
     row: Row = {
         "started_at": started_at,
         "finished_at": utcnow(),
         "outcome": outcome,
+        "kind": kind,
         "listing_requested_at": None,
         "dispatches_received": 0,
         "dispatches_created": 0,
@@ -256,8 +286,8 @@ def ingest(
     if last.requested_at is not None and last.requested_at > snapshot.requested_at:
         return _superseded(conn, snapshot, last, started_at)
     listing = snapshot.listing
-    same_body = listing.fingerprint == last.fingerprint
-    items = [] if same_body else listing.items
+    same_body = listing is not None and listing.fingerprint == last.fingerprint
+    items = listing.items if listing is not None and not same_body else []
     unique_items, duplicates = split_duplicates(items)
     found, mismatched = _answers_by_id(snapshot.looked_up)
     candidates, rejected, fingerprints = _changed_dispatches(conn, [*unique_items, *found])
@@ -275,10 +305,14 @@ def ingest(
     _diff_rejected(conn, rejected, now, changes)
     _end_vanished(conn, snapshot, now, changes)
 
-    received = last.dispatches_received if same_body else len(items)
+    if listing is None:
+        received = len(found)
+    else:
+        received = last.dispatches_received if same_body else len(items)
     run = _fetch_run_row(
         started_at,
         FetchOutcome.SUCCEEDED,
+        FetchKind.LISTING if listing is not None else FetchKind.LOOKUP,
         listing_requested_at=snapshot.requested_at,
         dispatches_received=received,
         dispatches_created=changes.created,
@@ -286,14 +320,14 @@ def ingest(
         sites_received=len(snapshot.site_batch.sites) if snapshot.site_batch else 0,
         rejected=last.rejected if same_body else len(rejected),
         events=len(changes.events),
-        body_fingerprint=listing.fingerprint,
+        body_fingerprint=listing.fingerprint if listing is not None else None,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
     if changes.rejected:
         conn.execute(
             insert(rejected_records), [{**r, "fetch_run_id": run_id} for r in changes.rejected]
         )
-    if not same_body:
+    if listing is not None and not same_body:
         _note_missing(conn, _listed_ids(items), snapshot.requested_at, now)
     append_events(conn, changes.events, now, run_id)
     return FetchSummary(
@@ -371,16 +405,18 @@ def _superseded(
     conn: Connection, snapshot: Snapshot, last: _LastSuccess, started_at: datetime
 ) -> FetchSummary:
     assert last.requested_at is not None
+    what = "listing" if snapshot.listing is not None else "lookup"
     note = (
-        f"its listing, requested at {format_rfc3339(snapshot.requested_at)}, is older than the "
+        f"its {what}, requested at {format_rfc3339(snapshot.requested_at)}, is older than the "
         f"stored one, requested at {format_rfc3339(last.requested_at)}: nothing written"
     )
     row = _fetch_run_row(
         started_at,
         FetchOutcome.SUPERSEDED,
+        FetchKind.LISTING if snapshot.listing is not None else FetchKind.LOOKUP,
         listing_requested_at=snapshot.requested_at,
         error=note,
-        body_fingerprint=snapshot.listing.fingerprint,
+        body_fingerprint=snapshot.listing.fingerprint if snapshot.listing else None,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), row).scalar_one()
     return FetchSummary(run_id, 0, 0, 0, 0, 0, outcome=FetchOutcome.SUPERSEDED, note=note)

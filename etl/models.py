@@ -173,6 +173,11 @@ events = Table(
 )
 
 
+class FetchKind(StrEnum):
+    LISTING = "listing"  # the poll: every dispatch of the last 24 hours
+    LOOKUP = "lookup"  # one dispatch, on a webhook's notification
+
+
 class FetchOutcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -187,8 +192,9 @@ fetch_runs = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=False),
     Column("outcome", String(20), nullable=False),  # a FetchOutcome
-    # when the dispatches listing was requested: a fetch whose listing is older than a stored
-    # one's is superseded
+    Column("kind", String(10), nullable=False, server_default=text("'listing'")),  # a FetchKind
+    # when the API was asked (for the listing, or for the looked-up dispatch): a fetch that
+    # asked before a stored one did is superseded
     Column("listing_requested_at", UTCDateTime),
     Column("dispatches_received", Integer, nullable=False),
     Column("dispatches_created", Integer, nullable=False),

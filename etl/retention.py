@@ -4,8 +4,9 @@ A fetch runs every minute, so `fetch_runs` grows by 1,440 rows a day even when n
 Events, on the other hand, are written only for changes, and are the audit trail: never pruned,
 nor are dispatches, actions and their attempts. What goes: fetch runs older than the given age
 that recorded no event and no rejected record (unchanged and failed fetches), except the latest
-of each outcome, which `etl status` reports, and the first successful one, from which the planner
-tells a missed dispatch from one that ended before the store began.
+of each outcome and kind (`etl status` reports them; the next listing is compared with the
+last), and the first successful one, from which the planner tells a missed dispatch from one
+that ended before the store began.
 """
 
 from datetime import timedelta
@@ -21,7 +22,7 @@ def prune(engine: Engine, older_than: timedelta) -> int:
     """Delete what is prunable; return how many fetch runs went."""
     cutoff = utcnow() - older_than
     with write_transaction(engine) as conn:
-        latest = select(func.max(fetch_runs.c.id)).group_by(fetch_runs.c.outcome)
+        latest = select(func.max(fetch_runs.c.id)).group_by(fetch_runs.c.outcome, fetch_runs.c.kind)
         # the planner tells missed dispatches from history by the store's first fetch
         first = select(func.min(fetch_runs.c.id)).where(
             fetch_runs.c.outcome == FetchOutcome.SUCCEEDED

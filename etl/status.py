@@ -10,7 +10,15 @@ from sqlalchemy import Connection, Engine, func, select, text
 from etl import __version__
 from etl.actions import OPEN, ActionState, Holding
 from etl.db import read_transaction
-from etl.models import FetchOutcome, actions, dispatch_sites, dispatches, events, fetch_runs
+from etl.models import (
+    FetchKind,
+    FetchOutcome,
+    actions,
+    dispatch_sites,
+    dispatches,
+    events,
+    fetch_runs,
+)
 from etl.timeutil import jsonable, utcnow
 
 # a dispatch that holds sites this long with no end time has probably lost its end
@@ -51,14 +59,16 @@ def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:
     now = utcnow()
     with read_transaction(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        # the listings: the poll is the safety net, whatever webhooks' lookups do
+        listings = fetch_runs.c.kind == FetchKind.LISTING
         success = conn.execute(
             select(func.max(fetch_runs.c.finished_at)).where(
-                fetch_runs.c.outcome == FetchOutcome.SUCCEEDED
+                fetch_runs.c.outcome == FetchOutcome.SUCCEEDED, listings
             )
         ).scalar()
         failure = conn.execute(
             select(fetch_runs.c.finished_at, fetch_runs.c.error)
-            .where(fetch_runs.c.outcome == FetchOutcome.FAILED)
+            .where(fetch_runs.c.outcome == FetchOutcome.FAILED, listings)
             .order_by(fetch_runs.c.finished_at.desc())
             .limit(1)
         ).first()

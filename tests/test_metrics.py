@@ -7,6 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from etl import __version__
+from etl.db import SCHEMA_REVISION
 from etl.sandbox import Sandbox
 from tests.helpers import at, dispatch, site
 from tests.processes import InProcess, in_process
@@ -36,7 +37,7 @@ def test_metrics_of_a_store_that_curtailed_and_failed(
 
     assert result.returncode == 0, result.stderr  # a failed attempt is retried: still OK
     found = samples(result.stdout)
-    assert found[("etl_info", (("schema", "0004"), ("version", __version__)))] == 1
+    assert found[("etl_info", (("schema", SCHEMA_REVISION), ("version", __version__)))] == 1
     assert found[("etl_status", ())] == 0
     assert started - 60 < found[("etl_last_fetch_success_timestamp_seconds", ())] <= started
     assert found[("etl_last_fetch_failure_timestamp_seconds", ())] == 0  # never
