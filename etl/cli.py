@@ -324,6 +324,18 @@ def _print_dry_run(planned: "planner.PlanSummary", due: "list[claims.Claimed]") 
         )
 
 
+def _log_outcome(outcome: "processor.RunEvent") -> None:
+    """One event of a long run: a fetch's or a pass's summary, or an error it lived through."""
+    from etl.ingest import FetchSummary
+
+    if isinstance(outcome, EtlError):
+        log.error("%s", outcome)
+    elif isinstance(outcome, FetchSummary):
+        _log_fetch(outcome)
+    else:
+        _log_pass(outcome)
+
+
 def _fail_if_actions_failed(summary: "processor.PassSummary") -> None:
     if summary.failed:
         log.error(
@@ -399,10 +411,7 @@ def run(
     stop = processor.stop_on_signals()
     if every is not None:
         for outcome in processor.run_loop(engine, client, handler, settings, every, stop):
-            if isinstance(outcome, EtlError):
-                log.error("%s", outcome)
-            else:
-                (_log_fetch if isinstance(outcome, ingest.FetchSummary) else _log_pass)(outcome)
+            _log_outcome(outcome)
         return
     fetch_error = None
     try:
@@ -415,6 +424,66 @@ def run(
     if fetch_error is not None:
         raise typer.Exit(fetch_error.exit_code)
     _fail_if_actions_failed(summary)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    database_url: DatabaseUrl = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    every: Annotated[
+        float,
+        typer.Option(
+            parser=_every_seconds,
+            metavar="SECONDS",
+            help="Poll every SECONDS (1 to 86400): the safety net under the webhooks.",
+        ),
+    ] = 30.0,
+    listen: Annotated[
+        str,
+        typer.Option(
+            envvar="ETL_LISTEN",
+            metavar="HOST:PORT",
+            help="Where to listen for webhooks, /healthz and /metrics (port 0: any free one).",
+        ),
+    ] = "127.0.0.1:8080",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ETL_WEBHOOK_TOKEN",
+            help="The webhook's path becomes /voltus/webhook/TOKEN, and any other is 404; "
+            "required to listen beyond loopback.",
+            show_default=False,
+        ),
+    ] = None,
+    max_age: Annotated[
+        str, typer.Option(help="/healthz and /metrics: as `etl status --max-age`.")
+    ] = "5m",
+    window: Annotated[
+        str, typer.Option(help="/healthz and /metrics: as `etl status --window`.")
+    ] = "24h",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run as a service: everything `etl run --every` does, and act within a second on Voltus's
+    webhooks; stop on SIGTERM or SIGINT after finishing the actions in hand."""
+    from etl import processor
+    from etl import serve as service
+    from etl.api import VoltusClient
+    from etl.handlers import load_handler
+
+    logs.set_verbosity(verbose, quiet)
+    settings: ProcessorSettings = ctx.obj()
+    api = api_settings(api_url, api_key)
+    where = service.listener(listen, token)
+    check = (_duration(max_age), _duration(window))
+    handler = load_handler(settings, api.url)
+    engine = open_store(database_url)
+
+    stop = processor.stop_on_signals()
+    client = VoltusClient(api)
+    service.serve(engine, client, handler, settings, every, where, check, stop, _log_outcome)
 
 
 @app.command()

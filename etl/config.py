@@ -1,5 +1,6 @@
 """Settings from environment variables (each also a CLI option) and their documented defaults."""
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,16 @@ from etl.errors import ConfigError
 SANDBOX_URL = "https://sandbox.voltus.co"
 SANDBOX_HOST = "sandbox.voltus.co"
 SANDBOX_KEY = "secret"  # Voltus's published key for its public sandbox, not a secret
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address: reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def default_database_url() -> str:

@@ -7,7 +7,6 @@ is looked up among the `etl.handlers` entry points of the installed packages.
 """
 
 import contextlib
-import ipaddress
 import json
 import os
 import shlex
@@ -28,7 +27,7 @@ from urllib.parse import urlsplit
 import requests
 
 from etl import __version__
-from etl.config import SANDBOX_HOST, ProcessorSettings
+from etl.config import SANDBOX_HOST, ProcessorSettings, is_loopback
 from etl.errors import ConfigError
 from etl.redact import redact_url
 from etl.timeutil import format_rfc3339
@@ -240,12 +239,7 @@ class WebhookHandler:
 def is_practice_api(api_url: str) -> bool:
     """The public sandbox, or an emulator on a loopback address."""
     host = urlsplit(api_url).hostname or ""
-    if host in (SANDBOX_HOST, "localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host == SANDBOX_HOST or is_loopback(host)
 
 
 def load_handler(settings: ProcessorSettings, api_url: str) -> Handler:

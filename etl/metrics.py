@@ -8,15 +8,17 @@ A timestamp gauge is 0 when the event never happened, so that `time() - metric` 
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
-from etl import __version__
+from etl import __version__, status
 from etl.actions import ActionState, Holding
 from etl.db import read_transaction
+from etl.errors import EtlError
 from etl.models import action_attempts, actions, dispatch_sites
 from etl.status import Status
 
@@ -107,7 +109,23 @@ class StatusCollector(Collector):
         )
 
 
-def exposition(collector: StatusCollector) -> str:
+class LiveCollector(Collector):
+    """The status check and the store's counts as of each scrape, for a long-running etl."""
+
+    def __init__(self, engine: Engine, max_age: timedelta, window: timedelta) -> None:
+        self.engine, self.max_age, self.window = engine, max_age, window
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            result = status.check(self.engine, self.max_age, self.window)
+            snapshot = StatusCollector(result, store_counts(self.engine), result.code)
+        except EtlError:  # the store cannot be read: as bad as it gets
+            snapshot = StatusCollector(None, None, status.CRITICAL)
+        yield from snapshot.collect()
+
+
+def exposition(*collectors: Collector) -> str:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    for collector in collectors:
+        registry.register(collector)
     return generate_latest(registry).decode()

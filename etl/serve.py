@@ -1,0 +1,294 @@
+"""`etl serve`: the long-running mode. It polls as `etl run --every` does (the safety net), and
+listens for Voltus's webhooks: each names one dispatch, which is looked up at once, through the
+same ingest path as a listing, and then acted on.
+
+Voltus signs nothing and delivers at least once, so a notification is only a hint to fetch: its
+body never reaches the store, only a dispatch id of the expected shape, looked up at the
+configured API. Notifications are answered before any fetch, and coalesced: those that arrive
+while a fetch is under way wait for the next one, a burst for one dispatch is one lookup, and a
+burst naming many dispatches is one listing. One thread fetches, so a 429's pause holds for all.
+
+Only `etl serve` imports this module (and so waitress and prometheus_client).
+"""
+
+import hmac
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import waitress
+from prometheus_client import Counter, Histogram, disable_created_metrics
+from prometheus_client.registry import CollectorRegistry
+from sqlalchemy import Engine
+
+from etl import ingest, metrics, processor, status
+from etl.api import API_VERSION, VoltusClient
+from etl.config import ProcessorSettings, is_loopback
+from etl.errors import ConfigError, EtlError
+from etl.handlers import ActionRequest, Handler
+from etl.logs import log
+
+WEBHOOK_PATH = "/voltus/webhook"
+MAX_BODY = 16 * 1024  # a notification is under 200 bytes
+EVENTS = ("dispatch.create", "dispatch.update")
+DISPATCH_RESOURCE = re.compile(rf"/{API_VERSION}/dispatches/([A-Za-z0-9_-]{{1,200}})")
+TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,200}")
+# more dispatches than this waiting at once: one listing fetches them all
+MOST_LOOKUPS = 5
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+@dataclass(frozen=True)
+class Listener:
+    host: str
+    port: int
+    token: str | None
+
+    @property
+    def webhook_path(self) -> str:
+        return f"{WEBHOOK_PATH}/{self.token}" if self.token else WEBHOOK_PATH
+
+
+def listener(listen: str, token: str | None) -> Listener:
+    """`HOST:PORT` and the token, checked: a listener reachable from other machines must have
+    a token, the secret part of the path that Voltus is told to POST to."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")  # an IPv6 address: [::1]:8080
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"ETL_LISTEN is not HOST:PORT: {listen[:80]!r}", "e.g. 127.0.0.1:8080")
+    if token is not None and not TOKEN.fullmatch(token):
+        raise ConfigError(
+            "ETL_WEBHOOK_TOKEN must be 16 to 200 letters, digits or ._~- (it is part of a URL)",
+            "e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(24))'`",
+        )
+    if token is None and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host} without ETL_WEBHOOK_TOKEN: Voltus signs nothing, so "
+            "the secret path is what keeps strangers from triggering fetches",
+            "set ETL_WEBHOOK_TOKEN, or listen on 127.0.0.1 behind a proxy",
+        )
+    return Listener(host, int(port), token)
+
+
+class Notifications:
+    """Dispatch ids waiting to be looked up, each with when it was first notified."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, float] = {}
+        self._changed = threading.Condition()
+
+    def add(self, dispatch_id: str) -> None:
+        with self._changed:
+            self._waiting.setdefault(dispatch_id, time.monotonic())
+            self._changed.notify()
+
+    def take(self, timeout: float) -> dict[str, float]:
+        """All that wait, once some do (or {} after `timeout`)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._waiting, timeout)
+            taken, self._waiting = self._waiting, {}
+            return taken
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        disable_created_metrics()  # a `_created` series beside each counter: noise here
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.received = Counter(
+            "etl_webhooks_received",
+            "Webhook notifications received, by what was done with them",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.to_handler = Histogram(
+            "etl_webhook_to_handler_seconds",
+            "From a notification's arrival to the first handler call for its dispatch",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+
+
+class TimedHandler:
+    """The handler, noting for each notified dispatch how long its first call took to come."""
+
+    def __init__(self, handler: Handler, histogram: Histogram) -> None:
+        self.handler, self.histogram = handler, histogram
+        self._notified: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, notified: dict[str, float]) -> None:
+        with self._lock:
+            for dispatch_id, at in notified.items():
+                self._notified.setdefault(dispatch_id, at)
+
+    def __call__(self, request: ActionRequest) -> str | None:
+        with self._lock:
+            notified = self._notified.pop(request.dispatch_id, None)
+        if notified is not None:
+            self.histogram.observe(time.monotonic() - notified)
+        return self.handler(request)
+
+
+class WebhookApp:
+    """The WSGI application: the webhook, /healthz and /metrics."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        where: Listener,
+        notifications: Notifications,
+        server_metrics: ServerMetrics,
+        check: tuple[timedelta, timedelta],
+    ) -> None:
+        self.engine, self.where, self.notifications = engine, where, notifications
+        self.metrics, self.check = server_metrics, check
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        if path.startswith(WEBHOOK_PATH):
+            # compared in constant time: the path holds the token
+            if not hmac.compare_digest(path.encode(), self.where.webhook_path.encode()):
+                return _answer(start_response, 404, {"message": "not found"})
+            if method != "POST":
+                return _answer(start_response, 405, {"message": "POST only"}, [("Allow", "POST")])
+            status_code, body = self._notification(environ)
+            return _answer(start_response, status_code, body)
+        if path in ("/healthz", "/metrics") and method not in ("GET", "HEAD"):
+            return _answer(start_response, 405, {"message": "GET only"}, [("Allow", "GET")])
+        if path == "/healthz":
+            return _answer(start_response, *self._health())
+        if path == "/metrics":
+            text = metrics.exposition(
+                metrics.LiveCollector(self.engine, *self.check), self.metrics.registry
+            )
+            start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
+            return [text.encode()]
+        return _answer(start_response, 404, {"message": "not found"})
+
+    def _notification(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        status_code, body = _parse_notification(environ)
+        outcome = {200: "ping", 202: "accepted", 413: "too_large"}.get(status_code, "refused")
+        self.metrics.received.labels(outcome).inc()
+        if status_code == 202:
+            self.notifications.add(body["dispatch_id"])
+            log.debug("webhook: dispatch %s notified", body["dispatch_id"])
+        elif status_code >= 400:
+            log.warning("webhook refused (HTTP %s): %s", status_code, body["message"])
+        return status_code, body
+
+    def _health(self) -> tuple[int, dict[str, Any]]:
+        try:
+            result = status.check(self.engine, *self.check)
+        except EtlError as error:
+            return 503, {"code": status.CRITICAL, "problems": [f"CRITICAL: {error}"]}
+        return (503 if result.code >= status.CRITICAL else 200), result.as_json()
+
+
+def _parse_notification(environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """What to answer, and for a notification to act on, the dispatch id it names."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 400, {"message": "bad Content-Length"}
+    if length > MAX_BODY:
+        return 413, {"message": f"a notification is at most {MAX_BODY} bytes"}
+    try:
+        notification = json.loads(environ["wsgi.input"].read(length))
+    except (ValueError, RecursionError):
+        return 400, {"message": "the body is not JSON"}
+    if not isinstance(notification, dict) or not isinstance(notification.get("event"), dict):
+        return 400, {"message": 'expected {"event": {"name": ...}, "resource": ...}'}
+    name, resource = notification["event"].get("name"), notification.get("resource")
+    if name == "" and resource == "":
+        return 200, {"message": "pong"}  # Voltus checking that the listener is alive
+    if name not in EVENTS:
+        return 422, {"message": f"event name not one of {', '.join(EVENTS)}"}
+    match = DISPATCH_RESOURCE.fullmatch(resource) if isinstance(resource, str) else None
+    if match is None:
+        return 422, {"message": f"resource is not /{API_VERSION}/dispatches/<id>"}
+    return 202, {"message": "accepted", "dispatch_id": match.group(1)}
+
+
+def _answer(
+    start_response: StartResponse,
+    status_code: int,
+    body: dict[str, Any],
+    extra_headers: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    reasons = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found"}
+    reasons |= {405: "Method Not Allowed", 413: "Content Too Large", 422: "Unprocessable Content"}
+    reasons |= {503: "Service Unavailable"}
+    data = json.dumps(body).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    start_response(f"{status_code} {reasons[status_code]}", headers + (extra_headers or []))
+    return [data]
+
+
+def _push(
+    engine: Engine,
+    client: VoltusClient,
+    handler: TimedHandler,
+    settings: ProcessorSettings,
+    notifications: Notifications,
+    stop: threading.Event,
+) -> Iterator[processor.RunEvent]:
+    """Look up what was notified, then act on what is due, until `stop` is set."""
+    worker = processor.worker_id()
+    while not stop.is_set():
+        notified = notifications.take(timeout=0.5)
+        if not notified:
+            continue
+        handler.expect(notified)
+        try:
+            if len(notified) > MOST_LOOKUPS:
+                yield ingest.fetch(engine, client)
+            else:
+                for dispatch_id in sorted(notified):
+                    yield ingest.fetch_dispatch(engine, client, dispatch_id)
+            yield processor.process(engine, handler, settings, stop, worker)
+        except EtlError as error:
+            yield error
+
+
+def serve(
+    engine: Engine,
+    client: VoltusClient,
+    handler: Handler,
+    settings: ProcessorSettings,
+    every: float,
+    where: Listener,
+    check: tuple[timedelta, timedelta],
+    stop: threading.Event,
+    report: Callable[[processor.RunEvent], None],
+) -> None:
+    """Listen and poll until `stop` is set; each fetch's and pass's summary, and each error
+    lived through, goes to `report`. The work in hand finishes before it returns."""
+    notifications, server_metrics = Notifications(), ServerMetrics()
+    timed = TimedHandler(handler, server_metrics.to_handler)
+    app = WebhookApp(engine, where, notifications, server_metrics, check)
+    server = waitress.create_server(
+        app, host=where.host, port=where.port, max_request_body_size=MAX_BODY, threads=4
+    )
+    listening = threading.Thread(target=server.run, name="etl-listen", daemon=True)
+
+    def push() -> None:
+        for event in _push(engine, client, timed, settings, notifications, stop):
+            report(event)
+
+    pushing = threading.Thread(target=push, name="etl-push")
+    listening.start()
+    pushing.start()
+    log.info("listening on http://%s:%s%s", where.host, server.effective_port, WEBHOOK_PATH)
+    try:
+        for event in processor.run_loop(engine, client, timed, settings, every, stop):
+            report(event)
+    finally:
+        stop.set()
+        pushing.join()
+        server.close()
