@@ -1,0 +1,236 @@
+"""`etl serve`: Voltus's webhooks over real HTTP on loopback, the emulator as the API, a real
+database; the poll set to 10 minutes, so that only a webhook explains an action."""
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
+
+from etl import models, processor, serve
+from etl.errors import ConfigError
+from etl.timeutil import utcnow
+from tests.helpers import at, site
+from tests.scenarios import World, active
+
+TOKEN = "t0ken-abcdefghijklmnop"
+CHECK = (timedelta(minutes=5), timedelta(hours=24))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Service:
+    """`serve.serve` in a thread, as `etl serve` runs it."""
+
+    def __init__(self, world: World, token: str | None) -> None:
+        self.world, self.stop = world, threading.Event()
+        self.where = serve.listener(f"127.0.0.1:{free_port()}", token)
+        self.url = f"http://127.0.0.1:{self.where.port}"
+        self.webhook = self.url + self.where.webhook_path
+        self.reported: list[processor.RunEvent] = []
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        w = self.world
+        serve.serve(
+            w.engine, w.client, w.handler, w.settings, 600, self.where, CHECK, self.stop,
+            self.reported.append,
+        )  # fmt: skip
+
+    def start(self) -> "Service":
+        self.world.sandbox.dispatches = []  # none but those a test adds
+        self.thread.start()
+        wait_for(lambda: _answers(self.url + "/healthz"))
+        wait_for(lambda: bool(self.reported))  # the first poll is done
+        return self
+
+    def notify(self, dispatch_id: str, name: str = "dispatch.update") -> requests.Response:
+        body = {"event": {"name": name}, "resource": f"/2022-04-15/dispatches/{dispatch_id}"}
+        return requests.post(self.webhook, json=body, timeout=5)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=1)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def service(world: World) -> Iterator[Service]:
+    running = Service(world, TOKEN).start()
+    yield running
+    running.close()
+
+
+def calls(world: World) -> list[tuple[str, str, str]]:
+    return [(r.action, r.dispatch_id, r.site_id) for r in world.handler.requests]
+
+
+def test_a_ping_is_answered_and_fetches_nothing(service: Service, world: World) -> None:
+    before = len(world.sandbox.requests)
+    answer = requests.post(service.webhook, json={"event": {"name": ""}, "resource": ""})
+    assert answer.status_code == 200
+    time.sleep(0.3)
+    assert len(world.sandbox.requests) == before
+
+
+def test_create_update_cancel_each_acted_on_at_once(service: Service, world: World) -> None:
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    started = time.monotonic()
+    assert service.notify("d1", "dispatch.create").status_code == 202
+    wait_for(lambda: calls(world) == [("curtail", "d1", "a")])
+    assert time.monotonic() - started < 5  # the poll is 10 minutes away
+    # its end is set in the past: the restore follows at once
+    world.sandbox.dispatches = [active("d1", site("a"), end_time=at(-0.01))]
+    service.notify("d1")
+    wait_for(lambda: calls(world)[-1] == ("restore", "d1", "a"))
+    # a new dispatch, then cancelled
+    world.sandbox.dispatches = [active("d2", site("b"))]
+    service.notify("d2", "dispatch.create")
+    wait_for(lambda: calls(world)[-1] == ("curtail", "d2", "b"))
+    world.sandbox.dispatches = [active("d2", site("b"), authorized=False)]
+    service.notify("d2")
+    wait_for(lambda: calls(world)[-1] == ("restore", "d2", "b"))
+    assert len(calls(world)) == 4
+
+
+def test_a_duplicate_delivery_is_one_action(service: Service, world: World) -> None:
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    for _ in range(3):
+        assert service.notify("d1", "dispatch.create").status_code == 202
+    wait_for(lambda: bool(calls(world)))
+    time.sleep(0.5)
+    service.notify("d1", "dispatch.create")  # again, later
+    time.sleep(0.5)
+    assert calls(world) == [("curtail", "d1", "a")]
+
+
+def note(name: Any, resource: Any) -> dict[str, Any]:
+    return {"event": {"name": name}, "resource": resource}
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (note("dispatch.create", "https://evil.example/2022-04-15/dispatches/a"), 422),
+        (note("dispatch.create", "/2022-04-15/sites/a"), 422),
+        (note("dispatch.create", "/2022-04-15/dispatches/../x"), 422),
+        (note("dispatch.create", "/2022-04-15/dispatches/a?b=1"), 422),
+        (note("dispatch.create", "/2022-04-15/dispatches/a\n"), 422),
+        (note("dispatch.create", ["/2022-04-15/dispatches/a"]), 422),
+        (note("dispatch.delete", "/2022-04-15/dispatches/a"), 422),
+        ({"event": "dispatch.create", "resource": "/2022-04-15/dispatches/a"}, 400),
+        (["not", "an", "object"], 400),
+        ("x" * 20_000, 413),
+    ],
+)
+def test_anything_else_is_refused_and_no_request_leaves(
+    service: Service, world: World, body: Any, status: int
+) -> None:
+    before = len(world.sandbox.requests)
+    answer = requests.post(service.webhook, json=body, timeout=5)
+    assert answer.status_code == status
+    time.sleep(0.3)
+    assert len(world.sandbox.requests) == before
+
+
+def test_wrong_paths_and_methods(service: Service, world: World) -> None:
+    body = {"event": {"name": "dispatch.create"}, "resource": "/2022-04-15/dispatches/a"}
+    before = len(world.sandbox.requests)
+    for path in ("/voltus/webhook", "/voltus/webhook/wrong-token-abcdefgh", "/voltus/webhook/"):
+        assert requests.post(service.url + path, json=body, timeout=5).status_code == 404
+    assert requests.get(service.webhook, timeout=5).status_code == 405
+    assert requests.post(service.url + "/healthz", timeout=5).status_code == 405
+    assert requests.get(service.url + "/nothing", timeout=5).status_code == 404
+    time.sleep(0.3)
+    assert len(world.sandbox.requests) == before
+
+
+def test_a_burst_is_a_handful_of_requests(service: Service, world: World) -> None:
+    world.sandbox.dispatches = [active(f"d{i}", site(f"s{i}")) for i in range(20)]
+    before = len(world.sandbox.requests)
+    threads = [threading.Thread(target=service.notify, args=(f"d{i % 20}",)) for i in range(100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wait_for(lambda: len(calls(world)) == 20)
+    time.sleep(0.3)
+    made = len(world.sandbox.requests) - before
+    assert made <= 10, world.sandbox.requests[before:]
+
+
+def test_healthz_and_metrics(service: Service, world: World) -> None:
+    health = requests.get(service.url + "/healthz", timeout=5)
+    assert health.status_code == 200 and health.json()["code"] == 0
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    service.notify("d1")
+    wait_for(lambda: bool(calls(world)))
+    text = requests.get(service.url + "/metrics", timeout=5).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("etl_webhooks_received_total", (("outcome", "accepted"),))] == 1
+    assert samples[("etl_webhook_to_handler_seconds_count", ())] == 1
+    assert samples[("etl_status", ())] == 0
+    assert samples[("etl_actions", (("state", "succeeded"),))] == 1
+
+
+def test_healthz_is_503_when_critical(world: World) -> None:
+    running = Service(world, None)
+    running.start()
+    try:
+        with world.engine.begin() as conn:  # the last listing is now an hour old
+            conn.execute(update(models.fetch_runs).values(finished_at=utcnow() - timedelta(hours=1)))
+        health = requests.get(running.url + "/healthz", timeout=5)
+        assert health.status_code == 503 and health.json()["code"] == 2
+        assert json.dumps(health.json()).count("CRITICAL") == 1
+    finally:
+        running.close()
+
+
+@pytest.mark.parametrize(
+    ("listen", "token", "message"),
+    [
+        ("0.0.0.0:8080", None, "refusing to listen on 0.0.0.0 without ETL_WEBHOOK_TOKEN"),
+        ("192.168.1.5:8080", None, "without ETL_WEBHOOK_TOKEN"),
+        ("127.0.0.1:8080", "short", "ETL_WEBHOOK_TOKEN must be"),
+        ("127.0.0.1:8080", "has/slash-abcdefghijkl", "ETL_WEBHOOK_TOKEN must be"),
+        ("127.0.0.1", None, "not HOST:PORT"),
+        ("127.0.0.1:99999", None, "not HOST:PORT"),
+    ],
+)
+def test_listening_beyond_loopback_needs_a_token(
+    listen: str, token: str | None, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        serve.listener(listen, token)
+    assert serve.listener("0.0.0.0:8080", TOKEN).webhook_path == f"/voltus/webhook/{TOKEN}"
+    assert serve.listener("[::1]:8080", None).host == "::1"
