@@ -208,7 +208,8 @@ def test_healthz_is_503_when_critical(world: World) -> None:
     running.start()
     try:
         with world.engine.begin() as conn:  # the last listing is now an hour old
-            conn.execute(update(models.fetch_runs).values(finished_at=utcnow() - timedelta(hours=1)))
+            an_hour_ago = utcnow() - timedelta(hours=1)
+            conn.execute(update(models.fetch_runs).values(finished_at=an_hour_ago))
         health = requests.get(running.url + "/healthz", timeout=5)
         assert health.status_code == 503 and health.json()["code"] == 2
         assert json.dumps(health.json()).count("CRITICAL") == 1
