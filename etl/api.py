@@ -39,6 +39,18 @@ class Listing:
         return _items(self.body, self.url, "dispatches")
 
 
+WEBHOOK_EVENTS = ("dispatch.create", "dispatch.update")
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A registration: Voltus POSTs a notification of these events to this URL."""
+
+    id: str
+    url: str
+    events: tuple[str, ...]
+
+
 RETRYABLE_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -95,6 +107,26 @@ class VoltusClient:
         body = self._get(path, not_found_is_none=True)
         return None if body is None else _decode(body, self.settings.url + path)
 
+    def webhooks(self) -> list[Webhook]:
+        url = f"{self.settings.url}/{API_VERSION}/webhooks"
+        body = self._send("GET", f"/{API_VERSION}/webhooks")
+        assert body is not None
+        return [_webhook(item, url) for item in _items(body, url, "webhooks")]
+
+    def register_webhook(self, url: str) -> Webhook:
+        """Register `url` for dispatch.create and dispatch.update. Sent once, never retried: a
+        retry after a lost answer would register the URL twice."""
+        path = f"/{API_VERSION}/webhooks"
+        payload = {"url": url, "events": [{"name": name} for name in WEBHOOK_EVENTS]}
+        body = self._send("POST", path, payload)
+        assert body is not None
+        return _webhook(_decode(body, self.settings.url + path), self.settings.url + path)
+
+    def delete_webhook(self, webhook_id: str) -> bool:
+        """False when the API knows no such registration."""
+        path = f"/{API_VERSION}/webhooks/{quote(webhook_id, safe='')}"
+        return self._send("DELETE", path, not_found_is_none=True) is not None
+
     def sites(self) -> SiteBatch:
         url = f"{self.settings.url}/{API_VERSION}/sites"
         body = self._get(f"/{API_VERSION}/sites")
@@ -102,38 +134,50 @@ class VoltusClient:
         return parse_sites(_items(body, url, "sites"))
 
     def _get(self, path: str, not_found_is_none: bool = False) -> bytes | None:
+        return self._send("GET", path, not_found_is_none=not_found_is_none)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        payload: Any = None,
+        not_found_is_none: bool = False,
+    ) -> bytes | None:
+        """The body of a 2xx answer (None for a 404 when `not_found_is_none`). Retried as the
+        policy says, except a POST: it is not idempotent."""
         url = self.settings.url + path
         timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         deadline = time.monotonic() + self.policy.total_seconds
-        for attempt in range(1, self.policy.attempts + 1):
+        attempts = 1 if method == "POST" else self.policy.attempts
+        for attempt in range(1, attempts + 1):
             retry_after = None
             started = time.monotonic()
             try:
-                response = self._session.get(url, timeout=timeout)
+                response = self._session.request(method, url, json=payload, timeout=timeout)
             except RETRYABLE_ERRORS as error:
                 problem = f"{type(error).__name__} ({_first_line(error)})"
-                _log_attempt(path, attempt, started, problem)
+                _log_attempt(method, path, attempt, started, problem)
             else:
-                _log_attempt(path, attempt, started, response.status_code)
-                if response.status_code == 200:
+                _log_attempt(method, path, attempt, started, response.status_code)
+                if 200 <= response.status_code < 300:
                     return response.content
                 if response.status_code == 404 and not_found_is_none:
                     return None
                 if response.status_code != 429 and response.status_code < 500:
-                    raise self._fatal(response, url)
+                    raise self._fatal(method, response, url)
                 problem = f"HTTP {response.status_code}{self._message(response)}"
                 retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
             delay = retry_after if retry_after is not None else self.policy.backoff(attempt)
-            if attempt == self.policy.attempts or time.monotonic() + delay > deadline:
+            if attempt == attempts or time.monotonic() + delay > deadline:
                 raise ApiError(
-                    self._scrub(f"GET {url} failed after {attempt} attempts: {problem}"),
+                    self._scrub(f"{method} {url} failed after {attempt} attempts: {problem}"),
                     "the API is unreachable or overloaded; the next run will try again",
                 )
-            log.info("GET %s: %s; retrying in %.1f s", path, self._scrub(problem), delay)
+            log.info("%s %s: %s; retrying in %.1f s", method, path, self._scrub(problem), delay)
             self._sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _fatal(self, response: requests.Response, url: str) -> ApiError:
+    def _fatal(self, method: str, response: requests.Response, url: str) -> ApiError:
         status = response.status_code
         hints = {
             400: "the request was refused; is VOLTUS_API_KEY set?",
@@ -142,7 +186,7 @@ class VoltusClient:
             404: "check VOLTUS_API_URL, e.g. https://api.voltus.co (no path)",
         }
         return ApiError(
-            self._scrub(f"GET {url} failed: HTTP {status}{self._message(response)}"),
+            self._scrub(f"{method} {url} failed: HTTP {status}{self._message(response)}"),
             hints.get(status, "this is not retried"),
         )
 
@@ -160,23 +204,34 @@ class VoltusClient:
         return text.replace(self.settings.key, MASK) if self.settings.key else text
 
 
-def _log_attempt(path: str, attempt: int, started: float, status: int | str) -> None:
+def _log_attempt(method: str, path: str, attempt: int, started: float, status: int | str) -> None:
     """-v: each request, by path only: the key travels in a header and is never logged."""
     duration_ms = round((time.monotonic() - started) * 1000)
     log.debug(
-        "GET %s: %s in %d ms (attempt %d)",
+        "%s %s: %s in %d ms (attempt %d)",
+        method,
         path,
         status,
         duration_ms,
         attempt,
         extra={
-            "method": "GET",
+            "method": method,
             "path": path,
             "status": status,
             "duration_ms": duration_ms,
             "attempt": attempt,
         },
     )
+
+
+def _webhook(item: Any, url: str) -> Webhook:
+    try:
+        events = tuple(e["name"] if isinstance(e, dict) else str(e) for e in item["events"])
+        return Webhook(str(item["id"]), str(item["url"]), events)
+    except (KeyError, TypeError) as error:
+        raise ApiError(
+            f"unexpected webhook from {redact_url(url)}: no {error}", "is VOLTUS_API_URL the API?"
+        ) from None
 
 
 def _parse_int(digits: str) -> int | float:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from etl import claims, ingest, metrics, planner, processor, status
+    from etl.api import Webhook
 
 ACTIONS_FAILED_EXIT = 5
 
@@ -41,6 +42,11 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Create, migrate and prune the database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+webhooks_app = typer.Typer(
+    help="List, register and delete the account's Voltus webhooks (for `etl serve`).",
+    no_args_is_help=True,
+)
+app.add_typer(webhooks_app, name="webhooks")
 
 DatabaseUrl = Annotated[
     str | None,
@@ -486,6 +492,58 @@ def serve(
     service.serve(engine, client, handler, settings, every, where, check, stop, _log_outcome)
 
 
+@webhooks_app.command("list")
+def webhooks_list(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """The account's registrations: id, URL (its secrets masked) and events."""
+    from etl.api import VoltusClient
+
+    registered = VoltusClient(api_settings(api_url, api_key)).webhooks()
+    for webhook in registered:
+        typer.echo(_describe_webhook(webhook))
+    if not registered:
+        typer.echo("(no webhooks)")
+
+
+@webhooks_app.command("register")
+def webhooks_register(
+    url: Annotated[
+        str, typer.Argument(help="Where Voltus will POST: https://HOST/voltus/webhook/TOKEN.")
+    ],
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Have Voltus POST dispatch.create and dispatch.update notifications to URL."""
+    from urllib.parse import urlsplit
+
+    from etl.api import VoltusClient
+
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        raise typer.BadParameter(f"not an http(s) URL: {url[:80]!r}", param_hint="URL")
+    webhook = VoltusClient(api_settings(api_url, api_key)).register_webhook(url)
+    typer.echo(f"registered {_describe_webhook(webhook)}")
+
+
+@webhooks_app.command("delete")
+def webhooks_delete(
+    webhook_id: Annotated[str, typer.Argument(metavar="ID", help="As `etl webhooks list` shows.")],
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Stop Voltus's notifications to one registration (for good: it cannot be undone)."""
+    from etl.api import VoltusClient
+    from etl.errors import ApiError
+
+    if not VoltusClient(api_settings(api_url, api_key)).delete_webhook(webhook_id):
+        raise ApiError(f"no webhook {webhook_id!r}", "see `etl webhooks list`")
+    typer.echo(f"deleted webhook {webhook_id}")
+
+
+def _describe_webhook(webhook: "Webhook") -> str:
+    from etl.redact import redact_url
+
+    return f"{webhook.id}  {redact_url(webhook.url)}  {', '.join(webhook.events)}"
+
+
 @app.command()
 def sandbox(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -742,7 +800,8 @@ def main() -> None:
             raise SystemExit(0) from None
         context = getattr(error, "ctx", None)
         command = context.info_name if context is not None else None
-        hint = f" (see etl {command} --help)" if command and command != "etl" else ""
+        path = context.command_path if context is not None else "etl"
+        hint = f" (see {path} --help)" if path != "etl" else ""
         message = " ".join(error.format_message().split())
         log.error("%s%s", message, hint)
         if command == "status":

@@ -10,6 +10,8 @@ SECRET_PARAMETERS = {
     "api_key", "apikey", "signature", "sig", "sslpassword", "client_secret",
 }  # fmt: skip
 PARAMETER = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
+# etl serve's webhook path: what follows it is the secret token
+WEBHOOK_TOKEN = re.compile(r"(/voltus/webhook/)[^/?#]+")
 
 
 def redact_url(url: str) -> str:
@@ -22,6 +24,7 @@ def redact_url(url: str) -> str:
     if parts.password is not None:
         userinfo, host = parts.netloc.rsplit("@", 1)
         url = url.replace(parts.netloc, f"{userinfo.split(':', 1)[0]}:{MASK}@{host}", 1)
+    url = WEBHOOK_TOKEN.sub(rf"\g<1>{MASK}", url)
     return PARAMETER.sub(_mask_parameter, url)
 
 

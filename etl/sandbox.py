@@ -9,12 +9,19 @@ emulator started.
 The file is read again whenever it changes, so a running emulator follows your edits.
 Unlike the real API, it does not drop dispatches older than 24 hours: a scenario's `unlisted`
 dispatches are the ones known by id only, as the API's older than a day are.
+
+It also takes webhook registrations (`GET`/`POST /2022-04-15/webhooks`, `DELETE
+/2022-04-15/webhooks/{id}`) and pushes to each registered URL, as Voltus does, a
+`dispatch.create` or `dispatch.update` notification when a dispatch appears or changes (in the
+scenario file, or set by a test), retrying one that is not answered 2xx.
 """
 
 import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +37,9 @@ from etl.timeutil import format_rfc3339, utcnow
 
 RELATIVE_TIME = re.compile(r"^now(?:([+-])(\d+)([smhd]))?$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+WEBHOOK_EVENTS = ("dispatch.create", "dispatch.update")
+PUSH_EVERY = 0.05  # seconds between two looks for changed dispatches
+DELIVERY_ATTEMPTS = 5
 
 
 @dataclass
@@ -83,7 +93,10 @@ class Sandbox:
         self.key = key
         self.lock = threading.Lock()
         self.faults = Faults()
-        self.requests: list[str] = []
+        self.requests: list[str] = []  # the path of each GET; `METHOD path` of the others
+        self.webhooks: dict[str, dict[str, Any]] = {}
+        self.pushed: list[tuple[str, str, int | str]] = []  # event, dispatch id, status or error
+        self._stopped = threading.Event()
         self._scenario_path = scenario_path
         self._scenario_mtime = self._mtime()
         scenario = load_scenario(scenario_path, self.anchor)
@@ -99,6 +112,7 @@ class Sandbox:
             ) from None
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._seen = self._dispatch_states()
 
     @property
     def url(self) -> str:
@@ -106,6 +120,7 @@ class Sandbox:
         return f"http://{host}:{port}"
 
     def serve_forever(self) -> None:
+        threading.Thread(target=self._push_forever, daemon=True).start()
         self._server.serve_forever(poll_interval=0.2)
 
     def start(self) -> "Sandbox":
@@ -114,6 +129,7 @@ class Sandbox:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -134,10 +150,12 @@ class Sandbox:
         self.dispatches, self.sites = scenario["dispatches"], scenario["sites"]
         self.unlisted = scenario["unlisted"]
 
-    def respond(self, path: str, key: str | None) -> tuple[int, dict[str, str], bytes]:
-        """Status, extra headers and body for one GET, faults included."""
+    def respond(
+        self, path: str, key: str | None, method: str = "GET", body: bytes = b""
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Status, extra headers and body for one request, faults included."""
         with self.lock:
-            self.requests.append(path)
+            self.requests.append(path if method == "GET" else f"{method} {path}")
             delay = self.faults.delay_seconds
         if delay:
             time.sleep(delay)
@@ -156,6 +174,11 @@ class Sandbox:
                 self._follow_scenario_file()
             except ConfigError as error:
                 return 500, {}, _error_body(str(error), "internal")
+            if path.split("?", 1)[0].startswith(f"/{API_VERSION}/webhooks"):
+                status, answer = self._webhooks(method, path, body)
+                return status, {}, answer
+            if method != "GET":
+                return 405, {}, _error_body(f"{method} is not allowed here", "bad_request")
             status, body = self._route(path)
             if status == 200 and self.faults.not_json:
                 self.faults.not_json -= 1
@@ -180,6 +203,90 @@ class Sandbox:
             return 404, _error_body(f"dispatch {wanted} not found", "not_found")
         return 404, _error_body(f"no such endpoint: {path}", "not_found")
 
+    def _webhooks(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        """The account's webhook registrations (the caller holds the lock)."""
+        wanted = path.split("?", 1)[0].removeprefix(f"/{API_VERSION}/webhooks").strip("/")
+        if method == "GET" and not wanted:
+            return 200, _json({"webhooks": list(self.webhooks.values()), "page": 0, "perPage": 0})
+        if method == "POST" and not wanted:
+            try:
+                request = json.loads(body)
+                url, events = request["url"], [e["name"] for e in request["events"]]
+            except (ValueError, KeyError, TypeError):
+                return 400, _error_body(
+                    "A create webhook request must contain an 'url' and 'events' field",
+                    "Bad Request",
+                )
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                return 400, _error_body("'url' must be an http(s) URL", "Bad Request")
+            if not events or any(e not in WEBHOOK_EVENTS for e in events):
+                return 400, _error_body(f"events must be among {WEBHOOK_EVENTS}", "Bad Request")
+            webhook_id = f"wh{len(self.webhooks) + 1}"
+            while webhook_id in self.webhooks:
+                webhook_id += "x"
+            self.webhooks[webhook_id] = {
+                "id": webhook_id,
+                "url": url,
+                "events": [{"name": e} for e in events],
+            }
+            return 200, _json(self.webhooks[webhook_id])
+        if method == "DELETE" and wanted in self.webhooks:
+            del self.webhooks[wanted]
+            return 200, _json({})
+        return 404, _error_body(f"no webhook {wanted!r}", "not_found")
+
+    def _dispatch_states(self) -> dict[str, str]:
+        return {
+            d["id"]: json.dumps(d, sort_keys=True)
+            for d in self.dispatches
+            if isinstance(d, dict) and isinstance(d.get("id"), str)
+        }
+
+    def _push_forever(self) -> None:
+        while not self._stopped.wait(PUSH_EVERY):
+            with self.lock:
+                try:
+                    self._follow_scenario_file()
+                except ConfigError:
+                    continue  # a half-written file: the next look reads it whole
+                states, before = self._dispatch_states(), self._seen
+                self._seen = states
+                targets = [
+                    (hook["url"], {e["name"] for e in hook["events"]})
+                    for hook in self.webhooks.values()
+                ]
+            for dispatch_id, state in states.items():
+                event = "dispatch.create" if dispatch_id not in before else "dispatch.update"
+                if before.get(dispatch_id) == state:
+                    continue
+                for url, events in targets:
+                    if event in events:
+                        threading.Thread(
+                            target=self._deliver, args=(url, event, dispatch_id), daemon=True
+                        ).start()
+
+    def _deliver(self, url: str, event: str, dispatch_id: str) -> None:
+        """POST one notification, as Voltus does: retried until answered 2xx, a few times."""
+        resource = f"/{API_VERSION}/dispatches/{dispatch_id}"
+        body = _json({"event": {"name": event}, "resource": resource})
+        outcome: int | str = "not sent"
+        for attempt in range(DELIVERY_ATTEMPTS):
+            request = urllib.request.Request(
+                url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:
+                    outcome = answer.status
+                    break
+            except urllib.error.HTTPError as error:
+                outcome = error.code
+            except OSError as error:
+                outcome = type(error).__name__
+            if self._stopped.wait(0.2 * 2**attempt):
+                break
+        with self.lock:
+            self.pushed.append((event, dispatch_id, outcome))
+
 
 def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
@@ -192,7 +299,20 @@ def _error_body(message: str, kind: str) -> bytes:
 def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status, headers, body = sandbox.respond(self.path, self.headers.get("X-Voltus-API-Key"))
+            self._answer("GET")
+
+        def do_POST(self) -> None:
+            self._answer("POST")
+
+        def do_DELETE(self) -> None:
+            self._answer("DELETE")
+
+        def _answer(self, method: str) -> None:
+            length = self.headers.get("Content-Length", "0")
+            length = min(int(length), 1 << 20) if length.isdigit() else 0
+            request_body = self.rfile.read(length) if length else b""
+            key = self.headers.get("X-Voltus-API-Key")
+            status, headers, body = sandbox.respond(self.path, key, method, request_body)
             truncate = headers.pop("X-Truncate", None)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
