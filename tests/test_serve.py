@@ -16,8 +16,10 @@ from sqlalchemy import update
 
 from etl import models, processor, serve
 from etl.errors import ConfigError
+from etl.sandbox import Sandbox
 from etl.timeutil import utcnow
 from tests.helpers import at, site
+from tests.processes import InProcess
 from tests.scenarios import World, active
 
 TOKEN = "t0ken-abcdefghijklmnop"
@@ -235,3 +237,46 @@ def test_listening_beyond_loopback_needs_a_token(
         serve.listener(listen, token)
     assert serve.listener("0.0.0.0:8080", TOKEN).webhook_path == f"/voltus/webhook/{TOKEN}"
     assert serve.listener("[::1]:8080", None).host == "::1"
+
+
+def test_webhooks_are_listed_registered_and_deleted(cli: InProcess, sandbox: Sandbox) -> None:
+    assert cli.ok("webhooks", "list") == "(no webhooks)\n"
+    url = f"https://etl.example.com/voltus/webhook/{TOKEN}"
+    registered = cli.ok("webhooks", "register", url)
+    assert registered == (
+        "registered wh1  https://etl.example.com/voltus/webhook/***  "
+        "dispatch.create, dispatch.update\n"
+    )
+    assert sandbox.webhooks["wh1"]["url"] == url  # the real one went to the API
+    assert TOKEN not in cli.ok("webhooks", "list")
+    assert cli.ok("webhooks", "delete", "wh1") == "deleted webhook wh1\n"
+    missing = cli("webhooks", "delete", "wh1")
+    assert missing.returncode == 3 and "no webhook 'wh1'" in missing.stderr
+    assert cli("webhooks", "register", "ftp://x").returncode == 2
+    assert [r for r in sandbox.requests if r.startswith(("POST", "DELETE"))] == [
+        "POST /2022-04-15/webhooks",
+        "DELETE /2022-04-15/webhooks/wh1",
+        "DELETE /2022-04-15/webhooks/wh1",
+    ]
+
+
+def test_a_registration_is_sent_once_even_when_the_api_fails(
+    cli: InProcess, sandbox: Sandbox
+) -> None:
+    sandbox.faults.statuses = [503]
+    result = cli("webhooks", "register", "https://etl.example.com/voltus/webhook")
+    assert result.returncode == 3 and "failed after 1 attempts: HTTP 503" in result.stderr
+    assert sandbox.requests.count("POST /2022-04-15/webhooks") == 1 and sandbox.webhooks == {}
+
+
+def test_the_emulator_pushes_and_etl_acts_end_to_end(service: Service, world: World) -> None:
+    """Registered through the API, the emulator POSTs each change; nothing else fetches."""
+    world.client.register_webhook(service.webhook)
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    wait_for(lambda: calls(world) == [("curtail", "d1", "a")])
+    world.sandbox.dispatches = [active("d1", site("a"), authorized=False)]
+    wait_for(lambda: calls(world)[-1] == ("restore", "d1", "a"))
+    assert world.sandbox.pushed == [
+        ("dispatch.create", "d1", 202),
+        ("dispatch.update", "d1", 202),
+    ]
