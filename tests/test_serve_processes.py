@@ -1,0 +1,95 @@
+"""Real `etl serve` processes: SIGTERM while a webhook's action is in hand, and two services
+on one PostgreSQL database receiving the same notification."""
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import Engine, func, select
+
+from etl import models
+from etl.sandbox import Sandbox
+from tests.helpers import site
+from tests.processes import (
+    etl,
+    etl_env,
+    finish,
+    install_recording_handler,
+    recorded_calls,
+    start_etl,
+)
+from tests.scenarios import active
+from tests.test_serve import free_port, wait_for
+
+pytestmark = pytest.mark.slow  # real processes
+
+
+def start_service(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    process = start_etl("serve", "--every", "600", "--listen", f"127.0.0.1:{port}", env=env)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return requests.get(url + "/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(answers, seconds=30)
+    return process, url
+
+
+def notify(url: str, dispatch_id: str) -> int:
+    resource = f"/2022-04-15/dispatches/{dispatch_id}"
+    body = {"event": {"name": "dispatch.create"}, "resource": resource}
+    return requests.post(url + "/voltus/webhook", json=body, timeout=5).status_code
+
+
+def action_states(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(models.actions.c.state, func.count()).group_by(models.actions.c.state)
+        ).all()
+    return dict(rows)
+
+
+def test_sigterm_during_a_webhook_action_finishes_it_and_exits_0(
+    engine: Engine, database_url: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.dispatches = []
+    env = etl_env(database_url, sandbox, **install_recording_handler(tmp_path), RECORDING_SLEEP="2")
+    assert etl("db", "upgrade", env=env).returncode == 0
+    service, url = start_service(env)
+    sandbox.dispatches = [active("d1", site("a"))]
+    assert notify(url, "d1") == 202
+    wait_for(lambda: action_states(engine).get("claimed") == 1)
+    service.send_signal(signal.SIGTERM)
+    assert finish(service, timeout=30) == 0
+    assert [call[1:4] for call in recorded_calls(tmp_path)] == [["curtail", "d1", "a"]]
+    assert action_states(engine) == {"succeeded": 1, "waiting": 1}
+
+
+# several services behind a load balancer share a PostgreSQL database, not a SQLite file
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_services_on_one_database_act_once_on_the_same_notification(
+    engine: Engine, database_url: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    sandbox.dispatches = []
+    env = etl_env(database_url, sandbox, **install_recording_handler(tmp_path))
+    assert etl("db", "upgrade", env=env).returncode == 0
+    services = [start_service(env) for _ in range(2)]
+    sandbox.dispatches = [active("d1", site("a"), site("b"))]
+    try:
+        for _, url in services:  # a load balancer's retry: each gets the notification
+            assert notify(url, "d1") == 202
+        wait_for(lambda: action_states(engine).get("succeeded") == 2)
+        time.sleep(1)
+    finally:
+        for service, _ in services:
+            service.send_signal(signal.SIGTERM)
+            assert finish(service, timeout=30) == 0
+    calls = sorted(call[1:4] for call in recorded_calls(tmp_path))
+    assert calls == [["curtail", "d1", "a"], ["curtail", "d1", "b"]]
