@@ -7,6 +7,7 @@ machines are noisy; absolute times are printed only beside their floor).
 import argparse
 
 from benchmarks import ingest, processor
+from benchmarks import push as push_path
 
 
 def main() -> None:
@@ -38,6 +39,7 @@ def main() -> None:
     planning(args.history, args.planning_backends.split(","))
     latency()
     throughput()
+    push()
 
 
 def ingestion(sizes: list[int], runs: int) -> None:
@@ -122,6 +124,21 @@ def throughput() -> None:
     four = processor.actions_per_second(4)
     print(f"1 process: {one['actions_per_s']:.0f}/s; 4 processes: {four['actions_per_s']:.0f}/s")
     print(f"4 / 1: {four['actions_per_s'] / one['actions_per_s']:.2f}x")
+
+
+def push() -> None:
+    print()
+    print("== Push: `etl serve` (polling every 600 s), a notification for a dispatch active at ==")
+    print("== once to its webhook handler's call; API requests for a burst of 100 notifications ==")
+    for backend in ("sqlite", "postgresql"):
+        r = push_path.measure(backend)
+        verdict = "met" if r["p95"] < 1 else "NOT met"
+        print(
+            f"{backend:<12}p50 {r['p50'] * 1000:.0f} ms, p95 {r['p95'] * 1000:.0f} ms over "
+            f"{r['count']:.0f} (target p95 < 1 s: {verdict}); 100 notifications for one "
+            f"dispatch: {r['burst_one']:.0f} API requests; for 100 dispatches: "
+            f"{r['burst_many']:.0f}"
+        )
 
 
 def _ratio(value: float, floor: float, unit: str) -> str:

@@ -13,6 +13,7 @@ Only `etl serve` imports this module (and so waitress and prometheus_client).
 
 import hmac
 import json
+import logging
 import re
 import threading
 import time
@@ -256,6 +257,15 @@ def _push(
             yield error
 
 
+def _quiet_server_logs() -> None:
+    """waitress's own lines in etl's format; its queue depth, which a burst of notifications
+    raises for a moment, only when it is an error."""
+    server_log = logging.getLogger("waitress")
+    server_log.handlers[:] = log.handlers
+    server_log.propagate = False
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
 def serve(
     engine: Engine,
     client: VoltusClient,
@@ -269,6 +279,7 @@ def serve(
 ) -> None:
     """Listen and poll until `stop` is set; each fetch's and pass's summary, and each error
     lived through, goes to `report`. The work in hand finishes before it returns."""
+    _quiet_server_logs()
     notifications, server_metrics = Notifications(), ServerMetrics()
     timed = TimedHandler(handler, server_metrics.to_handler)
     app = WebhookApp(engine, where, notifications, server_metrics, check)
