@@ -1,11 +1,13 @@
 # `make demo`: set up and run the main job against the built-in emulator on SQLite.
 # `make test`: set up and run the whole test suite (lint, format check, pytest).
+# `make demo-push`: the push path: `etl serve` registered with the emulator, which POSTs a webhook
+# when a dispatch appears; etl looks it up and curtails within a second, no poll involved.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR := .demo
 
-.PHONY: setup demo test clean
+.PHONY: setup demo demo-push test clean
 
 $(BIN)/etl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,26 @@ demo: setup
 	$(BIN)/etl run; \
 	$(BIN)/etl report curtailments --format csv; \
 	$(BIN)/etl status
+
+demo-push: setup
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR) && cp etl/sandbox_scenario.json $(DEMO_DIR)/scenario.json
+	@$(BIN)/etl sandbox --port 0 --scenario $(DEMO_DIR)/scenario.json > $(DEMO_DIR)/sandbox.log 2>&1 & sandbox=$$!; \
+	trap 'kill $$sandbox $$serve 2>/dev/null' EXIT; \
+	for i in $$(seq 50); do grep -q http $(DEMO_DIR)/sandbox.log && break; sleep 0.1; done; \
+	export VOLTUS_API_URL=$$(grep -o 'http://[0-9.:]*' $(DEMO_DIR)/sandbox.log) VOLTUS_API_KEY=secret \
+	       ETL_DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DIR)/etl.db; \
+	port=$$($(BIN)/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	set -e; \
+	$(BIN)/etl db upgrade; \
+	$(BIN)/etl serve --every 600 --listen 127.0.0.1:$$port 2> $(DEMO_DIR)/serve.log & serve=$$!; \
+	for i in $$(seq 100); do grep -q listening $(DEMO_DIR)/serve.log && break; sleep 0.1; done; \
+	sleep 1; \
+	$(BIN)/etl webhooks register http://127.0.0.1:$$port/voltus/webhook; \
+	echo "+ a new dispatch, push1, appears in the emulator's scenario"; \
+	$(BIN)/python -c 'import json, sys; p = sys.argv[1]; s = json.load(open(p)); d = dict(s["dispatches"][0], id="push1", start_time="now", end_time="now+30m"); s["dispatches"].append(d); json.dump(s, open(p, "w"))' $(DEMO_DIR)/scenario.json; \
+	sleep 2; \
+	echo "+ what etl serve logged"; cat $(DEMO_DIR)/serve.log; \
+	$(BIN)/etl audit --dispatch push1
 
 test: setup
 	$(BIN)/ruff check .

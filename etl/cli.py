@@ -281,14 +281,16 @@ def fetch(
 
 
 def _log_fetch(summary: "ingest.FetchSummary") -> None:
-    from etl.models import FetchOutcome
+    from etl.models import FetchKind, FetchOutcome
 
+    what = "fetch" if summary.kind == FetchKind.LISTING else "lookup"
     if summary.outcome == FetchOutcome.SUPERSEDED:
-        log.info("fetch %s: superseded, %s", summary.fetch_run_id, summary.note)
+        log.info("%s %s: superseded, %s", what, summary.fetch_run_id, summary.note)
         return
     log.info(
-        "fetch %s: %s dispatches received: %s new, %s changed, %s unchanged, %s rejected; "
+        "%s %s: %s dispatches received: %s new, %s changed, %s unchanged, %s rejected; "
         "%s sites received; %s events",
+        what,
         summary.fetch_run_id,
         summary.dispatches_received,
         summary.dispatches_created,

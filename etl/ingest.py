@@ -93,6 +93,7 @@ class FetchSummary:
     outcome: FetchOutcome = FetchOutcome.SUCCEEDED
     note: str | None = None  # why a fetch was superseded
     dispatches_rejected: int = 0  # of the listing's items (`rejected` counts sites' too)
+    kind: FetchKind = FetchKind.LISTING
 
     @property
     def dispatches_unchanged(self) -> int:
@@ -323,6 +324,7 @@ def ingest(
         body_fingerprint=listing.fingerprint if listing is not None else None,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
+    kind = run["kind"]
     if changes.rejected:
         conn.execute(
             insert(rejected_records), [{**r, "fetch_run_id": run_id} for r in changes.rejected]
@@ -331,6 +333,7 @@ def ingest(
         _note_missing(conn, _listed_ids(items), snapshot.requested_at, now)
     append_events(conn, changes.events, now, run_id)
     return FetchSummary(
+        kind=kind,
         fetch_run_id=run_id,
         dispatches_received=received,
         dispatches_created=changes.created,
@@ -419,7 +422,9 @@ def _superseded(
         body_fingerprint=snapshot.listing.fingerprint if snapshot.listing else None,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), row).scalar_one()
-    return FetchSummary(run_id, 0, 0, 0, 0, 0, outcome=FetchOutcome.SUPERSEDED, note=note)
+    return FetchSummary(
+        run_id, 0, 0, 0, 0, 0, outcome=FetchOutcome.SUPERSEDED, note=note, kind=row["kind"]
+    )
 
 
 def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
