@@ -2,6 +2,8 @@
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -279,3 +281,31 @@ def test_version_is_printed_and_in_status(tmp_path: Path) -> None:
     status = etl("status", "--json", env=env)
     assert json.loads(status.stdout)["version"] == __version__
     assert f"etl version       {__version__}" in etl("status", env=env).stdout
+
+
+def test_the_minutely_run_loads_no_library_it_does_not_use(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """A dependency used by one command is imported by that command only: `etl run` pays for
+    neither the ORM, Alembic, the emulator, the reports, nor the metrics and server libraries."""
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
+    assert etl("db", "upgrade", env=env).returncode == 0
+    probe = (
+        "import sys\n"
+        "from etl.cli import main\n"
+        "sys.argv = ['etl', 'run', '-q']\n"
+        "try:\n    main()\n"
+        "finally:\n    print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stderr.split())
+    assert "etl.ingest" in loaded and "sqlalchemy" in loaded
+    unwanted = {
+        "sqlalchemy.orm", "alembic", "etl.migrate", "etl.sandbox", "etl.reports", "etl.audit",
+        "etl.metrics", "etl.serve", "prometheus_client", "waitress", "pydantic",
+        "sqlalchemy.dialects.postgresql", "dateutil", "http.server",
+    }  # fmt: skip
+    assert loaded & unwanted == set()

@@ -192,7 +192,7 @@ def test_against_a_real_api_a_handler_must_be_chosen(api_url: str) -> None:
 def test_process_refuses_to_start_without_a_handler_against_a_real_api(tmp_path: Path) -> None:
     env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", VOLTUS_API_URL="https://api.voltus.co")
     assert etl("db", "upgrade", env=env).returncode == 0
-    for command in ("process", "run"):
+    for command in ("process", "run", "serve"):
         result = etl(command, env={**env, "VOLTUS_API_KEY": "k"})
         assert result.returncode == 2 and "no handler is chosen" in result.stderr
     assert etl("process", env={**env, "ETL_HANDLER": "log"}).returncode == 0

@@ -280,3 +280,17 @@ def test_the_emulator_pushes_and_etl_acts_end_to_end(service: Service, world: Wo
         ("dispatch.create", "d1", 202),
         ("dispatch.update", "d1", 202),
     ]
+
+
+def test_a_429_holds_every_waiting_lookup(service: Service, world: World) -> None:
+    world.sandbox.dispatches = [active("d1", site("a")), active("d2", site("b"))]
+    with world.sandbox.lock:
+        world.sandbox.faults.statuses = [429]
+        world.sandbox.faults.retry_after = "1"
+    sent = time.monotonic()
+    service.notify("d1")
+    service.notify("d2")
+    wait_for(lambda: len(calls(world)) == 2)
+    assert time.monotonic() - sent >= 1  # neither lookup went ahead during the pause
+    lookups = [r for r in world.sandbox.requests if r.startswith("/2022-04-15/dispatches/")]
+    assert len(lookups) <= 3  # the refused one, then one each
