@@ -1,6 +1,8 @@
 """Builders for API-shaped dispatches, so that each test states only what it varies."""
 
 import re
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,3 +62,10 @@ def log_messages(stderr: str, level: str | None = None) -> list[str]:
         if level is None or match.group(2) == level:
             messages.append(match.group(3))
     return messages
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)

@@ -2,6 +2,7 @@
 test's process where a subprocess would prove nothing more."""
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -133,3 +134,9 @@ class InProcess:
         result = self(*args)
         assert result.returncode == 0, result.stderr
         return result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -2,10 +2,9 @@
 database; the poll set to 10 minutes, so that only a webhook explains an action."""
 
 import json
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,18 +17,12 @@ from etl import models, processor, serve
 from etl.errors import ConfigError
 from etl.sandbox import Sandbox
 from etl.timeutil import utcnow
-from tests.helpers import at, site
-from tests.processes import InProcess
+from tests.helpers import at, site, wait_for
+from tests.processes import InProcess, free_port
 from tests.scenarios import World, active
 
 TOKEN = "t0ken-abcdefghijklmnop"
 CHECK = (timedelta(minutes=5), timedelta(hours=24))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Service:
@@ -73,13 +66,6 @@ def _answers(url: str) -> bool:
     except requests.ConnectionError:
         return False
     return True
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.fixture

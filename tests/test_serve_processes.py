@@ -12,17 +12,17 @@ from sqlalchemy import Engine, func, select
 
 from etl import models
 from etl.sandbox import Sandbox
-from tests.helpers import site
+from tests.helpers import site, wait_for
 from tests.processes import (
     etl,
     etl_env,
     finish,
+    free_port,
     install_recording_handler,
     recorded_calls,
     start_etl,
 )
 from tests.scenarios import active
-from tests.test_serve import free_port, wait_for
 
 pytestmark = pytest.mark.slow  # real processes
 
