@@ -41,8 +41,10 @@ class TextFormatter(logging.Formatter):
     """`2026-11-27T06:49:42.123Z INFO fetch 12: ...`"""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage().translate(_CONTROLS)
-        return f"{_timestamp(record)} {record.levelname} {message}"
+        message = record.getMessage()
+        if record.exc_info:  # a bug's traceback, on the same line
+            message += "\n" + self.formatException(record.exc_info)
+        return f"{_timestamp(record)} {record.levelname} {message.translate(_CONTROLS)}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,6 +59,8 @@ class JsonFormatter(logging.Formatter):
         }
         fields = {name: getattr(record, name, None) for name in FIELDS}
         entry.update({name: value for name, value in fields.items() if value is not None})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 

@@ -283,14 +283,23 @@ def serve(
     notifications, server_metrics = Notifications(), ServerMetrics()
     timed = TimedHandler(handler, server_metrics.to_handler)
     app = WebhookApp(engine, where, notifications, server_metrics, check)
-    server = waitress.create_server(
-        app, host=where.host, port=where.port, max_request_body_size=MAX_BODY, threads=4
-    )
+    try:
+        server = waitress.create_server(
+            app, host=where.host, port=where.port, max_request_body_size=MAX_BODY, threads=4
+        )
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {where.host}:{where.port}: {error.strerror}") from None
     listening = threading.Thread(target=server.run, name="etl-listen", daemon=True)
+    crashed: list[BaseException] = []
 
     def push() -> None:
-        for event in _push(engine, client, timed, settings, notifications, stop):
-            report(event)
+        try:
+            for event in _push(engine, client, timed, settings, notifications, stop):
+                report(event)
+        except Exception as error:  # a bug: stop the service, so that its supervisor restarts it
+            log.exception("the webhook worker stopped: %s", error)
+            crashed.append(error)
+            stop.set()
 
     pushing = threading.Thread(target=push, name="etl-push")
     listening.start()
@@ -303,3 +312,5 @@ def serve(
         stop.set()
         pushing.join()
         server.close()
+    if crashed:
+        raise EtlError("the webhook worker stopped on an unexpected error (logged above)")

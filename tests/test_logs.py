@@ -3,6 +3,7 @@ stays on stdout; the key never appears."""
 
 import json
 import logging
+import sys
 
 import pytest
 
@@ -106,3 +107,15 @@ def test_a_message_quoting_control_characters_stays_one_line() -> None:
     assert "\n" not in text and "\r" not in text and "\x1b" not in text
     assert text.endswith(" ERROR id a\\x0aFAKE\\x0d\\x1b")
     assert json.loads(JsonFormatter().format(record))["message"] == "id a\nFAKE\r\x1b"
+
+
+def test_a_bugs_traceback_stays_on_its_line() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord(
+            "etl", logging.ERROR, __file__, 1, "worker stopped", (), sys.exc_info()
+        )
+    (line,) = TextFormatter().format(record).splitlines()
+    assert "worker stopped\\x0aTraceback" in line and line.endswith("ValueError: boom")
+    assert "ValueError: boom" in json.loads(JsonFormatter().format(record))["exception"]

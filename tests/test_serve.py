@@ -1,6 +1,7 @@
 """`etl serve`: Voltus's webhooks over real HTTP on loopback, the emulator as the API, a real
 database; the poll set to 10 minutes, so that only a webhook explains an action."""
 
+import gc
 import json
 import threading
 import time
@@ -280,3 +281,15 @@ def test_a_429_holds_every_waiting_lookup(service: Service, world: World) -> Non
     assert time.monotonic() - sent >= 1  # neither lookup went ahead during the pause
     lookups = [r for r in world.sandbox.requests if r.startswith("/2022-04-15/dispatches/")]
     assert len(lookups) <= 3  # the refused one, then one each
+
+
+# waitress leaves its half-made server's socket to the garbage collector when the bind fails
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_port_in_use_is_one_line(service: Service, world: World) -> None:
+    taken = serve.listener(f"127.0.0.1:{service.where.port}", None)
+    with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{taken.port}"):
+        serve.serve(
+            world.engine, world.client, world.handler, world.settings, 600, taken, CHECK,
+            threading.Event(), lambda _: None,
+        )  # fmt: skip
+    gc.collect()  # its leftovers now, while this test's warning filter holds
