@@ -7,10 +7,10 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 
@@ -18,9 +18,9 @@ from etl import __version__
 from etl.config import ApiSettings
 from etl.errors import ApiError
 from etl.logs import log
-from etl.records import SiteBatch, fingerprint, parse_sites
+from etl.records import SiteBatch, TelemetryBatch, fingerprint, parse_sites, parse_telemetry
 from etl.redact import MASK, redact_url
-from etl.timeutil import utcnow
+from etl.timeutil import format_rfc3339, utcnow
 
 API_VERSION = "2022-04-15"
 
@@ -126,6 +126,29 @@ class VoltusClient:
         """False when the API knows no such registration."""
         path = f"/{API_VERSION}/webhooks/{quote(webhook_id, safe='')}"
         return self._send("DELETE", path, not_found_is_none=True) is not None
+
+    def telemetry(
+        self, site_ids: list[str], start: datetime, end: datetime, interval_seconds: int
+    ) -> TelemetryBatch:
+        """The readings of the intervals that end in (start, end], for at most 10 sites; the
+        caller aligns the times and keeps within the API's point limit."""
+        query = urlencode(
+            [("site_id", site_id) for site_id in site_ids]
+            + [
+                ("start_time", format_rfc3339(start)),
+                ("end_time", format_rfc3339(end)),
+                ("interval_seconds", str(interval_seconds)),
+            ]
+        )
+        path = f"/{API_VERSION}/telemetry/kw?{query}"
+        body = self._get(path)
+        assert body is not None
+        try:
+            return parse_telemetry(_decode(body, self.settings.url + path))
+        except ValueError as error:
+            raise ApiError(
+                f"unexpected telemetry from {redact_url(self.settings.url)}: {error}"
+            ) from None
 
     def sites(self) -> SiteBatch:
         url = f"{self.settings.url}/{API_VERSION}/sites"

@@ -267,6 +267,17 @@ def fetch(
     sites: Annotated[
         bool, typer.Option("--sites", help="Also refresh the account's sites (the nightly pass).")
     ] = False,
+    telemetry: Annotated[
+        bool,
+        typer.Option(
+            "--telemetry",
+            help="Then fetch the metered load around each dispatch that ended 20 minutes ago or "
+            "more, until every interval of it is stored.",
+        ),
+    ] = False,
+    lookback: Annotated[
+        str, typer.Option(help="--telemetry: for dispatches that ended this recently.")
+    ] = "7d",
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -275,9 +286,24 @@ def fetch(
     from etl.api import VoltusClient
 
     logs.set_verbosity(verbose, quiet)
+    lookback_delta = _duration(lookback)
     engine = open_store(database_url)
     client = VoltusClient(api_settings(api_url, api_key))
     _log_fetch(ingest.fetch(engine, client, include_sites=sites))
+    if telemetry:
+        from etl import telemetry as meter_readings
+
+        summary = meter_readings.fetch_telemetry(engine, client, lookback_delta)
+        log.info(
+            "telemetry %s: %s windows, %s requests: %s readings new, %s changed, %s rejected",
+            summary.fetch_run_id,
+            summary.windows,
+            summary.requests,
+            summary.readings_new,
+            summary.readings_changed,
+            summary.rejected,
+            extra={"fetch_run": summary.fetch_run_id},
+        )
 
 
 def _log_fetch(summary: "ingest.FetchSummary") -> None:

@@ -146,7 +146,7 @@ def fetch(engine: Engine, client: VoltusClient, include_sites: bool = False) -> 
         with write_transaction(engine, FETCH_LOCK) as conn:
             return ingest(conn, snapshot, started_at, one_by_one=True)
     except BaseException as error:
-        _record_failure(engine, started_at, error, FetchKind.LISTING)
+        record_failure(engine, started_at, error, FetchKind.LISTING)
         raise
 
 
@@ -163,7 +163,7 @@ def fetch_dispatch(engine: Engine, client: VoltusClient, dispatch_id: str) -> Fe
         with write_transaction(engine, FETCH_LOCK) as conn:
             return ingest(conn, snapshot, started_at)
     except BaseException as error:
-        _record_failure(engine, started_at, error, FetchKind.LOOKUP)
+        record_failure(engine, started_at, error, FetchKind.LOOKUP)
         raise
 
 
@@ -175,9 +175,10 @@ def _last_success(conn: Connection) -> _LastSuccess:
         .limit(1)
     )
     listing = conn.execute(last.where(fetch_runs.c.kind == FetchKind.LISTING)).first()
-    # fetches commit in the order of their requests (an older one is superseded), so the last
-    # by id asked last
-    latest = conn.execute(last).first()
+    # fetches of dispatches commit in the order of their requests (an older one is
+    # superseded), so the last by id asked last
+    dispatch_kinds = fetch_runs.c.kind.in_([FetchKind.LISTING, FetchKind.LOOKUP])
+    latest = conn.execute(last.where(dispatch_kinds)).first()
     requested_at = latest.listing_requested_at if latest else None
     if listing is None:
         return _LastSuccess(None, 0, 0, requested_at)
@@ -224,7 +225,7 @@ def _look_up_missing(
     return looked_up
 
 
-def _record_failure(
+def record_failure(
     engine: Engine, started_at: datetime, error: BaseException, kind: FetchKind
 ) -> None:
     if isinstance(error, DatabaseError):
@@ -232,7 +233,7 @@ def _record_failure(
     reason = str(error) or type(error).__name__
     if isinstance(error, KeyboardInterrupt):
         reason = "interrupted"
-    row = _fetch_run_row(started_at, FetchOutcome.FAILED, kind, error=reason)
+    row = fetch_run_row(started_at, FetchOutcome.FAILED, kind, error=reason)
     try:
         with write_transaction(engine, FETCH_LOCK) as conn:
             conn.execute(insert(fetch_runs), row)
@@ -240,7 +241,7 @@ def _record_failure(
         pass  # the database itself is failing: the original error is the one to report
 
 
-def _fetch_run_row(
+def fetch_run_row(
     started_at: datetime, outcome: FetchOutcome, kind: FetchKind, **counts: Any
 ) -> Row:
     row: Row = {
@@ -303,14 +304,14 @@ def ingest(
         )
     else:
         _store(conn, candidates, snapshot.site_batch, fingerprints, now, changes)
-    _diff_rejected(conn, rejected, now, changes)
+    diff_rejected(conn, rejected, now, changes)
     _end_vanished(conn, snapshot, now, changes)
 
     if listing is None:
         received = len(found)
     else:
         received = last.dispatches_received if same_body else len(items)
-    run = _fetch_run_row(
+    run = fetch_run_row(
         started_at,
         FetchOutcome.SUCCEEDED,
         FetchKind.LISTING if listing is not None else FetchKind.LOOKUP,
@@ -362,10 +363,10 @@ def _store(
     _diff_programs(conn, candidates, now, part)
     _diff_sites(conn, candidates, site_batch, now, part)
     _diff_dispatches(conn, candidates, fingerprints, now, part)
-    _upsert(conn, programs, part.programs, ["id"])
-    _upsert(conn, sites, part.sites, ["id"])
-    _upsert(conn, dispatches, part.dispatches, ["id"])
-    _upsert(conn, dispatch_sites, part.dispatch_sites, ["dispatch_id", "site_id"])
+    upsert(conn, programs, part.programs, ["id"])
+    upsert(conn, sites, part.sites, ["id"])
+    upsert(conn, dispatches, part.dispatches, ["id"])
+    upsert(conn, dispatch_sites, part.dispatch_sites, ["dispatch_id", "site_id"])
     changes.events += part.events
     changes.created += part.created
     changes.changed += part.changed
@@ -413,7 +414,7 @@ def _superseded(
         f"its {what}, requested at {format_rfc3339(snapshot.requested_at)}, is older than the "
         f"stored one, requested at {format_rfc3339(last.requested_at)}: nothing written"
     )
-    row = _fetch_run_row(
+    row = fetch_run_row(
         started_at,
         FetchOutcome.SUPERSEDED,
         FetchKind.LISTING if snapshot.listing is not None else FetchKind.LOOKUP,
@@ -732,7 +733,7 @@ def _diff_dispatches(
         changes.events += change.events
 
 
-def _diff_rejected(
+def diff_rejected(
     conn: Connection, rejected: list[Rejected], now: datetime, changes: Changes
 ) -> None:
     incoming = dict(rejected_row(record, now) for record in rejected)
@@ -749,7 +750,7 @@ def _diff_rejected(
                 f"{kind}_rejected",
                 {"reason": row["reason"]},
                 dispatch_id=record_id if kind == "dispatch" else None,
-                site_id=record_id if kind == "site" else None,
+                site_id=record_id if kind in ("site", "telemetry") else None,
             )
         )
 
@@ -816,7 +817,7 @@ def _stored_rows(
     return {row.id: row._asdict() for row in _select_in(conn, selected, keys)}
 
 
-def _upsert(conn: Connection, table: Table, rows: list[Row], key: list[str]) -> None:
+def upsert(conn: Connection, table: Table, rows: list[Row], key: list[str]) -> None:
     """INSERT ... ON CONFLICT DO UPDATE, skipping the update when nothing differs."""
     if not rows:
         return

@@ -176,6 +176,7 @@ events = Table(
 class FetchKind(StrEnum):
     LISTING = "listing"  # the poll: every dispatch of the last 24 hours
     LOOKUP = "lookup"  # one dispatch, on a webhook's notification
+    TELEMETRY = "telemetry"  # meter readings around dispatches that ended
 
 
 class FetchOutcome(StrEnum):
@@ -271,6 +272,21 @@ action_attempts = Table(
     Column("output", Text),
     Column("error", Text),
     UniqueConstraint("action_id", "number", name="uq_action_attempts_number"),
+)
+
+# One meter reading: the mean kW of one interval, as the API's /telemetry/kw serves it (positive
+# is load, negative export). Its key is the interval: a later fetch of the same one updates it.
+telemetry = Table(
+    "telemetry",
+    metadata,
+    Column("site_id", String, ForeignKey("sites.id"), primary_key=True),
+    Column("meter_id", String, primary_key=True),
+    Column("interval_end", UTCDateTime, primary_key=True),  # the API's `timestamp`
+    Column("interval_seconds", Integer, primary_key=True),
+    Column("kw", Double, nullable=False),
+    Column("fetched_at", UTCDateTime, nullable=False),
+    Column("fetch_run_id", Integer, ForeignKey("fetch_runs.id"), nullable=False),
+    Index("ix_telemetry_site_id_interval_end", "site_id", "interval_end"),
 )
 
 # One row: when planning last ran, so that the next plan looks only at dispatches that ended or

@@ -64,8 +64,19 @@ class Site:
 
 
 @dataclass(frozen=True, slots=True)
+class Reading:
+    """One meter's mean kW over one interval, which ends at `interval_end`."""
+
+    site_id: str
+    meter_id: str
+    interval_end: datetime
+    interval_seconds: int
+    kw: float
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
-    kind: str  # "dispatch" or "site"
+    kind: str  # "dispatch", "site" or "telemetry"
     record_id: str | None
     reason: str
     payload: Any
@@ -334,6 +345,61 @@ def parse_dispatches(items: list[Any]) -> DispatchBatch:
         seen.add(dispatch.id)
         dispatches.append(dispatch)
     return DispatchBatch(dispatches, rejected)
+
+
+INTERVALS = (30, 60, 300, 900, 1800, 3600, 21600)  # seconds, as /telemetry/kw serves them
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryBatch:
+    readings: list[Reading]
+    rejected: list[Rejected]
+
+
+def parse_reading(site_id: str, meter_id: str, value: Any) -> Reading:
+    where = "reading"
+    obj = _object(value, where)
+    units = _field(obj, "units", str, where)
+    if units.lower() != "kw":
+        raise ValueError(f"{where}: units {_shown(units)}, not kW")
+    kw = _field(obj, "value", (int, float), where)
+    if not math.isfinite(kw):
+        raise ValueError(f"{where}: 'value' is not finite ({kw})")
+    interval = _field(obj, "interval_seconds", int, where)
+    if interval not in INTERVALS:
+        raise ValueError(f"{where}: 'interval_seconds' is {_shown(interval)}, not in {INTERVALS}")
+    return Reading(site_id, meter_id, _time(obj, "timestamp", where), interval, float(kw))
+
+
+def _telemetry_id(obj: dict[str, Any], name: str, where: str) -> str:
+    return _text(obj, name, where, required=True, limit=ID_MAX_CHARS)
+
+
+def parse_telemetry(body: Any) -> TelemetryBatch:
+    """`{"data": {"sites": [{"site_id", "meters": [{"meter_id", "telemetry": [...]}]}]}}`: a
+    malformed reading is set aside with its site and meter; a malformed site or meter, whole."""
+    batch = TelemetryBatch([], [])
+    data = _object(_object(body, "telemetry response").get("data"), "telemetry data")
+    for site in _field(data, "sites", list, "telemetry data"):
+        try:
+            site_obj = _object(site, "telemetry site")
+            site_id = _telemetry_id(site_obj, "site_id", "telemetry site")
+            for meter in _field(site_obj, "meters", list, "telemetry site"):
+                meter_obj = _object(meter, "meter")
+                meter_id = _telemetry_id(meter_obj, "meter_id", "meter")
+                for item in _field(meter_obj, "telemetry", list, "meter"):
+                    _add_reading(batch, site_id, meter_id, item)
+        except ValueError as error:
+            batch.rejected.append(Rejected("telemetry", None, str(error), site))
+    return batch
+
+
+def _add_reading(batch: TelemetryBatch, site_id: str, meter_id: str, item: Any) -> None:
+    try:
+        batch.readings.append(parse_reading(site_id, meter_id, item))
+    except ValueError as error:
+        payload = {"site_id": site_id, "meter_id": meter_id, "reading": item}
+        batch.rejected.append(Rejected("telemetry", site_id, str(error), payload))
 
 
 def parse_sites(items: list[Any]) -> SiteBatch:

@@ -22,22 +22,27 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from etl.api import API_VERSION
 from etl.config import SANDBOX_KEY
 from etl.errors import ConfigError
-from etl.timeutil import format_rfc3339, utcnow
+from etl.records import INTERVALS
+from etl.timeutil import format_rfc3339, parse_rfc3339, utcnow
 
 RELATIVE_TIME = re.compile(r"^now(?:([+-])(\d+)([smhd]))?$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 WEBHOOK_EVENTS = ("dispatch.create", "dispatch.update")
+TELEMETRY_MAX_SITES, TELEMETRY_MAX_POINTS = 10, 10_000
+RESPONSE_DELAY = timedelta(minutes=1)  # an emulated site's load follows its commands this late
+LATER = datetime(9000, 1, 1, tzinfo=UTC)  # the end of a dispatch with no end time yet
 PUSH_EVERY = 0.05  # seconds between two looks for changed dispatches
 DELIVERY_ATTEMPTS = 5
 
@@ -75,7 +80,9 @@ def load_scenario(path: Path | None, anchor: datetime) -> dict[str, list[Any]]:
     if not isinstance(scenario, dict):
         raise ConfigError(f"scenario {source} is not a JSON object")
     resolved = resolve_times(scenario, anchor)
-    return {key: resolved.get(key, []) for key in ("dispatches", "unlisted", "sites")}
+    loaded = {key: resolved.get(key, []) for key in ("dispatches", "unlisted", "sites")}
+    loaded["telemetry"] = resolved.get("telemetry", {})
+    return loaded
 
 
 class Sandbox:
@@ -104,6 +111,10 @@ class Sandbox:
         self.sites: list[Any] = scenario["sites"]
         # known by id but left out of the listing, as the API does with dispatches older than a day
         self.unlisted: list[Any] = scenario["unlisted"]
+        # explicit readings by site id, [{meter_id, timestamp, value, ...}], served in place of
+        # the synthetic load; and how late readings become available, as Voltus's do
+        self.telemetry: dict[str, list[Any]] = scenario["telemetry"]
+        self.telemetry_delay = timedelta()
         try:
             self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         except OSError as error:
@@ -149,6 +160,7 @@ class Sandbox:
         scenario = load_scenario(self._scenario_path, self.anchor)
         self.dispatches, self.sites = scenario["dispatches"], scenario["sites"]
         self.unlisted = scenario["unlisted"]
+        self.telemetry = scenario["telemetry"]
 
     def respond(
         self, path: str, key: str | None, method: str = "GET", body: bytes = b""
@@ -195,6 +207,8 @@ class Sandbox:
             return 200, _json({"dispatches": self.dispatches, "page": 0, "perPage": 0})
         if resource == "sites":
             return 200, _json({"sites": self.sites, "page": 0, "perPage": 0})
+        if resource == "telemetry/kw":
+            return self._telemetry(parse_qs(path.partition("?")[2]))
         if resource.startswith("dispatches/"):
             wanted = unquote(resource.removeprefix("dispatches/"))
             for dispatch in [*self.dispatches, *self.unlisted]:
@@ -202,6 +216,75 @@ class Sandbox:
                     return 200, _json(dispatch)
             return 404, _error_body(f"dispatch {wanted} not found", "not_found")
         return 404, _error_body(f"no such endpoint: {path}", "not_found")
+
+    def _telemetry(self, query: dict[str, list[str]]) -> tuple[int, bytes]:
+        """/telemetry/kw within the API's limits: at most 10 sites, times aligned to 30 s, a
+        known interval, at most 10,000 points per site; readings of intervals ending in
+        (start_time, end_time], and none later than now less `telemetry_delay`."""
+        site_ids = query.get("site_id", [])
+        try:
+            start = parse_rfc3339(query["start_time"][0])
+            end = parse_rfc3339(query.get("end_time", [format_rfc3339(utcnow())])[0])
+            interval = int(query["interval_seconds"][0])
+        except (KeyError, ValueError):
+            return 400, _error_body("start_time and interval_seconds are required", "bad_request")
+        problem = None
+        if not 1 <= len(site_ids) <= TELEMETRY_MAX_SITES:
+            problem = f"between 1 and {TELEMETRY_MAX_SITES} site_id"
+        elif any(t.microsecond or t.second % 30 for t in (start, end)):
+            problem = "start_time and end_time must be aligned to 30 seconds"
+        elif interval not in INTERVALS or end <= start:
+            problem = "interval_seconds or the time range is not valid"
+        elif (end - start).total_seconds() / interval > TELEMETRY_MAX_POINTS:
+            problem = f"at most {TELEMETRY_MAX_POINTS} points per site per request"
+        if problem:
+            return 400, _error_body(problem, "bad_request")
+        latest = min(end, utcnow() - self.telemetry_delay)
+        sites = [
+            {"site_id": site_id, "meters": self._meters(site_id, start, latest, interval)}
+            for site_id in site_ids
+        ]
+        return 200, _json({"data": {"sites": sites}})
+
+    def _meters(
+        self, site_id: str, start: datetime, latest: datetime, interval: int
+    ) -> list[dict[str, Any]]:
+        if site_id in self.telemetry:
+            by_meter: dict[str, list[Any]] = {}
+            for reading in self.telemetry[site_id]:
+                served = {"interval_seconds": interval, "units": "kW", **reading}
+                meter_id = served.pop("meter_id", f"{site_id}-m1")
+                if _served_in(served, start, latest, interval):
+                    by_meter.setdefault(meter_id, []).append(served)
+            return [{"meter_id": m, "telemetry": r} for m, r in by_meter.items()]
+        readings = []
+        at = start + timedelta(seconds=interval - start.timestamp() % interval)
+        while at <= latest:
+            readings.append(
+                {
+                    "interval_seconds": interval,
+                    "timestamp": format_rfc3339(at),
+                    "units": "kW",
+                    "value": self._load(site_id, at),
+                }
+            )
+            at += timedelta(seconds=interval)
+        return [{"meter_id": f"{site_id}-m1", "telemetry": readings}]
+
+    def _load(self, site_id: str, at: datetime) -> float:
+        """A steady load with a little noise, less the commitment of each dispatch that holds
+        the site, from a minute after its start until a minute after its end."""
+        seed = zlib.crc32(site_id.encode())
+        noise = (zlib.crc32(f"{site_id}{at.timestamp()}".encode()) % 200 - 100) / 100
+        load = 100.0 + seed % 50 + noise
+        for dispatch in self.dispatches:
+            window = _holding_window(dispatch)
+            if window is None or not window[0] <= at <= window[1]:
+                continue
+            for site in dispatch.get("sites") or []:
+                if isinstance(site, dict) and site.get("id") == site_id:
+                    load -= float(site.get("commitment") or 0)
+        return round(load, 3)
 
     def _webhooks(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         """The account's webhook registrations (the caller holds the lock)."""
@@ -286,6 +369,29 @@ class Sandbox:
                 break
         with self.lock:
             self.pushed.append((event, dispatch_id, outcome))
+
+
+def _served_in(reading: dict[str, Any], start: datetime, latest: datetime, interval: int) -> bool:
+    """Whether a scenario's reading answers a request; a malformed one always does, as the bad
+    data it is there to be."""
+    try:
+        at = parse_rfc3339(reading.get("timestamp"))
+    except ValueError:
+        return True
+    return start < at <= latest and reading.get("interval_seconds") == interval
+
+
+def _holding_window(dispatch: Any) -> tuple[datetime, datetime] | None:
+    """When an emulated site's load is down for a dispatch that holds it: each command takes
+    effect a minute after it is due."""
+    if not isinstance(dispatch, dict) or not dispatch.get("authorized") or dispatch.get("test"):
+        return None
+    try:
+        begins = parse_rfc3339(dispatch["start_time"])
+        ends = parse_rfc3339(dispatch["end_time"]) if dispatch.get("end_time") else LATER
+    except (KeyError, ValueError):
+        return None
+    return begins + RESPONSE_DELAY, ends + RESPONSE_DELAY
 
 
 def _json(value: Any) -> bytes:

@@ -79,11 +79,11 @@ def test_upsert_skips_rows_that_did_not_change(engine: Engine) -> None:
     row = {"id": 1, "name": "p", "timezone": "UTC", "market": "", "program_type": "capacity"}
     times = {"first_seen_at": parse_rfc3339(at(0)), "updated_at": parse_rfc3339(at(0))}
     with engine.begin() as conn:
-        ingest._upsert(conn, ingest.programs, [{**row, **times}], ["id"])
+        ingest.upsert(conn, ingest.programs, [{**row, **times}], ["id"])
     later = {**times, "updated_at": parse_rfc3339(at(1))}
     with engine.begin() as conn:
-        ingest._upsert(conn, ingest.programs, [{**row, **later}], ["id"])
-        ingest._upsert(conn, ingest.programs, [{**row, "name": "q", **later}], ["id"])
+        ingest.upsert(conn, ingest.programs, [{**row, **later}], ["id"])
+        ingest.upsert(conn, ingest.programs, [{**row, "name": "q", **later}], ["id"])
     ((name, updated_at),) = [
         (r["name"], r["updated_at"]) for r in table_rows(engine, models.programs)
     ]

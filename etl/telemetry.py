@@ -1,0 +1,261 @@
+"""Telemetry: each dispatched site's metered load around each dispatch, the record that the load
+did drop, and when.
+
+A dispatch's window is (start - 60 min, end + 30 min]. It is fetched once the dispatch has been
+over for 20 minutes, up to 20 minutes ago only (Voltus's readings of recent intervals may still
+be incomplete), for dispatches up to `lookback` old, and again at each pass while the store lacks
+an interval of it: a later fetch fills the gaps, and says so. Requests keep to the API's limits:
+10 sites, times aligned to 30 s, at most 10,000 points per site.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Engine, func, insert, select, tuple_
+
+from etl.api import VoltusClient
+from etl.db import read_transaction, write_transaction
+from etl.events import NewEvent
+from etl.events import append as append_events
+from etl.ingest import FETCH_LOCK, Changes, diff_rejected, fetch_run_row, record_failure, upsert
+from etl.models import (
+    FetchKind,
+    FetchOutcome,
+    dispatch_sites,
+    dispatches,
+    fetch_runs,
+    rejected_records,
+    telemetry,
+)
+from etl.records import Reading, Rejected
+from etl.timeutil import utcnow
+
+BEFORE, AFTER = timedelta(minutes=60), timedelta(minutes=30)
+SETTLE = timedelta(minutes=20)  # after an interval, before its readings are trusted
+INTERVAL = 60  # seconds
+MAX_SITES, MAX_POINTS = 10, 10_000  # per request, per site
+ALIGN = 30  # seconds
+DEFAULT_LOOKBACK = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The intervals of one dispatch's telemetry, (start, end], for its sites that lack some."""
+
+    dispatch_id: str
+    start: datetime
+    end: datetime
+    site_ids: tuple[str, ...]
+
+    @property
+    def intervals(self) -> int:
+        """How many intervals end in (start, end]."""
+        return int(self.end.timestamp()) // INTERVAL - int(self.start.timestamp()) // INTERVAL
+
+
+@dataclass
+class TelemetrySummary:
+    fetch_run_id: int
+    windows: int
+    requests: int
+    readings_new: int = 0
+    readings_changed: int = 0
+    rejected: int = 0
+    events: list[NewEvent] = field(default_factory=list)
+
+
+def _aligned(moment: datetime, up: bool) -> datetime:
+    seconds = moment.timestamp()
+    step = -(-seconds // ALIGN) if up else seconds // ALIGN
+    return datetime.fromtimestamp(step * ALIGN, UTC)
+
+
+def windows_due(conn: Connection, now: datetime, lookback: timedelta) -> list[Window]:
+    """The windows of the authorized, non-test dispatches that ended between `lookback` and
+    SETTLE ago, each with the sites whose readings are not all stored."""
+    d, ds = dispatches.c, dispatch_sites.c
+    rows = conn.execute(
+        select(d.id, d.start_time, d.end_time, ds.site_id)
+        .join(dispatch_sites, ds.dispatch_id == d.id)
+        .where(
+            d.authorized.is_(True),
+            d.test.is_(False),
+            d.end_time > now - lookback,
+            d.end_time <= now - SETTLE,
+            ds.removed_at.is_(None),
+        )
+        .order_by(d.start_time, d.id, ds.site_id)
+    ).all()
+    sites: dict[tuple[str, datetime, datetime], list[str]] = {}
+    for row in rows:
+        start = _aligned(row.start_time - BEFORE, up=False)
+        end = _aligned(row.end_time + AFTER, up=True)
+        sites.setdefault((row.id, start, end), []).append(row.site_id)
+    windows = []
+    for (dispatch_id, start, end), site_ids in sites.items():
+        window = Window(dispatch_id, start, end, tuple(site_ids))
+        stored = _stored_counts(conn, window)
+        lacking = tuple(s for s in site_ids if stored.get(s, 0) < window.intervals)
+        if lacking:
+            windows.append(Window(dispatch_id, start, end, lacking))
+    return windows
+
+
+def _stored_counts(conn: Connection, window: Window) -> dict[str, int]:
+    """Intervals stored per site in the window (of any meter)."""
+    return dict(
+        conn.execute(
+            select(telemetry.c.site_id, func.count(telemetry.c.interval_end.distinct()))
+            .where(
+                telemetry.c.site_id.in_(window.site_ids),
+                telemetry.c.interval_seconds == INTERVAL,
+                telemetry.c.interval_end > window.start,
+                telemetry.c.interval_end <= window.end,
+            )
+            .group_by(telemetry.c.site_id)
+        ).all()
+    )
+
+
+def requests_for(window: Window, until: datetime) -> Iterator[tuple[list[str], datetime, datetime]]:
+    """(sites, start, end) of each request for the window's intervals that end by `until`: 10
+    sites at most, and spans short enough to keep within the point limit."""
+    longest = timedelta(seconds=MAX_POINTS * INTERVAL)
+    last = min(window.end, until)
+    for first in range(0, len(window.site_ids), MAX_SITES):
+        site_ids = list(window.site_ids[first : first + MAX_SITES])
+        start = window.start
+        while start < last:
+            end = min(start + longest, last)
+            yield site_ids, start, end
+            start = end
+
+
+def fetch_telemetry(
+    engine: Engine, client: VoltusClient, lookback: timedelta = DEFAULT_LOOKBACK
+) -> TelemetrySummary:
+    """One telemetry pass: the windows due, fetched and stored in one transaction."""
+    started_at = utcnow()
+    try:
+        with read_transaction(engine) as conn:
+            windows = windows_due(conn, started_at, lookback)
+        until = _aligned(started_at - SETTLE, up=False)
+        readings: list[Reading] = []
+        rejected: list[Rejected] = []
+        requests = 0
+        for window in windows:
+            for site_ids, start, end in requests_for(window, until):
+                batch = client.telemetry(site_ids, start, end, INTERVAL)
+                requests += 1
+                for reading in batch.readings:
+                    if reading.site_id in site_ids:
+                        readings.append(reading)
+                    else:
+                        reason = f"telemetry: site {reading.site_id!r} was not asked for"
+                        rejected.append(Rejected("telemetry", None, reason, repr(reading)))
+                rejected += batch.rejected
+        with write_transaction(engine, FETCH_LOCK) as conn:
+            return _store(conn, windows, readings, rejected, requests, started_at)
+    except BaseException as error:
+        record_failure(engine, started_at, error, FetchKind.TELEMETRY)
+        raise
+
+
+def _store(
+    conn: Connection,
+    windows: list[Window],
+    readings: list[Reading],
+    rejected: list[Rejected],
+    requests: int,
+    started_at: datetime,
+) -> TelemetrySummary:
+    now = utcnow()
+    changes = Changes()
+    diff_rejected(conn, rejected, now, changes)
+    run = fetch_run_row(
+        started_at,
+        FetchOutcome.SUCCEEDED,
+        FetchKind.TELEMETRY,
+        rejected=len(rejected),
+    )
+    run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
+    summary = TelemetrySummary(run_id, len(windows), requests, rejected=len(rejected))
+    rows = {(r.site_id, r.meter_id, r.interval_end, r.interval_seconds): r.kw for r in readings}
+    stored = _stored_values(conn, list(rows))
+    written = []
+    for key, kw in rows.items():
+        if stored.get(key) == kw:
+            continue
+        if key in stored:
+            summary.readings_changed += 1
+        else:
+            summary.readings_new += 1
+        site_id, meter_id, interval_end, interval_seconds = key
+        written.append(
+            {
+                "site_id": site_id,
+                "meter_id": meter_id,
+                "interval_end": interval_end,
+                "interval_seconds": interval_seconds,
+                "kw": kw,
+                "fetched_at": now,
+                "fetch_run_id": run_id,
+            }
+        )
+    upsert(conn, telemetry, written, ["site_id", "meter_id", "interval_end", "interval_seconds"])
+    if changes.rejected:
+        kept = [{**row, "fetch_run_id": run_id} for row in changes.rejected]
+        conn.execute(insert(rejected_records), kept)
+    events = changes.events + _window_events(windows, written, stored)
+    append_events(conn, events, now, run_id)
+    summary.events = events
+    conn.execute(
+        fetch_runs.update()
+        .where(fetch_runs.c.id == run_id)
+        .values(events=len(events), sites_received=sum(len(w.site_ids) for w in windows))
+    )
+    return summary
+
+
+def _stored_values(
+    conn: Connection, keys: list[tuple[str, str, datetime, int]]
+) -> dict[tuple[str, str, datetime, int], float]:
+    key_columns = (
+        telemetry.c.site_id,
+        telemetry.c.meter_id,
+        telemetry.c.interval_end,
+        telemetry.c.interval_seconds,
+    )
+    found: dict[tuple[str, str, datetime, int], float] = {}
+    for first in range(0, len(keys), 500):
+        chunk = keys[first : first + 500]
+        for row in conn.execute(
+            select(*key_columns, telemetry.c.kw).where(tuple_(*key_columns).in_(chunk))
+        ):
+            found[(row.site_id, row.meter_id, row.interval_end, row.interval_seconds)] = row.kw
+    return found
+
+
+def _window_events(
+    windows: list[Window],
+    written: list[dict[str, object]],
+    stored: dict[tuple[str, str, datetime, int], float],
+) -> list[NewEvent]:
+    """`telemetry_received` per (dispatch, site) that got readings: how many, and whether they
+    filled gaps in readings already stored."""
+    events = []
+    for window in windows:
+        for site_id in window.site_ids:
+            new = [
+                r
+                for r in written
+                if r["site_id"] == site_id and window.start < r["interval_end"] <= window.end
+            ]
+            if not new:
+                continue
+            had = any(key[0] == site_id and window.start < key[2] <= window.end for key in stored)
+            details = {"readings": len(new), "filled_gaps": had}
+            event = NewEvent("telemetry_received", details, window.dispatch_id, site_id)
+            events.append(event)
+    return events

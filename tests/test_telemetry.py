@@ -1,0 +1,139 @@
+"""Telemetry around each dispatch: batched and split to the API's limits (which the emulator
+enforces), gaps refilled, bad readings set aside, nothing trusted before 20 minutes."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from etl import models, sandbox, telemetry
+from etl.sandbox import Sandbox
+from etl.timeutil import format_rfc3339, utcnow
+from tests.helpers import log_messages, site
+from tests.processes import InProcess
+from tests.scenarios import World, active
+
+
+def ago(minutes: float) -> str:
+    return format_rfc3339(utcnow() - timedelta(minutes=minutes))
+
+
+def ended(dispatch_id: str, *sites: dict[str, object], start: float, end: float) -> dict:
+    return active(dispatch_id, *sites, start_time=ago(start), end_time=ago(end))
+
+
+def stored(world: World) -> dict[str, int]:
+    with world.engine.connect() as conn:
+        rows = conn.execute(
+            select(models.telemetry.c.site_id, func.count()).group_by(models.telemetry.c.site_id)
+        ).all()
+    return dict(rows)
+
+
+def events(world: World, kind: str) -> list[dict[str, object]]:
+    with world.engine.connect() as conn:
+        rows = conn.execute(
+            select(models.events.c.site_id, models.events.c.details)
+            .where(models.events.c.kind == kind)
+            .order_by(models.events.c.id)
+        ).all()
+    return [{"site": row.site_id, **row.details} for row in rows]
+
+
+def test_eleven_sites_and_a_long_window_are_batched_and_split(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the point limit, small for the test (the emulator enforces the same one)
+    monkeypatch.setattr(telemetry, "MAX_POINTS", 60)
+    monkeypatch.setattr(sandbox, "TELEMETRY_MAX_POINTS", 60)
+    sites = [site(f"s{i:02}") for i in range(11)]
+    world.step(ended("d1", *sites, start=150, end=90))  # a window of 60 + 60 + 30 minutes
+    with world.engine.connect() as conn:
+        (window,) = telemetry.windows_due(conn, utcnow(), telemetry.DEFAULT_LOOKBACK)
+    assert 150 <= window.intervals <= 151  # its ends are aligned outwards to 30 s
+    summary = telemetry.fetch_telemetry(world.engine, world.client)
+    assert summary.windows == 1 and summary.requests == 2 * 3  # 10 + 1 sites; 3 spans of 60
+    assert summary.rejected == 0
+    counts = stored(world)
+    assert set(counts) == {f"s{i:02}" for i in range(11)}
+    assert set(counts.values()) == {window.intervals}
+    asked = [r for r in world.sandbox.requests if "telemetry/kw" in r]
+    assert max(r.count("site_id=") for r in asked) == 10
+    assert len(events(world, "telemetry_received")) == 11
+    again = telemetry.fetch_telemetry(world.engine, world.client)
+    assert again.windows == 0 and again.requests == 0  # complete: not asked for again
+
+
+def test_the_load_drops_by_the_commitment_while_the_site_is_held(world: World) -> None:
+    world.step(ended("d1", site("a", commitment=40), start=90, end=30))
+    telemetry.fetch_telemetry(world.engine, world.client)
+    with world.engine.connect() as conn:
+        readings = dict(
+            conn.execute(select(models.telemetry.c.interval_end, models.telemetry.c.kw)).all()
+        )
+    start = utcnow() - timedelta(minutes=90)
+    minute = timedelta(minutes=1)
+    before = [kw for at, kw in readings.items() if at < start - 5 * minute]
+    during = [kw for at, kw in readings.items() if start + 5 * minute < at < start + 50 * minute]
+    assert before and during
+    drop = sum(before) / len(before) - sum(during) / len(during)
+    assert 38 < drop < 42
+
+
+def reading(at: datetime) -> dict[str, object]:
+    return {"meter_id": "m1", "timestamp": format_rfc3339(at), "value": 50.0}
+
+
+def test_gaps_are_refilled_and_bad_readings_set_aside(world: World) -> None:
+    world.step(ended("d1", site("a"), start=70, end=60))  # its window ended 30 minutes ago
+    start = datetime.fromisoformat(ago(140)).replace(second=0, microsecond=0, tzinfo=UTC)
+    every_minute = [start + timedelta(minutes=m) for m in range(1, 200)]
+    readings = [reading(at) for at in every_minute if at.minute % 10]  # one in ten missing
+    bad = [
+        {
+            "meter_id": "m1",
+            "timestamp": format_rfc3339(every_minute[60]),
+            "value": 1,
+            "units": "MW",
+        },
+        {"meter_id": "m1", "timestamp": "yesterday", "value": 1},
+        {**reading(every_minute[61]), "value": float("nan")},  # sent as NaN
+        {**reading(every_minute[62]), "value": float("inf")},  # sent as Infinity
+    ]
+    world.sandbox.telemetry = {"a": readings + bad}
+    first = telemetry.fetch_telemetry(world.engine, world.client)
+    assert first.readings_new > 0 and first.rejected == 4
+    with world.engine.connect() as conn:
+        kinds = conn.execute(select(models.rejected_records.c.kind)).scalars().all()
+    assert kinds == ["telemetry"] * 4
+    # the missing minutes arrive late
+    world.sandbox.telemetry = {"a": [reading(at) for at in every_minute]}
+    second = telemetry.fetch_telemetry(world.engine, world.client)
+    assert second.readings_new > 0 and second.readings_changed == 0
+    received = events(world, "telemetry_received")
+    assert [e["filled_gaps"] for e in received] == [False, True]
+    assert telemetry.fetch_telemetry(world.engine, world.client).windows == 0
+
+
+def test_nothing_is_trusted_before_twenty_minutes(world: World) -> None:
+    world.step(
+        ended("recent", site("a"), start=60, end=10), ended("older", site("b"), start=60, end=25)
+    )
+    summary = telemetry.fetch_telemetry(world.engine, world.client)
+    assert summary.windows == 1  # only `older` ended 20 minutes ago or more
+    with world.engine.connect() as conn:
+        latest = conn.execute(select(func.max(models.telemetry.c.interval_end))).scalar_one()
+    assert latest <= utcnow() - timedelta(minutes=20)
+    # its window runs to its end + 30 min: still incomplete, asked for again at the next pass
+    assert telemetry.fetch_telemetry(world.engine, world.client).windows == 1
+
+
+def test_fetch_telemetry_from_the_command(cli: InProcess, sandbox: Sandbox) -> None:
+    sandbox.dispatches = [ended("d1", site("a"), site("b"), start=120, end=60)]
+    result = cli("fetch", "--telemetry")
+    assert result.returncode == 0, result.stderr
+    (line,) = [m for m in log_messages(result.stderr, "INFO") if m.startswith("telemetry ")]
+    assert ": 1 windows, 1 requests: " in line and " 0 changed, 0 rejected" in line
+    assert int(line.split("requests: ")[1].split()[0]) >= 2 * 150
+    again = cli("fetch", "--telemetry", "--lookback", "30m")  # the dispatch ended before that
+    assert ": 0 windows, 0 requests: 0 readings new" in again.stderr
