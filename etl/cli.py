@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
@@ -141,15 +142,23 @@ def _time_shift(choice: str) -> TimeShift:
         raise typer.BadParameter(str(error), param_hint="--tz") from None
 
 
-def _every_seconds(value: str) -> float:
-    # checked here, not by typer's range option: some typer versions let `nan` through
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not 1 <= seconds <= 86400:  # false for nan too
-        raise typer.BadParameter(f"{value[:40]!r} is not a number of seconds from 1 to 86400")
-    return seconds
+def _number_between(low: float, high: float, what: str) -> Callable[[str], float]:
+    """A parser of numbers in [low, high]; checked here, not by typer's range options: some
+    typer versions let `nan` through them."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not low <= number <= high:  # false for nan too
+            raise typer.BadParameter(f"{value[:40]!r} is not {what} from {low:g} to {high:g}")
+        return number
+
+    return parse
+
+
+_every_seconds = _number_between(1, 86400, "a number of seconds")
 
 
 def _print_version(value: bool) -> None:
@@ -609,6 +618,7 @@ class ReportKind(StrEnum):
     sites = "sites"
     programs = "programs"
     curtailments = "curtailments"
+    performance = "performance"
 
 
 class Period(StrEnum):
@@ -623,7 +633,8 @@ def report(
         typer.Argument(
             help="dispatches: one row per dispatch with its counts and outcome; sites: committed "
             "kW per site per day or month (--by); programs: one row per program; curtailments: "
-            "one row per action."
+            "one row per action; performance: one row per dispatch and site, the metered "
+            "response (etl fetch --telemetry)."
         ),
     ],
     database_url: DatabaseUrl = None,
@@ -663,6 +674,8 @@ def report(
             query = reports.programs_report(f)
         case ReportKind.curtailments:
             query = reports.curtailments_report(f)
+        case ReportKind.performance:
+            query = reports.performance_report(f)
     columns = [c.name for c in query.selected_columns]
     zones = reports.program_zones(engine) if tz.lower() == "program" else {}
     rows = output.shift_times(
@@ -719,6 +732,15 @@ def status_command(
         str,
         typer.Option(help="Report actions failed (CRITICAL) or missed (WARNING) this recently."),
     ] = "24h",
+    min_delivery: Annotated[
+        float,
+        typer.Option(
+            parser=_number_between(0, 1000, "a percentage"),
+            metavar="PERCENT",
+            help="WARNING when a site of a dispatch that ended within --window delivered under "
+            "this percent of its commitment, by its metered load (etl fetch --telemetry).",
+        ),
+    ] = 50.0,
     fmt: Annotated[
         StatusFormat,
         typer.Option(
@@ -736,7 +758,7 @@ def status_command(
     fmt = StatusFormat.json if as_json else fmt
     try:
         engine = open_store(database_url)
-        result = status.check(engine, max_age_delta, window_delta)
+        result = status.check(engine, max_age_delta, window_delta, min_delivery)
         counts = None
         if fmt == StatusFormat.prometheus:
             from etl import metrics

@@ -5,7 +5,7 @@ report is never held in memory whole.
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -86,6 +86,28 @@ dispatch_summary = Table(
 )
 
 
+# Migration 0007's view: the metered response of each (dispatch, site); see the README
+dispatch_performance = Table(
+    "dispatch_performance",
+    VIEWS,
+    Column("dispatch_id", String),
+    Column("site_id", String),
+    Column("program_id", Integer),
+    Column("start_time", UTCDateTime),
+    Column("end_time", UTCDateTime),
+    Column("commitment_kw", Float),
+    Column("baseline_kw", Float),
+    Column("mean_kw_during", Float),
+    Column("delivered_kw", Float),
+    Column("delivered_pct", Float),
+    Column("responded_at", UTCDateTime),
+    Column("response_seconds_from_start", Float),
+    Column("response_seconds_from_curtail", Float),
+    Column("recovery_seconds_from_restore", Float),
+    Column("coverage", Float),
+)
+
+
 def _site_commitments(name: str, period: str) -> Table:
     return Table(
         name,
@@ -147,6 +169,18 @@ def curtailments_report(f: ReportFilter) -> Select[Any]:
         v.c.dispatch_start_time, v.c.dispatch_id, v.c.site_id, v.c.episode, v.c.action
     )
     query = _dispatch_filters(query, f, v.c.dispatch_start_time, v.c.dispatch_id, v)
+    return query if f.site_id is None else query.where(v.c.site_id == f.site_id)
+
+
+def performance_report(f: ReportFilter) -> Select[Any]:
+    """Each (dispatch, site) with telemetry measures: delivered kW against a prior-hour
+    baseline, and how fast the load answered. Test and cancelled dispatches have no row."""
+    v = dispatch_performance
+    query = select(v).order_by(v.c.start_time, v.c.dispatch_id, v.c.site_id)
+    if f.test:
+        raise ConfigError("performance is measured for non-test dispatches only: drop --test")
+    f = replace(f, test=None)  # every row is of a non-test dispatch
+    query = _dispatch_filters(query, f, v.c.start_time, v.c.dispatch_id, v)
     return query if f.site_id is None else query.where(v.c.site_id == f.site_id)
 
 

@@ -19,8 +19,11 @@ from etl.models import (
     events,
     fetch_runs,
 )
+from etl.reports import dispatch_performance
 from etl.timeutil import jsonable, utcnow
 
+# a share of a window's telemetry intervals below which its delivery is not judged
+MIN_COVERAGE = 0.8
 # a dispatch that holds sites this long with no end time has probably lost its end
 OPEN_ENDED_LIMIT = timedelta(hours=24)
 
@@ -45,6 +48,8 @@ class Status:
     vanished_recently: list[str]
     # dispatches holding sites for over 24 hours with no end time
     held_without_end: list[str]
+    # (dispatch, site, delivered %) of recent dispatches that delivered under the minimum
+    under_delivered: list[tuple[str, str, float]]
     problems: list[str] = field(default_factory=list)
     code: int = OK
 
@@ -52,10 +57,13 @@ class Status:
         return {k: jsonable(v) for k, v in asdict(self).items()}
 
 
-def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:
+def check(
+    engine: Engine, max_age: timedelta, window: timedelta, min_delivery: float = 50.0
+) -> Status:
     """CRITICAL when no fetch succeeded within `max_age`, or an action ended failed within
-    `window`; WARNING when one was missed or a dispatch vanished within `window`, or a dispatch
-    has held sites for over 24 hours with no end time; else OK."""
+    `window`; WARNING when one was missed or a dispatch vanished within `window`, a dispatch
+    has held sites for over 24 hours with no end time, or a site of a dispatch that ended within
+    `window` delivered under `min_delivery` percent of its commitment; else OK."""
     now = utcnow()
     with read_transaction(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -89,6 +97,7 @@ def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:
         )
         vanished = _vanished(conn, now - window)
         held_without_end = _held_without_end(conn, now - OPEN_ENDED_LIMIT)
+        under_delivered = _under_delivered(conn, now - window, min_delivery)
     status = Status(
         checked_at=now,
         version=__version__,
@@ -105,6 +114,7 @@ def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:
         missed_recently=recent.get(ActionState.MISSED, 0),
         vanished_recently=vanished,
         held_without_end=held_without_end,
+        under_delivered=under_delivered,
     )
     if success is None:
         status.problems.append("CRITICAL: no fetch has succeeded yet")
@@ -129,6 +139,11 @@ def check(engine: Engine, max_age: timedelta, window: timedelta) -> Status:
             f"WARNING: dispatch {', '.join(held_without_end)} has held sites for over "
             f"{_age(OPEN_ENDED_LIMIT)} with no end time"
         )
+    for dispatch_id, site_id, percent in under_delivered:
+        status.problems.append(
+            f"WARNING: site {site_id} delivered {percent:.0f}% of its commitment to dispatch "
+            f"{dispatch_id} (under {min_delivery:g}%, by its metered load)"
+        )
     if any(p.startswith("CRITICAL") for p in status.problems):
         status.code = CRITICAL
     elif status.problems:
@@ -145,6 +160,24 @@ def _vanished(conn: Connection, since: datetime) -> list[str]:
         )
     ).scalars()
     return sorted({d for d in found if d is not None})
+
+
+def _under_delivered(
+    conn: Connection, ended_since: datetime, min_delivery: float
+) -> list[tuple[str, str, float]]:
+    """Sites of dispatches that ended since then whose metered response fell short; judged only
+    with most of their readings in (at least MIN_COVERAGE of the intervals)."""
+    v = dispatch_performance.c
+    rows = conn.execute(
+        select(v.dispatch_id, v.site_id, v.delivered_pct)
+        .where(
+            v.end_time >= ended_since,
+            v.coverage >= MIN_COVERAGE,
+            v.delivered_pct < min_delivery,
+        )
+        .order_by(v.end_time, v.dispatch_id, v.site_id)
+    ).all()
+    return [tuple(row) for row in rows]
 
 
 def _held_without_end(conn: Connection, started_before: datetime) -> list[str]:

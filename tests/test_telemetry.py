@@ -4,14 +4,16 @@ enforces), gaps refilled, bad readings set aside, nothing trusted before 20 minu
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
-from etl import models, sandbox, telemetry
+from etl import ingest, models, reports, sandbox, status, telemetry
 from etl.sandbox import Sandbox
 from etl.timeutil import format_rfc3339, utcnow
 from tests.helpers import log_messages, site
 from tests.processes import InProcess
 from tests.scenarios import World, active
+
+CHECK = (timedelta(days=1), timedelta(hours=24))  # fresh enough: only delivery is judged
 
 
 def ago(minutes: float) -> str:
@@ -137,3 +139,68 @@ def test_fetch_telemetry_from_the_command(cli: InProcess, sandbox: Sandbox) -> N
     assert int(line.split("requests: ")[1].split()[0]) >= 2 * 150
     again = cli("fetch", "--telemetry", "--lookback", "30m")  # the dispatch ended before that
     assert ": 0 windows, 0 requests: 0 readings new" in again.stderr
+
+
+def hand_computed(world: World, curtailed_kw: float) -> tuple[datetime, datetime]:
+    """A 30-minute dispatch committed at 20 kW, ended 2.5 hours ago, with the commands' records:
+    the load is 100 kW, falls to `curtailed_kw` from its 3rd minute, and comes back 5 minutes
+    after its end; 12 of the window's 120 intervals are missing."""
+    start = utcnow().replace(second=0, microsecond=0) - timedelta(hours=3)
+    end = start + timedelta(minutes=30)
+    second, minute = timedelta(seconds=1), timedelta(minutes=1)
+    load = {start + m * minute: 100.0 for m in range(-59, 1)}  # before: the baseline
+    load |= {start + m * minute: (100.0 if m <= 2 else curtailed_kw) for m in range(1, 31)}
+    load |= {end + m * minute: (curtailed_kw if m <= 4 else 100.0) for m in range(1, 31)}
+    for m in range(10, 22):
+        del load[end + m * minute]
+    world.sandbox.dispatches = [
+        active(
+            "p1",
+            site("a", commitment=20),
+            start_time=format_rfc3339(start),
+            end_time=format_rfc3339(end),
+        )
+    ]
+    world.sandbox.telemetry = {"a": [{**reading(at), "value": kw} for at, kw in load.items()]}
+    ingest.fetch(world.engine, world.client)
+    with world.engine.begin() as conn:  # the commands, as the processor would have recorded them
+        for kind, done in (("curtail", start + 30 * second), ("restore", end + 60 * second)):
+            conn.execute(
+                insert(models.actions).values(
+                    dispatch_id="p1", site_id="a", kind=kind, episode=1,
+                    idempotency_key=f"key-{kind}", state="succeeded", attempts=1,
+                    created_at=start, finished_at=done,
+                )
+            )  # fmt: skip
+    assert telemetry.fetch_telemetry(world.engine, world.client).readings_new == 108
+    return start, end
+
+
+def test_the_performance_view_on_a_hand_computed_series(world: World) -> None:
+    start, _ = hand_computed(world, curtailed_kw=75)
+    minute = timedelta(minutes=1)
+
+    (row,) = reports.stream(world.engine, reports.performance_report(reports.ReportFilter()))
+
+    assert row["baseline_kw"] == pytest.approx(100)
+    assert row["mean_kw_during"] == pytest.approx((2 * 100 + 28 * 75) / 30)
+    assert row["delivered_kw"] == pytest.approx(100 - 2300 / 30)
+    assert row["delivered_pct"] == pytest.approx(100 * (100 - 2300 / 30) / 20)
+    assert row["responded_at"] == start + 3 * minute  # the first interval at or under 90 kW
+    assert row["response_seconds_from_start"] == pytest.approx(180)
+    assert row["response_seconds_from_curtail"] == pytest.approx(150)
+    assert row["recovery_seconds_from_restore"] == pytest.approx(240)
+    assert row["coverage"] == pytest.approx(108 / 120)
+    assert status.check(world.engine, *CHECK).under_delivered == []
+
+
+def test_status_warns_of_a_site_that_delivered_too_little(world: World) -> None:
+    hand_computed(world, curtailed_kw=95)  # 5 of 20 kW: (2 x 0 + 28 x 5) / 30 = 4.67 kW, 23%
+    check = status.check(world.engine, *CHECK, min_delivery=50)
+    assert check.code == status.WARNING
+    ((dispatch_id, site_id, percent),) = check.under_delivered
+    assert (dispatch_id, site_id) == ("p1", "a") and percent == pytest.approx(140 / 30 / 20 * 100)
+    assert "WARNING: site a delivered 23% of its commitment to dispatch p1" in check.problems[0]
+    assert status.check(world.engine, *CHECK, min_delivery=20).code == status.OK
+    # no longer within the window
+    assert status.check(world.engine, CHECK[0], timedelta(hours=2)).under_delivered == []
