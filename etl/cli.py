@@ -695,6 +695,14 @@ def audit_command(
     until: Until = None,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON object per event.")] = False,
     tz: Tz = "utc",
+    chart: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE.svg",
+            help="With --dispatch: write a picture of it instead, one panel per site (metered kW, "
+            "baseline, target, each command), in the program's time zone.",
+        ),
+    ] = None,
 ) -> None:
     """What happened, in time order: dispatches seen and changed, actions planned, claimed,
     attempted, succeeded, failed, missed, skipped or superseded, with their idempotency keys.
@@ -702,6 +710,9 @@ def audit_command(
     from etl import audit, output
 
     shift = _time_shift(tz)
+    if chart is not None:
+        _write_chart(database_url, dispatch, chart)
+        return
     engine = open_store(database_url)
     query = audit.AuditQuery(dispatch, site, since, until).with_default_window()
     entries = output.shift_times(audit.trail(engine, query), shift, lambda row: row["timezone"])
@@ -719,6 +730,23 @@ class StatusFormat(StrEnum):
     text = "text"
     json = "json"
     prometheus = "prometheus"
+
+
+def _write_chart(database_url: str | None, dispatch_id: str | None, path: Path) -> None:
+    from etl import chart
+
+    if dispatch_id is None:
+        raise typer.BadParameter("--chart draws one dispatch: give --dispatch ID")
+    engine = open_store(database_url)
+    try:
+        picture = chart.render(chart.chart_data(engine, dispatch_id))
+    finally:
+        engine.dispose()
+    try:
+        path.write_text(picture)
+    except OSError as error:
+        raise EtlError(f"cannot write {path}: {error.strerror}") from None
+    typer.echo(f"wrote {path}")
 
 
 @app.command("status")

@@ -2,7 +2,7 @@
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -78,6 +78,11 @@ def time_shift(choice: str) -> TimeShift:
     if zone is None:
         raise ValueError(f"unknown time zone {choice[:60]!r}: use {TZ_CHOICES}")
     return lambda moment, _: moment.astimezone(zone)
+
+
+def zone_or_utc(name: str) -> ZoneInfo | timezone:
+    """The named time zone, or UTC when it is unknown here."""
+    return _zone(name) or UTC
 
 
 def local_date(value: datetime, zone_name: str) -> str:

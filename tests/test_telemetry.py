@@ -2,6 +2,9 @@
 enforces), gaps refilled, bad readings set aside, nothing trusted before 20 minutes."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from xml.etree import ElementTree
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -204,3 +207,37 @@ def test_status_warns_of_a_site_that_delivered_too_little(world: World) -> None:
     assert status.check(world.engine, *CHECK, min_delivery=20).code == status.OK
     # no longer within the window
     assert status.check(world.engine, CHECK[0], timedelta(hours=2)).under_delivered == []
+
+
+def test_the_chart_has_a_panel_per_site_and_a_marker_per_command(
+    world: World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    start, _ = hand_computed(world, curtailed_kw=75)
+    path = tmp_path / "p1.svg"
+    cli = InProcess(monkeypatch, capsys, world.engine.url.render_as_string(hide_password=False))
+    assert cli.ok("audit", "--dispatch", "p1", "--chart", str(path)) == f"wrote {path}\n"
+    svg = ElementTree.parse(path).getroot()
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    (panel,) = svg.findall("svg:g[@class='panel']", ns)
+    assert panel.get("data-site") == "a"
+    (load,) = panel.findall("svg:polyline[@class='load']", ns)
+    assert len(load.get("points", "").split()) == 108
+    assert panel.find("svg:rect[@class='window']", ns) is not None
+    assert panel.find("svg:line[@class='baseline']/svg:title", ns).text == "baseline 100.0 kW"
+    assert panel.find("svg:line[@class='target']/svg:title", ns).text == "target 80.0 kW"
+    markers = [g.get("class") for g in panel.findall("svg:g", ns)]
+    assert markers == ["command curtail succeeded", "command restore succeeded"]
+    title = svg.find("svg:title", ns).text
+    local = start.astimezone(ZoneInfo("US/Central"))  # the program's zone
+    assert f"{local:%Y-%m-%d %H:%M}" in title and f"UTC{local:%z}" in title
+
+
+def test_a_chart_needs_a_dispatch_that_exists(cli: InProcess, tmp_path: Path) -> None:
+    no_dispatch = cli("audit", "--chart", str(tmp_path / "x.svg"))
+    assert no_dispatch.returncode == 2 and "give --dispatch ID" in no_dispatch.stderr
+    unknown = cli("audit", "--dispatch", "nope", "--chart", str(tmp_path / "x.svg"))
+    assert unknown.returncode == 2 and "no dispatch 'nope'" in unknown.stderr
+    assert not (tmp_path / "x.svg").exists()

@@ -1,0 +1,228 @@
+"""A picture of one dispatch (`etl audit --dispatch ID --chart FILE.svg`): one panel per site,
+its metered kW over the window, the dispatch shaded, the baseline and target lines, and a marker
+for each curtail and restore, times in the program's zone.
+
+Hand-written SVG: a few lines, rectangles and markers need no plotting library (matplotlib
+would cost this command half a second to import, and etl a large dependency); any browser opens
+and prints the file.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from xml.sax.saxutils import escape
+
+from sqlalchemy import Connection, Engine, func, select
+
+from etl.db import read_transaction
+from etl.errors import ConfigError
+from etl.models import actions, dispatch_sites, dispatches, programs, telemetry
+from etl.telemetry import AFTER, BEFORE, INTERVAL
+from etl.timeutil import zone_or_utc
+
+WIDTH, PANEL_HEIGHT, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, HEADER = 900, 220, 60, 20, 30, 50
+COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "missed": "#ef6c00"}
+
+
+@dataclass(frozen=True)
+class Command:
+    kind: str  # curtail | restore
+    state: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class SitePanel:
+    site_id: str
+    commitment_kw: float | None
+    load: list[tuple[datetime, float]]  # (interval end, kW), in time order
+    commands: list[Command]
+
+
+@dataclass(frozen=True)
+class DispatchChart:
+    dispatch_id: str
+    program_name: str
+    zone: tzinfo
+    start: datetime
+    end: datetime
+    panels: list[SitePanel]
+
+    def baseline(self, panel: SitePanel) -> float | None:
+        """The mean load of the hour before the start, as the view dispatch_performance has it."""
+        before = [kw for at, kw in panel.load if self.start - BEFORE < at <= self.start]
+        return sum(before) / len(before) if before else None
+
+
+def chart_data(engine: Engine, dispatch_id: str) -> DispatchChart:
+    d, p = dispatches.c, programs.c
+    with read_transaction(engine) as conn:
+        head = conn.execute(
+            select(d.start_time, d.end_time, p.name, p.timezone)
+            .join(programs, p.id == d.program_id)
+            .where(d.id == dispatch_id)
+        ).first()
+        if head is None:
+            raise ConfigError(f"no dispatch {dispatch_id!r} in the store", "see etl audit")
+        end = head.end_time or head.start_time + timedelta(hours=1)
+        sites = conn.execute(
+            select(dispatch_sites.c.site_id, dispatch_sites.c.commitment_kw)
+            .where(dispatch_sites.c.dispatch_id == dispatch_id)
+            .order_by(dispatch_sites.c.site_id)
+        ).all()
+        panels = [
+            SitePanel(
+                site.site_id,
+                site.commitment_kw,
+                _site_load(conn, site.site_id, head.start_time - BEFORE, end + AFTER),
+                _site_commands(conn, dispatch_id, site.site_id),
+            )
+            for site in sites
+        ]
+    return DispatchChart(
+        dispatch_id, head.name, zone_or_utc(head.timezone), head.start_time, end, panels
+    )
+
+
+def _site_load(
+    conn: Connection, site_id: str, first: datetime, last: datetime
+) -> list[tuple[datetime, float]]:
+    t = telemetry.c
+    rows = conn.execute(
+        select(t.interval_end, func.sum(t.kw))
+        .where(
+            t.site_id == site_id,
+            t.interval_seconds == INTERVAL,
+            t.interval_end > first,
+            t.interval_end <= last,
+        )
+        .group_by(t.interval_end)
+        .order_by(t.interval_end)
+    ).all()
+    return [(at, kw) for at, kw in rows]
+
+
+def _site_commands(conn: Connection, dispatch_id: str, site_id: str) -> list[Command]:
+    """Each curtail and restore that succeeded, failed or was missed, at the time it did."""
+    a = actions.c
+    rows = conn.execute(
+        select(a.kind, a.state, func.coalesce(a.finished_at, a.created_at))
+        .where(a.dispatch_id == dispatch_id, a.site_id == site_id, a.state.in_(list(COLORS)))
+        .order_by(a.id)
+    ).all()
+    return [Command(kind, state, at) for kind, state, at in rows]
+
+
+def render(chart: DispatchChart) -> str:
+    """The SVG document: a header, then one panel per site."""
+    height = HEADER + len(chart.panels) * (PANEL_HEIGHT + MARGIN_TOP) + 10
+    local = chart.start.astimezone(chart.zone)
+    title = (
+        f"Dispatch {chart.dispatch_id} ({chart.program_name}): "
+        f"{local:%Y-%m-%d %H:%M} to {chart.end.astimezone(chart.zone):%H:%M} "
+        f"(UTC{local:%z}, the program's time)"
+    )
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'font-family="sans-serif" font-size="11">',
+        f"<title>{escape(title)}</title>",
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{MARGIN_LEFT}" y="22" font-size="14">{escape(title)}</text>',
+    ]
+    for index, panel in enumerate(chart.panels):
+        top = HEADER + index * (PANEL_HEIGHT + MARGIN_TOP)
+        parts += _panel(chart, panel, top)
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def _panel(chart: DispatchChart, panel: SitePanel, top: float) -> list[str]:
+    first, last = chart.start - BEFORE, chart.end + AFTER
+    span = (last - first).total_seconds()
+    plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
+    baseline = chart.baseline(panel)
+    target = None
+    if baseline is not None and panel.commitment_kw is not None:
+        target = baseline - panel.commitment_kw
+    values = [kw for _, kw in panel.load] + [v for v in (baseline, target) if v is not None]
+    low, high = min([0.0, *values]), max([1.0, *values]) * 1.1
+
+    def x(moment: datetime) -> float:
+        return MARGIN_LEFT + (moment - first).total_seconds() / span * plot_width
+
+    def y(kw: float) -> float:
+        return top + MARGIN_TOP + (high - kw) / (high - low) * (PANEL_HEIGHT - MARGIN_TOP)
+
+    commitment = f"{panel.commitment_kw:g} kW" if panel.commitment_kw is not None else "unknown"
+    label = f"site {panel.site_id}: commitment {commitment}"
+    if baseline is not None:
+        label += f", baseline {baseline:.1f} kW"
+    if not panel.load:
+        label += " (no telemetry stored: etl fetch --telemetry)"
+    bottom = y(low)
+    parts = [
+        f'<g class="panel" data-site="{escape(panel.site_id)}">',
+        f'<text x="{MARGIN_LEFT}" y="{top + 18}" font-size="12">{escape(label)}</text>',
+        f'<rect class="window" x="{x(chart.start):.1f}" y="{y(high):.1f}" '
+        f'width="{x(chart.end) - x(chart.start):.1f}" height="{bottom - y(high):.1f}" '
+        'fill="#1565c0" fill-opacity="0.08"/>',
+        f'<line x1="{MARGIN_LEFT}" y1="{bottom:.1f}" x2="{WIDTH - MARGIN_RIGHT}" '
+        f'y2="{bottom:.1f}" stroke="#999"/>',
+    ]
+    parts += _axes(chart, x, y, low, high, bottom)
+    for value, name, dash in ((baseline, "baseline", "6 4"), (target, "target", "2 3")):
+        if value is not None:
+            parts.append(
+                f'<line class="{name}" x1="{MARGIN_LEFT}" y1="{y(value):.1f}" '
+                f'x2="{WIDTH - MARGIN_RIGHT}" y2="{y(value):.1f}" stroke="#555" '
+                f'stroke-dasharray="{dash}"><title>{name} {value:.1f} kW</title></line>'
+            )
+    if panel.load:
+        points = " ".join(f"{x(at):.1f},{y(kw):.1f}" for at, kw in panel.load)
+        parts.append(f'<polyline class="load" points="{points}" fill="none" stroke="#1565c0"/>')
+    for command in panel.commands:
+        parts.append(_marker(command, x(command.at), top + MARGIN_TOP, bottom, chart.zone))
+    parts.append("</g>")
+    return parts
+
+
+def _axes(
+    chart: DispatchChart,
+    x: Callable[[datetime], float],
+    y: Callable[[float], float],
+    low: float,
+    high: float,
+    bottom: float,
+) -> list[str]:
+    """Time ticks every 15 minutes, in the program's zone; kW at the bottom and the top."""
+    parts = []
+    tick = (chart.start - BEFORE).astimezone(chart.zone)
+    tick = tick.replace(minute=tick.minute - tick.minute % 15, second=0, microsecond=0)
+    while tick <= chart.end + AFTER:
+        if tick >= chart.start - BEFORE:
+            parts.append(
+                f'<text x="{x(tick):.1f}" y="{bottom + 14:.1f}" text-anchor="middle">'
+                f"{tick:%H:%M}</text>"
+            )
+        tick += timedelta(minutes=15)
+    for kw in (low, high):
+        parts.append(
+            f'<text x="{MARGIN_LEFT - 6}" y="{y(kw) + 4:.1f}" text-anchor="end">{kw:.0f} kW</text>'
+        )
+    return parts
+
+
+def _marker(command: Command, at_x: float, top: float, bottom: float, zone: tzinfo) -> str:
+    """A vertical line at the command's time; a triangle down for a curtail, up for a restore."""
+    color = COLORS[command.state]
+    tip = f"{bottom - 8:.1f}" if command.kind == "curtail" else f"{bottom - 16:.1f}"
+    base = f"{bottom - 16:.1f}" if command.kind == "curtail" else f"{bottom - 8:.1f}"
+    when = command.at.astimezone(zone)
+    return (
+        f'<g class="command {command.kind} {command.state}">'
+        f"<title>{command.kind} {command.state} at {when:%H:%M:%S}</title>"
+        f'<line x1="{at_x:.1f}" y1="{top:.1f}" x2="{at_x:.1f}" y2="{bottom:.1f}" '
+        f'stroke="{color}" stroke-dasharray="3 2"/>'
+        f'<polygon points="{at_x - 5:.1f},{base} {at_x + 5:.1f},{base} {at_x:.1f},{tip}" '
+        f'fill="{color}"/></g>'
+    )
