@@ -17,13 +17,16 @@ $(BIN)/etl: pyproject.toml
 
 setup: $(BIN)/etl
 
-# The demo: start the emulator on a free port, create a SQLite store in .demo/, then run the
-# minutely job twice, as cron would: the first run records the dispatches and curtails the sites of
-# the active one (the log handler prints what each site should do); the second finds nothing new.
-# Then the record of what was done, and the health check.
+# The demo: start the emulator on a free port (the built-in scenario, plus a dispatch that ended
+# 90 minutes ago), create a SQLite store in .demo/, then run the minutely job twice, as cron would:
+# the first run records the dispatches and curtails the sites of the active one (the log handler
+# prints what each site should do); the second finds nothing new. Then the record of what was
+# done, the health check, the metered response to the dispatch that ended (etl fetch --telemetry,
+# etl report performance) and its picture, .demo/earlier.svg.
 demo: setup
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	@$(BIN)/etl sandbox --port 0 > $(DEMO_DIR)/sandbox.log 2>&1 & pid=$$!; \
+	@$(BIN)/python -c 'import json, sys; from importlib.resources import files; s = json.loads(files("etl").joinpath("sandbox_scenario.json").read_text()); d = dict(s["dispatches"][0], id="earlier", start_time="now-2h", end_time="now-90m"); s["dispatches"].append(d); json.dump(s, open(sys.argv[1], "w"))' $(DEMO_DIR)/scenario.json
+	@$(BIN)/etl sandbox --port 0 --scenario $(DEMO_DIR)/scenario.json > $(DEMO_DIR)/sandbox.log 2>&1 & pid=$$!; \
 	trap 'kill $$pid' EXIT; \
 	for i in $$(seq 50); do grep -q http $(DEMO_DIR)/sandbox.log && break; sleep 0.1; done; \
 	cat $(DEMO_DIR)/sandbox.log; \
@@ -34,7 +37,10 @@ demo: setup
 	$(BIN)/etl run; \
 	$(BIN)/etl run; \
 	$(BIN)/etl report curtailments --format csv; \
-	$(BIN)/etl status
+	$(BIN)/etl status; \
+	$(BIN)/etl fetch --telemetry --quiet; \
+	$(BIN)/etl report performance; \
+	$(BIN)/etl audit --dispatch earlier --chart $(DEMO_DIR)/earlier.svg
 
 demo-push: setup
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR) && cp etl/sandbox_scenario.json $(DEMO_DIR)/scenario.json

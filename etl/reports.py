@@ -27,6 +27,7 @@ from etl import models
 from etl.db import read_transaction
 from etl.errors import ConfigError
 from etl.models import UTCDateTime
+from etl.timeutil import utcnow
 
 # The views' columns, typed so that times come back aware and booleans as bools on both
 # databases. Not part of the models' metadata: migrations create views, autogenerate ignores them.
@@ -173,10 +174,15 @@ def curtailments_report(f: ReportFilter) -> Select[Any]:
 
 
 def performance_report(f: ReportFilter) -> Select[Any]:
-    """Each (dispatch, site) with telemetry measures: delivered kW against a prior-hour
-    baseline, and how fast the load answered. Test and cancelled dispatches have no row."""
+    """Each (dispatch, site) of the dispatches that have ended, with telemetry measures:
+    delivered kW against a prior-hour baseline, and how fast the load answered. Test and
+    cancelled dispatches have no row."""
     v = dispatch_performance
-    query = select(v).order_by(v.c.start_time, v.c.dispatch_id, v.c.site_id)
+    query = (
+        select(v)
+        .where(v.c.end_time <= utcnow())
+        .order_by(v.c.start_time, v.c.dispatch_id, v.c.site_id)
+    )
     if f.test:
         raise ConfigError("performance is measured for non-test dispatches only: drop --test")
     f = replace(f, test=None)  # every row is of a non-test dispatch
