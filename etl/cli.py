@@ -598,11 +598,31 @@ def sandbox(
         str | None, typer.Option(help="Retry-After header sent with each injected 429.")
     ] = None,
     delay: Annotated[float, typer.Option(help="Seconds to wait before each response.")] = 0.0,
+    certification: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Replay one of Voltus's integration tests instead: basic, ancillary, "
+            "two-programs or cancelled.",
+            show_default=False,
+        ),
+    ] = None,
+    speed: Annotated[
+        float,
+        typer.Option(
+            parser=_number_between(0.01, 10000, "a speed"),
+            help="Replay the scenario's relative times this many times faster.",
+        ),
+    ] = 1.0,
 ) -> None:
     """Serve a local emulator of the Voltus API until interrupted."""
-    from etl.sandbox import Faults, Sandbox
+    from etl.sandbox import Faults, Sandbox, certification_scenario
 
-    emulator = Sandbox(scenario, host=host, port=port, key=key)
+    if certification is not None:
+        if scenario is not None:
+            raise typer.BadParameter("give --scenario or --certification, not both")
+        scenario = certification_scenario(certification)
+    emulator = Sandbox(scenario, host=host, port=port, key=key, speed=speed)
     emulator.faults = Faults(
         statuses=list(fail or []), retry_after=retry_after, delay_seconds=delay
     )

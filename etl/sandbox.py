@@ -40,6 +40,7 @@ from etl.timeutil import format_rfc3339, parse_rfc3339, utcnow
 RELATIVE_TIME = re.compile(r"^now(?:([+-])(\d+)([smhd]))?$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 WEBHOOK_EVENTS = ("dispatch.create", "dispatch.update")
+CERTIFICATION = ("basic", "ancillary", "two-programs", "cancelled")  # etl/certification/*.json
 TELEMETRY_MAX_SITES, TELEMETRY_MAX_POINTS = 10, 10_000
 RESPONSE_DELAY = timedelta(minutes=1)  # an emulated site's load follows its commands this late
 LATER = datetime(9000, 1, 1, tzinfo=UTC)  # the end of a dispatch with no end time yet
@@ -58,20 +59,41 @@ class Faults:
     truncated: int = 0  # the next N successful responses are cut off mid-body
 
 
-def resolve_times(value: Any, anchor: datetime) -> Any:
-    """Replace `now±N<unit>` strings anywhere in a scenario by RFC 3339 times."""
+def resolve_times(value: Any, anchor: datetime, speed: float = 1.0) -> Any:
+    """Replace `now±N<unit>` strings anywhere in a scenario by RFC 3339 times; `speed` shrinks
+    every offset, to replay a scenario faster."""
     if isinstance(value, dict):
-        return {k: resolve_times(v, anchor) for k, v in value.items()}
+        return {k: resolve_times(v, anchor, speed) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve_times(v, anchor) for v in value]
+        return [resolve_times(v, anchor, speed) for v in value]
     if isinstance(value, str) and (match := RELATIVE_TIME.match(value)):
         sign, amount, unit = match.groups()
-        offset = timedelta(**{UNITS[unit]: int(amount)}) if amount else timedelta()
+        offset = timedelta(**{UNITS[unit]: int(amount)}) / speed if amount else timedelta()
         return format_rfc3339(anchor - offset if sign == "-" else anchor + offset)
     return value
 
 
-def load_scenario(path: Path | None, anchor: datetime) -> dict[str, list[Any]]:
+Published = list[tuple[datetime, Any]]  # one dispatch's states, each with when it is served
+
+
+def published_states(scenario: Any) -> list[Published]:
+    """Voltus's scenario format, `{"dispatches": {NAME: {"states": [{"published_time",
+    "dispatch"}]}}}`: each dispatch's states, in the order they are published."""
+    try:
+        return [
+            sorted(
+                ((parse_rfc3339(s["published_time"]), s["dispatch"]) for s in entry["states"]),
+                key=lambda state: state[0],
+            )
+            for entry in scenario["dispatches"].values()
+        ]
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise ConfigError(f"not a Voltus scenario: {error}") from None
+
+
+def load_scenario(path: Path | None, anchor: datetime, speed: float = 1.0) -> dict[str, Any]:
+    """Ours (`{"dispatches": [...], ...}`) or Voltus's (`{"dispatches": {NAME: {"states"...}}}`,
+    whose dispatches are served in their latest published state)."""
     source = path or files("etl").joinpath("sandbox_scenario.json")
     try:
         scenario = json.loads(source.read_text())
@@ -79,10 +101,24 @@ def load_scenario(path: Path | None, anchor: datetime) -> dict[str, list[Any]]:
         raise ConfigError(f"cannot read scenario {source}: {error}") from None
     if not isinstance(scenario, dict):
         raise ConfigError(f"scenario {source} is not a JSON object")
-    resolved = resolve_times(scenario, anchor)
+    resolved = resolve_times(scenario, anchor, speed)
+    voltus_format = isinstance(resolved.get("dispatches"), dict)
     loaded = {key: resolved.get(key, []) for key in ("dispatches", "unlisted", "sites")}
     loaded["telemetry"] = resolved.get("telemetry", {})
+    loaded["published"] = published_states(resolved) if voltus_format else []
+    if voltus_format:
+        loaded["dispatches"] = []
     return loaded
+
+
+def certification_scenario(name: str) -> Path:
+    """One of Voltus's integration tests, as a built-in scenario."""
+    path = Path(str(files("etl").joinpath("certification", f"{name}.json")))
+    if name not in CERTIFICATION or not path.exists():
+        raise ConfigError(
+            f"no certification scenario {name!r}", f"one of {', '.join(CERTIFICATION)}"
+        )
+    return path
 
 
 class Sandbox:
@@ -95,8 +131,10 @@ class Sandbox:
         host: str = "127.0.0.1",
         port: int = 0,
         key: str = SANDBOX_KEY,
+        speed: float = 1.0,
     ) -> None:
         self.anchor = utcnow()
+        self.speed = speed
         self.key = key
         self.lock = threading.Lock()
         self.faults = Faults()
@@ -106,8 +144,10 @@ class Sandbox:
         self._stopped = threading.Event()
         self._scenario_path = scenario_path
         self._scenario_mtime = self._mtime()
-        scenario = load_scenario(scenario_path, self.anchor)
+        scenario = load_scenario(scenario_path, self.anchor, speed)
         self.dispatches: list[Any] = scenario["dispatches"]
+        # a Voltus-format scenario's dispatches: each served in its latest published state
+        self.published: list[Published] = scenario["published"]
         self.sites: list[Any] = scenario["sites"]
         # known by id but left out of the listing, as the API does with dispatches older than a day
         self.unlisted: list[Any] = scenario["unlisted"]
@@ -157,10 +197,21 @@ class Sandbox:
         if self._scenario_path is None or self._mtime() == self._scenario_mtime:
             return
         self._scenario_mtime = self._mtime()
-        scenario = load_scenario(self._scenario_path, self.anchor)
+        scenario = load_scenario(self._scenario_path, self.anchor, self.speed)
         self.dispatches, self.sites = scenario["dispatches"], scenario["sites"]
         self.unlisted = scenario["unlisted"]
         self.telemetry = scenario["telemetry"]
+        self.published = scenario["published"]
+
+    def served(self) -> list[Any]:
+        """The dispatches as the API shows them now (the caller holds the lock)."""
+        now = utcnow()
+        current = []
+        for states in self.published:
+            shown = [dispatch for published_at, dispatch in states if published_at <= now]
+            if shown:
+                current.append(shown[-1])
+        return [*self.dispatches, *current]
 
     def respond(
         self, path: str, key: str | None, method: str = "GET", body: bytes = b""
@@ -186,6 +237,9 @@ class Sandbox:
                 self._follow_scenario_file()
             except ConfigError as error:
                 return 500, {}, _error_body(str(error), "internal")
+            if path.split("?", 1)[0] == f"/{API_VERSION}/scenarios" and method == "POST":
+                status, answer = self._post_scenario(body)
+                return status, {}, answer
             if path.split("?", 1)[0].startswith(f"/{API_VERSION}/webhooks"):
                 status, answer = self._webhooks(method, path, body)
                 return status, {}, answer
@@ -204,18 +258,29 @@ class Sandbox:
         prefix = f"/{API_VERSION}/"
         resource = path.split("?", 1)[0].removeprefix(prefix) if path.startswith(prefix) else ""
         if resource == "dispatches":
-            return 200, _json({"dispatches": self.dispatches, "page": 0, "perPage": 0})
+            return 200, _json({"dispatches": self.served(), "page": 0, "perPage": 0})
         if resource == "sites":
             return 200, _json({"sites": self.sites, "page": 0, "perPage": 0})
         if resource == "telemetry/kw":
             return self._telemetry(parse_qs(path.partition("?")[2]))
         if resource.startswith("dispatches/"):
             wanted = unquote(resource.removeprefix("dispatches/"))
-            for dispatch in [*self.dispatches, *self.unlisted]:
+            for dispatch in [*self.served(), *self.unlisted]:
                 if isinstance(dispatch, dict) and dispatch.get("id") == wanted:
                     return 200, _json(dispatch)
             return 404, _error_body(f"dispatch {wanted} not found", "not_found")
         return 404, _error_body(f"no such endpoint: {path}", "not_found")
+
+    def _post_scenario(self, body: bytes) -> tuple[int, bytes]:
+        """Voltus's scenario format: it replaces the dispatches served; its relative times count
+        from now (and `speed`)."""
+        try:
+            scenario = resolve_times(json.loads(body), utcnow(), self.speed)
+            self.published = published_states(scenario)
+        except (ValueError, ConfigError) as error:
+            return 400, _error_body(f"not a scenario: {error}", "bad_request")
+        self.dispatches = []
+        return 200, _json({"name": scenario.get("name"), "dispatches": len(self.published)})
 
     def _telemetry(self, query: dict[str, list[str]]) -> tuple[int, bytes]:
         """/telemetry/kw within the API's limits: at most 10 sites, times aligned to 30 s, a
@@ -277,7 +342,7 @@ class Sandbox:
         seed = zlib.crc32(site_id.encode())
         noise = (zlib.crc32(f"{site_id}{at.timestamp()}".encode()) % 200 - 100) / 100
         load = 100.0 + seed % 50 + noise
-        for dispatch in self.dispatches:
+        for dispatch in self.served():
             window = _holding_window(dispatch)
             if window is None or not window[0] <= at <= window[1]:
                 continue
@@ -321,7 +386,7 @@ class Sandbox:
     def _dispatch_states(self) -> dict[str, str]:
         return {
             d["id"]: json.dumps(d, sort_keys=True)
-            for d in self.dispatches
+            for d in self.served()
             if isinstance(d, dict) and isinstance(d.get("id"), str)
         }
 
