@@ -305,7 +305,8 @@ def test_the_minutely_run_loads_no_library_it_does_not_use(
     assert "etl.ingest" in loaded and "sqlalchemy" in loaded
     unwanted = {
         "sqlalchemy.orm", "alembic", "etl.migrate", "etl.sandbox", "etl.reports", "etl.audit",
-        "etl.metrics", "etl.serve", "etl.telemetry", "prometheus_client", "waitress", "pydantic",
+        "etl.metrics", "etl.serve", "etl.telemetry", "etl.chart", "prometheus_client", "waitress",
+        "pydantic",
         "sqlalchemy.dialects.postgresql", "dateutil", "http.server",
     }  # fmt: skip
     assert loaded & unwanted == set()
