@@ -116,7 +116,8 @@ class ServerMetrics:
 
 
 class TimedHandler:
-    """The handler, noting for each notified dispatch how long its first call took to come."""
+    """The handler, noting for each notified dispatch how long its first call took to come,
+    when it comes in the pass that the notification led to."""
 
     def __init__(self, handler: Handler, histogram: Histogram) -> None:
         self.handler, self.histogram = handler, histogram
@@ -125,8 +126,13 @@ class TimedHandler:
 
     def expect(self, notified: dict[str, float]) -> None:
         with self._lock:
-            for dispatch_id, at in notified.items():
-                self._notified.setdefault(dispatch_id, at)
+            self._notified.update(notified)
+
+    def forget(self, dispatch_ids: Iterable[str]) -> None:
+        """A later call (a restore at the dispatch's end) is not this notification's doing."""
+        with self._lock:
+            for dispatch_id in dispatch_ids:
+                self._notified.pop(dispatch_id, None)
 
     def __call__(self, request: ActionRequest) -> str | None:
         with self._lock:
@@ -196,6 +202,8 @@ def _parse_notification(environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
+        length = -1
+    if length < 0:
         return 400, {"message": "bad Content-Length"}
     if length > MAX_BODY:
         return 413, {"message": f"a notification is at most {MAX_BODY} bytes"}
@@ -255,6 +263,8 @@ def _push(
             yield processor.process(engine, handler, settings, stop, worker)
         except EtlError as error:
             yield error
+        finally:
+            handler.forget(notified)
 
 
 def _quiet_server_logs() -> None:
