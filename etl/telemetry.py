@@ -11,6 +11,7 @@ an interval of it: a later fetch fills the gaps, and says so. Requests keep to t
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, tuple_
 
@@ -239,23 +240,24 @@ def _stored_values(
 
 def _window_events(
     windows: list[Window],
-    written: list[dict[str, object]],
+    written: list[dict[str, Any]],
     stored: dict[tuple[str, str, datetime, int], float],
 ) -> list[NewEvent]:
     """`telemetry_received` per (dispatch, site) that got readings: how many, and whether they
     filled gaps in readings already stored."""
+    new_ends: dict[str, list[datetime]] = {}
+    for row in written:
+        new_ends.setdefault(row["site_id"], []).append(row["interval_end"])
+    had_ends: dict[str, list[datetime]] = {}
+    for site_id, _meter, interval_end, _width in stored:
+        had_ends.setdefault(site_id, []).append(interval_end)
     events = []
     for window in windows:
         for site_id in window.site_ids:
-            new = [
-                r
-                for r in written
-                if r["site_id"] == site_id and window.start < r["interval_end"] <= window.end
-            ]
+            new = sum(window.start < at <= window.end for at in new_ends.get(site_id, []))
             if not new:
                 continue
-            had = any(key[0] == site_id and window.start < key[2] <= window.end for key in stored)
-            details = {"readings": len(new), "filled_gaps": had}
-            event = NewEvent("telemetry_received", details, window.dispatch_id, site_id)
-            events.append(event)
+            had = any(window.start < at <= window.end for at in had_ends.get(site_id, []))
+            details = {"readings": new, "filled_gaps": had}
+            events.append(NewEvent("telemetry_received", details, window.dispatch_id, site_id))
     return events
