@@ -796,7 +796,8 @@ def _note_missing(
         )
 
 
-def _chunks(keys: Iterable[Any]) -> Iterator[list[Any]]:
+def chunks(keys: Iterable[Any]) -> Iterator[list[Any]]:
+    """The keys, IN_CHUNK at a time: one `IN (...)` each, under SQLite's parameter limit."""
     keys = list(keys)
     for start in range(0, len(keys), IN_CHUNK):
         yield keys[start : start + IN_CHUNK]
@@ -806,7 +807,7 @@ def _select_in(
     conn: Connection, columns: Sequence[Column[Any]], keys: Iterable[Any]
 ) -> Iterator[Any]:
     """Rows whose first column is in `keys`, a chunk of keys per query."""
-    for chunk in _chunks(keys):
+    for chunk in chunks(keys):
         yield from conn.execute(select(*columns).where(columns[0].in_(chunk)))
 
 

@@ -19,7 +19,15 @@ from etl.api import VoltusClient
 from etl.db import read_transaction, write_transaction
 from etl.events import NewEvent
 from etl.events import append as append_events
-from etl.ingest import FETCH_LOCK, Changes, diff_rejected, fetch_run_row, record_failure, upsert
+from etl.ingest import (
+    FETCH_LOCK,
+    Changes,
+    chunks,
+    diff_rejected,
+    fetch_run_row,
+    record_failure,
+    upsert,
+)
 from etl.models import (
     FetchKind,
     FetchOutcome,
@@ -229,8 +237,7 @@ def _stored_values(
         telemetry.c.interval_seconds,
     )
     found: dict[tuple[str, str, datetime, int], float] = {}
-    for first in range(0, len(keys), 500):
-        chunk = keys[first : first + 500]
+    for chunk in chunks(keys):
         for row in conn.execute(
             select(*key_columns, telemetry.c.kw).where(tuple_(*key_columns).in_(chunk))
         ):
