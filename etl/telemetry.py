@@ -179,52 +179,51 @@ def _store(
     requests: int,
     started_at: datetime,
 ) -> TelemetrySummary:
+    """Write the readings new or changed, the rejected ones, and the events; then the fetch run
+    that they point to, with its counts."""
     now = utcnow()
     changes = Changes()
     diff_rejected(conn, rejected, now, changes)
+    rows = {(r.site_id, r.meter_id, r.interval_end, r.interval_seconds): r.kw for r in readings}
+    stored = _stored_values(conn, list(rows))
+    written = [
+        {
+            "site_id": site_id,
+            "meter_id": meter_id,
+            "interval_end": interval_end,
+            "interval_seconds": interval_seconds,
+            "kw": kw,
+            "fetched_at": now,
+        }
+        for (site_id, meter_id, interval_end, interval_seconds), kw in rows.items()
+        if stored.get((site_id, meter_id, interval_end, interval_seconds)) != kw
+    ]
+    events = changes.events + _window_events(windows, written, stored)
     run = fetch_run_row(
         started_at,
         FetchOutcome.SUCCEEDED,
         FetchKind.TELEMETRY,
         rejected=len(rejected),
+        events=len(events),
+        sites_received=sum(len(w.site_ids) for w in windows),
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
-    summary = TelemetrySummary(run_id, len(windows), requests, rejected=len(rejected))
-    rows = {(r.site_id, r.meter_id, r.interval_end, r.interval_seconds): r.kw for r in readings}
-    stored = _stored_values(conn, list(rows))
-    written = []
-    for key, kw in rows.items():
-        if stored.get(key) == kw:
-            continue
-        if key in stored:
-            summary.readings_changed += 1
-        else:
-            summary.readings_new += 1
-        site_id, meter_id, interval_end, interval_seconds = key
-        written.append(
-            {
-                "site_id": site_id,
-                "meter_id": meter_id,
-                "interval_end": interval_end,
-                "interval_seconds": interval_seconds,
-                "kw": kw,
-                "fetched_at": now,
-                "fetch_run_id": run_id,
-            }
-        )
-    upsert(conn, telemetry, written, ["site_id", "meter_id", "interval_end", "interval_seconds"])
+    keys = ["site_id", "meter_id", "interval_end", "interval_seconds"]
+    upsert(conn, telemetry, [{**row, "fetch_run_id": run_id} for row in written], keys)
     if changes.rejected:
         kept = [{**row, "fetch_run_id": run_id} for row in changes.rejected]
         conn.execute(insert(rejected_records), kept)
-    events = changes.events + _window_events(windows, written, stored)
     append_events(conn, events, now, run_id)
-    summary.events = events
-    conn.execute(
-        fetch_runs.update()
-        .where(fetch_runs.c.id == run_id)
-        .values(events=len(events), sites_received=sum(len(w.site_ids) for w in windows))
+    changed = sum(tuple(row[k] for k in keys) in stored for row in written)
+    return TelemetrySummary(
+        run_id,
+        len(windows),
+        requests,
+        readings_new=len(written) - changed,
+        readings_changed=changed,
+        rejected=len(rejected),
+        events=events,
     )
-    return summary
 
 
 def _stored_values(
