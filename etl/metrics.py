@@ -20,7 +20,6 @@ from etl.actions import ActionState, Holding
 from etl.db import read_transaction
 from etl.errors import EtlError
 from etl.models import action_attempts, actions, dispatch_sites
-from etl.status import Status
 
 
 @dataclass(frozen=True)
@@ -50,8 +49,8 @@ class StatusCollector(Collector):
     """The metrics of one status check and one count of the store (None: it could not be read,
     and only `etl_info` and `etl_status` are given)."""
 
-    def __init__(self, status: Status | None, counts: StoreCounts | None, code: int) -> None:
-        self.status, self.counts, self.code = status, counts, code
+    def __init__(self, result: status.Status | None, counts: StoreCounts | None, code: int) -> None:
+        self.result, self.counts, self.code = result, counts, code
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily(
@@ -59,7 +58,7 @@ class StatusCollector(Collector):
             "etl's version and its store's schema revision",
             labels=["version", "schema"],
         )
-        schema = self.status.schema_revision if self.status else None
+        schema = self.result.schema_revision if self.result else None
         info.add_metric([__version__, schema or ""], 1)
         yield info
         yield GaugeMetricFamily(
@@ -67,15 +66,15 @@ class StatusCollector(Collector):
             "The status check: 0 OK, 1 WARNING, 2 CRITICAL (as `etl status` exits)",
             value=self.code,
         )
-        if self.status is not None:
-            yield from self._status_metrics(self.status)
+        if self.result is not None:
+            yield from self._status_metrics(self.result)
         if self.counts is not None:
             yield from self._count_metrics(self.counts)
 
-    def _status_metrics(self, status: Status) -> Iterator[Metric]:
+    def _status_metrics(self, result: status.Status) -> Iterator[Metric]:
         for name, moment in (
-            ("success", status.last_success_at),
-            ("failure", status.last_failure_at),
+            ("success", result.last_success_at),
+            ("failure", result.last_failure_at),
         ):
             yield GaugeMetricFamily(
                 f"etl_last_fetch_{name}_timestamp_seconds",
