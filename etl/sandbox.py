@@ -16,6 +16,7 @@ It also takes webhook registrations (`GET`/`POST /2022-04-15/webhooks`, `DELETE
 scenario file, or set by a test), retrying one that is not answered 2xx.
 """
 
+import itertools
 import json
 import re
 import threading
@@ -140,6 +141,7 @@ class Sandbox:
         self.faults = Faults()
         self.requests: list[str] = []  # the path of each GET; `METHOD path` of the others
         self.webhooks: dict[str, dict[str, Any]] = {}
+        self._webhook_numbers = itertools.count(1)
         self.pushed: list[tuple[str, str, int | str]] = []  # event, dispatch id, status or error
         self._stopped = threading.Event()
         self._scenario_path = scenario_path
@@ -369,9 +371,7 @@ class Sandbox:
                 return 400, _error_body("'url' must be an http(s) URL", "Bad Request")
             if not events or any(e not in WEBHOOK_EVENTS for e in events):
                 return 400, _error_body(f"events must be among {WEBHOOK_EVENTS}", "Bad Request")
-            webhook_id = f"wh{len(self.webhooks) + 1}"
-            while webhook_id in self.webhooks:
-                webhook_id += "x"
+            webhook_id = f"wh{next(self._webhook_numbers)}"  # never reused, as deletes leave gaps
             self.webhooks[webhook_id] = {
                 "id": webhook_id,
                 "url": url,
