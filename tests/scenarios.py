@@ -8,7 +8,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from etl import ingest, models, processor
 from etl.api import VoltusClient
@@ -82,3 +82,12 @@ def active(dispatch_id: str, *sites: dict[str, Any], **fields: Any) -> dict[str,
 
 def ended(dispatch_id: str, *sites: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return dispatch(dispatch_id, *sites, **{"start_time": at(-60), "end_time": at(0), **fields})
+
+
+def action_states(engine: Engine) -> dict[str, int]:
+    """How many actions are in each state."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(models.actions.c.state, func.count()).group_by(models.actions.c.state)
+        ).all()
+    return dict(rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from etl import models
 from etl.sandbox import Sandbox
@@ -22,6 +22,7 @@ from tests.processes import (
     recorded_calls,
     start_etl,
 )
+from tests.scenarios import action_states
 
 pytestmark = pytest.mark.slow  # real processes
 
@@ -132,8 +133,5 @@ def test_run_every_wakes_at_the_start_time_and_stops_cleanly_on_sigterm(
     loop.send_signal(signal.SIGTERM)
     assert finish(loop, timeout=30) == 0
     assert 3.5 < woke_after < 8  # at the start (4 s), not at the next poll (600 s)
-    with engine.connect() as conn:
-        states = conn.execute(
-            select(models.actions.c.state, func.count()).group_by(models.actions.c.state)
-        ).all()
-    assert dict(states) == {"succeeded": 1, "waiting": 1}  # the curtail in hand was finished
+    # the curtail in hand was finished
+    assert action_states(engine) == {"succeeded": 1, "waiting": 1}

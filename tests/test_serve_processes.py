@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
-from etl import models
 from etl.sandbox import Sandbox
 from tests.helpers import site, wait_for
 from tests.processes import (
@@ -22,7 +21,7 @@ from tests.processes import (
     recorded_calls,
     start_etl,
 )
-from tests.scenarios import active
+from tests.scenarios import action_states, active
 
 pytestmark = pytest.mark.slow  # real processes
 
@@ -46,14 +45,6 @@ def notify(url: str, dispatch_id: str) -> int:
     resource = f"/2022-04-15/dispatches/{dispatch_id}"
     body = {"event": {"name": "dispatch.create"}, "resource": resource}
     return requests.post(url + "/voltus/webhook", json=body, timeout=5).status_code
-
-
-def action_states(engine: Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(models.actions.c.state, func.count()).group_by(models.actions.c.state)
-        ).all()
-    return dict(rows)
 
 
 def test_sigterm_during_a_webhook_action_finishes_it_and_exits_0(
