@@ -211,6 +211,7 @@ class VoltusClient:
         return ApiError(
             self._scrub(f"{method} {url} failed: HTTP {status}{self._message(response)}"),
             hints.get(status, "this is not retried"),
+            status=status,
         )
 
     def _message(self, response: requests.Response) -> str:

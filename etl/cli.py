@@ -24,7 +24,7 @@ import typer
 
 from etl import __version__, logs
 from etl.config import SANDBOX_URL, ProcessorSettings, api_settings
-from etl.errors import EtlError
+from etl.errors import ApiError, EtlError
 from etl.logs import log
 from etl.timeutil import TimeShift, format_rfc3339, parse_duration, parse_moment, time_shift
 
@@ -313,6 +313,8 @@ def fetch(
             summary.rejected,
             extra={"fetch_run": summary.fetch_run_id},
         )
+        if summary.error:
+            raise ApiError(summary.error)
 
 
 def _log_fetch(summary: "ingest.FetchSummary") -> None:
@@ -568,7 +570,6 @@ def webhooks_delete(
 ) -> None:
     """Stop Voltus's notifications to one registration (for good: it cannot be undone)."""
     from etl.api import VoltusClient
-    from etl.errors import ApiError
 
     if not VoltusClient(api_settings(api_url, api_key)).delete_webhook(webhook_id):
         raise ApiError(f"no webhook {webhook_id!r}", "see `etl webhooks list`")

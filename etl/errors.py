@@ -23,6 +23,12 @@ class ConfigError(EtlError):
 class ApiError(EtlError):
     exit_code = 3
 
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint)
+        # the HTTP status of an answer that refused this request (not retried), else None: the
+        # API was unreachable, overloaded or unreadable
+        self.status = status
+
 
 class DatabaseError(EtlError):
     exit_code = 4

@@ -54,6 +54,7 @@ class Faults:
     """What the next responses do wrong; each count is used up one request at a time."""
 
     statuses: list[int] = field(default_factory=list)  # e.g. [500, 429]: the next two fail so
+    statuses_path: str = "/"  # ... of the requests whose path starts with this
     retry_after: str | None = None  # sent with each 429
     delay_seconds: float = 0.0  # before every response
     not_json: int = 0  # the next N successful responses have a body that is not JSON
@@ -225,7 +226,7 @@ class Sandbox:
         if delay:
             time.sleep(delay)
         with self.lock:
-            if self.faults.statuses:
+            if self.faults.statuses and path.startswith(self.faults.statuses_path):
                 status = self.faults.statuses.pop(0)
                 headers = {}
                 if status == 429 and self.faults.retry_after is not None:

@@ -50,6 +50,8 @@ class Status:
     held_without_end: list[str]
     # (dispatch, site, delivered %) of recent dispatches that delivered under the minimum
     under_delivered: list[tuple[str, str, float]]
+    # the error of a telemetry pass that failed within the window, unless one succeeded since
+    telemetry_error: str | None
     problems: list[str] = field(default_factory=list)
     code: int = OK
 
@@ -98,6 +100,7 @@ def check(
         vanished = _vanished(conn, now - window)
         held_without_end = _held_without_end(conn, now - OPEN_ENDED_LIMIT)
         under_delivered = _under_delivered(conn, now - window, min_delivery)
+        telemetry_error = _telemetry_error(conn, now - window)
     status = Status(
         checked_at=now,
         version=__version__,
@@ -115,6 +118,7 @@ def check(
         vanished_recently=vanished,
         held_without_end=held_without_end,
         under_delivered=under_delivered,
+        telemetry_error=telemetry_error,
     )
     if success is None:
         status.problems.append("CRITICAL: no fetch has succeeded yet")
@@ -144,6 +148,8 @@ def check(
             f"WARNING: site {site_id} delivered {percent:.0f}% of its commitment to dispatch "
             f"{dispatch_id} (under {min_delivery:g}%, by its metered load)"
         )
+    if telemetry_error:
+        status.problems.append(f"WARNING: the last telemetry fetch failed: {telemetry_error}")
     if any(p.startswith("CRITICAL") for p in status.problems):
         status.code = CRITICAL
     elif status.problems:
@@ -160,6 +166,25 @@ def _vanished(conn: Connection, since: datetime) -> list[str]:
         )
     ).scalars()
     return sorted({d for d in found if d is not None})
+
+
+def _telemetry_error(conn: Connection, since: datetime) -> str | None:
+    runs = fetch_runs.c
+    telemetry = runs.kind == FetchKind.TELEMETRY
+    # by the (outcome, finished_at) index: failures are few, and the successes after one are
+    # walked from it in time order
+    failure = conn.execute(
+        select(runs.finished_at, runs.error)
+        .where(runs.outcome == FetchOutcome.FAILED, telemetry, runs.finished_at >= since)
+        .order_by(runs.finished_at.desc())
+        .limit(1)
+    ).first()
+    if failure is None:
+        return None
+    later = select(runs.id).where(
+        runs.outcome == FetchOutcome.SUCCEEDED, telemetry, runs.finished_at > failure.finished_at
+    )
+    return None if conn.execute(later.exists().select()).scalar() else failure.error
 
 
 def _under_delivered(

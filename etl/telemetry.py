@@ -6,6 +6,11 @@ over for 20 minutes, up to 20 minutes ago only (Voltus's readings of recent inte
 be incomplete), for dispatches up to `lookback` old, and again at each pass while the store lacks
 an interval of it: a later fetch fills the gaps, and says so. Requests keep to the API's limits:
 10 sites, times aligned to 30 s, at most 10,000 points per site.
+
+One window's failure does not cost the others: a window whose request the API refuses (a site it
+no longer knows, say) waits for the next pass while the rest go on; when the API cannot be
+reached or refuses the key, the pass stops there. What was fetched is stored either way, and the
+run is recorded as failed with the first error, so that `etl status` can tell.
 """
 
 from collections.abc import Iterator
@@ -17,6 +22,7 @@ from sqlalchemy import Connection, Engine, func, insert, select, tuple_
 
 from etl.api import VoltusClient
 from etl.db import read_transaction, write_transaction
+from etl.errors import ApiError
 from etl.events import NewEvent
 from etl.events import append as append_events
 from etl.ingest import (
@@ -46,6 +52,8 @@ INTERVAL = 60  # seconds
 MAX_SITES, MAX_POINTS = 10, 10_000  # per request, per site
 ALIGN = 30  # seconds
 DEFAULT_LOOKBACK = timedelta(days=7)
+# statuses of an ApiError that every other request would meet too (None: no answer at all)
+FAILS_EVERY_REQUEST = (None, 401, 403)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,8 @@ class TelemetrySummary:
     readings_changed: int = 0
     rejected: int = 0
     events: list[NewEvent] = field(default_factory=list)
+    failed_windows: int = 0  # due but not fetched: refused, or after the API failed
+    error: str | None = None  # the first failure
 
 
 def _aligned(moment: datetime, up: bool) -> datetime:
@@ -144,47 +154,69 @@ def requests_for(window: Window, until: datetime) -> Iterator[tuple[list[str], d
 def fetch_telemetry(
     engine: Engine, client: VoltusClient, lookback: timedelta = DEFAULT_LOOKBACK
 ) -> TelemetrySummary:
-    """One telemetry pass: the windows due, fetched and stored in one transaction."""
+    """One telemetry pass: the windows due, fetched, and stored in one transaction (with the
+    first error and the count of failed windows, if any failed)."""
     started_at = utcnow()
     try:
         with read_transaction(engine) as conn:
-            windows = windows_due(conn, started_at, lookback)
+            due = windows_due(conn, started_at, lookback)
         until = _aligned(started_at - SETTLE, up=False)
-        readings: list[Reading] = []
-        rejected: list[Rejected] = []
-        requests = 0
-        for window in windows:
-            for site_ids, start, end in requests_for(window, until):
-                batch = client.telemetry(site_ids, start, end, INTERVAL)
-                requests += 1
-                for reading in batch.readings:
-                    if reading.site_id in site_ids:
-                        readings.append(reading)
-                    else:
-                        reason = f"telemetry: site {reading.site_id!r} was not asked for"
-                        rejected.append(Rejected("telemetry", None, reason, repr(reading)))
-                rejected += batch.rejected
+        fetched = _Fetched()
+        errors: list[str] = []
+        for window in due:
+            try:
+                fetched.add(window, client, until)
+            except ApiError as error:
+                errors.append(f"telemetry of dispatch {window.dispatch_id}: {error}")
+                if error.status in FAILS_EVERY_REQUEST:
+                    errors += ["not fetched"] * (len(due) - due.index(window) - 1)
+                    break
         with write_transaction(engine, FETCH_LOCK) as conn:
-            return _store(conn, windows, readings, rejected, requests, started_at)
+            return _store(conn, fetched, started_at, errors)
     except BaseException as error:
         record_failure(engine, started_at, error, FetchKind.TELEMETRY)
         raise
 
 
+@dataclass
+class _Fetched:
+    """What a pass got: the windows fetched whole, their readings and rejected readings."""
+
+    windows: list[Window] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    requests: int = 0
+
+    def add(self, window: Window, client: VoltusClient, until: datetime) -> None:
+        """Fetch one window, keeping nothing of it unless every request succeeds."""
+        readings, rejected = [], []
+        for site_ids, start, end in requests_for(window, until):
+            batch = client.telemetry(site_ids, start, end, INTERVAL)
+            self.requests += 1
+            for reading in batch.readings:
+                if reading.site_id in site_ids:
+                    readings.append(reading)
+                else:
+                    reason = f"telemetry: site {reading.site_id!r} was not asked for"
+                    rejected.append(Rejected("telemetry", None, reason, repr(reading)))
+            rejected += batch.rejected
+        self.windows.append(window)
+        self.readings += readings
+        self.rejected += rejected
+
+
 def _store(
-    conn: Connection,
-    windows: list[Window],
-    readings: list[Reading],
-    rejected: list[Rejected],
-    requests: int,
-    started_at: datetime,
+    conn: Connection, fetched: _Fetched, started_at: datetime, errors: list[str]
 ) -> TelemetrySummary:
     """Write the readings new or changed, the rejected ones, and the events; then the fetch run
-    that they point to, with its counts."""
+    that they point to, with its counts (failed, with the first error, when a window failed)."""
     now = utcnow()
+    error = f"{errors[0]} ({len(errors)} windows not fetched)" if errors else None
     changes = Changes()
-    diff_rejected(conn, rejected, now, changes)
-    rows = {(r.site_id, r.meter_id, r.interval_end, r.interval_seconds): r.kw for r in readings}
+    diff_rejected(conn, fetched.rejected, now, changes)
+    rows = {
+        (r.site_id, r.meter_id, r.interval_end, r.interval_seconds): r.kw for r in fetched.readings
+    }
     stored = _stored_values(conn, list(rows))
     written = [
         {
@@ -198,14 +230,15 @@ def _store(
         for (site_id, meter_id, interval_end, interval_seconds), kw in rows.items()
         if stored.get((site_id, meter_id, interval_end, interval_seconds)) != kw
     ]
-    events = changes.events + _window_events(windows, written, stored)
+    events = changes.events + _window_events(fetched.windows, written, stored)
     run = fetch_run_row(
         started_at,
-        FetchOutcome.SUCCEEDED,
+        FetchOutcome.FAILED if error else FetchOutcome.SUCCEEDED,
         FetchKind.TELEMETRY,
-        rejected=len(rejected),
+        rejected=len(fetched.rejected),
         events=len(events),
-        sites_received=sum(len(w.site_ids) for w in windows),
+        sites_received=sum(len(w.site_ids) for w in fetched.windows),
+        error=error,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
     keys = ["site_id", "meter_id", "interval_end", "interval_seconds"]
@@ -217,12 +250,14 @@ def _store(
     changed = sum(tuple(row[k] for k in keys) in stored for row in written)
     return TelemetrySummary(
         run_id,
-        len(windows),
-        requests,
+        len(fetched.windows),
+        fetched.requests,
         readings_new=len(written) - changed,
         readings_changed=changed,
-        rejected=len(rejected),
+        rejected=len(fetched.rejected),
         events=events,
+        failed_windows=len(errors),
+        error=error,
     )
 
 

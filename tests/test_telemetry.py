@@ -133,6 +133,39 @@ def test_nothing_is_trusted_before_twenty_minutes(world: World) -> None:
     assert telemetry.fetch_telemetry(world.engine, world.client).windows == 1
 
 
+def test_a_refused_window_waits_while_the_others_are_stored(world: World) -> None:
+    world.step(ended("d1", site("a"), start=150, end=120), ended("d2", site("b"), start=90, end=60))
+    world.sandbox.faults.statuses = [400]  # d1's request: the earliest window goes first
+    summary = telemetry.fetch_telemetry(world.engine, world.client)
+    assert summary.windows == 1 and summary.failed_windows == 1
+    assert summary.error and summary.error.startswith("telemetry of dispatch d1: GET ")
+    assert "HTTP 400" in summary.error
+    assert set(stored(world)) == {"b"}
+    report = status.check(world.engine, *CHECK)
+    assert report.code == status.WARNING and report.telemetry_error == summary.error
+    assert report.problems == [f"WARNING: the last telemetry fetch failed: {summary.error}"]
+    again = telemetry.fetch_telemetry(world.engine, world.client)
+    assert again.windows == 1 and again.error is None
+    assert set(stored(world)) == {"a", "b"}
+    assert status.check(world.engine, *CHECK).code == status.OK  # it succeeded since
+
+
+def test_an_unreachable_api_ends_the_pass_at_once(world: World) -> None:
+    world.step(ended("d1", site("a"), start=150, end=120), ended("d2", site("b"), start=90, end=60))
+    asked = len(world.sandbox.requests)
+    world.sandbox.faults.statuses = [503] * 4  # every attempt of the first request
+    summary = telemetry.fetch_telemetry(world.engine, world.client)
+    assert summary.windows == 0 and summary.failed_windows == 2
+    assert summary.error and "failed after 4 attempts" in summary.error
+    assert len(world.sandbox.requests) == asked + 4  # d2 was not asked for
+    with world.engine.connect() as conn:
+        run = conn.execute(
+            select(models.fetch_runs).where(models.fetch_runs.c.kind == "telemetry")
+        ).one()
+    assert run.outcome == "failed" and run.error == summary.error
+    assert stored(world) == {}
+
+
 def test_fetch_telemetry_from_the_command(cli: InProcess, sandbox: Sandbox) -> None:
     sandbox.dispatches = [ended("d1", site("a"), site("b"), start=120, end=60)]
     result = cli("fetch", "--telemetry")
@@ -142,6 +175,17 @@ def test_fetch_telemetry_from_the_command(cli: InProcess, sandbox: Sandbox) -> N
     assert int(line.split("requests: ")[1].split()[0]) >= 2 * 150
     again = cli("fetch", "--telemetry", "--lookback", "30m")  # the dispatch ended before that
     assert ": 0 windows, 0 requests: 0 readings new" in again.stderr
+
+
+def test_a_refused_window_fails_the_command_in_one_line(cli: InProcess, sandbox: Sandbox) -> None:
+    sandbox.dispatches = [ended("d1", site("a"), start=120, end=60)]
+    sandbox.faults.statuses, sandbox.faults.statuses_path = [404], "/2022-04-15/telemetry"
+    result = cli("fetch", "--telemetry")
+    assert result.returncode == 3
+    (error,) = log_messages(result.stderr, "ERROR")
+    assert error.startswith("telemetry of dispatch d1: GET ") and "HTTP 404" in error
+    assert "(1 windows not fetched)" in error and "Traceback" not in result.stderr
+    assert any(m.startswith("telemetry ") for m in log_messages(result.stderr, "INFO"))
 
 
 def hand_computed(world: World, curtailed_kw: float) -> tuple[datetime, datetime]:
