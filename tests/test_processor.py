@@ -236,3 +236,22 @@ def test_a_dry_run_shows_what_would_run_and_changes_nothing(
         ("curtail", "d2", "c"),
         ("restore", "d1", "a"),
     ]
+
+
+def test_the_loop_goes_on_fetching_while_the_handler_fails(world: World) -> None:
+    world.handler.fail_first = 1_000
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    stop = threading.Event()
+    bound = threading.Timer(20, stop.set)  # should the loop stop fetching
+    bound.start()
+    fetches, failed = 0, 0
+    loop = processor.run_loop(world.engine, world.client, world.handler, world.settings, 0.1, stop)
+    for event in loop:
+        if isinstance(event, ingest.FetchSummary):
+            fetches += 1
+            if fetches == 3:
+                stop.set()
+        elif isinstance(event, processor.PassSummary):
+            failed += event.failed
+    bound.cancel()
+    assert fetches == 3 and failed >= 1
