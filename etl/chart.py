@@ -22,6 +22,7 @@ from etl.timeutil import zone_or_utc
 
 WIDTH, PANEL_HEIGHT, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, HEADER = 900, 220, 60, 20, 30, 50
 COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "missed": "#ef6c00"}
+QUOTE = {'"': "&quot;"}  # for escape() in an attribute: an id may hold a quote
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def _panel(chart: DispatchChart, panel: SitePanel, top: float) -> list[str]:
         label += " (no telemetry stored: etl fetch --telemetry)"
     bottom = y(low)
     parts = [
-        f'<g class="panel" data-site="{escape(panel.site_id)}">',
+        f'<g class="panel" data-site="{escape(panel.site_id, QUOTE)}">',
         f'<text x="{MARGIN_LEFT}" y="{top + 18}" font-size="12">{escape(label)}</text>',
         f'<rect class="window" x="{x(chart.start):.1f}" y="{y(high):.1f}" '
         f'width="{x(chart.end) - x(chart.start):.1f}" height="{bottom - y(high):.1f}" '

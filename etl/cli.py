@@ -571,6 +571,9 @@ def webhooks_delete(
     """Stop Voltus's notifications to one registration (for good: it cannot be undone)."""
     from etl.api import VoltusClient
 
+    if not webhook_id.strip():
+        raise typer.BadParameter("an empty id names no registration", param_hint="'ID'")
+
     if not VoltusClient(api_settings(api_url, api_key)).delete_webhook(webhook_id):
         raise ApiError(f"no webhook {webhook_id!r}", "see `etl webhooks list`")
     typer.echo(f"deleted webhook {webhook_id}")

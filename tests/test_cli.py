@@ -81,6 +81,7 @@ def test_commands_that_read_never_create_a_database(
         (["db", "prune", "--older-than", "999999999d"], 2, "duration too long"),
         (["status", "--max-age", "99999999999d"], 3, "duration too long"),
         (["status", "--no-such-option"], 3, "No such option"),
+        (["webhooks", "delete", " "], 2, "an empty id names no registration"),
     ],
 )
 def test_bad_usage_is_one_line(

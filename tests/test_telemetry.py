@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, insert, select
 
-from etl import ingest, models, reports, sandbox, status, telemetry
+from etl import chart, ingest, models, reports, sandbox, status, telemetry
 from etl.sandbox import Sandbox
 from etl.timeutil import format_rfc3339, utcnow
 from tests.helpers import log_messages, site
@@ -277,6 +277,20 @@ def test_the_chart_has_a_panel_per_site_and_a_marker_per_command(
     title = svg.find("svg:title", ns).text
     local = start.astimezone(ZoneInfo("US/Central"))  # the program's zone
     assert f"{local:%Y-%m-%d %H:%M}" in title and f"UTC{local:%z}" in title
+
+
+def test_a_chart_of_ids_with_markup_in_them_is_still_one_well_formed_picture(
+    world: World, tmp_path: Path
+) -> None:
+    hostile = 'a" onload="alert(1)'
+    world.step(ended("<d&1>", site(hostile), start=150, end=120))
+    telemetry.fetch_telemetry(world.engine, world.client)
+    path = tmp_path / "chart.svg"
+    path.write_text(chart.render(chart.chart_data(world.engine, "<d&1>")))
+    svg = ElementTree.parse(path).getroot()
+    (panel,) = svg.findall("{http://www.w3.org/2000/svg}g[@class='panel']")
+    assert panel.get("data-site") == hostile and panel.get("onload") is None
+    assert "<d&1>" in svg.findtext("{http://www.w3.org/2000/svg}title", "")
 
 
 def test_a_chart_needs_a_dispatch_that_exists(cli: InProcess, tmp_path: Path) -> None:
