@@ -82,7 +82,7 @@ def published_states(scenario: Any) -> list[Published]:
     """Voltus's scenario format, `{"dispatches": {NAME: {"states": [{"published_time",
     "dispatch"}]}}}`: each dispatch's states, in the order they are published."""
     try:
-        return [
+        published = [
             sorted(
                 ((parse_rfc3339(s["published_time"]), s["dispatch"]) for s in entry["states"]),
                 key=lambda state: state[0],
@@ -91,6 +91,9 @@ def published_states(scenario: Any) -> list[Published]:
         ]
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ConfigError(f"not a Voltus scenario: {error}") from None
+    if not all(published):
+        raise ConfigError("not a Voltus scenario: a dispatch without states")
+    return published
 
 
 def load_scenario(path: Path | None, anchor: datetime, speed: float = 1.0) -> dict[str, Any]:
@@ -99,7 +102,7 @@ def load_scenario(path: Path | None, anchor: datetime, speed: float = 1.0) -> di
     source = path or files("etl").joinpath("sandbox_scenario.json")
     try:
         scenario = json.loads(source.read_text())
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise ConfigError(f"cannot read scenario {source}: {error}") from None
     if not isinstance(scenario, dict):
         raise ConfigError(f"scenario {source} is not a JSON object")
@@ -280,7 +283,7 @@ class Sandbox:
         try:
             scenario = resolve_times(json.loads(body), utcnow(), self.speed)
             self.published = published_states(scenario)
-        except (ValueError, ConfigError) as error:
+        except (ValueError, ConfigError, RecursionError) as error:
             return 400, _error_body(f"not a scenario: {error}", "bad_request")
         self.dispatches = []
         return 200, _json({"name": scenario.get("name"), "dispatches": len(self.published)})

@@ -96,5 +96,14 @@ def test_a_posted_voltus_scenario_is_served_in_its_latest_published_state() -> N
             "dispatches"
         ]
         assert served["id"] == "v1" and served["authorized"] is False and "test" not in served
-        refused = requests.post(f"{url}/scenarios", json=["x"], headers=headers, timeout=5)
-        assert refused.status_code == 400
+        for body in (
+            b'["x"]',
+            b'{"dispatches": {"v1": {"states": []}}}',
+            b"[" * 100_000 + b"]" * 100_000,
+        ):
+            refused = requests.post(f"{url}/scenarios", data=body, headers=headers, timeout=5)
+            assert refused.status_code == 400 and "not a scenario" in refused.json()["message"]
+        (still,) = requests.get(f"{url}/dispatches", headers=headers, timeout=5).json()[
+            "dispatches"
+        ]
+        assert still == served  # a refused scenario replaced nothing
