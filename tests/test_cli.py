@@ -119,6 +119,10 @@ def test_a_refused_key_is_one_line_without_the_key(tmp_path: Path, sandbox: Sand
         ({"ETL_DATABASE_URL": "mysql://x@localhost/db"}, "unsupported database 'mysql'"),
         ({"ETL_DATABASE_URL": "not a url"}, "ETL_DATABASE_URL is not a database URL"),
         (
+            {"ETL_DATABASE_URL": "postgresql://u:pw@h:notaport/db"},
+            "ETL_DATABASE_URL is not a database URL",
+        ),
+        (
             {"VOLTUS_API_URL": "https://api.voltus.co", "VOLTUS_API_KEY": ""},
             "VOLTUS_API_KEY is not set",
         ),
