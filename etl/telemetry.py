@@ -162,17 +162,19 @@ def fetch_telemetry(
             due = windows_due(conn, started_at, lookback)
         until = _aligned(started_at - SETTLE, up=False)
         fetched = _Fetched()
-        errors: list[str] = []
-        for window in due:
+        for index, window in enumerate(due):
             try:
                 fetched.add(window, client, until)
             except ApiError as error:
-                errors.append(f"telemetry of dispatch {window.dispatch_id}: {error}")
+                fetched.error = (
+                    fetched.error or f"telemetry of dispatch {window.dispatch_id}: {error}"
+                )
                 if error.status in FAILS_EVERY_REQUEST:
-                    errors += ["not fetched"] * (len(due) - due.index(window) - 1)
+                    fetched.failed += len(due) - index
                     break
+                fetched.failed += 1
         with write_transaction(engine, FETCH_LOCK) as conn:
-            return _store(conn, fetched, started_at, errors)
+            return _store(conn, fetched, started_at)
     except BaseException as error:
         record_failure(engine, started_at, error, FetchKind.TELEMETRY)
         raise
@@ -180,12 +182,15 @@ def fetch_telemetry(
 
 @dataclass
 class _Fetched:
-    """What a pass got: the windows fetched whole, their readings and rejected readings."""
+    """What a pass got: the windows fetched whole, their readings and rejected readings; and
+    how many it did not get, with the first error."""
 
     windows: list[Window] = field(default_factory=list)
     readings: list[Reading] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     requests: int = 0
+    failed: int = 0
+    error: str | None = None
 
     def add(self, window: Window, client: VoltusClient, until: datetime) -> None:
         """Fetch one window, keeping nothing of it unless every request succeeds."""
@@ -205,13 +210,11 @@ class _Fetched:
         self.rejected += rejected
 
 
-def _store(
-    conn: Connection, fetched: _Fetched, started_at: datetime, errors: list[str]
-) -> TelemetrySummary:
+def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> TelemetrySummary:
     """Write the readings new or changed, the rejected ones, and the events; then the fetch run
     that they point to, with its counts (failed, with the first error, when a window failed)."""
     now = utcnow()
-    error = f"{errors[0]} ({len(errors)} windows not fetched)" if errors else None
+    error = f"{fetched.error} ({fetched.failed} windows not fetched)" if fetched.error else None
     changes = Changes()
     diff_rejected(conn, fetched.rejected, now, changes)
     rows = {
@@ -256,7 +259,7 @@ def _store(
         readings_changed=changed,
         rejected=len(fetched.rejected),
         events=events,
-        failed_windows=len(errors),
+        failed_windows=fetched.failed,
         error=error,
     )
 
