@@ -5,7 +5,7 @@ An action is one curtail or restore of one site for one dispatch. Its states:
     pending --claim--> claimed --> succeeded
                           |-----> retrying --claim--> claimed ...   (a failed attempt)
                           '-----> failed                            (no more attempts)
-    waiting (a restore whose curtail succeeded) --> pending | superseded
+    waiting (a restore whose curtail ran) --> pending | superseded
     missed, skipped: recorded without a handler call
 
 A curtail belongs to one holding episode of a (dispatch, site): the span from when the dispatch
@@ -111,6 +111,16 @@ def insert_new(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, A
     )
     inserted = set(conn.execute(statement, rows).scalars())
     return [row for row in rows if row["idempotency_key"] in inserted]
+
+
+def restore_owed(
+    conn: Connection, dispatch_id: str, site_id: str, episode: int, now: datetime
+) -> list[NewEvent]:
+    """The episode's restore, waiting for the release (unless already recorded): owed once its
+    curtail succeeded, or failed after the handler was called (an attempt may have reached the
+    site before it failed or timed out)."""
+    restore = new_row(dispatch_id, site_id, ActionKind.RESTORE, episode, S.WAITING, now)
+    return [row_event(row) for row in insert_new(conn, [restore])]
 
 
 def set_final(

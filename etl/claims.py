@@ -28,9 +28,7 @@ from etl.actions import (
     ActionState,
     Holding,
     event,
-    insert_new,
-    new_row,
-    row_event,
+    restore_owed,
 )
 from etl.config import ProcessorSettings
 from etl.db import write_transaction
@@ -213,27 +211,21 @@ def succeed(engine: Engine, claimed: Claimed, worker: str, output: str) -> bool:
         new_events = [_event(claimed, S.SUCCEEDED, attempt=claimed.attempt)]
         if claimed.request.action == ActionKind.CURTAIL:
             request = claimed.request
-            new_events += _restore_owed(
+            new_events += restore_owed(
                 conn, request.dispatch_id, request.site_id, claimed.episode, now
             )
         append_events(conn, new_events, now)
         return True
 
 
-def _restore_owed(
-    conn: Connection, dispatch_id: str, site_id: str, episode: int, now: datetime
-) -> list[NewEvent]:
-    restore = new_row(dispatch_id, site_id, ActionKind.RESTORE, episode, S.WAITING, now)
-    return [row_event(row) for row in insert_new(conn, [restore])]
-
-
 def fail(
     engine: Engine, claimed: Claimed, worker: str, error: str, settings: ProcessorSettings
 ) -> bool:
     """Record a failed attempt and schedule the next one with exponential backoff, unless there
-    is no point: a curtail whose episode is over, a restore of a site held again (whose holder
-    then owes the restore), or a restore after RESTORE_MAX_ATTEMPTS. False when the claim had
-    been taken over meanwhile."""
+    is no point: a curtail whose episode is over (its restore is owed all the same: the attempt
+    may have reached the site), a restore of a site held again (whose holder then owes the
+    restore), or a restore after RESTORE_MAX_ATTEMPTS. False when the claim had been taken over
+    meanwhile."""
     with write_transaction(engine) as conn:
         now = utcnow()
         error = error[-KEPT_OUTPUT_CHARS:]
@@ -245,9 +237,12 @@ def fail(
         if request.action == ActionKind.CURTAIL and not _episode_holds(conn, claimed):
             state = S.FAILED
             note = f"gave up after {attempt} failed attempts: the dispatch no longer holds the site"
+            new_events += restore_owed(
+                conn, request.dispatch_id, request.site_id, claimed.episode, now
+            )
         elif holder is not None:
             state, note = S.SUPERSEDED, f"dispatch {holder.dispatch_id} holds the site again"
-            new_events += _restore_owed(
+            new_events += restore_owed(
                 conn, holder.dispatch_id, holder.site_id, holder.episode, now
             )
         elif request.action == ActionKind.RESTORE and attempt >= RESTORE_MAX_ATTEMPTS:

@@ -7,8 +7,9 @@ whether the dispatch holds the site now with what the previous pass recorded in
 `dispatch_sites.holding`:
 
 - starts holding: a new holding episode, and its curtail;
-- stops holding: the episode's restore (created when its curtail succeeded) falls due, unless
-  another dispatch holds the site now: then that one owes the site its restore instead.
+- stops holding: the episode's restore (created when its curtail ran: succeeded, or failed
+  after the handler was called) falls due, unless another dispatch holds the site now: then
+  that one owes the site its restore instead.
 
 The pure part, what a pair's change means, is `transition`; the rest reads and writes. Every row
 it creates is keyed by (dispatch, site, kind, episode), so planning twice plans once. Each query
@@ -44,6 +45,7 @@ from etl.actions import (
     event,
     insert_new,
     new_row,
+    restore_owed,
     row_event,
     set_final,
 )
@@ -262,7 +264,10 @@ def _record_transitions(
 
 
 def _end_curtails_no_longer_wanted(conn: Connection, now: datetime, summary: PlanSummary) -> None:
-    """A curtail not yet done whose episode is over is not run any more."""
+    """A curtail not yet done whose episode is over is not run any more. If the handler was
+    called for it, the episode's restore is owed all the same: a failed attempt may have reached
+    the site (a timeout after the controller acted, say), and a site held by none must not stay
+    curtailed."""
     stale = conn.execute(
         select(
             actions.c.id,
@@ -286,14 +291,18 @@ def _end_curtails_no_longer_wanted(conn: Connection, now: datetime, summary: Pla
     ).all()
     for row in stale:
         why = _why_released(row, now)
+        owed: list[NewEvent] = []
         if row.attempts:
             state, note = S.FAILED, f"gave up after {row.attempts} failed attempts: {why}"
+            owed = restore_owed(conn, row.dispatch_id, row.site_id, row.episode, now)
         elif why == WINDOW_PASSED:
             state, note = S.MISSED, f"{why} before etl acted"
         else:
             state, note = S.SKIPPED, f"{why} before the curtail ran"
         set_final(conn, row.id, state, now, note)
         summary.note(state, _event(row, CURTAIL, state, note))
+        for restore in owed:
+            summary.note(S.WAITING, restore)
 
 
 WINDOW_PASSED = "the dispatch window passed"
@@ -375,9 +384,8 @@ def _hand_over(
     note = f"dispatch {dispatch_id} holds the site"
     set_final(conn, row.id, S.SUPERSEDED, now, note)
     summary.note(S.SUPERSEDED, _event(row, RESTORE, S.SUPERSEDED, note))
-    owed = new_row(dispatch_id, row.site_id, RESTORE, episode, S.WAITING, now)
-    for handover in insert_new(conn, [owed]):
-        summary.note(S.WAITING, row_event(handover))
+    for handover in restore_owed(conn, dispatch_id, row.site_id, episode, now):
+        summary.note(S.WAITING, handover)
 
 
 def _restore_under_way(conn: Connection, site_id: str) -> str | None:

@@ -140,11 +140,41 @@ def test_a_failing_handler_is_retried_with_the_same_key_and_succeeds_once(world:
     assert len({r.idempotency_key for r in world.handler.requests}) == 1
 
 
-def test_a_curtail_failing_until_its_dispatch_ends_ends_failed(world: World) -> None:
+def test_a_curtail_failing_until_its_dispatch_ends_ends_failed_and_is_still_restored(
+    world: World,
+) -> None:
+    # a failed attempt may have reached the site (a timeout after the controller acted): a site
+    # held by none must not stay curtailed, so its restore is sent all the same
+    world.handler.fail_first = 1
+    assert world.step(active("d1", site("a"))) == [("curtail", "d1", "a")]
+    assert world.step(ended("d1", site("a"))) == [("restore", "d1", "a")]
+    assert world.states() == {("curtail", "d1", "a"): "failed", ("restore", "d1", "a"): "retrying"}
+    time.sleep(0.25)
+    assert world.process() == [("restore", "d1", "a")]
+    assert world.states()[("restore", "d1", "a")] == "succeeded"
+
+
+def test_a_curtail_failing_after_its_dispatch_ended_is_still_restored(world: World) -> None:
     world.handler.fail_first = 99
-    world.step(active("d1", site("a")))
-    assert world.step(ended("d1", site("a"))) == []
-    assert world.states() == {("curtail", "d1", "a"): "failed"}
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    ingest.fetch(world.engine, world.client)
+    processor.process(world.engine, world.handler, world.settings, stop=_already_set())
+    (claimed,) = claims.claim(world.engine, "w", 10, world.settings)  # the curtail is running...
+    world.sandbox.dispatches = [ended("d1", site("a"))]  # ...when its dispatch ends
+    ingest.fetch(world.engine, world.client)
+    processor.process(world.engine, world.handler, world.settings, stop=_already_set())
+    assert claims.fail(world.engine, claimed, "w", "timed out", world.settings)
+    assert world.states() == {("curtail", "d1", "a"): "failed", ("restore", "d1", "a"): "waiting"}
+    world.handler.fail_first = 0
+    assert world.process() == [("restore", "d1", "a")]
+
+
+def test_a_curtail_that_never_ran_is_not_restored(world: World) -> None:
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    ingest.fetch(world.engine, world.client)
+    processor.process(world.engine, world.handler, world.settings, stop=_already_set())
+    assert world.step(active("d1", site("a"), authorized=False)) == []  # cancelled first
+    assert world.states() == {("curtail", "d1", "a"): "skipped"}
 
 
 def test_an_expired_claim_is_taken_over_with_the_same_key(world: World) -> None:
