@@ -289,6 +289,17 @@ telemetry = Table(
     Index("ix_telemetry_site_id_interval_end", "site_id", "interval_end"),
 )
 
+# When each (dispatch, site)'s telemetry window was last asked for whole, and how many times: a
+# window still lacking readings is asked again at growing intervals, not at every pass.
+telemetry_requests = Table(
+    "telemetry_requests",
+    metadata,
+    Column("dispatch_id", String, ForeignKey("dispatches.id"), primary_key=True),
+    Column("site_id", String, ForeignKey("sites.id"), primary_key=True),
+    Column("asked_at", UTCDateTime, nullable=False),
+    Column("asks", Integer, nullable=False),
+)
+
 # One row: when planning last ran, so that the next plan looks only at dispatches that ended or
 # changed since (with a margin), however long the history.
 planner_state = Table(

@@ -3,14 +3,18 @@ did drop, and when.
 
 A dispatch's window is (start - 60 min, end + 30 min]. It is fetched once the dispatch has been
 over for 20 minutes, up to 20 minutes ago only (Voltus's readings of recent intervals may still
-be incomplete), for dispatches up to `lookback` old, and again at each pass while the store lacks
-an interval of it: a later fetch fills the gaps, and says so. Requests keep to the API's limits:
-10 sites, times aligned to 30 s, at most 10,000 points per site.
+be incomplete), for dispatches up to `lookback` old, and again while the store lacks an interval
+of it: a later fetch fills the gaps, and says so. Once a window has been asked for whole (all of
+it settled), it is asked again an hour later, then at doubling intervals of at most 12 hours: a
+meter that never reports, or a gap that stays, costs a few requests, not one at every pass.
+Requests keep to the API's limits: 10 sites, times aligned to 30 s, at most 10,000 points per
+site.
 
 One window's failure does not cost the others: a window whose request the API refuses (a site it
-no longer knows, say) waits for the next pass while the rest go on; when the API cannot be
-reached or refuses the key, the pass stops there. What was fetched is stored either way, and the
-run is recorded as failed with the first error, so that `etl status` can tell.
+no longer knows, say) is asked again later, as an incomplete one is, while the rest go on; when
+the API cannot be reached or refuses the key, the pass stops there. What was fetched is stored
+either way, and the run is recorded as failed with the first error, so that `etl status` can
+tell.
 """
 
 from collections.abc import Iterator
@@ -18,10 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, tuple_
+from sqlalchemy import Connection, Engine, and_, func, insert, select, tuple_
 
 from etl.api import VoltusClient
-from etl.db import read_transaction, write_transaction
+from etl.db import dialect_insert, read_transaction, write_transaction
 from etl.errors import ApiError
 from etl.events import NewEvent
 from etl.events import append as append_events
@@ -42,6 +46,7 @@ from etl.models import (
     fetch_runs,
     rejected_records,
     telemetry,
+    telemetry_requests,
 )
 from etl.records import Reading, Rejected
 from etl.timeutil import utcnow
@@ -52,6 +57,8 @@ INTERVAL = 60  # seconds
 MAX_SITES, MAX_POINTS = 10, 10_000  # per request, per site
 ALIGN = 30  # seconds
 DEFAULT_LOOKBACK = timedelta(days=7)
+# a window asked for whole and still lacking readings is asked again this long after, doubling
+REASK_FIRST, REASK_MAX = timedelta(hours=1), timedelta(hours=12)
 # statuses of an ApiError that every other request would meet too (None: no answer at all)
 FAILS_EVERY_REQUEST = (None, 401, 403)
 
@@ -90,13 +97,23 @@ def _aligned(moment: datetime, up: bool) -> datetime:
     return datetime.fromtimestamp(step * ALIGN, UTC)
 
 
+def reask_at(asked_at: datetime, asks: int) -> datetime:
+    """When a window asked for whole `asks` times and still lacking readings is asked again."""
+    return asked_at + min(REASK_FIRST * 2 ** min(asks - 1, 4), REASK_MAX)
+
+
 def windows_due(conn: Connection, now: datetime, lookback: timedelta) -> list[Window]:
     """The windows of the authorized, non-test dispatches that ended between `lookback` and
-    SETTLE ago, each with the sites whose readings are not all stored."""
-    d, ds = dispatches.c, dispatch_sites.c
+    SETTLE ago, each with the sites whose readings are not all stored and that are not waiting
+    to be asked again."""
+    d, ds, asked = dispatches.c, dispatch_sites.c, telemetry_requests.c
     rows = conn.execute(
-        select(d.id, d.start_time, d.end_time, ds.site_id)
+        select(d.id, d.start_time, d.end_time, ds.site_id, asked.asked_at, asked.asks)
         .join(dispatch_sites, ds.dispatch_id == d.id)
+        .outerjoin(
+            telemetry_requests,
+            and_(asked.dispatch_id == ds.dispatch_id, asked.site_id == ds.site_id),
+        )
         .where(
             d.authorized.is_(True),
             d.test.is_(False),
@@ -108,6 +125,8 @@ def windows_due(conn: Connection, now: datetime, lookback: timedelta) -> list[Wi
     ).all()
     sites: dict[tuple[str, datetime, datetime], list[str]] = {}
     for row in rows:
+        if row.asked_at is not None and now < reask_at(row.asked_at, row.asks):
+            continue
         start = _aligned(row.start_time - BEFORE, up=False)
         end = _aligned(row.end_time + AFTER, up=True)
         sites.setdefault((row.id, start, end), []).append(row.site_id)
@@ -173,6 +192,7 @@ def fetch_telemetry(
                     fetched.failed += len(due) - index
                     break
                 fetched.failed += 1
+                fetched.answered(window, until)  # refused: asked all the same
         with write_transaction(engine, FETCH_LOCK) as conn:
             return _store(conn, fetched, started_at)
     except BaseException as error:
@@ -191,6 +211,7 @@ class _Fetched:
     requests: int = 0
     failed: int = 0
     error: str | None = None
+    asked: list[Window] = field(default_factory=list)  # asked for whole, and answered
 
     def add(self, window: Window, client: VoltusClient, until: datetime) -> None:
         """Fetch one window, keeping nothing of it unless every request succeeds."""
@@ -208,6 +229,13 @@ class _Fetched:
         self.windows.append(window)
         self.readings += readings
         self.rejected += rejected
+        self.answered(window, until)
+
+    def answered(self, window: Window, until: datetime) -> None:
+        """Count the window as asked for, if the ask covered all of it: one not yet settled
+        is asked again at the next pass."""
+        if until >= window.end:
+            self.asked.append(window)
 
 
 def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> TelemetrySummary:
@@ -249,6 +277,7 @@ def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> Telemet
     if changes.rejected:
         kept = [{**row, "fetch_run_id": run_id} for row in changes.rejected]
         conn.execute(insert(rejected_records), kept)
+    _record_asks(conn, fetched.asked, started_at)
     append_events(conn, events, now, run_id)
     changed = sum(tuple(row[k] for k in keys) in stored for row in written)
     return TelemetrySummary(
@@ -262,6 +291,22 @@ def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> Telemet
         failed_windows=fetched.failed,
         error=error,
     )
+
+
+def _record_asks(conn: Connection, windows: list[Window], asked_at: datetime) -> None:
+    if not windows:
+        return
+    statement = dialect_insert(conn, telemetry_requests)
+    statement = statement.on_conflict_do_update(
+        index_elements=["dispatch_id", "site_id"],
+        set_={"asked_at": statement.excluded.asked_at, "asks": telemetry_requests.c.asks + 1},
+    )
+    rows = [
+        {"dispatch_id": w.dispatch_id, "site_id": site_id, "asked_at": asked_at, "asks": 1}
+        for w in windows
+        for site_id in w.site_ids
+    ]
+    conn.execute(statement, rows)
 
 
 def _stored_values(

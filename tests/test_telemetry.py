@@ -17,6 +17,7 @@ from tests.processes import InProcess
 from tests.scenarios import World, active
 
 CHECK = (timedelta(days=1), timedelta(hours=24))  # fresh enough: only delivery is judged
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def ago(minutes: float) -> str:
@@ -85,6 +86,18 @@ def test_the_load_drops_by_the_commitment_while_the_site_is_held(world: World) -
     assert 38 < drop < 42
 
 
+def as_if_asked_earlier(world: World, by: timedelta) -> None:
+    """Move every window's last ask back in time, as if the next pass came that much later."""
+    asked = models.telemetry_requests.c
+    with world.engine.begin() as conn:
+        for row in conn.execute(select(models.telemetry_requests)).all():
+            conn.execute(
+                models.telemetry_requests.update()
+                .where(asked.dispatch_id == row.dispatch_id, asked.site_id == row.site_id)
+                .values(asked_at=row.asked_at - by)
+            )
+
+
 def reading(at: datetime) -> dict[str, object]:
     return {"meter_id": "m1", "timestamp": format_rfc3339(at), "value": 50.0}
 
@@ -111,8 +124,10 @@ def test_gaps_are_refilled_and_bad_readings_set_aside(world: World) -> None:
     with world.engine.connect() as conn:
         kinds = conn.execute(select(models.rejected_records.c.kind)).scalars().all()
     assert kinds == ["telemetry"] * 4
-    # the missing minutes arrive late
+    # the missing minutes arrive late; they are asked for again an hour later, not at once
     world.sandbox.telemetry = {"a": [reading(at) for at in every_minute]}
+    assert telemetry.fetch_telemetry(world.engine, world.client).requests == 0
+    as_if_asked_earlier(world, timedelta(hours=1))
     second = telemetry.fetch_telemetry(world.engine, world.client)
     assert second.readings_new > 0 and second.readings_changed == 0
     received = events(world, "telemetry_received")
@@ -144,10 +159,29 @@ def test_a_refused_window_waits_while_the_others_are_stored(world: World) -> Non
     report = status.check(world.engine, *CHECK)
     assert report.code == status.WARNING and report.telemetry_error == summary.error
     assert report.problems == [f"WARNING: the last telemetry fetch failed: {summary.error}"]
+    as_if_asked_earlier(world, timedelta(hours=1))  # a refused window is asked again later too
     again = telemetry.fetch_telemetry(world.engine, world.client)
     assert again.windows == 1 and again.error is None
     assert set(stored(world)) == {"a", "b"}
     assert status.check(world.engine, *CHECK).code == status.OK  # it succeeded since
+
+
+def test_a_window_that_stays_incomplete_is_asked_again_at_growing_intervals(
+    world: World,
+) -> None:
+    world.step(ended("d1", site("quiet"), start=150, end=120))
+    world.sandbox.telemetry = {"quiet": []}  # a site whose meter never reports
+    asked_at = []
+    for _ in range(6):
+        summary = telemetry.fetch_telemetry(world.engine, world.client)
+        assert telemetry.fetch_telemetry(world.engine, world.client).requests == 0  # not at once
+        with world.engine.connect() as conn:
+            (row,) = conn.execute(select(models.telemetry_requests)).all()
+        asked_at.append((summary.requests, row.asks))
+        as_if_asked_earlier(world, telemetry.reask_at(row.asked_at, row.asks) - row.asked_at)
+    assert asked_at == [(1, asks) for asks in range(1, 7)]
+    hours = [telemetry.reask_at(NOW, asks) - NOW for asks in (1, 2, 3, 4, 5, 6, 10**6)]
+    assert [h / timedelta(hours=1) for h in hours] == [1, 2, 4, 8, 12, 12, 12]
 
 
 def test_an_unreachable_api_ends_the_pass_at_once(world: World) -> None:
