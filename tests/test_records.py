@@ -116,6 +116,25 @@ def test_malformed_dispatch_is_set_aside_whole_with_its_reason(change: dict, rea
     assert len(rejected.reason) < 200 and rejected.reason.isprintable()
 
 
+@pytest.mark.parametrize(
+    ("char", "refused"),
+    [
+        ("\x1b", True),  # Cc: an escape, which drives terminals
+        ("\x85", True),  # Cc: a next-line control
+        ("\u2028", True),  # Zl
+        ("\u2029", True),  # Zp
+        ("\ud800", True),  # Cs: a lone surrogate
+        ("\u00a0", False),  # Zs: not printable, by str.isprintable(), but harmless
+        ("\u200b", False),  # Cf: a zero-width space
+        ("\U0001f600", False),  # an emoji
+    ],
+)
+def test_names_refuse_exactly_the_characters_that_forge_lines(char: str, refused: bool) -> None:
+    batch = parse_dispatches([dispatch("d", site("a", name=f"Site{char}1"))])
+    assert (len(batch.rejected) == 1) is refused
+    assert (len(batch.dispatches) == 1) is not refused
+
+
 @pytest.mark.parametrize("dispatch_id", ["id\nwith a newline", "x" * 10_000, "nul\x00"])
 def test_a_bad_id_is_set_aside_without_being_kept_as_an_id(dispatch_id: str) -> None:
     (rejected,) = parse_dispatches([dispatch(dispatch_id)]).rejected
