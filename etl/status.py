@@ -64,8 +64,9 @@ def check(
 ) -> Status:
     """CRITICAL when no fetch succeeded within `max_age`, or an action ended failed within
     `window`; WARNING when one was missed or a dispatch vanished within `window`, a dispatch
-    has held sites for over 24 hours with no end time, or a site of a dispatch that ended within
-    `window` delivered under `min_delivery` percent of its commitment; else OK."""
+    has held sites for over 24 hours with no end time, a site of a dispatch that ended within
+    `window` delivered under `min_delivery` percent of its commitment, or a telemetry pass failed
+    within `window` and none has succeeded since; else OK."""
     now = utcnow()
     with read_transaction(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
