@@ -208,22 +208,28 @@ def _time(obj: dict[str, Any], name: str, where: str) -> datetime:
     return value
 
 
-def check_json(value: Any, where: str, depth: int = 0) -> None:
+def check_json(value: Any, where: str) -> None:
     """What any JSON column and any handler can take: no NaN or infinity, no NUL or lone
     surrogate in a string, no deeper nesting than JSON_MAX_DEPTH."""
-    if depth > JSON_MAX_DEPTH:
+    _check_values([value], where, 0)
+
+
+def _check_values(values: list[Any], where: str, depth: int) -> None:
+    """The values found at one depth of one object (a call per object, not per value: every
+    field of every record of every fetch passes here)."""
+    if values and depth > JSON_MAX_DEPTH:
         raise ValueError(f"{where}: nested deeper than {JSON_MAX_DEPTH} levels")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{where}: a number is not finite ({value})")
-    if isinstance(value, str) and NUL_OR_LONE_SURROGATE.search(value):
-        raise ValueError(f"{where}: a string has a NUL or an unpaired surrogate")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            check_json(key, where, depth + 1)
-            check_json(item, where, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            check_json(item, where, depth + 1)
+    for value in values:
+        if isinstance(value, str):
+            if NUL_OR_LONE_SURROGATE.search(value):
+                raise ValueError(f"{where}: a string has a NUL or an unpaired surrogate")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"{where}: a number is not finite ({value})")
+        elif isinstance(value, dict):
+            _check_values([*value, *value.values()], where, depth + 1)  # keys are strings
+        elif isinstance(value, list):
+            _check_values(value, where, depth + 1)
 
 
 def parse_program(value: Any) -> Program:

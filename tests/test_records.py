@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from etl.records import parse_dispatches, parse_sites, storable
+from etl.records import JSON_MAX_DEPTH, check_json, parse_dispatches, parse_sites, storable
 from etl.timeutil import parse_rfc3339
 from tests.helpers import dispatch, site
 
@@ -114,6 +114,28 @@ def test_malformed_dispatch_is_set_aside_whole_with_its_reason(change: dict, rea
     assert reason in rejected.reason
     assert rejected.payload is bad
     assert len(rejected.reason) < 200 and rejected.reason.isprintable()
+
+
+@pytest.mark.parametrize(
+    ("levels", "leaf", "refused"),
+    [
+        (JSON_MAX_DEPTH, 1, False),
+        (JSON_MAX_DEPTH + 1, 1, True),
+        (JSON_MAX_DEPTH, {}, False),
+        (JSON_MAX_DEPTH + 1, [], True),
+        (JSON_MAX_DEPTH - 1, {"k": 1}, False),
+        (JSON_MAX_DEPTH, {"k": 1}, True),  # its key and value are a level further down
+    ],
+)
+def test_nesting_is_counted_to_the_deepest_value(levels: int, leaf: Any, refused: bool) -> None:
+    value = leaf
+    for _ in range(levels):
+        value = [value]
+    if refused:
+        with pytest.raises(ValueError, match=f"nested deeper than {JSON_MAX_DEPTH} levels"):
+            check_json(value, "x")
+    else:
+        check_json(value, "x")
 
 
 @pytest.mark.parametrize(
