@@ -112,6 +112,10 @@ class Snapshot:
     looked_up: dict[str, Any | None]
     site_batch: SiteBatch | None
 
+    @property
+    def kind(self) -> FetchKind:
+        return FetchKind.LISTING if self.listing is not None else FetchKind.LOOKUP
+
 
 @dataclass(frozen=True)
 class _LastSuccess:
@@ -314,7 +318,7 @@ def ingest(
     run = fetch_run_row(
         started_at,
         FetchOutcome.SUCCEEDED,
-        FetchKind.LISTING if listing is not None else FetchKind.LOOKUP,
+        snapshot.kind,
         listing_requested_at=snapshot.requested_at,
         dispatches_received=received,
         dispatches_created=changes.created,
@@ -325,7 +329,6 @@ def ingest(
         body_fingerprint=listing.fingerprint if listing is not None else None,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
-    kind = run["kind"]
     if changes.rejected:
         conn.execute(
             insert(rejected_records), [{**r, "fetch_run_id": run_id} for r in changes.rejected]
@@ -334,7 +337,7 @@ def ingest(
         _note_missing(conn, _listed_ids(items), snapshot.requested_at, now)
     append_events(conn, changes.events, now, run_id)
     return FetchSummary(
-        kind=kind,
+        kind=snapshot.kind,
         fetch_run_id=run_id,
         dispatches_received=received,
         dispatches_created=changes.created,
@@ -409,22 +412,21 @@ def _superseded(
     conn: Connection, snapshot: Snapshot, last: _LastSuccess, started_at: datetime
 ) -> FetchSummary:
     assert last.requested_at is not None
-    what = "listing" if snapshot.listing is not None else "lookup"
     note = (
-        f"its {what}, requested at {format_rfc3339(snapshot.requested_at)}, is older than the "
-        f"stored one, requested at {format_rfc3339(last.requested_at)}: nothing written"
+        f"its {snapshot.kind}, requested at {format_rfc3339(snapshot.requested_at)}, is older "
+        f"than the stored one, requested at {format_rfc3339(last.requested_at)}: nothing written"
     )
     row = fetch_run_row(
         started_at,
         FetchOutcome.SUPERSEDED,
-        FetchKind.LISTING if snapshot.listing is not None else FetchKind.LOOKUP,
+        snapshot.kind,
         listing_requested_at=snapshot.requested_at,
         error=note,
         body_fingerprint=snapshot.listing.fingerprint if snapshot.listing else None,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), row).scalar_one()
     return FetchSummary(
-        run_id, 0, 0, 0, 0, 0, outcome=FetchOutcome.SUPERSEDED, note=note, kind=row["kind"]
+        run_id, 0, 0, 0, 0, 0, outcome=FetchOutcome.SUPERSEDED, note=note, kind=snapshot.kind
     )
 
 
