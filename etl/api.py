@@ -109,9 +109,7 @@ class VoltusClient:
 
     def webhooks(self) -> list[Webhook]:
         url = f"{self.settings.url}/{API_VERSION}/webhooks"
-        body = self._send("GET", f"/{API_VERSION}/webhooks")
-        assert body is not None
-        return [_webhook(item, url) for item in _items(body, url, "webhooks")]
+        return [_webhook(item, url) for item in self._listed("webhooks")]
 
     def register_webhook(self, url: str) -> Webhook:
         """Register `url` for dispatch.create and dispatch.update. Sent once, never retried: a
@@ -151,10 +149,14 @@ class VoltusClient:
             ) from None
 
     def sites(self) -> SiteBatch:
-        url = f"{self.settings.url}/{API_VERSION}/sites"
-        body = self._get(f"/{API_VERSION}/sites")
+        return parse_sites(self._listed("sites"))
+
+    def _listed(self, resource: str) -> list[Any]:
+        """The `resource` list that GET /{API_VERSION}/{resource} answers."""
+        path = f"/{API_VERSION}/{resource}"
+        body = self._get(path)
         assert body is not None
-        return parse_sites(_items(body, url, "sites"))
+        return _items(body, self.settings.url + path, resource)
 
     def _get(self, path: str, not_found_is_none: bool = False) -> bytes | None:
         return self._send("GET", path, not_found_is_none=not_found_is_none)
