@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from etl.api import API_VERSION
+from etl.api import API_VERSION, WEBHOOK_EVENTS
 from etl.config import SANDBOX_KEY
 from etl.errors import ConfigError
 from etl.records import INTERVALS
@@ -40,7 +40,6 @@ from etl.timeutil import format_rfc3339, parse_rfc3339, utcnow
 
 RELATIVE_TIME = re.compile(r"^now(?:([+-])(\d+)([smhd]))?$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-WEBHOOK_EVENTS = ("dispatch.create", "dispatch.update")
 CERTIFICATION = ("basic", "ancillary", "two-programs", "cancelled")  # etl/certification/*.json
 TELEMETRY_MAX_SITES, TELEMETRY_MAX_POINTS = 10, 10_000
 RESPONSE_DELAY = timedelta(minutes=1)  # an emulated site's load follows its commands this late

@@ -28,7 +28,7 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import Engine
 
 from etl import ingest, metrics, processor, status
-from etl.api import API_VERSION, VoltusClient
+from etl.api import API_VERSION, WEBHOOK_EVENTS, VoltusClient
 from etl.config import ProcessorSettings, is_loopback
 from etl.errors import ConfigError, EtlError
 from etl.handlers import ActionRequest, Handler
@@ -36,7 +36,6 @@ from etl.logs import log
 
 WEBHOOK_PATH = "/voltus/webhook"
 MAX_BODY = 16 * 1024  # a notification is under 200 bytes
-EVENTS = ("dispatch.create", "dispatch.update")
 DISPATCH_RESOURCE = re.compile(rf"/{API_VERSION}/dispatches/([A-Za-z0-9_-]{{1,200}})")
 TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,200}")
 # more dispatches than this waiting at once: one listing fetches them all
@@ -216,8 +215,8 @@ def _parse_notification(environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     name, resource = notification["event"].get("name"), notification.get("resource")
     if name == "" and resource == "":
         return 200, {"message": "pong"}  # Voltus checking that the listener is alive
-    if name not in EVENTS:
-        return 422, {"message": f"event name not one of {', '.join(EVENTS)}"}
+    if name not in WEBHOOK_EVENTS:
+        return 422, {"message": f"event name not one of {', '.join(WEBHOOK_EVENTS)}"}
     match = DISPATCH_RESOURCE.fullmatch(resource) if isinstance(resource, str) else None
     if match is None:
         return 422, {"message": f"resource is not /{API_VERSION}/dispatches/<id>"}
