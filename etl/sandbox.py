@@ -242,10 +242,11 @@ class Sandbox:
                 self._follow_scenario_file()
             except ConfigError as error:
                 return 500, {}, _error_body(str(error), "internal")
-            if path.split("?", 1)[0] == f"/{API_VERSION}/scenarios" and method == "POST":
+            route = path.split("?", 1)[0]
+            if route == f"/{API_VERSION}/scenarios" and method == "POST":
                 status, answer = self._post_scenario(body)
                 return status, {}, answer
-            if path.split("?", 1)[0].startswith(f"/{API_VERSION}/webhooks"):
+            if route.startswith(f"/{API_VERSION}/webhooks"):
                 status, answer = self._webhooks(method, path, body)
                 return status, {}, answer
             if method != "GET":
