@@ -99,6 +99,7 @@ def _aligned(moment: datetime, up: bool) -> datetime:
 
 def reask_at(asked_at: datetime, asks: int) -> datetime:
     """When a window asked for whole `asks` times and still lacking readings is asked again."""
+    # the exponent is bounded too: a count in the thousands would overflow a timedelta
     return asked_at + min(REASK_FIRST * 2 ** min(asks - 1, 4), REASK_MAX)
 
 
