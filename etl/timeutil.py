@@ -71,24 +71,22 @@ def time_shift(choice: str) -> TimeShift:
         case "local":
             return lambda moment, _: moment.astimezone()
         case "program":
-            return lambda moment, program: moment.astimezone(
-                (_zone(program) if program else None) or UTC
-            )
+            return lambda moment, program: moment.astimezone(zone_or_utc(program))
     zone = _zone(choice)
     if zone is None:
         raise ValueError(f"unknown time zone {choice[:60]!r}: use {TZ_CHOICES}")
     return lambda moment, _: moment.astimezone(zone)
 
 
-def zone_or_utc(name: str) -> ZoneInfo | timezone:
-    """The named time zone, or UTC when it is unknown here."""
-    return _zone(name) or UTC
+def zone_or_utc(name: str | None) -> ZoneInfo | timezone:
+    """The named time zone, or UTC when there is none or it is unknown here."""
+    return (_zone(name) if name else None) or UTC
 
 
 def local_date(value: datetime, zone_name: str) -> str:
     """The date ('YYYY-MM-DD') of an instant in a named time zone, or in UTC if the zone is
     unknown. Stored with each dispatch, because SQLite has no time zones to convert with."""
-    return value.astimezone(_zone(zone_name) or UTC).date().isoformat()
+    return value.astimezone(zone_or_utc(zone_name)).date().isoformat()
 
 
 DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
