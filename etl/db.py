@@ -3,6 +3,7 @@
 Nothing outside this module creates an engine or sees a driver exception.
 """
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,7 @@ def make_engine(database_url: str | None, create: bool = True) -> Engine:
     a SQLite file that does not exist is then an error, not a new empty file."""
     url = parse_url(database_url)
     if url.get_backend_name() == "postgresql":
+        logging.getLogger("psycopg").addFilter(_not_pipeline_teardown)
         return create_engine(url)
     if url.database and url.database != ":memory:":
         path = Path(url.database).expanduser()
@@ -76,6 +78,15 @@ def make_engine(database_url: str | None, create: bool = True) -> Engine:
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _not_pipeline_teardown(record: logging.LogRecord) -> bool:
+    """Drops psycopg's "error ignored terminating <psycopg.Pipeline ...>: pipeline aborted".
+
+    When the server refuses one row of a pipelined executemany (a record then set aside),
+    psycopg raises that error, which etl reports, and, when the server answers late, logs the
+    aborted pipeline's teardown as well: the same failure again, as a stray line on stderr."""
+    return not record.msg.startswith("error ignored terminating")
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
