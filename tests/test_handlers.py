@@ -293,7 +293,7 @@ def test_a_webhook_answering_a_byte_at_a_time_fails_at_the_deadline() -> None:
         started = time.monotonic()
         with pytest.raises(HandlerFailed, match="no complete answer within 1 s"):
             handler(a_request())
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 4  # the answer would take 10 s; slack for a busy CI
     finally:
         server.shutdown()
         server.server_close()
