@@ -255,6 +255,9 @@ actions = Table(
     Index("ix_actions_site_id", "site_id", "created_at"),
     # a claim's check that no opposite command for the same site is still under way
     partial_index("ix_actions_open_site", "site_id", "id", where="finished_at IS NULL"),
+    # the status check's recent failures and the metrics' count by state, without reading the
+    # table: both would otherwise scan every action ever taken (0.65 s and 1.5 s at 8 million)
+    Index("ix_actions_state_finished_at", "state", "finished_at"),
 )
 
 # One run of a handler for an action: who, when, and how it ended (null while running, or
@@ -272,6 +275,8 @@ action_attempts = Table(
     Column("output", Text),
     Column("error", Text),
     UniqueConstraint("action_id", "number", name="uq_action_attempts_number"),
+    # the metrics' count of failed attempts reads only these
+    partial_index("ix_action_attempts_failed", "action_id", where="outcome = 'failed'"),
 )
 
 # One meter reading: the mean kW of one interval, as the API's /telemetry/kw serves it (positive

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, text
 
 from etl import __version__
-from etl.actions import OPEN, ActionState, Holding
+from etl.actions import OPEN, OPEN_STATES, ActionState, Holding
 from etl.db import read_transaction
 from etl.models import (
     FetchKind,
@@ -85,7 +85,9 @@ def check(
         ).first()
         open_counts = dict(
             conn.execute(
-                select(actions.c.state, func.count()).where(OPEN).group_by(actions.c.state)
+                select(actions.c.state, func.count())
+                .where(OPEN, actions.c.state.in_(OPEN_STATES))
+                .group_by(actions.c.state)
             ).all()
         )
         recent = dict(
