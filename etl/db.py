@@ -18,7 +18,7 @@ from etl.errors import ConfigError, DatabaseError, SchemaError
 from etl.redact import redact_url
 
 # the Alembic head this code expects; tests/test_migrations.py keeps it equal to migrations/
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 # how long a SQLite writer waits for another to finish: long enough for any fetch or pass to
 # commit, short enough that a minutely run against a stuck store ends well within its minute
 SQLITE_BUSY_TIMEOUT_SECONDS = 10

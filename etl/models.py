@@ -303,6 +303,9 @@ telemetry_requests = Table(
     Column("site_id", String, ForeignKey("sites.id"), primary_key=True),
     Column("asked_at", UTCDateTime, nullable=False),
     Column("asks", Integer, nullable=False),
+    Column("refused", Text),  # the API's refusal at the last ask; null when it answered
+    # the status check's windows refused now
+    partial_index("ix_telemetry_requests_refused", "asked_at", where="refused IS NOT NULL"),
 )
 
 # One row: when planning last ran, so that the next plan looks only at dispatches that ended or

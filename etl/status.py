@@ -18,6 +18,7 @@ from etl.models import (
     dispatches,
     events,
     fetch_runs,
+    telemetry_requests,
 )
 from etl.reports import dispatch_performance
 from etl.timeutil import jsonable, utcnow
@@ -152,7 +153,7 @@ def check(
             f"{dispatch_id} (under {min_delivery:g}%, by its metered load)"
         )
     if telemetry_error:
-        status.problems.append(f"WARNING: the last telemetry fetch failed: {telemetry_error}")
+        status.problems.append(f"WARNING: telemetry is not being fetched: {telemetry_error}")
     if any(p.startswith("CRITICAL") for p in status.problems):
         status.code = CRITICAL
     elif status.problems:
@@ -172,6 +173,10 @@ def _vanished(conn: Connection, since: datetime) -> list[str]:
 
 
 def _telemetry_error(conn: Connection, since: datetime) -> str | None:
+    """Why telemetry is not being fetched, if it is not: a pass failed within the window and
+    none has succeeded since (the API down, say), or the API refused a window at its last ask
+    within the window (passes in between succeed: a refused window is asked again only hours
+    later)."""
     runs = fetch_runs.c
     telemetry = runs.kind == FetchKind.TELEMETRY
     # by the (outcome, finished_at) index: failures are few, and the successes after one are
@@ -182,12 +187,24 @@ def _telemetry_error(conn: Connection, since: datetime) -> str | None:
         .order_by(runs.finished_at.desc())
         .limit(1)
     ).first()
-    if failure is None:
+    if failure is not None:
+        later = select(runs.id).where(
+            runs.outcome == FetchOutcome.SUCCEEDED,
+            telemetry,
+            runs.finished_at > failure.finished_at,
+        )
+        if not conn.execute(later.exists().select()).scalar():
+            return failure.error
+    asked = telemetry_requests.c
+    refused = conn.execute(
+        select(asked.dispatch_id, asked.site_id, asked.refused)
+        .where(asked.refused.is_not(None), asked.asked_at >= since)
+        .order_by(asked.asked_at.desc())
+        .limit(1)
+    ).first()
+    if refused is None:
         return None
-    later = select(runs.id).where(
-        runs.outcome == FetchOutcome.SUCCEEDED, telemetry, runs.finished_at > failure.finished_at
-    )
-    return None if conn.execute(later.exists().select()).scalar() else failure.error
+    return f"telemetry of dispatch {refused.dispatch_id}, site {refused.site_id}: {refused.refused}"
 
 
 def _under_delivered(

@@ -11,10 +11,11 @@ Requests keep to the API's limits: 10 sites, times aligned to 30 s, at most 10,0
 site.
 
 One window's failure does not cost the others: a window whose request the API refuses (a site it
-no longer knows, say) is asked again later, as an incomplete one is, while the rest go on; when
-the API cannot be reached or refuses the key, the pass stops there. What was fetched is stored
-either way, and the run is recorded as failed with the first error, so that `etl status` can
-tell.
+no longer knows, say) is asked again later, as an incomplete one is, while the rest go on, and
+the refusal is kept with the window's last ask until an ask is answered, so that `etl status`
+warns for as long as it lasts; when the API cannot be reached or refuses the key, the pass stops
+there. What was fetched is stored either way, and the run is recorded as failed with the first
+error.
 """
 
 from collections.abc import Iterator
@@ -193,7 +194,7 @@ def fetch_telemetry(
                     fetched.failed += len(due) - index
                     break
                 fetched.failed += 1
-                fetched.answered(window, until)  # refused: asked all the same
+                fetched.answered(window, until, refused=str(error))  # asked all the same
         with write_transaction(engine, FETCH_LOCK) as conn:
             return _store(conn, fetched, started_at)
     except BaseException as error:
@@ -212,7 +213,8 @@ class _Fetched:
     requests: int = 0
     failed: int = 0
     error: str | None = None
-    asked: list[Window] = field(default_factory=list)  # asked for whole, and answered
+    # asked for whole, each with the API's refusal (None: it answered)
+    asked: list[tuple[Window, str | None]] = field(default_factory=list)
 
     def add(self, window: Window, client: VoltusClient, until: datetime) -> None:
         """Fetch one window, keeping nothing of it unless every request succeeds."""
@@ -232,11 +234,11 @@ class _Fetched:
         self.rejected += rejected
         self.answered(window, until)
 
-    def answered(self, window: Window, until: datetime) -> None:
+    def answered(self, window: Window, until: datetime, refused: str | None = None) -> None:
         """Count the window as asked for, if the ask covered all of it: one not yet settled
         is asked again at the next pass."""
         if until >= window.end:
-            self.asked.append(window)
+            self.asked.append((window, refused))
 
 
 def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> TelemetrySummary:
@@ -294,18 +296,31 @@ def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> Telemet
     )
 
 
-def _record_asks(conn: Connection, windows: list[Window], asked_at: datetime) -> None:
-    if not windows:
+def _record_asks(
+    conn: Connection, asked: list[tuple[Window, str | None]], asked_at: datetime
+) -> None:
+    if not asked:
         return
     statement = dialect_insert(conn, telemetry_requests)
+    excluded = statement.excluded
     statement = statement.on_conflict_do_update(
         index_elements=["dispatch_id", "site_id"],
-        set_={"asked_at": statement.excluded.asked_at, "asks": telemetry_requests.c.asks + 1},
+        set_={
+            "asked_at": excluded.asked_at,
+            "asks": telemetry_requests.c.asks + 1,
+            "refused": excluded.refused,
+        },
     )
     rows = [
-        {"dispatch_id": w.dispatch_id, "site_id": site_id, "asked_at": asked_at, "asks": 1}
-        for w in windows
-        for site_id in w.site_ids
+        {
+            "dispatch_id": window.dispatch_id,
+            "site_id": site_id,
+            "asked_at": asked_at,
+            "asks": 1,
+            "refused": refused,
+        }
+        for window, refused in asked
+        for site_id in window.site_ids
     ]
     conn.execute(statement, rows)
 

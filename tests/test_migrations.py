@@ -45,7 +45,7 @@ def test_partial_indexes_have_the_models_predicates(engine: Engine) -> None:
             # PostgreSQL writes `((outcome)::text = 'failed'::text)` for `outcome = 'failed'`
             bare = re.sub(r"::\w+|[()]", "", predicate).strip()
             assert bare.lower() == where.lower(), (name, predicate)
-    assert len(partial) == 4
+    assert len(partial) == 5
 
 
 def test_upgrade_is_idempotent_and_downgrade_removes_everything(database_url: str) -> None:

@@ -149,7 +149,8 @@ def test_nothing_is_trusted_before_twenty_minutes(world: World) -> None:
 
 
 def test_a_refused_window_waits_while_the_others_are_stored(world: World) -> None:
-    world.step(ended("d1", site("a"), start=150, end=120), ended("d2", site("b"), start=90, end=60))
+    listing = [ended("d1", site("a"), start=150, end=120), ended("d2", site("b"), start=90, end=60)]
+    world.step(*listing)
     world.sandbox.faults.statuses = [400]  # d1's request: the earliest window goes first
     summary = telemetry.fetch_telemetry(world.engine, world.client)
     assert summary.windows == 1 and summary.failed_windows == 1
@@ -158,12 +159,20 @@ def test_a_refused_window_waits_while_the_others_are_stored(world: World) -> Non
     assert set(stored(world)) == {"b"}
     report = status.check(world.engine, *CHECK)
     assert report.code == status.WARNING and report.telemetry_error == summary.error
-    assert report.problems == [f"WARNING: the last telemetry fetch failed: {summary.error}"]
+    assert report.problems == [f"WARNING: telemetry is not being fetched: {summary.error}"]
+    world.step(*listing, ended("d3", site("c"), start=60, end=30))
+    between = telemetry.fetch_telemetry(world.engine, world.client)  # d1 is not asked yet
+    assert between.windows == 1 and between.error is None and set(stored(world)) == {"b", "c"}
+    report = status.check(world.engine, *CHECK)  # a pass succeeded, but d1 is still refused
+    assert report.code == status.WARNING
+    assert report.telemetry_error == "telemetry of dispatch d1, site a: " + summary.error.split(
+        ": ", 1
+    )[1].removesuffix(" (1 windows not fetched)")
     as_if_asked_earlier(world, timedelta(hours=1))  # a refused window is asked again later too
     again = telemetry.fetch_telemetry(world.engine, world.client)
-    assert again.windows == 1 and again.error is None
-    assert set(stored(world)) == {"a", "b"}
-    assert status.check(world.engine, *CHECK).code == status.OK  # it succeeded since
+    assert again.windows == 2 and again.error is None  # d1, and d3 not all settled yet
+    assert set(stored(world)) == {"a", "b", "c"}
+    assert status.check(world.engine, *CHECK).code == status.OK  # answered since
 
 
 def test_a_window_that_stays_incomplete_is_asked_again_at_growing_intervals(
