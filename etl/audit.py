@@ -10,6 +10,7 @@ from sqlalchemy import Engine, and_, func, or_, select
 
 from etl.db import read_transaction
 from etl.events import describe_subject
+from etl.logs import one_line
 from etl.models import dispatch_sites, dispatches, events, programs
 from etl.timeutil import utcnow, with_offset
 
@@ -74,7 +75,7 @@ def describe(event: dict[str, Any]) -> str:
     subject = describe_subject(event["dispatch_id"], event["site_id"], event["program_id"])
     details = "  ".join(f"{k}={_compact(v)}" for k, v in event["details"].items())
     when = with_offset(event["occurred_at"].isoformat(sep=" ", timespec="seconds"))
-    return f"{when}  {event['kind']:<24} {subject:<28} {details}".rstrip()
+    return one_line(f"{when}  {event['kind']:<24} {subject:<28} {details}".rstrip())
 
 
 def _compact(value: Any) -> str:

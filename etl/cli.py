@@ -582,7 +582,7 @@ def webhooks_delete(
 def _describe_webhook(webhook: "Webhook") -> str:
     from etl.redact import redact_url
 
-    return f"{webhook.id}  {redact_url(webhook.url)}  {', '.join(webhook.events)}"
+    return logs.one_line(f"{webhook.id}  {redact_url(webhook.url)}  {', '.join(webhook.events)}")
 
 
 @app.command()
@@ -860,11 +860,11 @@ def _print_status(result: "status.Status") -> None:
     if result.last_failure_error:
         lines.insert(3, ("  its error", result.last_failure_error))
     for label, value in lines:
-        typer.echo(f"{label:<18}{value}")
+        typer.echo(f"{label:<18}{logs.one_line(value)}")
     verdict = {status.OK: "OK", status.WARNING: "WARNING", status.CRITICAL: "CRITICAL"}
     typer.echo(f"{'status':<18}{verdict[result.code]}")
     for problem in result.problems:
-        typer.echo(f"  {problem}")
+        typer.echo(f"  {logs.one_line(problem)}")
 
 
 @db_app.command("prune")

@@ -32,6 +32,12 @@ FORMATS = ("text", "json")
 _CONTROLS = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
 
 
+def one_line(text: str) -> str:
+    """The text with its control characters escaped (a line break as `\\x0a`): what an API
+    or a handler sent, fit for a line that a person or a monitoring check reads."""
+    return text.translate(_CONTROLS)
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     moment = datetime.fromtimestamp(record.created, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -44,7 +50,7 @@ class TextFormatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info:  # a bug's traceback, on the same line
             message += "\n" + self.formatException(record.exc_info)
-        return f"{_timestamp(record)} {record.levelname} {message.translate(_CONTROLS)}"
+        return f"{_timestamp(record)} {record.levelname} {one_line(message)}"
 
 
 class JsonFormatter(logging.Formatter):

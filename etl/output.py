@@ -8,6 +8,7 @@ from datetime import datetime
 from itertools import chain, islice
 from typing import Any, TextIO
 
+from etl.logs import one_line
 from etl.timeutil import TimeShift, jsonable
 
 FORMATS = ("table", "csv", "json", "jsonl")
@@ -78,9 +79,14 @@ def _jsonl(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> N
 
 
 def _table(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> None:
+    """One line per row: a cell's line breaks (a handler's stderr, say) are shown escaped."""
     sample = list(islice(rows, TABLE_SAMPLE))
+
+    def cell(value: Any) -> str:
+        return one_line(text(value))
+
     widths = [
-        min(TABLE_MAX_WIDTH, max([len(c)] + [len(text(r[c])) for r in sample])) for c in columns
+        min(TABLE_MAX_WIDTH, max([len(c)] + [len(cell(r[c])) for r in sample])) for c in columns
     ]
 
     def line(cells: list[str]) -> str:
@@ -94,4 +100,4 @@ def _table(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> N
     if not sample:
         out.write("(no rows)\n")
     for row in chain(sample, rows):
-        out.write(line([text(row[c]) for c in columns]).rstrip() + "\n")
+        out.write(line([cell(row[c]) for c in columns]).rstrip() + "\n")

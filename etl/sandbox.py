@@ -54,6 +54,7 @@ class Faults:
 
     statuses: list[int] = field(default_factory=list)  # e.g. [500, 429]: the next two fail so
     statuses_path: str = "/"  # ... of the requests whose path starts with this
+    message: str = "injected fault"  # ... with this message
     retry_after: str | None = None  # sent with each 429
     delay_seconds: float = 0.0  # before every response
     not_json: int = 0  # the next N successful responses have a body that is not JSON
@@ -233,7 +234,7 @@ class Sandbox:
                 headers = {}
                 if status == 429 and self.faults.retry_after is not None:
                     headers["Retry-After"] = self.faults.retry_after
-                return status, headers, _error_body("injected fault", f"status_{status}")
+                return status, headers, _error_body(self.faults.message, f"status_{status}")
             if key is None:
                 return 400, {}, _error_body("missing X-Voltus-API-Key header", "bad_request")
             if key != self.key:

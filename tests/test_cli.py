@@ -15,8 +15,8 @@ from etl.cli import app
 from etl.db import make_engine
 from etl.models import metadata
 from etl.sandbox import Sandbox
-from tests.helpers import log_messages
-from tests.processes import etl, etl_env, in_process
+from tests.helpers import at, dispatch, log_messages, site
+from tests.processes import InProcess, etl, etl_env, in_process
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -315,3 +315,36 @@ def test_the_minutely_run_loads_no_library_it_does_not_use(
         "sqlalchemy.dialects.postgresql", "dateutil", "http.server",
     }  # fmt: skip
     assert loaded & unwanted == set()
+
+
+def test_text_a_remote_party_sent_stays_on_its_line_in_what_people_read(
+    cli: InProcess, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The API's error message and a handler's stderr are kept as sent, but where a person or a
+    monitoring check reads lines (status, audit, a report's table, the webhook list) their line
+    breaks are shown escaped: they cannot forge a line such as `CRITICAL: ...`."""
+    forged = "\nCRITICAL: forged\r\x1b[2K"
+    sandbox.dispatches = [dispatch("d1", site("a"), start_time=at(-1))]
+    handler = tmp_path / "handler"
+    handler.write_text("#!/bin/sh\nprintf 'boom\\nCRITICAL: forged\\r\\033[2K' >&2\nexit 1\n")
+    handler.chmod(0o755)
+    monkeypatch.setenv("ETL_ACTION_COMMAND", str(handler))
+    assert cli("run").returncode == 5
+    sandbox.faults.statuses, sandbox.faults.message = [400], f"refused{forged}"
+    assert cli("fetch").returncode == 3
+    sandbox.webhooks["w1"] = {"id": "w1", "url": f"http://hook/{forged}", "events": []}
+
+    outputs = {
+        "status": cli("status").stdout,
+        "audit": cli.ok("audit", "--dispatch", "d1"),
+        "report": cli.ok("report", "curtailments", "--format", "table"),
+        "webhooks": cli.ok("webhooks", "list"),
+    }
+    for name, output in outputs.items():
+        assert "CRITICAL: forged" not in output.splitlines(), name
+        assert not any(line.startswith("CRITICAL: forged") for line in output.splitlines()), name
+        assert "\r" not in output and "\x1b" not in output, name
+    assert "refused\\x0aCRITICAL: forged\\x0d\\x1b[2K" in outputs["status"]
+    assert "\\x0aCRITICAL: forged" in outputs["audit"]
+    assert "http://hook/\\x0aCRITICAL: forged" in outputs["webhooks"]
+    assert len(outputs["report"].splitlines()) == 2  # the header and d1's curtail
