@@ -19,9 +19,10 @@ from etl.redact import redact_url
 
 # the Alembic head this code expects; tests/test_migrations.py keeps it equal to migrations/
 SCHEMA_REVISION = "0010"
-# how long a SQLite writer waits for another to finish: long enough for any fetch or pass to
-# commit, short enough that a minutely run against a stuck store ends well within its minute
-SQLITE_BUSY_TIMEOUT_SECONDS = 10
+# how long a statement waits for a lock that another holds (SQLite's busy timeout, PostgreSQL's
+# lock_timeout): long enough for any fetch or pass to commit, short enough that a minutely run
+# against a stuck store ends well within its minute
+LOCK_TIMEOUT_SECONDS = 10
 
 
 def parse_url(database_url: str | None) -> URL:
@@ -61,7 +62,9 @@ def make_engine(database_url: str | None, create: bool = True) -> Engine:
     url = parse_url(database_url)
     if url.get_backend_name() == "postgresql":
         logging.getLogger("psycopg").addFilter(_not_pipeline_teardown)
-        return create_engine(url)
+        engine = create_engine(url)
+        event.listen(engine, "connect", _postgresql_connect)
+        return engine
     if url.database and url.database != ":memory:":
         path = Path(url.database).expanduser()
         if not create and not path.exists():
@@ -74,7 +77,7 @@ def make_engine(database_url: str | None, create: bool = True) -> Engine:
             raise DatabaseError(
                 f"database {describe(url)}: cannot create its folder: {error.strerror}"
             ) from None
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+    engine = create_engine(url, connect_args={"timeout": LOCK_TIMEOUT_SECONDS})
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
@@ -87,6 +90,14 @@ def _not_pipeline_teardown(record: logging.LogRecord) -> bool:
     psycopg raises that error, which etl reports, and, when the server answers late, logs the
     aborted pipeline's teardown as well: the same failure again, as a stray line on stderr."""
     return not record.msg.startswith("error ignored terminating")
+
+
+def _postgresql_connect(dbapi_connection: Any, _record: Any) -> None:
+    # PostgreSQL waits for a lock for ever by default: a stuck holder would pile up cron runs
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True  # a session setting, outside any transaction
+    dbapi_connection.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'")
+    dbapi_connection.autocommit = autocommit
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -139,13 +150,16 @@ def record_savepoint(conn: Connection) -> Iterator[None]:
     try:
         yield
     except sqlalchemy.exc.StatementError as error:
+        detail = _detail(error)
+        if not _refused(detail):  # locked or unreachable: not the record's fault, nor final
+            raise
         savepoint.rollback()
-        raise RecordRefused(_detail(error)) from None
+        raise RecordRefused(detail) from None
     savepoint.commit()
 
 
 def _hint(detail: str) -> str | None:
-    if "locked" in detail:
+    if "locked" in detail or "lock timeout" in detail:
         return "another process held the database too long; the next run will try again"
     if "connect" in detail or "unable to open" in detail:
         return "is the database server running and the URL right?"

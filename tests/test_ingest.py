@@ -3,12 +3,13 @@
 import logging
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, Table, func, select
 
 from etl import ingest, models
 from etl.api import VoltusClient
-from etl.db import make_engine
+from etl.db import make_engine, record_savepoint, write_transaction
 from etl.errors import ApiError, DatabaseError
 from etl.sandbox import Sandbox
 from etl.timeutil import parse_rfc3339
@@ -348,3 +349,22 @@ def test_a_database_that_refuses_every_record_fails_the_fetch(
     with pytest.raises(DatabaseError, match="refused every record"):
         run(engine, client)
     assert table_rows(engine, models.rejected_records) == []
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_lock_timeout_in_a_records_savepoint_fails_the_write_and_sets_nothing_aside(
+    database_url: str, engine: Engine
+) -> None:
+    """Only a refusal sets a record aside: one that a lock timeout or a lost connection stopped
+    would be judged bad and then skipped while the API sends the same body."""
+    with psycopg.connect(database_url.replace("+psycopg", "")) as holder:
+        holder.execute("LOCK TABLE programs IN ACCESS EXCLUSIVE MODE")
+        with (
+            pytest.raises(DatabaseError, match="lock timeout") as caught,
+            write_transaction(engine) as conn,
+        ):
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '100ms'")
+            with record_savepoint(conn):
+                conn.execute(select(models.programs))
+    assert not caught.value.refused
+    assert "another process held the database too long" in str(caught.value.hint)
