@@ -33,6 +33,8 @@ class Listing:
     fingerprint: str
     body: bytes
     url: str
+    # how far the API's clock was ahead of this machine's when it answered (negative: behind)
+    clock_offset: float | None = None
 
     @cached_property
     def items(self) -> list[Any]:
@@ -85,6 +87,8 @@ class VoltusClient:
         self.settings = settings
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
+        # the API's clock minus this machine's at the last 2xx answer (None: it sent no Date)
+        self.clock_offset: float | None = None
         self._session = requests.Session()
         self._session.headers.update(
             {
@@ -99,7 +103,8 @@ class VoltusClient:
         seen before."""
         body = self._get(f"/{API_VERSION}/dispatches")
         assert body is not None
-        return Listing(fingerprint(body), body, f"{self.settings.url}/{API_VERSION}/dispatches")
+        url = f"{self.settings.url}/{API_VERSION}/dispatches"
+        return Listing(fingerprint(body), body, url, self.clock_offset)
 
     def dispatch(self, dispatch_id: str) -> Any | None:
         """One dispatch as sent (ingest validates it), or None when the API does not know it."""
@@ -176,7 +181,7 @@ class VoltusClient:
         attempts = 1 if method == "POST" else self.policy.attempts
         for attempt in range(1, attempts + 1):
             retry_after = None
-            started = time.monotonic()
+            started, sent_at = time.monotonic(), time.time()
             try:
                 response = self._session.request(method, url, json=payload, timeout=timeout)
             except RETRYABLE_ERRORS as error:
@@ -185,6 +190,8 @@ class VoltusClient:
             else:
                 _log_attempt(method, path, attempt, started, response.status_code)
                 if 200 <= response.status_code < 300:
+                    date = response.headers.get("Date")
+                    self.clock_offset = clock_offset(date, sent_at, time.time())
                     return response.content
                 if response.status_code == 404 and not_found_is_none:
                     return None
@@ -260,6 +267,21 @@ def _webhook(item: Any, url: str) -> Webhook:
         ) from None
 
 
+def clock_offset(date: str | None, sent_at: float, received_at: float) -> float | None:
+    """How many seconds the clock behind an HTTP `Date` header is ahead of this machine's
+    (negative: behind), beyond what the round trip and the header's whole seconds leave open:
+    0 when the two could agree. None without a Date that parses."""
+    moment = _http_date(date) if date else None
+    if moment is None:
+        return None
+    api_time = moment.timestamp()
+    if api_time > received_at:
+        return api_time - received_at
+    if api_time < sent_at - 1:  # the header drops the fraction of its second
+        return api_time - (sent_at - 1)
+    return 0.0
+
+
 def _parse_int(digits: str) -> int | float:
     """An integer of the body; one too long for any field (and for Python's conversion limit,
     which would fail the whole body) becomes infinity, which validation sets aside."""
@@ -297,13 +319,17 @@ def _retry_after_seconds(value: str | None) -> float | None:
         return None
     if value.strip().isdigit():
         return float(value)
+    when = _http_date(value)
+    return None if when is None else max(0.0, (when - utcnow()).total_seconds())
+
+
+def _http_date(value: str) -> datetime | None:
+    """An HTTP date (of Date or Retry-After) as an aware time; None when it does not parse."""
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:  # "-0000": a time given in UTC
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - utcnow()).total_seconds())
+    return when if when.tzinfo else when.replace(tzinfo=UTC)  # "-0000": a time given in UTC
 
 
 def _first_line(error: Exception) -> str:

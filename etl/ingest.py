@@ -262,6 +262,7 @@ def fetch_run_row(
         "events": 0,
         "error": None,
         "body_fingerprint": None,
+        "clock_offset_seconds": None,
     }
     row.update(counts)
     return row
@@ -327,6 +328,7 @@ def ingest(
         rejected=last.rejected if same_body else len(rejected),
         events=len(changes.events),
         body_fingerprint=listing.fingerprint if listing is not None else None,
+        clock_offset_seconds=listing.clock_offset if listing is not None else None,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
     if changes.rejected:

@@ -81,6 +81,13 @@ class StatusCollector(Collector):
                 f"When the last fetch ended in {name} (Unix time; 0: never)",
                 value=moment.timestamp() if moment else 0,
             )
+        if result.clock_offset_seconds is not None:
+            yield GaugeMetricFamily(
+                "etl_api_clock_offset_seconds",
+                "How far the API's clock was ahead of this machine's at the last successful "
+                "fetch (negative: behind); actions run that much late",
+                value=result.clock_offset_seconds,
+            )
 
     def _count_metrics(self, counts: StoreCounts) -> Iterator[Metric]:
         by_state = GaugeMetricFamily("etl_actions", "Actions by state", labels=["state"])

@@ -206,6 +206,8 @@ fetch_runs = Table(
     Column("error", Text),
     # of the dispatches response body: the next fetch skips a body it has already stored
     Column("body_fingerprint", String(32)),
+    # how far the API's clock (its Date header) was ahead of this machine's; null: unknown
+    Column("clock_offset_seconds", Double),
     Index("ix_fetch_runs_outcome_finished_at", "outcome", "finished_at"),
 )
 

@@ -55,6 +55,7 @@ class Faults:
     statuses: list[int] = field(default_factory=list)  # e.g. [500, 429]: the next two fail so
     statuses_path: str = "/"  # ... of the requests whose path starts with this
     message: str = "injected fault"  # ... with this message
+    clock_offset_seconds: float = 0.0  # how far the Date header is ahead of the true time
     retry_after: str | None = None  # sent with each 429
     delay_seconds: float = 0.0  # before every response
     not_json: int = 0  # the next N successful responses have a body that is not JSON
@@ -501,5 +502,9 @@ def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # one line per request would drown the demo's output
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            moment = time.time() if timestamp is None else timestamp
+            return super().date_time_string(moment + sandbox.faults.clock_offset_seconds)
 
     return Handler

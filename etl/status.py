@@ -28,6 +28,8 @@ MIN_COVERAGE = 0.8
 # a dispatch that holds sites this long with no end time has probably lost its end
 OPEN_ENDED_LIMIT = timedelta(hours=24)
 
+# a clock further than this from the API's makes actions noticeably late or early
+CLOCK_TOLERANCE_SECONDS = 10
 # exit codes, as monitoring plug-ins (Nagios and its heirs) read them
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 
@@ -53,6 +55,8 @@ class Status:
     under_delivered: list[tuple[str, str, float]]
     # the error of a telemetry pass that failed within the window, unless one succeeded since
     telemetry_error: str | None
+    # how far the API's clock was ahead of this machine's at the last successful fetch
+    clock_offset_seconds: float | None
     problems: list[str] = field(default_factory=list)
     code: int = OK
 
@@ -73,11 +77,13 @@ def check(
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         # the listings: the poll is the safety net, whatever webhooks' lookups do
         listings = fetch_runs.c.kind == FetchKind.LISTING
-        success = conn.execute(
-            select(func.max(fetch_runs.c.finished_at)).where(
-                fetch_runs.c.outcome == FetchOutcome.SUCCEEDED, listings
-            )
-        ).scalar()
+        last_success = conn.execute(
+            select(fetch_runs.c.finished_at, fetch_runs.c.clock_offset_seconds)
+            .where(fetch_runs.c.outcome == FetchOutcome.SUCCEEDED, listings)
+            .order_by(fetch_runs.c.finished_at.desc())
+            .limit(1)
+        ).first()
+        success = last_success.finished_at if last_success else None
         failure = conn.execute(
             select(fetch_runs.c.finished_at, fetch_runs.c.error)
             .where(fetch_runs.c.outcome == FetchOutcome.FAILED, listings)
@@ -123,6 +129,7 @@ def check(
         held_without_end=held_without_end,
         under_delivered=under_delivered,
         telemetry_error=telemetry_error,
+        clock_offset_seconds=last_success.clock_offset_seconds if last_success else None,
     )
     if success is None:
         status.problems.append("CRITICAL: no fetch has succeeded yet")
@@ -154,6 +161,13 @@ def check(
         )
     if telemetry_error:
         status.problems.append(f"WARNING: telemetry is not being fetched: {telemetry_error}")
+    offset = status.clock_offset_seconds
+    if offset is not None and abs(offset) > CLOCK_TOLERANCE_SECONDS:
+        behind, late = ("behind", "late") if offset > 0 else ("ahead of", "early")
+        status.problems.append(
+            f"WARNING: this machine's clock is {abs(offset):.0f} s {behind} the API's: actions "
+            f"run that much {late}; keep it in time (NTP)"
+        )
     if any(p.startswith("CRITICAL") for p in status.problems):
         status.code = CRITICAL
     elif status.problems:

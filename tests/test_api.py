@@ -5,12 +5,13 @@ import os
 import socket
 import threading
 import time
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from etl.api import Listing, RetryPolicy, VoltusClient
+from etl.api import Listing, RetryPolicy, VoltusClient, clock_offset
 from etl.config import ApiSettings, api_settings
 from etl.errors import ApiError, ConfigError
 from etl.records import fingerprint, parse_dispatches
@@ -221,3 +222,32 @@ def test_a_number_too_long_to_convert_sets_aside_its_dispatch_not_the_body() -> 
     batch = parse_dispatches(listing.items)
     assert [d.id for d in batch.dispatches] == ["ok"]
     assert "not finite" in batch.rejected[0].reason
+
+
+@pytest.mark.parametrize(
+    ("date", "offset"),
+    [
+        ("Fri, 27 Nov 2026 12:00:00 GMT", 0.0),  # within the round trip
+        ("Fri, 27 Nov 2026 11:59:59 GMT", 0.0),  # the header's second, cut before the request
+        ("Fri, 27 Nov 2026 12:00:42 GMT", 41.5),  # ahead of the answer's arrival
+        ("Fri, 27 Nov 2026 11:59:00 -0000", -59.0),  # behind the request, less the cut second
+        ("Fri, 27 Nov 9999 12:00:00 GMT", 251_603_539_199.5),  # 7973 years ahead
+        ("not a date", None),
+        ("Fri, 99 Nov 2026 12:00:00 GMT", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_apis_clock_is_read_from_its_date_header(
+    date: str | None, offset: float | None
+) -> None:
+    sent = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC).timestamp()
+    assert clock_offset(date, sent, sent + 0.5) == offset
+
+
+@pytest.mark.parametrize("skew", [-120, 0, 120])
+def test_a_listing_says_how_far_the_apis_clock_is(sandbox: Sandbox, skew: int) -> None:
+    sandbox.faults.clock_offset_seconds = skew
+    listing = make_client(sandbox)[0].dispatches()
+    assert listing.clock_offset is not None
+    assert abs(listing.clock_offset - skew) <= 2  # the header's whole second, the round trip

@@ -46,6 +46,7 @@ def test_metrics_of_a_store_that_curtailed_and_failed(
     assert found[("etl_status", ())] == 0
     assert started - 60 < found[("etl_last_fetch_success_timestamp_seconds", ())] <= started
     assert found[("etl_last_fetch_failure_timestamp_seconds", ())] == 0  # never
+    assert abs(found[("etl_api_clock_offset_seconds", ())]) <= 1  # the emulator keeps time
     by_state = {labels[0][1]: v for (name, labels), v in found.items() if name == "etl_actions"}
     assert by_state["succeeded"] == 2 and by_state["waiting"] == 2  # a and b; their restores
     assert by_state["retrying"] == 1 and by_state["failed"] == 0  # c, retried while d2 runs

@@ -242,6 +242,23 @@ def test_status_of_a_healthy_store_is_ok(world: World) -> None:
     assert stale.code == status.CRITICAL and "last successful fetch" in stale.problems[0]
 
 
+@pytest.mark.parametrize(("skew", "words"), [(90, "behind"), (-90, "ahead of")])
+def test_status_warns_of_a_clock_that_makes_actions_late_or_early(
+    world: World, skew: int, words: str
+) -> None:
+    world.sandbox.faults.clock_offset_seconds = skew
+    world.step(active("d1", site("a")))
+    result = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
+    assert result.code == status.WARNING and result.clock_offset_seconds is not None
+    assert abs(result.clock_offset_seconds - skew) <= 2
+    (problem,) = result.problems
+    shown = re.match(rf"WARNING: this machine's clock is (\d+) s {words} the API's", problem)
+    assert shown and abs(int(shown[1]) - 90) <= 2, problem
+    world.sandbox.faults.clock_offset_seconds = 0  # set right: the next fetch clears it
+    world.step(active("d1", site("a")))
+    assert status.check(world.engine, timedelta(minutes=5), timedelta(hours=24)).code == status.OK
+
+
 def test_status_warns_of_missed_and_fails_on_failed(world: World) -> None:
     world.step()  # the store's first fetch: what ends after it and was not acted on is missed
     world.step(ended("miss", site("d")))
