@@ -89,7 +89,7 @@ def _not_pipeline_teardown(record: logging.LogRecord) -> bool:
     When the server refuses one row of a pipelined executemany (a record then set aside),
     psycopg raises that error, which etl reports, and, when the server answers late, logs the
     aborted pipeline's teardown as well: the same failure again, as a stray line on stderr."""
-    return not record.msg.startswith("error ignored terminating")
+    return not str(record.msg).startswith("error ignored terminating")
 
 
 def _postgresql_connect(dbapi_connection: Any, _record: Any) -> None:

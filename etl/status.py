@@ -53,7 +53,7 @@ class Status:
     held_without_end: list[str]
     # (dispatch, site, delivered %) of recent dispatches that delivered under the minimum
     under_delivered: list[tuple[str, str, float]]
-    # the error of a telemetry pass that failed within the window, unless one succeeded since
+    # why telemetry is not being fetched, if it is not (see _telemetry_error)
     telemetry_error: str | None
     # how far the API's clock was ahead of this machine's at the last successful fetch
     clock_offset_seconds: float | None
@@ -70,8 +70,9 @@ def check(
     """CRITICAL when no fetch succeeded within `max_age`, or an action ended failed within
     `window`; WARNING when one was missed or a dispatch vanished within `window`, a dispatch
     has held sites for over 24 hours with no end time, a site of a dispatch that ended within
-    `window` delivered under `min_delivery` percent of its commitment, or a telemetry pass failed
-    within `window` and none has succeeded since; else OK."""
+    `window` delivered under `min_delivery` percent of its commitment, telemetry is not being
+    fetched (`_telemetry_error`), or this machine's clock is more than CLOCK_TOLERANCE_SECONDS
+    from the API's; else OK."""
     now = utcnow()
     with read_transaction(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
