@@ -5,7 +5,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -190,8 +190,7 @@ class VoltusClient:
             else:
                 _log_attempt(method, path, attempt, started, response.status_code)
                 if 200 <= response.status_code < 300:
-                    date = response.headers.get("Date")
-                    self.clock_offset = clock_offset(date, sent_at, time.time())
+                    self.clock_offset = clock_offset(response.headers, sent_at, time.time())
                     return response.content
                 if response.status_code == 404 and not_found_is_none:
                     return None
@@ -267,14 +266,16 @@ def _webhook(item: Any, url: str) -> Webhook:
         ) from None
 
 
-def clock_offset(date: str | None, sent_at: float, received_at: float) -> float | None:
-    """How many seconds the clock behind an HTTP `Date` header is ahead of this machine's
-    (negative: behind), beyond what the round trip and the header's whole seconds leave open:
-    0 when the two could agree. None without a Date that parses."""
+def clock_offset(headers: Mapping[str, str], sent_at: float, received_at: float) -> float | None:
+    """How many seconds the server's clock, by an answer's `Date` header, is ahead of this
+    machine's (negative: behind), beyond what the round trip and the header's whole seconds
+    leave open: 0 when the two could agree. None without a Date that parses. A cache's answer
+    says with `Age` how long ago the server dated it."""
+    date, age = headers.get("Date"), headers.get("Age", "0")
     moment = _http_date(date) if date else None
     if moment is None:
         return None
-    api_time = moment.timestamp()
+    api_time = moment.timestamp() + (int(age) if age.isdigit() and len(age) < 10 else 0)
     if api_time > received_at:
         return api_time - received_at
     if api_time < sent_at - 1:  # the header drops the fraction of its second

@@ -225,24 +225,27 @@ def test_a_number_too_long_to_convert_sets_aside_its_dispatch_not_the_body() -> 
 
 
 @pytest.mark.parametrize(
-    ("date", "offset"),
+    ("headers", "offset"),
     [
-        ("Fri, 27 Nov 2026 12:00:00 GMT", 0.0),  # within the round trip
-        ("Fri, 27 Nov 2026 11:59:59 GMT", 0.0),  # the header's second, cut before the request
-        ("Fri, 27 Nov 2026 12:00:42 GMT", 41.5),  # ahead of the answer's arrival
-        ("Fri, 27 Nov 2026 11:59:00 -0000", -59.0),  # behind the request, less the cut second
-        ("Fri, 27 Nov 9999 12:00:00 GMT", 251_603_539_199.5),  # 7973 years ahead
-        ("not a date", None),
-        ("Fri, 99 Nov 2026 12:00:00 GMT", None),
-        ("", None),
-        (None, None),
+        ({"Date": "Fri, 27 Nov 2026 12:00:00 GMT"}, 0.0),  # within the round trip
+        ({"Date": "Fri, 27 Nov 2026 11:59:59 GMT"}, 0.0),  # its second cut, before the request
+        ({"Date": "Fri, 27 Nov 2026 12:00:42 GMT"}, 41.5),  # ahead of the answer's arrival
+        ({"Date": "Fri, 27 Nov 2026 11:59:00 -0000"}, -59.0),  # behind, less the cut second
+        ({"Date": "Fri, 27 Nov 2026 11:59:00 GMT", "Age": "60"}, 0.0),  # a cache's: dated then
+        ({"Date": "Fri, 27 Nov 2026 11:59:00 GMT", "Age": "-60"}, -59.0),  # no age
+        ({"Date": "Fri, 27 Nov 2026 11:59:00 GMT", "Age": "9" * 400}, -59.0),  # no age either
+        ({"Date": "Fri, 27 Nov 9999 12:00:00 GMT"}, 251_603_539_199.5),  # 7973 years ahead
+        ({"Date": "not a date"}, None),
+        ({"Date": "Fri, 99 Nov 2026 12:00:00 GMT"}, None),
+        ({"Date": ""}, None),
+        ({}, None),
     ],
 )
 def test_the_apis_clock_is_read_from_its_date_header(
-    date: str | None, offset: float | None
+    headers: dict[str, str], offset: float | None
 ) -> None:
     sent = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC).timestamp()
-    assert clock_offset(date, sent, sent + 0.5) == offset
+    assert clock_offset(headers, sent, sent + 0.5) == offset
 
 
 @pytest.mark.parametrize("skew", [-120, 0, 120])
