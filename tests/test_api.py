@@ -253,4 +253,4 @@ def test_a_listing_says_how_far_the_apis_clock_is(sandbox: Sandbox, skew: int) -
     sandbox.faults.clock_offset_seconds = skew
     listing = make_client(sandbox)[0].dispatches()
     assert listing.clock_offset is not None
-    assert abs(listing.clock_offset - skew) <= 2  # the header's whole second, the round trip
+    assert abs(listing.clock_offset - skew) <= 5  # the header's whole second, a slow round trip

@@ -250,10 +250,10 @@ def test_status_warns_of_a_clock_that_makes_actions_late_or_early(
     world.step(active("d1", site("a")))
     result = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
     assert result.code == status.WARNING and result.clock_offset_seconds is not None
-    assert abs(result.clock_offset_seconds - skew) <= 2
+    assert abs(result.clock_offset_seconds - skew) <= 5
     (problem,) = result.problems
     shown = re.match(rf"WARNING: this machine's clock is (\d+) s {words} the API's", problem)
-    assert shown and abs(int(shown[1]) - 90) <= 2, problem
+    assert shown and abs(int(shown[1]) - 90) <= 5, problem
     world.sandbox.faults.clock_offset_seconds = 0  # set right: the next fetch clears it
     world.step(active("d1", site("a")))
     assert status.check(world.engine, timedelta(minutes=5), timedelta(hours=24)).code == status.OK
