@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, Row, func, select, text
 
 from etl import __version__
 from etl.actions import OPEN, OPEN_STATES, ActionState, Holding
@@ -76,21 +76,9 @@ def check(
     now = utcnow()
     with read_transaction(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        # the listings: the poll is the safety net, whatever webhooks' lookups do
-        listings = fetch_runs.c.kind == FetchKind.LISTING
-        last_success = conn.execute(
-            select(fetch_runs.c.finished_at, fetch_runs.c.clock_offset_seconds)
-            .where(fetch_runs.c.outcome == FetchOutcome.SUCCEEDED, listings)
-            .order_by(fetch_runs.c.finished_at.desc())
-            .limit(1)
-        ).first()
+        last_success = _last_listing(conn, FetchOutcome.SUCCEEDED)
         success = last_success.finished_at if last_success else None
-        failure = conn.execute(
-            select(fetch_runs.c.finished_at, fetch_runs.c.error)
-            .where(fetch_runs.c.outcome == FetchOutcome.FAILED, listings)
-            .order_by(fetch_runs.c.finished_at.desc())
-            .limit(1)
-        ).first()
+        failure = _last_listing(conn, FetchOutcome.FAILED)
         open_counts = dict(
             conn.execute(
                 select(actions.c.state, func.count())
@@ -174,6 +162,18 @@ def check(
     elif status.problems:
         status.code = WARNING
     return status
+
+
+def _last_listing(conn: Connection, outcome: FetchOutcome) -> Row[Any] | None:
+    """The latest listing fetch with this outcome: the poll is the safety net, whatever
+    webhooks' lookups do."""
+    runs = fetch_runs.c
+    return conn.execute(
+        select(runs.finished_at, runs.error, runs.clock_offset_seconds)
+        .where(runs.outcome == outcome, runs.kind == FetchKind.LISTING)
+        .order_by(runs.finished_at.desc())
+        .limit(1)
+    ).first()
 
 
 def _vanished(conn: Connection, since: datetime) -> list[str]:
