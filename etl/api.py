@@ -275,7 +275,7 @@ def clock_offset(headers: Mapping[str, str], sent_at: float, received_at: float)
     moment = _http_date(date) if date else None
     if moment is None:
         return None
-    api_time = moment.timestamp() + (int(age) if age.isdigit() and len(age) < 10 else 0)
+    api_time = moment.timestamp() + (int(age) if _is_number(age) and len(age) < 10 else 0)
     if api_time > received_at:
         return api_time - received_at
     if api_time < sent_at - 1:  # the header drops the fraction of its second
@@ -318,10 +318,16 @@ def _retry_after_seconds(value: str | None) -> float | None:
     """Retry-After is either a number of seconds or an HTTP date."""
     if not value:
         return None
-    if value.strip().isdigit():
+    if _is_number(value.strip()):
         return float(value)
     when = _http_date(value)
     return None if when is None else max(0.0, (when - utcnow()).total_seconds())
+
+
+def _is_number(value: str) -> bool:
+    """Whether a header's value is a number of seconds: ASCII digits only (str.isdigit() also
+    takes digits such as '²' that int() and float() refuse)."""
+    return value.isascii() and value.isdigit()
 
 
 def _http_date(value: str) -> datetime | None:

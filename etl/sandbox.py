@@ -486,7 +486,7 @@ def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, method: str) -> None:
             length = self.headers.get("Content-Length", "0")
-            length = min(int(length), 1 << 20) if length.isdigit() else 0
+            length = min(int(length), 1 << 20) if length.isascii() and length.isdigit() else 0
             request_body = self.rfile.read(length) if length else b""
             key = self.headers.get("X-Voltus-API-Key")
             status, headers, body = sandbox.respond(self.path, key, method, request_body)

@@ -60,7 +60,7 @@ def listener(listen: str, token: str | None) -> Listener:
     a token, the secret part of the path that Voltus is told to POST to."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")  # an IPv6 address: [::1]:8080
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ConfigError(f"ETL_LISTEN is not HOST:PORT: {listen[:80]!r}", "e.g. 127.0.0.1:8080")
     if token is not None and not TOKEN.fullmatch(token):
         raise ConfigError(

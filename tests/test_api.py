@@ -69,6 +69,19 @@ def test_rate_limit_honours_retry_after(sandbox: Sandbox) -> None:
     assert sleep.delays == [2.0]
 
 
+# a digit that str.isdigit() accepts and float() does not (a traceback once), a negative number
+# and a date that is not one: each is no Retry-After, and the backoff applies
+@pytest.mark.parametrize("retry_after", ["\u00b2", "-5", "Fri, 99 Nov 2026"])
+def test_a_retry_after_that_is_no_number_of_seconds_falls_back_to_the_backoff(
+    sandbox: Sandbox, retry_after: str
+) -> None:
+    sandbox.faults.statuses = [429]
+    sandbox.faults.retry_after = retry_after
+    client, sleep = make_client(sandbox)
+    assert dispatch_ids(client) == {"asdf", "5j94", "zg1p", "ez4p"}
+    assert len(sleep.delays) == 1 and 0.005 <= sleep.delays[0] <= 0.01
+
+
 def test_retries_are_bounded_in_count(sandbox: Sandbox) -> None:
     sandbox.faults.statuses = [500] * 10
     client, _ = make_client(sandbox)
@@ -234,6 +247,10 @@ def test_a_number_too_long_to_convert_sets_aside_its_dispatch_not_the_body() -> 
         ({"Date": "Fri, 27 Nov 2026 11:59:00 GMT", "Age": "60"}, 0.0),  # a cache's: dated then
         ({"Date": "Fri, 27 Nov 2026 11:59:00 GMT", "Age": "-60"}, -59.0),  # no age
         ({"Date": "Fri, 27 Nov 2026 11:59:00 GMT", "Age": "9" * 400}, -59.0),  # no age either
+        (
+            {"Date": "Fri, 27 Nov 2026 11:59:00 GMT", "Age": "\u00b2"},
+            -59.0,
+        ),  # nor a digit int() refuses
         ({"Date": "Fri, 27 Nov 9999 12:00:00 GMT"}, 251_603_539_199.5),  # 7973 years ahead
         ({"Date": "not a date"}, None),
         ({"Date": "Fri, 99 Nov 2026 12:00:00 GMT"}, None),

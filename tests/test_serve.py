@@ -215,6 +215,7 @@ def test_healthz_is_503_when_critical(world: World) -> None:
         ("127.0.0.1:8080", "has/slash-abcdefghijkl", "ETL_WEBHOOK_TOKEN must be"),
         ("127.0.0.1", None, "not HOST:PORT"),
         ("127.0.0.1:99999", None, "not HOST:PORT"),
+        ("127.0.0.1:\u00b2", None, "not HOST:PORT"),  # a digit to isdigit(), not to int()
     ],
 )
 def test_listening_beyond_loopback_needs_a_token(
