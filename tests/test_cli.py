@@ -358,7 +358,6 @@ def test_text_a_remote_party_sent_stays_on_its_line_in_what_people_read(
         "webhooks": cli.ok("webhooks", "list"),
     }
     for name, output in outputs.items():
-        assert "CRITICAL: forged" not in output.splitlines(), name
         assert not any(line.startswith("CRITICAL: forged") for line in output.splitlines()), name
         assert "\r" not in output and "\x1b" not in output, name
     assert "refused\\x0aCRITICAL: forged\\x0d\\x1b[2K" in outputs["status"]
