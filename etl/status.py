@@ -76,9 +76,10 @@ def check(
     now = utcnow()
     with read_transaction(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        last_success = _last_listing(conn, FetchOutcome.SUCCEEDED)
+        # the listings: the poll is the safety net, whatever webhooks' lookups do
+        last_success = _last_run(conn, FetchKind.LISTING, FetchOutcome.SUCCEEDED)
         success = last_success.finished_at if last_success else None
-        failure = _last_listing(conn, FetchOutcome.FAILED)
+        failure = _last_run(conn, FetchKind.LISTING, FetchOutcome.FAILED)
         open_counts = dict(
             conn.execute(
                 select(actions.c.state, func.count())
@@ -164,13 +165,16 @@ def check(
     return status
 
 
-def _last_listing(conn: Connection, outcome: FetchOutcome) -> Row[Any] | None:
-    """The latest listing fetch with this outcome: the poll is the safety net, whatever
-    webhooks' lookups do."""
+def _last_run(
+    conn: Connection, kind: FetchKind, outcome: FetchOutcome, since: datetime | None = None
+) -> Row[Any] | None:
+    """The latest fetch run of this kind with this outcome (that ended `since`, if given), by
+    the (outcome, finished_at) index: `since` bounds the runs of other kinds walked past."""
     runs = fetch_runs.c
+    recent = runs.finished_at >= since if since is not None else True
     return conn.execute(
         select(runs.finished_at, runs.error, runs.clock_offset_seconds)
-        .where(runs.outcome == outcome, runs.kind == FetchKind.LISTING)
+        .where(runs.outcome == outcome, runs.kind == kind, recent)
         .order_by(runs.finished_at.desc())
         .limit(1)
     ).first()
@@ -192,20 +196,13 @@ def _telemetry_error(conn: Connection, since: datetime) -> str | None:
     none has succeeded since (the API down, say), or the API refused a window at its last ask
     within the window (passes in between succeed: a refused window is asked again only hours
     later)."""
-    runs = fetch_runs.c
-    telemetry = runs.kind == FetchKind.TELEMETRY
-    # by the (outcome, finished_at) index: failures are few, and the successes after one are
-    # walked from it in time order
-    failure = conn.execute(
-        select(runs.finished_at, runs.error)
-        .where(runs.outcome == FetchOutcome.FAILED, telemetry, runs.finished_at >= since)
-        .order_by(runs.finished_at.desc())
-        .limit(1)
-    ).first()
+    failure = _last_run(conn, FetchKind.TELEMETRY, FetchOutcome.FAILED, since)
     if failure is not None:
+        # by the same index: the successes after the failure are walked from it in time order
+        runs = fetch_runs.c
         later = select(runs.id).where(
             runs.outcome == FetchOutcome.SUCCEEDED,
-            telemetry,
+            runs.kind == FetchKind.TELEMETRY,
             runs.finished_at > failure.finished_at,
         )
         if not conn.execute(later.exists().select()).scalar():
