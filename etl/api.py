@@ -53,6 +53,12 @@ class Webhook:
     events: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Answer:
+    body: bytes
+    clock_offset: float | None  # of the server that answered: see clock_offset()
+
+
 RETRYABLE_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -87,8 +93,6 @@ class VoltusClient:
         self.settings = settings
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
-        # the API's clock minus this machine's at the last 2xx answer (None: it sent no Date)
-        self.clock_offset: float | None = None
         self._session = requests.Session()
         self._session.headers.update(
             {
@@ -101,10 +105,11 @@ class VoltusClient:
     def dispatches(self) -> Listing:
         """All dispatches of the last 24 hours, as sent: ingest validates each one it has not
         seen before."""
-        body = self._get(f"/{API_VERSION}/dispatches")
-        assert body is not None
-        url = f"{self.settings.url}/{API_VERSION}/dispatches"
-        return Listing(fingerprint(body), body, url, self.clock_offset)
+        path = f"/{API_VERSION}/dispatches"
+        answer = self._send("GET", path)
+        assert answer is not None
+        body = answer.body
+        return Listing(fingerprint(body), body, self.settings.url + path, answer.clock_offset)
 
     def dispatch(self, dispatch_id: str) -> Any | None:
         """One dispatch as sent (ingest validates it), or None when the API does not know it."""
@@ -121,9 +126,9 @@ class VoltusClient:
         retry after a lost answer would register the URL twice."""
         path = f"/{API_VERSION}/webhooks"
         payload = {"url": url, "events": [{"name": name} for name in WEBHOOK_EVENTS]}
-        body = self._send("POST", path, payload)
-        assert body is not None
-        return _webhook(_decode(body, self.settings.url + path), self.settings.url + path)
+        answer = self._send("POST", path, payload)
+        assert answer is not None
+        return _webhook(_decode(answer.body, self.settings.url + path), self.settings.url + path)
 
     def delete_webhook(self, webhook_id: str) -> bool:
         """False when the API knows no such registration."""
@@ -164,7 +169,8 @@ class VoltusClient:
         return _items(body, self.settings.url + path, resource)
 
     def _get(self, path: str, not_found_is_none: bool = False) -> bytes | None:
-        return self._send("GET", path, not_found_is_none=not_found_is_none)
+        answer = self._send("GET", path, not_found_is_none=not_found_is_none)
+        return None if answer is None else answer.body
 
     def _send(
         self,
@@ -172,9 +178,9 @@ class VoltusClient:
         path: str,
         payload: Any = None,
         not_found_is_none: bool = False,
-    ) -> bytes | None:
-        """The body of a 2xx answer (None for a 404 when `not_found_is_none`). Retried as the
-        policy says, except a POST: it is not idempotent."""
+    ) -> _Answer | None:
+        """A 2xx answer (None for a 404 when `not_found_is_none`). Retried as the policy says,
+        except a POST: it is not idempotent."""
         url = self.settings.url + path
         timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         deadline = time.monotonic() + self.policy.total_seconds
@@ -190,8 +196,8 @@ class VoltusClient:
             else:
                 _log_attempt(method, path, attempt, started, response.status_code)
                 if 200 <= response.status_code < 300:
-                    self.clock_offset = clock_offset(response.headers, sent_at, time.time())
-                    return response.content
+                    offset = clock_offset(response.headers, sent_at, time.time())
+                    return _Answer(response.content, offset)
                 if response.status_code == 404 and not_found_is_none:
                     return None
                 if response.status_code != 429 and response.status_code < 500:
