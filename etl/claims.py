@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    case,
+    insert,
+    select,
+    update,
+)
 
 from etl.actions import (
     CLAIMABLE,
@@ -96,6 +106,19 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
             ],
         )
         claimed = _requests(conn, ids)
+        conn.execute(
+            update(actions)
+            .where(actions.c.id == bindparam("claimed_id"))
+            .values(test=bindparam("sent_test"), commitment_kw=bindparam("sent_kw")),
+            [
+                {
+                    "claimed_id": c.action_id,
+                    "sent_test": c.request.test,
+                    "sent_kw": c.request.commitment_kw,
+                }
+                for c in claimed
+            ],
+        )
         append_events(
             conn,
             [
@@ -149,6 +172,12 @@ def _older_opposite_under_way() -> Any:
 
 
 def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
+    """The handler's requests for these actions. A restore undoes what its curtail did: it
+    carries the test flag and commitment that its curtail's last claim sent, not the dispatch's
+    current ones (a dispatch made a test after its curtail must still restore the site)."""
+    curtail = actions.alias("curtail")
+    # only a curtail claimed since revision 0012 recorded what it sent
+    sent = curtail.c.test.is_not(None)
     rows = conn.execute(
         select(
             actions.c.id,
@@ -160,16 +189,27 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
             actions.c.site_id,
             sites.c.name.label("site_name"),
             sites.c.customer_location_id,
-            dispatch_sites.c.commitment_kw,
-            dispatches.c.test,
+            case((sent, curtail.c.commitment_kw), else_=dispatch_sites.c.commitment_kw).label(
+                "commitment_kw"
+            ),
+            case((sent, curtail.c.test), else_=dispatches.c.test).label("test"),
             dispatches.c.start_time,
             dispatches.c.end_time,
             programs.c.id.label("program_id"),
             programs.c.name.label("program_name"),
         )
         .select_from(
-            WITH_DISPATCH_SITE.join(sites, sites.c.id == actions.c.site_id).join(
-                programs, programs.c.id == dispatches.c.program_id
+            WITH_DISPATCH_SITE.join(sites, sites.c.id == actions.c.site_id)
+            .join(programs, programs.c.id == dispatches.c.program_id)
+            .outerjoin(
+                curtail,
+                and_(
+                    actions.c.kind == ActionKind.RESTORE,
+                    curtail.c.kind == ActionKind.CURTAIL,
+                    curtail.c.dispatch_id == actions.c.dispatch_id,
+                    curtail.c.site_id == actions.c.site_id,
+                    curtail.c.episode == actions.c.episode,
+                ),
             )
         )
         .where(actions.c.id.in_(ids))
@@ -200,13 +240,34 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
     ]
 
 
+def renew(engine: Engine, worker: str, held: list[Claimed], settings: ProcessorSettings) -> None:
+    """Extend the claims that `worker` still holds on these actions by a claim timeout from now:
+    a live process keeps its actions while their handlers run and their outcomes wait to be
+    written, so that only a process that stopped loses them."""
+    if not held:
+        return
+    with write_transaction(engine) as conn:
+        conn.execute(
+            update(actions)
+            .where(
+                actions.c.id == bindparam("held_id"),
+                actions.c.state == S.CLAIMED,
+                actions.c.claimed_by == worker,
+                actions.c.attempts == bindparam("held_attempt"),
+            )
+            .values(available_at=utcnow() + timedelta(seconds=settings.claim_timeout)),
+            [{"held_id": c.action_id, "held_attempt": c.attempt} for c in held],
+        )
+
+
 def succeed(engine: Engine, claimed: Claimed, worker: str, output: str) -> bool:
     """Record a successful attempt; a curtail's site then awaits its restore. False when the
     claim had been taken over meanwhile (the action's state is then the new owner's to set)."""
     with write_transaction(engine) as conn:
         now = utcnow()
-        _finish_attempt(conn, claimed, now, S.SUCCEEDED, output=output[-KEPT_OUTPUT_CHARS:])
+        _finish_attempt(conn, claimed, now, S.SUCCEEDED, output=kept(output))
         if not _set_if_still_ours(conn, claimed, worker, state=S.SUCCEEDED, finished_at=now):
+            _note_overtaken(conn, claimed)
             return False
         new_events = [_event(claimed, S.SUCCEEDED, attempt=claimed.attempt)]
         if claimed.request.action == ActionKind.CURTAIL:
@@ -228,7 +289,7 @@ def fail(
     meanwhile."""
     with write_transaction(engine) as conn:
         now = utcnow()
-        error = error[-KEPT_OUTPUT_CHARS:]
+        error = kept(error)
         _finish_attempt(conn, claimed, now, S.FAILED, error=error)
         attempt = claimed.attempt
         request = claimed.request
@@ -250,20 +311,30 @@ def fail(
         else:
             delay = timedelta(seconds=settings.retry_backoff * 2 ** (attempt - 1))
             retry_at = now + min(delay, MAX_BACKOFF)
-            changed = _set_if_still_ours(
+            if not _set_if_still_ours(
                 conn, claimed, worker, state=S.RETRYING, note=error, available_at=retry_at
-            )
+            ):
+                _note_overtaken(conn, claimed, error)
+                return False
             retrying = _event(
                 claimed, S.RETRYING, attempt=attempt, error=error, retry_at=format_rfc3339(retry_at)
             )
-            if changed:
-                append_events(conn, [retrying], now)
-            return changed
+            append_events(conn, [retrying], now)
+            return True
         if not _set_if_still_ours(conn, claimed, worker, state=state, note=note, finished_at=now):
+            _note_overtaken(conn, claimed, error)
             return False
         new_events.insert(0, _event(claimed, state, attempt=attempt, error=error, note=note))
         append_events(conn, new_events, now)
         return True
+
+
+def kept(text: str) -> str:
+    """What a handler said, as its record keeps it: NUL (which PostgreSQL's text and jsonb
+    refuse) and unpaired surrogates (which no database encodes) escaped, as `\\x00` and
+    `\\udc80`, alike on both databases; at most its last KEPT_OUTPUT_CHARS characters."""
+    escaped = text.replace("\0", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+    return escaped[-KEPT_OUTPUT_CHARS:]
 
 
 def _episode_holds(conn: Connection, claimed: Claimed) -> bool:
@@ -311,6 +382,24 @@ def _finish_attempt(
             action_attempts.c.number == claimed.attempt,
         )
         .values(finished_at=now, outcome=outcome, **text)
+    )
+
+
+OVERTAKEN = (
+    "its outcome came after its claim had expired and another process had taken the action over"
+)
+
+
+def _note_overtaken(conn: Connection, claimed: Claimed, error: str | None = None) -> None:
+    """Say on a late attempt's record why its outcome did not count (the process that took the
+    action over marked it abandoned, thinking its process had died), after its own error."""
+    conn.execute(
+        update(action_attempts)
+        .where(
+            action_attempts.c.action_id == claimed.action_id,
+            action_attempts.c.number == claimed.attempt,
+        )
+        .values(error=OVERTAKEN if error is None else kept(f"{error}; {OVERTAKEN}"))
     )
 
 

@@ -13,16 +13,17 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -33,6 +34,10 @@ from etl.redact import redact_url
 from etl.timeutil import format_rfc3339
 
 KEPT_OUTPUT_CHARS = 4000  # of a handler's output or error, kept in the attempt's record
+# after a command's process exits, how long its output is still read: a background child it
+# started may hold its pipes open for as long as it runs, and exit 0 is done all the same
+EXIT_GRACE_SECONDS = 0.5
+POLL_SECONDS = 0.1  # how often a running command is checked for having exited
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +133,7 @@ class CommandHandler:
                 "give a path or a program on PATH",
             )
         self.timeout = timeout
+        self._die_with_us = _parent_death_signal()
 
     def __call__(self, request: ActionRequest) -> str:
         env = {
@@ -152,25 +158,100 @@ class CommandHandler:
                 stderr=subprocess.PIPE,
                 env=env,
                 start_new_session=True,
+                preexec_fn=self._die_with_us,
             )
         except OSError as error:
             raise HandlerFailed(f"could not run {self.argv[0]}: {error.strerror}") from None
-        try:
+        with _running(child):
             stdin = json.dumps(request.to_json(), allow_nan=False).encode()  # standard JSON only
-            stdout, stderr = child.communicate(stdin, self.timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(child)
-            raise HandlerFailed(f"timed out after {self.timeout:g} s") from None
+            stdout, stderr = self._communicate(child, stdin)
         if child.returncode != 0:
             detail = _text(stderr).strip()[-KEPT_OUTPUT_CHARS:] or "no stderr"
             raise HandlerFailed(f"exit status {child.returncode}: {detail}")
         return _text(stdout)[-KEPT_OUTPUT_CHARS:]
+
+    def _communicate(self, child: subprocess.Popen[bytes], stdin: bytes) -> tuple[bytes, bytes]:
+        """Its stdout and stderr, read until it exits and closes them, or until EXIT_GRACE_SECONDS
+        after it exits (a background child keeps them open); killed at the timeout."""
+        deadline = time.monotonic() + self.timeout
+        exited_at = None
+        data: bytes | None = stdin
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                _kill_group(child)
+                raise HandlerFailed(f"timed out after {self.timeout:g} s")
+            try:
+                return child.communicate(data, min(left, POLL_SECONDS))
+            except subprocess.TimeoutExpired as so_far:  # holds all the output read until now
+                data = None  # sent once; communicate() goes on writing what is left of it
+                if child.poll() is None:
+                    continue
+                exited_at = exited_at or time.monotonic()
+                if time.monotonic() - exited_at >= EXIT_GRACE_SECONDS:
+                    _close_pipes(child)
+                    return so_far.output or b"", so_far.stderr or b""
+
+
+# the process groups of the commands running now, so that a processor told to stop at once can
+# end them with itself (see kill_running_commands)
+_groups: set[int] = set()
+_groups_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _running(child: subprocess.Popen[bytes]) -> Iterator[None]:
+    with _groups_lock:
+        _groups.add(child.pid)
+    try:
+        yield
+    finally:
+        with _groups_lock:
+            _groups.discard(child.pid)
+
+
+def kill_running_commands() -> None:
+    """End every command handler still running, with its process group: for a processor that
+    stops before its handlers return. (Killed outright, by `kill -9`, it cannot: then each
+    command dies with it by its parent-death signal, but not what the command started.)"""
+    with _groups_lock:
+        groups = list(_groups)
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A pre-exec function that makes the child die (SIGKILL) when the thread that started it
+    ends, on Linux: a processor killed with `kill -9` leaves no handler running unbounded beside
+    the process that takes its actions over. The signal follows the starting thread, not the
+    process: a handler's pool thread waits for its command, so it never ends first."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes  # imported by command handlers only
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def die_with_parent() -> None:  # runs in the child between fork and exec: nothing more
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the signal was set
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return die_with_parent
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):  # the group may be gone already
         os.killpg(child.pid, signal.SIGKILL)
     child.wait()
+    _close_pipes(child)
+
+
+def _close_pipes(child: subprocess.Popen[bytes]) -> None:
     # not read to their end: a process that left the group may still hold them open
     for pipe in (child.stdin, child.stdout, child.stderr):
         if pipe is not None:
@@ -215,8 +296,14 @@ class WebhookHandler:
     def _exchange(self, request: ActionRequest, deadline: float) -> str:
         headers = {"Idempotency-Key": request.idempotency_key, "User-Agent": f"etl/{__version__}"}
         try:
+            # a redirect is no delivery: followed, the POST would become a GET of its target
             with requests.post(
-                self.url, json=request.to_json(), headers=headers, timeout=self.timeout, stream=True
+                self.url,
+                json=request.to_json(),
+                headers=headers,
+                timeout=self.timeout,
+                stream=True,
+                allow_redirects=False,
             ) as response:
                 body = bytearray()
                 for chunk in response.iter_content(1024):
@@ -228,6 +315,12 @@ class WebhookHandler:
         except requests.RequestException as error:
             raise HandlerFailed(f"POST {self.shown_url}: {type(error).__name__}") from None
         text = _text(bytes(body))
+        if 300 <= response.status_code < 400:
+            target = redact_url(urljoin(self.url, response.headers.get("Location", "")))
+            raise HandlerFailed(
+                f"POST {self.shown_url}: HTTP {response.status_code} redirects to {target}, "
+                "and etl does not follow redirects (set ETL_ACTION_WEBHOOK to the final URL)"
+            )
         if not 200 <= response.status_code < 300:
             raise HandlerFailed(f"POST {self.shown_url}: HTTP {response.status_code}: {text[:200]}")
         return f"HTTP {response.status_code} {text[:KEPT_OUTPUT_CHARS]}".rstrip()

@@ -248,6 +248,11 @@ actions = Table(
     Column("claimed_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),  # null exactly while the action is open
+    # what its last claim sent the handler: a curtail, the dispatch's test flag and the site's
+    # commitment then; a restore, its curtail's (it undoes what the curtail did). Null until
+    # claimed, and for actions claimed before revision 0012
+    Column("test", Boolean),
+    Column("commitment_kw", Double),
     UniqueConstraint(
         "dispatch_id", "site_id", "kind", "episode", name="uq_actions_dispatch_site_kind_episode"
     ),

@@ -20,10 +20,10 @@ from etl.actions import CLAIMABLE, OPEN
 from etl.api import VoltusClient
 from etl.config import ProcessorSettings
 from etl.db import read_transaction, write_transaction
-from etl.errors import EtlError
-from etl.handlers import Handler
-from etl.logs import log
+from etl.errors import DatabaseError, EtlError
+from etl.handlers import Handler, kill_running_commands
 from etl.models import actions, dispatches
+from etl.outcomes import Outcomes, log_action
 from etl.timeutil import utcnow
 
 
@@ -34,6 +34,10 @@ class PassSummary:
     failed: int = 0
     # results that came after the claim expired and another process took the action over
     overtaken: int = 0
+
+
+# the handler calls under way, each with its action's claim
+Running = dict[Future[str | None], claims.Claimed]
 
 
 def worker_id() -> str:
@@ -48,26 +52,75 @@ def process(
     worker: str | None = None,
 ) -> PassSummary:
     """One pass. Once `stop` is set it claims nothing more, finishes the actions in hand, and
-    returns."""
+    returns. A store that fails mid-pass stops the claiming, not the recording: the outcomes
+    of the handlers already called are written when it answers again (etl.outcomes), and then
+    the claiming goes on."""
     worker = worker or worker_id()
     stop = stop or threading.Event()
-    summary = PassSummary(planner.plan(engine, settings).counts)
+    planned = planner.plan(engine, settings).counts
+    outcomes = Outcomes(engine, worker, settings)
+    claim_error: DatabaseError | None = None
     with ThreadPoolExecutor(settings.workers, thread_name_prefix="etl-handler") as pool:
-        running: dict[Future[str | None], claims.Claimed] = {}
+        running: Running = {}
         more_due = True
-        while True:
-            free = settings.workers - len(running)
-            if more_due and free and not stop.is_set():
-                taken = claims.claim(engine, worker, free, settings)
-                more_due = len(taken) == free  # a short claim emptied the queue of due actions
-                for claimed in taken:
-                    _log_action(logging.DEBUG, claimed, "claimed; calling the handler")
-                    running[pool.submit(handler, claimed.request)] = claimed
-            if not running:
-                return summary
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                _record(engine, running.pop(future), future, worker, settings, summary)
+        try:
+            while True:
+                free = settings.workers - len(running)
+                store_up = claim_error is None and outcomes.error is None
+                if more_due and free and not stop.is_set() and store_up:
+                    try:
+                        taken = claims.claim(engine, worker, free, settings)
+                    except DatabaseError as error:
+                        if not running and not outcomes.unwritten:
+                            raise  # nothing in hand to keep
+                        # claimed again once the outcomes in hand are written
+                        claim_error, taken = error, []
+                    else:
+                        more_due = len(taken) == free  # a short claim emptied the queue
+                    for claimed in taken:
+                        log_action(logging.DEBUG, claimed, "claimed; calling the handler")
+                        outcomes.claimed(claimed)
+                        running[pool.submit(handler, claimed.request)] = claimed
+                if not running and not outcomes.unwritten:
+                    if claim_error is None:
+                        break
+                    claim_error = None
+                done = _wait(running, outcomes.seconds_to_next_turn())
+                for future in done:
+                    _returned(outcomes, running.pop(future), future)
+                outcomes.tend()
+        except BaseException:  # a bug, or an interrupt: no command may outlive its processor
+            kill_running_commands()
+            raise
+    counts = outcomes.counts
+    if counts.lost:
+        raise DatabaseError(
+            f"the outcomes of {counts.lost} actions could not be recorded: {outcomes.error}",
+            "the store was away past their claims' expiry: another process runs them again, "
+            "with the same idempotency keys",
+        )
+    return PassSummary(planned, counts.succeeded, counts.failed, counts.overtaken)
+
+
+def _wait(running: Running, timeout: float) -> set[Future[str | None]]:
+    """The handlers that returned within `timeout` seconds (at once, when one has already)."""
+    if not running:
+        time.sleep(timeout)
+        return set()
+    done, _ = wait(running, timeout, return_when=FIRST_COMPLETED)
+    return done
+
+
+def _returned(outcomes: Outcomes, claimed: claims.Claimed, future: Future[str | None]) -> None:
+    try:
+        output = future.result() or ""
+    except Exception as error:  # whatever a handler raises means the action failed
+        message = str(error) or type(error).__name__
+        log_action(logging.WARNING, claimed, "failed: %s", message)
+        outcomes.returned(claimed, message, message)
+        return
+    log_action(logging.DEBUG, claimed, "succeeded")
+    outcomes.returned(claimed, output, None)
 
 
 class _RolledBack(Exception):
@@ -88,52 +141,6 @@ def dry_run(
             raise _RolledBack(planner.plan_in(conn, settings), claims.due_now(conn))
     except _RolledBack as rolled_back:
         return rolled_back.planned, rolled_back.due
-
-
-def _record(
-    engine: Engine,
-    claimed: claims.Claimed,
-    future: Future[str | None],
-    worker: str,
-    settings: ProcessorSettings,
-    summary: PassSummary,
-) -> None:
-    try:
-        output = future.result() or ""
-    except Exception as error:  # whatever a handler raises means the action failed
-        message = str(error) or type(error).__name__
-        _log_action(logging.WARNING, claimed, "failed: %s", message)
-        if claims.fail(engine, claimed, worker, message, settings):
-            summary.failed += 1
-        else:
-            summary.overtaken += 1
-        return
-    _log_action(logging.DEBUG, claimed, "succeeded")
-    if claims.succeed(engine, claimed, worker, output):
-        summary.succeeded += 1
-    else:
-        summary.overtaken += 1
-
-
-def _log_action(level: int, claimed: claims.Claimed, what: str, *args: object) -> None:
-    request = claimed.request
-    log.log(
-        level,
-        f"%s site %s for dispatch %s (attempt %d, key %s) {what}",
-        request.action,
-        request.site_id,
-        request.dispatch_id,
-        claimed.attempt,
-        request.idempotency_key,
-        *args,
-        extra={
-            "action": request.action,
-            "site": request.site_id,
-            "dispatch": request.dispatch_id,
-            "attempt": claimed.attempt,
-            "idempotency_key": request.idempotency_key,
-        },
-    )
 
 
 def next_due(engine: Engine, settings: ProcessorSettings) -> datetime | None:
@@ -201,12 +208,17 @@ def run_loop(
 
 def stop_on_signals() -> threading.Event:
     """An event set by SIGTERM or SIGINT: the work in hand finishes, then the command returns.
-    A second signal stops the process at once, as if etl had not caught the first."""
+    A second signal stops the process at once, as if etl had not caught the first, and the
+    command handlers still running with it."""
     stop = threading.Event()
 
     def handle(signum: int, _frame: object) -> None:
-        stop.set()
+        if not stop.is_set():
+            stop.set()
+            return
+        kill_running_commands()
         signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)

@@ -1,0 +1,191 @@
+"""The outcomes in a processor's hands: each handler's result reaches the store even when the store
+is briefly unavailable (locked past its busy timeout, restarting, its disk full), so that a
+handler that returned is not run again because its result was lost.
+
+A result that cannot be written is kept, with the others that come after it, and written again
+with backoff on fresh connections until the store answers. Meanwhile, whenever the store answers,
+the claims in hand are renewed (every tenth of the claim timeout): a claim expires only a claim
+timeout after the store last took a write from this process. Renewed are the claims of outcomes
+not yet written and of handlers running within their time limit (a Python handler that runs past
+ETL_HANDLER_TIMEOUT_SECONDS is not kept alive: its process may be stuck). A store away for longer
+than that loses the claim: another process may take the action over and run it again, with the
+same idempotency key. The processor says so in one line, keeps trying for one more claim timeout
+so that the attempt's record tells what happened, and then gives the outcome up.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+
+from etl import claims
+from etl.config import ProcessorSettings
+from etl.errors import DatabaseError
+from etl.logs import log
+from etl.timeutil import utcnow
+
+# a write is retried after FIRST_RETRY_SECONDS, then doubling, up to LONGEST_RETRY_SECONDS and
+# a tenth of the claim timeout
+FIRST_RETRY_SECONDS = 0.2
+LONGEST_RETRY_SECONDS = 5.0
+
+
+@dataclass
+class Counts:
+    succeeded: int = 0
+    failed: int = 0
+    # results that came after the claim expired and another process took the action over
+    overtaken: int = 0
+    # results never recorded: the store stayed away past their claim's expiry and a claim timeout
+    lost: int = 0
+
+
+@dataclass
+class _Held:
+    claimed: claims.Claimed
+    started: float  # time.monotonic() when its handler started
+    expires_at: datetime  # when its claim expires, by this machine's clock
+    error: str | None = None  # the handler's, once it returned; None: it succeeded
+    output: str | None = None  # once it returned: the text to keep (or the error)
+    warned: bool = False  # that its claim expired
+
+
+class Outcomes:
+    """The actions a pass has claimed, until each one's outcome is recorded."""
+
+    def __init__(self, engine: Engine, worker: str, settings: ProcessorSettings) -> None:
+        self.engine, self.worker, self.settings = engine, worker, settings
+        self.counts = Counts()
+        self.error: DatabaseError | None = None  # the store's last, while it is away
+        self._held: dict[int, _Held] = {}
+        self._returned: list[_Held] = []  # in the order the handlers returned
+        self._claim_timeout = timedelta(seconds=settings.claim_timeout)
+        self._renew_every = settings.claim_timeout / 10
+        self._renewed_at = time.monotonic()
+        self._retry_at = 0.0
+        self._away_since: float | None = None
+        self._retries = 0
+
+    def claimed(self, claimed: claims.Claimed) -> None:
+        self._held[claimed.action_id] = _Held(
+            claimed, time.monotonic(), utcnow() + self._claim_timeout
+        )
+
+    def returned(self, claimed: claims.Claimed, output: str, error: str | None) -> None:
+        """The handler returned `output`, or raised `error`: record it now, or when it can be."""
+        held = self._held[claimed.action_id]
+        held.output, held.error = output, error
+        self._returned.append(held)
+        self.tend()
+
+    @property
+    def unwritten(self) -> int:
+        return len(self._returned)
+
+    def tend(self) -> None:
+        """Write the outcomes in hand and renew the claims when due, unless the store was away
+        at the last try and its backoff has not passed."""
+        if time.monotonic() < self._retry_at:
+            return
+        try:
+            while self._returned:
+                self._write(self._returned[0])
+                self._returned.pop(0)
+            if time.monotonic() - self._renewed_at >= self._renew_every:
+                self._renew()
+        except DatabaseError as error:
+            self._away(error)
+            return
+        if self._away_since is not None:
+            log.warning(
+                "the store answered again after %.1f s; the outcomes in hand are recorded",
+                time.monotonic() - self._away_since,
+            )
+            self._away_since, self._retries, self.error = None, 0, None
+
+    def seconds_to_next_turn(self) -> float:
+        """How long the pass may wait for a handler before it must tend the store."""
+        now = time.monotonic()
+        if self._returned:
+            return max(0.0, self._retry_at - now)
+        return max(0.0, self._renewed_at + self._renew_every - now)
+
+    def _write(self, held: _Held) -> None:
+        claimed, worker = held.claimed, self.worker
+        if held.error is None:
+            counted = claims.succeed(self.engine, claimed, worker, held.output or "")
+            self.counts.succeeded += counted
+        else:
+            counted = claims.fail(self.engine, claimed, worker, held.error, self.settings)
+            self.counts.failed += counted
+        self.counts.overtaken += not counted
+        del self._held[claimed.action_id]
+
+    def _renew(self) -> None:
+        now = time.monotonic()
+        alive = [
+            held.claimed
+            for held in self._held.values()
+            if held.output is not None or now - held.started < self.settings.handler_timeout
+        ]
+        claims.renew(self.engine, self.worker, alive, self.settings)
+        expires_at = utcnow() + self._claim_timeout
+        for claimed in alive:
+            self._held[claimed.action_id].expires_at = expires_at
+        self._renewed_at = now
+
+    def _away(self, error: DatabaseError) -> None:
+        """The store did not take a write: try again later, on new connections, and give up
+        the outcomes whose claims expired a claim timeout ago."""
+        now = time.monotonic()
+        if self._away_since is None:
+            self._away_since = now
+            log.warning(
+                "the store is unavailable (%s); the outcomes of %d actions are kept and written "
+                "when it answers",
+                error,
+                len(self._held),
+            )
+        self.error = error
+        backoff = FIRST_RETRY_SECONDS * 2**self._retries
+        self._retry_at = now + min(LONGEST_RETRY_SECONDS, self._renew_every, backoff)
+        self._retries += 1
+        self.engine.dispose()  # a restarted server left the pooled connections dead
+        moment = utcnow()
+        for held in list(self._returned):
+            if moment >= held.expires_at and not held.warned:
+                held.warned = True
+                log_action(
+                    logging.WARNING,
+                    held.claimed,
+                    "outcome not recorded: the store has been away past its claim's expiry, so "
+                    "another process may run it again",
+                )
+            if moment >= held.expires_at + self._claim_timeout:
+                log_action(logging.ERROR, held.claimed, "outcome given up: %s", error)
+                self._returned.remove(held)
+                del self._held[held.claimed.action_id]
+                self.counts.lost += 1
+
+
+def log_action(level: int, claimed: claims.Claimed, what: str, *args: object) -> None:
+    request = claimed.request
+    log.log(
+        level,
+        f"%s site %s for dispatch %s (attempt %d, key %s) {what}",
+        request.action,
+        request.site_id,
+        request.dispatch_id,
+        claimed.attempt,
+        request.idempotency_key,
+        *args,
+        extra={
+            "action": request.action,
+            "site": request.site_id,
+            "dispatch": request.dispatch_id,
+            "attempt": claimed.attempt,
+            "idempotency_key": request.idempotency_key,
+        },
+    )

@@ -1,0 +1,234 @@
+"""Handlers that misbehave in ways real ones do: output the store cannot hold as it is, a receiver
+that redirects, a command that leaves a child behind, a processor killed under its handler; and
+a restore that must undo what its curtail did, whatever the dispatch became since."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from sqlalchemy import Engine, select
+
+from etl import ingest, models, processor
+from etl.handlers import CommandHandler, HandlerFailed, WebhookHandler
+from tests.helpers import site, wait_for
+from tests.processes import etl, etl_env, finish, start_etl
+from tests.scenarios import World, active, ended
+from tests.test_handlers import a_request
+
+
+def script(tmp_path: Path, name: str, body: str) -> str:
+    path = tmp_path / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def only_attempt(engine: Engine) -> Any:
+    with engine.connect() as conn:
+        (attempt,) = conn.execute(select(models.action_attempts)).all()
+        actions = models.actions
+        (action,) = conn.execute(select(actions).where(actions.c.kind == "curtail")).all()
+    return attempt, action
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome", "kept"),
+    [
+        ("printf 'ok\\000'", "succeeded", "ok\\x00"),
+        ("printf 'relay \\000 down' >&2; exit 1", "failed", "exit status 1: relay \\x00 down"),
+    ],
+)
+def test_a_nul_in_a_commands_output_is_stored_escaped_and_the_action_finished(
+    world: World, tmp_path: Path, body: str, outcome: str, kept: str
+) -> None:
+    """On PostgreSQL a NUL failed the outcome's write, and the action ran again at each pass."""
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    handler = CommandHandler(script(tmp_path, "nul.sh", body), timeout=5)
+    ingest.fetch(world.engine, world.client)
+    summary = processor.process(world.engine, handler, world.settings)
+    assert (summary.succeeded, summary.failed) == ((1, 0) if outcome == "succeeded" else (0, 1))
+    attempt, action = only_attempt(world.engine)
+    assert attempt.outcome == outcome
+    assert (attempt.output if outcome == "succeeded" else attempt.error) == kept
+    assert action.state == ("succeeded" if outcome == "succeeded" else "retrying")
+
+
+def test_a_python_handler_saying_anything_is_recorded(world: World) -> None:
+    said = "x" * 10_000 + " ok \x00 \udc80"  # far too much, a NUL, an unpaired surrogate
+
+    def handler(_request: object) -> str:
+        return said
+
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    ingest.fetch(world.engine, world.client)
+    assert processor.process(world.engine, handler, world.settings).succeeded == 1
+    attempt, action = only_attempt(world.engine)
+    assert action.state == "succeeded"
+    assert len(attempt.output) == 4000 and attempt.output.endswith("x ok \\x00 \\udc80")
+
+
+class Redirecting(BaseHTTPRequestHandler):
+    status = 301
+    seen: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Redirecting.seen.append(f"POST {self.path}")
+        self.send_response(Redirecting.status)
+        self.send_header("Location", "/moved?token=TOPSECRET")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:  # where requests would have gone, had it followed
+        Redirecting.seen.append(f"GET {self.path}")
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def redirecting() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    Redirecting.seen = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/actions"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_webhook_redirect_is_a_failed_attempt_not_a_delivery(
+    redirecting: str, status: int
+) -> None:
+    Redirecting.status = status
+    with pytest.raises(HandlerFailed) as failed:
+        WebhookHandler(redirecting, timeout=5)(a_request())
+    message = str(failed.value)
+    assert f"HTTP {status} redirects to {redirecting.rsplit('/', 1)[0]}/moved?token=***" in message
+    assert "set ETL_ACTION_WEBHOOK to the final URL" in message
+    assert "TOPSECRET" not in message
+    assert Redirecting.seen == ["POST /actions"]  # nothing followed
+
+
+def test_a_restore_carries_what_its_curtail_sent_not_what_the_dispatch_became(
+    world: World,
+) -> None:
+    """A real dispatch curtails its site; Voltus then marks it a test and changes the
+    commitment: the restore must reach a handler that skips tests, as a real one."""
+    assert world.step(active("d1", site("a", 25.0))) == [("curtail", "d1", "a")]
+    flipped = active("d1", site("a", 99.0), test=True, modification_number=2)
+    assert world.step(flipped) == [("restore", "d1", "a")]
+    curtail, restore = world.handler.requests
+    assert (curtail.test, curtail.commitment_kw) == (False, 25.0)
+    assert (restore.test, restore.commitment_kw) == (False, 25.0)
+    actions = models.actions
+    with world.engine.connect() as conn:
+        sent = conn.execute(
+            select(actions.c.kind, actions.c.test, actions.c.commitment_kw)
+            .where(actions.c.attempts > 0)
+            .order_by(actions.c.id)
+        ).all()
+    assert sent == [("curtail", False, 25.0), ("restore", False, 25.0)]
+
+
+def test_a_restore_retried_after_a_change_still_carries_the_curtails_values(
+    world: World,
+) -> None:
+    assert world.step(active("d1", site("a", 25.0))) == [("curtail", "d1", "a")]
+    world.handler.fail_first = 1  # the restore's first attempt fails
+    world.step(ended("d1", site("a", 25.0)))
+    world.handler.fail_first = 0
+    time.sleep(0.25)  # its backoff
+    assert world.step(ended("d1", site("a", 7.0), test=True, modification_number=3)) == [
+        ("restore", "d1", "a")
+    ]
+    assert [(r.test, r.commitment_kw) for r in world.handler.requests] == [(False, 25.0)] * 3
+
+
+def test_exit_0_is_done_though_a_background_child_keeps_the_pipes_open(
+    tmp_path: Path,
+) -> None:
+    handler = CommandHandler(
+        script(tmp_path, "helper.sh", "echo started; ( sleep 30 ) & exit 0"), timeout=20
+    )
+    started = time.monotonic()
+    assert handler(a_request()) == "started\n"
+    assert time.monotonic() - started < 3  # not the helper's 30 s, nor the 20 s timeout
+
+
+def test_a_failing_command_with_a_background_child_fails_at_once(tmp_path: Path) -> None:
+    body = "echo broken >&2; ( sleep 30 ) & exit 3"
+    started = time.monotonic()
+    with pytest.raises(HandlerFailed, match="exit status 3: broken"):
+        CommandHandler(script(tmp_path, "bad.sh", body), timeout=20)(a_request())
+    assert time.monotonic() - started < 3
+
+
+def alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_handler_dies_with_a_processor_killed_by_sigkill(tmp_path: Path, sandbox: Any) -> None:
+    """A processor killed with kill -9 must not leave its handler running unbounded beside the
+    process that will take the action over."""
+    pid_file = tmp_path / "handler.pid"
+    command = script(tmp_path, "long.sh", f"echo $$ > {pid_file}; exec sleep 120")
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox, ETL_ACTION_COMMAND=command)
+    sandbox.dispatches = [active("d1", site("a"))]
+    assert etl("db", "upgrade", env=env).returncode == 0
+    run = start_etl("--handler-timeout", "100", "run", env=env)
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", 30)
+    handler_pid = int(pid_file.read_text())
+    assert alive(handler_pid)
+    os.kill(run.pid, signal.SIGKILL)
+    finish(run)
+    started = time.monotonic()
+    wait_for(lambda: not alive(handler_pid), 1)
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.slow
+def test_a_second_signal_stops_the_processor_and_its_handlers_process_groups(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    pids = tmp_path / "pids"
+    command = script(tmp_path, "long.sh", f"sleep 120 & echo $$ $! > {pids}; wait")
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox, ETL_ACTION_COMMAND=command)
+    sandbox.dispatches = [active("d1", site("a"))]
+    assert etl("db", "upgrade", env=env).returncode == 0
+    run = start_etl("--handler-timeout", "100", "run", env=env)
+    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2, 30)
+    handler_pid, grandchild_pid = map(int, pids.read_text().split())
+    run.send_signal(signal.SIGTERM)  # the first: finish the actions in hand
+    time.sleep(0.5)
+    assert alive(handler_pid) and run.poll() is None
+    run.send_signal(signal.SIGTERM)  # the second: stop now, and take the handlers along
+    assert finish(run) == -signal.SIGTERM
+    wait_for(lambda: not alive(handler_pid) and not alive(grandchild_pid), 2)
+
+
+def test_the_parent_death_signal_is_set_in_the_command(tmp_path: Path) -> None:
+    """The command itself reads its parent-death signal from /proc: SIGKILL (9)."""
+    probe = "import ctypes, ctypes.util; s = ctypes.c_int(); "
+    probe += "ctypes.CDLL(None).prctl(2, ctypes.byref(s)); print(s.value)"
+    command = f"{sys.executable} -c '{probe}'"
+    assert CommandHandler(command, timeout=10)(a_request()).strip() == str(signal.SIGKILL)
+    unset = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert unset.stdout.strip() == "0"  # what a process started otherwise has

@@ -1,0 +1,233 @@
+"""A handler's outcome survives the store's hiccups: a store locked past its lock timeout, or
+its connections killed, between a handler's call and the write of its outcome. No handler runs
+twice for it, and the other actions of the pass keep their outcomes too.
+
+The quick tests shorten the lock timeout of their engine (etl.db.LOCK_TIMEOUT_SECONDS) so that
+an outage of a second outlasts it; the slow ones run the real `etl` against the real 10 s."""
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from etl import db, ingest, models, processor
+from etl.config import ProcessorSettings
+from etl.errors import DatabaseError
+from etl.handlers import ActionRequest
+from etl.sandbox import Sandbox
+from tests.helpers import log_messages, site, wait_for
+from tests.outages import hold_store, kill_connections, victim
+from tests.processes import etl, etl_env, finish, start_etl
+from tests.scenarios import World, active
+
+
+@pytest.fixture
+def impatient(
+    database_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Engine]:
+    """An engine on the migrated store whose statements wait at most 0.3 s for a lock."""
+    monkeypatch.setattr(db, "LOCK_TIMEOUT_SECONDS", 0.3)
+    impatient = db.make_engine(victim(database_url))
+    yield impatient
+    impatient.dispose()
+
+
+class Calls:
+    """A handler that counts its calls by idempotency key, and sets off `then` once, at the first
+    call: an outage between the handlers' calls and the writes of their outcomes."""
+
+    def __init__(self, then: Callable[[], Any] | None = None) -> None:
+        self.keys: Counter[str] = Counter()
+        self.then = then
+        self.lock = threading.Lock()
+
+    def __call__(self, request: ActionRequest) -> str:
+        with self.lock:
+            self.keys[request.idempotency_key] += 1
+            then, self.then = self.then, None
+        if then is not None:
+            then()
+        time.sleep(0.3)  # the others are called meanwhile, and return during the outage
+        return "done"
+
+
+def three_sites(world: World) -> None:
+    world.sandbox.dispatches = [active("d1", site("a"), site("b"), site("c"))]
+    ingest.fetch(world.engine, world.client)
+
+
+def curtail_states(engine: Engine) -> list[str]:
+    actions = models.actions
+    with engine.connect() as conn:
+        return list(
+            conn.execute(select(actions.c.state).where(actions.c.kind == "curtail")).scalars()
+        )
+
+
+def test_outcomes_wait_out_a_store_held_past_its_lock_timeout(
+    world: World, impatient: Engine, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    three_sites(world)
+    calls = Calls(then=lambda: hold_store(database_url, 1.5))
+    settings = ProcessorSettings(workers=3)
+    summary = processor.process(impatient, calls, settings)
+    assert (summary.succeeded, summary.failed, summary.overtaken) == (3, 0, 0)
+    assert curtail_states(world.engine) == ["succeeded"] * 3
+    assert set(calls.keys.values()) == {1} and len(calls.keys) == 3
+    assert processor.process(impatient, calls, settings).succeeded == 0  # nothing runs again
+    assert set(calls.keys.values()) == {1}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith("the store is unavailable (database ") for w in warnings)
+    assert any(w.startswith("the store answered again after ") for w in warnings)
+
+
+# a server's connections: PostgreSQL's (SQLite's hiccup is its lock, above)
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_outcomes_survive_the_processors_connections_being_killed(
+    world: World, impatient: Engine, database_url: str
+) -> None:
+    three_sites(world)
+    killed: list[int] = []
+    calls = Calls(then=lambda: killed.append(kill_connections(database_url)))
+    summary = processor.process(impatient, calls, ProcessorSettings(workers=3))
+    assert killed and killed[0] >= 1  # the pass's pooled connection was ended under it
+    assert summary.succeeded == 3 and curtail_states(world.engine) == ["succeeded"] * 3
+    assert set(calls.keys.values()) == {1}
+
+
+def test_an_outcome_late_past_its_claims_expiry_still_counts_when_none_took_over(
+    world: World, impatient: Engine, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    three_sites(world)
+    calls = Calls(then=lambda: hold_store(database_url, 1.6))
+    settings = ProcessorSettings(workers=3, claim_timeout=1, handler_timeout=0.5)
+    assert processor.process(impatient, calls, settings).succeeded == 3
+    assert curtail_states(world.engine) == ["succeeded"] * 3
+    assert set(calls.keys.values()) == {1}
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    # those whose handlers returned during the outage (the others were written before it)
+    assert any("the store has been away past its claim's expiry" in w for w in said)
+
+
+def test_an_outcome_is_given_up_a_claim_timeout_after_its_claim_expired(
+    world: World, impatient: Engine, database_url: str
+) -> None:
+    """Past the bound, the claim is lost: the pass says so and fails (exit 4), and the next
+    pass takes the actions over and runs them again, with the same keys."""
+    three_sites(world)
+    calls = Calls(then=lambda: hold_store(database_url, 3.5))
+    settings = ProcessorSettings(workers=3, claim_timeout=1, handler_timeout=0.5)
+    with pytest.raises(DatabaseError, match="the outcomes of 3 actions could not be recorded"):
+        processor.process(impatient, calls, settings)
+    time.sleep(1.5)  # the lock's end
+    assert processor.process(impatient, calls, settings, worker="other:1").succeeded == 3
+    assert set(calls.keys.values()) == {2}
+    attempts = models.action_attempts
+    with world.engine.connect() as conn:
+        outcomes = conn.execute(select(attempts.c.number, attempts.c.outcome)).all()
+    assert sorted(outcomes) == [(1, "abandoned")] * 3 + [(2, "succeeded")] * 3
+
+
+def test_a_late_outcome_after_a_takeover_says_so_in_its_attempt(
+    world: World, impatient: Engine, database_url: str
+) -> None:
+    """The store comes back after the claim expired, and another process took the action over
+    first: the late outcome is kept in its attempt row, with why it did not count."""
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    ingest.fetch(world.engine, world.client)
+    settings = ProcessorSettings(workers=1, claim_timeout=1, handler_timeout=0.5)
+    taker = Calls()
+
+    def take_over() -> None:
+        time.sleep(2)  # the claim has expired (renewed for the handler timeout, then not)
+        processor.process(world.engine, taker, settings, worker="taker:1")
+        hold_store(database_url, 0.5)
+
+    summary = processor.process(impatient, Calls(then=take_over), settings)
+    assert (summary.succeeded, summary.overtaken) == (0, 1)
+    attempts = models.action_attempts
+    with world.engine.connect() as conn:
+        first, second = conn.execute(select(attempts).order_by(attempts.c.number)).all()
+    assert (first.outcome, second.outcome) == ("succeeded", "succeeded")
+    assert "after its claim had expired and another process had taken the action over" in (
+        first.error
+    )
+
+
+def test_a_claim_is_renewed_while_its_handler_runs_within_the_time_limit(
+    world: World, impatient: Engine
+) -> None:
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    ingest.fetch(world.engine, world.client)
+    settings = ProcessorSettings(workers=1, claim_timeout=1, handler_timeout=0.9)
+    seen: list[Any] = []
+
+    def slow(request: ActionRequest) -> str:
+        time.sleep(0.8)
+        actions = models.actions
+        with world.engine.connect() as conn:
+            seen.append(conn.execute(select(actions.c.available_at, actions.c.claimed_at)).first())
+        return "done"
+
+    assert processor.process(impatient, slow, settings).succeeded == 1
+    expires_at, claimed_at = seen[0]
+    assert (expires_at - claimed_at).total_seconds() > 1.5  # renewed at least once
+
+
+# -- real processes, the real lock timeout --------------------------------------------------
+
+
+@pytest.mark.slow
+def test_etl_run_records_its_outcomes_through_a_store_locked_past_its_busy_timeout(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """Real SQLite, real processes: the handler runs 2 s; meanwhile another process holds the
+    store for 14 s, past the 10 s busy timeout of the outcome writes that wait for it. Each
+    handler runs once; the run exits 0."""
+    url = f"sqlite:///{tmp_path / 'etl.db'}"
+    calls = tmp_path / "calls"
+    command = tmp_path / "slow.sh"
+    command.write_text(f"#!/bin/sh\necho $ETL_IDEMPOTENCY_KEY >> {calls}\nsleep 2\n")
+    command.chmod(0o755)
+    env = etl_env(url, sandbox, ETL_ACTION_COMMAND=str(command))
+    sandbox.dispatches = [active("d1", site("a"), site("b"), site("c"))]
+    assert etl("db", "upgrade", env=env).returncode == 0
+    run = start_etl("run", env=env)
+    wait_for(lambda: calls.exists() and len(calls.read_text().split()) == 3, 30)
+    locker = hold_store(url, 14)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    locker.join()
+    warnings = log_messages(stderr, "WARNING")
+    assert warnings[0].startswith("the store is unavailable (database sqlite:")
+    assert "database is locked" in warnings[0]
+    assert warnings[1].startswith("the store answered again after ")
+    assert "ran 3 succeeded, 0 failed" in log_messages(stderr)[-1]
+    again = etl("run", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "ran 0 succeeded" in log_messages(again.stderr)[-1]
+    assert sorted(Counter(calls.read_text().split()).values()) == [1, 1, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_etl_run_records_its_outcomes_though_postgresql_ended_its_connection(
+    sandbox: Sandbox, database_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls"
+    command = tmp_path / "slow.sh"
+    command.write_text(f"#!/bin/sh\necho $ETL_IDEMPOTENCY_KEY >> {calls}\nsleep 1\n")
+    command.chmod(0o755)
+    env = etl_env(victim(database_url), sandbox, ETL_ACTION_COMMAND=str(command))
+    sandbox.dispatches = [active("d1", site("a"), site("b"))]
+    run = start_etl("run", env=env)
+    wait_for(lambda: calls.exists() and len(calls.read_text().split()) == 2, 30)
+    assert kill_connections(database_url) >= 1
+    assert finish(run, timeout=60) == 0
+    assert curtail_states(engine) == ["succeeded"] * 2
+    assert sorted(Counter(calls.read_text().split()).values()) == [1, 1]
