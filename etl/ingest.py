@@ -433,8 +433,10 @@ def _superseded(
 
 
 def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
-    """Copies of one id that are identical are one record. Copies that differ are all set
-    aside for this fetch: which one is true cannot be told, so the stored state stays."""
+    """Copies of one id that are identical are one record. Of copies that differ, the one with
+    the highest `modification_number` is the dispatch as it is now, and the others are set aside
+    as older; when no single copy has the highest (equal numbers, or one missing), which is true
+    cannot be told: all are set aside for this fetch, and the stored state stays."""
     copies: dict[str, dict[str, Any]] = {}  # id -> fingerprint -> copy
     unique: list[Any] = []
     for item in items:
@@ -445,19 +447,43 @@ def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
         if item_id not in copies:
             unique.append(item)
         copies.setdefault(item_id, {})[item_fingerprint(item)] = item
-    conflicting = {item_id for item_id, distinct in copies.items() if len(distinct) > 1}
-    rejected = [
-        Rejected(
-            "dispatch",
-            record_id(copy),
-            f"dispatch: {len(copies[item_id])} different copies of this id in one listing",
-            copy,
-        )
-        for item_id in sorted(conflicting)
-        for copy in copies[item_id].values()
-    ]
-    kept = [i for i in unique if not (isinstance(i, dict) and _id_of(i) in conflicting)]
+    chosen: dict[str, Any] = {}
+    rejected: list[Rejected] = []
+    for item_id in sorted(i for i, distinct in copies.items() if len(distinct) > 1):
+        distinct = list(copies[item_id].values())
+        newest = _newest(distinct)
+        if newest is not None:
+            chosen[item_id] = newest
+        for copy in distinct:
+            if newest is None:
+                reason = f"dispatch: {len(distinct)} different copies of this id in one listing"
+            elif copy is newest:
+                continue
+            else:
+                reason = (
+                    f"dispatch: an older copy of this id in one listing (modification_number "
+                    f"{copy['modification_number']}; the newest is {newest['modification_number']})"
+                )
+            rejected.append(Rejected("dispatch", record_id(copy), reason, copy))
+    kept = []
+    for item in unique:
+        item_id = _id_of(item) if isinstance(item, dict) else None
+        if item_id is None or len(copies[item_id]) == 1:
+            kept.append(item)
+        elif item_id in chosen:
+            kept.append(chosen[item_id])
     return kept, rejected
+
+
+def _newest(copies: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The one copy with the highest modification_number, if every copy has a valid one."""
+    numbers = [copy.get("modification_number") for copy in copies]
+    if not all(type(n) is int and n >= 0 for n in numbers):
+        return None
+    highest = max(numbers)
+    if numbers.count(highest) > 1:
+        return None
+    return copies[numbers.index(highest)]
 
 
 def _id_of(item: Any) -> str | None:

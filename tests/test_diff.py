@@ -5,6 +5,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from etl import ingest
 from etl.actions import ActionState, Holding
 from etl.config import ProcessorSettings
@@ -99,6 +101,34 @@ def test_duplicates_identical_are_one_and_different_are_all_set_aside() -> None:
     unique, rejected = split_duplicates([a, a, b, {**b, "authorized": False}, "junk"])
     assert unique == [a, "junk"]
     assert [(r.record_id, r.payload["authorized"]) for r in rejected] == [("b", True), ("b", False)]
+
+
+def test_of_differing_copies_the_highest_modification_number_is_taken() -> None:
+    old, new = dispatch("a", modification_number=3), dispatch("a", modification_number=7)
+    cancelled = {**new, "authorized": False, "modification_number": 12}
+    unique, rejected = split_duplicates([old, dispatch("b"), new, cancelled, old])
+    assert unique == [cancelled, dispatch("b")]
+    assert [r.payload["modification_number"] for r in rejected] == [3, 7]
+    assert rejected[0].reason == (
+        "dispatch: an older copy of this id in one listing (modification_number 3; the newest "
+        "is 12)"
+    )
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    [(4, 4), (4, None), (None, None), (4, -1), (4, "9"), (4, True), (4, 4.5)],
+)
+def test_differing_copies_without_one_highest_number_are_all_set_aside(
+    numbers: tuple[Any, Any],
+) -> None:
+    copies = [{**dispatch("a"), "modification_number": n} for n in numbers]
+    copies[1]["authorized"] = False  # they differ, whatever their numbers
+    unique, rejected = split_duplicates(copies)
+    assert unique == []
+    assert [r.reason for r in rejected] == [
+        "dispatch: 2 different copies of this id in one listing"
+    ] * 2
 
 
 def pair(**fields: Any) -> Pair:

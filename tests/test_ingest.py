@@ -368,3 +368,24 @@ def test_a_lock_timeout_in_a_records_savepoint_fails_the_write_and_sets_nothing_
                 conn.execute(select(models.programs))
     assert not caught.value.refused
     assert "another process held the database too long" in str(caught.value.hint)
+
+
+def test_a_cancel_sent_beside_an_older_copy_applies_and_the_older_is_set_aside_once(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    """Two copies of one id, differing in modification_number, in every listing: the highest
+    is the truth (before, both were set aside at each fetch, and the cancel never applied)."""
+    live = dispatch("d1", site("a"), modification_number=1)
+    sandbox.dispatches = [live]
+    run(engine, client)
+    cancel = {**live, "authorized": False, "modification_number": 2}
+    sandbox.dispatches = [live, cancel]
+    first = run(engine, client)
+    seen = [e.kind for e in first.events]
+    assert seen == ["dispatch_cancelled", "dispatch_changed", "dispatch_rejected"]
+    assert by_id(engine, models.dispatches)["d1"]["authorized"] is False
+    (older,) = table_rows(engine, models.rejected_records)
+    assert older["payload"]["modification_number"] == 1 and "older copy" in older["reason"]
+    sandbox.dispatches = [cancel, live]  # again, and in the other order
+    assert run(engine, client).events == []
+    assert count(engine, models.rejected_records) == 1
