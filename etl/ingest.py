@@ -16,7 +16,7 @@ A failed fetch writes nothing but a `failed` fetch-run record, in a transaction 
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -111,19 +111,26 @@ class Snapshot:
     requested_at: datetime
     looked_up: dict[str, Any | None]
     site_batch: SiteBatch | None
+    lookup_of: str | None = None  # a lookup's dispatch, known to the API or not
 
     @property
     def kind(self) -> FetchKind:
         return FetchKind.LISTING if self.listing is not None else FetchKind.LOOKUP
 
+    def without(self, dispatch_ids: set[str]) -> "Snapshot":
+        """The snapshot less the answers by id about these dispatches."""
+        looked_up = {d: item for d, item in self.looked_up.items() if d not in dispatch_ids}
+        return replace(self, looked_up=looked_up)
+
 
 @dataclass(frozen=True)
 class _LastSuccess:
-    # of the last successful listing, which the next listing is compared with
+    """Of the last successful listing, which the next listing is compared with."""
+
     fingerprint: str | None
     dispatches_received: int
     rejected: int
-    # when the last successful fetch of any kind asked the API: no older answer is written
+    # when it asked the API: no older answer, listing or lookup, is written
     requested_at: datetime | None
 
 
@@ -163,7 +170,7 @@ def fetch_dispatch(engine: Engine, client: VoltusClient, dispatch_id: str) -> Fe
         requested_at = utcnow()
         answer = client.dispatch(dispatch_id)
         looked_up = {} if answer is None else {dispatch_id: answer}
-        snapshot = Snapshot(None, requested_at, looked_up, None)
+        snapshot = Snapshot(None, requested_at, looked_up, None, lookup_of=dispatch_id)
         with write_transaction(engine, FETCH_LOCK) as conn:
             return ingest(conn, snapshot, started_at)
     except BaseException as error:
@@ -178,16 +185,32 @@ def _last_success(conn: Connection) -> _LastSuccess:
         .order_by(fetch_runs.c.id.desc())
         .limit(1)
     )
+    # listings commit in the order of their requests (an older one is superseded), so the last
+    # by id asked last
     listing = conn.execute(last.where(fetch_runs.c.kind == FetchKind.LISTING)).first()
-    # fetches of dispatches commit in the order of their requests (an older one is
-    # superseded), so the last by id asked last
-    dispatch_kinds = fetch_runs.c.kind.in_([FetchKind.LISTING, FetchKind.LOOKUP])
-    latest = conn.execute(last.where(dispatch_kinds)).first()
-    requested_at = latest.listing_requested_at if latest else None
     if listing is None:
-        return _LastSuccess(None, 0, 0, requested_at)
+        return _LastSuccess(None, 0, 0, None)
     return _LastSuccess(
-        listing.body_fingerprint, listing.dispatches_received, listing.rejected, requested_at
+        listing.body_fingerprint,
+        listing.dispatches_received,
+        listing.rejected,
+        listing.listing_requested_at,
+    )
+
+
+def _looked_up_since(conn: Connection, requested_at: datetime) -> set[str]:
+    """The dispatches that a lookup asked for after `requested_at` and has stored: an answer
+    asked for before leaves each of them as that lookup found it. (Such a lookup finished
+    after it asked, hence the index on (outcome, finished_at).)"""
+    return set(
+        conn.execute(
+            select(fetch_runs.c.dispatch_id).where(
+                fetch_runs.c.outcome == FetchOutcome.SUCCEEDED,
+                fetch_runs.c.finished_at > requested_at,
+                fetch_runs.c.kind == FetchKind.LOOKUP,
+                fetch_runs.c.listing_requested_at > requested_at,
+            )
+        ).scalars()
     )
 
 
@@ -263,6 +286,7 @@ def fetch_run_row(
         "error": None,
         "body_fingerprint": None,
         "clock_offset_seconds": None,
+        "dispatch_id": None,
     }
     row.update(counts)
     return row
@@ -290,14 +314,20 @@ def ingest(
     refuses: slower, for when writing them all at once failed."""
     now = utcnow()
     last = _last_success(conn)
+    newer = _looked_up_since(conn, snapshot.requested_at)
     if last.requested_at is not None and last.requested_at > snapshot.requested_at:
-        return _superseded(conn, snapshot, last, started_at)
+        return _superseded(conn, snapshot, last.requested_at, started_at)
+    if snapshot.lookup_of in newer:
+        return _superseded(conn, snapshot, None, started_at)
+    # a lookup asked for after this answer keeps its dispatch; the rest of the answer applies
+    snapshot = snapshot.without(newer)
     listing = snapshot.listing
     same_body = listing is not None and listing.fingerprint == last.fingerprint
     items = listing.items if listing is not None and not same_body else []
     unique_items, duplicates = split_duplicates(items)
     found, mismatched = _answers_by_id(snapshot.looked_up)
-    candidates, rejected, fingerprints = _changed_dispatches(conn, [*unique_items, *found])
+    applied = [item for item in unique_items if _id_of(item) not in newer]
+    candidates, rejected, fingerprints = _changed_dispatches(conn, [*applied, *found])
     rejected = duplicates + rejected + mismatched
     if snapshot.site_batch:
         rejected += snapshot.site_batch.rejected
@@ -329,6 +359,7 @@ def ingest(
         events=len(changes.events),
         body_fingerprint=listing.fingerprint if listing is not None else None,
         clock_offset_seconds=listing.clock_offset if listing is not None else None,
+        dispatch_id=snapshot.lookup_of,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
     if changes.rejected:
@@ -336,7 +367,7 @@ def ingest(
             insert(rejected_records), [{**r, "fetch_run_id": run_id} for r in changes.rejected]
         )
     if listing is not None and not same_body:
-        _note_missing(conn, _listed_ids(items), snapshot.requested_at, now)
+        _note_missing(conn, _listed_ids(items) | newer, snapshot.requested_at, now)
     append_events(conn, changes.events, now, run_id)
     return FetchSummary(
         kind=snapshot.kind,
@@ -411,12 +442,15 @@ def _store_one_by_one(
 
 
 def _superseded(
-    conn: Connection, snapshot: Snapshot, last: _LastSuccess, started_at: datetime
+    conn: Connection, snapshot: Snapshot, listed_at: datetime | None, started_at: datetime
 ) -> FetchSummary:
-    assert last.requested_at is not None
+    """Nothing written but the record of why: an answer older than the last listing stored
+    (`listed_at`), or a lookup older than another one of its dispatch."""
+    stored = "listing" if listed_at is not None else "lookup of its dispatch"
+    asked = f", requested at {format_rfc3339(listed_at)}" if listed_at is not None else ""
     note = (
         f"its {snapshot.kind}, requested at {format_rfc3339(snapshot.requested_at)}, is older "
-        f"than the stored one, requested at {format_rfc3339(last.requested_at)}: nothing written"
+        f"than the stored {stored}{asked}: nothing written"
     )
     row = fetch_run_row(
         started_at,
@@ -425,6 +459,7 @@ def _superseded(
         listing_requested_at=snapshot.requested_at,
         error=note,
         body_fingerprint=snapshot.listing.fingerprint if snapshot.listing else None,
+        dispatch_id=snapshot.lookup_of,
     )
     run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), row).scalar_one()
     return FetchSummary(

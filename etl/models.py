@@ -208,6 +208,8 @@ fetch_runs = Table(
     Column("body_fingerprint", String(32)),
     # how far the API's clock (its Date header) was ahead of this machine's; null: unknown
     Column("clock_offset_seconds", Double),
+    # a lookup's dispatch: a listing asked for before it leaves that dispatch as it found it
+    Column("dispatch_id", String),
     Index("ix_fetch_runs_outcome_finished_at", "outcome", "finished_at"),
 )
 

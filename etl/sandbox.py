@@ -57,7 +57,8 @@ class Faults:
     message: str = "injected fault"  # ... with this message
     clock_offset_seconds: float = 0.0  # how far the Date header is ahead of the true time
     retry_after: str | None = None  # sent with each 429
-    delay_seconds: float = 0.0  # before every response
+    delay_seconds: float = 0.0  # before every response ...
+    delay_path: str | None = None  # ... or only to the requests of exactly this path
     not_json: int = 0  # the next N successful responses have a body that is not JSON
     truncated: int = 0  # the next N successful responses are cut off mid-body
 
@@ -226,7 +227,8 @@ class Sandbox:
         """Status, extra headers and body for one request, faults included."""
         with self.lock:
             self.requests.append(path if method == "GET" else f"{method} {path}")
-            delay = self.faults.delay_seconds
+            delayed = self.faults.delay_path in (None, path)
+            delay = self.faults.delay_seconds if delayed else 0
         if delay:
             time.sleep(delay)
         with self.lock:
