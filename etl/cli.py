@@ -268,6 +268,24 @@ def db_upgrade(database_url: DatabaseUrl = None) -> None:
         typer.echo(f"{describe(engine.url)}: schema migrated from {before or 'empty'} to {after}")
 
 
+@db_app.command("bind")
+def db_bind(
+    database_url: DatabaseUrl = None, api_url: ApiUrl = None, api_key: ApiKey = None
+) -> None:
+    """Make the store serve this API and key from now on: after a key rotation, or to move it
+    to another API on purpose (recorded as a `store_bound` event)."""
+    from etl import binding
+
+    api = api_settings(api_url, api_key)
+    before, after = binding.bind(open_store(database_url), api)
+    if before is None:
+        typer.echo(f"store bound to the Voltus API at {after.api_origin}")
+    elif before.api_origin != after.api_origin:
+        typer.echo(f"store moved from the Voltus API at {before.api_origin} to {after.api_origin}")
+    else:
+        typer.echo(f"store bound to a new key for the Voltus API at {after.api_origin}")
+
+
 @app.command()
 def fetch(
     database_url: DatabaseUrl = None,
@@ -401,7 +419,7 @@ def process(
     verbose: Verbose = False,
 ) -> None:
     """Act once on the stored dispatches: run every due curtail and restore."""
-    from etl import processor
+    from etl import binding, processor
     from etl.handlers import load_handler
 
     logs.set_verbosity(verbose, quiet)
@@ -411,6 +429,7 @@ def process(
         return
     handler = load_handler(settings, api_url or SANDBOX_URL)
     engine = open_store(database_url)
+    binding.check(engine, api_url or SANDBOX_URL, None)  # it sends no request: no key
     summary = processor.process(engine, handler, settings, processor.stop_on_signals())
     _log_pass(summary)
     _fail_if_actions_failed(summary)
@@ -437,7 +456,7 @@ def run(
     verbose: Verbose = False,
 ) -> None:
     """Fetch, then act on what is due (the minutely cron job); --every loops."""
-    from etl import ingest, processor
+    from etl import binding, ingest, processor
     from etl.api import VoltusClient
     from etl.handlers import load_handler
 
@@ -447,6 +466,7 @@ def run(
     if dry_run and every is not None:
         raise typer.BadParameter("--dry-run runs once: drop --every")
     engine = open_store(database_url)
+    binding.check(engine, api.url, api.key)  # not even the pass: it would act for another
     client = VoltusClient(api)
     if dry_run:  # the fetch is real (it records what the API says); the pass is not
         _log_fetch(ingest.fetch(engine, client))
@@ -513,7 +533,7 @@ def serve(
 ) -> None:
     """Run as a service: everything `etl run --every` does, and act within a second on Voltus's
     webhooks; stop on SIGTERM or SIGINT after finishing the actions in hand."""
-    from etl import processor
+    from etl import binding, processor
     from etl import serve as service
     from etl.api import VoltusClient
     from etl.handlers import load_handler
@@ -525,6 +545,7 @@ def serve(
     check = (_duration(max_age), _duration(window))
     handler = load_handler(settings, api.url)
     engine = open_store(database_url)
+    binding.check(engine, api.url, api.key)
 
     stop = processor.stop_on_signals()
     client = VoltusClient(api)

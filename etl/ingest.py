@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, Table, insert, or_, select, update
 
+from etl import binding
 from etl.api import Listing, VoltusClient
 from etl.db import (
     RecordRefused,
@@ -138,6 +139,8 @@ def fetch(engine: Engine, client: VoltusClient, include_sites: bool = False) -> 
     """One ingestion pass. On any failure (API, database, interruption) the store is left as it
     was, a `failed` fetch run records why, and the error propagates."""
     started_at = utcnow()
+    api = client.settings
+    binding.check(engine, api.url, api.key)  # another account's store: refused, not recorded
     try:
         with read_transaction(engine) as conn:
             last = _last_success(conn)
@@ -149,12 +152,14 @@ def fetch(engine: Engine, client: VoltusClient, include_sites: bool = False) -> 
         snapshot = Snapshot(listing, requested_at, looked_up, site_batch)
         try:
             with write_transaction(engine, FETCH_LOCK) as conn:
+                binding.hold(conn, api)
                 return ingest(conn, snapshot, started_at)
         except DatabaseError as error:
             if not error.refused:
                 raise
         # the database refused something validation let through: record by record, this time
         with write_transaction(engine, FETCH_LOCK) as conn:
+            binding.hold(conn, api)
             return ingest(conn, snapshot, started_at, one_by_one=True)
     except BaseException as error:
         record_failure(engine, started_at, error, FetchKind.LISTING)
@@ -166,12 +171,15 @@ def fetch_dispatch(engine: Engine, client: VoltusClient, dispatch_id: str) -> Fe
     would be, with the same events and the same guards against older answers. A dispatch the
     API does not know is left to the next listing, which alone decides that one vanished."""
     started_at = utcnow()
+    api = client.settings
+    binding.check(engine, api.url, api.key)
     try:
         requested_at = utcnow()
         answer = client.dispatch(dispatch_id)
         looked_up = {} if answer is None else {dispatch_id: answer}
         snapshot = Snapshot(None, requested_at, looked_up, None, lookup_of=dispatch_id)
         with write_transaction(engine, FETCH_LOCK) as conn:
+            binding.hold(conn, api)
             return ingest(conn, snapshot, started_at)
     except BaseException as error:
         record_failure(engine, started_at, error, FetchKind.LOOKUP)

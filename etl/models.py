@@ -325,3 +325,15 @@ planner_state = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("planned_at", UTCDateTime, nullable=False),
 )
+
+# The account a store serves (one row, id 1): the API it was first fetched from, and a salted
+# fingerprint of the key (never the key). Another API or key is refused: see etl/binding.py.
+store_binding = Table(
+    "store_binding",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("api_origin", String, nullable=False),
+    Column("key_salt", String(32), nullable=False),
+    Column("key_fingerprint", String(64), nullable=False),
+    Column("bound_at", UTCDateTime, nullable=False),
+)

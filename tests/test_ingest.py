@@ -56,7 +56,7 @@ def test_first_fetch_stores_everything_with_its_events(
     counted = [k for k, _, _ in kinds(summary)]
     assert counted.count("dispatch_created") == 4 and counted.count("program_seen") == 4
     assert counted.count("site_seen") == 5
-    assert count(engine, models.events) == len(summary.events)
+    assert count(engine, models.events) == len(summary.events) + 1  # and store_bound
     (fetch_run,) = table_rows(engine, models.fetch_runs)
     assert fetch_run["outcome"] == "succeeded" and fetch_run["events"] == len(summary.events)
 
