@@ -224,45 +224,52 @@ class Sandbox:
     def respond(
         self, path: str, key: str | None, method: str = "GET", body: bytes = b""
     ) -> tuple[int, dict[str, str], bytes]:
-        """Status, extra headers and body for one request, faults included."""
+        """Status, extra headers and body for one request, faults included. A delayed answer
+        is what the API said when asked, sent late: a slow listing is an old one."""
         with self.lock:
             self.requests.append(path if method == "GET" else f"{method} {path}")
             delayed = self.faults.delay_path in (None, path)
             delay = self.faults.delay_seconds if delayed else 0
+            answer = self._answer(path, key, method, body)
         if delay:
             time.sleep(delay)
-        with self.lock:
-            if self.faults.statuses and path.startswith(self.faults.statuses_path):
-                status = self.faults.statuses.pop(0)
-                headers = {}
-                if status == 429 and self.faults.retry_after is not None:
-                    headers["Retry-After"] = self.faults.retry_after
-                return status, headers, _error_body(self.faults.message, f"status_{status}")
-            if key is None:
-                return 400, {}, _error_body("missing X-Voltus-API-Key header", "bad_request")
-            if key != self.key:
-                return 401, {}, _error_body("invalid API key", "unauthorized")
-            try:
-                self._follow_scenario_file()
-            except ConfigError as error:
-                return 500, {}, _error_body(str(error), "internal")
-            route = path.split("?", 1)[0]
-            if route == f"/{API_VERSION}/scenarios" and method == "POST":
-                status, answer = self._post_scenario(body)
-                return status, {}, answer
-            if route.startswith(f"/{API_VERSION}/webhooks"):
-                status, answer = self._webhooks(method, path, body)
-                return status, {}, answer
-            if method != "GET":
-                return 405, {}, _error_body(f"{method} is not allowed here", "bad_request")
-            status, body = self._route(path)
-            if status == 200 and self.faults.not_json:
-                self.faults.not_json -= 1
-                return 200, {}, b"<html>this is not JSON</html>"
-            if status == 200 and self.faults.truncated:
-                self.faults.truncated -= 1
-                return 200, {"X-Truncate": "1"}, body
-            return status, {}, body
+        return answer
+
+    def _answer(
+        self, path: str, key: str | None, method: str, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Status, extra headers and body for one request (the caller holds the lock)."""
+        if self.faults.statuses and path.startswith(self.faults.statuses_path):
+            status = self.faults.statuses.pop(0)
+            headers = {}
+            if status == 429 and self.faults.retry_after is not None:
+                headers["Retry-After"] = self.faults.retry_after
+            return status, headers, _error_body(self.faults.message, f"status_{status}")
+        if key is None:
+            return 400, {}, _error_body("missing X-Voltus-API-Key header", "bad_request")
+        if key != self.key:
+            return 401, {}, _error_body("invalid API key", "unauthorized")
+        try:
+            self._follow_scenario_file()
+        except ConfigError as error:
+            return 500, {}, _error_body(str(error), "internal")
+        route = path.split("?", 1)[0]
+        if route == f"/{API_VERSION}/scenarios" and method == "POST":
+            status, answer = self._post_scenario(body)
+            return status, {}, answer
+        if route.startswith(f"/{API_VERSION}/webhooks"):
+            status, answer = self._webhooks(method, path, body)
+            return status, {}, answer
+        if method != "GET":
+            return 405, {}, _error_body(f"{method} is not allowed here", "bad_request")
+        status, body = self._route(path)
+        if status == 200 and self.faults.not_json:
+            self.faults.not_json -= 1
+            return 200, {}, b"<html>this is not JSON</html>"
+        if status == 200 and self.faults.truncated:
+            self.faults.truncated -= 1
+            return 200, {"X-Truncate": "1"}, body
+        return status, {}, body
 
     def _route(self, path: str) -> tuple[int, bytes]:
         prefix = f"/{API_VERSION}/"

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from etl.api import RetryPolicy, VoltusClient
 from etl.config import ApiSettings, ProcessorSettings
 from etl.db import make_engine
+from etl.logs import log
 from etl.migrate import migrate
 from etl.sandbox import Sandbox
 from tests.processes import InProcess
@@ -83,3 +84,14 @@ def client(sandbox: Sandbox) -> VoltusClient:
 def world(engine: Engine, sandbox: Sandbox, client: VoltusClient) -> World:
     settings = ProcessorSettings(retry_backoff=0.2, workers=8)
     return World(engine, sandbox, client, settings, Recorder())
+
+
+@pytest.fixture(autouse=True)
+def etl_log_restored() -> Iterator[None]:
+    """`etl` run in this process points etl's log at the test's captured stderr, which is closed
+    after the test: later tests' warnings would fail to write ("--- Logging error ---")."""
+    handlers, level, propagate = log.handlers[:], log.level, log.propagate
+    yield
+    log.handlers[:] = handlers
+    log.setLevel(level)
+    log.propagate = propagate

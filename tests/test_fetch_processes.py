@@ -104,19 +104,20 @@ def test_an_older_snapshot_that_commits_last_changes_nothing(
     recording = install_recording_handler(tmp_path)
     sandbox.dispatches = [older]
     assert finish(start_etl("run", "-q", env=etl_env(database_url, sandbox, **recording))) == 0
-    with Sandbox() as slow:
-        slow.dispatches = [older]
-        slow.faults.delay_seconds = 3
-        run_a = start_etl("run", "-q", env=etl_env(database_url, slow, **recording))
-        deadline = time.monotonic() + 30
-        while not slow.requests:  # A has asked for its listing
-            assert time.monotonic() < deadline and run_a.poll() is None
-            time.sleep(0.01)
-        sandbox.dispatches = [newer]
-        run_b = start_etl("run", "-q", env=etl_env(database_url, sandbox, **recording))
-        assert finish(run_b) == 0
-        assert run_a.poll() is None, "A finished before B: the race did not happen"
-        assert finish(run_a) == 0
+    env = etl_env(database_url, sandbox, **recording)
+    asked = len(sandbox.requests)
+    sandbox.faults.delay_seconds = 3  # A's listing is slow to come
+    run_a = start_etl("run", "-q", env=env)
+    deadline = time.monotonic() + 30
+    while len(sandbox.requests) == asked:  # A has asked for its listing
+        assert time.monotonic() < deadline and run_a.poll() is None
+        time.sleep(0.01)
+    sandbox.faults.delay_seconds = 0  # A's request has taken its delay; B's has none
+    sandbox.dispatches = [newer]
+    run_b = start_etl("run", "-q", env=env)
+    assert finish(run_b) == 0
+    assert run_a.poll() is None, "A finished before B: the race did not happen"
+    assert finish(run_a) == 0
 
     calls = [(action, site_id) for _, action, _, site_id, _ in recorded_calls(tmp_path)]
     assert calls == [("curtail", "s1"), ("curtail", "s2")]

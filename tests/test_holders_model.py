@@ -2,18 +2,21 @@
 histories of the dispatches of one site through the emulator (created, cancelled and authorized
 again, made a test and real again, the site dropped and added back, start and end moved, left
 open-ended, left out of the listing, vanished, stale and conflicting copies sent, the site's
-controller failing every command for a while), and after every fetch and processing pass checks,
+controller failing every command for a while, the store held by another connection between a
+handler's call and the write of its outcome), and after every fetch and processing pass checks,
 on a real database:
 
 - the last command sent to the site (succeeded or not: a failed attempt may have reached it) is
   "curtail" exactly when some dispatch holds it now;
 - no restore runs in a pass while the site is held, and no curtail while it is not;
-- no action (idempotency key) succeeds twice.
+- no action (idempotency key) succeeds twice, in the record or at the handler: no process is
+  killed here, so no handler may be called again for an action it has done, store outages or not.
 """
 
 import os
-from dataclasses import dataclass, replace
-from typing import Any
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -21,17 +24,20 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import Engine, delete, func, select
 
-from etl import ingest, models, processor
+from etl import db, ingest, models, processor
 from etl.api import VoltusClient
 from etl.config import ApiSettings, ProcessorSettings
-from etl.db import make_engine
+from etl.handlers import ActionRequest
 from etl.migrate import migrate
 from etl.sandbox import Sandbox
 from tests.conftest import FAST_RETRIES
 from tests.helpers import at, dispatch, site
+from tests.outages import hold_store
 from tests.scenarios import Recorder
 
 SITE = "s"
+LOCK_TIMEOUT = 0.05  # of the model's store, so that a short outage outlasts it
+OUTAGE = 0.25  # seconds the store is held by another connection
 PHASES = ("future", "active", "ended")
 EXAMPLES = int(os.environ.get("ETL_MODEL_EXAMPLES", "40"))
 
@@ -79,8 +85,30 @@ class ModelDispatch:
         )
 
 
+@dataclass
+class Controller(Recorder):
+    """The site's controller, which counts what it did; an outage armed sets in when it next
+    returns from a command, before etl can write the outcome."""
+
+    database_url: str = ""
+    done: Counter[str] = field(default_factory=Counter)
+    outage: bool = False
+    outages: ClassVar[int] = 0  # set off in the whole run, so that the test shows it had some
+
+    def __call__(self, request: ActionRequest) -> str:
+        said = super().__call__(request)
+        with self.lock:
+            self.done[request.idempotency_key] += 1
+            outage, self.outage = self.outage, False
+        if outage:
+            hold_store(self.database_url, OUTAGE)
+            Controller.outages += 1
+        return said
+
+
 class SiteHistory(RuleBasedStateMachine):
     engine: Engine
+    database_url: str
     sandbox: Sandbox
     client: VoltusClient
 
@@ -90,7 +118,7 @@ class SiteHistory(RuleBasedStateMachine):
             for table in reversed(models.metadata.sorted_tables):
                 conn.execute(delete(table))
         self.sandbox.dispatches, self.sandbox.unlisted = [], []
-        self.handler = Recorder()
+        self.handler = Controller(database_url=self.database_url)
         self.settings = ProcessorSettings(retry_backoff=0.2, workers=4)
         self.times = {
             "future_start": at(30),
@@ -203,8 +231,11 @@ class SiteHistory(RuleBasedStateMachine):
         self.step(extra=[self.previous[dispatch_id]])
         self.dispatches[dispatch_id] = current
 
-    @rule()
-    def time_passes(self) -> None:
+    @rule(outage=st.booleans())
+    def time_passes(self, outage: bool) -> None:
+        """A pass, perhaps with the store held past its lock timeout between the first handler
+        call's return and the write of its outcome."""
+        self.handler.outage = outage
         self.step()
 
     @rule(failing=st.booleans())
@@ -213,6 +244,10 @@ class SiteHistory(RuleBasedStateMachine):
         retried, or given up when their episode ends."""
         self.handler.fail_first = 1_000_000 if failing else 0
         self.step()
+
+    @invariant()
+    def no_handler_did_an_action_twice(self) -> None:
+        assert [key for key, n in self.handler.done.items() if n > 1] == []
 
     @invariant()
     def no_action_succeeded_twice(self) -> None:
@@ -228,11 +263,15 @@ class SiteHistory(RuleBasedStateMachine):
 
 
 @pytest.mark.slow
-def test_a_site_follows_its_holders_through_any_history(database_url: str) -> None:
-    engine = make_engine(database_url)
+def test_a_site_follows_its_holders_through_any_history(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "LOCK_TIMEOUT_SECONDS", LOCK_TIMEOUT)
+    engine = db.make_engine(database_url)
     migrate(engine)
     with Sandbox() as sandbox:
         SiteHistory.engine = engine
+        SiteHistory.database_url = database_url
         SiteHistory.sandbox = sandbox
         SiteHistory.client = VoltusClient(ApiSettings(sandbox.url, sandbox.key), FAST_RETRIES)
         SiteHistory.TestCase.settings = settings(
@@ -242,5 +281,7 @@ def test_a_site_follows_its_holders_through_any_history(database_url: str) -> No
             database=None,
             suppress_health_check=[HealthCheck.too_slow],
         )
+        Controller.outages = 0
         SiteHistory.TestCase().runTest()
+        assert Controller.outages > 0, "no store outage was played"
     engine.dispose()
