@@ -3,10 +3,9 @@
 import json
 import os
 import socket
-import threading
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from etl.errors import ApiError, ConfigError
 from etl.records import fingerprint, parse_dispatches
 from etl.sandbox import Sandbox
 from tests.conftest import FAST_RETRIES
-from tests.helpers import dispatch
+from tests.helpers import dispatch, http_server
 
 
 class RecordingSleep:
@@ -216,16 +215,10 @@ def test_a_body_nested_too_deep_is_a_clear_error() -> None:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Deep)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = VoltusClient(ApiSettings(f"http://127.0.0.1:{server.server_address[1]}", "k"))
-        listing = client.dispatches()
+    with http_server(Deep) as url:
+        listing = VoltusClient(ApiSettings(url, "k")).dispatches()
         with pytest.raises(ApiError, match="nested too deep to read"):
             _ = listing.items
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_number_too_long_to_convert_sets_aside_its_dispatch_not_the_body() -> None:

@@ -6,10 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from etl import ingest, models, processor
 from etl.handlers import CommandHandler, HandlerFailed, WebhookHandler
-from tests.helpers import site, wait_for
+from tests.helpers import http_server, site, wait_for
 from tests.processes import etl, etl_env, finish, start_etl
 from tests.scenarios import World, active, ended
 from tests.test_handlers import a_request
@@ -100,12 +99,9 @@ class Redirecting(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def redirecting() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
     Redirecting.seen = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/actions"
-    server.shutdown()
-    server.server_close()
+    with http_server(Redirecting) as url:
+        yield f"{url}/actions"
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
@@ -184,16 +180,21 @@ def alive(pid: int) -> bool:
         return False
 
 
+def run_with_command(tmp_path: Path, sandbox: Any, body: str) -> subprocess.Popen[str]:
+    """`etl run` with a command handler of this shell `body`, for dispatch d1's site a."""
+    command = script(tmp_path, "handler.sh", body)
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox, ETL_ACTION_COMMAND=command)
+    sandbox.dispatches = [active("d1", site("a"))]
+    assert etl("db", "upgrade", env=env).returncode == 0
+    return start_etl("--handler-timeout", "100", "run", env=env)
+
+
 @pytest.mark.slow
 def test_a_handler_dies_with_a_processor_killed_by_sigkill(tmp_path: Path, sandbox: Any) -> None:
     """A processor killed with kill -9 must not leave its handler running unbounded beside the
     process that will take the action over."""
     pid_file = tmp_path / "handler.pid"
-    command = script(tmp_path, "long.sh", f"echo $$ > {pid_file}; exec sleep 120")
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox, ETL_ACTION_COMMAND=command)
-    sandbox.dispatches = [active("d1", site("a"))]
-    assert etl("db", "upgrade", env=env).returncode == 0
-    run = start_etl("--handler-timeout", "100", "run", env=env)
+    run = run_with_command(tmp_path, sandbox, f"echo $$ > {pid_file}; exec sleep 120")
     wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", 30)
     handler_pid = int(pid_file.read_text())
     assert alive(handler_pid)
@@ -209,11 +210,7 @@ def test_a_second_signal_stops_the_processor_and_its_handlers_process_groups(
     tmp_path: Path, sandbox: Any
 ) -> None:
     pids = tmp_path / "pids"
-    command = script(tmp_path, "long.sh", f"sleep 120 & echo $$ $! > {pids}; wait")
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox, ETL_ACTION_COMMAND=command)
-    sandbox.dispatches = [active("d1", site("a"))]
-    assert etl("db", "upgrade", env=env).returncode == 0
-    run = start_etl("--handler-timeout", "100", "run", env=env)
+    run = run_with_command(tmp_path, sandbox, f"sleep 120 & echo $$ $! > {pids}; wait")
     wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2, 30)
     handler_pid, grandchild_pid = map(int, pids.read_text().split())
     run.send_signal(signal.SIGTERM)  # the first: finish the actions in hand

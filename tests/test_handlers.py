@@ -3,11 +3,10 @@
 import json
 import math
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,7 +26,7 @@ from etl.handlers import (
     load_handler,
 )
 from etl.sandbox import Sandbox
-from tests.helpers import at, dispatch, log_messages, site
+from tests.helpers import at, dispatch, http_server, log_messages, site
 from tests.processes import PLUGIN_DIR, etl, etl_env, install_recording_handler, recorded_calls
 
 COMMAND = f"{sys.executable} {PLUGIN_DIR / 'record_command.py'}"
@@ -115,12 +114,9 @@ class Receiver(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     Receiver.received, Receiver.status = [], 200
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/actions"
-    server.shutdown()
-    server.server_close()
+    with http_server(Receiver) as url:
+        yield f"{url}/actions"
 
 
 def test_webhook_posts_each_action_with_its_idempotency_key(
@@ -285,15 +281,9 @@ class Dripping(BaseHTTPRequestHandler):
 
 
 def test_a_webhook_answering_a_byte_at_a_time_fails_at_the_deadline() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Dripping)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        handler = WebhookHandler(f"http://127.0.0.1:{server.server_address[1]}/", timeout=1)
+    with http_server(Dripping) as url:
+        handler = WebhookHandler(f"{url}/", timeout=1)
         started = time.monotonic()
         with pytest.raises(HandlerFailed, match="no complete answer within 1 s"):
             handler(a_request())
         assert time.monotonic() - started < 4  # the answer would take 10 s; slack for a busy CI
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -120,11 +120,12 @@ def test_an_outcome_is_given_up_a_claim_timeout_after_its_claim_expired(
     """Past the bound, the claim is lost: the pass says so and fails (exit 4), and the next
     pass takes the actions over and runs them again, with the same keys."""
     three_sites(world)
-    calls = Calls(then=lambda: hold_store(database_url, 3.5))
-    settings = ProcessorSettings(workers=3, claim_timeout=1, handler_timeout=0.5)
+    outage: list[threading.Thread] = []
+    calls = Calls(then=lambda: outage.append(hold_store(database_url, 2)))
+    settings = ProcessorSettings(workers=3, claim_timeout=0.6, handler_timeout=0.3)
     with pytest.raises(DatabaseError, match="the outcomes of 3 actions could not be recorded"):
         processor.process(impatient, calls, settings)
-    time.sleep(1.5)  # the lock's end
+    outage[0].join()
     assert processor.process(impatient, calls, settings, worker="other:1").succeeded == 3
     assert set(calls.keys.values()) == {2}
     attempts = models.action_attempts
