@@ -177,7 +177,9 @@ def actions_per_second(processes: int, actions: int = 2000) -> dict[str, float]:
         ]
         ingest.fetch(engine, VoltusClient(ApiSettings(sandbox.url, sandbox.key)))
         planner.plan(engine, ProcessorSettings())
-        env = {**os.environ, "ETL_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+        url = engine.url.render_as_string(hide_password=False)
+        # the API the store was fetched from: a store serves one (etl/binding.py)
+        env = {**os.environ, "ETL_DATABASE_URL": url, "VOLTUS_API_URL": sandbox.url}
         command = [str(Path(sys.executable).parent / "etl"), "process", "-q"]
         started = time.perf_counter()
         runs = [
