@@ -19,7 +19,7 @@ from etl.config import ApiSettings
 from etl.errors import ApiError
 from etl.logs import log
 from etl.records import SiteBatch, TelemetryBatch, fingerprint, parse_sites, parse_telemetry
-from etl.redact import MASK, redact_url
+from etl.redact import MASK, redact_text, redact_url
 from etl.timeutil import format_rfc3339, utcnow
 
 API_VERSION = "2022-04-15"
@@ -237,9 +237,10 @@ class VoltusClient:
         return f": {message}" if isinstance(message, str) and message else ""
 
     def _scrub(self, text: str) -> str:
-        """The message without the key, and without credentials of the URL it names."""
+        """The message without the key, and without the credentials of any URL it quotes (the
+        API's, or one that requests or the API's error body names)."""
         text = text.replace(self.settings.url, redact_url(self.settings.url))
-        return text.replace(self.settings.key, MASK) if self.settings.key else text
+        return redact_text(text.replace(self.settings.key, MASK) if self.settings.key else text)
 
 
 def _log_attempt(method: str, path: str, attempt: int, started: float, status: int | str) -> None:

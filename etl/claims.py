@@ -46,6 +46,7 @@ from etl.events import NewEvent
 from etl.events import append as append_events
 from etl.handlers import KEPT_OUTPUT_CHARS, ActionRequest
 from etl.models import action_attempts, actions, dispatch_sites, dispatches, programs, sites
+from etl.redact import redact_text
 from etl.timeutil import format_rfc3339, utcnow
 
 # a restore is retried this many times at most; a curtail, for as long as its dispatch is active
@@ -332,9 +333,10 @@ def fail(
 def kept(text: str) -> str:
     """What a handler said, as its record keeps it: NUL (which PostgreSQL's text and jsonb
     refuse) and unpaired surrogates (which no database encodes) escaped, as `\\x00` and
-    `\\udc80`, alike on both databases; at most its last KEPT_OUTPUT_CHARS characters."""
+    `\\udc80`, alike on both databases; the credentials of any URL in it masked; at most its
+    last KEPT_OUTPUT_CHARS characters."""
     escaped = text.replace("\0", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
-    return escaped[-KEPT_OUTPUT_CHARS:]
+    return redact_text(escaped)[-KEPT_OUTPUT_CHARS:]
 
 
 def _episode_holds(conn: Connection, claimed: Claimed) -> bool:

@@ -576,9 +576,11 @@ def webhooks_register(
     from urllib.parse import urlsplit
 
     from etl.api import VoltusClient
+    from etl.redact import redact_url
 
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-        raise typer.BadParameter(f"not an http(s) URL: {url[:80]!r}", param_hint="URL")
+        shown = redact_url(url)[:80]
+        raise typer.BadParameter(f"not an http(s) URL: {shown!r}", param_hint="URL")
     webhook = VoltusClient(api_settings(api_url, api_key)).register_webhook(url)
     typer.echo(f"registered {_describe_webhook(webhook)}")
 

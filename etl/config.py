@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from etl.errors import ConfigError
+from etl.redact import redact_url
 
 SANDBOX_URL = "https://sandbox.voltus.co"
 SANDBOX_HOST = "sandbox.voltus.co"
@@ -43,7 +44,7 @@ def api_settings(url: str | None, key: str | None) -> ApiSettings:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(
-            f"VOLTUS_API_URL is not an http(s) URL: {url!r}",
+            f"VOLTUS_API_URL is not an http(s) URL: {redact_url(url)!r}",
             f"for example {SANDBOX_URL} or https://api.voltus.co",
         )
     if key and any(c.isspace() or not c.isprintable() for c in key):
@@ -54,7 +55,7 @@ def api_settings(url: str | None, key: str | None) -> ApiSettings:
     if not key:
         if parts.hostname != SANDBOX_HOST:
             raise ConfigError(
-                f"VOLTUS_API_KEY is not set for {url}",
+                f"VOLTUS_API_KEY is not set for {redact_url(url)}",
                 "set VOLTUS_API_KEY or --api-key to the key Voltus issued you",
             )
         key = SANDBOX_KEY

@@ -24,6 +24,7 @@ from etl.errors import DatabaseError, EtlError
 from etl.handlers import Handler, kill_running_commands
 from etl.models import actions, dispatches
 from etl.outcomes import Outcomes, log_action
+from etl.redact import redact_text
 from etl.timeutil import utcnow
 
 
@@ -115,7 +116,7 @@ def _returned(outcomes: Outcomes, claimed: claims.Claimed, future: Future[str | 
     try:
         output = future.result() or ""
     except Exception as error:  # whatever a handler raises means the action failed
-        message = str(error) or type(error).__name__
+        message = redact_text(str(error) or type(error).__name__)
         log_action(logging.WARNING, claimed, "failed: %s", message)
         outcomes.returned(claimed, message, message)
         return

@@ -143,7 +143,7 @@ def test_bad_configuration_is_one_line(
 def test_an_unreachable_postgresql_is_one_line(sandbox: Sandbox) -> None:
     url = "postgresql+psycopg://postgres:pw@127.0.0.1:1/none"
     result = etl("fetch", env=etl_env(url, sandbox))
-    assert_one_line_error(result, 4, "database postgresql+psycopg://postgres:***@127.0.0.1:1/none")
+    assert_one_line_error(result, 4, "database postgresql+psycopg://***@127.0.0.1:1/none")
     assert ":pw@" not in result.stderr
 
 
@@ -237,7 +237,7 @@ def test_no_secret_reaches_any_message_or_record(
     with engine.connect() as conn:
         tables = [str(conn.execute(select(table)).all()) for table in metadata.sorted_tables]
     engine.dispose()
-    assert "POST http://user:***@127.0.0.1:9/hook?token=***" in "".join(tables)
+    assert "POST http://***@127.0.0.1:9/hook?token=***" in "".join(tables)
     everything = "".join(r.stdout + r.stderr for r in results) + "".join(tables)
     assert [secret for secret in secrets if secret in everything] == []
 

@@ -1,24 +1,36 @@
 """The one masking helper: credentials out of URLs, the rest as written."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from etl.config import api_settings
 from etl.errors import ConfigError
-from etl.redact import redact_url
+from etl.redact import redact_text, redact_url
 
 
 @pytest.mark.parametrize(
     ("url", "shown"),
     [
         ("postgresql://u:pw@h:5432/db?password=abc&sslmode=require",
-         "postgresql://u:***@h:5432/db?password=***&sslmode=require"),
+         "postgresql://***@h:5432/db?password=***&sslmode=require"),
         ("https://user:s3cret@hooks.example.com/x?token=t0k&a=1",
-         "https://user:***@hooks.example.com/x?token=***&a=1"),
+         "https://***@hooks.example.com/x?token=***&a=1"),
         ("postgresql://u@h/db?options=-csearch_path%3Dx&PassWord=zz",
-         "postgresql://u@h/db?options=-csearch_path%3Dx&PassWord=***"),
-        ("postgresql://u:p%40ss@h:notaport/db", "postgresql://u:***@h:notaport/db"),
+         "postgresql://***@h/db?options=-csearch_path%3Dx&PassWord=***"),
+        ("postgresql://u:p%40ss@h:notaport/db", "postgresql://***@h:notaport/db"),
         ("sqlite:////var/lib/etl/etl.db", "sqlite:////var/lib/etl/etl.db"),
         ("http://[::1:bad/x", "***"),
+        # a user name alone is a credential too (a token as the user)
+        ("https://TOKEN@hooks.example.com/", "https://***@hooks.example.com/"),
+        ("htps://u:PW@host/", "htps://***@host/"),
+        ("ftp://u:PW@h/x", "ftp://***@h/x"),
+        ("https://h/x?auth_token=a&api-key=b&X-Api-Key=c&private_token=d&access_token=e"
+         "&signature=f&sig=g&key=h&page=2",
+         "https://h/x?auth_token=***&api-key=***&X-Api-Key=***&private_token=***"
+         "&access_token=***&signature=***&sig=***&key=***&page=2"),
+        ("https://h/cb#access_token=abc&x=1", "https://h/cb#***"),
+        ("https://h/voltus/webhook/s3cr3t?x=1", "https://h/voltus/webhook/***?x=1"),
     ],
 )  # fmt: skip
 def test_credentials_are_masked_and_the_rest_kept(url: str, shown: str) -> None:
@@ -30,3 +42,60 @@ def test_a_key_with_whitespace_or_control_characters_is_refused_without_echo(key
     with pytest.raises(ConfigError) as raised:
         api_settings("https://api.voltus.co", key)
     assert "abc" not in str(raised.value) and "a b" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("HTTPSConnectionPool(host='h', port=443): Max retries exceeded with url: /?token=TOK"
+         " (Caused by ...)",
+         "HTTPSConnectionPool(host='h', port=443): Max retries exceeded with url: /?token=***"
+         " (Caused by ...)"),
+        ("webhook https://h/voltus/webhook/abc123 is registered twice",
+         "webhook https://h/voltus/webhook/*** is registered twice"),
+        ("see /voltus/webhook/abc123 and /cb#access_token=zz, or u:pw@h",
+         "see /voltus/webhook/*** and /cb#***, or u:pw@h"),
+        ("POST http://TOKEN@127.0.0.1:9/hook?api-key=k: refused",
+         "POST http://***@127.0.0.1:9/hook?api-key=***: refused"),
+        ("nothing to hide here: 12 kW, 50%", "nothing to hide here: 12 kW, 50%"),
+    ],
+)  # fmt: skip
+def test_urls_quoted_in_a_text_are_masked(text: str, shown: str) -> None:
+    assert redact_text(text) == shown
+
+
+SECRET = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=12, max_size=20)
+NAMES = st.sampled_from(
+    ["password", "PassWd", "pwd", "secret", "client_secret", "token", "auth_token", "api-key",
+     "X-API-KEY", "apikey", "private_token", "access_token", "signature", "sig", "key"]
+)  # fmt: skip
+
+
+@given(
+    secret=SECRET,
+    form=st.sampled_from(["user", "password", "query", "fragment", "webhook"]),
+    name=NAMES,
+    scheme=st.sampled_from(["https", "http", "htps", "ftp", "postgresql+psycopg"]),
+)
+def test_no_secret_survives_masking_in_any_url_form(
+    secret: str, form: str, name: str, scheme: str
+) -> None:
+    url = {
+        "user": f"{scheme}://{secret}@host.example/x",
+        "password": f"{scheme}://user:{secret}@host.example:8443/x",
+        "query": f"{scheme}://host.example/x?a=1&{name}={secret}&b=2",
+        "fragment": f"{scheme}://host.example/x#{name}={secret}",
+        "webhook": f"{scheme}://host.example/voltus/webhook/{secret}",
+    }[form]
+    assert secret not in redact_url(url)
+    assert secret not in redact_text(f"GET {url} failed: ({url})")
+
+
+@pytest.mark.parametrize(
+    ("url", "key"),
+    [("htps://u:PW-secret@host/", "k"), ("https://u:PW-secret@host/?token=PW-secret", None)],
+)
+def test_a_bad_api_url_is_refused_without_its_credentials(url: str, key: str | None) -> None:
+    with pytest.raises(ConfigError) as raised:
+        api_settings(url, key)
+    assert "PW-secret" not in str(raised.value) and "***@host" in str(raised.value)

@@ -1,0 +1,64 @@
+"""Secrets in every URL form stay out of every output and every table: each form is used where
+etl meets it, then every line printed and every row stored is searched for the secrets."""
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from etl.api import VoltusClient
+from etl.config import ApiSettings
+from etl.errors import ApiError
+from etl.models import metadata
+from etl.sandbox import Sandbox
+from tests.conftest import FAST_RETRIES
+from tests.helpers import site
+from tests.processes import InProcess
+from tests.scenarios import active
+
+SECRETS = [f"SECRET{n}X" for n in range(12)]
+
+
+def test_no_url_form_leaks_a_secret_to_any_output_or_table(
+    cli: InProcess, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox.dispatches = [active("d1", site("a"))]
+    results = []
+    # a URL that does not validate, with credentials
+    monkeypatch.setenv("VOLTUS_API_URL", "htps://u:SECRET0X@host/")
+    results.append(cli("fetch"))
+    # a URL with credentials and no key
+    monkeypatch.setenv("VOLTUS_API_URL", "https://u:SECRET1X@host/?token=SECRET2X")
+    monkeypatch.delenv("VOLTUS_API_KEY")
+    results.append(cli("fetch"))
+    monkeypatch.setenv("VOLTUS_API_URL", sandbox.url)
+    monkeypatch.setenv("VOLTUS_API_KEY", sandbox.key)
+    results.append(cli("webhooks", "register", "ftp://u:SECRET3X@h/voltus/webhook/SECRET4X"))
+    # a webhook handler whose URL holds a credential in every form; nothing listens there
+    webhook = (
+        "http://SECRET5X@127.0.0.1:9/hook?auth_token=SECRET6X&api-key=SECRET7X"
+        "&X-Api-Key=SECRET8X&private_token=SECRET9X#access_token=SECRET10X"
+    )
+    results.append(cli("--action-webhook", webhook, "run"))
+    # an API error that echoes a registered webhook's URL
+    sandbox.faults.statuses = [400]
+    sandbox.faults.message = "https://etl.example/voltus/webhook/SECRET11X is already registered"
+    results.append(cli("fetch"))
+    results += [cli("status"), cli("audit", "--jsonl"), cli("webhooks", "list")]
+
+    assert [r.returncode for r in results[:5]] == [2, 2, 2, 5, 3]
+    assert "https://etl.example/voltus/webhook/***" in results[4].stderr
+    assert "POST http://***@127.0.0.1:9/hook?auth_token=***" in results[3].stderr
+    engine = create_engine(cli.url)
+    with engine.connect() as conn:
+        tables = "".join(str(conn.execute(select(t)).all()) for t in metadata.sorted_tables)
+    engine.dispose()
+    everything = "".join(r.stdout + r.stderr for r in results) + tables
+    assert [secret for secret in SECRETS if secret in everything] == []
+
+
+def test_an_exception_text_quoting_a_query_is_masked() -> None:
+    """requests says `Max retries exceeded with url: /?token=...` of an unreachable API."""
+    api = ApiSettings("http://127.0.0.1:9/?token=SECRET0X", "a-long-api-key")
+    client = VoltusClient(api, FAST_RETRIES)
+    with pytest.raises(ApiError) as raised:
+        client.dispatches()
+    assert "SECRET0X" not in str(raised.value) and "token=***" in str(raised.value)
