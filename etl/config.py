@@ -52,6 +52,11 @@ def api_settings(url: str | None, key: str | None) -> ApiSettings:
             "VOLTUS_API_KEY holds whitespace or a control character (a copy-paste accident?)",
             "set it to the key alone",
         )
+    if key and not key.isascii():  # an HTTP header cannot carry it
+        raise ConfigError(
+            "VOLTUS_API_KEY holds a character that is not ASCII (a copy-paste accident?)",
+            "set it to the key alone",
+        )
     if not key:
         if parts.hostname != SANDBOX_HOST:
             raise ConfigError(

@@ -292,6 +292,9 @@ def parse_dispatch(value: Any) -> Dispatch:
         sites=parsed_sites,
         raw=obj,
     )
+    if dispatch.end_time is not None and dispatch.end_time <= dispatch.start_time:
+        # a window that ends before it starts has no length to curtail in, or to report on
+        raise ValueError("dispatch: 'end_time' is not after 'start_time'")
     check_json(obj, "dispatch")  # after the fields: their own reasons say more
     return dispatch
 

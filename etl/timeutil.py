@@ -69,6 +69,10 @@ def time_shift(choice: str) -> TimeShift:
         case "utc":
             return lambda moment, _: moment
         case "local":
+            try:  # a TZ variable this machine cannot use (TZ=XXX-99:99) fails here, not later
+                utcnow().astimezone()
+            except ValueError as error:
+                raise ValueError(f"this machine's time zone cannot be used: {error}") from None
             return lambda moment, _: moment.astimezone()
         case "program":
             return lambda moment, program: moment.astimezone(zone_or_utc(program))
@@ -116,8 +120,10 @@ def parse_moment(text: str) -> datetime:
 
     try:
         parsed = isoparse(text)
+        # in UTC: 0001-01-01T00:00+14:00 is a valid time that falls before the year 1
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):
         raise ValueError(
-            f"not a time: {text!r} (use e.g. 2024-02-02, 2024-02-02T09:00Z or 24h for 24 hours ago)"
+            f"not a time: {text[:60]!r} (use e.g. 2024-02-02, 2024-02-02T09:00Z or 24h for 24 "
+            "hours ago; years 1 to 9999 in UTC)"
         ) from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)

@@ -366,3 +366,47 @@ def test_text_a_remote_party_sent_stays_on_its_line_in_what_people_read(
     assert "\\x0aCRITICAL: forged" in outputs["audit"]
     assert "http://hook/\\x0aCRITICAL: forged" in outputs["webhooks"]
     assert len(outputs["report"].splitlines()) == 2  # the header and d1's curtail
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("audit", "--since", "0001-01-01T00:00:00+14:00"),
+        ("report", "dispatches", "--until", "9999-12-31T23:59:59-01:00"),
+    ],
+)
+def test_a_time_beyond_the_calendar_in_utc_is_one_line_exit_2(
+    cli: InProcess, args: tuple[str, ...]
+) -> None:
+    """Valid times whose UTC falls outside years 1 to 9999: an OverflowError traceback before."""
+    assert_one_line_error(cli(*args), 2, "not a time: ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("audit", "--since", "0001-01-01T00:00:00Z", "--until", "9999-12-31T23:59:59Z"),
+        ("report", "dispatches", "--since", "0001-01-01", "--until", "9999-12-31T23:59:59Z"),
+    ],
+)
+def test_the_calendars_own_ends_are_usable_bounds(cli: InProcess, args: tuple[str, ...]) -> None:
+    assert cli("fetch", "-q").returncode == 0
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_time_zone_this_machine_cannot_use_is_one_line_exit_2(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox, TZ="XXX-99:99")
+    assert etl("db", "upgrade", env=env).returncode == 0
+    assert etl("fetch", "-q", env=env).returncode == 0
+    result = etl("report", "dispatches", "--tz", "local", env=env)
+    assert_one_line_error(result, 2, "this machine's time zone cannot be used")
+
+
+def test_an_api_key_beyond_ascii_is_refused_without_echo(cli: InProcess) -> None:
+    for command in (("fetch",), ("run",)):
+        result = cli(*command, "--api-key", "SECRETключ")
+        assert_one_line_error(result, 2, "VOLTUS_API_KEY holds a character that is not ASCII")
+        assert "ключ" not in result.stderr and "SECRET" not in result.stderr

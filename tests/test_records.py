@@ -99,6 +99,12 @@ def test_reference_shapes_null_commitment_drop_by_and_missing_end_time() -> None
         ({"sites": [site("")]}, "sites[0]: 'id' is empty"),
         ({"sites": [site("a", name="Site\nforged line")]}, "'name' has a control character"),
         ({"program": {**PROGRAM, "timezone": "UTC\u2028"}}, "'timezone' has a control"),
+        # a window with no length: before, "division by zero" in the reports
+        ({"end_time": "2000-01-01T00:00:00Z"}, "'end_time' is not after 'start_time'"),
+        (
+            {"start_time": "2030-01-01T00:00:00Z", "end_time": "2030-01-01T00:00:00Z"},
+            "'end_time' is not after 'start_time'",
+        ),
     ],
 )
 def test_malformed_dispatch_is_set_aside_whole_with_its_reason(change: dict, reason: str) -> None:
