@@ -243,6 +243,16 @@ def parse_program(value: Any) -> Program:
     )
 
 
+# a site's load or commitment beyond this is no site's (1e308 overflowed the reports' sums)
+MAX_KW = 1_000_000.0
+MIN_COMMITMENT_KW = 0.001  # a commitment other than 0 under this is no commitment
+
+
+def _physical_kw(kw: float, what: str) -> None:
+    if not -MAX_KW <= kw <= MAX_KW:
+        raise ValueError(f"{what} is {kw:g} kW, beyond ±{MAX_KW:,.0f} kW")
+
+
 def parse_dispatch_site(value: Any, index: int) -> DispatchSite:
     where = f"sites[{index}]"
     obj = _object(value, where)
@@ -255,6 +265,11 @@ def parse_dispatch_site(value: Any, index: int) -> DispatchSite:
         commitment = math.inf
     if commitment is not None and not math.isfinite(commitment):
         raise ValueError(f"{where}: '{amount_field}' is not a finite number")
+    if commitment is not None:
+        _physical_kw(commitment, f"{where}: '{amount_field}'")
+        if 0 < abs(commitment) < MIN_COMMITMENT_KW:
+            # reports divide by it: 5e-324 overflowed them
+            raise ValueError(f"{where}: '{amount_field}' is {commitment:g} kW, under a watt")
     return DispatchSite(
         id=_id(obj, where),
         name=_text(obj, "name", where),
@@ -374,13 +389,18 @@ def parse_reading(site_id: str, meter_id: str, value: Any) -> Reading:
     units = _field(obj, "units", str, where)
     if units.lower() != "kw":
         raise ValueError(f"{where}: units {_shown(units)}, not kW")
-    kw = _field(obj, "value", (int, float), where)
+    value = _field(obj, "value", (int, float), where)
+    try:
+        kw = float(value)
+    except OverflowError:  # an integer too large for a float
+        kw = math.inf
     if not math.isfinite(kw):
         raise ValueError(f"{where}: 'value' is not finite ({kw})")
+    _physical_kw(kw, f"{where}: 'value'")
     interval = _field(obj, "interval_seconds", int, where)
     if interval not in INTERVALS:
         raise ValueError(f"{where}: 'interval_seconds' is {_shown(interval)}, not in {INTERVALS}")
-    return Reading(site_id, meter_id, _time(obj, "timestamp", where), interval, float(kw))
+    return Reading(site_id, meter_id, _time(obj, "timestamp", where), interval, kw)
 
 
 def _telemetry_id(obj: dict[str, Any], name: str, where: str) -> str:

@@ -99,6 +99,10 @@ def test_reference_shapes_null_commitment_drop_by_and_missing_end_time() -> None
         ({"sites": [site("")]}, "sites[0]: 'id' is empty"),
         ({"sites": [site("a", name="Site\nforged line")]}, "'name' has a control character"),
         ({"program": {**PROGRAM, "timezone": "UTC\u2028"}}, "'timezone' has a control"),
+        # beyond any site, or under a watt (reports divide by it)
+        ({"sites": [site("a", commitment=1e308)]}, "'commitment' is 1e+308 kW, beyond"),
+        ({"sites": [site("a", commitment=-2e6)]}, "'commitment' is -2e+06 kW, beyond"),
+        ({"sites": [site("a", commitment=5e-324)]}, "'commitment' is 4.94066e-324 kW, under"),
         # a window with no length: before, "division by zero" in the reports
         ({"end_time": "2000-01-01T00:00:00Z"}, "'end_time' is not after 'start_time'"),
         (

@@ -1,6 +1,8 @@
 """Telemetry around each dispatch: batched and split to the API's limits (which the emulator
 enforces), gaps refilled, bad readings set aside, nothing trusted before 20 minutes."""
 
+import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.etree import ElementTree
@@ -9,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, insert, select
 
-from etl import chart, ingest, models, reports, sandbox, status, telemetry
+from etl import chart, ingest, models, output, reports, sandbox, status, telemetry
 from etl.sandbox import Sandbox
 from etl.timeutil import format_rfc3339, utcnow
 from tests.helpers import log_messages, site
@@ -117,13 +119,18 @@ def test_gaps_are_refilled_and_bad_readings_set_aside(world: World) -> None:
         {"meter_id": "m1", "timestamp": "yesterday", "value": 1},
         {**reading(every_minute[61]), "value": float("nan")},  # sent as NaN
         {**reading(every_minute[62]), "value": float("inf")},  # sent as Infinity
+        # beyond any site's load: 1e308 overflowed the reports' sums
+        {**reading(every_minute[63]), "value": 1e308},
+        {**reading(every_minute[64]), "value": -1e308},
+        {**reading(every_minute[65]), "value": 10**400},  # an integer no float holds
+        {**reading(every_minute[66]), "value": 1_000_001},
     ]
     world.sandbox.telemetry = {"a": readings + bad}
     first = telemetry.fetch_telemetry(world.engine, world.client)
-    assert first.readings_new > 0 and first.rejected == 4
+    assert first.readings_new > 0 and first.rejected == 8
     with world.engine.connect() as conn:
         kinds = conn.execute(select(models.rejected_records.c.kind)).scalars().all()
-    assert kinds == ["telemetry"] * 4
+    assert kinds == ["telemetry"] * 8
     # the missing minutes arrive late; they are asked for again an hour later, not at once
     world.sandbox.telemetry = {"a": [reading(at) for at in every_minute]}
     assert telemetry.fetch_telemetry(world.engine, world.client).requests == 0
@@ -231,22 +238,24 @@ def test_a_refused_window_fails_the_command_in_one_line(cli: InProcess, sandbox:
     assert any(m.startswith("telemetry ") for m in log_messages(result.stderr, "INFO"))
 
 
-def hand_computed(world: World, curtailed_kw: float) -> tuple[datetime, datetime]:
+def hand_computed(
+    world: World, curtailed_kw: float, commitment: float = 20, base_kw: float = 100.0
+) -> tuple[datetime, datetime]:
     """A 30-minute dispatch committed at 20 kW, ended 2.5 hours ago, with the commands' records:
     the load is 100 kW, falls to `curtailed_kw` from its 3rd minute, and comes back 5 minutes
     after its end; 12 of the window's 120 intervals are missing."""
     start = utcnow().replace(second=0, microsecond=0) - timedelta(hours=3)
     end = start + timedelta(minutes=30)
     second, minute = timedelta(seconds=1), timedelta(minutes=1)
-    load = {start + m * minute: 100.0 for m in range(-59, 1)}  # before: the baseline
-    load |= {start + m * minute: (100.0 if m <= 2 else curtailed_kw) for m in range(1, 31)}
-    load |= {end + m * minute: (curtailed_kw if m <= 4 else 100.0) for m in range(1, 31)}
+    load = {start + m * minute: base_kw for m in range(-59, 1)}  # before: the baseline
+    load |= {start + m * minute: (base_kw if m <= 2 else curtailed_kw) for m in range(1, 31)}
+    load |= {end + m * minute: (curtailed_kw if m <= 4 else base_kw) for m in range(1, 31)}
     for m in range(10, 22):
         del load[end + m * minute]
     world.sandbox.dispatches = [
         active(
             "p1",
-            site("a", commitment=20),
+            site("a", commitment=commitment),
             start_time=format_rfc3339(start),
             end_time=format_rfc3339(end),
         )
@@ -282,6 +291,22 @@ def test_the_performance_view_on_a_hand_computed_series(world: World) -> None:
     assert row["recovery_seconds_from_restore"] == pytest.approx(240)
     assert row["coverage"] == pytest.approx(108 / 120)
     assert status.check(world.engine, *CHECK).under_delivered == []
+
+
+def test_the_physical_extremes_break_no_report(world: World) -> None:
+    """Loads at the bounds (±1,000,000 kW) and a commitment of a watt: before, 1e308 and 5e-324
+    overflowed status on PostgreSQL and wrote -Infinity into JSON on SQLite."""
+    hand_computed(world, curtailed_kw=-1_000_000, commitment=0.001, base_kw=1_000_000)
+    (row,) = reports.stream(world.engine, reports.performance_report(reports.ReportFilter()))
+    assert row["delivered_pct"] == pytest.approx(100 * 2_000_000 / 0.001 * 28 / 30, rel=0.1)
+    out = io.StringIO()
+    output.write(iter([row]), list(row), out, "json")
+
+    def not_strict(constant: str) -> None:
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    json.loads(out.getvalue(), parse_constant=not_strict)
+    assert status.check(world.engine, *CHECK).code == status.OK
 
 
 def test_status_warns_of_a_site_that_delivered_too_little(world: World) -> None:
