@@ -259,9 +259,7 @@ def db_upgrade(database_url: DatabaseUrl = None) -> None:
     from etl.db import describe, make_engine
 
     engine = make_engine(database_url)
-    before = migrate.current_revision(engine)
-    migrate.migrate(engine)
-    after = migrate.current_revision(engine)
+    before, after = migrate.migrate(engine)
     if before == after:
         typer.echo(f"{describe(engine.url)}: schema already at revision {after}")
     else:

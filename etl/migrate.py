@@ -24,9 +24,12 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def migrate(engine: Engine, revision: str = "head", downgrade: bool = False) -> None:
+def migrate(
+    engine: Engine, revision: str = "head", downgrade: bool = False
+) -> tuple[str | None, str | None]:
     """Upgrade (or downgrade) in one transaction; concurrent runs take turns on a lock, and the
-    later one finds nothing left to do."""
+    later one finds nothing left to do. The revisions found and left, read under the lock (so
+    that the later of two runs at once says what it found, not what the first one did)."""
     config = _config()
     with write_transaction(engine, "etl.migrate", sqlite_foreign_keys=False) as conn:
         config.attributes["connection"] = conn
@@ -46,6 +49,7 @@ def migrate(engine: Engine, revision: str = "head", downgrade: bool = False) -> 
             broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
             if broken:
                 raise DatabaseError(f"the migration would break {len(broken)} foreign keys")
+        return current, MigrationContext.configure(conn).get_current_revision()
 
 
 def head_revision() -> str:
