@@ -17,6 +17,7 @@ import requests
 from etl import __version__
 from etl.config import ApiSettings
 from etl.errors import ApiError
+from etl.jsonscan import items_one_by_one
 from etl.logs import log
 from etl.records import SiteBatch, TelemetryBatch, fingerprint, parse_sites, parse_telemetry
 from etl.redact import MASK, redact_text, redact_url
@@ -296,7 +297,10 @@ def _parse_int(digits: str) -> int | float:
     return int(digits) if len(digits) <= 100 else math.inf
 
 
-def _decode(body: bytes, url: str) -> Any:
+def _decode(body: bytes, url: str, resource: str | None = None) -> Any:
+    """The body's JSON. One nested too deep for the parser fails, unless it is the `resource`
+    list of a listing: then its records are read one by one, and only those too deep are lost
+    (they are set aside, as records.TooDeep)."""
     try:
         return json.loads(body, parse_int=_parse_int)
     except ValueError:
@@ -305,13 +309,17 @@ def _decode(body: bytes, url: str) -> Any:
             "is VOLTUS_API_URL the Voltus API?",
         ) from None
     except RecursionError:
-        raise ApiError(
-            f"GET {redact_url(url)} answered with JSON nested too deep to read"
-        ) from None
+        pass
+    try:
+        if resource is not None:
+            return {resource: items_one_by_one(body.decode(), resource, _parse_int)}
+    except (ValueError, RecursionError):
+        pass
+    raise ApiError(f"GET {redact_url(url)} answered with JSON nested too deep to read")
 
 
 def _items(body: bytes, url: str, resource: str) -> list[Any]:
-    decoded = _decode(body, url)
+    decoded = _decode(body, url, resource)
     items = decoded.get(resource) if isinstance(decoded, dict) else None
     if not isinstance(items, list):
         raise ApiError(

@@ -34,6 +34,7 @@ from etl.db import (
 from etl.errors import ApiError, DatabaseError
 from etl.events import NewEvent
 from etl.events import append as append_events
+from etl.jsonscan import TooDeep
 from etl.models import (
     FetchKind,
     FetchOutcome,
@@ -236,7 +237,9 @@ def _not_ended(conn: Connection, now: datetime) -> dict[str, Any]:
 
 
 def _listed_ids(items: list[Any]) -> set[str]:
-    return {item_id for item_id in map(_id_of, items) if item_id is not None}
+    """The ids the listing names, a record too deep to read included: it is listed, not missing."""
+    deep = {item.id for item in items if isinstance(item, TooDeep) and item.id is not None}
+    return deep | {item_id for item_id in map(_id_of, items) if item_id is not None}
 
 
 def _look_up_missing(
@@ -556,7 +559,11 @@ def _changed_dispatches(
     the items' fingerprints. An item whose fingerprint is the stored one is skipped unvalidated:
     it was valid then."""
     # only ids the store can hold are looked up: a NUL in a query fails on PostgreSQL
-    fingerprints = {item["id"]: item_fingerprint(item) for item in items if record_id(item)}
+    fingerprints = {
+        item["id"]: item_fingerprint(item)
+        for item in items
+        if isinstance(item, dict) and record_id(item)
+    }
     stored = dict(_select_in(conn, [dispatches.c.id, dispatches.c.content_hash], fingerprints))
 
     def unchanged(item: Any) -> bool:

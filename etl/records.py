@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from etl.jsonscan import TooDeep
 from etl.timeutil import parse_rfc3339
 
 
@@ -279,6 +280,8 @@ def parse_dispatch_site(value: Any, index: int) -> DispatchSite:
 
 
 def parse_dispatch(value: Any) -> Dispatch:
+    if isinstance(value, TooDeep):
+        raise ValueError(f"dispatch: nested deeper than {JSON_MAX_DEPTH} levels (too deep to read)")
     obj = _object(value, "dispatch")
     dispatch_id = _id(obj, "dispatch")
     _field(obj, "start_time", str, "dispatch")
@@ -340,6 +343,8 @@ def parse_site(value: Any) -> Site:
 
 def record_id(value: Any) -> str | None:
     """The id of a malformed record, if it is one the store can hold as an id."""
+    if isinstance(value, TooDeep):
+        value = {"id": value.id}
     try:
         return _id(value, "record") if isinstance(value, dict) else None
     except ValueError:
@@ -364,7 +369,8 @@ def parse_dispatches(items: list[Any]) -> DispatchBatch:
         try:
             dispatch = parse_dispatch(item)
         except ValueError as error:
-            rejected.append(Rejected("dispatch", record_id(item), str(error), item))
+            payload = item.excerpt if isinstance(item, TooDeep) else item
+            rejected.append(Rejected("dispatch", record_id(item), str(error), payload))
             continue
         if dispatch.id in seen:
             rejected.append(Rejected("dispatch", dispatch.id, "dispatch: duplicate 'id'", item))

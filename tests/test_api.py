@@ -5,7 +5,6 @@ import os
 import socket
 import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from etl.errors import ApiError, ConfigError
 from etl.records import fingerprint, parse_dispatches
 from etl.sandbox import Sandbox
 from tests.conftest import FAST_RETRIES
-from tests.helpers import dispatch, http_server
+from tests.helpers import dispatch, http_server, serve_body
 
 
 class RecordingSleep:
@@ -202,23 +201,36 @@ def test_a_scenario_file_with_relative_times_and_unlisted_dispatches_is_followed
         assert dispatch_ids(client) == set() and client.dispatch("old") is None
 
 
-def test_a_body_nested_too_deep_is_a_clear_error() -> None:
-    body = b'{"dispatches": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
-
-    class Deep(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    with http_server(Deep) as url:
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 200_000 + b"]" * 200_000,  # one giant value: no records to tell apart
+        b'{"other": ' + b"[" * 200_000 + b"]" * 200_000 + b', "dispatches": []',  # cut off
+    ],
+)
+def test_a_body_nested_too_deep_as_a_whole_is_a_clear_error(body: bytes) -> None:
+    with http_server(serve_body(body)) as url:
         listing = VoltusClient(ApiSettings(url, "k")).dispatches()
         with pytest.raises(ApiError, match="nested too deep to read"):
             _ = listing.items
+
+
+def test_a_record_nested_too_deep_is_one_record_and_the_others_are_read() -> None:
+    """Before, one record nested 975+ levels deep failed the whole listing: nothing applied."""
+    deep = "[" * 200_000 + "]" * 200_000
+    body = (
+        '{"page": 0, "dispatches": [{"id": "ok", "note": "a ] and a \\" and a {"}, '
+        f'{{"metadata": {{"x": {deep}}}, "id": "deep"}}, {deep}, 7], "perPage": 0}}'
+    ).encode()
+    with http_server(serve_body(body)) as url:
+        items = VoltusClient(ApiSettings(url, "k")).dispatches().items
+    ok, too_deep, nameless, seven = items
+    assert ok == {"id": "ok", "note": 'a ] and a " and a {'} and seven == 7
+    assert (too_deep.id, nameless.id) == ("deep", None)
+    assert too_deep.excerpt.startswith('{"metadata": {"x": [[[') and len(too_deep.excerpt) == 1000
+    batch = parse_dispatches(items)
+    reasons = {r.record_id: r.reason for r in batch.rejected}
+    assert reasons["deep"] == "dispatch: nested deeper than 32 levels (too deep to read)"
 
 
 def test_a_number_too_long_to_convert_sets_aside_its_dispatch_not_the_body() -> None:

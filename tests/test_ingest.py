@@ -1,5 +1,6 @@
 """Ingestion on SQLite and PostgreSQL: idempotence, one event per change, bad records, failures."""
 
+import json
 import logging
 from typing import Any
 
@@ -9,11 +10,13 @@ from sqlalchemy import Engine, Table, func, select
 
 from etl import ingest, models
 from etl.api import VoltusClient
+from etl.config import ApiSettings
 from etl.db import make_engine, record_savepoint, write_transaction
 from etl.errors import ApiError, DatabaseError
 from etl.sandbox import Sandbox
 from etl.timeutil import parse_rfc3339
-from tests.helpers import at, dispatch, site
+from tests.conftest import FAST_RETRIES
+from tests.helpers import at, dispatch, http_server, serve_body, site
 
 
 def run(engine: Engine, client: VoltusClient, sites: bool = False) -> ingest.FetchSummary:
@@ -389,3 +392,17 @@ def test_a_cancel_sent_beside_an_older_copy_applies_and_the_older_is_set_aside_o
     sandbox.dispatches = [cancel, live]  # again, and in the other order
     assert run(engine, client).events == []
     assert count(engine, models.rejected_records) == 1
+
+
+def test_a_record_too_deep_to_read_is_set_aside_and_the_others_stored(engine: Engine) -> None:
+    """A listing of one good dispatch and one whose extra field is nested 5,000 levels deep:
+    before, the whole fetch failed (exit 3) and nothing applied while it was listed."""
+    good = json.dumps(dispatch("ok", site("a")))
+    deep = '{"id": "deep", "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    body = f'{{"dispatches": [{good}, {deep}]}}'.encode()
+    with http_server(serve_body(body)) as url:
+        summary = run(engine, VoltusClient(ApiSettings(url, "k"), FAST_RETRIES))
+    assert (summary.dispatches_created, summary.dispatches_rejected) == (1, 1)
+    (rejected,) = table_rows(engine, models.rejected_records)
+    assert rejected["record_id"] == "deep" and "too deep to read" in rejected["reason"]
+    assert set(by_id(engine, models.dispatches)) == {"ok"}
