@@ -36,6 +36,10 @@ from etl.logs import log
 
 WEBHOOK_PATH = "/voltus/webhook"
 MAX_BODY = 16 * 1024  # a notification is under 200 bytes
+BODY_READ_LIMIT = 64 * MAX_BODY  # what the server reads before etl refuses it; beyond: waitress
+# a client silent this long (one that trickles its request) is disconnected: slow clients
+# cannot hold the listener's connections, however many there are
+CLIENT_SILENCE_SECONDS = 5
 DISPATCH_RESOURCE = re.compile(rf"/{API_VERSION}/dispatches/([A-Za-z0-9_-]{{1,200}})")
 TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,200}")
 # more dispatches than this waiting at once: one listing fetches them all
@@ -275,6 +279,15 @@ def _quiet_server_logs() -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+def _connection_limit() -> int:
+    """As many connections as this process may open files, less room for the database's and
+    the API's (waitress's default, 100, was filled by 100 slow clients)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(100, min(10_000, soft - 100))
+
+
 def serve(
     engine: Engine,
     client: VoltusClient,
@@ -294,7 +307,15 @@ def serve(
     app = WebhookApp(engine, where, notifications, server_metrics, check)
     try:
         server = waitress.create_server(
-            app, host=where.host, port=where.port, max_request_body_size=MAX_BODY, threads=4
+            app,
+            host=where.host,
+            port=where.port,
+            # larger than a notification may be, so that etl answers (and counts) the 413
+            max_request_body_size=BODY_READ_LIMIT,
+            threads=4,
+            connection_limit=_connection_limit(),
+            channel_timeout=CLIENT_SILENCE_SECONDS,
+            cleanup_interval=1,
         )
     except OSError as error:
         raise ConfigError(f"cannot listen on {where.host}:{where.port}: {error.strerror}") from None

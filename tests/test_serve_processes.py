@@ -2,6 +2,7 @@
 on one PostgreSQL database receiving the same notification."""
 
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -84,3 +85,40 @@ def test_two_services_on_one_database_act_once_on_the_same_notification(
             assert finish(service, timeout=30) == 0
     calls = sorted(call[1:4] for call in recorded_calls(tmp_path))
     assert calls == [["curtail", "d1", "a"], ["curtail", "d1", "b"]]
+
+
+def trickle(url: str) -> socket.socket:
+    """A client that sends its request line and then nothing for a while (a header line every
+    few seconds is as good as nothing): it holds one of the listener's connections."""
+    host, port = url.removeprefix("http://").split(":")
+    client = socket.create_connection((host, int(port)))
+    client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    return client
+
+
+def test_slow_clients_cannot_silence_the_listener(
+    engine: Engine, database_url: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """150 connections trickling their headers filled waitress's 100: /healthz and webhooks
+    timed out for as long as the trickle lasted. And a body too large was refused by waitress
+    itself, so that etl never counted it."""
+    sandbox.dispatches = []
+    env = etl_env(database_url, sandbox, **install_recording_handler(tmp_path))
+    assert etl("db", "upgrade", env=env).returncode == 0
+    service, url = start_service(env)
+    slow = [trickle(url) for _ in range(150)]
+    try:
+        started = time.monotonic()
+        assert requests.get(url + "/healthz", timeout=2).status_code == 200
+        body = {"event": {"name": "dispatch.create"}, "resource": "/2022-04-15/dispatches/x"}
+        assert requests.post(url + "/voltus/webhook", json=body, timeout=2).status_code == 202
+        assert time.monotonic() - started < 2
+        big = requests.post(url + "/voltus/webhook", data=b"x" * 20_000, timeout=2)
+        assert big.status_code == 413
+        metrics = requests.get(url + "/metrics", timeout=2).text
+        assert 'etl_webhooks_received_total{outcome="too_large"} 1.0' in metrics
+    finally:
+        for client in slow:
+            client.close()
+        service.send_signal(signal.SIGTERM)
+        finish(service)
