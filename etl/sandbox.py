@@ -61,6 +61,7 @@ class Faults:
     delay_path: str | None = None  # ... or only to the requests of exactly this path
     not_json: int = 0  # the next N successful responses have a body that is not JSON
     truncated: int = 0  # the next N successful responses are cut off mid-body
+    any_telemetry: bool = False  # serve a site's readings whatever the window asked for
 
 
 def resolve_times(value: Any, anchor: datetime, speed: float = 1.0) -> Any:
@@ -336,7 +337,7 @@ class Sandbox:
             for reading in self.telemetry[site_id]:
                 served = {"interval_seconds": interval, "units": "kW", **reading}
                 meter_id = served.pop("meter_id", f"{site_id}-m1")
-                if _served_in(served, start, latest, interval):
+                if self.faults.any_telemetry or _served_in(served, start, latest, interval):
                     by_meter.setdefault(meter_id, []).append(served)
             return [{"meter_id": m, "telemetry": r} for m, r in by_meter.items()]
         readings = []

@@ -50,12 +50,13 @@ from etl.models import (
     telemetry_requests,
 )
 from etl.records import Reading, Rejected
-from etl.timeutil import utcnow
+from etl.timeutil import format_rfc3339, utcnow
 
 BEFORE, AFTER = timedelta(minutes=60), timedelta(minutes=30)
 SETTLE = timedelta(minutes=20)  # after an interval, before its readings are trusted
 INTERVAL = 60  # seconds
 MAX_SITES, MAX_POINTS = 10, 10_000  # per request, per site
+MOST_REJECTED = 100  # readings of one window set aside one by one; beyond, counted in one
 ALIGN = 30  # seconds
 DEFAULT_LOOKBACK = timedelta(days=7)
 # a window asked for whole and still lacking readings is asked again this long after, doubling
@@ -158,6 +159,28 @@ def _stored_counts(conn: Connection, window: Window) -> dict[str, int]:
     )
 
 
+def _not_asked_for(
+    reading: Reading, site_ids: list[str], start: datetime, end: datetime
+) -> str | None:
+    """Why a reading is not an answer to the request (site_ids, start, end), or None: an
+    interval of another site, width, or time, or one that ends off the interval's grid."""
+    if reading.site_id not in site_ids:
+        return f"telemetry: site {reading.site_id!r} was not asked for"
+    if reading.interval_seconds != INTERVAL:
+        return f"telemetry: a {reading.interval_seconds} s interval, not the {INTERVAL} s asked for"
+    if not start < reading.interval_end <= end:
+        return (
+            f"telemetry: an interval ending at {format_rfc3339(reading.interval_end)}, outside "
+            f"the window asked for ({format_rfc3339(start)}, {format_rfc3339(end)}]"
+        )
+    if reading.interval_end.timestamp() % INTERVAL:
+        return (
+            f"telemetry: an interval ending at {format_rfc3339(reading.interval_end)}, off the "
+            f"{INTERVAL} s grid"
+        )
+    return None
+
+
 def requests_for(window: Window, until: datetime) -> Iterator[tuple[list[str], datetime, datetime]]:
     """(sites, start, end) of each request for the window's intervals that end by `until`: 10
     sites at most, and spans short enough to keep within the point limit."""
@@ -223,12 +246,15 @@ class _Fetched:
             batch = client.telemetry(site_ids, start, end, INTERVAL)
             self.requests += 1
             for reading in batch.readings:
-                if reading.site_id in site_ids:
+                reason = _not_asked_for(reading, site_ids, start, end)
+                if reason is None:
                     readings.append(reading)
                 else:
-                    reason = f"telemetry: site {reading.site_id!r} was not asked for"
                     rejected.append(Rejected("telemetry", None, reason, repr(reading)))
             rejected += batch.rejected
+        if len(rejected) > MOST_REJECTED:  # a response of junk is one record, not thousands
+            reason = f"telemetry: {len(rejected) - MOST_REJECTED} more readings set aside"
+            rejected[MOST_REJECTED:] = [Rejected("telemetry", None, reason, rejected[-1].reason)]
         self.windows.append(window)
         self.readings += readings
         self.rejected += rejected

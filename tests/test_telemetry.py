@@ -367,3 +367,26 @@ def test_a_chart_needs_a_dispatch_that_exists(cli: InProcess, tmp_path: Path) ->
     unknown = cli("audit", "--dispatch", "nope", "--chart", str(tmp_path / "x.svg"))
     assert unknown.returncode == 2 and "no dispatch 'nope'" in unknown.stderr
     assert not (tmp_path / "x.svg").exists()
+
+
+def test_readings_the_window_did_not_ask_for_are_set_aside_and_junk_is_capped(
+    world: World,
+) -> None:
+    """Before, 200,000 readings from 3,000 days ago were stored, one row each."""
+    world.step(ended("d1", site("a"), start=70, end=60))  # its window: 130 to 30 minutes ago
+    start = datetime.fromisoformat(ago(130)).replace(second=0, microsecond=0, tzinfo=UTC)
+    good = [reading(start + timedelta(minutes=m)) for m in range(2, 100)]
+    long_ago = start - timedelta(days=3000)
+    junk = [reading(long_ago + timedelta(minutes=m)) for m in range(500)]
+    off_grid = {**reading(start + timedelta(minutes=5, seconds=30)), "value": 1.0}
+    wide = {**reading(start + timedelta(minutes=6)), "interval_seconds": 300, "value": 2.0}
+    world.sandbox.telemetry = {"a": good + junk + [off_grid, wide]}
+    world.sandbox.faults.any_telemetry = True
+    summary = telemetry.fetch_telemetry(world.engine, world.client)
+    assert summary.readings_new == len(good) and summary.rejected == telemetry.MOST_REJECTED + 1
+    with world.engine.connect() as conn:
+        stored = conn.execute(select(func.min(models.telemetry.c.interval_end))).scalar_one()
+        reasons = conn.execute(select(models.rejected_records.c.reason)).scalars().all()
+    assert stored > start
+    assert sum("outside the window asked for" in r for r in reasons) == telemetry.MOST_REJECTED
+    assert "telemetry: 402 more readings set aside" in reasons
