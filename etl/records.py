@@ -247,6 +247,7 @@ def parse_program(value: Any) -> Program:
 # a site's load or commitment beyond this is no site's (1e308 overflowed the reports' sums)
 MAX_KW = 1_000_000.0
 MIN_COMMITMENT_KW = 0.001  # a commitment other than 0 under this is no commitment
+MIN_READING_KW = 0.000001  # no meter reads a load other than 0 under this
 
 
 def _physical_kw(kw: float, what: str) -> None:
@@ -403,6 +404,8 @@ def parse_reading(site_id: str, meter_id: str, value: Any) -> Reading:
     if not math.isfinite(kw):
         raise ValueError(f"{where}: 'value' is not finite ({kw})")
     _physical_kw(kw, f"{where}: 'value'")
+    if 0 < abs(kw) < MIN_READING_KW:  # 5e-324 underflowed the reports on PostgreSQL
+        raise ValueError(f"{where}: 'value' is {kw:g} kW, under a milliwatt")
     interval = _field(obj, "interval_seconds", int, where)
     if interval not in INTERVALS:
         raise ValueError(f"{where}: 'interval_seconds' is {_shown(interval)}, not in {INTERVALS}")

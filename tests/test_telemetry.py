@@ -2,16 +2,21 @@
 enforces), gaps refilled, bad readings set aside, nothing trusted before 20 minutes."""
 
 import io
+import itertools
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
 
 from etl import chart, ingest, models, output, reports, sandbox, status, telemetry
+from etl.records import MAX_KW, MIN_READING_KW
 from etl.sandbox import Sandbox
 from etl.timeutil import format_rfc3339, utcnow
 from tests.helpers import log_messages, site
@@ -124,13 +129,14 @@ def test_gaps_are_refilled_and_bad_readings_set_aside(world: World) -> None:
         {**reading(every_minute[64]), "value": -1e308},
         {**reading(every_minute[65]), "value": 10**400},  # an integer no float holds
         {**reading(every_minute[66]), "value": 1_000_001},
+        {**reading(every_minute[67]), "value": 5e-324},  # underflowed PostgreSQL's reports
     ]
     world.sandbox.telemetry = {"a": readings + bad}
     first = telemetry.fetch_telemetry(world.engine, world.client)
-    assert first.readings_new > 0 and first.rejected == 8
+    assert first.readings_new > 0 and first.rejected == 9
     with world.engine.connect() as conn:
         kinds = conn.execute(select(models.rejected_records.c.kind)).scalars().all()
-    assert kinds == ["telemetry"] * 8
+    assert kinds == ["telemetry"] * 9
     # the missing minutes arrive late; they are asked for again an hour later, not at once
     world.sandbox.telemetry = {"a": [reading(at) for at in every_minute]}
     assert telemetry.fetch_telemetry(world.engine, world.client).requests == 0
@@ -239,11 +245,17 @@ def test_a_refused_window_fails_the_command_in_one_line(cli: InProcess, sandbox:
 
 
 def hand_computed(
-    world: World, curtailed_kw: float, commitment: float = 20, base_kw: float = 100.0
+    world: World,
+    curtailed_kw: float,
+    commitment: float = 20,
+    base_kw: float = 100.0,
+    dispatch_id: str = "p1",
+    site_id: str = "a",
 ) -> tuple[datetime, datetime]:
     """A 30-minute dispatch committed at 20 kW, ended 2.5 hours ago, with the commands' records:
     the load is 100 kW, falls to `curtailed_kw` from its 3rd minute, and comes back 5 minutes
-    after its end; 12 of the window's 120 intervals are missing."""
+    after its end; 12 of the window's 120 intervals are missing (108 readings are fetched, when
+    the values are a site's)."""
     start = utcnow().replace(second=0, microsecond=0) - timedelta(hours=3)
     end = start + timedelta(minutes=30)
     second, minute = timedelta(seconds=1), timedelta(minutes=1)
@@ -254,25 +266,68 @@ def hand_computed(
         del load[end + m * minute]
     world.sandbox.dispatches = [
         active(
-            "p1",
-            site("a", commitment=commitment),
+            dispatch_id,
+            site(site_id, commitment=commitment),
             start_time=format_rfc3339(start),
             end_time=format_rfc3339(end),
         )
     ]
-    world.sandbox.telemetry = {"a": [{**reading(at), "value": kw} for at, kw in load.items()]}
-    ingest.fetch(world.engine, world.client)
+    world.sandbox.telemetry = {site_id: [{**reading(at), "value": kw} for at, kw in load.items()]}
+    if not ingest.fetch(world.engine, world.client).dispatches_created:
+        return start, end  # set aside: its commitment is no site's
     with world.engine.begin() as conn:  # the commands, as the processor would have recorded them
         for kind, done in (("curtail", start + 30 * second), ("restore", end + 60 * second)):
             conn.execute(
                 insert(models.actions).values(
-                    dispatch_id="p1", site_id="a", kind=kind, episode=1,
-                    idempotency_key=f"key-{kind}", state="succeeded", attempts=1,
+                    dispatch_id=dispatch_id, site_id=site_id, kind=kind, episode=1,
+                    idempotency_key=f"key-{dispatch_id}-{kind}", state="succeeded", attempts=1,
                     created_at=start, finished_at=done,
                 )
             )  # fmt: skip
-    assert telemetry.fetch_telemetry(world.engine, world.client).readings_new == 108
+    fetched = telemetry.fetch_telemetry(world.engine, world.client)
+    if all(kw == 0 or MIN_READING_KW <= abs(kw) <= MAX_KW for kw in (base_kw, curtailed_kw)):
+        assert fetched.readings_new == 108
+    else:
+        assert fetched.rejected > 0  # the loads beyond any site's
     return start, end
+
+
+EXTREME = st.one_of(
+    st.sampled_from([0.0, 5e-324, -5e-324, 0.001, 1e6, -1e6, 1e6 + 1, 1e308, -1e308]),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("ETL_FUZZ_EXAMPLES", "12")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(commitment=EXTREME, base_kw=EXTREME, curtailed_kw=EXTREME)
+def test_no_number_breaks_a_report(
+    world: World, commitment: float, base_kw: float, curtailed_kw: float
+) -> None:
+    """Whatever the API says of a commitment and a site's load, status, the performance report
+    and its JSON and CSV come out, the JSON strict (before: overflow on PostgreSQL, -Infinity in
+    JSON on SQLite)."""
+    dispatch_id = f"x{next(FUZZED)}"
+    hand_computed(world, curtailed_kw, commitment, base_kw, dispatch_id, f"{dispatch_id}-a")
+    status.check(world.engine, *CHECK)
+    query = reports.performance_report(reports.ReportFilter())  # this one and all before
+    rows = list(reports.stream(world.engine, query))
+    for fmt in ("json", "csv"):
+        out = io.StringIO()
+        output.write(iter(rows), list(rows[0]) if rows else ["dispatch_id"], out, fmt)
+        if fmt == "json":
+            json.loads(out.getvalue(), parse_constant=_not_strict)
+
+
+FUZZED = itertools.count()
+
+
+def _not_strict(constant: str) -> None:
+    raise AssertionError(f"not strict JSON: {constant}")
 
 
 def test_the_performance_view_on_a_hand_computed_series(world: World) -> None:
@@ -301,11 +356,7 @@ def test_the_physical_extremes_break_no_report(world: World) -> None:
     assert row["delivered_pct"] == pytest.approx(100 * 2_000_000 / 0.001 * 28 / 30, rel=0.1)
     out = io.StringIO()
     output.write(iter([row]), list(row), out, "json")
-
-    def not_strict(constant: str) -> None:
-        raise AssertionError(f"not strict JSON: {constant}")
-
-    json.loads(out.getvalue(), parse_constant=not_strict)
+    json.loads(out.getvalue(), parse_constant=_not_strict)
     assert status.check(world.engine, *CHECK).code == status.OK
 
 
