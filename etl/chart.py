@@ -20,7 +20,15 @@ from etl.models import actions, dispatch_sites, dispatches, programs, telemetry
 from etl.telemetry import AFTER, BEFORE, INTERVAL
 from etl.timeutil import zone_or_utc
 
-WIDTH, PANEL_HEIGHT, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, HEADER = 900, 220, 60, 20, 30, 50
+WIDTH, PANEL_HEIGHT, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, HEADER = 900, 220, 60, 20, 30, 64
+MOST_TICKS = 12  # time labels on an axis, whatever the span
+# a site's load is drawn with at most this many buckets, each its lowest and highest reading (so
+# that a drop stays visible however long the window): a year of minutes is not 500,000 points
+BUCKETS = 400
+MINUTE, DAY = timedelta(minutes=1), timedelta(days=1)
+TICK_STEPS = [MINUTE * n for n in (1, 5, 15, 30, 60, 120, 180, 360, 720)] + [
+    DAY * n for n in (1, 2, 7, 14, 30, 91, 182, 365, 730, 1826, 3652, 36524, 365242)
+]
 COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "missed": "#ef6c00"}
 QUOTE = {'"': "&quot;"}  # for escape() in an attribute: an id may hold a quote
 
@@ -129,6 +137,7 @@ def render(chart: DispatchChart) -> str:
         f"<title>{escape(title)}</title>",
         '<rect width="100%" height="100%" fill="white"/>',
         f'<text x="{MARGIN_LEFT}" y="22" font-size="14">{escape(title)}</text>',
+        *_legend(40),
     ]
     for index, panel in enumerate(chart.panels):
         top = HEADER + index * (PANEL_HEIGHT + MARGIN_TOP)
@@ -179,7 +188,8 @@ def _panel(chart: DispatchChart, panel: SitePanel, top: float) -> list[str]:
                 f'stroke-dasharray="{dash}"><title>{name} {value:.1f} kW</title></line>'
             )
     if panel.load:
-        points = " ".join(f"{x(at):.1f},{y(kw):.1f}" for at, kw in panel.load)
+        drawn = downsample(panel.load, first, span)
+        points = " ".join(f"{x(at):.1f},{y(kw):.1f}" for at, kw in drawn)
         parts.append(f'<polyline class="load" points="{points}" fill="none" stroke="#1565c0"/>')
     for command in panel.commands:
         parts.append(_marker(command, x(command.at), top + MARGIN_TOP, bottom, chart.zone))
@@ -195,21 +205,77 @@ def _axes(
     high: float,
     bottom: float,
 ) -> list[str]:
-    """Time ticks every 15 minutes, in the program's zone; kW at the bottom and the top."""
+    """Time ticks at a step that gives at most MOST_TICKS of them, in the program's zone (a
+    date for steps of a day or more); kW at the bottom and the top."""
     parts = []
-    tick = (chart.start - BEFORE).astimezone(chart.zone)
-    tick = tick.replace(minute=tick.minute - tick.minute % 15, second=0, microsecond=0)
-    while tick <= chart.end + AFTER:
-        if tick >= chart.start - BEFORE:
-            parts.append(
-                f'<text x="{x(tick):.1f}" y="{bottom + 14:.1f}" text-anchor="middle">'
-                f"{tick:%H:%M}</text>"
-            )
-        tick += timedelta(minutes=15)
+    first, last = chart.start - BEFORE, chart.end + AFTER
+    step = next((s for s in TICK_STEPS if (last - first) / s <= MOST_TICKS), TICK_STEPS[-1])
+    shown = "%H:%M" if step < DAY else "%Y-%m-%d"
+    for tick in _ticks(first.astimezone(chart.zone), last, step):
+        parts.append(
+            f'<text x="{x(tick):.1f}" y="{bottom + 14:.1f}" text-anchor="middle">'
+            f"{tick:{shown}}</text>"
+        )
     for kw in (low, high):
         parts.append(
             f'<text x="{MARGIN_LEFT - 6}" y="{y(kw) + 4:.1f}" text-anchor="end">{kw:.0f} kW</text>'
         )
+    return parts
+
+
+def _ticks(first: datetime, last: datetime, step: timedelta) -> list[datetime]:
+    """The round times from `first` to `last` every `step`: minutes and hours on their multiples
+    of the step, days from midnight."""
+    if step < DAY:
+        minutes = int(step / MINUTE)
+        of_day = first.hour * 60 + first.minute
+        tick = first.replace(hour=0, minute=0, second=0, microsecond=0)
+        tick += MINUTE * (of_day - of_day % minutes)
+    else:
+        tick = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    ticks = []
+    while tick <= last:
+        if tick >= first:
+            ticks.append(tick)
+        try:
+            tick += step
+        except OverflowError:  # past the year 9999
+            break
+    return ticks
+
+
+def downsample(
+    load: list[tuple[datetime, float]], first: datetime, span: float
+) -> list[tuple[datetime, float]]:
+    """At most two readings per bucket of the span, its lowest and its highest, in time order:
+    the shape of the load, drops included, in a bounded number of points."""
+    if len(load) <= 2 * BUCKETS:
+        return load
+    buckets: dict[int, list[tuple[datetime, float]]] = {}
+    for at, kw in load:
+        buckets.setdefault(int((at - first).total_seconds() / span * BUCKETS), []).append((at, kw))
+    drawn = []
+    for readings in buckets.values():
+        low, high = min(readings, key=lambda r: r[1]), max(readings, key=lambda r: r[1])
+        drawn += sorted({low, high})
+    return drawn
+
+
+def _legend(y: float) -> list[str]:
+    """What the lines and markers are: metered load, baseline, target, curtail and restore."""
+    parts, at = [], MARGIN_LEFT
+    for name, mark in (
+        ("metered load", '<line x1="0" y1="0" x2="18" y2="0" stroke="#1565c0"/>'),
+        ("baseline", '<line x1="0" y1="0" x2="18" y2="0" stroke="#555" stroke-dasharray="6 4"/>'),
+        ("target", '<line x1="0" y1="0" x2="18" y2="0" stroke="#555" stroke-dasharray="2 3"/>'),
+        ("curtail sent", f'<polygon points="4,-4 14,-4 9,4" fill="{COLORS["succeeded"]}"/>'),
+        ("restore sent", f'<polygon points="4,4 14,4 9,-4" fill="{COLORS["succeeded"]}"/>'),
+    ):
+        parts.append(
+            f'<g class="legend" transform="translate({at},{y})">{mark}'
+            f'<text x="24" y="4">{name}</text></g>'
+        )
+        at += 130
     return parts
 
 
