@@ -24,6 +24,9 @@ from etl.redact import MASK, redact_text, redact_url
 from etl.timeutil import format_rfc3339, utcnow
 
 API_VERSION = "2022-04-15"
+# a telemetry answer longer than this per site, meter and interval is not one: it is refused
+# before it is parsed
+MOST_METERS_PER_SITE, MOST_BYTES_PER_READING = 10, 256
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,15 @@ class VoltusClient:
         path = f"/{API_VERSION}/telemetry/kw?{query}"
         body = self._get(path)
         assert body is not None
+        points = math.ceil((end - start).total_seconds() / interval_seconds)
+        most = len(site_ids) * MOST_METERS_PER_SITE * points * MOST_BYTES_PER_READING
+        if len(body) > most:  # parsed, 200,000 readings took 347 MB
+            raise ApiError(
+                f"unexpected telemetry from {redact_url(self.settings.url)}: {len(body):,} bytes "
+                f"for {points} intervals of {len(site_ids)} sites, more than they could need "
+                f"({most:,})",
+                status=200,  # an answer, about this request: the other windows are still asked
+            )
         try:
             return parse_telemetry(_decode(body, self.settings.url + path))
         except ValueError as error:

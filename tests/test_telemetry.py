@@ -479,3 +479,17 @@ def test_a_year_of_readings_is_drawn_in_a_bounded_number_of_points_drop_included
     assert lowest_y > min(float(p.split(",")[1]) for p in points)  # the one drop is drawn
     legend = [g for g in ElementTree.fromstring(svg).iter() if g.get("class") == "legend"]
     assert len(legend) == 5
+
+
+def test_an_answer_larger_than_its_request_could_need_is_refused_unparsed(world: World) -> None:
+    world.step(ended("d1", site("a"), start=70, end=60), ended("d2", site("b"), start=70, end=60))
+    start = datetime.fromisoformat(ago(130)).replace(second=0, microsecond=0, tzinfo=UTC)
+    long_ago = start - timedelta(days=3000)
+    junk = [reading(long_ago + timedelta(minutes=m)) for m in range(30_000)]
+    world.sandbox.telemetry = {"a": junk, "b": [reading(start + timedelta(minutes=5))]}
+    world.sandbox.faults.any_telemetry = True
+    summary = telemetry.fetch_telemetry(world.engine, world.client)
+    assert summary.failed_windows == 1 and summary.readings_new == 1  # d2's window still fetched
+    assert summary.error is not None and "more than they could need" in summary.error
+    with world.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(models.rejected_records)).scalar() == 0
