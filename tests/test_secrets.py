@@ -1,7 +1,12 @@
 """Secrets in every URL form stay out of every output and every table: each form is used where
 etl meets it, then every line printed and every row stored is searched for the secrets."""
 
+import itertools
+import os
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, select
 
 from etl.api import VoltusClient
@@ -62,3 +67,44 @@ def test_an_exception_text_quoting_a_query_is_masked() -> None:
     with pytest.raises(ApiError) as raised:
         client.dispatches()
     assert "SECRET0X" not in str(raised.value) and "token=***" in str(raised.value)
+
+
+URL_FORMS = {
+    "user": "http://{secret}@127.0.0.1:9/hook",
+    "password": "http://user:{secret}@127.0.0.1:9/hook",
+    "query": "http://127.0.0.1:9/hook?a=1&{name}={secret}",
+    "fragment": "http://127.0.0.1:9/hook#{name}={secret}",
+    "token path": "http://127.0.0.1:9/voltus/webhook/{secret}",
+}
+
+
+@settings(
+    max_examples=int(os.environ.get("ETL_FUZZ_EXAMPLES", "10")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    secret=st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=12, max_size=16),
+    form=st.sampled_from(sorted(URL_FORMS)),
+    name=st.sampled_from(["token", "Auth-Token", "api_key", "X-API-KEY", "sig", "PASSWD"]),
+)
+def test_no_secret_of_a_fuzzed_webhook_url_reaches_an_output_or_table(
+    cli: InProcess, sandbox: Sandbox, secret: str, form: str, name: str
+) -> None:
+    """A webhook handler whose URL holds a secret in any form, refused by nothing listening:
+    its failed attempt is logged, recorded in the attempt and the event log, and audited."""
+    dispatch_id = f"d{next(RUNS)}"
+    sandbox.dispatches = [active(dispatch_id, site(f"{dispatch_id}-a"))]
+    url = URL_FORMS[form].format(secret=secret, name=name)
+    results = [cli("--action-webhook", url, "run"), cli("audit", "--jsonl"), cli("status")]
+    assert results[0].returncode == 5  # the attempt failed, and says where it went
+    assert "POST http://" in results[0].stderr
+    engine = create_engine(cli.url)
+    with engine.connect() as conn:
+        tables = "".join(str(conn.execute(select(t)).all()) for t in metadata.sorted_tables)
+    engine.dispose()
+    assert secret not in "".join(r.stdout + r.stderr for r in results) + tables
+
+
+RUNS = itertools.count()
