@@ -26,6 +26,7 @@ import waitress
 from prometheus_client import Counter, Histogram, disable_created_metrics
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import Engine
+from waitress.channel import HTTPChannel
 
 from etl import ingest, metrics, processor, status
 from etl.api import API_VERSION, WEBHOOK_EVENTS, VoltusClient
@@ -37,9 +38,9 @@ from etl.logs import log
 WEBHOOK_PATH = "/voltus/webhook"
 MAX_BODY = 16 * 1024  # a notification is under 200 bytes
 BODY_READ_LIMIT = 64 * MAX_BODY  # what the server reads before etl refuses it; beyond: waitress
-# a client silent this long (one that trickles its request) is disconnected: slow clients
-# cannot hold the listener's connections, however many there are
-CLIENT_SILENCE_SECONDS = 5
+# a request must arrive whole this soon after its first byte, or its client is disconnected
+# (within a second more): slow clients cannot hold the listener's connections
+REQUEST_SECONDS = 5
 DISPATCH_RESOURCE = re.compile(rf"/{API_VERSION}/dispatches/([A-Za-z0-9_-]{{1,200}})")
 TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,200}")
 # more dispatches than this waiting at once: one listing fetches them all
@@ -279,6 +280,23 @@ def _quiet_server_logs() -> None:
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
+class _RequestDeadline(HTTPChannel):
+    """waitress's connection, whose request must arrive whole within REQUEST_SECONDS of its
+    first byte. waitress closes a connection idle for its channel_timeout, idle being "nothing
+    received since": a request still on its way counts as idle since it began, so that a client
+    trickling a byte every few seconds is closed as surely as a silent one."""
+
+    began = 0.0
+
+    def received(self, data: bytes) -> bool:
+        if self.request is None:  # the first bytes of a new request
+            self.began = time.time()
+        taken = bool(super().received(data))
+        if self.request is not None:  # not whole yet
+            self.last_activity = self.began
+        return taken
+
+
 def _connection_limit() -> int:
     """As many connections as this process may open files, less room for the database's and
     the API's (waitress's default, 100, was filled by 100 slow clients)."""
@@ -314,9 +332,10 @@ def serve(
             max_request_body_size=BODY_READ_LIMIT,
             threads=4,
             connection_limit=_connection_limit(),
-            channel_timeout=CLIENT_SILENCE_SECONDS,
+            channel_timeout=REQUEST_SECONDS,
             cleanup_interval=1,
         )
+        server.channel_class = _RequestDeadline
     except OSError as error:
         raise ConfigError(f"cannot listen on {where.host}:{where.port}: {error.strerror}") from None
     listening = threading.Thread(target=server.run, name="etl-listen", daemon=True)

@@ -113,6 +113,18 @@ def test_slow_clients_cannot_silence_the_listener(
         body = {"event": {"name": "dispatch.create"}, "resource": "/2022-04-15/dispatches/x"}
         assert requests.post(url + "/voltus/webhook", json=body, timeout=2).status_code == 202
         assert time.monotonic() - started < 2
+        # one that never falls silent, a header line a second, is closed all the same
+        started = time.monotonic()
+        busy = trickle(url)
+        closed = False
+        while not closed and time.monotonic() - started < 10:
+            time.sleep(1)
+            try:
+                busy.sendall(b"X-Trickle: 1\r\n")
+            except OSError:
+                closed = True
+        busy.close()
+        assert closed and time.monotonic() - started < 8  # 5 s for a request, and a second more
         big = requests.post(url + "/voltus/webhook", data=b"x" * 20_000, timeout=2)
         assert big.status_code == 413
         metrics = requests.get(url + "/metrics", timeout=2).text
