@@ -62,11 +62,7 @@ def check(engine: Engine, api_url: str, key: str | None) -> None:
     """Refuse an API or key other than the store's (the key only when given: `etl process`
     sends no request). A store not yet bound is bound by its first fetch."""
     with read_transaction(engine) as conn:
-        refuse_another_account(conn, api_url, key)
-
-
-def refuse_another_account(conn: Connection, api_url: str, key: str | None) -> None:
-    _refuse_other(read(conn), api_url, key)
+        _refuse_other(read(conn), api_url, key)
 
 
 def hold(conn: Connection, api: ApiSettings) -> None:

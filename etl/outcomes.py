@@ -47,8 +47,8 @@ class _Held:
     claimed: claims.Claimed
     started: float  # time.monotonic() when its handler started
     expires_at: datetime  # when its claim expires, by this machine's clock
-    error: str | None = None  # the handler's, once it returned; None: it succeeded
-    output: str | None = None  # once it returned: the text to keep (or the error)
+    said: str | None = None  # once its handler returned: its output, or its error
+    failed: bool = False  # whether `said` is an error
     warned: bool = False  # that its claim expired
 
 
@@ -73,10 +73,11 @@ class Outcomes:
             claimed, time.monotonic(), utcnow() + self._claim_timeout
         )
 
-    def returned(self, claimed: claims.Claimed, output: str, error: str | None) -> None:
-        """The handler returned `output`, or raised `error`: record it now, or when it can be."""
+    def returned(self, claimed: claims.Claimed, said: str, failed: bool) -> None:
+        """The handler returned `said`, or raised it as an error when `failed`: record it now,
+        or when it can be."""
         held = self._held[claimed.action_id]
-        held.output, held.error = output, error
+        held.said, held.failed = said, failed
         self._returned.append(held)
         self.tend()
 
@@ -113,13 +114,13 @@ class Outcomes:
         return max(0.0, self._renewed_at + self._renew_every - now)
 
     def _write(self, held: _Held) -> None:
-        claimed, worker = held.claimed, self.worker
-        if held.error is None:
-            counted = claims.succeed(self.engine, claimed, worker, held.output or "")
-            self.counts.succeeded += counted
-        else:
-            counted = claims.fail(self.engine, claimed, worker, held.error, self.settings)
+        claimed, worker, said = held.claimed, self.worker, held.said or ""
+        if held.failed:
+            counted = claims.fail(self.engine, claimed, worker, said, self.settings)
             self.counts.failed += counted
+        else:
+            counted = claims.succeed(self.engine, claimed, worker, said)
+            self.counts.succeeded += counted
         self.counts.overtaken += not counted
         del self._held[claimed.action_id]
 
@@ -128,7 +129,7 @@ class Outcomes:
         alive = [
             held.claimed
             for held in self._held.values()
-            if held.output is not None or now - held.started < self.settings.handler_timeout
+            if held.said is not None or now - held.started < self.settings.handler_timeout
         ]
         claims.renew(self.engine, self.worker, alive, self.settings)
         expires_at = utcnow() + self._claim_timeout

@@ -118,10 +118,10 @@ def _returned(outcomes: Outcomes, claimed: claims.Claimed, future: Future[str | 
     except Exception as error:  # whatever a handler raises means the action failed
         message = redact_text(str(error) or type(error).__name__)
         log_action(logging.WARNING, claimed, "failed: %s", message)
-        outcomes.returned(claimed, message, message)
+        outcomes.returned(claimed, message, failed=True)
         return
     log_action(logging.DEBUG, claimed, "succeeded")
-    outcomes.returned(claimed, output, None)
+    outcomes.returned(claimed, output, failed=False)
 
 
 class _RolledBack(Exception):

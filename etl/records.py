@@ -265,9 +265,9 @@ def parse_dispatch_site(value: Any, index: int) -> DispatchSite:
         commitment = None if amount is None else float(amount)
     except OverflowError:  # an integer too large for a float
         commitment = math.inf
-    if commitment is not None and not math.isfinite(commitment):
-        raise ValueError(f"{where}: '{amount_field}' is not a finite number")
     if commitment is not None:
+        if not math.isfinite(commitment):
+            raise ValueError(f"{where}: '{amount_field}' is not a finite number")
         _physical_kw(commitment, f"{where}: '{amount_field}'")
         if 0 < abs(commitment) < MIN_COMMITMENT_KW:
             # reports divide by it: 5e-324 overflowed them
