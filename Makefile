@@ -25,7 +25,7 @@ setup: $(BIN)/etl
 # etl report performance) and its picture, .demo/earlier.svg.
 demo: setup
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	@$(BIN)/python -c 'import json, sys; from importlib.resources import files; s = json.loads(files("etl").joinpath("sandbox_scenario.json").read_text()); d = dict(s["dispatches"][0], id="earlier", start_time="now-2h", end_time="now-90m"); s["dispatches"].append(d); json.dump(s, open(sys.argv[1], "w"))' $(DEMO_DIR)/scenario.json
+	@$(BIN)/python -c 'import json, sys; from importlib.resources import files; s = json.loads(files("etl.sandbox").joinpath("scenario.json").read_text()); d = dict(s["dispatches"][0], id="earlier", start_time="now-2h", end_time="now-90m"); s["dispatches"].append(d); json.dump(s, open(sys.argv[1], "w"))' $(DEMO_DIR)/scenario.json
 	@$(BIN)/etl sandbox --port 0 --scenario $(DEMO_DIR)/scenario.json > $(DEMO_DIR)/sandbox.log 2>&1 & pid=$$!; \
 	trap 'kill $$pid' EXIT; \
 	for i in $$(seq 50); do grep -q http $(DEMO_DIR)/sandbox.log && break; sleep 0.1; done; \
@@ -43,7 +43,7 @@ demo: setup
 	$(BIN)/etl audit --dispatch earlier --chart $(DEMO_DIR)/earlier.svg
 
 demo-push: setup
-	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR) && cp etl/sandbox_scenario.json $(DEMO_DIR)/scenario.json
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR) && cp etl/sandbox/scenario.json $(DEMO_DIR)/scenario.json
 	@$(BIN)/etl sandbox --port 0 --scenario $(DEMO_DIR)/scenario.json > $(DEMO_DIR)/sandbox.log 2>&1 & sandbox=$$!; \
 	trap 'kill $$sandbox $$serve 2>/dev/null' EXIT; \
 	for i in $$(seq 50); do grep -q http $(DEMO_DIR)/sandbox.log && break; sleep 0.1; done; \

@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import Engine
 
-from etl.db import make_engine
-from etl.migrate import migrate
+from etl.store.db import make_engine
+from etl.store.migrate import migrate
 
 POSTGRES = os.environ.get("ETL_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -3,7 +3,7 @@ million dispatches): ended dispatches of 4 sites each, every site curtailed and 
 
 from sqlalchemy import Engine, text
 
-from etl.db import write_transaction
+from etl.store.db import write_transaction
 
 SITES = 500
 SITES_PER_DISPATCH = 4

@@ -22,9 +22,9 @@ from sqlalchemy import Engine
 
 from benchmarks import floor
 from benchmarks.databases import fresh_database, scratch_url
-from etl import ingest
-from etl.api import VoltusClient
-from etl.config import ApiSettings
+from etl.base.config import ApiSettings
+from etl.ingest import dispatches
+from etl.source.api import VoltusClient
 
 SITES, PROGRAMS, SITES_PER_DISPATCH = 500, 20, 4
 REPO = Path(__file__).parents[1]
@@ -126,7 +126,7 @@ def _floor_run(api: Api, database: str) -> None:
 
 
 def _etl_run(engine: Engine, client: VoltusClient) -> None:
-    ingest.fetch(engine, client)
+    dispatches.fetch(engine, client)
 
 
 def compare(backend: str, count: int, runs: int) -> dict[str, float]:
@@ -167,7 +167,7 @@ COLD_START_STEPS = {
     "interpreter": "pass",
     "sqlalchemy": "import sqlalchemy",
     "libraries": "import sqlalchemy, requests, typer",
-    "etl_modules": "import etl.cli, etl.ingest, etl.processor",
+    "etl_modules": "import etl.cli, etl.ingest.dispatches, etl.act.processor",
 }
 
 

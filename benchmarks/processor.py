@@ -15,12 +15,13 @@ from sqlalchemy import Engine, text
 
 from benchmarks.databases import fresh_database
 from benchmarks.history import fill_history
-from etl import ingest, planner, processor
-from etl.api import VoltusClient
-from etl.config import ApiSettings, ProcessorSettings
-from etl.handlers import ActionRequest
-from etl.sandbox import Sandbox
-from etl.timeutil import format_rfc3339, utcnow
+from etl.act import planner, processor
+from etl.act.builtin_handlers import ActionRequest
+from etl.base.config import ApiSettings, ProcessorSettings
+from etl.base.timeutil import format_rfc3339, utcnow
+from etl.ingest import dispatches
+from etl.sandbox.emulator import Sandbox
+from etl.source.api import VoltusClient
 
 PLAN_RUNS = 30
 _PROGRAM = {"id": 1, "name": "P", "timezone": "UTC", "market": "", "program_type": "capacity"}
@@ -134,7 +135,7 @@ def curtail_latency(
             }
         ]
         client = VoltusClient(ApiSettings(sandbox.url, sandbox.key))
-        ingest.fetch(engine, client)  # known in advance, as Voltus announces dispatches
+        dispatches.fetch(engine, client)  # known in advance, as Voltus announces dispatches
         stop = threading.Event()
         loop = threading.Thread(
             target=lambda: list(processor.run_loop(engine, client, handler, settings, 600, stop))
@@ -175,7 +176,7 @@ def actions_per_second(processes: int, actions: int = 2000) -> dict[str, float]:
             }
             for i in range(actions // sites_per_dispatch)
         ]
-        ingest.fetch(engine, VoltusClient(ApiSettings(sandbox.url, sandbox.key)))
+        dispatches.fetch(engine, VoltusClient(ApiSettings(sandbox.url, sandbox.key)))
         planner.plan(engine, ProcessorSettings())
         url = engine.url.render_as_string(hide_password=False)
         # the API the store was fetched from: a store serves one (etl/binding.py)

@@ -21,8 +21,8 @@ from typing import Any
 import requests
 
 from benchmarks.databases import scratch_url
-from etl.sandbox import Sandbox
-from etl.timeutil import format_rfc3339, utcnow
+from etl.base.timeutil import format_rfc3339, utcnow
+from etl.sandbox.emulator import Sandbox
 
 ETL = str(Path(sys.executable).parent / "etl")
 

@@ -1,48 +1,34 @@
-"""Handlers: what etl does for each action. A handler is a callable that takes an ActionRequest,
-returns the text to keep in the action's record, and raises to say the action failed.
+"""The handler contract: what a handler receives and how it says an action failed.
 
-Built in: `log` (prints the Voltus tutorial's lines; the default), `command` (ETL_ACTION_COMMAND,
-one process per action), `webhook` (ETL_ACTION_WEBHOOK, one JSON POST per action). Any other name
-is looked up among the `etl.handlers` entry points of the installed packages.
+A handler is a callable that takes an ActionRequest, returns the text to keep in the action's
+record (or None), and raises to say the action failed (HandlerFailed, or any exception). This
+module is all a handler of your own needs to import: it loads neither the HTTP client nor the
+database. The handlers etl ships (log, command, webhook) are in etl.act.builtin_handlers.
 """
 
-import contextlib
-import json
-import os
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from importlib.metadata import entry_points
+from enum import StrEnum
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
-import requests
+from etl.base.timeutil import format_rfc3339
 
-from etl import __version__
-from etl.config import SANDBOX_HOST, ProcessorSettings, is_loopback
-from etl.errors import ConfigError
-from etl.redact import redact_url
-from etl.timeutil import format_rfc3339
+__all__ = ["KEPT_OUTPUT_CHARS", "ActionKind", "ActionRequest", "Handler", "HandlerFailed"]
 
 KEPT_OUTPUT_CHARS = 4000  # of a handler's output or error, kept in the attempt's record
-# after a command's process exits, how long its output is still read: a background child it
-# started may hold its pipes open for as long as it runs, and exit 0 is done all the same
-EXIT_GRACE_SECONDS = 0.5
-POLL_SECONDS = 0.1  # how often a running command is checked for having exited
+
+
+class ActionKind(StrEnum):
+    """What an action asks of a site; equal to its string, as the JSON object carries it."""
+
+    CURTAIL = "curtail"
+    RESTORE = "restore"
 
 
 @dataclass(frozen=True, slots=True)
 class ActionRequest:
-    action: str  # curtail | restore
+    action: ActionKind
     dispatch_id: str
     site_id: str
     site_name: str
@@ -59,7 +45,7 @@ class ActionRequest:
     def to_json(self) -> dict[str, Any]:
         """The JSON object a command reads on stdin and a webhook receives (see the README)."""
         return {
-            "action": self.action,
+            "action": str(self.action),
             "dispatch_id": self.dispatch_id,
             "site_id": self.site_id,
             "site_name": self.site_name,
@@ -79,297 +65,3 @@ Handler = Callable[[ActionRequest], str | None]
 
 class HandlerFailed(Exception):
     """The action did not happen; the message is kept in the attempt's record."""
-
-
-def format_kw(value: float | None) -> str:
-    if value is None:
-        return ""
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
-class LogHandler:
-    """Prints what each site should do, in the words of the Voltus tutorial: `Dispatch asdf is
-    in progress`, then `- Customer location 1 should curtail. Commitment: 12 kW` for each site."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._announced: set[tuple[str, str]] = set()
-
-    def __call__(self, request: ActionRequest) -> str:
-        lines = []
-        with self._lock:
-            if (request.dispatch_id, request.action) not in self._announced:
-                self._announced.add((request.dispatch_id, request.action))
-                state = "is in progress" if request.action == "curtail" else "has ended"
-                test = " (test dispatch)" if request.test else ""
-                lines.append(f"Dispatch {request.dispatch_id} {state}{test}")
-            if request.action == "curtail":
-                commitment = format_kw(request.commitment_kw) or "unknown"
-                lines.append(
-                    f"- Customer location {request.customer_location_id} should curtail. "
-                    f"Commitment: {commitment} kW"
-                )
-            else:
-                lines.append(f"- Customer location {request.customer_location_id} should restore.")
-            print("\n".join(lines), flush=True)
-        return "\n".join(lines)
-
-
-class CommandHandler:
-    """Runs a program once per action: the action as JSON on stdin and in ETL_* variables.
-    Exit status 0 means done; anything else (or the timeout) means failed."""
-
-    def __init__(self, command: str, timeout: float) -> None:
-        try:
-            self.argv = shlex.split(command)
-        except ValueError as error:  # an unclosed quote
-            raise ConfigError(
-                f"ETL_ACTION_COMMAND cannot be split like a shell would: {error}"
-            ) from None
-        program = self.argv[0] if self.argv else ""
-        if not program or shutil.which(program) is None:
-            raise ConfigError(
-                f"ETL_ACTION_COMMAND: cannot find the program {program!r}",
-                "give a path or a program on PATH",
-            )
-        self.timeout = timeout
-        self._die_with_us = _parent_death_signal()
-
-    def __call__(self, request: ActionRequest) -> str:
-        env = {
-            **os.environ,
-            "ETL_ACTION": request.action,
-            "ETL_DISPATCH_ID": request.dispatch_id,
-            "ETL_SITE_ID": request.site_id,
-            "ETL_CUSTOMER_LOCATION_ID": request.customer_location_id,
-            "ETL_COMMITMENT_KW": format_kw(request.commitment_kw),
-            "ETL_IDEMPOTENCY_KEY": request.idempotency_key,
-            "ETL_TEST": "true" if request.test else "false",
-            "ETL_START_TIME": format_rfc3339(request.start_time),
-            "ETL_END_TIME": format_rfc3339(request.end_time) if request.end_time else "",
-        }
-        try:
-            # a session (process group) of its own: the timeout ends the program and whatever it
-            # started, not just the program
-            child = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-                preexec_fn=self._die_with_us,
-            )
-        except OSError as error:
-            raise HandlerFailed(f"could not run {self.argv[0]}: {error.strerror}") from None
-        with _running(child):
-            stdin = json.dumps(request.to_json(), allow_nan=False).encode()  # standard JSON only
-            stdout, stderr = self._communicate(child, stdin)
-        if child.returncode != 0:
-            detail = _text(stderr).strip()[-KEPT_OUTPUT_CHARS:] or "no stderr"
-            raise HandlerFailed(f"exit status {child.returncode}: {detail}")
-        return _text(stdout)[-KEPT_OUTPUT_CHARS:]
-
-    def _communicate(self, child: subprocess.Popen[bytes], stdin: bytes) -> tuple[bytes, bytes]:
-        """Its stdout and stderr, read until it exits and closes them, or until EXIT_GRACE_SECONDS
-        after it exits (a background child keeps them open); killed at the timeout."""
-        deadline = time.monotonic() + self.timeout
-        exited_at = None
-        data: bytes | None = stdin
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                _kill_group(child)
-                raise HandlerFailed(f"timed out after {self.timeout:g} s")
-            try:
-                return child.communicate(data, min(left, POLL_SECONDS))
-            except subprocess.TimeoutExpired as so_far:  # holds all the output read until now
-                data = None  # sent once; communicate() goes on writing what is left of it
-                if child.poll() is None:
-                    continue
-                exited_at = exited_at or time.monotonic()
-                if time.monotonic() - exited_at >= EXIT_GRACE_SECONDS:
-                    _close_pipes(child)
-                    return so_far.output or b"", so_far.stderr or b""
-
-
-# the process groups of the commands running now, so that a processor told to stop at once can
-# end them with itself (see kill_running_commands)
-_groups: set[int] = set()
-_groups_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _running(child: subprocess.Popen[bytes]) -> Iterator[None]:
-    with _groups_lock:
-        _groups.add(child.pid)
-    try:
-        yield
-    finally:
-        with _groups_lock:
-            _groups.discard(child.pid)
-
-
-def kill_running_commands() -> None:
-    """End every command handler still running, with its process group: for a processor that
-    stops before its handlers return. (Killed outright, by `kill -9`, it cannot: then each
-    command dies with it by its parent-death signal, but not what the command started.)"""
-    with _groups_lock:
-        groups = list(_groups)
-    for group in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, signal.SIGKILL)
-
-
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A pre-exec function that makes the child die (SIGKILL) when the thread that started it
-    ends, on Linux: a processor killed with `kill -9` leaves no handler running unbounded beside
-    the process that takes its actions over. The signal follows the starting thread, not the
-    process: a handler's pool thread waits for its command, so it never ends first."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes  # imported by command handlers only
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def die_with_parent() -> None:  # runs in the child between fork and exec: nothing more
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the signal was set
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return die_with_parent
-
-
-def _kill_group(child: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the group may be gone already
-        os.killpg(child.pid, signal.SIGKILL)
-    child.wait()
-    _close_pipes(child)
-
-
-def _close_pipes(child: subprocess.Popen[bytes]) -> None:
-    # not read to their end: a process that left the group may still hold them open
-    for pipe in (child.stdin, child.stdout, child.stderr):
-        if pipe is not None:
-            pipe.close()
-
-
-def _text(output: bytes) -> str:
-    """A handler's output as text, whatever its bytes: undecodable ones become U+FFFD."""
-    return output.decode("utf-8", errors="replace")
-
-
-class WebhookHandler:
-    """POSTs the action as JSON with an Idempotency-Key header; any 2xx means done. The whole
-    exchange (connect, send, every byte of the answer) has one deadline, the handler timeout:
-    a receiver that answers a byte at a time cannot hold an action past it."""
-
-    def __init__(self, url: str, timeout: float) -> None:
-        self.shown_url = redact_url(url)  # for messages and records: no credentials
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"ETL_ACTION_WEBHOOK is not an http(s) URL: {self.shown_url!r}")
-        self.url = url
-        self.timeout = timeout
-
-    def __call__(self, request: ActionRequest) -> str:
-        deadline = time.monotonic() + self.timeout
-        outcome: Future[str] = Future()
-
-        def exchange() -> None:
-            try:
-                outcome.set_result(self._exchange(request, deadline))
-            except BaseException as error:  # handed to the caller, which decides
-                outcome.set_exception(error)
-
-        # a thread of its own, which the caller stops waiting for at the deadline (a blocked read
-        # cannot be interrupted; the thread then ends at its next read)
-        threading.Thread(target=exchange, name="etl-webhook", daemon=True).start()
-        try:
-            return outcome.result(timeout=self.timeout)
-        except FutureTimeout:
-            raise self._late() from None
-
-    def _exchange(self, request: ActionRequest, deadline: float) -> str:
-        headers = {"Idempotency-Key": request.idempotency_key, "User-Agent": f"etl/{__version__}"}
-        try:
-            # a redirect is no delivery: followed, the POST would become a GET of its target
-            with requests.post(
-                self.url,
-                json=request.to_json(),
-                headers=headers,
-                timeout=self.timeout,
-                stream=True,
-                allow_redirects=False,
-            ) as response:
-                body = bytearray()
-                for chunk in response.iter_content(1024):
-                    body += chunk
-                    if time.monotonic() > deadline:
-                        raise self._late()
-                    if len(body) >= 4 * KEPT_OUTPUT_CHARS:
-                        break  # enough to keep; the status says the rest
-        except requests.RequestException as error:
-            raise HandlerFailed(f"POST {self.shown_url}: {type(error).__name__}") from None
-        text = _text(bytes(body))
-        if 300 <= response.status_code < 400:
-            target = redact_url(urljoin(self.url, response.headers.get("Location", "")))
-            raise HandlerFailed(
-                f"POST {self.shown_url}: HTTP {response.status_code} redirects to {target}, "
-                "and etl does not follow redirects (set ETL_ACTION_WEBHOOK to the final URL)"
-            )
-        if not 200 <= response.status_code < 300:
-            raise HandlerFailed(f"POST {self.shown_url}: HTTP {response.status_code}: {text[:200]}")
-        return f"HTTP {response.status_code} {text[:KEPT_OUTPUT_CHARS]}".rstrip()
-
-    def _late(self) -> HandlerFailed:
-        return HandlerFailed(f"POST {self.shown_url}: no complete answer within {self.timeout:g} s")
-
-
-def is_practice_api(api_url: str) -> bool:
-    """The public sandbox, or an emulator on a loopback address."""
-    host = urlsplit(api_url).hostname or ""
-    return host == SANDBOX_HOST or is_loopback(host)
-
-
-def load_handler(settings: ProcessorSettings, api_url: str) -> Handler:
-    """The handler to use: by name, or else the command or webhook configured, or else `log`,
-    but `log` by default only against the public sandbox or an emulator on this machine:
-    against a real API it would record real curtailments as done while nothing acted on them."""
-    name, command, webhook = settings.handler, settings.action_command, settings.action_webhook
-    timeout = settings.handler_timeout
-    if name is None:
-        if command and webhook:
-            raise ConfigError(
-                "both ETL_ACTION_COMMAND and ETL_ACTION_WEBHOOK are set",
-                "set ETL_HANDLER=command or ETL_HANDLER=webhook to say which",
-            )
-        if not command and not webhook and not is_practice_api(api_url):
-            raise ConfigError(
-                f"no handler is chosen for the API at {redact_url(api_url)}",
-                "set ETL_ACTION_COMMAND, ETL_ACTION_WEBHOOK or, to only log, ETL_HANDLER=log",
-            )
-        name = "command" if command else "webhook" if webhook else "log"
-    if name == "log":
-        return LogHandler()
-    if name == "command":
-        if not command:
-            raise ConfigError("ETL_HANDLER=command needs ETL_ACTION_COMMAND")
-        return CommandHandler(command, timeout)
-    if name == "webhook":
-        if not webhook:
-            raise ConfigError("ETL_HANDLER=webhook needs ETL_ACTION_WEBHOOK")
-        return WebhookHandler(webhook, timeout)
-    found = entry_points(group="etl.handlers", name=name)
-    if not found:
-        raise ConfigError(
-            f"no handler named {name!r}",
-            "use log, command, webhook, or an installed `etl.handlers` entry point",
-        )
-    try:
-        return next(iter(found)).load()
-    except Exception as error:  # a plug-in's import can fail in any way
-        raise ConfigError(f"handler {name!r} could not be loaded: {error}") from None

@@ -28,12 +28,14 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import Engine
 from waitress.channel import HTTPChannel
 
-from etl import ingest, metrics, processor, status
-from etl.api import API_VERSION, WEBHOOK_EVENTS, VoltusClient
-from etl.config import ProcessorSettings, is_loopback
-from etl.errors import ConfigError, EtlError
-from etl.handlers import ActionRequest, Handler
-from etl.logs import log
+from etl.act import processor
+from etl.act.builtin_handlers import ActionRequest, Handler
+from etl.base.config import ProcessorSettings, is_loopback
+from etl.base.errors import ConfigError, EtlError
+from etl.base.logs import log
+from etl.ingest import dispatches
+from etl.read import metrics, status
+from etl.source.api import API_VERSION, WEBHOOK_EVENTS, VoltusClient
 
 WEBHOOK_PATH = "/voltus/webhook"
 MAX_BODY = 16 * 1024  # a notification is under 200 bytes
@@ -260,10 +262,10 @@ def _push(
         handler.expect(notified)
         try:
             if len(notified) > MOST_LOOKUPS:
-                yield ingest.fetch(engine, client)
+                yield dispatches.fetch(engine, client)
             else:
                 for dispatch_id in sorted(notified):
-                    yield ingest.fetch_dispatch(engine, client, dispatch_id)
+                    yield dispatches.fetch_dispatch(engine, client, dispatch_id)
             yield processor.process(engine, handler, settings, stop, worker)
         except EtlError as error:
             yield error

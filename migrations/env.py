@@ -6,8 +6,8 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from etl.db import make_engine
-from etl.models import metadata
+from etl.store.db import make_engine
+from etl.store.schema import metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:

@@ -10,12 +10,12 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
-from etl.api import RetryPolicy, VoltusClient
-from etl.config import ApiSettings, ProcessorSettings
-from etl.db import make_engine
-from etl.logs import log
-from etl.migrate import migrate
-from etl.sandbox import Sandbox
+from etl.base.config import ApiSettings, ProcessorSettings
+from etl.base.logs import log
+from etl.sandbox.emulator import Sandbox
+from etl.source.api import RetryPolicy, VoltusClient
+from etl.store.db import make_engine
+from etl.store.migrate import migrate
 from tests.processes import InProcess
 from tests.scenarios import Recorder, World
 

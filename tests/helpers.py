@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from etl.timeutil import format_rfc3339
+from etl.base.timeutil import format_rfc3339
 
 # default dispatch times are fixed for the session, so that a test's repeated fetches of the
 # "same" dispatch see the same one; `at()` is for times that must be fresh

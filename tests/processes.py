@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from etl.cli import main
-from etl.sandbox import Sandbox
+from etl.sandbox.emulator import Sandbox
 
 
 def etl_env(database_url: str, sandbox: Sandbox | None = None, **extra: str) -> dict[str, str]:

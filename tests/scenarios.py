@@ -10,11 +10,13 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from etl import ingest, models, processor
-from etl.api import VoltusClient
-from etl.config import ProcessorSettings
+from etl.act import processor
+from etl.base.config import ProcessorSettings
 from etl.handlers import ActionRequest, HandlerFailed
-from etl.sandbox import Sandbox
+from etl.ingest import dispatches
+from etl.sandbox.emulator import Sandbox
+from etl.source.api import VoltusClient
+from etl.store import schema
 from tests.helpers import at, dispatch
 
 Call = tuple[str, str, str]  # action, dispatch, site
@@ -45,10 +47,10 @@ class World:
     settings: ProcessorSettings
     handler: Recorder
 
-    def step(self, *dispatches: dict[str, Any]) -> list[Call]:
+    def step(self, *shown: dict[str, Any]) -> list[Call]:
         """The API now shows these dispatches: fetch, process, and return the handler calls."""
-        self.sandbox.dispatches = list(dispatches)
-        ingest.fetch(self.engine, self.client)
+        self.sandbox.dispatches = list(shown)
+        dispatches.fetch(self.engine, self.client)
         return self.process()
 
     def process(self) -> list[Call]:
@@ -58,11 +60,11 @@ class World:
 
     def states(self) -> dict[Call, str]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(models.actions)).all()
+            rows = conn.execute(select(schema.actions)).all()
         return {(r.kind, r.dispatch_id, r.site_id): r.state for r in rows}
 
     def attempts(self, kind: str, dispatch_id: str, site_id: str) -> list[Any]:
-        table, action = models.action_attempts, models.actions
+        table, action = schema.action_attempts, schema.actions
         with self.engine.connect() as conn:
             return conn.execute(
                 select(table)
@@ -88,6 +90,6 @@ def action_states(engine: Engine) -> dict[str, int]:
     """How many actions are in each state."""
     with engine.connect() as conn:
         rows = conn.execute(
-            select(models.actions.c.state, func.count()).group_by(models.actions.c.state)
+            select(schema.actions.c.state, func.count()).group_by(schema.actions.c.state)
         ).all()
     return dict(rows)

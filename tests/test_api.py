@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from etl.api import Listing, RetryPolicy, VoltusClient, clock_offset
-from etl.config import ApiSettings, api_settings
-from etl.errors import ApiError, ConfigError
-from etl.records import fingerprint, parse_dispatches
-from etl.sandbox import Sandbox
+from etl.base.config import ApiSettings, api_settings
+from etl.base.errors import ApiError, ConfigError
+from etl.sandbox.emulator import Sandbox
+from etl.source.api import Listing, RetryPolicy, VoltusClient, clock_offset
+from etl.source.records import fingerprint, parse_dispatches
 from tests.conftest import FAST_RETRIES
 from tests.helpers import dispatch, http_server, serve_body
 

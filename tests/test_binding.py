@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from etl import binding, ingest, models
-from etl.api import VoltusClient
-from etl.config import ApiSettings
-from etl.db import make_engine
-from etl.errors import ConfigError
-from etl.migrate import migrate
-from etl.sandbox import Sandbox
+from etl.base.config import ApiSettings
+from etl.base.errors import ConfigError
+from etl.ingest import dispatches
+from etl.sandbox.emulator import Sandbox
+from etl.source.api import VoltusClient
+from etl.store import binding, schema
+from etl.store.db import make_engine
+from etl.store.migrate import migrate
 from tests.helpers import log_messages, site
 from tests.processes import in_process
 from tests.scenarios import active
@@ -40,7 +41,7 @@ def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {
             table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
-            for table in models.metadata.sorted_tables
+            for table in schema.metadata.sorted_tables
         }
 
 
@@ -56,8 +57,8 @@ def test_the_first_fetch_binds_the_store_to_its_api_and_a_fingerprint_of_its_key
     fetched = in_process(monkeypatch, capsys, database_url, "fetch")
     assert fetched.returncode == 0, fetched.stderr
     with engine.connect() as conn:
-        (row,) = conn.execute(select(models.store_binding)).all()
-        events = conn.execute(select(models.events).where(models.events.c.kind == "store_bound"))
+        (row,) = conn.execute(select(schema.store_binding)).all()
+        events = conn.execute(select(schema.events).where(schema.events.c.kind == "store_bound"))
         (event,) = events.all()
     assert row.api_origin == sandbox.url and event.details == {"api_origin": sandbox.url}
     assert "secret" not in str(tuple(row)) and len(row.key_fingerprint) == 64
@@ -138,9 +139,9 @@ def test_etl_db_bind_moves_the_store_on_purpose_and_says_so_in_the_log(
     assert in_process(monkeypatch, capsys, database_url, "fetch").returncode == 0
     with engine.connect() as conn:
         details = conn.execute(
-            select(models.events.c.details)
-            .where(models.events.c.kind == "store_bound")
-            .order_by(models.events.c.id)
+            select(schema.events.c.details)
+            .where(schema.events.c.kind == "store_bound")
+            .order_by(schema.events.c.id)
         ).scalars()
         assert list(details) == [
             {"api_origin": sandbox.url},
@@ -175,16 +176,16 @@ def test_a_fetch_for_another_account_is_refused_in_the_library_too(
     """On both databases: the refusal comes before any request, and nothing is recorded, not
     even a failed fetch; `binding.bind` then moves the store."""
     sandbox.dispatches = [active("d1", site("a"))]
-    ingest.fetch(engine, client)
+    dispatches.fetch(engine, client)
     before = counts(engine)
     stranger = VoltusClient(ApiSettings(other.url, other.key))
-    for fetch in (ingest.fetch, lambda e, c: ingest.fetch_dispatch(e, c, "d1")):
+    for fetch in (dispatches.fetch, lambda e, c: dispatches.fetch_dispatch(e, c, "d1")):
         with pytest.raises(ConfigError, match="this store serves the Voltus API at"):
             fetch(engine, stranger)
     assert other.requests == [] and counts(engine) == before
     old, new = binding.bind(engine, stranger.settings)
     assert old is not None and (old.api_origin, new.api_origin) == (sandbox.url, other.url)
     other.dispatches = [active("d2", site("b"))]
-    assert ingest.fetch(engine, stranger).dispatches_created == 1
+    assert dispatches.fetch(engine, stranger).dispatches_created == 1
     with pytest.raises(ConfigError, match="this store serves the Voltus API at"):
-        ingest.fetch(engine, client)
+        dispatches.fetch(engine, client)

@@ -8,10 +8,10 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
-from etl import processor
-from etl.api import VoltusClient
-from etl.config import ApiSettings, ProcessorSettings
-from etl.sandbox import Sandbox, certification_scenario
+from etl.act import processor
+from etl.base.config import ApiSettings, ProcessorSettings
+from etl.sandbox.emulator import Sandbox, certification_scenario
+from etl.source.api import VoltusClient
 from tests.conftest import FAST_RETRIES
 from tests.scenarios import Recorder
 

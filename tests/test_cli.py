@@ -13,11 +13,13 @@ import psycopg
 import pytest
 from sqlalchemy import select
 
-from etl import __version__, ingest, planner
+from etl import __version__
+from etl.act import planner
 from etl.cli import app
-from etl.db import make_engine
-from etl.models import metadata
-from etl.sandbox import Sandbox
+from etl.ingest import dispatches
+from etl.sandbox.emulator import Sandbox
+from etl.store.db import make_engine
+from etl.store.schema import metadata
 from tests.helpers import at, dispatch, log_messages, site
 from tests.processes import InProcess, etl, etl_env, in_process
 
@@ -276,7 +278,7 @@ def held_store(database_url: str) -> Iterator[None]:
             holder.close()
         return
     with psycopg.connect(database_url.replace("+psycopg", "")) as holder:  # in a transaction
-        for name in (ingest.FETCH_LOCK, planner.PLAN_LOCK):
+        for name in (dispatches.FETCH_LOCK, planner.PLAN_LOCK):
             holder.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
         yield
 
@@ -326,11 +328,11 @@ def test_the_minutely_run_loads_no_library_it_does_not_use(
     )
     assert result.returncode == 0, result.stderr
     loaded = set(result.stderr.split())
-    assert "etl.ingest" in loaded and "sqlalchemy" in loaded
+    assert "etl.ingest.dispatches" in loaded and "sqlalchemy" in loaded
     unwanted = {
-        "sqlalchemy.orm", "alembic", "etl.migrate", "etl.sandbox", "etl.reports", "etl.audit",
-        "etl.metrics", "etl.serve", "etl.telemetry", "etl.chart", "prometheus_client", "waitress",
-        "pydantic",
+        "sqlalchemy.orm", "alembic", "etl.store.migrate", "etl.sandbox.emulator",
+        "etl.read.reports", "etl.read.audit", "etl.read.metrics", "etl.serve",
+        "etl.ingest.telemetry", "etl.read.chart", "prometheus_client", "waitress", "pydantic",
         "sqlalchemy.dialects.postgresql", "dateutil", "http.server",
     }  # fmt: skip
     assert loaded & unwanted == set()

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from etl import ingest
-from etl.actions import ActionState, Holding
-from etl.config import ProcessorSettings
-from etl.ingest import dispatch_change, program_change, site_change, split_duplicates
-from etl.planner import HISTORY_NOTE, Pair, transition
-from etl.records import parse_dispatch
+from etl.act.actions import ActionState, Holding
+from etl.act.planner import HISTORY_NOTE, Pair, transition
+from etl.base.config import ProcessorSettings
+from etl.ingest import dispatches
+from etl.ingest.dispatches import dispatch_change, program_change, site_change, split_duplicates
+from etl.source.records import parse_dispatch
 from tests.helpers import dispatch, site
 
 NOW = datetime(2024, 2, 2, 15, 0, tzinfo=UTC)
@@ -193,7 +193,7 @@ def test_lead_time_starts_holding_early() -> None:
 
 
 def test_an_answer_by_id_that_is_another_dispatch_is_set_aside() -> None:
-    found, mismatched = ingest._answers_by_id(
+    found, mismatched = dispatches._answers_by_id(
         {"a": dispatch("a"), "b": dispatch("c"), "d": None, "e": ["not", "an", "object"]}
     )
     assert [item["id"] for item in found] == ["a"]

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from etl import models
-from etl.ingest import FETCH_LOCK
-from etl.sandbox import Sandbox
+from etl.ingest.dispatches import FETCH_LOCK
+from etl.sandbox.emulator import Sandbox
+from etl.store import schema
 from tests.helpers import dispatch, site
 from tests.processes import (
     etl_env,
@@ -33,12 +33,12 @@ def many_dispatches(n: int, authorized: bool = True) -> list[dict[str, Any]]:
 
 def snapshot(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
-        tables = [models.dispatches, models.dispatch_sites, models.events, models.fetch_runs]
+        tables = [schema.dispatches, schema.dispatch_sites, schema.events, schema.fetch_runs]
         counts = {
             table.name: conn.execute(select(func.count()).select_from(table)).scalar_one()
             for table in tables
         }
-        authorized_column = models.dispatches.c.authorized
+        authorized_column = schema.dispatches.c.authorized
         authorized = conn.execute(
             select(authorized_column, func.count()).group_by(authorized_column)
         ).all()
@@ -57,9 +57,9 @@ def test_overlapping_fetches_store_everything_once(
     assert state["dispatches"] == 1000 and state["dispatch_sites"] == 4000
     with engine.connect() as conn:
         created = conn.execute(
-            select(func.count()).where(models.events.c.kind == "dispatch_created")
+            select(func.count()).where(schema.events.c.kind == "dispatch_created")
         ).scalar_one()
-        per_run = conn.execute(select(models.fetch_runs.c.dispatches_created)).scalars().all()
+        per_run = conn.execute(select(schema.fetch_runs.c.dispatches_created)).scalars().all()
     assert created == 1000
     assert sorted(per_run) == [0] * (processes - 1) + [1000]
 
@@ -123,9 +123,9 @@ def test_an_older_snapshot_that_commits_last_changes_nothing(
     assert calls == [("curtail", "s1"), ("curtail", "s2")]
     with engine.connect() as conn:
         outcomes = conn.execute(
-            select(models.fetch_runs.c.outcome).order_by(models.fetch_runs.c.id)
+            select(schema.fetch_runs.c.outcome).order_by(schema.fetch_runs.c.id)
         ).scalars()
         removed = conn.execute(
-            select(func.count()).where(models.events.c.kind == "dispatch_site_removed")
+            select(func.count()).where(schema.events.c.kind == "dispatch_site_removed")
         ).scalar_one()
     assert list(outcomes) == ["succeeded", "succeeded", "superseded"] and removed == 0

@@ -15,8 +15,11 @@ from typing import Any, ClassVar
 import pytest
 from sqlalchemy import Engine, select
 
-from etl import ingest, models, processor
-from etl.handlers import CommandHandler, HandlerFailed, WebhookHandler
+from etl.act import processor
+from etl.act.builtin_handlers import CommandHandler, WebhookHandler
+from etl.handlers import HandlerFailed
+from etl.ingest import dispatches
+from etl.store import schema
 from tests.helpers import http_server, site, wait_for
 from tests.processes import etl, etl_env, finish, start_etl
 from tests.scenarios import World, active, ended
@@ -32,8 +35,8 @@ def script(tmp_path: Path, name: str, body: str) -> str:
 
 def only_attempt(engine: Engine) -> Any:
     with engine.connect() as conn:
-        (attempt,) = conn.execute(select(models.action_attempts)).all()
-        actions = models.actions
+        (attempt,) = conn.execute(select(schema.action_attempts)).all()
+        actions = schema.actions
         (action,) = conn.execute(select(actions).where(actions.c.kind == "curtail")).all()
     return attempt, action
 
@@ -51,7 +54,7 @@ def test_a_nul_in_a_commands_output_is_stored_escaped_and_the_action_finished(
     """On PostgreSQL a NUL failed the outcome's write, and the action ran again at each pass."""
     world.sandbox.dispatches = [active("d1", site("a"))]
     handler = CommandHandler(script(tmp_path, "nul.sh", body), timeout=5)
-    ingest.fetch(world.engine, world.client)
+    dispatches.fetch(world.engine, world.client)
     summary = processor.process(world.engine, handler, world.settings)
     assert (summary.succeeded, summary.failed) == ((1, 0) if outcome == "succeeded" else (0, 1))
     attempt, action = only_attempt(world.engine)
@@ -67,7 +70,7 @@ def test_a_python_handler_saying_anything_is_recorded(world: World) -> None:
         return said
 
     world.sandbox.dispatches = [active("d1", site("a"))]
-    ingest.fetch(world.engine, world.client)
+    dispatches.fetch(world.engine, world.client)
     assert processor.process(world.engine, handler, world.settings).succeeded == 1
     attempt, action = only_attempt(world.engine)
     assert action.state == "succeeded"
@@ -129,7 +132,7 @@ def test_a_restore_carries_what_its_curtail_sent_not_what_the_dispatch_became(
     curtail, restore = world.handler.requests
     assert (curtail.test, curtail.commitment_kw) == (False, 25.0)
     assert (restore.test, restore.commitment_kw) == (False, 25.0)
-    actions = models.actions
+    actions = schema.actions
     with world.engine.connect() as conn:
         sent = conn.execute(
             select(actions.c.kind, actions.c.test, actions.c.commitment_kw)

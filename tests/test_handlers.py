@@ -13,19 +13,15 @@ from typing import Any, ClassVar
 import pytest
 from sqlalchemy import Engine, select
 
-from etl import ingest, models, processor
-from etl.api import VoltusClient
-from etl.config import SANDBOX_URL, ProcessorSettings
-from etl.errors import ConfigError
-from etl.handlers import (
-    ActionRequest,
-    CommandHandler,
-    HandlerFailed,
-    LogHandler,
-    WebhookHandler,
-    load_handler,
-)
-from etl.sandbox import Sandbox
+from etl.act import processor
+from etl.act.builtin_handlers import CommandHandler, LogHandler, WebhookHandler, load_handler
+from etl.base.config import SANDBOX_URL, ProcessorSettings
+from etl.base.errors import ConfigError
+from etl.handlers import ActionRequest, HandlerFailed
+from etl.ingest import dispatches
+from etl.sandbox.emulator import Sandbox
+from etl.source.api import VoltusClient
+from etl.store import schema
 from tests.helpers import at, dispatch, http_server, log_messages, site
 from tests.processes import PLUGIN_DIR, etl, etl_env, install_recording_handler, recorded_calls
 
@@ -34,13 +30,13 @@ COMMAND = f"{sys.executable} {PLUGIN_DIR / 'record_command.py'}"
 
 def attempts(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
-        return conn.execute(select(models.action_attempts)).all()
+        return conn.execute(select(schema.action_attempts)).all()
 
 
 def test_log_handler_prints_the_tutorial_lines(
     engine: Engine, sandbox: Sandbox, client: VoltusClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ingest.fetch(engine, client)  # the built-in scenario: the tutorial's dispatch `asdf`, now
+    dispatches.fetch(engine, client)  # the built-in scenario: the tutorial's dispatch `asdf`, now
     processor.process(engine, LogHandler(), ProcessorSettings(workers=1))
     assert capsys.readouterr().out.splitlines() == [
         "Dispatch asdf is in progress",
@@ -56,10 +52,10 @@ def record_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def run_command_handler(
-    engine: Engine, sandbox: Sandbox, client: VoltusClient, *dispatches: dict[str, Any]
+    engine: Engine, sandbox: Sandbox, client: VoltusClient, *shown: dict[str, Any]
 ) -> processor.PassSummary:
-    sandbox.dispatches = list(dispatches)
-    ingest.fetch(engine, client)
+    sandbox.dispatches = list(shown)
+    dispatches.fetch(engine, client)
     settings = ProcessorSettings(action_command=COMMAND)
     return processor.process(engine, load_handler(settings, SANDBOX_URL), settings)
 
@@ -123,7 +119,7 @@ def test_webhook_posts_each_action_with_its_idempotency_key(
     engine: Engine, sandbox: Sandbox, client: VoltusClient, receiver: str
 ) -> None:
     sandbox.dispatches = [dispatch("d1", site("a"), site("b"))]
-    ingest.fetch(engine, client)
+    dispatches.fetch(engine, client)
     settings = ProcessorSettings(action_webhook=receiver)
     assert processor.process(engine, load_handler(settings, SANDBOX_URL), settings).succeeded == 2
     assert sorted(body["site_id"] for _, body in Receiver.received) == ["a", "b"]
@@ -137,7 +133,7 @@ def test_webhook_non_2xx_is_a_failure(
 ) -> None:
     Receiver.status = 503
     sandbox.dispatches = [dispatch("d1", site("a"))]
-    ingest.fetch(engine, client)
+    dispatches.fetch(engine, client)
     settings = ProcessorSettings(action_webhook=receiver)
     assert processor.process(engine, load_handler(settings, SANDBOX_URL), settings).failed == 1
     assert "HTTP 503" in attempts(engine)[0].error

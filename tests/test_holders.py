@@ -6,9 +6,11 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from etl import ingest, models, status
-from etl.actions import idempotency_key
-from etl.timeutil import parse_rfc3339, utcnow
+from etl.act.actions import idempotency_key
+from etl.base.timeutil import parse_rfc3339, utcnow
+from etl.ingest import dispatches
+from etl.read import status
+from etl.store import schema
 from tests.helpers import at, dispatch, site
 from tests.scenarios import World, active, ended
 
@@ -20,7 +22,7 @@ def keys(world: World, since: int = 0) -> list[str]:
 
 
 def event_kinds(world: World, dispatch_id: str) -> list[str]:
-    table = models.events
+    table = schema.events
     with world.engine.connect() as conn:
         return list(
             conn.execute(
@@ -106,8 +108,8 @@ def test_a_failing_restore_of_a_site_held_again_is_not_retried(world: World) -> 
     with world.engine.connect() as conn:
         notes = dict(
             conn.execute(
-                select(models.actions.c.episode, models.actions.c.note).where(
-                    models.actions.c.kind == "restore"
+                select(schema.actions.c.episode, schema.actions.c.note).where(
+                    schema.actions.c.kind == "restore"
                 )
             ).all()
         )
@@ -133,8 +135,8 @@ def test_a_vanished_dispatch_alone_on_its_site_restores_it(world: World) -> None
     assert world.step(active("oe", site("s"), end_time=None)) == [("curtail", "oe", "s")]
     assert world.step() == [("restore", "oe", "s")]
     with world.engine.connect() as conn:
-        end = conn.execute(select(models.dispatches.c.end_time)).scalar_one()
-        missing = conn.execute(select(models.dispatches.c.missing_since)).scalar_one()
+        end = conn.execute(select(schema.dispatches.c.end_time)).scalar_one()
+        missing = conn.execute(select(schema.dispatches.c.missing_since)).scalar_one()
     assert end is not None and end == missing
 
 
@@ -172,8 +174,8 @@ def test_conflicting_copies_of_one_id_are_set_aside_and_the_stored_state_kept(
     assert world.step(a1, a1) == [("curtail", "a1", "s")]  # identical copies: one record
     assert world.step(a1, cancelled) == []
     with world.engine.connect() as conn:
-        rejected = conn.execute(select(models.rejected_records.c.payload)).scalars().all()
-        authorized = conn.execute(select(models.dispatches.c.authorized)).scalar_one()
+        rejected = conn.execute(select(schema.rejected_records.c.payload)).scalars().all()
+        authorized = conn.execute(select(schema.dispatches.c.authorized)).scalar_one()
     assert sorted(r["authorized"] for r in rejected) == [False, True] and authorized
     assert world.step(cancelled) == [("restore", "a1", "s")]
 
@@ -186,17 +188,17 @@ def test_an_older_modification_is_ignored_without_an_event(world: World) -> None
     assert world.step(older) == []
     assert event_kinds(world, "a1") == events_before
     with world.engine.connect() as conn:
-        removed = conn.execute(select(models.dispatch_sites.c.removed_at)).scalars().all()
+        removed = conn.execute(select(schema.dispatch_sites.c.removed_at)).scalars().all()
     assert removed == [None, None]
 
 
 def test_a_fetch_whose_listing_is_older_than_the_stored_one_writes_nothing(world: World) -> None:
     world.sandbox.dispatches = [active("a1", site("s1"))]
     stale_listing = world.client.dispatches()
-    stale = ingest.Snapshot(stale_listing, ingest.utcnow(), {}, None)
+    stale = dispatches.Snapshot(stale_listing, dispatches.utcnow(), {}, None)
     world.step(active("a1", site("s1"), site("s2")))
     with world.engine.begin() as conn:
-        summary = ingest.ingest(conn, stale, ingest.utcnow())
+        summary = dispatches.ingest(conn, stale, dispatches.utcnow())
     assert "older than the stored listing" in (summary.note or "")
     assert summary.outcome == "superseded"
     assert world.process() == []
@@ -208,8 +210,8 @@ def test_a_new_install_records_what_ended_before_it_as_history_not_missed(world:
     assert world.step(gone, active("now", site("b"))) == [("curtail", "now", "b")]
     with world.engine.connect() as conn:
         action = conn.execute(
-            select(models.actions.c.state, models.actions.c.note).where(
-                models.actions.c.dispatch_id == "gone"
+            select(schema.actions.c.state, schema.actions.c.note).where(
+                schema.actions.c.dispatch_id == "gone"
             )
         ).one()
     assert tuple(action) == ("skipped", "ended before this store's first fetch")

@@ -24,12 +24,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import Engine, delete, func, select
 
-from etl import db, ingest, models, processor
-from etl.api import VoltusClient
-from etl.config import ApiSettings, ProcessorSettings
-from etl.handlers import ActionRequest
-from etl.migrate import migrate
-from etl.sandbox import Sandbox
+from etl.act import processor
+from etl.act.builtin_handlers import ActionRequest
+from etl.base.config import ApiSettings, ProcessorSettings
+from etl.ingest import dispatches
+from etl.sandbox.emulator import Sandbox
+from etl.source.api import VoltusClient
+from etl.store import db, schema
+from etl.store.migrate import migrate
 from tests.conftest import FAST_RETRIES
 from tests.helpers import at, dispatch, site
 from tests.outages import hold_store
@@ -116,7 +118,7 @@ class SiteHistory(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         with self.engine.begin() as conn:
-            for table in reversed(models.metadata.sorted_tables):
+            for table in reversed(schema.metadata.sorted_tables):
                 conn.execute(delete(table))
         self.sandbox.dispatches, self.sandbox.unlisted = [], []
         self.handler = Controller(database_url=self.database_url)
@@ -144,7 +146,7 @@ class SiteHistory(RuleBasedStateMachine):
         self.sandbox.unlisted = [
             payloads[d.id] for d in self.dispatches.values() if d.where == "unlisted"
         ]
-        ingest.fetch(self.engine, self.client)
+        dispatches.fetch(self.engine, self.client)
         before = len(self.handler.requests)
         processor.process(self.engine, self.handler, self.settings)
         calls = [r.action for r in self.handler.requests[before:] if r.site_id == SITE]
@@ -249,7 +251,7 @@ class SiteHistory(RuleBasedStateMachine):
 
     @invariant()
     def no_action_succeeded_twice(self) -> None:
-        attempts = models.action_attempts.c
+        attempts = schema.action_attempts.c
         with self.engine.connect() as conn:
             twice = conn.execute(
                 select(attempts.action_id)

@@ -8,22 +8,23 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, Table, func, select
 
-from etl import ingest, models
-from etl.api import VoltusClient
-from etl.config import ApiSettings
-from etl.db import make_engine, record_savepoint, write_transaction
-from etl.errors import ApiError, DatabaseError
-from etl.sandbox import Sandbox
-from etl.timeutil import parse_rfc3339
+from etl.base.config import ApiSettings
+from etl.base.errors import ApiError, DatabaseError
+from etl.base.timeutil import parse_rfc3339
+from etl.ingest import dispatches
+from etl.sandbox.emulator import Sandbox
+from etl.source.api import VoltusClient
+from etl.store import schema
+from etl.store.db import make_engine, record_savepoint, write_transaction
 from tests.conftest import FAST_RETRIES
 from tests.helpers import at, dispatch, http_server, serve_body, site
 
 
-def run(engine: Engine, client: VoltusClient, sites: bool = False) -> ingest.FetchSummary:
-    return ingest.fetch(engine, client, include_sites=sites)
+def run(engine: Engine, client: VoltusClient, sites: bool = False) -> dispatches.FetchSummary:
+    return dispatches.fetch(engine, client, include_sites=sites)
 
 
-def kinds(summary: ingest.FetchSummary) -> list[tuple[str, str | None, str | None]]:
+def kinds(summary: dispatches.FetchSummary) -> list[tuple[str, str | None, str | None]]:
     return sorted((e.kind, e.dispatch_id, e.site_id) for e in summary.events)
 
 
@@ -46,21 +47,21 @@ def test_first_fetch_stores_everything_with_its_events(
 ) -> None:
     summary = run(engine, client, sites=True)
     assert (summary.dispatches_received, summary.dispatches_created) == (4, 4)
-    stored = by_id(engine, models.dispatches)
+    stored = by_id(engine, schema.dispatches)
     assert set(stored) == {"asdf", "5j94", "zg1p", "ez4p"}
     assert stored["zg1p"]["authorized"] is False and stored["ez4p"]["test"] is True
     assert stored["5j94"]["metadata"] == {"dispatch_source": "manual_test"}
     assert stored["asdf"]["start_time"].tzinfo is not None
-    sites = by_id(engine, models.sites)
+    sites = by_id(engine, schema.sites)
     assert sites["xv1w4"]["meters"] == [
         {"id": "wpv31", "name": "Primary Meter", "asset_type": "load"}
     ]
-    assert count(engine, models.dispatch_sites) == 7
+    assert count(engine, schema.dispatch_sites) == 7
     counted = [k for k, _, _ in kinds(summary)]
     assert counted.count("dispatch_created") == 4 and counted.count("program_seen") == 4
     assert counted.count("site_seen") == 5
-    assert count(engine, models.events) == len(summary.events) + 1  # and store_bound
-    (fetch_run,) = table_rows(engine, models.fetch_runs)
+    assert count(engine, schema.events) == len(summary.events) + 1  # and store_bound
+    (fetch_run,) = table_rows(engine, schema.fetch_runs)
     assert fetch_run["outcome"] == "succeeded" and fetch_run["events"] == len(summary.events)
 
 
@@ -70,12 +71,12 @@ def test_the_same_payload_twice_writes_nothing(
     run(engine, client, sites=True)
     before = {
         table: table_rows(engine, table)
-        for table in (models.dispatches, models.sites, models.programs, models.dispatch_sites)
+        for table in (schema.dispatches, schema.sites, schema.programs, schema.dispatch_sites)
     }
-    events_before = count(engine, models.events)
+    events_before = count(engine, schema.events)
     summary = run(engine, client, sites=True)
     assert summary.events == [] and summary.dispatches_unchanged == 4
-    assert count(engine, models.events) == events_before
+    assert count(engine, schema.events) == events_before
     for table, rows in before.items():
         assert table_rows(engine, table) == rows  # updated_at included: no row was rewritten
 
@@ -85,13 +86,13 @@ def test_upsert_skips_rows_that_did_not_change(engine: Engine) -> None:
     row = {"id": 1, "name": "p", "timezone": "UTC", "market": "", "program_type": "capacity"}
     times = {"first_seen_at": parse_rfc3339(at(0)), "updated_at": parse_rfc3339(at(0))}
     with engine.begin() as conn:
-        ingest.upsert(conn, ingest.programs, [{**row, **times}], ["id"])
+        dispatches.upsert(conn, dispatches.programs, [{**row, **times}], ["id"])
     later = {**times, "updated_at": parse_rfc3339(at(1))}
     with engine.begin() as conn:
-        ingest.upsert(conn, ingest.programs, [{**row, **later}], ["id"])
-        ingest.upsert(conn, ingest.programs, [{**row, "name": "q", **later}], ["id"])
+        dispatches.upsert(conn, dispatches.programs, [{**row, **later}], ["id"])
+        dispatches.upsert(conn, dispatches.programs, [{**row, "name": "q", **later}], ["id"])
     ((name, updated_at),) = [
-        (r["name"], r["updated_at"]) for r in table_rows(engine, models.programs)
+        (r["name"], r["updated_at"]) for r in table_rows(engine, schema.programs)
     ]
     assert name == "q" and updated_at == later["updated_at"]
 
@@ -132,9 +133,9 @@ def test_each_kind_of_change_is_one_event(
     assert by_kind["dispatch_changed"] == {"changes": {"extra": {"old": None, "new": 1}}}
     assert by_kind["site_renamed"] == {"old": "Site c", "new": "Site c renamed"}
     assert by_kind["dispatch_end_time_set"]["end_time"]["old"] is None
-    ds = {(r["dispatch_id"], r["site_id"]): r for r in table_rows(engine, models.dispatch_sites)}
+    ds = {(r["dispatch_id"], r["site_id"]): r for r in table_rows(engine, schema.dispatch_sites)}
     assert ds[("d1", "b")]["removed_at"] is not None and ds[("d1", "a")]["removed_at"] is None
-    assert by_id(engine, models.dispatches)["d3"]["authorized"] is True
+    assert by_id(engine, schema.dispatches)["d3"]["authorized"] is True
 
     sandbox.unlisted.append(sandbox.dispatches[1])  # d2 leaves the window too, known by id
     sandbox.dispatches = [
@@ -152,7 +153,7 @@ def test_each_kind_of_change_is_one_event(
         ("dispatch_end_time_moved", "d1", None),
         ("dispatch_site_added", "d1", "b"),
     ]
-    ds = {(r["dispatch_id"], r["site_id"]): r for r in table_rows(engine, models.dispatch_sites)}
+    ds = {(r["dispatch_id"], r["site_id"]): r for r in table_rows(engine, schema.dispatch_sites)}
     assert ds[("d1", "b")]["removed_at"] is None
 
 
@@ -174,7 +175,7 @@ def test_sites_pass_records_meters_and_renames(
     # a dispatch listing the site later does not erase the meters /sites gave
     sandbox.dispatches = [dispatch("new", site("lkjh", 3, name="Site 2"))]
     run(engine, client)
-    assert by_id(engine, models.sites)["lkjh"]["meters"] == [
+    assert by_id(engine, schema.sites)["lkjh"]["meters"] == [
         {"id": "m9", "name": "New meter", "asset_type": "generation"}
     ]
 
@@ -192,10 +193,10 @@ def test_a_malformed_record_is_kept_once_and_the_rest_go_on(
     sandbox.dispatches = [dispatch("good1", authorized=False), bad, dispatch("good2")]
     third = run(engine, client)  # a new body: the bad record is validated again, kept once
     assert kinds(third) == [("dispatch_cancelled", "good1", None)] and third.rejected == 1
-    (kept,) = table_rows(engine, models.rejected_records)
+    (kept,) = table_rows(engine, schema.rejected_records)
     assert kept["record_id"] == "bad" and "start_time" in kept["reason"]
     assert kept["payload"] == bad
-    assert {r["id"] for r in table_rows(engine, models.dispatches)} == {"good1", "good2"}
+    assert {r["id"] for r in table_rows(engine, schema.dispatches)} == {"good1", "good2"}
 
 
 def test_a_failed_fetch_changes_nothing_and_is_recorded(
@@ -203,7 +204,7 @@ def test_a_failed_fetch_changes_nothing_and_is_recorded(
 ) -> None:
     run(engine, client)
     before = {
-        m: table_rows(engine, m) for m in (models.dispatches, models.events, models.dispatch_sites)
+        m: table_rows(engine, m) for m in (schema.dispatches, schema.events, schema.dispatch_sites)
     }
     sandbox.dispatches = [dispatch("asdf", authorized=False)]
     sandbox.faults.statuses = [500] * 10
@@ -211,7 +212,7 @@ def test_a_failed_fetch_changes_nothing_and_is_recorded(
         run(engine, client)
     for table, rows in before.items():
         assert table_rows(engine, table) == rows
-    outcomes = [(r["outcome"], r["error"]) for r in table_rows(engine, models.fetch_runs)]
+    outcomes = [(r["outcome"], r["error"]) for r in table_rows(engine, schema.fetch_runs)]
     assert outcomes[0][0] == "succeeded"
     assert outcomes[1][0] == "failed" and "HTTP 500" in outcomes[1][1]
 
@@ -226,7 +227,7 @@ def test_a_database_failure_mid_fetch_rolls_everything_back(
         conn.exec_driver_sql("DROP TABLE events")
     with pytest.raises(Exception, match="events"):
         run(engine, client)
-    stored = by_id(engine, models.dispatches)
+    stored = by_id(engine, schema.dispatches)
     assert "new1" not in stored and stored["asdf"]["authorized"] is True
 
 
@@ -253,8 +254,8 @@ def test_hostile_values_are_set_aside_and_the_rest_is_stored(
     summary = run(engine, client)
     assert summary.rejected == len(HOSTILE) and summary.dispatches_created == 2
     assert summary.dispatches_unchanged == 0  # a rejected dispatch is not an unchanged one
-    assert set(by_id(engine, models.dispatches)) == {"good1", "good2"}
-    rejected = table_rows(engine, models.rejected_records)
+    assert set(by_id(engine, schema.dispatches)) == {"good1", "good2"}
+    rejected = table_rows(engine, schema.rejected_records)
     assert len(rejected) == len(HOSTILE)
     ids = {r["record_id"] for r in rejected}
     assert None in ids and "nan" in ids and "new\nline" not in ids  # no id that is not one
@@ -292,8 +293,8 @@ def test_a_dispatch_the_database_refuses_is_set_aside_and_the_others_stored(
     # psycopg's own "error ignored terminating <psycopg.Pipeline ...>" once reached stderr
     assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
     assert summary.dispatches_created == 2 and summary.rejected == 1
-    assert set(by_id(engine, models.dispatches)) == {"good1", "good2"}
-    (rejected,) = table_rows(engine, models.rejected_records)
+    assert set(by_id(engine, schema.dispatches)) == {"good1", "good2"}
+    (rejected,) = table_rows(engine, schema.rejected_records)
     assert rejected["record_id"] == "refused"
     assert (
         "the database refused it" in rejected["reason"]
@@ -322,9 +323,9 @@ def test_an_unknown_time_zone_gives_the_utc_date(
     program = {**dispatch("p")["program"], "timezone": zone}
     sandbox.dispatches = [dispatch("d1", program=program, start_time="2024-02-02T03:00:00Z")]
     run(engine, client)
-    stored = by_id(engine, models.dispatches)["d1"]
+    stored = by_id(engine, schema.dispatches)["d1"]
     assert stored["start_date_local"] == "2024-02-02"  # in UTC: the zone is not known
-    assert by_id(engine, models.programs)[42]["timezone"] == zone  # kept as sent
+    assert by_id(engine, schema.programs)[42]["timezone"] == zone  # kept as sent
 
 
 def test_a_database_that_refuses_every_record_fails_the_fetch(
@@ -351,7 +352,7 @@ def test_a_database_that_refuses_every_record_fails_the_fetch(
     sandbox.dispatches = [dispatch("r1"), dispatch("r2")]
     with pytest.raises(DatabaseError, match="refused every record"):
         run(engine, client)
-    assert table_rows(engine, models.rejected_records) == []
+    assert table_rows(engine, schema.rejected_records) == []
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -368,7 +369,7 @@ def test_a_lock_timeout_in_a_records_savepoint_fails_the_write_and_sets_nothing_
         ):
             conn.exec_driver_sql("SET LOCAL lock_timeout = '100ms'")
             with record_savepoint(conn):
-                conn.execute(select(models.programs))
+                conn.execute(select(schema.programs))
     assert not caught.value.refused
     assert "another process held the database too long" in str(caught.value.hint)
 
@@ -386,12 +387,12 @@ def test_a_cancel_sent_beside_an_older_copy_applies_and_the_older_is_set_aside_o
     first = run(engine, client)
     seen = [e.kind for e in first.events]
     assert seen == ["dispatch_cancelled", "dispatch_changed", "dispatch_rejected"]
-    assert by_id(engine, models.dispatches)["d1"]["authorized"] is False
-    (older,) = table_rows(engine, models.rejected_records)
+    assert by_id(engine, schema.dispatches)["d1"]["authorized"] is False
+    (older,) = table_rows(engine, schema.rejected_records)
     assert older["payload"]["modification_number"] == 1 and "older copy" in older["reason"]
     sandbox.dispatches = [cancel, live]  # again, and in the other order
     assert run(engine, client).events == []
-    assert count(engine, models.rejected_records) == 1
+    assert count(engine, schema.rejected_records) == 1
 
 
 def test_a_record_too_deep_to_read_is_set_aside_and_the_others_stored(engine: Engine) -> None:
@@ -403,6 +404,6 @@ def test_a_record_too_deep_to_read_is_set_aside_and_the_others_stored(engine: En
     with http_server(serve_body(body)) as url:
         summary = run(engine, VoltusClient(ApiSettings(url, "k"), FAST_RETRIES))
     assert (summary.dispatches_created, summary.dispatches_rejected) == (1, 1)
-    (rejected,) = table_rows(engine, models.rejected_records)
+    (rejected,) = table_rows(engine, schema.rejected_records)
     assert rejected["record_id"] == "deep" and "too deep to read" in rejected["reason"]
-    assert set(by_id(engine, models.dispatches)) == {"ok"}
+    assert set(by_id(engine, schema.dispatches)) == {"ok"}

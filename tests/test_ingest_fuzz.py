@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, select
 
-from etl import ingest, models
-from etl.api import Listing
-from etl.db import write_transaction
-from etl.records import fingerprint, parse_dispatch
-from etl.timeutil import utcnow
+from etl.base.timeutil import utcnow
+from etl.ingest import dispatches
+from etl.source.api import Listing
+from etl.source.records import fingerprint, parse_dispatch
+from etl.store import schema
+from etl.store.db import write_transaction
 from tests.helpers import dispatch, site
 
 EXAMPLES = int(os.environ.get("ETL_FUZZ_EXAMPLES", "150"))
@@ -111,10 +112,10 @@ def as_sent(items: list[Any]) -> Listing:
     return Listing(fingerprint(body), body, "http://fuzz/2022-04-15/dispatches")
 
 
-def ingest_listing(engine: Engine, listing: Listing) -> ingest.FetchSummary:
-    snapshot = ingest.Snapshot(listing, utcnow(), {}, None)
-    with write_transaction(engine, ingest.FETCH_LOCK) as conn:
-        return ingest.ingest(conn, snapshot, utcnow())
+def ingest_listing(engine: Engine, listing: Listing) -> dispatches.FetchSummary:
+    snapshot = dispatches.Snapshot(listing, utcnow(), {}, None)
+    with write_transaction(engine, dispatches.FETCH_LOCK) as conn:
+        return dispatches.ingest(conn, snapshot, utcnow())
 
 
 def valid(item: Any) -> bool:
@@ -140,13 +141,13 @@ def test_ingest_sets_aside_what_is_hostile_and_stores_the_rest(engine: Engine) -
         ids = [i["id"] for i in decoded if isinstance(i, dict) and isinstance(i.get("id"), str)]
         assume(len(ids) == len(set(ids)))  # conflicting copies have their own test
         with engine.begin() as conn:
-            for table in reversed(models.metadata.sorted_tables):
+            for table in reversed(schema.metadata.sorted_tables):
                 conn.execute(delete(table))
         summary = ingest_listing(engine, listing)
         with engine.connect() as conn:
-            stored = set(conn.execute(select(models.dispatches.c.id)).scalars())
+            stored = set(conn.execute(select(schema.dispatches.c.id)).scalars())
             rejected = conn.execute(
-                select(models.rejected_records.c.reason, models.rejected_records.c.payload)
+                select(schema.rejected_records.c.reason, schema.rejected_records.c.payload)
             ).all()
         assert "good" in stored
         expected_valid = {i["id"] for i in decoded if valid(i)}

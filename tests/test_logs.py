@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from etl.logs import JsonFormatter, TextFormatter
-from etl.sandbox import Sandbox
+from etl.base.logs import JsonFormatter, TextFormatter
+from etl.sandbox.emulator import Sandbox
 from tests.helpers import at, dispatch, log_messages, site
 from tests.processes import InProcess
 

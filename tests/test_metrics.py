@@ -10,10 +10,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
-from etl import __version__, metrics, status
-from etl.db import SCHEMA_REVISION, make_engine
-from etl.migrate import migrate
-from etl.sandbox import Sandbox
+from etl import __version__
+from etl.read import metrics, status
+from etl.sandbox.emulator import Sandbox
+from etl.store.db import SCHEMA_REVISION, make_engine
+from etl.store.migrate import migrate
 from tests.helpers import at, dispatch, site
 from tests.processes import InProcess, in_process
 

@@ -8,12 +8,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, bindparam, inspect, text
 
-from etl import planner
-from etl.actions import ActionKind, idempotency_key
-from etl.config import ProcessorSettings
-from etl.db import SCHEMA_REVISION, make_engine
-from etl.migrate import current_revision, head_revision, migrate
-from etl.models import UTCDateTime, metadata
+from etl.act import planner
+from etl.act.actions import ActionKind, idempotency_key
+from etl.base.config import ProcessorSettings
+from etl.store.db import SCHEMA_REVISION, make_engine
+from etl.store.migrate import current_revision, head_revision, migrate
+from etl.store.schema import UTCDateTime, metadata
 from tests.processes import etl_env, start_etl
 
 

@@ -8,9 +8,11 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from etl import claims, ingest, models, processor
-from etl.actions import idempotency_key
-from etl.config import ProcessorSettings
+from etl.act import claims, processor
+from etl.act.actions import idempotency_key
+from etl.base.config import ProcessorSettings
+from etl.ingest import dispatches
+from etl.store import schema
 from tests.helpers import at, dispatch, site
 from tests.processes import etl, etl_env, install_recording_handler, recorded_calls
 from tests.scenarios import World, active, ended
@@ -157,11 +159,11 @@ def test_a_curtail_failing_until_its_dispatch_ends_ends_failed_and_is_still_rest
 def test_a_curtail_failing_after_its_dispatch_ended_is_still_restored(world: World) -> None:
     world.handler.fail_first = 99
     world.sandbox.dispatches = [active("d1", site("a"))]
-    ingest.fetch(world.engine, world.client)
+    dispatches.fetch(world.engine, world.client)
     processor.process(world.engine, world.handler, world.settings, stop=_already_set())
     (claimed,) = claims.claim(world.engine, "w", 10, world.settings)  # the curtail is running...
     world.sandbox.dispatches = [ended("d1", site("a"))]  # ...when its dispatch ends
-    ingest.fetch(world.engine, world.client)
+    dispatches.fetch(world.engine, world.client)
     processor.process(world.engine, world.handler, world.settings, stop=_already_set())
     assert claims.fail(world.engine, claimed, "w", "timed out", world.settings)
     assert world.states() == {("curtail", "d1", "a"): "failed", ("restore", "d1", "a"): "waiting"}
@@ -171,7 +173,7 @@ def test_a_curtail_failing_after_its_dispatch_ended_is_still_restored(world: Wor
 
 def test_a_curtail_that_never_ran_is_not_restored(world: World) -> None:
     world.sandbox.dispatches = [active("d1", site("a"))]
-    ingest.fetch(world.engine, world.client)
+    dispatches.fetch(world.engine, world.client)
     processor.process(world.engine, world.handler, world.settings, stop=_already_set())
     assert world.step(active("d1", site("a"), authorized=False)) == []  # cancelled first
     assert world.states() == {("curtail", "d1", "a"): "skipped"}
@@ -180,7 +182,7 @@ def test_a_curtail_that_never_ran_is_not_restored(world: World) -> None:
 def test_an_expired_claim_is_taken_over_with_the_same_key(world: World) -> None:
     settings = ProcessorSettings(claim_timeout=0.3, handler_timeout=0.1, workers=2)
     world.sandbox.dispatches = [active("d1", site("a"))]
-    ingest.fetch(world.engine, world.client)
+    dispatches.fetch(world.engine, world.client)
     processor.process(world.engine, world.handler, settings, stop=_already_set())  # plans only
     (dead,) = claims.claim(world.engine, "dead-worker", 10, settings)  # then its process dies
     assert claims.claim(world.engine, "other", 10, settings) == []  # the claim holds...
@@ -209,9 +211,9 @@ def test_every_state_change_is_in_the_event_log(world: World) -> None:
     world.step(ended("d1", site("a")))
     with world.engine.connect() as conn:
         kinds = conn.execute(
-            select(models.events.c.kind, models.events.c.details)
-            .where(models.events.c.kind.like("action_%"))
-            .order_by(models.events.c.id)
+            select(schema.events.c.kind, schema.events.c.details)
+            .where(schema.events.c.kind.like("action_%"))
+            .order_by(schema.events.c.id)
         ).all()
     assert [(k, d["action"]) for k, d in kinds] == [
         ("action_planned", "curtail"),
@@ -232,7 +234,7 @@ def test_next_due_is_the_next_start_end_or_retry(world: World) -> None:
 
 def store_contents(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
-        return [conn.execute(select(table)).all() for table in models.metadata.sorted_tables]
+        return [conn.execute(select(table)).all() for table in schema.metadata.sorted_tables]
 
 
 def test_a_dry_run_shows_what_would_run_and_changes_nothing(
@@ -240,7 +242,7 @@ def test_a_dry_run_shows_what_would_run_and_changes_nothing(
 ) -> None:
     world.step(active("d1", site("a")))  # curtailed: its restore waits for the end
     world.sandbox.dispatches = [ended("d1", site("a")), active("d2", site("b"), site("c"))]
-    ingest.fetch(world.engine, world.client)
+    dispatches.fetch(world.engine, world.client)
     before = store_contents(world.engine)
     file_before = None
     if world.engine.dialect.name == "sqlite":  # all of it in the file, none in the WAL
@@ -277,7 +279,7 @@ def test_the_loop_goes_on_fetching_while_the_handler_fails(world: World) -> None
     fetches, failed = 0, 0
     loop = processor.run_loop(world.engine, world.client, world.handler, world.settings, 0.1, stop)
     for event in loop:
-        if isinstance(event, ingest.FetchSummary):
+        if isinstance(event, dispatches.FetchSummary):
             fetches += 1
             if fetches == 3:
                 stop.set()

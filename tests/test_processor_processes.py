@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from etl import models
-from etl.sandbox import Sandbox
+from etl.sandbox.emulator import Sandbox
+from etl.store import schema
 from tests.helpers import at, dispatch, site
 from tests.processes import (
     etl,
@@ -35,13 +35,13 @@ def dispatches(count: int, sites: int) -> list[dict[str, Any]]:
 
 
 def curtails(engine: Engine) -> list[Any]:
-    table = models.actions
+    table = schema.actions
     with engine.connect() as conn:
         return conn.execute(select(table).where(table.c.kind == "curtail")).all()
 
 
 def attempt_outcomes(engine: Engine) -> dict[int, list[str | None]]:
-    table = models.action_attempts
+    table = schema.action_attempts
     outcomes: dict[int, list[str | None]] = {}
     with engine.connect() as conn:
         for row in conn.execute(select(table).order_by(table.c.action_id, table.c.number)):

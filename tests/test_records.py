@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from etl.records import JSON_MAX_DEPTH, check_json, parse_dispatches, parse_sites, storable
-from etl.timeutil import parse_rfc3339
+from etl.base.timeutil import parse_rfc3339
+from etl.source.records import JSON_MAX_DEPTH, check_json, parse_dispatches, parse_sites, storable
 from tests.helpers import dispatch, site
 
 SAMPLES = Path(__file__).parent / "samples"  # copies of ../shared/samples

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.config import api_settings
-from etl.errors import ConfigError
-from etl.redact import redact_text, redact_url
+from etl.base.config import api_settings
+from etl.base.errors import ConfigError
+from etl.base.redact import redact_text, redact_url
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select, text
 
-from etl import audit, ingest, models, output, reports, retention, status
-from etl.timeutil import utcnow
+from etl.base.timeutil import utcnow
+from etl.ingest import dispatches
+from etl.read import audit, output, reports, status
+from etl.store import retention, schema
 from tests.helpers import at, dispatch, site
 from tests.processes import etl, etl_env
 from tests.scenarios import World, active, ended
@@ -222,7 +224,7 @@ def test_audit_defaults_to_the_last_day_and_exports_json_lines(
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     with story.engine.connect() as conn:
-        assert len(lines) == conn.execute(select(func.count()).select_from(models.events)).scalar()
+        assert len(lines) == conn.execute(select(func.count()).select_from(schema.events)).scalar()
     people = etl("audit", "--dispatch", "miss", env=etl_env(database_url))
     assert "action_missed" in people.stdout and "the dispatch window passed" in people.stdout
 
@@ -275,7 +277,7 @@ def test_status_command_exit_codes(world: World, database_url: str) -> None:
     env = etl_env(database_url)
     world.sandbox.faults.statuses = [500] * 10
     with pytest.raises(Exception, match="HTTP 500"):
-        ingest.fetch(world.engine, world.client)
+        dispatches.fetch(world.engine, world.client)
     result = etl("status", env=env)
     assert result.returncode == 2 and "no fetch has succeeded yet" in result.stdout
     assert "HTTP 500" in result.stdout  # the last failure's error
@@ -288,11 +290,11 @@ def test_status_command_exit_codes(world: World, database_url: str) -> None:
 
 def row_counts(engine: Engine) -> dict[str, int]:
     tables = (
-        models.fetch_runs,
-        models.events,
-        models.dispatches,
-        models.actions,
-        models.action_attempts,
+        schema.fetch_runs,
+        schema.events,
+        schema.dispatches,
+        schema.actions,
+        schema.action_attempts,
     )
     with engine.connect() as conn:
         return {
@@ -303,14 +305,14 @@ def row_counts(engine: Engine) -> dict[str, int]:
 
 def test_prune_removes_only_unchanged_old_fetch_runs(story: World) -> None:
     for _ in range(3):  # the minutely runs that find nothing new
-        ingest.fetch(story.engine, story.client)
+        dispatches.fetch(story.engine, story.client)
     before = row_counts(story.engine)
     assert retention.prune(story.engine, timedelta(days=1)) == 0  # none old enough
     deleted = retention.prune(story.engine, timedelta(0))
     after = row_counts(story.engine)
     with story.engine.connect() as conn:
         unchanged_runs = conn.execute(
-            select(func.count()).where(models.fetch_runs.c.events == 0)
+            select(func.count()).where(schema.fetch_runs.c.events == 0)
         ).scalar()
     assert deleted >= 2 and after["fetch_runs"] == before["fetch_runs"] - deleted
     assert unchanged_runs == 1  # the latest is kept, for `etl status`

@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, select
 
-from etl.api import VoltusClient
-from etl.config import ApiSettings
-from etl.errors import ApiError
-from etl.models import metadata
-from etl.sandbox import Sandbox
+from etl.base.config import ApiSettings
+from etl.base.errors import ApiError
+from etl.sandbox.emulator import Sandbox
+from etl.source.api import VoltusClient
+from etl.store.schema import metadata
 from tests.conftest import FAST_RETRIES
 from tests.helpers import site
 from tests.processes import InProcess

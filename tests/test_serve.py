@@ -14,10 +14,12 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from etl import models, processor, serve
-from etl.errors import ConfigError
-from etl.sandbox import Sandbox
-from etl.timeutil import utcnow
+from etl import serve
+from etl.act import processor
+from etl.base.errors import ConfigError
+from etl.base.timeutil import utcnow
+from etl.sandbox.emulator import Sandbox
+from etl.store import schema
 from tests.helpers import at, site, wait_for
 from tests.processes import InProcess, free_port
 from tests.scenarios import World, active
@@ -198,7 +200,7 @@ def test_healthz_is_503_when_critical(world: World) -> None:
     try:
         with world.engine.begin() as conn:  # the last listing is now an hour old
             an_hour_ago = utcnow() - timedelta(hours=1)
-            conn.execute(update(models.fetch_runs).values(finished_at=an_hour_ago))
+            conn.execute(update(schema.fetch_runs).values(finished_at=an_hour_ago))
         health = requests.get(running.url + "/healthz", timeout=5)
         assert health.status_code == 503 and health.json()["code"] == 2
         assert json.dumps(health.json()).count("CRITICAL") == 1

@@ -11,7 +11,7 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
-from etl.sandbox import Sandbox
+from etl.sandbox.emulator import Sandbox
 from tests.helpers import site, wait_for
 from tests.processes import (
     etl,

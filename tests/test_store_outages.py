@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from etl import db, ingest, models, processor
-from etl.config import ProcessorSettings
-from etl.errors import DatabaseError
+from etl.act import processor
+from etl.base.config import ProcessorSettings
+from etl.base.errors import DatabaseError
 from etl.handlers import ActionRequest
-from etl.sandbox import Sandbox
+from etl.ingest import dispatches
+from etl.sandbox.emulator import Sandbox
+from etl.store import db, schema
 from tests.helpers import log_messages, site, wait_for
 from tests.outages import hold_store, kill_connections, victim
 from tests.processes import etl, etl_env, finish, start_etl
@@ -58,11 +60,11 @@ class Calls:
 
 def three_sites(world: World) -> None:
     world.sandbox.dispatches = [active("d1", site("a"), site("b"), site("c"))]
-    ingest.fetch(world.engine, world.client)
+    dispatches.fetch(world.engine, world.client)
 
 
 def curtail_states(engine: Engine) -> list[str]:
-    actions = models.actions
+    actions = schema.actions
     with engine.connect() as conn:
         return list(
             conn.execute(select(actions.c.state).where(actions.c.kind == "curtail")).scalars()
@@ -128,7 +130,7 @@ def test_an_outcome_is_given_up_a_claim_timeout_after_its_claim_expired(
     outage[0].join()
     assert processor.process(impatient, calls, settings, worker="other:1").succeeded == 3
     assert set(calls.keys.values()) == {2}
-    attempts = models.action_attempts
+    attempts = schema.action_attempts
     with world.engine.connect() as conn:
         outcomes = conn.execute(select(attempts.c.number, attempts.c.outcome)).all()
     assert sorted(outcomes) == [(1, "abandoned")] * 3 + [(2, "succeeded")] * 3
@@ -140,7 +142,7 @@ def test_a_late_outcome_after_a_takeover_says_so_in_its_attempt(
     """The store comes back after the claim expired, and another process took the action over
     first: the late outcome is kept in its attempt row, with why it did not count."""
     world.sandbox.dispatches = [active("d1", site("a"))]
-    ingest.fetch(world.engine, world.client)
+    dispatches.fetch(world.engine, world.client)
     settings = ProcessorSettings(workers=1, claim_timeout=1, handler_timeout=0.5)
     taker = Calls()
 
@@ -151,7 +153,7 @@ def test_a_late_outcome_after_a_takeover_says_so_in_its_attempt(
 
     summary = processor.process(impatient, Calls(then=take_over), settings)
     assert (summary.succeeded, summary.overtaken) == (0, 1)
-    attempts = models.action_attempts
+    attempts = schema.action_attempts
     with world.engine.connect() as conn:
         first, second = conn.execute(select(attempts).order_by(attempts.c.number)).all()
     assert (first.outcome, second.outcome) == ("succeeded", "succeeded")
@@ -164,13 +166,13 @@ def test_a_claim_is_renewed_while_its_handler_runs_within_the_time_limit(
     world: World, impatient: Engine
 ) -> None:
     world.sandbox.dispatches = [active("d1", site("a"))]
-    ingest.fetch(world.engine, world.client)
+    dispatches.fetch(world.engine, world.client)
     settings = ProcessorSettings(workers=1, claim_timeout=1, handler_timeout=0.9)
     seen: list[Any] = []
 
     def slow(request: ActionRequest) -> str:
         time.sleep(0.8)
-        actions = models.actions
+        actions = schema.actions
         with world.engine.connect() as conn:
             seen.append(conn.execute(select(actions.c.available_at, actions.c.claimed_at)).first())
         return "done"

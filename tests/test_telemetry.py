@@ -15,10 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
 
-from etl import chart, ingest, models, output, reports, sandbox, status, telemetry
-from etl.records import MAX_KW, MIN_READING_KW
-from etl.sandbox import Sandbox
-from etl.timeutil import format_rfc3339, utcnow
+from etl.base.timeutil import format_rfc3339, utcnow
+from etl.ingest import dispatches, telemetry
+from etl.read import chart, output, reports, status
+from etl.sandbox import emulator
+from etl.sandbox.emulator import Sandbox
+from etl.source.records import MAX_KW, MIN_READING_KW
+from etl.store import schema
 from tests.helpers import log_messages, site
 from tests.processes import InProcess
 from tests.scenarios import World, active
@@ -38,7 +41,7 @@ def ended(dispatch_id: str, *sites: dict[str, object], start: float, end: float)
 def stored(world: World) -> dict[str, int]:
     with world.engine.connect() as conn:
         rows = conn.execute(
-            select(models.telemetry.c.site_id, func.count()).group_by(models.telemetry.c.site_id)
+            select(schema.telemetry.c.site_id, func.count()).group_by(schema.telemetry.c.site_id)
         ).all()
     return dict(rows)
 
@@ -46,9 +49,9 @@ def stored(world: World) -> dict[str, int]:
 def events(world: World, kind: str) -> list[dict[str, object]]:
     with world.engine.connect() as conn:
         rows = conn.execute(
-            select(models.events.c.site_id, models.events.c.details)
-            .where(models.events.c.kind == kind)
-            .order_by(models.events.c.id)
+            select(schema.events.c.site_id, schema.events.c.details)
+            .where(schema.events.c.kind == kind)
+            .order_by(schema.events.c.id)
         ).all()
     return [{"site": row.site_id, **row.details} for row in rows]
 
@@ -58,7 +61,7 @@ def test_eleven_sites_and_a_long_window_are_batched_and_split(
 ) -> None:
     # the point limit, small for the test (the emulator enforces the same one)
     monkeypatch.setattr(telemetry, "MAX_POINTS", 60)
-    monkeypatch.setattr(sandbox, "TELEMETRY_MAX_POINTS", 60)
+    monkeypatch.setattr(emulator, "TELEMETRY_MAX_POINTS", 60)
     sites = [site(f"s{i:02}") for i in range(11)]
     world.step(ended("d1", *sites, start=150, end=90))  # a window of 60 + 60 + 30 minutes
     with world.engine.connect() as conn:
@@ -82,7 +85,7 @@ def test_the_load_drops_by_the_commitment_while_the_site_is_held(world: World) -
     telemetry.fetch_telemetry(world.engine, world.client)
     with world.engine.connect() as conn:
         readings = dict(
-            conn.execute(select(models.telemetry.c.interval_end, models.telemetry.c.kw)).all()
+            conn.execute(select(schema.telemetry.c.interval_end, schema.telemetry.c.kw)).all()
         )
     start = utcnow() - timedelta(minutes=90)
     minute = timedelta(minutes=1)
@@ -95,11 +98,11 @@ def test_the_load_drops_by_the_commitment_while_the_site_is_held(world: World) -
 
 def as_if_asked_earlier(world: World, by: timedelta) -> None:
     """Move every window's last ask back in time, as if the next pass came that much later."""
-    asked = models.telemetry_requests.c
+    asked = schema.telemetry_requests.c
     with world.engine.begin() as conn:
-        for row in conn.execute(select(models.telemetry_requests)).all():
+        for row in conn.execute(select(schema.telemetry_requests)).all():
             conn.execute(
-                models.telemetry_requests.update()
+                schema.telemetry_requests.update()
                 .where(asked.dispatch_id == row.dispatch_id, asked.site_id == row.site_id)
                 .values(asked_at=row.asked_at - by)
             )
@@ -135,7 +138,7 @@ def test_gaps_are_refilled_and_bad_readings_set_aside(world: World) -> None:
     first = telemetry.fetch_telemetry(world.engine, world.client)
     assert first.readings_new > 0 and first.rejected == 9
     with world.engine.connect() as conn:
-        kinds = conn.execute(select(models.rejected_records.c.kind)).scalars().all()
+        kinds = conn.execute(select(schema.rejected_records.c.kind)).scalars().all()
     assert kinds == ["telemetry"] * 9
     # the missing minutes arrive late; they are asked for again an hour later, not at once
     world.sandbox.telemetry = {"a": [reading(at) for at in every_minute]}
@@ -155,7 +158,7 @@ def test_nothing_is_trusted_before_twenty_minutes(world: World) -> None:
     summary = telemetry.fetch_telemetry(world.engine, world.client)
     assert summary.windows == 1  # only `older` ended 20 minutes ago or more
     with world.engine.connect() as conn:
-        latest = conn.execute(select(func.max(models.telemetry.c.interval_end))).scalar_one()
+        latest = conn.execute(select(func.max(schema.telemetry.c.interval_end))).scalar_one()
     assert latest <= utcnow() - timedelta(minutes=20)
     # its window runs to its end + 30 min: still incomplete, asked for again at the next pass
     assert telemetry.fetch_telemetry(world.engine, world.client).windows == 1
@@ -198,7 +201,7 @@ def test_a_window_that_stays_incomplete_is_asked_again_at_growing_intervals(
         summary = telemetry.fetch_telemetry(world.engine, world.client)
         assert telemetry.fetch_telemetry(world.engine, world.client).requests == 0  # not at once
         with world.engine.connect() as conn:
-            (row,) = conn.execute(select(models.telemetry_requests)).all()
+            (row,) = conn.execute(select(schema.telemetry_requests)).all()
         asked_at.append((summary.requests, row.asks))
         as_if_asked_earlier(world, telemetry.reask_at(row.asked_at, row.asks) - row.asked_at)
     assert asked_at == [(1, asks) for asks in range(1, 7)]
@@ -216,7 +219,7 @@ def test_an_unreachable_api_ends_the_pass_at_once(world: World) -> None:
     assert len(world.sandbox.requests) == asked + 4  # d2 was not asked for
     with world.engine.connect() as conn:
         run = conn.execute(
-            select(models.fetch_runs).where(models.fetch_runs.c.kind == "telemetry")
+            select(schema.fetch_runs).where(schema.fetch_runs.c.kind == "telemetry")
         ).one()
     assert run.outcome == "failed" and run.error == summary.error
     assert stored(world) == {}
@@ -273,12 +276,12 @@ def hand_computed(
         )
     ]
     world.sandbox.telemetry = {site_id: [{**reading(at), "value": kw} for at, kw in load.items()]}
-    if not ingest.fetch(world.engine, world.client).dispatches_created:
+    if not dispatches.fetch(world.engine, world.client).dispatches_created:
         return start, end  # set aside: its commitment is no site's
     with world.engine.begin() as conn:  # the commands, as the processor would have recorded them
         for kind, done in (("curtail", start + 30 * second), ("restore", end + 60 * second)):
             conn.execute(
-                insert(models.actions).values(
+                insert(schema.actions).values(
                     dispatch_id=dispatch_id, site_id=site_id, kind=kind, episode=1,
                     idempotency_key=f"key-{dispatch_id}-{kind}", state="succeeded", attempts=1,
                     created_at=start, finished_at=done,
@@ -436,8 +439,8 @@ def test_readings_the_window_did_not_ask_for_are_set_aside_and_junk_is_capped(
     summary = telemetry.fetch_telemetry(world.engine, world.client)
     assert summary.readings_new == len(good) and summary.rejected == telemetry.MOST_REJECTED + 1
     with world.engine.connect() as conn:
-        stored = conn.execute(select(func.min(models.telemetry.c.interval_end))).scalar_one()
-        reasons = conn.execute(select(models.rejected_records.c.reason)).scalars().all()
+        stored = conn.execute(select(func.min(schema.telemetry.c.interval_end))).scalar_one()
+        reasons = conn.execute(select(schema.rejected_records.c.reason)).scalars().all()
     assert stored > start
     assert sum("outside the window asked for" in r for r in reasons) == telemetry.MOST_REJECTED
     assert "telemetry: 402 more readings set aside" in reasons
@@ -492,4 +495,4 @@ def test_an_answer_larger_than_its_request_could_need_is_refused_unparsed(world:
     assert summary.failed_windows == 1 and summary.readings_new == 1  # d2's window still fetched
     assert summary.error is not None and "more than they could need" in summary.error
     with world.engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(models.rejected_records)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(schema.rejected_records)).scalar() == 0

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from etl.sandbox import Sandbox
+from etl.sandbox.emulator import Sandbox
 from tests.helpers import at, dispatch, log_messages, site
 from tests.processes import InProcess
 

@@ -13,9 +13,9 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, delete, func, select
 
-from etl.db import write_transaction
-from etl.models import FetchOutcome, events, fetch_runs, rejected_records
-from etl.timeutil import utcnow
+from etl.base.timeutil import utcnow
+from etl.store.db import write_transaction
+from etl.store.schema import FetchOutcome, events, fetch_runs, rejected_records
 
 
 def prune(engine: Engine, older_than: timedelta) -> int:

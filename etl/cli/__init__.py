@@ -22,17 +22,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from etl import __version__, logs
-from etl.config import SANDBOX_URL, ProcessorSettings, api_settings
-from etl.errors import ApiError, EtlError
-from etl.logs import log
-from etl.timeutil import TimeShift, format_rfc3339, parse_duration, parse_moment, time_shift
+from etl import __version__
+from etl.base import logs
+from etl.base.config import SANDBOX_URL, ProcessorSettings, api_settings
+from etl.base.errors import ApiError, EtlError
+from etl.base.logs import log
+from etl.base.timeutil import TimeShift, format_rfc3339, parse_duration, parse_moment, time_shift
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from etl import claims, ingest, metrics, planner, processor, status
-    from etl.api import Webhook
+    from etl.act import claims, planner, processor
+    from etl.ingest import dispatches
+    from etl.read import metrics, status
+    from etl.source.api import Webhook
 
 ACTIONS_FAILED_EXIT = 5
 
@@ -245,7 +248,7 @@ def processor_options(
 
 
 def open_store(database_url: str | None) -> "Engine":
-    from etl.db import check_schema, make_engine
+    from etl.store.db import check_schema, make_engine
 
     engine = make_engine(database_url, create=False)
     check_schema(engine)
@@ -255,8 +258,8 @@ def open_store(database_url: str | None) -> "Engine":
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
     """Create the schema, or migrate it to this version's; safe to run again."""
-    from etl import migrate  # Alembic is slow to import: only this command pays for it
-    from etl.db import describe, make_engine
+    from etl.store import migrate  # Alembic is slow to import: only this command pays for it
+    from etl.store.db import describe, make_engine
 
     engine = make_engine(database_url)
     before, after = migrate.migrate(engine)
@@ -272,7 +275,7 @@ def db_bind(
 ) -> None:
     """Make the store serve this API and key from now on: after a key rotation, or to move it
     to another API on purpose (recorded as a `store_bound` event)."""
-    from etl import binding
+    from etl.store import binding
 
     api = api_settings(api_url, api_key)
     before, after = binding.bind(open_store(database_url), api)
@@ -307,16 +310,16 @@ def fetch(
     verbose: Verbose = False,
 ) -> None:
     """Fetch the last 24 hours of dispatches once and record every change."""
-    from etl import ingest
-    from etl.api import VoltusClient
+    from etl.ingest import dispatches
+    from etl.source.api import VoltusClient
 
     logs.set_verbosity(verbose, quiet)
     lookback_delta = _duration(lookback)
     engine = open_store(database_url)
     client = VoltusClient(api_settings(api_url, api_key))
-    _log_fetch(ingest.fetch(engine, client, include_sites=sites))
+    _log_fetch(dispatches.fetch(engine, client, include_sites=sites))
     if telemetry:
-        from etl import telemetry as meter_readings
+        from etl.ingest import telemetry as meter_readings
 
         summary = meter_readings.fetch_telemetry(engine, client, lookback_delta)
         log.info(
@@ -333,8 +336,8 @@ def fetch(
             raise ApiError(summary.error)
 
 
-def _log_fetch(summary: "ingest.FetchSummary") -> None:
-    from etl.models import FetchKind, FetchOutcome
+def _log_fetch(summary: "dispatches.FetchSummary") -> None:
+    from etl.store.schema import FetchKind, FetchOutcome
 
     what = "fetch" if summary.kind == FetchKind.LISTING else "lookup"
     if summary.outcome == FetchOutcome.SUPERSEDED:
@@ -387,7 +390,7 @@ def _print_dry_run(planned: "planner.PlanSummary", due: "list[claims.Claimed]") 
 
 def _log_outcome(outcome: "processor.RunEvent") -> None:
     """One event of a long run: a fetch's or a pass's summary, or an error it lived through."""
-    from etl.ingest import FetchSummary
+    from etl.ingest.dispatches import FetchSummary
 
     if isinstance(outcome, EtlError):
         log.error("%s", outcome)
@@ -417,8 +420,9 @@ def process(
     verbose: Verbose = False,
 ) -> None:
     """Act once on the stored dispatches: run every due curtail and restore."""
-    from etl import binding, processor
-    from etl.handlers import load_handler
+    from etl.act import processor
+    from etl.act.builtin_handlers import load_handler
+    from etl.store import binding
 
     logs.set_verbosity(verbose, quiet)
     settings: ProcessorSettings = ctx.obj()
@@ -454,9 +458,11 @@ def run(
     verbose: Verbose = False,
 ) -> None:
     """Fetch, then act on what is due (the minutely cron job); --every loops."""
-    from etl import binding, ingest, processor
-    from etl.api import VoltusClient
-    from etl.handlers import load_handler
+    from etl.act import processor
+    from etl.act.builtin_handlers import load_handler
+    from etl.ingest import dispatches
+    from etl.source.api import VoltusClient
+    from etl.store import binding
 
     logs.set_verbosity(verbose, quiet)
     settings: ProcessorSettings = ctx.obj()
@@ -467,7 +473,7 @@ def run(
     binding.check(engine, api.url, api.key)  # not even the pass: it would act for another
     client = VoltusClient(api)
     if dry_run:  # the fetch is real (it records what the API says); the pass is not
-        _log_fetch(ingest.fetch(engine, client))
+        _log_fetch(dispatches.fetch(engine, client))
         _print_dry_run(*processor.dry_run(engine, settings))
         return
     handler = load_handler(settings, api.url)
@@ -478,7 +484,7 @@ def run(
         return
     fetch_error = None
     try:
-        _log_fetch(ingest.fetch(engine, client))
+        _log_fetch(dispatches.fetch(engine, client))
     except EtlError as error:  # what is already stored is still acted on
         fetch_error = error
         log.error("%s", error)
@@ -531,10 +537,11 @@ def serve(
 ) -> None:
     """Run as a service: everything `etl run --every` does, and act within a second on Voltus's
     webhooks; stop on SIGTERM or SIGINT after finishing the actions in hand."""
-    from etl import binding, processor
     from etl import serve as service
-    from etl.api import VoltusClient
-    from etl.handlers import load_handler
+    from etl.act import processor
+    from etl.act.builtin_handlers import load_handler
+    from etl.source.api import VoltusClient
+    from etl.store import binding
 
     logs.set_verbosity(verbose, quiet)
     settings: ProcessorSettings = ctx.obj()
@@ -553,7 +560,7 @@ def serve(
 @webhooks_app.command("list")
 def webhooks_list(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
     """The account's registrations: id, URL (its secrets masked) and events."""
-    from etl.api import VoltusClient
+    from etl.source.api import VoltusClient
 
     registered = VoltusClient(api_settings(api_url, api_key)).webhooks()
     for webhook in registered:
@@ -573,8 +580,8 @@ def webhooks_register(
     """Have Voltus POST dispatch.create and dispatch.update notifications to URL."""
     from urllib.parse import urlsplit
 
-    from etl.api import VoltusClient
-    from etl.redact import redact_url
+    from etl.base.redact import redact_url
+    from etl.source.api import VoltusClient
 
     if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         shown = redact_url(url)[:80]
@@ -590,7 +597,7 @@ def webhooks_delete(
     api_key: ApiKey = None,
 ) -> None:
     """Stop Voltus's notifications to one registration (for good: it cannot be undone)."""
-    from etl.api import VoltusClient
+    from etl.source.api import VoltusClient
 
     if not webhook_id.strip():
         raise typer.BadParameter("an empty id names no registration", param_hint="'ID'")
@@ -601,7 +608,7 @@ def webhooks_delete(
 
 
 def _describe_webhook(webhook: "Webhook") -> str:
-    from etl.redact import redact_url
+    from etl.base.redact import redact_url
 
     return logs.one_line(f"{webhook.id}  {redact_url(webhook.url)}  {', '.join(webhook.events)}")
 
@@ -641,7 +648,7 @@ def sandbox(
     ] = 1.0,
 ) -> None:
     """Serve a local emulator of the Voltus API until interrupted."""
-    from etl.sandbox import Faults, Sandbox, certification_scenario
+    from etl.sandbox.emulator import Faults, Sandbox, certification_scenario
 
     if certification is not None:
         if scenario is not None:
@@ -703,7 +710,7 @@ def report(
     tz: Tz = "utc",
 ) -> None:
     """Report on dispatches, sites, programs or curtailments, from the SQL views."""
-    from etl import output, reports
+    from etl.read import output, reports
 
     if fmt not in output.FORMATS:
         raise typer.BadParameter(f"use one of {', '.join(output.FORMATS)}", param_hint="--format")
@@ -752,7 +759,7 @@ def audit_command(
     """What happened, in time order: dispatches seen and changed, actions planned, claimed,
     attempted, succeeded, failed, missed, skipped or superseded, with their idempotency keys.
     With no filter: the last 24 hours."""
-    from etl import audit, output
+    from etl.read import audit, output
 
     shift = _time_shift(tz)
     if chart is not None:
@@ -778,7 +785,7 @@ class StatusFormat(StrEnum):
 
 
 def _write_chart(database_url: str | None, dispatch_id: str | None, path: Path) -> None:
-    from etl import chart
+    from etl.read import chart
 
     if dispatch_id is None:
         raise typer.BadParameter("--chart draws one dispatch: give --dispatch ID")
@@ -825,7 +832,7 @@ def status_command(
 ) -> None:
     """Is the job healthy? Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (bad usage), as
     monitoring checks expect."""
-    from etl import status
+    from etl.read import status
 
     max_age_delta, window_delta = _duration(max_age), _duration(window)
     fmt = StatusFormat.json if as_json else fmt
@@ -834,7 +841,7 @@ def status_command(
         result = status.check(engine, max_age_delta, window_delta, min_delivery)
         counts = None
         if fmt == StatusFormat.prometheus:
-            from etl import metrics
+            from etl.read import metrics
 
             counts = metrics.store_counts(engine)
     except EtlError as error:  # a store that cannot be read is as bad as it gets
@@ -855,13 +862,13 @@ def status_command(
 def _print_metrics(
     result: "status.Status | None", counts: "metrics.StoreCounts | None", code: int
 ) -> None:
-    from etl import metrics
+    from etl.read import metrics
 
     typer.echo(metrics.exposition(metrics.StatusCollector(result, counts, code)), nl=False)
 
 
 def _print_status(result: "status.Status") -> None:
-    from etl import status
+    from etl.read import status
 
     def when(moment: datetime | None) -> str:
         return format_rfc3339(moment) if moment else "never"
@@ -897,7 +904,7 @@ def db_prune(
 ) -> None:
     """Keep the store bounded: delete old fetch runs that recorded no change. Dispatches,
     actions, attempts and the event log (the audit trail) are never pruned."""
-    from etl import retention
+    from etl.store import retention
 
     engine = open_store(database_url)
     deleted = retention.prune(engine, _duration(older_than))
@@ -928,7 +935,7 @@ def main() -> None:
         message = " ".join(error.format_message().split())
         log.error("%s%s", message, hint)
         if command == "status":
-            from etl.status import UNKNOWN
+            from etl.read.status import UNKNOWN
 
             raise SystemExit(UNKNOWN) from None
         raise SystemExit(error.exit_code) from None

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from etl.jsonscan import TooDeep
-from etl.timeutil import parse_rfc3339
+from etl.base.timeutil import parse_rfc3339
+from etl.source.jsonscan import TooDeep
 
 
 @dataclass(frozen=True, slots=True)

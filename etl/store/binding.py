@@ -13,14 +13,14 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from etl.config import ApiSettings
-from etl.db import read_transaction, write_transaction
-from etl.errors import ConfigError
-from etl.events import NewEvent
-from etl.events import append as append_events
-from etl.models import store_binding
-from etl.redact import redact_url
-from etl.timeutil import utcnow
+from etl.base.config import ApiSettings
+from etl.base.errors import ConfigError
+from etl.base.redact import redact_url
+from etl.base.timeutil import utcnow
+from etl.store.db import read_transaction, write_transaction
+from etl.store.events import NewEvent
+from etl.store.events import append as append_events
+from etl.store.schema import store_binding
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 

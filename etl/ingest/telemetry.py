@@ -25,12 +25,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, insert, select, tuple_
 
-from etl.api import VoltusClient
-from etl.db import dialect_insert, read_transaction, write_transaction
-from etl.errors import ApiError
-from etl.events import NewEvent
-from etl.events import append as append_events
-from etl.ingest import (
+from etl.base.errors import ApiError
+from etl.base.timeutil import format_rfc3339, utcnow
+from etl.ingest.dispatches import (
     FETCH_LOCK,
     Changes,
     chunks,
@@ -39,7 +36,12 @@ from etl.ingest import (
     record_failure,
     upsert,
 )
-from etl.models import (
+from etl.source.api import VoltusClient
+from etl.source.records import Reading, Rejected
+from etl.store.db import dialect_insert, read_transaction, write_transaction
+from etl.store.events import NewEvent
+from etl.store.events import append as append_events
+from etl.store.schema import (
     FetchKind,
     FetchOutcome,
     dispatch_sites,
@@ -49,8 +51,6 @@ from etl.models import (
     telemetry,
     telemetry_requests,
 )
-from etl.records import Reading, Rejected
-from etl.timeutil import format_rfc3339, utcnow
 
 BEFORE, AFTER = timedelta(minutes=60), timedelta(minutes=30)
 SETTLE = timedelta(minutes=20)  # after an interval, before its readings are trusted

@@ -15,13 +15,13 @@ from urllib.parse import quote, urlencode
 import requests
 
 from etl import __version__
-from etl.config import ApiSettings
-from etl.errors import ApiError
-from etl.jsonscan import items_one_by_one
-from etl.logs import log
-from etl.records import SiteBatch, TelemetryBatch, fingerprint, parse_sites, parse_telemetry
-from etl.redact import MASK, redact_text, redact_url
-from etl.timeutil import format_rfc3339, utcnow
+from etl.base.config import ApiSettings
+from etl.base.errors import ApiError
+from etl.base.logs import log
+from etl.base.redact import MASK, redact_text, redact_url
+from etl.base.timeutil import format_rfc3339, utcnow
+from etl.source.jsonscan import items_one_by_one
+from etl.source.records import SiteBatch, TelemetryBatch, fingerprint, parse_sites, parse_telemetry
 
 API_VERSION = "2022-04-15"
 # a telemetry answer longer than this per site, meter and interval is not one: it is refused

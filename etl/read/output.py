@@ -8,8 +8,8 @@ from datetime import datetime
 from itertools import chain, islice
 from typing import Any, TextIO
 
-from etl.logs import one_line
-from etl.timeutil import TimeShift, jsonable
+from etl.base.logs import one_line
+from etl.base.timeutil import TimeShift, jsonable
 
 FORMATS = ("table", "csv", "json", "jsonl")
 TABLE_SAMPLE = 200  # rows read before a table's column widths are fixed

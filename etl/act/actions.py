@@ -20,9 +20,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, update
 
-from etl.db import dialect_insert
-from etl.events import NewEvent
-from etl.models import actions, dispatch_sites, dispatches
+from etl.handlers import ActionKind
+from etl.store.db import dialect_insert
+from etl.store.events import NewEvent
+from etl.store.schema import actions, dispatch_sites, dispatches
 
 # each action beside its dispatch, and that dispatch's row for the action's site
 WITH_DISPATCH_SITE = actions.join(dispatches, dispatches.c.id == actions.c.dispatch_id).join(
@@ -32,11 +33,6 @@ WITH_DISPATCH_SITE = actions.join(dispatches, dispatches.c.id == actions.c.dispa
         dispatch_sites.c.site_id == actions.c.site_id,
     ),
 )
-
-
-class ActionKind(StrEnum):
-    CURTAIL = "curtail"
-    RESTORE = "restore"
 
 
 class ActionState(StrEnum):

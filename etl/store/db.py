@@ -13,9 +13,9 @@ import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 
-from etl.config import default_database_url
-from etl.errors import ConfigError, DatabaseError, SchemaError
-from etl.redact import redact_url
+from etl.base.config import default_database_url
+from etl.base.errors import ConfigError, DatabaseError, SchemaError
+from etl.base.redact import redact_url
 
 # the Alembic head this code expects; tests/test_migrations.py keeps it equal to migrations/
 SCHEMA_REVISION = "0014"

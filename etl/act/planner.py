@@ -34,8 +34,7 @@ from sqlalchemy import (
     update,
 )
 
-from etl import models
-from etl.actions import (
+from etl.act.actions import (
     OPEN,
     UNDER_WAY,
     WITH_DISPATCH_SITE,
@@ -49,12 +48,13 @@ from etl.actions import (
     row_event,
     set_final,
 )
-from etl.config import ProcessorSettings
-from etl.db import write_transaction
-from etl.events import NewEvent
-from etl.events import append as append_events
-from etl.models import actions, dispatch_sites, dispatches, fetch_runs, planner_state
-from etl.timeutil import utcnow
+from etl.base.config import ProcessorSettings
+from etl.base.timeutil import utcnow
+from etl.store import schema
+from etl.store.db import write_transaction
+from etl.store.events import NewEvent
+from etl.store.events import append as append_events
+from etl.store.schema import actions, dispatch_sites, dispatches, fetch_runs, planner_state
 
 PLAN_LOCK = "etl.plan"
 # the first plan of a store looks back this far for dispatches whose window it never saw; later
@@ -221,7 +221,7 @@ def _first_fetch(conn: Connection) -> datetime | None:
     """When the store's first successful fetch began (first by id: the primary key's order)."""
     return conn.execute(
         select(fetch_runs.c.started_at)
-        .where(fetch_runs.c.outcome == models.FetchOutcome.SUCCEEDED)
+        .where(fetch_runs.c.outcome == schema.FetchOutcome.SUCCEEDED)
         .order_by(fetch_runs.c.id)
         .limit(1)
     ).scalar()

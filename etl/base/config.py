@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from etl.errors import ConfigError
-from etl.redact import redact_url
+from etl.base.errors import ConfigError
+from etl.base.redact import redact_url
 
 SANDBOX_URL = "https://sandbox.voltus.co"
 SANDBOX_HOST = "sandbox.voltus.co"

@@ -20,11 +20,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from etl import claims
-from etl.config import ProcessorSettings
-from etl.errors import DatabaseError
-from etl.logs import log
-from etl.timeutil import utcnow
+from etl.act import claims
+from etl.base.config import ProcessorSettings
+from etl.base.errors import DatabaseError
+from etl.base.logs import log
+from etl.base.timeutil import utcnow
 
 # a write is retried after FIRST_RETRY_SECONDS, then doubling, up to LONGEST_RETRY_SECONDS and
 # a tenth of the claim timeout

@@ -9,8 +9,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from etl.db import describe, read_transaction, write_transaction
-from etl.errors import DatabaseError, SchemaError
+from etl.base.errors import DatabaseError, SchemaError
+from etl.store.db import describe, read_transaction, write_transaction
 
 
 def _config() -> Config:

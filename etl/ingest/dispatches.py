@@ -22,30 +22,11 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, Table, insert, or_, select, update
 
-from etl import binding
-from etl.api import Listing, VoltusClient
-from etl.db import (
-    RecordRefused,
-    dialect_insert,
-    read_transaction,
-    record_savepoint,
-    write_transaction,
-)
-from etl.errors import ApiError, DatabaseError
-from etl.events import NewEvent
-from etl.events import append as append_events
-from etl.jsonscan import TooDeep
-from etl.models import (
-    FetchKind,
-    FetchOutcome,
-    dispatch_sites,
-    dispatches,
-    fetch_runs,
-    programs,
-    rejected_records,
-    sites,
-)
-from etl.records import (
+from etl.base.errors import ApiError, DatabaseError
+from etl.base.timeutil import format_rfc3339, jsonable, local_date, utcnow
+from etl.source.api import Listing, VoltusClient
+from etl.source.jsonscan import TooDeep
+from etl.source.records import (
     Dispatch,
     Program,
     Rejected,
@@ -57,7 +38,26 @@ from etl.records import (
     record_id,
     storable,
 )
-from etl.timeutil import format_rfc3339, jsonable, local_date, utcnow
+from etl.store import binding
+from etl.store.db import (
+    RecordRefused,
+    dialect_insert,
+    read_transaction,
+    record_savepoint,
+    write_transaction,
+)
+from etl.store.events import NewEvent
+from etl.store.events import append as append_events
+from etl.store.schema import (
+    FetchKind,
+    FetchOutcome,
+    dispatch_sites,
+    dispatches,
+    fetch_runs,
+    programs,
+    rejected_records,
+    sites,
+)
 
 FETCH_LOCK = "etl.fetch"
 IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit

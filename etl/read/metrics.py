@@ -15,11 +15,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
-from etl import __version__, status
-from etl.actions import ActionState, Holding
-from etl.db import read_transaction
-from etl.errors import EtlError
-from etl.models import action_attempts, actions, dispatch_sites
+from etl import __version__
+from etl.act.actions import ActionState, Holding
+from etl.base.errors import EtlError
+from etl.read import status
+from etl.store.db import read_transaction
+from etl.store.schema import action_attempts, actions, dispatch_sites
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from sqlalchemy import (
     select,
 )
 
-from etl import models
-from etl.db import read_transaction
-from etl.errors import ConfigError
-from etl.models import UTCDateTime
-from etl.timeutil import utcnow
+from etl.base.errors import ConfigError
+from etl.base.timeutil import utcnow
+from etl.store import schema
+from etl.store.db import read_transaction
+from etl.store.schema import UTCDateTime
 
 # The views' columns, typed so that times come back aware and booleans as bools on both
 # databases. Not part of the models' metadata: migrations create views, autogenerate ignores them.
@@ -151,8 +151,8 @@ def _dispatch_filters(
     if f.test is not None:
         query = query.where(view.c.test == f.test)
     if f.site_id is not None:
-        has_site = select(models.dispatch_sites.c.dispatch_id).where(
-            models.dispatch_sites.c.site_id == f.site_id
+        has_site = select(schema.dispatch_sites.c.dispatch_id).where(
+            schema.dispatch_sites.c.site_id == f.site_id
         )
         query = query.where(dispatch_id.in_(has_site))
     return query
@@ -236,7 +236,7 @@ def sites_report(f: ReportFilter, period: str = "day") -> Select[Any]:
 def program_zones(engine: Engine) -> dict[int, str]:
     """Each program's time zone name, for rows that name only their program."""
     with read_transaction(engine) as conn:
-        return dict(conn.execute(select(models.programs.c.id, models.programs.c.timezone)).all())
+        return dict(conn.execute(select(schema.programs.c.id, schema.programs.c.timezone)).all())
 
 
 def stream(engine: Engine, query: Select[Any]) -> Iterator[dict[str, Any]]:

@@ -14,11 +14,11 @@ from xml.sax.saxutils import escape
 
 from sqlalchemy import Connection, Engine, func, select
 
-from etl.db import read_transaction
-from etl.errors import ConfigError
-from etl.models import actions, dispatch_sites, dispatches, programs, telemetry
-from etl.telemetry import AFTER, BEFORE, INTERVAL
-from etl.timeutil import zone_or_utc
+from etl.base.errors import ConfigError
+from etl.base.timeutil import zone_or_utc
+from etl.ingest.telemetry import AFTER, BEFORE, INTERVAL
+from etl.store.db import read_transaction
+from etl.store.schema import actions, dispatch_sites, dispatches, programs, telemetry
 
 WIDTH, PANEL_HEIGHT, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, HEADER = 900, 220, 60, 20, 30, 64
 MOST_TICKS = 12  # time labels on an axis, whatever the span

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
-from etl.models import events
+from etl.store.schema import events
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, func, select, text
 
 from etl import __version__
-from etl.actions import OPEN, OPEN_STATES, ActionState, Holding
-from etl.db import read_transaction
-from etl.models import (
+from etl.act.actions import OPEN, OPEN_STATES, ActionState, Holding
+from etl.base.timeutil import jsonable, utcnow
+from etl.read.reports import dispatch_performance
+from etl.store.db import read_transaction
+from etl.store.schema import (
     FetchKind,
     FetchOutcome,
     actions,
@@ -20,8 +22,6 @@ from etl.models import (
     fetch_runs,
     telemetry_requests,
 )
-from etl.reports import dispatch_performance
-from etl.timeutil import jsonable, utcnow
 
 # a share of a window's telemetry intervals below which its delivery is not judged
 MIN_COVERAGE = 0.8

@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 
-from etl.actions import (
+from etl.act.actions import (
     CLAIMABLE,
     OPEN,
     UNDER_WAY,
@@ -40,14 +40,14 @@ from etl.actions import (
     event,
     restore_owed,
 )
-from etl.config import ProcessorSettings
-from etl.db import write_transaction
-from etl.events import NewEvent
-from etl.events import append as append_events
+from etl.base.config import ProcessorSettings
+from etl.base.redact import redact_text
+from etl.base.timeutil import format_rfc3339, utcnow
 from etl.handlers import KEPT_OUTPUT_CHARS, ActionRequest
-from etl.models import action_attempts, actions, dispatch_sites, dispatches, programs, sites
-from etl.redact import redact_text
-from etl.timeutil import format_rfc3339, utcnow
+from etl.store.db import write_transaction
+from etl.store.events import NewEvent
+from etl.store.events import append as append_events
+from etl.store.schema import action_attempts, actions, dispatch_sites, dispatches, programs, sites
 
 # a restore is retried this many times at most; a curtail, for as long as its dispatch is active
 RESTORE_MAX_ATTEMPTS = 10
@@ -222,7 +222,7 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
             episode=row.episode,
             attempt=row.attempts,
             request=ActionRequest(
-                action=row.kind,
+                action=ActionKind(row.kind),
                 dispatch_id=row.dispatch_id,
                 site_id=row.site_id,
                 site_name=row.site_name,

@@ -32,15 +32,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from etl.api import API_VERSION, WEBHOOK_EVENTS
-from etl.config import SANDBOX_KEY
-from etl.errors import ConfigError
-from etl.records import INTERVALS
-from etl.timeutil import format_rfc3339, parse_rfc3339, utcnow
+from etl.base.config import SANDBOX_KEY
+from etl.base.errors import ConfigError
+from etl.base.timeutil import format_rfc3339, parse_rfc3339, utcnow
+from etl.source.api import API_VERSION, WEBHOOK_EVENTS
+from etl.source.records import INTERVALS
 
 RELATIVE_TIME = re.compile(r"^now(?:([+-])(\d+)([smhd]))?$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-CERTIFICATION = ("basic", "ancillary", "two-programs", "cancelled")  # etl/certification/*.json
+CERTIFICATION = ("basic", "ancillary", "two-programs", "cancelled")  # certification/*.json
 TELEMETRY_MAX_SITES, TELEMETRY_MAX_POINTS = 10, 10_000
 RESPONSE_DELAY = timedelta(minutes=1)  # an emulated site's load follows its commands this late
 LATER = datetime(9000, 1, 1, tzinfo=UTC)  # the end of a dispatch with no end time yet
@@ -102,7 +102,7 @@ def published_states(scenario: Any) -> list[Published]:
 def load_scenario(path: Path | None, anchor: datetime, speed: float = 1.0) -> dict[str, Any]:
     """Ours (`{"dispatches": [...], ...}`) or Voltus's (`{"dispatches": {NAME: {"states"...}}}`,
     whose dispatches are served in their latest published state)."""
-    source = path or files("etl").joinpath("sandbox_scenario.json")
+    source = path or files("etl.sandbox").joinpath("scenario.json")
     try:
         scenario = json.loads(source.read_text())
     except (OSError, ValueError, RecursionError) as error:
@@ -121,7 +121,7 @@ def load_scenario(path: Path | None, anchor: datetime, speed: float = 1.0) -> di
 
 def certification_scenario(name: str) -> Path:
     """One of Voltus's integration tests, as a built-in scenario."""
-    path = Path(str(files("etl").joinpath("certification", f"{name}.json")))
+    path = Path(str(files("etl.sandbox").joinpath("certification", f"{name}.json")))
     if name not in CERTIFICATION or not path.exists():
         raise ConfigError(
             f"no certification scenario {name!r}", f"one of {', '.join(CERTIFICATION)}"

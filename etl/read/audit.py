@@ -8,11 +8,11 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select
 
-from etl.db import read_transaction
-from etl.events import describe_subject
-from etl.logs import one_line
-from etl.models import dispatch_sites, dispatches, events, programs
-from etl.timeutil import utcnow, with_offset
+from etl.base.logs import one_line
+from etl.base.timeutil import utcnow, with_offset
+from etl.store.db import read_transaction
+from etl.store.events import describe_subject
+from etl.store.schema import dispatch_sites, dispatches, events, programs
 
 # `etl audit` alone: what happened lately
 DEFAULT_WINDOW = timedelta(hours=24)

@@ -15,17 +15,18 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select, true
 
-from etl import claims, ingest, planner
-from etl.actions import CLAIMABLE, OPEN
-from etl.api import VoltusClient
-from etl.config import ProcessorSettings
-from etl.db import read_transaction, write_transaction
-from etl.errors import DatabaseError, EtlError
-from etl.handlers import Handler, kill_running_commands
-from etl.models import actions, dispatches
-from etl.outcomes import Outcomes, log_action
-from etl.redact import redact_text
-from etl.timeutil import utcnow
+from etl.act import claims, planner
+from etl.act.actions import CLAIMABLE, OPEN
+from etl.act.builtin_handlers import Handler, kill_running_commands
+from etl.act.outcomes import Outcomes, log_action
+from etl.base.config import ProcessorSettings
+from etl.base.errors import DatabaseError, EtlError
+from etl.base.redact import redact_text
+from etl.base.timeutil import utcnow
+from etl.ingest.dispatches import FetchSummary, fetch
+from etl.source.api import VoltusClient
+from etl.store.db import read_transaction, write_transaction
+from etl.store.schema import actions, dispatches
 
 
 @dataclass
@@ -169,7 +170,7 @@ def next_due(engine: Engine, settings: ProcessorSettings) -> datetime | None:
     return min(times, default=None)
 
 
-RunEvent = ingest.FetchSummary | PassSummary | EtlError
+RunEvent = FetchSummary | PassSummary | EtlError
 
 
 def run_loop(
@@ -189,7 +190,7 @@ def run_loop(
         if time.monotonic() >= next_fetch:
             next_fetch = time.monotonic() + every
             try:
-                yield ingest.fetch(engine, client)
+                yield fetch(engine, client)
             except EtlError as error:
                 yield error
         if stop.is_set():

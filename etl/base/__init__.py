@@ -1,0 +1,1 @@
+"""What every room uses: settings, errors, logging, redaction of secrets, and time."""

@@ -1,0 +1,1 @@
+"""What Voltus sends: the HTTP client, and the typed, validated records made of its answers."""
