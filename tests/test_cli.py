@@ -16,8 +16,8 @@ from sqlalchemy import select
 from etl import __version__
 from etl.act import planner
 from etl.cli import app
-from etl.ingest import dispatches
 from etl.sandbox.emulator import Sandbox
+from etl.store import fetch_runs
 from etl.store.db import make_engine
 from etl.store.schema import metadata
 from tests.helpers import at, dispatch, log_messages, site
@@ -278,7 +278,7 @@ def held_store(database_url: str) -> Iterator[None]:
             holder.close()
         return
     with psycopg.connect(database_url.replace("+psycopg", "")) as holder:  # in a transaction
-        for name in (dispatches.FETCH_LOCK, planner.PLAN_LOCK):
+        for name in (fetch_runs.FETCH_LOCK, planner.PLAN_LOCK):
             holder.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
         yield
 

@@ -10,8 +10,13 @@ import pytest
 from etl.act.actions import ActionState, Holding
 from etl.act.planner import HISTORY_NOTE, Pair, transition
 from etl.base.config import ProcessorSettings
-from etl.ingest import dispatches
-from etl.ingest.dispatches import dispatch_change, program_change, site_change, split_duplicates
+from etl.ingest.diff import (
+    answers_by_id,
+    dispatch_change,
+    program_change,
+    site_change,
+    split_duplicates,
+)
 from etl.source.records import parse_dispatch
 from tests.helpers import dispatch, site
 
@@ -193,7 +198,7 @@ def test_lead_time_starts_holding_early() -> None:
 
 
 def test_an_answer_by_id_that_is_another_dispatch_is_set_aside() -> None:
-    found, mismatched = dispatches._answers_by_id(
+    found, mismatched = answers_by_id(
         {"a": dispatch("a"), "b": dispatch("c"), "d": None, "e": ["not", "an", "object"]}
     )
     assert [item["id"] for item in found] == ["a"]

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from etl.ingest.dispatches import FETCH_LOCK
 from etl.sandbox.emulator import Sandbox
 from etl.store import schema
+from etl.store.fetch_runs import FETCH_LOCK
 from tests.helpers import dispatch, site
 from tests.processes import (
     etl_env,

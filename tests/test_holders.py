@@ -195,10 +195,10 @@ def test_an_older_modification_is_ignored_without_an_event(world: World) -> None
 def test_a_fetch_whose_listing_is_older_than_the_stored_one_writes_nothing(world: World) -> None:
     world.sandbox.dispatches = [active("a1", site("s1"))]
     stale_listing = world.client.dispatches()
-    stale = dispatches.Snapshot(stale_listing, dispatches.utcnow(), {}, None)
+    stale = dispatches.Snapshot(stale_listing, utcnow(), {}, None)
     world.step(active("a1", site("s1"), site("s2")))
     with world.engine.begin() as conn:
-        summary = dispatches.ingest(conn, stale, dispatches.utcnow())
+        summary = dispatches.ingest(conn, stale, utcnow())
     assert "older than the stored listing" in (summary.note or "")
     assert summary.outcome == "superseded"
     assert world.process() == []

@@ -16,6 +16,7 @@ from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 from etl.store import schema
 from etl.store.db import make_engine, record_savepoint, write_transaction
+from etl.store.rows import upsert
 from tests.conftest import FAST_RETRIES
 from tests.helpers import at, dispatch, http_server, serve_body, site
 
@@ -86,11 +87,11 @@ def test_upsert_skips_rows_that_did_not_change(engine: Engine) -> None:
     row = {"id": 1, "name": "p", "timezone": "UTC", "market": "", "program_type": "capacity"}
     times = {"first_seen_at": parse_rfc3339(at(0)), "updated_at": parse_rfc3339(at(0))}
     with engine.begin() as conn:
-        dispatches.upsert(conn, dispatches.programs, [{**row, **times}], ["id"])
+        upsert(conn, schema.programs, [{**row, **times}], ["id"])
     later = {**times, "updated_at": parse_rfc3339(at(1))}
     with engine.begin() as conn:
-        dispatches.upsert(conn, dispatches.programs, [{**row, **later}], ["id"])
-        dispatches.upsert(conn, dispatches.programs, [{**row, "name": "q", **later}], ["id"])
+        upsert(conn, schema.programs, [{**row, **later}], ["id"])
+        upsert(conn, schema.programs, [{**row, "name": "q", **later}], ["id"])
     ((name, updated_at),) = [
         (r["name"], r["updated_at"]) for r in table_rows(engine, schema.programs)
     ]

@@ -17,7 +17,7 @@ from etl.base.timeutil import utcnow
 from etl.ingest import dispatches
 from etl.source.api import Listing
 from etl.source.records import fingerprint, parse_dispatch
-from etl.store import schema
+from etl.store import fetch_runs, schema
 from etl.store.db import write_transaction
 from tests.helpers import dispatch, site
 
@@ -114,7 +114,7 @@ def as_sent(items: list[Any]) -> Listing:
 
 def ingest_listing(engine: Engine, listing: Listing) -> dispatches.FetchSummary:
     snapshot = dispatches.Snapshot(listing, utcnow(), {}, None)
-    with write_transaction(engine, dispatches.FETCH_LOCK) as conn:
+    with write_transaction(engine, fetch_runs.FETCH_LOCK) as conn:
         return dispatches.ingest(conn, snapshot, utcnow())
 
 

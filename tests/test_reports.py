@@ -14,7 +14,7 @@ from sqlalchemy import Engine, func, select, text
 from etl.base.timeutil import utcnow
 from etl.ingest import dispatches
 from etl.read import audit, output, reports, status
-from etl.store import retention, schema
+from etl.store import fetch_runs, schema
 from tests.helpers import at, dispatch, site
 from tests.processes import etl, etl_env
 from tests.scenarios import World, active, ended
@@ -307,8 +307,8 @@ def test_prune_removes_only_unchanged_old_fetch_runs(story: World) -> None:
     for _ in range(3):  # the minutely runs that find nothing new
         dispatches.fetch(story.engine, story.client)
     before = row_counts(story.engine)
-    assert retention.prune(story.engine, timedelta(days=1)) == 0  # none old enough
-    deleted = retention.prune(story.engine, timedelta(0))
+    assert fetch_runs.prune(story.engine, timedelta(days=1)) == 0  # none old enough
+    deleted = fetch_runs.prune(story.engine, timedelta(0))
     after = row_counts(story.engine)
     with story.engine.connect() as conn:
         unchanged_runs = conn.execute(

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, and_, update
 
 from etl.handlers import ActionKind
 from etl.store.db import dialect_insert
-from etl.store.events import NewEvent
+from etl.store.events import EventKind, NewEvent
 from etl.store.schema import actions, dispatch_sites, dispatches
 
 # each action beside its dispatch, and that dispatch's row for the action's site
@@ -142,7 +142,8 @@ def event(
     **details: Any,
 ) -> NewEvent:
     """`action_<state>` (`action_planned` for pending and waiting), with the action's key."""
-    kind = "action_planned" if state in (S.PENDING, S.WAITING) else f"action_{state}"
+    planned = state in (S.PENDING, S.WAITING)
+    kind = EventKind.ACTION_PLANNED if planned else EventKind(f"action_{state}")
     body = {"action": str(action), "episode": episode, "idempotency_key": key, "state": str(state)}
     body |= {k: v for k, v in details.items() if v is not None}
     return NewEvent(kind, body, dispatch_id=dispatch_id, site_id=site_id)

@@ -50,11 +50,11 @@ from etl.act.actions import (
 )
 from etl.base.config import ProcessorSettings
 from etl.base.timeutil import utcnow
-from etl.store import schema
+from etl.store import fetch_runs
 from etl.store.db import write_transaction
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
-from etl.store.schema import actions, dispatch_sites, dispatches, fetch_runs, planner_state
+from etl.store.schema import actions, dispatch_sites, dispatches, planner_state
 
 PLAN_LOCK = "etl.plan"
 # the first plan of a store looks back this far for dispatches whose window it never saw; later
@@ -217,16 +217,6 @@ def _pairs_to_look_at(conn: Connection, since: datetime) -> list[Pair]:
     ]
 
 
-def _first_fetch(conn: Connection) -> datetime | None:
-    """When the store's first successful fetch began (first by id: the primary key's order)."""
-    return conn.execute(
-        select(fetch_runs.c.started_at)
-        .where(fetch_runs.c.outcome == schema.FetchOutcome.SUCCEEDED)
-        .order_by(fetch_runs.c.id)
-        .limit(1)
-    ).scalar()
-
-
 def _record_transitions(
     conn: Connection,
     settings: ProcessorSettings,
@@ -234,7 +224,7 @@ def _record_transitions(
     since: datetime,
     summary: PlanSummary,
 ) -> None:
-    first_fetch = _first_fetch(conn)
+    first_fetch = fetch_runs.first_success_started_at(conn)
     changes = []
     for pair in _pairs_to_look_at(conn, since):
         change = transition(pair, now, settings, first_fetch)

@@ -904,10 +904,10 @@ def db_prune(
 ) -> None:
     """Keep the store bounded: delete old fetch runs that recorded no change. Dispatches,
     actions, attempts and the event log (the audit trail) are never pruned."""
-    from etl.store import retention
+    from etl.store import fetch_runs
 
     engine = open_store(database_url)
-    deleted = retention.prune(engine, _duration(older_than))
+    deleted = fetch_runs.prune(engine, _duration(older_than))
     typer.echo(f"pruned {deleted} fetch runs older than {older_than}")
 
 

@@ -23,31 +23,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, tuple_
+from sqlalchemy import Connection, Engine, and_, func, select, tuple_
 
 from etl.base.errors import ApiError
 from etl.base.timeutil import format_rfc3339, utcnow
-from etl.ingest.dispatches import (
-    FETCH_LOCK,
-    Changes,
-    chunks,
-    diff_rejected,
-    fetch_run_row,
-    record_failure,
-    upsert,
-)
+from etl.ingest.diff import rejected_events
 from etl.source.api import VoltusClient
 from etl.source.records import Reading, Rejected
+from etl.store import fetch_runs, set_aside
 from etl.store.db import dialect_insert, read_transaction, write_transaction
-from etl.store.events import NewEvent
+from etl.store.events import EventKind, NewEvent
 from etl.store.events import append as append_events
+from etl.store.fetch_runs import FETCH_LOCK
+from etl.store.rows import chunks, upsert
 from etl.store.schema import (
     FetchKind,
     FetchOutcome,
     dispatch_sites,
     dispatches,
-    fetch_runs,
-    rejected_records,
     telemetry,
     telemetry_requests,
 )
@@ -221,7 +214,7 @@ def fetch_telemetry(
         with write_transaction(engine, FETCH_LOCK) as conn:
             return _store(conn, fetched, started_at)
     except BaseException as error:
-        record_failure(engine, started_at, error, FetchKind.TELEMETRY)
+        fetch_runs.record_failure(engine, started_at, error, FetchKind.TELEMETRY)
         raise
 
 
@@ -272,8 +265,7 @@ def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> Telemet
     that they point to, with its counts (failed, with the first error, when a window failed)."""
     now = utcnow()
     error = f"{fetched.error} ({fetched.failed} windows not fetched)" if fetched.error else None
-    changes = Changes()
-    diff_rejected(conn, fetched.rejected, now, changes)
+    kept = set_aside.unseen(conn, fetched.rejected, now)
     rows = {
         (r.site_id, r.meter_id, r.interval_end, r.interval_seconds): r.kw for r in fetched.readings
     }
@@ -290,8 +282,8 @@ def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> Telemet
         for (site_id, meter_id, interval_end, interval_seconds), kw in rows.items()
         if stored.get((site_id, meter_id, interval_end, interval_seconds)) != kw
     ]
-    events = changes.events + _window_events(fetched.windows, written, stored)
-    run = fetch_run_row(
+    events = rejected_events(kept) + _window_events(fetched.windows, written, stored)
+    run = fetch_runs.new_row(
         started_at,
         FetchOutcome.FAILED if error else FetchOutcome.SUCCEEDED,
         FetchKind.TELEMETRY,
@@ -300,12 +292,10 @@ def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> Telemet
         sites_received=sum(len(w.site_ids) for w in fetched.windows),
         error=error,
     )
-    run_id = conn.execute(insert(fetch_runs).returning(fetch_runs.c.id), run).scalar_one()
+    run_id = fetch_runs.add(conn, run)
     keys = ["site_id", "meter_id", "interval_end", "interval_seconds"]
     upsert(conn, telemetry, [{**row, "fetch_run_id": run_id} for row in written], keys)
-    if changes.rejected:
-        kept = [{**row, "fetch_run_id": run_id} for row in changes.rejected]
-        conn.execute(insert(rejected_records), kept)
+    set_aside.add(conn, kept, run_id)
     _record_asks(conn, fetched.asked, started_at)
     append_events(conn, events, now, run_id)
     changed = sum(tuple(row[k] for k in keys) in stored for row in written)
@@ -390,5 +380,7 @@ def _window_events(
                 continue
             had = any(window.start < at <= window.end for at in had_ends.get(site_id, []))
             details = {"readings": new, "filled_gaps": had}
-            events.append(NewEvent("telemetry_received", details, window.dispatch_id, site_id))
+            events.append(
+                NewEvent(EventKind.TELEMETRY_RECEIVED, details, window.dispatch_id, site_id)
+            )
     return events

@@ -5,13 +5,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from etl import __version__
 from etl.act.actions import OPEN, OPEN_STATES, ActionState, Holding
 from etl.base.timeutil import jsonable, utcnow
 from etl.read.reports import dispatch_performance
+from etl.store import fetch_runs
 from etl.store.db import read_transaction
+from etl.store.events import EventKind
 from etl.store.schema import (
     FetchKind,
     FetchOutcome,
@@ -19,7 +21,6 @@ from etl.store.schema import (
     dispatch_sites,
     dispatches,
     events,
-    fetch_runs,
     telemetry_requests,
 )
 
@@ -77,9 +78,9 @@ def check(
     with read_transaction(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         # the listings: the poll is the safety net, whatever webhooks' lookups do
-        last_success = _last_run(conn, FetchKind.LISTING, FetchOutcome.SUCCEEDED)
+        last_success = fetch_runs.last_run(conn, FetchKind.LISTING, FetchOutcome.SUCCEEDED)
         success = last_success.finished_at if last_success else None
-        failure = _last_run(conn, FetchKind.LISTING, FetchOutcome.FAILED)
+        failure = fetch_runs.last_run(conn, FetchKind.LISTING, FetchOutcome.FAILED)
         open_counts = dict(
             conn.execute(
                 select(actions.c.state, func.count())
@@ -165,27 +166,12 @@ def check(
     return status
 
 
-def _last_run(
-    conn: Connection, kind: FetchKind, outcome: FetchOutcome, since: datetime | None = None
-) -> Row[Any] | None:
-    """The latest fetch run of this kind with this outcome (that ended `since`, if given), by
-    the (outcome, finished_at) index: `since` bounds the runs of other kinds walked past."""
-    runs = fetch_runs.c
-    recent = runs.finished_at >= since if since is not None else True
-    return conn.execute(
-        select(runs.finished_at, runs.error, runs.clock_offset_seconds)
-        .where(runs.outcome == outcome, runs.kind == kind, recent)
-        .order_by(runs.finished_at.desc())
-        .limit(1)
-    ).first()
-
-
 def _vanished(conn: Connection, since: datetime) -> list[str]:
     # no DISTINCT: it would lead the database to walk every event in dispatch order rather than
     # the window's in time order
     found = conn.execute(
         select(events.c.dispatch_id).where(
-            events.c.occurred_at >= since, events.c.kind == "dispatch_vanished"
+            events.c.occurred_at >= since, events.c.kind == EventKind.DISPATCH_VANISHED
         )
     ).scalars()
     return sorted({d for d in found if d is not None})
@@ -196,17 +182,11 @@ def _telemetry_error(conn: Connection, since: datetime) -> str | None:
     none has succeeded since (the API down, say), or the API refused a window at its last ask
     within the window (passes in between succeed: a refused window is asked again only hours
     later)."""
-    failure = _last_run(conn, FetchKind.TELEMETRY, FetchOutcome.FAILED, since)
-    if failure is not None:
-        # by the same index: the successes after the failure are walked from it in time order
-        runs = fetch_runs.c
-        later = select(runs.id).where(
-            runs.outcome == FetchOutcome.SUCCEEDED,
-            runs.kind == FetchKind.TELEMETRY,
-            runs.finished_at > failure.finished_at,
-        )
-        if not conn.execute(later.exists().select()).scalar():
-            return failure.error
+    failure = fetch_runs.last_run(conn, FetchKind.TELEMETRY, FetchOutcome.FAILED, since)
+    if failure is not None and not fetch_runs.succeeded_after(
+        conn, FetchKind.TELEMETRY, failure.finished_at
+    ):
+        return failure.error
     asked = telemetry_requests.c
     refused = conn.execute(
         select(asked.dispatch_id, asked.site_id, asked.refused)

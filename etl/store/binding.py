@@ -18,7 +18,7 @@ from etl.base.errors import ConfigError
 from etl.base.redact import redact_url
 from etl.base.timeutil import utcnow
 from etl.store.db import read_transaction, write_transaction
-from etl.store.events import NewEvent
+from etl.store.events import EventKind, NewEvent
 from etl.store.events import append as append_events
 from etl.store.schema import store_binding
 
@@ -100,7 +100,7 @@ def _write(conn: Connection, before: Binding | None, api: ApiSettings) -> Bindin
             "api_origin": {"old": before.api_origin, "new": after.api_origin},
             "key_changed": not before.holds(api.key),
         }
-    append_events(conn, [NewEvent("store_bound", details)], utcnow())
+    append_events(conn, [NewEvent(EventKind.STORE_BOUND, details)], utcnow())
     return after
 
 
