@@ -138,7 +138,9 @@ def curtail_latency(
         dispatches.fetch(engine, client)  # known in advance, as Voltus announces dispatches
         stop = threading.Event()
         loop = threading.Thread(
-            target=lambda: list(processor.run_loop(engine, client, handler, settings, 600, stop))
+            target=lambda: list(
+                processor.run_loop(processor.Parts(engine, handler, settings, client, stop), 600)
+            )
         )
         loop.start()
         deadline = time.monotonic() + 60

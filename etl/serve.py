@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -29,13 +29,13 @@ from sqlalchemy import Engine
 from waitress.channel import HTTPChannel
 
 from etl.act import processor
-from etl.act.builtin_handlers import ActionRequest, Handler
-from etl.base.config import ProcessorSettings, is_loopback
+from etl.base.config import is_loopback
 from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import log
+from etl.handlers import ActionRequest, Handler
 from etl.ingest import dispatches
 from etl.read import metrics, status
-from etl.source.api import API_VERSION, WEBHOOK_EVENTS, VoltusClient
+from etl.source.api import API_VERSION, WEBHOOK_EVENTS
 
 WEBHOOK_PATH = "/voltus/webhook"
 MAX_BODY = 16 * 1024  # a notification is under 200 bytes
@@ -246,14 +246,11 @@ def _answer(
 
 
 def _push(
-    engine: Engine,
-    client: VoltusClient,
-    handler: TimedHandler,
-    settings: ProcessorSettings,
-    notifications: Notifications,
-    stop: threading.Event,
+    parts: processor.Parts, handler: TimedHandler, notifications: Notifications
 ) -> Iterator[processor.RunEvent]:
     """Look up what was notified, then act on what is due, until `stop` is set."""
+    engine, client, settings, stop = parts.engine, parts.client, parts.settings, parts.stop
+    assert client is not None, "a lookup needs the API"
     worker = processor.worker_id()
     while not stop.is_set():
         notified = notifications.take(timeout=0.5)
@@ -309,22 +306,21 @@ def _connection_limit() -> int:
 
 
 def serve(
-    engine: Engine,
-    client: VoltusClient,
-    handler: Handler,
-    settings: ProcessorSettings,
+    parts: processor.Parts,
     every: float,
     where: Listener,
     check: tuple[timedelta, timedelta],
-    stop: threading.Event,
     report: Callable[[processor.RunEvent], None],
 ) -> None:
     """Listen and poll until `stop` is set; each fetch's and pass's summary, and each error
     lived through, goes to `report`. The work in hand finishes before it returns."""
     _quiet_server_logs()
     notifications, server_metrics = Notifications(), ServerMetrics()
-    timed = TimedHandler(handler, server_metrics.to_handler)
-    app = WebhookApp(engine, where, notifications, server_metrics, check)
+    timed = TimedHandler(parts.handler, server_metrics.to_handler)
+    # every handler call, pushed or polled, is timed for /metrics
+    parts = replace(parts, handler=timed)
+    stop = parts.stop
+    app = WebhookApp(parts.engine, where, notifications, server_metrics, check)
     try:
         server = waitress.create_server(
             app,
@@ -345,7 +341,7 @@ def serve(
 
     def push() -> None:
         try:
-            for event in _push(engine, client, timed, settings, notifications, stop):
+            for event in _push(parts, timed, notifications):
                 report(event)
         except Exception as error:  # a bug: stop the service, so that its supervisor restarts it
             log.exception("the webhook worker stopped: %s", error)
@@ -357,7 +353,7 @@ def serve(
     pushing.start()
     log.info("listening on http://%s:%s%s", where.host, server.effective_port, WEBHOOK_PATH)
     try:
-        for event in processor.run_loop(engine, client, timed, settings, every, stop):
+        for event in processor.run_loop(parts, every):
             report(event)
     finally:
         stop.set()

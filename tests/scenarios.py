@@ -53,6 +53,10 @@ class World:
         dispatches.fetch(self.engine, self.client)
         return self.process()
 
+    def parts(self, stop: threading.Event) -> processor.Parts:
+        """What `etl run` and `etl serve` run with, on this world's store, API and handler."""
+        return processor.Parts(self.engine, self.handler, self.settings, self.client, stop)
+
     def process(self) -> list[Call]:
         before = len(self.handler.requests)
         processor.process(self.engine, self.handler, self.settings)

@@ -59,7 +59,9 @@ def test_each_integration_test_leads_to_the_expected_commands(engine: Engine, na
         client = VoltusClient(ApiSettings(emulator.url, emulator.key), FAST_RETRIES)
         settings = ProcessorSettings(workers=4)
         loop = threading.Thread(
-            target=lambda: list(processor.run_loop(engine, client, handler, settings, POLL, stop))
+            target=lambda: list(
+                processor.run_loop(processor.Parts(engine, handler, settings, client, stop), POLL)
+            )
         )
         loop.start()
         time.sleep(minutes * 60 / speed)

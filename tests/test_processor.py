@@ -277,7 +277,7 @@ def test_the_loop_goes_on_fetching_while_the_handler_fails(world: World) -> None
     bound = threading.Timer(20, stop.set)  # should the loop stop fetching
     bound.start()
     fetches, failed = 0, 0
-    loop = processor.run_loop(world.engine, world.client, world.handler, world.settings, 0.1, stop)
+    loop = processor.run_loop(world.parts(stop), 0.1)
     for event in loop:
         if isinstance(event, dispatches.FetchSummary):
             fetches += 1

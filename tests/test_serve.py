@@ -41,10 +41,7 @@ class Service:
 
     def _run(self) -> None:
         w = self.world
-        serve.serve(
-            w.engine, w.client, w.handler, w.settings, 600, self.where, CHECK, self.stop,
-            self.reported.append,
-        )  # fmt: skip
+        serve.serve(w.parts(self.stop), 600, self.where, CHECK, self.reported.append)
 
     def start(self) -> "Service":
         self.world.sandbox.dispatches = []  # none but those a test adds
@@ -291,8 +288,5 @@ def test_a_429_holds_every_waiting_lookup(service: Service, world: World) -> Non
 def test_a_port_in_use_is_one_line(service: Service, world: World) -> None:
     taken = serve.listener(f"127.0.0.1:{service.where.port}", None)
     with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{taken.port}"):
-        serve.serve(
-            world.engine, world.client, world.handler, world.settings, 600, taken, CHECK,
-            threading.Event(), lambda _: None,
-        )  # fmt: skip
+        serve.serve(world.parts(threading.Event()), 600, taken, CHECK, lambda _: None)
     gc.collect()  # its leftovers now, while this test's warning filter holds

@@ -1,6 +1,7 @@
 """The processor: a pass plans the due actions, claims them, runs the handler for each in a bounded
-pool, and records each outcome. `run_loop` alternates fetches and passes until told to stop, waking
-early when a known action falls due."""
+pool, and records each outcome. `run_once` is the minutely job (a fetch, then a pass); `run_loop`
+alternates fetches and passes until told to stop, waking early when a known action falls due.
+`build` makes the parts that they run with, checked before any request is sent."""
 
 import logging
 import os
@@ -17,16 +18,58 @@ from sqlalchemy import Engine, func, select, true
 
 from etl.act import claims, planner
 from etl.act.actions import CLAIMABLE, OPEN
-from etl.act.builtin_handlers import Handler, kill_running_commands
+from etl.act.builtin_handlers import kill_running_commands, load_handler
 from etl.act.outcomes import Outcomes, log_action
-from etl.base.config import ProcessorSettings
+from etl.base.config import ApiSettings, ProcessorSettings
 from etl.base.errors import DatabaseError, EtlError
 from etl.base.redact import redact_text
 from etl.base.timeutil import utcnow
+from etl.handlers import Handler
 from etl.ingest.dispatches import FetchSummary, fetch
 from etl.source.api import VoltusClient
-from etl.store.db import read_transaction, write_transaction
+from etl.store import binding
+from etl.store.db import open_store, read_transaction, write_transaction
 from etl.store.schema import actions, dispatches
+
+__all__ = [
+    "ACTIONS_FAILED_EXIT",
+    "Parts",
+    "PassSummary",
+    "RunEvent",
+    "build",
+    "dry_run",
+    "exit_code",
+    "process",
+    "run_loop",
+    "run_once",
+    "stop_on_signals",
+]
+
+ACTIONS_FAILED_EXIT = 5  # a single run's exit code when an action attempt failed
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a processing command runs with."""
+
+    engine: Engine
+    handler: Handler
+    settings: ProcessorSettings
+    client: VoltusClient | None  # None for `etl process`: it sends no request
+    stop: threading.Event
+
+
+def build(
+    settings: ProcessorSettings, database_url: str | None, api_url: str, api: ApiSettings | None
+) -> Parts:
+    """The parts, checked in this order: the handler's settings, the store and its schema, and
+    the store's account (etl.store.binding: `etl process` has no key, its API URL alone is
+    checked). A SIGTERM or SIGINT from now on sets `stop`."""
+    handler = load_handler(settings, api_url)
+    engine = open_store(database_url)
+    binding.check(engine, api_url, api.key if api is not None else None)
+    client = VoltusClient(api) if api is not None else None
+    return Parts(engine, handler, settings, client, stop_on_signals())
 
 
 @dataclass
@@ -173,30 +216,48 @@ def next_due(engine: Engine, settings: ProcessorSettings) -> datetime | None:
 RunEvent = FetchSummary | PassSummary | EtlError
 
 
-def run_loop(
-    engine: Engine,
-    client: VoltusClient,
-    handler: Handler,
-    settings: ProcessorSettings,
-    every: float,
-    stop: threading.Event,
-) -> Iterator[RunEvent]:
+def _fetched(parts: Parts) -> RunEvent:
+    """The fetch's summary, or its error: what is already stored is acted on all the same."""
+    assert parts.client is not None, "a fetch needs the API"
+    try:
+        return fetch(parts.engine, parts.client)
+    except EtlError as error:
+        return error
+
+
+def run_once(parts: Parts) -> Iterator[RunEvent]:
+    """The minutely job: a fetch, then a pass whatever the fetch's fate. Yields the fetch's
+    summary or error, then the pass's summary (a pass that cannot run raises)."""
+    yield _fetched(parts)
+    yield process(parts.engine, parts.handler, parts.settings, parts.stop)
+
+
+def exit_code(events: list[RunEvent]) -> int:
+    """A single run's exit code: its first error's, else ACTIONS_FAILED_EXIT when an action
+    attempt failed (it is retried with backoff), else 0."""
+    errors = [event for event in events if isinstance(event, EtlError)]
+    if errors:
+        return errors[0].exit_code
+    if any(isinstance(event, PassSummary) and event.failed for event in events):
+        return ACTIONS_FAILED_EXIT
+    return 0
+
+
+def run_loop(parts: Parts, every: float) -> Iterator[RunEvent]:
     """Fetch every `every` seconds and process after each fetch and whenever an action falls due,
     until `stop` is set. Yields each fetch's and pass's summary, and the errors it lived through
     (an API or database outage is reported and retried at the next turn, not fatal)."""
+    engine, settings, stop = parts.engine, parts.settings, parts.stop
     next_fetch = time.monotonic()
     worker = worker_id()
     while not stop.is_set():
         if time.monotonic() >= next_fetch:
             next_fetch = time.monotonic() + every
-            try:
-                yield fetch(engine, client)
-            except EtlError as error:
-                yield error
+            yield _fetched(parts)
         if stop.is_set():
             return
         try:
-            yield process(engine, handler, settings, stop, worker)
+            yield process(engine, parts.handler, settings, stop, worker)
             due = next_due(engine, settings)
         except EtlError as error:
             yield error

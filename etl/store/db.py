@@ -221,3 +221,11 @@ def check_schema(engine: Engine) -> None:
             f"this etl needs {SCHEMA_REVISION}",
             "run `etl db upgrade`",
         )
+
+
+def open_store(database_url: str | None) -> Engine:
+    """The engine of an existing store at this code's schema revision; never creates one (only
+    `etl db upgrade` does)."""
+    engine = make_engine(database_url, create=False)
+    check_schema(engine)
+    return engine

@@ -1,0 +1,58 @@
+"""`etl db`: create and migrate the schema, bind the store to an account, prune old fetch runs."""
+
+from typing import Annotated
+
+import typer
+
+from etl.base.config import api_settings
+from etl.cli.options import ApiKey, ApiUrl, DatabaseUrl, duration
+
+
+def db_upgrade(database_url: DatabaseUrl = None) -> None:
+    """Create the schema, or migrate it to this version's; safe to run again."""
+    from etl.store import migrate  # Alembic is slow to import: only this command pays for it
+    from etl.store.db import describe, make_engine
+
+    engine = make_engine(database_url)
+    before, after = migrate.migrate(engine)
+    if before == after:
+        typer.echo(f"{describe(engine.url)}: schema already at revision {after}")
+    else:
+        typer.echo(f"{describe(engine.url)}: schema migrated from {before or 'empty'} to {after}")
+
+
+def db_bind(
+    database_url: DatabaseUrl = None, api_url: ApiUrl = None, api_key: ApiKey = None
+) -> None:
+    """Make the store serve this API and key from now on: after a key rotation, or to move it
+    to another API on purpose (recorded as a `store_bound` event)."""
+    from etl.store import binding
+    from etl.store.db import open_store
+
+    api = api_settings(api_url, api_key)
+    before, after = binding.bind(open_store(database_url), api)
+    if before is None:
+        typer.echo(f"store bound to the Voltus API at {after.api_origin}")
+    elif before.api_origin != after.api_origin:
+        typer.echo(f"store moved from the Voltus API at {before.api_origin} to {after.api_origin}")
+    else:
+        typer.echo(f"store bound to a new key for the Voltus API at {after.api_origin}")
+
+
+def db_prune(
+    older_than: Annotated[
+        str, typer.Option(help="Age beyond which unchanged and failed fetch runs go: 90d, 12w...")
+    ],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Keep the store bounded: delete old fetch runs that recorded no change. Dispatches,
+    actions, attempts and the event log (the audit trail) are never pruned."""
+    from etl.store import fetch_runs
+    from etl.store.db import open_store
+
+    engine = open_store(database_url)
+    deleted = fetch_runs.prune(engine, duration(older_than))
+    typer.echo(f"pruned {deleted} fetch runs older than {older_than}")
+
+
+# typer raises click's exceptions for bad usage, and exports only some of them

@@ -1,0 +1,224 @@
+"""The jobs: `etl fetch`, `etl process` and `etl run` (the minutely cron job, or a loop)."""
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from etl.base import logs
+from etl.base.config import SANDBOX_URL, ProcessorSettings, api_settings
+from etl.base.errors import ApiError, EtlError
+from etl.base.logs import log
+from etl.cli.options import (
+    ApiKey,
+    ApiUrl,
+    DatabaseUrl,
+    DryRun,
+    Quiet,
+    Verbose,
+    duration,
+    every_seconds,
+)
+
+if TYPE_CHECKING:
+    from etl.act import claims, planner, processor
+    from etl.ingest import dispatches
+
+
+def fetch(
+    database_url: DatabaseUrl = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    sites: Annotated[
+        bool, typer.Option("--sites", help="Also refresh the account's sites (the nightly pass).")
+    ] = False,
+    telemetry: Annotated[
+        bool,
+        typer.Option(
+            "--telemetry",
+            help="Then fetch the metered load around each dispatch that ended 20 minutes ago or "
+            "more, until every interval of it is stored.",
+        ),
+    ] = False,
+    lookback: Annotated[
+        str, typer.Option(help="--telemetry: for dispatches that ended this recently.")
+    ] = "7d",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Fetch the last 24 hours of dispatches once and record every change."""
+    from etl.ingest import dispatches
+    from etl.source.api import VoltusClient
+    from etl.store.db import open_store
+
+    logs.set_verbosity(verbose, quiet)
+    lookback_delta = duration(lookback)
+    engine = open_store(database_url)
+    client = VoltusClient(api_settings(api_url, api_key))
+    _log_fetch(dispatches.fetch(engine, client, include_sites=sites))
+    if telemetry:
+        from etl.ingest import telemetry as meter_readings
+
+        summary = meter_readings.fetch_telemetry(engine, client, lookback_delta)
+        log.info(
+            "telemetry %s: %s windows, %s requests: %s readings new, %s changed, %s rejected",
+            summary.fetch_run_id,
+            summary.windows,
+            summary.requests,
+            summary.readings_new,
+            summary.readings_changed,
+            summary.rejected,
+            extra={"fetch_run": summary.fetch_run_id},
+        )
+        if summary.error:
+            raise ApiError(summary.error)
+
+
+def _log_fetch(summary: "dispatches.FetchSummary") -> None:
+    from etl.store.schema import FetchKind, FetchOutcome
+
+    what = "fetch" if summary.kind == FetchKind.LISTING else "lookup"
+    if summary.outcome == FetchOutcome.SUPERSEDED:
+        log.info("%s %s: superseded, %s", what, summary.fetch_run_id, summary.note)
+        return
+    log.info(
+        "%s %s: %s dispatches received: %s new, %s changed, %s unchanged, %s rejected; "
+        "%s sites received; %s events",
+        what,
+        summary.fetch_run_id,
+        summary.dispatches_received,
+        summary.dispatches_created,
+        summary.dispatches_changed,
+        summary.dispatches_unchanged,
+        summary.rejected,
+        summary.sites_received,
+        len(summary.events),
+        extra={"fetch_run": summary.fetch_run_id},
+    )
+    for event in summary.events:
+        log.info(
+            "%s",
+            event.describe(),
+            extra={"event": event.kind, "dispatch": event.dispatch_id, "site": event.site_id},
+        )
+
+
+def _log_pass(summary: "processor.PassSummary") -> None:
+    planned = ", ".join(f"{n} {state}" for state, n in sorted(summary.planned.items()))
+    line = (
+        f"process: planned {planned or 'nothing'}; ran {summary.succeeded} succeeded, "
+        f"{summary.failed} failed"
+    )
+    if summary.overtaken:
+        line += f", {summary.overtaken} finished after another process took them over"
+    log.info(line)
+
+
+def _print_dry_run(planned: "planner.PlanSummary", due: "list[claims.Claimed]") -> None:
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(planned.counts.items()))
+    typer.echo(f"dry run: would plan {counts or 'nothing'}; would run {len(due)} actions:")
+    for claimed in due:
+        request = claimed.request
+        typer.echo(
+            f"  {request.action} site {request.site_id} for dispatch {request.dispatch_id}"
+            f" (episode {claimed.episode}, attempt {claimed.attempt + 1},"
+            f" key {request.idempotency_key})"
+        )
+
+
+def log_outcome(outcome: "processor.RunEvent") -> None:
+    """One event of a long run: a fetch's or a pass's summary, or an error it lived through."""
+    from etl.ingest.dispatches import FetchSummary
+
+    if isinstance(outcome, EtlError):
+        log.error("%s", outcome)
+    elif isinstance(outcome, FetchSummary):
+        _log_fetch(outcome)
+    else:
+        _log_pass(outcome)
+
+
+def _exit(events: "list[processor.RunEvent]") -> None:
+    """End a single run with its exit code (processor.exit_code); say so when attempts failed."""
+    from etl.act.processor import ACTIONS_FAILED_EXIT, PassSummary, exit_code
+
+    code = exit_code(events)
+    if code == ACTIONS_FAILED_EXIT:
+        log.error(
+            "%s action attempts failed; they are retried with backoff while their dispatch is "
+            "active",
+            sum(event.failed for event in events if isinstance(event, PassSummary)),
+        )
+    if code:
+        raise typer.Exit(code)
+
+
+def process(
+    ctx: typer.Context,
+    database_url: DatabaseUrl = None,
+    api_url: ApiUrl = None,
+    dry_run: DryRun = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Act once on the stored dispatches: run every due curtail and restore."""
+    from etl.act import processor
+    from etl.store.db import open_store
+
+    logs.set_verbosity(verbose, quiet)
+    settings: ProcessorSettings = ctx.obj()
+    if dry_run:
+        _print_dry_run(*processor.dry_run(open_store(database_url), settings))
+        return
+    parts = processor.build(settings, database_url, api_url or SANDBOX_URL, None)
+    summary = processor.process(parts.engine, parts.handler, settings, parts.stop)
+    log_outcome(summary)
+    _exit([summary])
+
+
+def run(
+    ctx: typer.Context,
+    database_url: DatabaseUrl = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    every: Annotated[
+        float | None,
+        typer.Option(
+            parser=every_seconds,
+            metavar="SECONDS",
+            help="Keep running: fetch every SECONDS (1 to 86400), act as soon as an action falls "
+            "due, stop on SIGTERM or SIGINT after finishing the actions in hand.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: DryRun = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Fetch, then act on what is due (the minutely cron job); --every loops."""
+    from etl.act import processor
+    from etl.ingest import dispatches
+    from etl.source.api import VoltusClient
+    from etl.store import binding
+    from etl.store.db import open_store
+
+    logs.set_verbosity(verbose, quiet)
+    settings: ProcessorSettings = ctx.obj()
+    api = api_settings(api_url, api_key)
+    if dry_run and every is not None:
+        raise typer.BadParameter("--dry-run runs once: drop --every")
+    if dry_run:  # the fetch is real (it records what the API says); the pass is not
+        engine = open_store(database_url)
+        binding.check(engine, api.url, api.key)
+        _log_fetch(dispatches.fetch(engine, VoltusClient(api)))
+        _print_dry_run(*processor.dry_run(engine, settings))
+        return
+    parts = processor.build(settings, database_url, api.url, api)
+    if every is not None:
+        for outcome in processor.run_loop(parts, every):
+            log_outcome(outcome)
+        return
+    events = []
+    for outcome in processor.run_once(parts):
+        log_outcome(outcome)
+        events.append(outcome)
+    _exit(events)

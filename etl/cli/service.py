@@ -1,0 +1,181 @@
+"""The service and what surrounds it: `etl serve`, `etl webhooks`, the emulator `etl sandbox`."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from etl.base import logs
+from etl.base.config import ProcessorSettings, api_settings
+from etl.base.errors import ApiError
+from etl.cli.jobs import log_outcome
+from etl.cli.options import (
+    ApiKey,
+    ApiUrl,
+    DatabaseUrl,
+    Quiet,
+    Verbose,
+    duration,
+    every_seconds,
+    number_between,
+)
+
+if TYPE_CHECKING:
+    from etl.source.api import Webhook
+
+
+def serve(
+    ctx: typer.Context,
+    database_url: DatabaseUrl = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    every: Annotated[
+        float,
+        typer.Option(
+            parser=every_seconds,
+            metavar="SECONDS",
+            help="Poll every SECONDS (1 to 86400): the safety net under the webhooks.",
+        ),
+    ] = 30.0,
+    listen: Annotated[
+        str,
+        typer.Option(
+            envvar="ETL_LISTEN",
+            metavar="HOST:PORT",
+            help="Where to listen for webhooks, /healthz and /metrics (port 0: any free one).",
+        ),
+    ] = "127.0.0.1:8080",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ETL_WEBHOOK_TOKEN",
+            help="The webhook's path becomes /voltus/webhook/TOKEN, and any other is 404; "
+            "required to listen beyond loopback.",
+            show_default=False,
+        ),
+    ] = None,
+    max_age: Annotated[
+        str, typer.Option(help="/healthz and /metrics: as `etl status --max-age`.")
+    ] = "5m",
+    window: Annotated[
+        str, typer.Option(help="/healthz and /metrics: as `etl status --window`.")
+    ] = "24h",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run as a service: everything `etl run --every` does, and act within a second on Voltus's
+    webhooks; stop on SIGTERM or SIGINT after finishing the actions in hand."""
+    from etl import serve as service
+    from etl.act import processor
+
+    logs.set_verbosity(verbose, quiet)
+    settings: ProcessorSettings = ctx.obj()
+    api = api_settings(api_url, api_key)
+    where = service.listener(listen, token)
+    check = (duration(max_age), duration(window))
+    parts = processor.build(settings, database_url, api.url, api)
+    service.serve(parts, every, where, check, log_outcome)
+
+
+def webhooks_list(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
+    """The account's registrations: id, URL (its secrets masked) and events."""
+    from etl.source.api import VoltusClient
+
+    registered = VoltusClient(api_settings(api_url, api_key)).webhooks()
+    for webhook in registered:
+        typer.echo(_describe_webhook(webhook))
+    if not registered:
+        typer.echo("(no webhooks)")
+
+
+def webhooks_register(
+    url: Annotated[
+        str, typer.Argument(help="Where Voltus will POST: https://HOST/voltus/webhook/TOKEN.")
+    ],
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Have Voltus POST dispatch.create and dispatch.update notifications to URL."""
+    from urllib.parse import urlsplit
+
+    from etl.base.redact import redact_url
+    from etl.source.api import VoltusClient
+
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        shown = redact_url(url)[:80]
+        raise typer.BadParameter(f"not an http(s) URL: {shown!r}", param_hint="URL")
+    webhook = VoltusClient(api_settings(api_url, api_key)).register_webhook(url)
+    typer.echo(f"registered {_describe_webhook(webhook)}")
+
+
+def webhooks_delete(
+    webhook_id: Annotated[str, typer.Argument(metavar="ID", help="As `etl webhooks list` shows.")],
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Stop Voltus's notifications to one registration (for good: it cannot be undone)."""
+    from etl.source.api import VoltusClient
+
+    if not webhook_id.strip():
+        raise typer.BadParameter("an empty id names no registration", param_hint="'ID'")
+
+    if not VoltusClient(api_settings(api_url, api_key)).delete_webhook(webhook_id):
+        raise ApiError(f"no webhook {webhook_id!r}", "see `etl webhooks list`")
+    typer.echo(f"deleted webhook {webhook_id}")
+
+
+def _describe_webhook(webhook: "Webhook") -> str:
+    from etl.base.redact import redact_url
+
+    return logs.one_line(f"{webhook.id}  {redact_url(webhook.url)}  {', '.join(webhook.events)}")
+
+
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8787,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(help="Scenario JSON file; default: a built-in one around the current time."),
+    ] = None,
+    key: Annotated[str, typer.Option(help="The API key it accepts.")] = "secret",
+    fail: Annotated[
+        list[int] | None,
+        typer.Option(help="Answer the next request with this status (repeat for several)."),
+    ] = None,
+    retry_after: Annotated[
+        str | None, typer.Option(help="Retry-After header sent with each injected 429.")
+    ] = None,
+    delay: Annotated[float, typer.Option(help="Seconds to wait before each response.")] = 0.0,
+    certification: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Replay one of Voltus's integration tests instead: basic, ancillary, "
+            "two-programs or cancelled.",
+            show_default=False,
+        ),
+    ] = None,
+    speed: Annotated[
+        float,
+        typer.Option(
+            parser=number_between(0.01, 10000, "a speed"),
+            help="Replay the scenario's relative times this many times faster.",
+        ),
+    ] = 1.0,
+) -> None:
+    """Serve a local emulator of the Voltus API until interrupted."""
+    from etl.sandbox.emulator import Faults, Sandbox, certification_scenario
+
+    if certification is not None:
+        if scenario is not None:
+            raise typer.BadParameter("give --scenario or --certification, not both")
+        scenario = certification_scenario(certification)
+    emulator = Sandbox(scenario, host=host, port=port, key=key, speed=speed)
+    emulator.faults = Faults(
+        statuses=list(fail or []), retry_after=retry_after, delay_seconds=delay
+    )
+    typer.echo(f"Voltus API emulator listening on {emulator.url}")
+    try:
+        emulator.serve_forever()
+    except KeyboardInterrupt:
+        emulator.stop()
