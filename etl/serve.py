@@ -199,8 +199,8 @@ class WebhookApp:
         try:
             result = status.check(self.engine, *self.check)
         except EtlError as error:
-            return 503, {"code": status.CRITICAL, "problems": [f"CRITICAL: {error}"]}
-        return (503 if result.code >= status.CRITICAL else 200), result.as_json()
+            return 503, {"code": status.Health.CRITICAL, "problems": [f"CRITICAL: {error}"]}
+        return (503 if result.code >= status.Health.CRITICAL else 200), result.as_json()
 
 
 def _parse_notification(environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -1,7 +1,11 @@
 """Fixtures: every storage test runs on a real SQLite file and on the real PostgreSQL server, and
-every API test talks real HTTP to the project's own emulator on loopback."""
+every API test talks real HTTP to the project's own emulator on loopback.
+
+ETL_TEST_DATABASES=sqlite (`make test-fast`) runs the storage tests on SQLite alone; `make test`
+and CI run them on both."""
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +27,20 @@ POSTGRES = os.environ.get("ETL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:
 FAST_RETRIES = RetryPolicy(attempts=4, total_seconds=10, base_delay=0.01, max_delay=0.05)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+DATABASES = os.environ.get("ETL_TEST_DATABASES", "sqlite,postgresql").split(",")
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store migrated once per session: each test's `engine` starts from a copy."""
+    path = tmp_path_factory.mktemp("template") / "etl.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(params=DATABASES)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh empty database: a SQLite file, or a PostgreSQL schema of its own."""
     if request.param == "sqlite":
@@ -47,9 +64,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    migrate(engine)
+def engine(database_url: str, migrated_sqlite: Path) -> Iterator[Engine]:
+    """A migrated store (test_migrations proves that migrating gives what copying does)."""
+    if database_url.startswith("sqlite:///"):
+        shutil.copyfile(migrated_sqlite, database_url.removeprefix("sqlite:///"))
+        engine = make_engine(database_url)
+    else:
+        engine = make_engine(database_url)
+        migrate(engine)
     yield engine
     engine.dispose()
 
@@ -66,13 +88,13 @@ def cli(
     sandbox: Sandbox,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    migrated_sqlite: Path,
 ) -> InProcess:
     """The `etl` command in this process, on a migrated SQLite store, against the emulator."""
     monkeypatch.setenv("VOLTUS_API_URL", sandbox.url)
     monkeypatch.setenv("VOLTUS_API_KEY", sandbox.key)
-    etl = InProcess(monkeypatch, capsys, f"sqlite:///{tmp_path / 'etl.db'}")
-    etl.ok("db", "upgrade")
-    return etl
+    shutil.copyfile(migrated_sqlite, tmp_path / "etl.db")
+    return InProcess(monkeypatch, capsys, f"sqlite:///{tmp_path / 'etl.db'}")
 
 
 @pytest.fixture

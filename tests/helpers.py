@@ -79,7 +79,7 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """A receiver on a free loopback port, serving in a thread for the duration: its base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:

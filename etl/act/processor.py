@@ -21,7 +21,7 @@ from etl.act.actions import CLAIMABLE, OPEN
 from etl.act.builtin_handlers import kill_running_commands, load_handler
 from etl.act.outcomes import Outcomes, log_action
 from etl.base.config import ApiSettings, ProcessorSettings
-from etl.base.errors import DatabaseError, EtlError
+from etl.base.errors import DatabaseError, EtlError, ExitCode
 from etl.base.redact import redact_text
 from etl.base.timeutil import utcnow
 from etl.handlers import Handler
@@ -32,7 +32,6 @@ from etl.store.db import open_store, read_transaction, write_transaction
 from etl.store.schema import actions, dispatches
 
 __all__ = [
-    "ACTIONS_FAILED_EXIT",
     "Parts",
     "PassSummary",
     "RunEvent",
@@ -44,8 +43,6 @@ __all__ = [
     "run_once",
     "stop_on_signals",
 ]
-
-ACTIONS_FAILED_EXIT = 5  # a single run's exit code when an action attempt failed
 
 
 @dataclass(frozen=True)
@@ -232,15 +229,15 @@ def run_once(parts: Parts) -> Iterator[RunEvent]:
     yield process(parts.engine, parts.handler, parts.settings, parts.stop)
 
 
-def exit_code(events: list[RunEvent]) -> int:
-    """A single run's exit code: its first error's, else ACTIONS_FAILED_EXIT when an action
-    attempt failed (it is retried with backoff), else 0."""
+def exit_code(events: list[RunEvent]) -> ExitCode:
+    """A single run's exit code: its first error's, else ACTIONS_FAILED when an action attempt
+    failed (it is retried with backoff), else OK."""
     errors = [event for event in events if isinstance(event, EtlError)]
     if errors:
         return errors[0].exit_code
     if any(isinstance(event, PassSummary) and event.failed for event in events):
-        return ACTIONS_FAILED_EXIT
-    return 0
+        return ExitCode.ACTIONS_FAILED
+    return ExitCode.OK
 
 
 def run_loop(parts: Parts, every: float) -> Iterator[RunEvent]:

@@ -1,11 +1,26 @@
 """The errors a user can cause or meet, each with a reason and what to do about it.
 
-The CLI turns any EtlError into one line on stderr and the exit code below; anything else is a bug.
+The CLI turns any EtlError into one line on stderr and its exit code; anything else is a bug.
 """
+
+from enum import IntEnum
+
+__all__ = ["ApiError", "ConfigError", "DatabaseError", "EtlError", "ExitCode", "SchemaError"]
+
+
+class ExitCode(IntEnum):
+    """Every command's exit code (the README's list; `etl status` has its own, read.status)."""
+
+    OK = 0
+    FAILED = 1  # any other failure
+    CONFIG = 2  # bad configuration or usage
+    API = 3  # the API failed or refused
+    DATABASE = 4  # the database is missing, unreachable, locked or not migrated
+    ACTIONS_FAILED = 5  # an action attempt failed: it is retried with backoff
 
 
 class EtlError(Exception):
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -17,11 +32,11 @@ class EtlError(Exception):
 
 
 class ConfigError(EtlError):
-    exit_code = 2
+    exit_code = ExitCode.CONFIG
 
 
 class ApiError(EtlError):
-    exit_code = 3
+    exit_code = ExitCode.API
 
     def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
         super().__init__(message, hint)
@@ -31,7 +46,7 @@ class ApiError(EtlError):
 
 
 class DatabaseError(EtlError):
-    exit_code = 4
+    exit_code = ExitCode.DATABASE
 
     def __init__(self, message: str, hint: str | None = None, refused: bool = False) -> None:
         super().__init__(message, hint)

@@ -16,7 +16,7 @@ import os
 import typer
 
 from etl.base import logs
-from etl.base.errors import EtlError
+from etl.base.errors import EtlError, ExitCode
 from etl.base.logs import log
 from etl.cli import admin, jobs, options, read, service
 
@@ -66,7 +66,7 @@ def main() -> None:
     except ClickException as error:
         if type(error).__name__ == "NoArgsIsHelpError":
             error.show()
-            raise SystemExit(0) from None
+            raise SystemExit(ExitCode.OK) from None
         context = getattr(error, "ctx", None)
         command = context.info_name if context is not None else None
         path = context.command_path if context is not None else "etl"
@@ -74,11 +74,11 @@ def main() -> None:
         message = " ".join(error.format_message().split())
         log.error("%s%s", message, hint)
         if command == "status":
-            from etl.read.status import UNKNOWN
+            from etl.read.status import Health
 
-            raise SystemExit(UNKNOWN) from None
+            raise SystemExit(Health.UNKNOWN) from None
         raise SystemExit(error.exit_code) from None
     except typer.Abort:
         log.error("aborted")
-        raise SystemExit(1) from None
-    raise SystemExit(code if isinstance(code, int) else 0)
+        raise SystemExit(ExitCode.FAILED) from None
+    raise SystemExit(code if isinstance(code, int) else ExitCode.OK)

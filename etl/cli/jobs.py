@@ -6,7 +6,7 @@ import typer
 
 from etl.base import logs
 from etl.base.config import SANDBOX_URL, ProcessorSettings, api_settings
-from etl.base.errors import ApiError, EtlError
+from etl.base.errors import ApiError, EtlError, ExitCode
 from etl.base.logs import log
 from etl.cli.options import (
     ApiKey,
@@ -139,10 +139,10 @@ def log_outcome(outcome: "processor.RunEvent") -> None:
 
 def _exit(events: "list[processor.RunEvent]") -> None:
     """End a single run with its exit code (processor.exit_code); say so when attempts failed."""
-    from etl.act.processor import ACTIONS_FAILED_EXIT, PassSummary, exit_code
+    from etl.act.processor import PassSummary, exit_code
 
     code = exit_code(events)
-    if code == ACTIONS_FAILED_EXIT:
+    if code == ExitCode.ACTIONS_FAILED:
         log.error(
             "%s action attempts failed; they are retried with backoff while their dispatch is "
             "active",

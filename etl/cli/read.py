@@ -210,8 +210,8 @@ def status_command(
     except EtlError as error:  # a store that cannot be read is as bad as it gets
         log.error("CRITICAL: %s", error)
         if fmt == StatusFormat.prometheus:
-            _print_metrics(None, None, status.CRITICAL)
-        raise typer.Exit(status.CRITICAL) from None
+            _print_metrics(None, None, status.Health.CRITICAL)
+        raise typer.Exit(status.Health.CRITICAL) from None
     match fmt:
         case StatusFormat.json:
             typer.echo(json.dumps(result.as_json(), indent=2))
@@ -231,7 +231,6 @@ def _print_metrics(
 
 
 def _print_status(result: "status.Status") -> None:
-    from etl.read import status
 
     def when(moment: datetime | None) -> str:
         return format_rfc3339(moment) if moment else "never"
@@ -252,7 +251,6 @@ def _print_status(result: "status.Status") -> None:
         lines.insert(3, ("  its error", result.last_failure_error))
     for label, value in lines:
         typer.echo(f"{label:<18}{logs.one_line(value)}")
-    verdict = {status.OK: "OK", status.WARNING: "WARNING", status.CRITICAL: "CRITICAL"}
-    typer.echo(f"{'status':<18}{verdict[result.code]}")
+    typer.echo(f"{'status':<18}{result.code.name}")
     for problem in result.problems:
         typer.echo(f"  {logs.one_line(problem)}")

@@ -127,7 +127,7 @@ class LiveCollector(Collector):
             result = status.check(self.engine, self.max_age, self.window)
             snapshot = StatusCollector(result, store_counts(self.engine), result.code)
         except EtlError:  # the store cannot be read: as bad as it gets
-            snapshot = StatusCollector(None, None, status.CRITICAL)
+            snapshot = StatusCollector(None, None, status.Health.CRITICAL)
         yield from snapshot.collect()
 
 

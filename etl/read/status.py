@@ -3,6 +3,7 @@ failing, is the schema current."""
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from enum import IntEnum
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
@@ -32,7 +33,15 @@ OPEN_ENDED_LIMIT = timedelta(hours=24)
 # a clock further than this from the API's makes actions noticeably late or early
 CLOCK_TOLERANCE_SECONDS = 10
 # exit codes, as monitoring plug-ins (Nagios and its heirs) read them
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+
+
+class Health(IntEnum):
+    """`etl status`'s verdict and exit code, as monitoring checks read them."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3  # bad usage: the check could not be made
 
 
 @dataclass
@@ -59,7 +68,7 @@ class Status:
     # how far the API's clock was ahead of this machine's at the last successful fetch
     clock_offset_seconds: float | None
     problems: list[str] = field(default_factory=list)
-    code: int = OK
+    code: Health = Health.OK
 
     def as_json(self) -> dict[str, Any]:
         return {k: jsonable(v) for k, v in asdict(self).items()}
@@ -160,9 +169,9 @@ def check(
             f"run that much {late}; keep it in time (NTP)"
         )
     if any(p.startswith("CRITICAL") for p in status.problems):
-        status.code = CRITICAL
+        status.code = Health.CRITICAL
     elif status.problems:
-        status.code = WARNING
+        status.code = Health.WARNING
     return status
 
 

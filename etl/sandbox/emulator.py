@@ -181,7 +181,8 @@ class Sandbox:
 
     def serve_forever(self) -> None:
         threading.Thread(target=self._push_forever, daemon=True).start()
-        self._server.serve_forever(poll_interval=0.2)
+        # stop() waits for the loop's next look at its flag: a short one keeps that wait short
+        self._server.serve_forever(poll_interval=0.02)
 
     def start(self) -> "Sandbox":
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)

@@ -24,8 +24,6 @@ from tests.processes import (
 )
 from tests.scenarios import action_states, active
 
-pytestmark = pytest.mark.slow  # real processes
-
 
 def start_service(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     port = free_port()

@@ -174,13 +174,13 @@ def test_a_refused_window_waits_while_the_others_are_stored(world: World) -> Non
     assert "HTTP 400" in summary.error
     assert set(stored(world)) == {"b"}
     report = status.check(world.engine, *CHECK)
-    assert report.code == status.WARNING and report.telemetry_error == summary.error
+    assert report.code == status.Health.WARNING and report.telemetry_error == summary.error
     assert report.problems == [f"WARNING: telemetry is not being fetched: {summary.error}"]
     world.step(*listing, ended("d3", site("c"), start=60, end=30))
     between = telemetry.fetch_telemetry(world.engine, world.client)  # d1 is not asked yet
     assert between.windows == 1 and between.error is None and set(stored(world)) == {"b", "c"}
     report = status.check(world.engine, *CHECK)  # a pass succeeded, but d1 is still refused
-    assert report.code == status.WARNING
+    assert report.code == status.Health.WARNING
     assert report.telemetry_error == "telemetry of dispatch d1, site a: " + summary.error.split(
         ": ", 1
     )[1].removesuffix(" (1 windows not fetched)")
@@ -188,7 +188,7 @@ def test_a_refused_window_waits_while_the_others_are_stored(world: World) -> Non
     again = telemetry.fetch_telemetry(world.engine, world.client)
     assert again.windows == 2 and again.error is None  # d1, and d3 not all settled yet
     assert set(stored(world)) == {"a", "b", "c"}
-    assert status.check(world.engine, *CHECK).code == status.OK  # answered since
+    assert status.check(world.engine, *CHECK).code == status.Health.OK  # answered since
 
 
 def test_a_window_that_stays_incomplete_is_asked_again_at_growing_intervals(
@@ -360,17 +360,17 @@ def test_the_physical_extremes_break_no_report(world: World) -> None:
     out = io.StringIO()
     output.write(iter([row]), list(row), out, "json")
     json.loads(out.getvalue(), parse_constant=_not_strict)
-    assert status.check(world.engine, *CHECK).code == status.OK
+    assert status.check(world.engine, *CHECK).code == status.Health.OK
 
 
 def test_status_warns_of_a_site_that_delivered_too_little(world: World) -> None:
     hand_computed(world, curtailed_kw=95)  # 5 of 20 kW: (2 x 0 + 28 x 5) / 30 = 4.67 kW, 23%
     check = status.check(world.engine, *CHECK, min_delivery=50)
-    assert check.code == status.WARNING
+    assert check.code == status.Health.WARNING
     ((dispatch_id, site_id, percent),) = check.under_delivered
     assert (dispatch_id, site_id) == ("p1", "a") and percent == pytest.approx(140 / 30 / 20 * 100)
     assert "WARNING: site a delivered 23% of its commitment to dispatch p1" in check.problems[0]
-    assert status.check(world.engine, *CHECK, min_delivery=20).code == status.OK
+    assert status.check(world.engine, *CHECK, min_delivery=20).code == status.Health.OK
     # no longer within the window
     assert status.check(world.engine, CHECK[0], timedelta(hours=2)).under_delivered == []
 

@@ -19,7 +19,7 @@ from tests.helpers import at, dispatch, site
 from tests.processes import etl, etl_env
 from tests.scenarios import World, active, ended
 
-README = Path(__file__).parents[1] / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 
 
 def overlap(ends: bool) -> list[dict[str, Any]]:
@@ -231,17 +231,17 @@ def test_audit_defaults_to_the_last_day_and_exports_json_lines(
 
 def test_status_of_a_fresh_store_is_critical(engine: Engine) -> None:
     result = status.check(engine, timedelta(minutes=5), timedelta(hours=24))
-    assert result.code == status.CRITICAL and result.schema_revision is not None
+    assert result.code == status.Health.CRITICAL and result.schema_revision is not None
     assert result.problems == ["CRITICAL: no fetch has succeeded yet"]
 
 
 def test_status_of_a_healthy_store_is_ok(world: World) -> None:
     world.step(active("d1", site("a")))
     result = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
-    assert result.code == status.OK and result.problems == []
+    assert result.code == status.Health.OK and result.problems == []
     assert result.restores_waiting == 1 and result.last_success_age_seconds < 60
     stale = status.check(world.engine, timedelta(0), timedelta(hours=24))
-    assert stale.code == status.CRITICAL and "last successful fetch" in stale.problems[0]
+    assert stale.code == status.Health.CRITICAL and "last successful fetch" in stale.problems[0]
 
 
 @pytest.mark.parametrize(("skew", "words"), [(90, "behind"), (-90, "ahead of")])
@@ -251,26 +251,27 @@ def test_status_warns_of_a_clock_that_makes_actions_late_or_early(
     world.sandbox.faults.clock_offset_seconds = skew
     world.step(active("d1", site("a")))
     result = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
-    assert result.code == status.WARNING and result.clock_offset_seconds is not None
+    assert result.code == status.Health.WARNING and result.clock_offset_seconds is not None
     assert abs(result.clock_offset_seconds - skew) <= 5
     (problem,) = result.problems
     shown = re.match(rf"WARNING: this machine's clock is (\d+) s {words} the API's", problem)
     assert shown and abs(int(shown[1]) - 90) <= 5, problem
     world.sandbox.faults.clock_offset_seconds = 0  # set right: the next fetch clears it
     world.step(active("d1", site("a")))
-    assert status.check(world.engine, timedelta(minutes=5), timedelta(hours=24)).code == status.OK
+    check = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
+    assert check.code == status.Health.OK
 
 
 def test_status_warns_of_missed_and_fails_on_failed(world: World) -> None:
     world.step()  # the store's first fetch: what ends after it and was not acted on is missed
     world.step(ended("miss", site("d")))
     missed = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
-    assert missed.code == status.WARNING and missed.missed_recently == 1
+    assert missed.code == status.Health.WARNING and missed.missed_recently == 1
     world.handler.fail_first = 99
     world.step(active("fail", site("c")))
     world.step(ended("fail", site("c")))
     failed = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
-    assert failed.code == status.CRITICAL and failed.failed_recently == 1
+    assert failed.code == status.Health.CRITICAL and failed.failed_recently == 1
 
 
 def test_status_command_exit_codes(world: World, database_url: str) -> None:

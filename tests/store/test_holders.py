@@ -57,7 +57,7 @@ def test_a_dispatch_cancelled_and_authorized_again_curtails_again(world: World) 
     assert world.step(active("d1", site("a"), authorized=False)) == [("restore", "d1", "a")]
     assert world.step(active("d1", site("a"))) == [("curtail", "d1", "a")]
     report = status.check(world.engine, *CHECK)
-    assert report.code == status.OK and report.restores_waiting == 1
+    assert report.code == status.Health.OK and report.restores_waiting == 1
 
 
 def test_a_test_dispatch_turned_real_is_curtailed(world: World) -> None:
@@ -126,7 +126,7 @@ def test_an_open_ended_dispatch_unknown_to_the_api_ends_when_it_went_missing(
     assert vanished == ["dispatch_vanished"]
     assert world.states()[("restore", "oe", "s")] == "superseded"  # `later` holds the site
     report = status.check(world.engine, *CHECK)
-    assert report.code == status.WARNING and report.vanished_recently == ["oe"]
+    assert report.code == status.Health.WARNING and report.vanished_recently == ["oe"]
     assert any("oe" in problem for problem in report.problems)
     assert world.step(ended("later", site("s"))) == [("restore", "later", "s")]
 
@@ -154,14 +154,14 @@ def test_a_dispatch_that_left_the_listing_but_is_known_by_id_goes_on(world: Worl
     world.sandbox.unlisted = [{**oe, "end_time": at(0), "modification_number": 2}]
     assert world.step() == [("restore", "oe", "s")]
     assert "dispatch_vanished" not in event_kinds(world, "oe")
-    assert status.check(world.engine, *CHECK).code == status.OK
+    assert status.check(world.engine, *CHECK).code == status.Health.OK
 
 
 def test_a_site_held_a_day_with_no_end_time_is_a_warning(world: World) -> None:
     old = dispatch("old", site("s"), start_time=at(-25 * 60), end_time=None)
     assert world.step(old) == [("curtail", "old", "s")]
     report = status.check(world.engine, *CHECK)
-    assert report.code == status.WARNING and report.held_without_end == ["old"]
+    assert report.code == status.Health.WARNING and report.held_without_end == ["old"]
 
 
 def test_conflicting_copies_of_one_id_are_set_aside_and_the_stored_state_kept(
@@ -215,7 +215,7 @@ def test_a_new_install_records_what_ended_before_it_as_history_not_missed(world:
             )
         ).one()
     assert tuple(action) == ("skipped", "ended before this store's first fetch")
-    assert status.check(world.engine, *CHECK).code == status.OK
+    assert status.check(world.engine, *CHECK).code == status.Health.OK
 
 
 def test_a_cancelled_dispatch_authorized_again_after_leaving_the_listing_is_curtailed(

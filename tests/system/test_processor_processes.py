@@ -8,7 +8,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, select
 
 from etl.sandbox.emulator import Sandbox
@@ -23,8 +22,6 @@ from tests.processes import (
     start_etl,
 )
 from tests.scenarios import action_states
-
-pytestmark = pytest.mark.slow  # real processes
 
 
 def dispatches(count: int, sites: int) -> list[dict[str, Any]]:

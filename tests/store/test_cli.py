@@ -23,7 +23,7 @@ from etl.store.schema import metadata
 from tests.helpers import at, dispatch, log_messages, site
 from tests.processes import InProcess, etl, etl_env, in_process
 
-README = Path(__file__).parents[1] / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 
 
 def assert_one_line_error(result, code: int, text: str) -> None:  # type: ignore[no-untyped-def]

@@ -86,13 +86,13 @@ def test_freshness_and_the_body_comparison_belong_to_listings(world: World) -> N
     world.sandbox.dispatches = [active("d1", site("a"))]
     dispatches.fetch_dispatch(world.engine, world.client, "d1")
     check = status.check(world.engine, *CHECK)
-    assert check.code == status.CRITICAL and check.last_success_at is None  # no listing yet
+    assert check.code == status.Health.CRITICAL and check.last_success_at is None  # no listing yet
     first = dispatches.fetch(world.engine, world.client)
     dispatches.fetch_dispatch(world.engine, world.client, "d1")
     second = dispatches.fetch(world.engine, world.client)  # compared with `first`, not the lookup
     assert first.dispatches_unchanged == 1 and second.dispatches_received == 1
     assert second.events == [] and second.dispatches_unchanged == 1
-    assert status.check(world.engine, *CHECK).code == status.OK
+    assert status.check(world.engine, *CHECK).code == status.Health.OK
     with world.engine.connect() as conn:
         kinds = conn.execute(
             select(schema.fetch_runs.c.kind, func.count()).group_by(schema.fetch_runs.c.kind)

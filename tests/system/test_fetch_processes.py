@@ -21,8 +21,6 @@ from tests.processes import (
     start_etl,
 )
 
-pytestmark = pytest.mark.slow  # real processes
-
 
 def many_dispatches(n: int, authorized: bool = True) -> list[dict[str, Any]]:
     return [

@@ -23,7 +23,7 @@ from etl.store import schema
 from tests.helpers import http_server, site, wait_for
 from tests.processes import etl, etl_env, finish, start_etl
 from tests.scenarios import World, active, ended
-from tests.test_handlers import a_request
+from tests.store.test_handlers import a_request
 
 
 def script(tmp_path: Path, name: str, body: str) -> str:

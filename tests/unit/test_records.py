@@ -10,7 +10,7 @@ from etl.base.timeutil import parse_rfc3339
 from etl.source.records import JSON_MAX_DEPTH, check_json, parse_dispatches, parse_sites, storable
 from tests.helpers import dispatch, site
 
-SAMPLES = Path(__file__).parent / "samples"  # copies of ../shared/samples
+SAMPLES = Path(__file__).parents[1] / "samples"  # copies of ../shared/samples
 SAMPLE_FILES = ["dispatches-seed.json", "dispatches-reference.json"]
 PROGRAM = dispatch("p")["program"]
 
