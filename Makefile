@@ -1,5 +1,9 @@
 # `make demo`: set up and run the main job against the built-in emulator on SQLite.
-# `make test`: set up and run the whole test suite (lint, format check, pytest).
+# `make test`: set up and run the whole test suite (lint, format check, pytest): what CI runs. The
+# quick tests run 4 at a time on both databases, then the slow ones (real processes, timing) one
+# at a time.
+# `make test-fast`: the everyday loop: lint, and the unit and store tests on SQLite alone (no
+# PostgreSQL needed), 4 at a time.
 # `make demo-push`: the push path: `etl serve` registered with the emulator, which POSTs a webhook
 # when a dispatch appears; etl looks it up and curtails within a second, no poll involved.
 PYTHON ?= python3
@@ -7,7 +11,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR := .demo
 
-.PHONY: setup demo demo-push test clean
+.PHONY: setup demo demo-push test test-fast clean
 
 $(BIN)/etl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,7 +69,12 @@ demo-push: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4 -m "not slow"
+	$(BIN)/pytest -m slow
+
+test-fast: setup
+	$(BIN)/ruff check .
+	ETL_TEST_DATABASES=sqlite $(BIN)/pytest -n 4 -m "not slow" tests/unit tests/store
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info

@@ -2,6 +2,7 @@
 test's process where a subprocess would prove nothing more."""
 
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -107,12 +108,18 @@ def in_process(
     *args: str,
 ) -> subprocess.CompletedProcess[str]:
     """`etl ARGS` run by its own `main` in this process (quicker than a subprocess, where one
-    proves nothing more), with what a subprocess would give back."""
+    proves nothing more), with what a subprocess would give back. The signal handlers that
+    `etl run` installs are the test process's again afterwards."""
     monkeypatch.setattr(sys, "argv", ["etl", *args])
     monkeypatch.setenv("ETL_DATABASE_URL", database_url)
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
-        main()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     out = capsys.readouterr()
     code = exited.value.code
     return subprocess.CompletedProcess(args, code if isinstance(code, int) else 1, out.out, out.err)
@@ -128,6 +135,10 @@ class InProcess:
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
         return in_process(self.monkeypatch, self.capsys, self.url, *args)
+
+    def on(self, url: str) -> "InProcess":
+        """The command against another store."""
+        return InProcess(self.monkeypatch, self.capsys, url)
 
     def ok(self, *args: str) -> str:
         """Its stdout, after checking that it succeeded."""

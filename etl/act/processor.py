@@ -95,7 +95,7 @@ def process(
 ) -> PassSummary:
     """One pass. Once `stop` is set it claims nothing more, finishes the actions in hand, and
     returns. A store that fails mid-pass stops the claiming, not the recording: the outcomes
-    of the handlers already called are written when it answers again (etl.outcomes), and then
+    of the handlers already called are written when it answers again (etl.act.outcomes), and then
     the claiming goes on."""
     worker = worker or worker_id()
     stop = stop or threading.Event()

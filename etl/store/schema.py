@@ -229,7 +229,7 @@ rejected_records = Table(
 )
 
 # One curtail or restore of one site for one holding episode of one dispatch: planned once,
-# succeeded at most once. States and their order: etl.actions.
+# succeeded at most once. States and their order: etl.act.actions.
 actions = Table(
     "actions",
     metadata,

@@ -2,26 +2,15 @@
 
 import json
 import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy import select
 
 from etl import __version__
-from etl.act import planner
 from etl.cli import app
 from etl.sandbox.emulator import Sandbox
-from etl.store import fetch_runs
-from etl.store.db import make_engine
-from etl.store.schema import metadata
 from tests.helpers import at, dispatch, log_messages, site
-from tests.processes import InProcess, etl, etl_env, in_process
+from tests.processes import InProcess, in_process
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -33,28 +22,26 @@ def assert_one_line_error(result, code: int, text: str) -> None:  # type: ignore
     assert log_messages(result.stderr, "ERROR") == [line] and text in line
 
 
-def test_fetch_then_fetch_again(tmp_path: Path, sandbox: Sandbox) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
-    assert etl("db", "upgrade", env=env).returncode == 0
-    first = etl("fetch", env=env)
+def test_fetch_then_fetch_again(cli: InProcess) -> None:
+    first = cli("fetch")
     assert first.returncode == 0, first.stderr
     assert first.stdout == ""  # what a fetch did is a diagnostic: timestamped, on stderr
     summary, *events = log_messages(first.stderr, "INFO")
     assert "4 dispatches received: 4 new, 0 changed, 0 unchanged, 0 rejected" in summary
     assert any(e.startswith("dispatch_created: dispatch asdf ") for e in events)
-    (second,) = log_messages(etl("fetch", env=env).stderr)
+    (second,) = log_messages(cli("fetch").stderr)
     assert "0 new, 0 changed, 4 unchanged" in second and "0 events" in second
-    quiet = etl("fetch", "--quiet", env=env)
+    quiet = cli("fetch", "--quiet")
     assert quiet.stdout == quiet.stderr == ""
 
 
-def test_an_unmigrated_database_says_how_to_fix_it(tmp_path: Path, sandbox: Sandbox) -> None:
+def test_an_unmigrated_database_says_how_to_fix_it(cli: InProcess, tmp_path: Path) -> None:
     missing = tmp_path / "folder" / "new.db"
-    result = etl("fetch", env=etl_env(f"sqlite:///{missing}", sandbox))
+    result = cli.on(f"sqlite:///{missing}")("fetch")
     assert_one_line_error(result, 4, "does not exist (run `etl db upgrade` to create it)")
     empty = tmp_path / "empty.db"
     empty.touch()
-    result = etl("fetch", env=etl_env(f"sqlite:///{empty}", sandbox))
+    result = cli.on(f"sqlite:///{empty}")("fetch")
     assert_one_line_error(result, 4, "has no etl schema (run `etl db upgrade` first)")
 
 
@@ -102,18 +89,20 @@ def test_bad_usage_is_one_line(
     assert_one_line_error(in_process(monkeypatch, capsys, url, *args), code, text)
 
 
-def test_status_is_critical_in_one_line_when_the_database_cannot_be_read(tmp_path: Path) -> None:
-    result = etl("status", env=etl_env(f"sqlite:///{tmp_path / 'nothing.db'}"))
+def test_status_is_critical_in_one_line_when_the_database_cannot_be_read(
+    cli: InProcess, tmp_path: Path
+) -> None:
+    result = cli.on(f"sqlite:///{tmp_path / 'nothing.db'}")("status")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = log_messages(result.stderr, "ERROR")
     assert line.startswith("CRITICAL: database") and "does not exist" in line
 
 
-def test_a_refused_key_is_one_line_without_the_key(tmp_path: Path, sandbox: Sandbox) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
-    etl("db", "upgrade", env=env)
-    env["VOLTUS_API_KEY"] = "my-very-secret-key"
-    result = etl("fetch", env=env)
+def test_a_refused_key_is_one_line_without_the_key(
+    cli: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOLTUS_API_KEY", "my-very-secret-key")
+    result = cli("fetch")
     assert_one_line_error(result, 3, "HTTP 401")
     assert "my-very-secret-key" not in result.stdout + result.stderr
 
@@ -134,24 +123,25 @@ def test_a_refused_key_is_one_line_without_the_key(tmp_path: Path, sandbox: Sand
     ],
 )
 def test_bad_configuration_is_one_line(
-    tmp_path: Path, sandbox: Sandbox, env_change: dict[str, str], text: str
+    cli: InProcess, monkeypatch: pytest.MonkeyPatch, env_change: dict[str, str], text: str
 ) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
-    etl("db", "upgrade", env=env)
-    result = etl("fetch", env={**env, **env_change})
-    assert_one_line_error(result, 2, text)
+    for name, value in env_change.items():
+        if name == "ETL_DATABASE_URL":
+            cli = cli.on(value)
+        else:
+            monkeypatch.setenv(name, value)
+    assert_one_line_error(cli("fetch"), 2, text)
 
 
-def test_an_unreachable_postgresql_is_one_line(sandbox: Sandbox) -> None:
-    url = "postgresql+psycopg://postgres:pw@127.0.0.1:1/none"
-    result = etl("fetch", env=etl_env(url, sandbox))
+def test_an_unreachable_postgresql_is_one_line(cli: InProcess) -> None:
+    result = cli.on("postgresql+psycopg://postgres:pw@127.0.0.1:1/none")("fetch")
     assert_one_line_error(result, 4, "database postgresql+psycopg://***@127.0.0.1:1/none")
     assert ":pw@" not in result.stderr
 
 
-def test_help_never_shows_the_key(tmp_path: Path) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", None, VOLTUS_API_KEY="hunter2-key")
-    result = etl("fetch", "--help", env=env)
+def test_help_never_shows_the_key(cli: InProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOLTUS_API_KEY", "hunter2-key")
+    result = cli("fetch", "--help")
     assert result.returncode == 0 and "--api-key" in result.stdout
     assert "hunter2-key" not in result.stdout
 
@@ -185,13 +175,11 @@ def test_every_command_has_help_and_is_in_the_readme(
 
 
 def test_run_acts_on_the_store_when_the_fetch_fails_and_says_so(
-    tmp_path: Path, sandbox: Sandbox
+    cli: InProcess, sandbox: Sandbox
 ) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
-    etl("db", "upgrade", env=env)
-    assert etl("fetch", "-q", env=env).returncode == 0  # the built-in `asdf` is active now
+    assert cli("fetch", "-q").returncode == 0  # the built-in `asdf` is active now
     sandbox.key = "rotated"  # Voltus revoked the key
-    result = etl("run", env=env)
+    result = cli("run")
     assert result.returncode == 3
     (error,) = log_messages(result.stderr, "ERROR")
     assert error.startswith("GET") and "HTTP 401" in error
@@ -199,11 +187,12 @@ def test_run_acts_on_the_store_when_the_fetch_fails_and_says_so(
     assert "ran 2 succeeded, 0 failed" in log_messages(result.stderr, "INFO")[-1]
 
 
-def test_process_exits_5_when_an_action_attempt_failed(tmp_path: Path, sandbox: Sandbox) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox, ETL_ACTION_COMMAND="false")
-    etl("db", "upgrade", env=env)
-    etl("fetch", "-q", env=env)
-    result = etl("process", env=env)
+def test_process_exits_5_when_an_action_attempt_failed(
+    cli: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETL_ACTION_COMMAND", "false")
+    cli("fetch", "-q")
+    result = cli("process")
     assert result.returncode == 5
     (summary,) = log_messages(result.stderr, "INFO")
     assert "ran 0 succeeded, 2 failed" in summary
@@ -211,131 +200,31 @@ def test_process_exits_5_when_an_action_attempt_failed(tmp_path: Path, sandbox: 
     assert error.startswith("2 action attempts failed")
 
 
-def test_no_secret_reaches_any_message_or_record(
-    database_url: str, sandbox: Sandbox, tmp_path: Path
-) -> None:
-    """A key with a control character, a wrong key, a database password given as a query
-    parameter (PostgreSQL), a webhook URL with credentials: after a run of every command, none
-    of them is in any output or in any table."""
-    secrets = ["hunter2-db", "w3bh00k-pw", "t0k3n-zz", "key-with-cr", "wrong-key-qq"]
-    if database_url.startswith("postgresql"):
-        database_url += "&password=hunter2-db"
-    webhook = "http://user:w3bh00k-pw@127.0.0.1:9/hook?token=t0k3n-zz"
-    env = etl_env(database_url, sandbox, ETL_ACTION_WEBHOOK=webhook)
-    results = [
-        etl("db", "upgrade", env=env),
-        etl("run", env=env),  # the webhook refuses: attempts fail with its URL in the error
-        etl("fetch", env={**env, "VOLTUS_API_KEY": "key-with-cr\r"}),
-        etl("fetch", env={**env, "VOLTUS_API_KEY": "wrong-key-qq"}),
-        etl("status", env=env),
-        etl("status", "--json", env=env),
-        etl("audit", "--jsonl", env=env),
-        etl("report", "curtailments", "--format", "json", env=env),
-    ]
-    assert [r.returncode for r in results[:4]] == [0, 5, 2, 2]
-    assert "VOLTUS_API_KEY holds whitespace" in results[2].stderr
-    assert "this store serves another account" in results[3].stderr
-    engine = make_engine(database_url, create=False)
-    with engine.connect() as conn:
-        tables = [str(conn.execute(select(table)).all()) for table in metadata.sorted_tables]
-    engine.dispose()
-    assert "POST http://***@127.0.0.1:9/hook?token=***" in "".join(tables)
-    everything = "".join(r.stdout + r.stderr for r in results) + "".join(tables)
-    assert [secret for secret in secrets if secret in everything] == []
-
-
-def test_a_database_newer_than_this_etl_is_one_line(tmp_path: Path) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}")
-    assert etl("db", "upgrade", env=env).returncode == 0
+def test_a_database_newer_than_this_etl_is_one_line(cli: InProcess, tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "etl.db") as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0099'")
-    assert_one_line_error(etl("db", "upgrade", env=env), 4, "older than the database")
-    assert_one_line_error(etl("fetch", env=env), 4, "newer than this etl's")
+    assert_one_line_error(cli("db", "upgrade"), 4, "older than the database")
+    assert_one_line_error(cli("fetch"), 4, "newer than this etl's")
 
 
-def test_a_command_with_an_unclosed_quote_is_one_line(tmp_path: Path) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", ETL_ACTION_COMMAND="'x")
-    assert etl("db", "upgrade", env=env).returncode == 0
-    assert_one_line_error(etl("process", env=env), 2, "No closing quotation")
+def test_a_command_with_an_unclosed_quote_is_one_line(
+    cli: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETL_ACTION_COMMAND", "'x")
+    assert_one_line_error(cli("process"), 2, "No closing quotation")
 
 
-def test_a_database_folder_that_cannot_be_made_is_one_line() -> None:
-    result = etl("db", "upgrade", env=etl_env("sqlite:////dev/null/x.db"))
+def test_a_database_folder_that_cannot_be_made_is_one_line(cli: InProcess) -> None:
+    result = cli.on("sqlite:////dev/null/x.db")("db", "upgrade")
     assert_one_line_error(result, 4, "cannot create its folder")
 
 
-@contextmanager
-def held_store(database_url: str) -> Iterator[None]:
-    """Another writer that does not let go: on SQLite the write lock; on PostgreSQL the
-    locks a stuck etl would hold, the fetch's and the planner's."""
-    if database_url.startswith("sqlite"):
-        holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
-        return
-    with psycopg.connect(database_url.replace("+psycopg", "")) as holder:  # in a transaction
-        for name in (fetch_runs.FETCH_LOCK, planner.PLAN_LOCK):
-            holder.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
-        yield
-
-
-@pytest.mark.slow
-def test_a_minutely_run_against_a_locked_store_ends_within_the_minute(
-    database_url: str, sandbox: Sandbox
-) -> None:
-    env = etl_env(database_url, sandbox)
-    assert etl("db", "upgrade", env=env).returncode == 0
-    with held_store(database_url):
-        started = time.monotonic()
-        result = etl("run", env=env, timeout=120)
-        elapsed = time.monotonic() - started
-    assert result.returncode == 4 and elapsed < 50, (result.returncode, elapsed)
-    assert "Traceback" not in result.stderr
-    assert "another process held the database too long" in result.stderr
-    assert log_messages(result.stderr, "ERROR") == log_messages(result.stderr)
-
-
-def test_version_is_printed_and_in_status(tmp_path: Path) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}")
-    result = etl("--version", env=env)
+def test_version_is_printed_and_in_status(cli: InProcess) -> None:
+    result = cli("--version")
     assert result.returncode == 0 and result.stdout == f"etl {__version__}\n"
-    assert etl("db", "upgrade", env=env).returncode == 0
-    status = etl("status", "--json", env=env)
+    status = cli("status", "--json")
     assert json.loads(status.stdout)["version"] == __version__
-    assert f"etl version       {__version__}" in etl("status", env=env).stdout
-
-
-def test_the_minutely_run_loads_no_library_it_does_not_use(
-    tmp_path: Path, sandbox: Sandbox
-) -> None:
-    """A dependency used by one command is imported by that command only: `etl run` pays for
-    neither the ORM, Alembic, the emulator, the reports, nor the metrics and server libraries."""
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
-    assert etl("db", "upgrade", env=env).returncode == 0
-    probe = (
-        "import sys\n"
-        "from etl.cli import main\n"
-        "sys.argv = ['etl', 'run', '-q']\n"
-        "try:\n    main()\n"
-        "finally:\n    print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    loaded = set(result.stderr.split())
-    assert "etl.ingest.dispatches" in loaded and "sqlalchemy" in loaded
-    unwanted = {
-        "sqlalchemy.orm", "alembic", "etl.store.migrate", "etl.sandbox.emulator",
-        "etl.read.reports", "etl.read.audit", "etl.read.metrics", "etl.serve",
-        "etl.ingest.telemetry", "etl.read.chart", "prometheus_client", "waitress", "pydantic",
-        "sqlalchemy.dialects.postgresql", "dateutil", "http.server",
-    }  # fmt: skip
-    assert loaded & unwanted == set()
+    assert f"etl version       {__version__}" in cli("status").stdout
 
 
 def test_text_a_remote_party_sent_stays_on_its_line_in_what_people_read(
@@ -395,16 +284,6 @@ def test_the_calendars_own_ends_are_usable_bounds(cli: InProcess, args: tuple[st
     assert cli("fetch", "-q").returncode == 0
     result = cli(*args)
     assert result.returncode == 0, result.stderr
-
-
-def test_a_time_zone_this_machine_cannot_use_is_one_line_exit_2(
-    tmp_path: Path, sandbox: Sandbox
-) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox, TZ="XXX-99:99")
-    assert etl("db", "upgrade", env=env).returncode == 0
-    assert etl("fetch", "-q", env=env).returncode == 0
-    result = etl("report", "dispatches", "--tz", "local", env=env)
-    assert_one_line_error(result, 2, "this machine's time zone cannot be used")
 
 
 def test_an_api_key_beyond_ascii_is_refused_without_echo(cli: InProcess) -> None:

@@ -2,7 +2,6 @@
 that redirects, a command that leaves a child behind, a processor killed under its handler; and
 a restore that must undo what its curtail did, whatever the dispatch became since."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -20,8 +19,7 @@ from etl.act.builtin_handlers import CommandHandler, WebhookHandler
 from etl.handlers import HandlerFailed
 from etl.ingest import dispatches
 from etl.store import schema
-from tests.helpers import http_server, site, wait_for
-from tests.processes import etl, etl_env, finish, start_etl
+from tests.helpers import http_server, site
 from tests.scenarios import World, active, ended
 from tests.store.test_handlers import a_request
 
@@ -175,55 +173,8 @@ def test_a_failing_command_with_a_background_child_fails_at_once(tmp_path: Path)
     assert time.monotonic() - started < 3
 
 
-def alive(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    try:
-        return "State:\tZ" not in status.read_text()
-    except FileNotFoundError:
-        return False
-
-
-def run_with_command(tmp_path: Path, sandbox: Any, body: str) -> subprocess.Popen[str]:
-    """`etl run` with a command handler of this shell `body`, for dispatch d1's site a."""
-    command = script(tmp_path, "handler.sh", body)
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox, ETL_ACTION_COMMAND=command)
-    sandbox.dispatches = [active("d1", site("a"))]
-    assert etl("db", "upgrade", env=env).returncode == 0
-    return start_etl("--handler-timeout", "100", "run", env=env)
-
-
 @pytest.mark.slow
-def test_a_handler_dies_with_a_processor_killed_by_sigkill(tmp_path: Path, sandbox: Any) -> None:
-    """A processor killed with kill -9 must not leave its handler running unbounded beside the
-    process that will take the action over."""
-    pid_file = tmp_path / "handler.pid"
-    run = run_with_command(tmp_path, sandbox, f"echo $$ > {pid_file}; exec sleep 120")
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "", 30)
-    handler_pid = int(pid_file.read_text())
-    assert alive(handler_pid)
-    os.kill(run.pid, signal.SIGKILL)
-    finish(run)
-    started = time.monotonic()
-    wait_for(lambda: not alive(handler_pid), 1)
-    assert time.monotonic() - started < 1
-
-
 @pytest.mark.slow
-def test_a_second_signal_stops_the_processor_and_its_handlers_process_groups(
-    tmp_path: Path, sandbox: Any
-) -> None:
-    pids = tmp_path / "pids"
-    run = run_with_command(tmp_path, sandbox, f"sleep 120 & echo $$ $! > {pids}; wait")
-    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2, 30)
-    handler_pid, grandchild_pid = map(int, pids.read_text().split())
-    run.send_signal(signal.SIGTERM)  # the first: finish the actions in hand
-    time.sleep(0.5)
-    assert alive(handler_pid) and run.poll() is None
-    run.send_signal(signal.SIGTERM)  # the second: stop now, and take the handlers along
-    assert finish(run) == -signal.SIGTERM
-    wait_for(lambda: not alive(handler_pid) and not alive(grandchild_pid), 2)
-
-
 def test_the_parent_death_signal_is_set_in_the_command(tmp_path: Path) -> None:
     """The command itself reads its parent-death signal from /proc: SIGKILL (9)."""
     probe = "import ctypes, ctypes.util; s = ctypes.c_int(); "

@@ -22,8 +22,8 @@ from etl.ingest import dispatches
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 from etl.store import schema
-from tests.helpers import at, dispatch, http_server, log_messages, site
-from tests.processes import PLUGIN_DIR, etl, etl_env, install_recording_handler, recorded_calls
+from tests.helpers import dispatch, http_server, site
+from tests.processes import PLUGIN_DIR
 
 COMMAND = f"{sys.executable} {PLUGIN_DIR / 'record_command.py'}"
 
@@ -139,18 +139,6 @@ def test_webhook_non_2xx_is_a_failure(
     assert "HTTP 503" in attempts(engine)[0].error
 
 
-def test_an_entry_point_handler_runs_in_the_real_command(tmp_path: Path, sandbox: Sandbox) -> None:
-    env = etl_env(
-        f"sqlite:///{tmp_path / 'etl.db'}", sandbox, **install_recording_handler(tmp_path)
-    )
-    sandbox.dispatches = [dispatch("d1", site("a"), start_time=at(-1))]
-    assert etl("db", "upgrade", env=env).returncode == 0
-    result = etl("run", env=env)
-    assert result.returncode == 0, result.stderr
-    assert "ran 1 succeeded, 0 failed" in log_messages(result.stderr)[-1]
-    assert [call[1:4] for call in recorded_calls(tmp_path)] == [["curtail", "d1", "a"]]
-
-
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -179,15 +167,6 @@ def test_against_a_real_api_a_handler_must_be_chosen(api_url: str) -> None:
         load_handler(ProcessorSettings(), api_url)
     assert "ETL_HANDLER=log" in str(raised.value)
     assert isinstance(load_handler(ProcessorSettings(handler="log"), api_url), LogHandler)
-
-
-def test_process_refuses_to_start_without_a_handler_against_a_real_api(tmp_path: Path) -> None:
-    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", VOLTUS_API_URL="https://api.voltus.co")
-    assert etl("db", "upgrade", env=env).returncode == 0
-    for command in ("process", "run", "serve"):
-        result = etl(command, env={**env, "VOLTUS_API_KEY": "k"})
-        assert result.returncode == 2 and "no handler is chosen" in result.stderr
-    assert etl("process", env={**env, "ETL_HANDLER": "log"}).returncode == 0
 
 
 def test_a_handler_timeout_must_be_shorter_than_the_claim_timeout() -> None:

@@ -3,7 +3,6 @@
 import re
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, bindparam, inspect, text
@@ -14,7 +13,6 @@ from etl.base.config import ProcessorSettings
 from etl.store.db import SCHEMA_REVISION, make_engine
 from etl.store.migrate import current_revision, head_revision, migrate
 from etl.store.schema import UTCDateTime, metadata
-from tests.processes import etl_env, start_etl
 
 
 def test_the_code_expects_the_newest_revision() -> None:
@@ -166,14 +164,3 @@ def test_upgrading_a_store_with_actions_keeps_their_keys_and_outcomes(database_u
     (planned,) = summary.events
     assert planned.site_id == "b" and planned.details["episode"] == 2
     engine.dispose()
-
-
-@pytest.mark.slow  # real processes
-def test_two_upgrades_at_once_each_say_what_they_found(database_url: str) -> None:
-    """Before, both printed "migrated from empty": each read the revision outside the lock."""
-    env = etl_env(database_url)
-    runs = [start_etl("db", "upgrade", env=env) for _ in range(2)]
-    outputs = sorted(run.communicate(timeout=120)[0] for run in runs)
-    assert [run.returncode for run in runs] == [0, 0]
-    assert outputs[0].endswith(f"schema already at revision {SCHEMA_REVISION}\n"), outputs
-    assert outputs[1].endswith(f"schema migrated from empty to {SCHEMA_REVISION}\n"), outputs
