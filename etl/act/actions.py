@@ -15,15 +15,15 @@ The unique key (dispatch_id, site_id, kind, episode) makes recording an action t
 
 import uuid
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, and_, update
 
 from etl.handlers import ActionKind
 from etl.store.db import dialect_insert
-from etl.store.events import EventKind, NewEvent
+from etl.store.events import NewEvent
 from etl.store.schema import actions, dispatch_sites, dispatches
+from etl.store.vocabulary import ActionState, EventKind
 
 # each action beside its dispatch, and that dispatch's row for the action's site
 WITH_DISPATCH_SITE = actions.join(dispatches, dispatches.c.id == actions.c.dispatch_id).join(
@@ -33,25 +33,6 @@ WITH_DISPATCH_SITE = actions.join(dispatches, dispatches.c.id == actions.c.dispa
         dispatch_sites.c.site_id == actions.c.site_id,
     ),
 )
-
-
-class ActionState(StrEnum):
-    PENDING = "pending"
-    WAITING = "waiting"
-    CLAIMED = "claimed"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    MISSED = "missed"
-    SKIPPED = "skipped"
-    SUPERSEDED = "superseded"
-
-
-class Holding(StrEnum):
-    """What the planner recorded, at its last pass, of a dispatch and one of its sites."""
-
-    HELD = "held"  # the dispatch holds the site: it must be curtailed
-    TEST = "test"  # in its window, but a test dispatch that etl does not act on
 
 
 S = ActionState

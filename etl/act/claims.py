@@ -35,8 +35,6 @@ from etl.act.actions import (
     UNDER_WAY,
     WITH_DISPATCH_SITE,
     ActionKind,
-    ActionState,
-    Holding,
     event,
     restore_owed,
 )
@@ -48,6 +46,7 @@ from etl.store.db import write_transaction
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.schema import action_attempts, actions, dispatch_sites, dispatches, programs, sites
+from etl.store.vocabulary import ActionState, AttemptOutcome, Holding
 
 # a restore is retried this many times at most; a curtail, for as long as its dispatch is active
 RESTORE_MAX_ATTEMPTS = 10
@@ -92,7 +91,7 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
                 update(action_attempts)
                 .where(action_attempts.c.action_id.in_(ids), action_attempts.c.outcome.is_(None))
                 .values(
-                    outcome="abandoned",
+                    outcome=AttemptOutcome.ABANDONED,
                     finished_at=now,
                     error="its process stopped before recording an outcome; taken over",
                 )
@@ -266,7 +265,7 @@ def succeed(engine: Engine, claimed: Claimed, worker: str, output: str) -> bool:
     claim had been taken over meanwhile (the action's state is then the new owner's to set)."""
     with write_transaction(engine) as conn:
         now = utcnow()
-        _finish_attempt(conn, claimed, now, S.SUCCEEDED, output=kept(output))
+        _finish_attempt(conn, claimed, now, AttemptOutcome.SUCCEEDED, output=kept(output))
         if not _set_if_still_ours(conn, claimed, worker, state=S.SUCCEEDED, finished_at=now):
             _note_overtaken(conn, claimed)
             return False
@@ -291,7 +290,7 @@ def fail(
     with write_transaction(engine) as conn:
         now = utcnow()
         error = kept(error)
-        _finish_attempt(conn, claimed, now, S.FAILED, error=error)
+        _finish_attempt(conn, claimed, now, AttemptOutcome.FAILED, error=error)
         attempt = claimed.attempt
         request = claimed.request
         new_events: list[NewEvent] = []
@@ -375,7 +374,7 @@ def _newer_curtail(conn: Connection, claimed: Claimed) -> _Holder | None:
 
 
 def _finish_attempt(
-    conn: Connection, claimed: Claimed, now: datetime, outcome: str, **text: str
+    conn: Connection, claimed: Claimed, now: datetime, outcome: AttemptOutcome, **text: str
 ) -> None:
     conn.execute(
         update(action_attempts)

@@ -39,8 +39,6 @@ from etl.act.actions import (
     UNDER_WAY,
     WITH_DISPATCH_SITE,
     ActionKind,
-    ActionState,
-    Holding,
     event,
     insert_new,
     new_row,
@@ -55,6 +53,7 @@ from etl.store.db import write_transaction
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.schema import actions, dispatch_sites, dispatches, planner_state
+from etl.store.vocabulary import ActionState, Holding
 
 PLAN_LOCK = "etl.plan"
 # the first plan of a store looks back this far for dispatches whose window it never saw; later

@@ -74,7 +74,7 @@ def fetch(
 
 
 def _log_fetch(summary: "dispatches.FetchSummary") -> None:
-    from etl.store.schema import FetchKind, FetchOutcome
+    from etl.store.vocabulary import FetchKind, FetchOutcome
 
     what = "fetch" if summary.kind == FetchKind.LISTING else "lookup"
     if summary.outcome == FetchOutcome.SUPERSEDED:

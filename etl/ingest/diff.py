@@ -19,8 +19,9 @@ from etl.source.records import (
     item_fingerprint,
     record_id,
 )
-from etl.store.events import EventKind, NewEvent
+from etl.store.events import NewEvent
 from etl.store.rows import Row
+from etl.store.vocabulary import EventKind
 
 __all__ = [
     "Changes",

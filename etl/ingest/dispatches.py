@@ -49,11 +49,12 @@ from etl.source.records import (
 )
 from etl.store import binding, fetch_runs, set_aside
 from etl.store.db import RecordRefused, read_transaction, record_savepoint, write_transaction
-from etl.store.events import EventKind, NewEvent
+from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.fetch_runs import FETCH_LOCK
 from etl.store.rows import Row, select_in, stored_rows, upsert
-from etl.store.schema import FetchKind, FetchOutcome, dispatch_sites, dispatches, programs, sites
+from etl.store.schema import dispatch_sites, dispatches, programs, sites
+from etl.store.vocabulary import EventKind, FetchKind, FetchOutcome
 
 __all__ = ["FetchSummary", "Snapshot", "fetch", "fetch_dispatch", "ingest"]
 

@@ -32,18 +32,12 @@ from etl.source.api import VoltusClient
 from etl.source.records import Reading, Rejected
 from etl.store import fetch_runs, set_aside
 from etl.store.db import dialect_insert, read_transaction, write_transaction
-from etl.store.events import EventKind, NewEvent
+from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.fetch_runs import FETCH_LOCK
 from etl.store.rows import chunks, upsert
-from etl.store.schema import (
-    FetchKind,
-    FetchOutcome,
-    dispatch_sites,
-    dispatches,
-    telemetry,
-    telemetry_requests,
-)
+from etl.store.schema import dispatch_sites, dispatches, telemetry, telemetry_requests
+from etl.store.vocabulary import EventKind, FetchKind, FetchOutcome
 
 BEFORE, AFTER = timedelta(minutes=60), timedelta(minutes=30)
 SETTLE = timedelta(minutes=20)  # after an interval, before its readings are trusted

@@ -16,11 +16,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
 from etl import __version__
-from etl.act.actions import ActionState, Holding
 from etl.base.errors import EtlError
 from etl.read import status
 from etl.store.db import read_transaction
 from etl.store.schema import action_attempts, actions, dispatch_sites
+from etl.store.vocabulary import ActionState, Holding
 
 
 @dataclass(frozen=True)

@@ -9,21 +9,13 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, text
 
 from etl import __version__
-from etl.act.actions import OPEN, OPEN_STATES, ActionState, Holding
+from etl.act.actions import OPEN, OPEN_STATES
 from etl.base.timeutil import jsonable, utcnow
 from etl.read.reports import dispatch_performance
 from etl.store import fetch_runs
 from etl.store.db import read_transaction
-from etl.store.events import EventKind
-from etl.store.schema import (
-    FetchKind,
-    FetchOutcome,
-    actions,
-    dispatch_sites,
-    dispatches,
-    events,
-    telemetry_requests,
-)
+from etl.store.schema import actions, dispatch_sites, dispatches, events, telemetry_requests
+from etl.store.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome, Holding
 
 # a share of a window's telemetry intervals below which its delivery is not judged
 MIN_COVERAGE = 0.8

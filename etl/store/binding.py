@@ -18,9 +18,10 @@ from etl.base.errors import ConfigError
 from etl.base.redact import redact_url
 from etl.base.timeutil import utcnow
 from etl.store.db import read_transaction, write_transaction
-from etl.store.events import EventKind, NewEvent
+from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.schema import store_binding
+from etl.store.vocabulary import EventKind
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 

@@ -16,7 +16,8 @@ from sqlalchemy import Connection, Engine, Row, delete, func, insert, select
 from etl.base.errors import DatabaseError
 from etl.base.timeutil import utcnow
 from etl.store.db import write_transaction
-from etl.store.schema import FetchKind, FetchOutcome, events, fetch_runs, rejected_records
+from etl.store.schema import events, fetch_runs, rejected_records
+from etl.store.vocabulary import FetchKind, FetchOutcome
 
 __all__ = [
     "FETCH_LOCK",

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Dialect,
@@ -28,6 +29,17 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from etl.handlers import ActionKind
+from etl.store.vocabulary import (
+    ActionState,
+    AttemptOutcome,
+    EventKind,
+    FetchKind,
+    FetchOutcome,
+    Holding,
+    RecordKind,
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -67,7 +79,16 @@ class JSONDocument(TypeDecorator[Any]):
         return dialect.type_descriptor(JSON())
 
 
-metadata = MetaData()
+# a CHECK constraint named after its column is ck_<table>_<column> (migration 0015)
+metadata = MetaData(naming_convention={"ck": "ck_%(table_name)s_%(constraint_name)s"})
+
+
+def one_of(column: str, vocabulary: type[StrEnum], nullable: bool = False) -> CheckConstraint:
+    """The column holds a value of its vocabulary (etl.store.vocabulary), or NULL if allowed:
+    what the README documents is all that any writer can record."""
+    listed = f"{column} IN ({', '.join(repr(str(v)) for v in vocabulary)})"
+    condition = f"{column} IS NULL OR {listed}" if nullable else listed
+    return CheckConstraint(condition, name=column)
 
 
 def partial_index(name: str, *columns: str, where: str) -> Index:
@@ -147,6 +168,7 @@ dispatch_sites = Table(
     # or `test`: in its window but a test dispatch not acted on), and how many holding episodes
     # the pair has had
     Column("holding", String(10)),
+    one_of("holding", Holding, nullable=True),
     Column("episode", Integer, nullable=False, default=0, server_default=text("0")),
     Index("ix_dispatch_sites_site_id", "site_id", "dispatch_id"),
     # the planner's look at what held a site at its last pass: a handful of rows, however long
@@ -161,6 +183,7 @@ events = Table(
     Column("id", Integer, primary_key=True),
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("kind", String(40), nullable=False),
+    one_of("kind", EventKind),
     Column("dispatch_id", String),
     Column("site_id", String),
     Column("program_id", Integer),
@@ -173,27 +196,16 @@ events = Table(
 )
 
 
-class FetchKind(StrEnum):
-    LISTING = "listing"  # the poll: every dispatch of the last 24 hours
-    LOOKUP = "lookup"  # one dispatch, on a webhook's notification
-    TELEMETRY = "telemetry"  # meter readings around dispatches that ended
-
-
-class FetchOutcome(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    # its listing was older than one already stored: it wrote nothing else
-    SUPERSEDED = "superseded"
-
-
 fetch_runs = Table(
     "fetch_runs",
     metadata,
     Column("id", Integer, primary_key=True),
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=False),
-    Column("outcome", String(20), nullable=False),  # a FetchOutcome
-    Column("kind", String(10), nullable=False, server_default=text("'listing'")),  # a FetchKind
+    Column("outcome", String(20), nullable=False),
+    one_of("outcome", FetchOutcome),
+    Column("kind", String(10), nullable=False, server_default=text("'listing'")),
+    one_of("kind", FetchKind),
     # when the API was asked (for the listing, or for the looked-up dispatch): a fetch that
     # asked before a stored one did is superseded
     Column("listing_requested_at", UTCDateTime),
@@ -220,7 +232,8 @@ rejected_records = Table(
     Column("id", Integer, primary_key=True),
     # the same malformed record comes back every minute for a day: it is kept once
     Column("payload_hash", String(32), nullable=False, unique=True),
-    Column("kind", String(20), nullable=False),  # dispatch | site
+    Column("kind", String(20), nullable=False),
+    one_of("kind", RecordKind),
     Column("record_id", String),
     Column("reason", Text, nullable=False),
     Column("payload", JSONDocument, nullable=False),
@@ -236,11 +249,13 @@ actions = Table(
     Column("id", Integer, primary_key=True),
     Column("dispatch_id", String, ForeignKey("dispatches.id"), nullable=False),
     Column("site_id", String, ForeignKey("sites.id"), nullable=False),
-    Column("kind", String(10), nullable=False),  # curtail | restore
+    Column("kind", String(10), nullable=False),
+    one_of("kind", ActionKind),
     # which holding episode of the (dispatch, site) it starts (curtail) or ends (restore)
     Column("episode", Integer, nullable=False, default=1, server_default=text("1")),
     Column("idempotency_key", String(36), nullable=False, unique=True),
     Column("state", String(20), nullable=False),
+    one_of("state", ActionState),
     Column("note", Text),  # why missed, skipped, superseded or failed
     Column("attempts", Integer, nullable=False),
     # pending/retrying: when it may next be claimed; claimed: when the claim expires and another
@@ -280,7 +295,8 @@ action_attempts = Table(
     Column("worker", String, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
-    Column("outcome", String(20)),  # succeeded | failed | abandoned
+    Column("outcome", String(20)),  # NULL while the handler runs
+    one_of("outcome", AttemptOutcome, nullable=True),
     Column("output", Text),
     Column("error", Text),
     UniqueConstraint("action_id", "number", name="uq_action_attempts_number"),

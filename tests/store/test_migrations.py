@@ -3,13 +3,16 @@
 import re
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, bindparam, inspect, text
+from sqlalchemy import CheckConstraint, Engine, bindparam, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from etl.act import planner
 from etl.act.actions import ActionKind, idempotency_key
 from etl.base.config import ProcessorSettings
+from etl.base.errors import DatabaseError
 from etl.store.db import SCHEMA_REVISION, make_engine
 from etl.store.migrate import current_revision, head_revision, migrate
 from etl.store.schema import UTCDateTime, metadata
@@ -46,6 +49,53 @@ def test_partial_indexes_have_the_models_predicates(engine: Engine) -> None:
             bare = re.sub(r"::\w+|[()]", "", predicate).strip()
             assert bare.lower() == where.lower(), (name, predicate)
     assert len(partial) == 5
+
+
+def check_constraints(engine: Engine) -> dict[str, set[str]]:
+    """Each CHECK constraint by name, as the values its condition lists."""
+    inspector = inspect(engine)
+    return {
+        check["name"]: set(re.findall(r"'(\w+)'", check["sqltext"]))
+        for table in inspector.get_table_names()
+        for check in inspector.get_check_constraints(table)
+    }
+
+
+def test_the_vocabulary_is_checked_by_the_database_as_the_models_say(engine: Engine) -> None:
+    declared = {
+        constraint.name: set(re.findall(r"'(\w+)'", str(constraint.sqltext)))
+        for table in metadata.tables.values()
+        for constraint in table.constraints
+        if isinstance(constraint, CheckConstraint)
+    }
+    assert len(declared) == 8 and all(declared.values())
+    assert check_constraints(engine) == declared
+
+
+def test_a_value_outside_the_vocabulary_is_refused_and_downgrading_lifts_the_check(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    migrate(engine)
+    event = "INSERT INTO events (occurred_at, kind, details) VALUES (:t, :kind, '{}')"
+    stamp = bindparam("t", datetime.now(UTC), type_=UTCDateTime)
+    with engine.begin() as conn:
+        conn.execute(text(event).bindparams(stamp), {"kind": "dispatch_created"})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text(event).bindparams(stamp), {"kind": "dispatch_createdd"})
+    migrate(engine, "0014", downgrade=True)
+    assert check_constraints(engine) == {}
+    with engine.begin() as conn:
+        conn.execute(text(event).bindparams(stamp), {"kind": "dispatch_createdd"})
+    with pytest.raises(DatabaseError, match=r"CHECK|check"):
+        migrate(engine)  # a row outside the vocabulary: the upgrade says so, and keeps it
+    assert current_revision(engine) == "0014"
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM events WHERE kind = 'dispatch_createdd'"))
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT kind FROM events")).scalars().all() == ["dispatch_created"]
+    engine.dispose()
 
 
 def test_upgrade_is_idempotent_and_downgrade_removes_everything(database_url: str) -> None:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from etl.act.actions import ActionState, Holding
 from etl.act.planner import HISTORY_NOTE, Pair, transition
 from etl.base.config import ProcessorSettings
 from etl.ingest.diff import (
@@ -18,6 +17,7 @@ from etl.ingest.diff import (
     split_duplicates,
 )
 from etl.source.records import parse_dispatch
+from etl.store.vocabulary import ActionState, Holding
 from tests.helpers import dispatch, site
 
 NOW = datetime(2024, 2, 2, 15, 0, tzinfo=UTC)

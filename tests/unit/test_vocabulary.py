@@ -4,10 +4,9 @@
 import re
 from pathlib import Path
 
-from etl.act.actions import ActionState
 from etl.base.errors import ExitCode
 from etl.read.status import Health
-from etl.store.events import EventKind
+from etl.store.vocabulary import ActionState, EventKind
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
 
