@@ -37,6 +37,8 @@ from etl.ingest import dispatches
 from etl.read import metrics, status
 from etl.source.api import API_VERSION, WEBHOOK_EVENTS
 
+__all__ = ["listener", "serve"]
+
 WEBHOOK_PATH = "/voltus/webhook"
 MAX_BODY = 16 * 1024  # a notification is under 200 bytes
 BODY_READ_LIMIT = 64 * MAX_BODY  # what the server reads before etl refuses it; beyond: waitress

@@ -25,6 +25,21 @@ from etl.store.events import NewEvent
 from etl.store.schema import actions, dispatch_sites, dispatches
 from etl.store.vocabulary import ActionState, EventKind
 
+__all__ = [
+    "CLAIMABLE",
+    "OPEN",
+    "OPEN_STATES",
+    "UNDER_WAY",
+    "WITH_DISPATCH_SITE",
+    "event",
+    "idempotency_key",
+    "insert_new",
+    "new_row",
+    "restore_owed",
+    "row_event",
+    "set_final",
+]
+
 # each action beside its dispatch, and that dispatch's row for the action's site
 WITH_DISPATCH_SITE = actions.join(dispatches, dispatches.c.id == actions.c.dispatch_id).join(
     dispatch_sites,

@@ -30,6 +30,14 @@ from etl.base.redact import redact_url
 from etl.base.timeutil import format_rfc3339
 from etl.handlers import KEPT_OUTPUT_CHARS, ActionKind, ActionRequest, Handler, HandlerFailed
 
+__all__ = [
+    "CommandHandler",
+    "LogHandler",
+    "WebhookHandler",
+    "kill_running_commands",
+    "load_handler",
+]
+
 # after a command's process exits, how long its output is still read: a background child it
 # started may hold its pipes open for as long as it runs, and exit 0 is done all the same
 EXIT_GRACE_SECONDS = 0.5

@@ -48,6 +48,8 @@ from etl.store.events import append as append_events
 from etl.store.schema import action_attempts, actions, dispatch_sites, dispatches, programs, sites
 from etl.store.vocabulary import ActionState, AttemptOutcome, Holding
 
+__all__ = ["Claimed", "claim", "due_now", "fail", "renew", "succeed"]
+
 # a restore is retried this many times at most; a curtail, for as long as its dispatch is active
 RESTORE_MAX_ATTEMPTS = 10
 MAX_BACKOFF = timedelta(hours=1)

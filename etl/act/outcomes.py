@@ -26,6 +26,8 @@ from etl.base.errors import DatabaseError
 from etl.base.logs import log
 from etl.base.timeutil import utcnow
 
+__all__ = ["Outcomes", "log_action"]
+
 # a write is retried after FIRST_RETRY_SECONDS, then doubling, up to LONGEST_RETRY_SECONDS and
 # a tenth of the claim timeout
 FIRST_RETRY_SECONDS = 0.2

@@ -55,6 +55,8 @@ from etl.store.events import append as append_events
 from etl.store.schema import actions, dispatch_sites, dispatches, planner_state
 from etl.store.vocabulary import ActionState, Holding
 
+__all__ = ["HISTORY_NOTE", "PLAN_LOCK", "Pair", "PlanSummary", "plan", "plan_in", "transition"]
+
 PLAN_LOCK = "etl.plan"
 # the first plan of a store looks back this far for dispatches whose window it never saw; later
 # plans look back to the previous plan, less a margin for clocks that differ between machines

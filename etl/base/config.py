@@ -9,6 +9,17 @@ from urllib.parse import urlsplit
 from etl.base.errors import ConfigError
 from etl.base.redact import redact_url
 
+__all__ = [
+    "SANDBOX_HOST",
+    "SANDBOX_KEY",
+    "SANDBOX_URL",
+    "ApiSettings",
+    "ProcessorSettings",
+    "api_settings",
+    "default_database_url",
+    "is_loopback",
+]
+
 SANDBOX_URL = "https://sandbox.voltus.co"
 SANDBOX_HOST = "sandbox.voltus.co"
 SANDBOX_KEY = "secret"  # Voltus's published key for its public sandbox, not a secret

@@ -9,6 +9,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+__all__ = ["JsonFormatter", "TextFormatter", "configure", "log", "one_line", "set_verbosity"]
+
 log = logging.getLogger("etl")
 
 # what a record may carry besides its message (`extra={...}`): JSON lines give them as fields

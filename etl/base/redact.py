@@ -4,6 +4,8 @@ any text that may quote one (an exception's, an API's error body, a handler's ou
 import re
 from urllib.parse import unquote, urlsplit
 
+__all__ = ["MASK", "redact_text", "redact_url"]
+
 MASK = "***"
 # a query parameter whose name holds one of these (in lower case, `-` read as `_`) carries a
 # credential: password, passwd, pwd, api_key, x-api-key, auth_token, private_token, signature...

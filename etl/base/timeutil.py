@@ -6,6 +6,20 @@ from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+__all__ = [
+    "TimeShift",
+    "format_rfc3339",
+    "jsonable",
+    "local_date",
+    "parse_duration",
+    "parse_moment",
+    "parse_rfc3339",
+    "time_shift",
+    "utcnow",
+    "with_offset",
+    "zone_or_utc",
+]
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

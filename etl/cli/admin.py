@@ -7,6 +7,8 @@ import typer
 from etl.base.config import api_settings
 from etl.cli.options import ApiKey, ApiUrl, DatabaseUrl, duration
 
+__all__ = ["db_bind", "db_prune", "db_upgrade"]
+
 
 def db_upgrade(database_url: DatabaseUrl = None) -> None:
     """Create the schema, or migrate it to this version's; safe to run again."""

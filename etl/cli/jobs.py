@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from etl.act import claims, planner, processor
     from etl.ingest import dispatches
 
+__all__ = ["fetch", "log_outcome", "process", "run"]
+
 
 def fetch(
     database_url: DatabaseUrl = None,

@@ -13,6 +13,23 @@ from etl import __version__
 from etl.base.config import ProcessorSettings
 from etl.base.timeutil import TimeShift, parse_duration, parse_moment, time_shift
 
+__all__ = [
+    "ApiKey",
+    "ApiUrl",
+    "DatabaseUrl",
+    "DryRun",
+    "Quiet",
+    "Since",
+    "Tz",
+    "Until",
+    "Verbose",
+    "duration",
+    "every_seconds",
+    "number_between",
+    "processor_options",
+    "time_shift_option",
+]
+
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(

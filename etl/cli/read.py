@@ -26,6 +26,8 @@ from etl.cli.options import (
 if TYPE_CHECKING:
     from etl.read import metrics, status
 
+__all__ = ["audit_command", "report", "status_command"]
+
 
 class ReportKind(StrEnum):
     dispatches = "dispatches"

@@ -23,6 +23,8 @@ from etl.cli.options import (
 if TYPE_CHECKING:
     from etl.source.api import Webhook
 
+__all__ = ["sandbox", "serve", "webhooks_delete", "webhooks_list", "webhooks_register"]
+
 
 def serve(
     ctx: typer.Context,

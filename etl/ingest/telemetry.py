@@ -39,6 +39,17 @@ from etl.store.rows import chunks, upsert
 from etl.store.schema import dispatch_sites, dispatches, telemetry, telemetry_requests
 from etl.store.vocabulary import EventKind, FetchKind, FetchOutcome
 
+__all__ = [
+    "DEFAULT_LOOKBACK",
+    "INTERVAL",
+    "MOST_REJECTED",
+    "TelemetrySummary",
+    "Window",
+    "fetch_telemetry",
+    "reask_at",
+    "windows_due",
+]
+
 BEFORE, AFTER = timedelta(minutes=60), timedelta(minutes=30)
 SETTLE = timedelta(minutes=20)  # after an interval, before its readings are trusted
 INTERVAL = 60  # seconds

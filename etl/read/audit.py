@@ -14,6 +14,8 @@ from etl.store.db import read_transaction
 from etl.store.events import describe_subject
 from etl.store.schema import dispatch_sites, dispatches, events, programs
 
+__all__ = ["COLUMNS", "AuditQuery", "describe", "trail"]
+
 # `etl audit` alone: what happened lately
 DEFAULT_WINDOW = timedelta(hours=24)
 

@@ -20,6 +20,8 @@ from etl.ingest.telemetry import AFTER, BEFORE, INTERVAL
 from etl.store.db import read_transaction
 from etl.store.schema import actions, dispatch_sites, dispatches, programs, telemetry
 
+__all__ = ["BUCKETS", "MOST_TICKS", "Command", "DispatchChart", "SitePanel", "chart_data", "render"]
+
 WIDTH, PANEL_HEIGHT, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, HEADER = 900, 220, 60, 20, 30, 64
 MOST_TICKS = 12  # time labels on an axis, whatever the span
 # a site's load is drawn with at most this many buckets, each its lowest and highest reading (so

@@ -22,6 +22,8 @@ from etl.store.db import read_transaction
 from etl.store.schema import action_attempts, actions, dispatch_sites
 from etl.store.vocabulary import ActionState, Holding
 
+__all__ = ["LiveCollector", "StatusCollector", "StoreCounts", "exposition", "store_counts"]
+
 
 @dataclass(frozen=True)
 class StoreCounts:

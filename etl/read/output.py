@@ -11,6 +11,8 @@ from typing import Any, TextIO
 from etl.base.logs import one_line
 from etl.base.timeutil import TimeShift, jsonable
 
+__all__ = ["FORMATS", "shift_times", "write"]
+
 FORMATS = ("table", "csv", "json", "jsonl")
 TABLE_SAMPLE = 200  # rows read before a table's column widths are fixed
 TABLE_MAX_WIDTH = 40

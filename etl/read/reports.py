@@ -29,6 +29,18 @@ from etl.store import schema
 from etl.store.db import read_transaction
 from etl.store.schema import UTCDateTime
 
+__all__ = [
+    "ReportFilter",
+    "curtailments_report",
+    "dispatch_performance",
+    "dispatches_report",
+    "performance_report",
+    "program_zones",
+    "programs_report",
+    "sites_report",
+    "stream",
+]
+
 # The views' columns, typed so that times come back aware and booleans as bools on both
 # databases. Not part of the models' metadata: migrations create views, autogenerate ignores them.
 VIEWS = MetaData()

@@ -17,6 +17,8 @@ from etl.store.db import read_transaction
 from etl.store.schema import actions, dispatch_sites, dispatches, events, telemetry_requests
 from etl.store.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome, Holding
 
+__all__ = ["Health", "Status", "check"]
+
 # a share of a window's telemetry intervals below which its delivery is not judged
 MIN_COVERAGE = 0.8
 # a dispatch that holds sites this long with no end time has probably lost its end

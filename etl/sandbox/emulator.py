@@ -38,6 +38,8 @@ from etl.base.timeutil import format_rfc3339, parse_rfc3339, utcnow
 from etl.source.api import API_VERSION, WEBHOOK_EVENTS
 from etl.source.records import INTERVALS
 
+__all__ = ["Faults", "Sandbox", "certification_scenario"]
+
 RELATIVE_TIME = re.compile(r"^now(?:([+-])(\d+)([smhd]))?$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 CERTIFICATION = ("basic", "ancillary", "two-programs", "cancelled")  # certification/*.json

@@ -23,6 +23,16 @@ from etl.base.timeutil import format_rfc3339, utcnow
 from etl.source.jsonscan import items_one_by_one
 from etl.source.records import SiteBatch, TelemetryBatch, fingerprint, parse_sites, parse_telemetry
 
+__all__ = [
+    "API_VERSION",
+    "WEBHOOK_EVENTS",
+    "Listing",
+    "RetryPolicy",
+    "VoltusClient",
+    "Webhook",
+    "clock_offset",
+]
+
 API_VERSION = "2022-04-15"
 # a telemetry answer longer than this per site, meter and interval is not one: it is refused
 # before it is parsed

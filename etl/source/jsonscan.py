@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+__all__ = ["TooDeep", "items_one_by_one"]
+
 EXCERPT_CHARS = 1000  # of a record too deep to keep whole
 
 

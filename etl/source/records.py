@@ -17,6 +17,29 @@ from typing import Any, TypeVar
 from etl.base.timeutil import parse_rfc3339
 from etl.source.jsonscan import TooDeep
 
+__all__ = [
+    "INTERVALS",
+    "JSON_MAX_DEPTH",
+    "MAX_KW",
+    "MIN_READING_KW",
+    "Dispatch",
+    "Program",
+    "Reading",
+    "Rejected",
+    "SiteBatch",
+    "TelemetryBatch",
+    "check_json",
+    "fingerprint",
+    "has_unknown_fields",
+    "item_fingerprint",
+    "parse_dispatch",
+    "parse_dispatches",
+    "parse_sites",
+    "parse_telemetry",
+    "record_id",
+    "storable",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Program:

@@ -23,6 +23,8 @@ from etl.store.events import append as append_events
 from etl.store.schema import store_binding
 from etl.store.vocabulary import EventKind
 
+__all__ = ["Binding", "bind", "check", "fingerprint", "hold", "origin"]
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 

@@ -17,6 +17,20 @@ from etl.base.config import default_database_url
 from etl.base.errors import ConfigError, DatabaseError, SchemaError
 from etl.base.redact import redact_url
 
+__all__ = [
+    "LOCK_TIMEOUT_SECONDS",
+    "SCHEMA_REVISION",
+    "RecordRefused",
+    "check_schema",
+    "describe",
+    "dialect_insert",
+    "make_engine",
+    "open_store",
+    "read_transaction",
+    "record_savepoint",
+    "write_transaction",
+]
+
 # the Alembic head this code expects; tests/test_migrations.py keeps it equal to migrations/
 SCHEMA_REVISION = "0015"
 # how long a statement waits for a lock that another holds (SQLite's busy timeout, PostgreSQL's

@@ -12,6 +12,8 @@ from sqlalchemy import Engine
 from etl.base.errors import DatabaseError, SchemaError
 from etl.store.db import describe, read_transaction, write_transaction
 
+__all__ = ["current_revision", "head_revision", "migrate"]
+
 
 def _config() -> Config:
     config = Config()

@@ -41,6 +41,24 @@ from etl.store.vocabulary import (
     RecordKind,
 )
 
+__all__ = [
+    "UTCDateTime",
+    "action_attempts",
+    "actions",
+    "dispatch_sites",
+    "dispatches",
+    "events",
+    "fetch_runs",
+    "metadata",
+    "planner_state",
+    "programs",
+    "rejected_records",
+    "sites",
+    "store_binding",
+    "telemetry",
+    "telemetry_requests",
+]
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC in Python; `timestamptz` on PostgreSQL, and on SQLite a naive UTC text of fixed
