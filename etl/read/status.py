@@ -17,7 +17,7 @@ from etl.store.db import read_transaction
 from etl.store.schema import actions, dispatch_sites, dispatches, events, telemetry_requests
 from etl.store.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome, Holding
 
-__all__ = ["Health", "Status", "check"]
+__all__ = ["Health", "Status", "check", "judge"]
 
 # a share of a window's telemetry intervals below which its delivery is not judged
 MIN_COVERAGE = 0.8
@@ -26,7 +26,6 @@ OPEN_ENDED_LIMIT = timedelta(hours=24)
 
 # a clock further than this from the API's makes actions noticeably late or early
 CLOCK_TOLERANCE_SECONDS = 10
-# exit codes, as monitoring plug-ins (Nagios and its heirs) read them
 
 
 class Health(IntEnum):
@@ -71,12 +70,13 @@ class Status:
 def check(
     engine: Engine, max_age: timedelta, window: timedelta, min_delivery: float = 50.0
 ) -> Status:
-    """CRITICAL when no fetch succeeded within `max_age`, or an action ended failed within
-    `window`; WARNING when one was missed or a dispatch vanished within `window`, a dispatch
-    has held sites for over 24 hours with no end time, a site of a dispatch that ended within
-    `window` delivered under `min_delivery` percent of its commitment, telemetry is not being
-    fetched (`_telemetry_error`), or this machine's clock is more than CLOCK_TOLERANCE_SECONDS
-    from the API's; else OK."""
+    """The facts, gathered in one read transaction, then judged (`judge`): CRITICAL when no
+    fetch succeeded within `max_age`, or an action ended failed within `window`; WARNING when
+    one was missed or a dispatch vanished within `window`, a dispatch has held sites for over
+    24 hours with no end time, a site of a dispatch that ended within `window` delivered under
+    `min_delivery` percent of its commitment, telemetry is not being fetched
+    (`_telemetry_error`), or this machine's clock is more than CLOCK_TOLERANCE_SECONDS from the
+    API's; else OK."""
     now = utcnow()
     with read_transaction(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -125,6 +125,13 @@ def check(
         telemetry_error=telemetry_error,
         clock_offset_seconds=last_success.clock_offset_seconds if last_success else None,
     )
+    return judge(status, max_age, window, min_delivery)
+
+
+def judge(status: Status, max_age: timedelta, window: timedelta, min_delivery: float) -> Status:
+    """The verdict on the facts gathered (pure): each problem as a line, and the code of the
+    worst."""
+    now, success = status.checked_at, status.last_success_at
     if success is None:
         status.problems.append("CRITICAL: no fetch has succeeded yet")
     elif now - success > max_age:
@@ -138,23 +145,23 @@ def check(
         status.problems.append(
             f"WARNING: {status.missed_recently} actions were missed in the last {_age(window)}"
         )
-    if vanished:
+    if status.vanished_recently:
         status.problems.append(
-            f"WARNING: dispatch {', '.join(vanished)} vanished from the API before it ended "
-            f"(in the last {_age(window)}): treated as ended when it went missing"
+            f"WARNING: dispatch {', '.join(status.vanished_recently)} vanished from the API "
+            f"before it ended (in the last {_age(window)}): treated as ended when it went missing"
         )
-    if held_without_end:
+    if status.held_without_end:
         status.problems.append(
-            f"WARNING: dispatch {', '.join(held_without_end)} has held sites for over "
+            f"WARNING: dispatch {', '.join(status.held_without_end)} has held sites for over "
             f"{_age(OPEN_ENDED_LIMIT)} with no end time"
         )
-    for dispatch_id, site_id, percent in under_delivered:
+    for dispatch_id, site_id, percent in status.under_delivered:
         status.problems.append(
             f"WARNING: site {site_id} delivered {percent:.0f}% of its commitment to dispatch "
             f"{dispatch_id} (under {min_delivery:g}%, by its metered load)"
         )
-    if telemetry_error:
-        status.problems.append(f"WARNING: telemetry is not being fetched: {telemetry_error}")
+    if status.telemetry_error:
+        status.problems.append(f"WARNING: telemetry is not being fetched: {status.telemetry_error}")
     offset = status.clock_offset_seconds
     if offset is not None and abs(offset) > CLOCK_TOLERANCE_SECONDS:
         behind, late = ("behind", "late") if offset > 0 else ("ahead of", "early")
