@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, select, tuple_
+from sqlalchemy import Connection, Engine, String, and_, column, func, select, tuple_, values
 
 from etl.base.errors import ApiError
 from etl.base.timeutil import format_rfc3339, utcnow
@@ -36,7 +36,13 @@ from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.fetch_runs import FETCH_LOCK
 from etl.store.rows import chunks, upsert
-from etl.store.schema import dispatch_sites, dispatches, telemetry, telemetry_requests
+from etl.store.schema import (
+    UTCDateTime,
+    dispatch_sites,
+    dispatches,
+    telemetry,
+    telemetry_requests,
+)
 from etl.store.vocabulary import EventKind, FetchKind, FetchOutcome
 
 __all__ = [
@@ -131,30 +137,46 @@ def windows_due(conn: Connection, now: datetime, lookback: timedelta) -> list[Wi
         start = _aligned(row.start_time - BEFORE, up=False)
         end = _aligned(row.end_time + AFTER, up=True)
         sites.setdefault((row.id, start, end), []).append(row.site_id)
+    stored = _stored_counts(conn, sites)
     windows = []
     for (dispatch_id, start, end), site_ids in sites.items():
         window = Window(dispatch_id, start, end, tuple(site_ids))
-        stored = _stored_counts(conn, window)
-        lacking = tuple(s for s in site_ids if stored.get(s, 0) < window.intervals)
+        lacking = tuple(s for s in site_ids if stored[(dispatch_id, s)] < window.intervals)
         if lacking:
             windows.append(Window(dispatch_id, start, end, lacking))
     return windows
 
 
-def _stored_counts(conn: Connection, window: Window) -> dict[str, int]:
-    """Intervals stored per site in the window (of any meter)."""
-    return dict(
-        conn.execute(
-            select(telemetry.c.site_id, func.count(telemetry.c.interval_end.distinct()))
-            .where(
-                telemetry.c.site_id.in_(window.site_ids),
-                telemetry.c.interval_seconds == INTERVAL,
-                telemetry.c.interval_end > window.start,
-                telemetry.c.interval_end <= window.end,
-            )
-            .group_by(telemetry.c.site_id)
-        ).all()
-    )
+def _stored_counts(
+    conn: Connection, sites: dict[tuple[str, datetime, datetime], list[str]]
+) -> dict[tuple[str, str], int]:
+    """Intervals stored (of any meter) per dispatch and site in its window: one query for every
+    window, a chunk of (dispatch, site, start, end) rows at a time."""
+    pairs = [(d, s, start, end) for (d, start, end), ids in sites.items() for s in ids]
+    counts = {}
+    for chunk in chunks(pairs):
+        wanted = values(
+            column("dispatch_id", String),
+            column("site_id", String),
+            column("starts", UTCDateTime),
+            column("ends", UTCDateTime),
+            name="wanted",
+        ).data(chunk)
+        w, t = wanted.cte("wanted").c, telemetry.c
+        in_window = and_(
+            t.site_id == w.site_id,
+            t.interval_seconds == INTERVAL,
+            t.interval_end > w.starts,
+            t.interval_end <= w.ends,
+        )
+        stored = func.count(t.interval_end.distinct()).label("stored")
+        query = (
+            select(w.dispatch_id, w.site_id, stored)
+            .outerjoin(telemetry, in_window)
+            .group_by(w.dispatch_id, w.site_id)
+        )
+        counts |= {(row.dispatch_id, row.site_id): row.stored for row in conn.execute(query)}
+    return counts
 
 
 def _not_asked_for(

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, event, func, insert, select
 
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.ingest import dispatches, telemetry
@@ -21,7 +21,7 @@ from etl.read import chart, output, reports, status
 from etl.sandbox import emulator
 from etl.sandbox.emulator import Sandbox
 from etl.source.records import MAX_KW, MIN_READING_KW
-from etl.store import schema
+from etl.store import rows, schema
 from tests.helpers import log_messages, site
 from tests.processes import InProcess
 from tests.scenarios import World, active
@@ -78,6 +78,39 @@ def test_eleven_sites_and_a_long_window_are_batched_and_split(
     assert len(events(world, "telemetry_received")) == 11
     again = telemetry.fetch_telemetry(world.engine, world.client)
     assert again.windows == 0 and again.requests == 0  # complete: not asked for again
+
+
+def test_the_windows_due_are_found_in_one_query_whatever_their_number(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forty windows of the same three sites, stored whole but for the last reading of site b:
+    one query lists the candidates, and one per chunk of (window, site) pairs counts what each
+    has stored (120 pairs, 100 to a chunk here)."""
+    monkeypatch.setattr(rows, "IN_CHUNK", 100)
+    world.step(
+        *(ended(f"d{i:02}", site("a"), site("b"), site("c"), start=150, end=90) for i in range(40))
+    )
+    telemetry.fetch_telemetry(world.engine, world.client)  # all 40 stored whole
+    with world.engine.begin() as conn:  # site b loses its last reading
+        conn.execute(
+            delete(schema.telemetry).where(
+                schema.telemetry.c.site_id == "b",
+                schema.telemetry.c.interval_end
+                == select(func.max(schema.telemetry.c.interval_end)).scalar_subquery(),
+            )
+        )
+        conn.execute(delete(schema.telemetry_requests))  # each may be asked again at once
+    statements: list[str] = []
+    listen = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(world.engine, "before_cursor_execute", listen)
+    try:
+        with world.engine.connect() as conn:
+            due = telemetry.windows_due(conn, utcnow(), telemetry.DEFAULT_LOOKBACK)
+    finally:
+        event.remove(world.engine, "before_cursor_execute", listen)
+    assert [(w.site_ids) for w in due] == [("b",)] * 40  # the latest interval of b, everywhere
+    queries = [s for s in statements if s.startswith(("SELECT", "WITH"))]
+    assert len(queries) == 1 + 2, queries
 
 
 def test_the_load_drops_by_the_commitment_while_the_site_is_held(world: World) -> None:
