@@ -2,6 +2,7 @@
 lock, or on PostgreSQL an exclusive lock on the actions table), and PostgreSQL connections killed
 by the server (`pg_terminate_backend`)."""
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -10,14 +11,18 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-VICTIM = "etl-under-test"  # the application_name of the connections that kill_connections ends
+
+def _victim_name(database_url: str) -> str:
+    """The application_name of the connections that kill_connections ends: one per store, so
+    that tests running at once (pytest -n) end only their own."""
+    return "etl-victim-" + hashlib.md5(database_url.encode()).hexdigest()[:12]
 
 
 def victim(database_url: str) -> str:
     """The URL, naming its PostgreSQL connections so that kill_connections finds them."""
     if not database_url.startswith("postgresql"):
         return database_url
-    return f"{database_url}&application_name={VICTIM}"
+    return f"{database_url}&application_name={_victim_name(database_url)}"
 
 
 def _connect(database_url: str) -> Any:
@@ -58,6 +63,6 @@ def kill_connections(database_url: str) -> int:
     with _connect(database_url) as admin:
         rows = admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            [VICTIM],
+            [_victim_name(database_url)],
         ).fetchall()
     return len(rows)
