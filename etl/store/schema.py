@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -370,4 +371,22 @@ store_binding = Table(
     Column("key_salt", String(32), nullable=False),
     Column("key_fingerprint", String(64), nullable=False),
     Column("bound_at", UTCDateTime, nullable=False),
+)
+
+# Counts that cost the same to read at any age of the store (`etl status --format prometheus`,
+# /metrics): `actions_<state>` and `attempts_failed`. The database's triggers on actions and
+# action_attempts append every change of them to store_count_changes (an insert: writers never
+# wait on one another for it), and each plan folds those into store_counts (etl.store.counts).
+store_counts = Table(
+    "store_counts",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+store_count_changes = Table(
+    "store_count_changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(40), nullable=False),
+    Column("delta", Integer, nullable=False),
 )

@@ -13,6 +13,7 @@ from etl.act import planner
 from etl.act.actions import ActionKind, idempotency_key
 from etl.base.config import ProcessorSettings
 from etl.base.errors import DatabaseError
+from etl.store import counts
 from etl.store.db import SCHEMA_REVISION, make_engine
 from etl.store.migrate import current_revision, head_revision, migrate
 from etl.store.schema import UTCDateTime, metadata
@@ -207,6 +208,12 @@ def test_upgrading_a_store_with_actions_keeps_their_keys_and_outcomes(database_u
         pair: (1, keys[pair], state) for pair, state in states.items()
     }
     assert pairs == {"a": "held", "b": None}
+    with engine.connect() as conn:  # the metrics' kept counts start from the rows there
+        assert counts.read(conn) == {
+            "actions_succeeded": 3,
+            "actions_waiting": 1,
+            "attempts_failed": 0,
+        }
     # the next plan: `a` is still held (nothing to do); `b`, restored mid-dispatch while
     # listed (under the old rules), is held again: a new episode
     summary = planner.plan(engine, ProcessorSettings())
