@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from etl.handlers import ActionKind
 from etl.store.db import dialect_insert
@@ -61,6 +61,18 @@ OPEN = actions.c.finished_at.is_(None)
 # (state, finished_at) rather than scan it
 OPEN_STATES = (*UNDER_WAY, S.WAITING)
 KEY_NAMESPACE = uuid.UUID("9b2f6a52-5c3e-4c1e-9a57-6f1f0c1e7d10")
+
+
+def open_by_state(conn: Connection) -> dict[str, int]:
+    """The open actions by state: from the partial index of the open ones, a handful of rows
+    however long the history."""
+    return dict(
+        conn.execute(
+            select(actions.c.state, func.count())
+            .where(OPEN, actions.c.state.in_(OPEN_STATES))
+            .group_by(actions.c.state)
+        ).all()
+    )
 
 
 def idempotency_key(dispatch_id: str, site_id: str, kind: str, episode: int = 1) -> str:

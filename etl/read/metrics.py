@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
 from etl import __version__
+from etl.act.actions import open_by_state
 from etl.base.errors import EtlError
 from etl.read import status
 from etl.store import counts
@@ -34,16 +35,22 @@ class StoreCounts:
 
 
 def store_counts(engine: Engine) -> StoreCounts:
-    """Each read costs the same at any age of the store: the counts are kept (etl.store.counts)
-    and the dispatches holding sites are a handful of rows of a partial index."""
+    """Each read costs the same at any age of the store: the open actions are read from their
+    partial index (a handful of rows however long the history), the finished ones and the failed
+    attempts are kept counts (etl.store.counts), and the dispatches holding sites are a partial
+    index too."""
     with read_transaction(engine) as conn:
         counted = counts.read(conn)
+        open_counts = open_by_state(conn)
         holding = conn.execute(
             select(func.count(dispatch_sites.c.dispatch_id.distinct())).where(
                 dispatch_sites.c.holding == Holding.HELD
             )
         ).scalar_one()
-    by_state = {state: counted.get(f"actions_{state}", 0) for state in ActionState}
+    by_state = {
+        state: open_counts.get(state, 0) + counted.get(f"finished_{state}", 0)
+        for state in ActionState
+    }
     return StoreCounts(by_state, counted.get("attempts_failed", 0), holding)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, text
 
 from etl import __version__
-from etl.act.actions import OPEN, OPEN_STATES
+from etl.act.actions import open_by_state
 from etl.base.timeutil import jsonable, utcnow
 from etl.read.reports import dispatch_performance
 from etl.store import fetch_runs
@@ -84,13 +84,7 @@ def check(
         last_success = fetch_runs.last_run(conn, FetchKind.LISTING, FetchOutcome.SUCCEEDED)
         success = last_success.finished_at if last_success else None
         failure = fetch_runs.last_run(conn, FetchKind.LISTING, FetchOutcome.FAILED)
-        open_counts = dict(
-            conn.execute(
-                select(actions.c.state, func.count())
-                .where(OPEN, actions.c.state.in_(OPEN_STATES))
-                .group_by(actions.c.state)
-            ).all()
-        )
+        open_counts = open_by_state(conn)
         recent = dict(
             conn.execute(
                 select(actions.c.state, func.count())

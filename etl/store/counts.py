@@ -1,6 +1,6 @@
-"""Counts that cost the same to read at any age of the store: actions by state
-(`actions_<state>`) and failed attempts (`attempts_failed`), for the metrics. The one module that
-queries store_counts and store_count_changes.
+"""Counts that cost the same to read at any age of the store: finished actions by state
+(`finished_<state>`) and failed attempts (`attempts_failed`), for the metrics. The one module
+that queries store_counts and store_count_changes.
 
 The database's triggers (migration 0016) append each change to store_count_changes; `fold`,
 run by every plan under the plan lock, moves them into store_counts. A count is its row plus its

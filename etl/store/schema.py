@@ -374,9 +374,10 @@ store_binding = Table(
 )
 
 # Counts that cost the same to read at any age of the store (`etl status --format prometheus`,
-# /metrics): `actions_<state>` and `attempts_failed`. The database's triggers on actions and
-# action_attempts append every change of them to store_count_changes (an insert: writers never
-# wait on one another for it), and each plan folds those into store_counts (etl.store.counts).
+# /metrics): finished actions by state (`finished_<state>`) and `attempts_failed`. The
+# database's triggers on actions and action_attempts append every change of them to
+# store_count_changes (an insert: writers never wait on one another for it), and each plan folds
+# those into store_counts (etl.store.counts).
 store_counts = Table(
     "store_counts",
     metadata,
