@@ -35,6 +35,7 @@ __all__ = [
     "idempotency_key",
     "insert_new",
     "new_row",
+    "open_by_state",
     "restore_owed",
     "row_event",
     "set_final",

@@ -48,7 +48,7 @@ from etl.act.actions import (
 )
 from etl.base.config import ProcessorSettings
 from etl.base.timeutil import utcnow
-from etl.store import counts, fetch_runs
+from etl.store import fetch_runs, kept_counts
 from etl.store.db import write_transaction
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
@@ -164,7 +164,7 @@ def plan_in(conn: Connection, settings: ProcessorSettings) -> PlanSummary:
     _end_curtails_no_longer_wanted(conn, now, summary)
     _settle_restores(conn, now, summary)
     append_events(conn, summary.events, now)
-    counts.fold(conn)  # under the plan lock: one fold at a time
+    kept_counts.fold(conn)  # under the plan lock: one fold at a time
     return summary
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "run_loop",
     "run_once",
     "stop_on_signals",
+    "worker_id",
 ]
 
 

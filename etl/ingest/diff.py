@@ -24,6 +24,10 @@ from etl.store.rows import Row
 from etl.store.vocabulary import EventKind
 
 __all__ = [
+    "DISPATCH_FIELDS",
+    "DISPATCH_SITE_COLUMNS",
+    "PROGRAM_COLUMNS",
+    "SITE_COLUMNS",
     "Changes",
     "DispatchChange",
     "answers_by_id",

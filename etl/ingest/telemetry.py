@@ -46,6 +46,8 @@ from etl.store.schema import (
 from etl.store.vocabulary import EventKind, FetchKind, FetchOutcome
 
 __all__ = [
+    "AFTER",
+    "BEFORE",
     "DEFAULT_LOOKBACK",
     "INTERVAL",
     "MOST_REJECTED",

@@ -19,7 +19,7 @@ from etl import __version__
 from etl.act.actions import open_by_state
 from etl.base.errors import EtlError
 from etl.read import status
-from etl.store import counts
+from etl.store import kept_counts
 from etl.store.db import read_transaction
 from etl.store.schema import dispatch_sites
 from etl.store.vocabulary import ActionState, Holding
@@ -37,10 +37,10 @@ class StoreCounts:
 def store_counts(engine: Engine) -> StoreCounts:
     """Each read costs the same at any age of the store: the open actions are read from their
     partial index (a handful of rows however long the history), the finished ones and the failed
-    attempts are kept counts (etl.store.counts), and the dispatches holding sites are a partial
+    attempts are kept counts (etl.store.kept_counts), and the dispatches holding sites are a partial
     index too."""
     with read_transaction(engine) as conn:
-        counted = counts.read(conn)
+        counted = kept_counts.read(conn)
         open_counts = open_by_state(conn)
         holding = conn.execute(
             select(func.count(dispatch_sites.c.dispatch_id.distinct())).where(

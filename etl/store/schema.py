@@ -56,6 +56,8 @@ __all__ = [
     "rejected_records",
     "sites",
     "store_binding",
+    "store_count_changes",
+    "store_counts",
     "telemetry",
     "telemetry_requests",
 ]
@@ -377,7 +379,7 @@ store_binding = Table(
 # /metrics): finished actions by state (`finished_<state>`) and `attempts_failed`. The
 # database's triggers on actions and action_attempts append every change of them to
 # store_count_changes (an insert: writers never wait on one another for it), and each plan folds
-# those into store_counts (etl.store.counts).
+# those into store_counts (etl.store.kept_counts).
 store_counts = Table(
     "store_counts",
     metadata,

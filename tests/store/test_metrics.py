@@ -14,7 +14,7 @@ from etl import __version__
 from etl.act import planner
 from etl.read import metrics, status
 from etl.sandbox.emulator import Sandbox
-from etl.store import counts, schema
+from etl.store import kept_counts, schema
 from etl.store.db import SCHEMA_REVISION, make_engine
 from etl.store.migrate import migrate
 from tests.helpers import at, dispatch, site
@@ -76,7 +76,7 @@ def test_the_counts_read_no_history(tmp_path: Path) -> None:
     """Status and metrics run every minute over years of history: at 8 million actions their
     counts took 0.65 s and 1.5 s while they read the actions table, and the metrics 0.31 s
     while they read an index entry per action. Now the status check only seeks, and the metrics
-    read the open actions' partial index and the kept counts (etl.store.counts): no statement
+    read the open actions' partial index and the kept counts (etl.store.kept_counts): no statement
     of theirs reads a finished action or an attempt (SQLite's plans; PostgreSQL has the same
     tables and indexes)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'etl.db'}")
@@ -129,7 +129,7 @@ def counted_directly(engine: Engine) -> dict[str, int]:
 
 def kept(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
-        found = counts.read(conn)
+        found = kept_counts.read(conn)
     return {"attempts_failed": 0} | {name: n for name, n in found.items() if n}
 
 

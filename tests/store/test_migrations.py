@@ -10,10 +10,11 @@ from sqlalchemy import CheckConstraint, Engine, bindparam, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from etl.act import planner
-from etl.act.actions import ActionKind, idempotency_key
+from etl.act.actions import idempotency_key
 from etl.base.config import ProcessorSettings
 from etl.base.errors import DatabaseError
-from etl.store import counts
+from etl.handlers import ActionKind
+from etl.store import kept_counts
 from etl.store.db import SCHEMA_REVISION, make_engine
 from etl.store.migrate import current_revision, head_revision, migrate
 from etl.store.schema import UTCDateTime, metadata
@@ -209,7 +210,7 @@ def test_upgrading_a_store_with_actions_keeps_their_keys_and_outcomes(database_u
     }
     assert pairs == {"a": "held", "b": None}
     with engine.connect() as conn:  # the metrics' kept counts start from the rows there
-        kept = counts.read(conn)
+        kept = kept_counts.read(conn)
     assert kept == {"finished_succeeded": 3}  # the waiting restore is open: not kept
     # the next plan: `a` is still held (nothing to do); `b`, restored mid-dispatch while
     # listed (under the old rules), is held again: a new episode
