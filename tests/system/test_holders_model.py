@@ -42,7 +42,10 @@ LOCK_TIMEOUT = 0.05  # of the model's store, so that a short outage outlasts it
 OUTAGE = 0.15  # seconds the store is held by another connection ...
 OUTAGE_EVERY = 2  # ... at every other command done
 PHASES = ("future", "active", "ended")
+# CI plays the same 40 histories each run (derandomized: a random draw of 40 once held no site
+# at all, and so played no outage); ETL_MODEL_EXAMPLES=N explores N new ones
 EXAMPLES = int(os.environ.get("ETL_MODEL_EXAMPLES", "40"))
+EXPLORING = "ETL_MODEL_EXAMPLES" in os.environ
 
 
 @dataclass(frozen=True)
@@ -276,6 +279,7 @@ def test_a_site_follows_its_holders_through_any_history(
         SiteHistory.client = VoltusClient(ApiSettings(sandbox.url, sandbox.key), FAST_RETRIES)
         SiteHistory.TestCase.settings = settings(
             max_examples=EXAMPLES,
+            derandomize=not EXPLORING,
             stateful_step_count=12,
             deadline=None,
             database=None,
