@@ -36,10 +36,10 @@ class StoreCounts:
 
 def store_counts(engine: Engine) -> StoreCounts:
     """Each read costs the same at any age of the store: the open actions are read from their
-    partial index (a handful of rows however long the history), the finished ones and the failed
-    attempts are kept counts (etl.store.kept_counts), and the dispatches holding sites are a partial
-    index too."""
-    with read_transaction(engine) as conn:
+    index (a handful of rows however long the history), the finished ones and the failed attempts
+    are kept counts (etl.store.kept_counts), and the dispatches holding sites a partial index.
+    One snapshot: an action that finishes meanwhile is counted once, open or finished."""
+    with read_transaction(engine, one_snapshot=True) as conn:
         counted = kept_counts.read(conn)
         open_counts = open_by_state(conn)
         holding = conn.execute(

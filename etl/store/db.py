@@ -208,9 +208,15 @@ def write_transaction(
 
 
 @contextmanager
-def read_transaction(engine: Engine) -> Iterator[Connection]:
-    with database_errors(engine), engine.begin() as conn:
-        yield conn
+def read_transaction(engine: Engine, one_snapshot: bool = False) -> Iterator[Connection]:
+    """A transaction that reads. `one_snapshot`: all its statements see the same moment, for
+    figures that must add up (REPEATABLE READ on PostgreSQL, where each statement otherwise sees
+    its own; a SQLite read transaction always does)."""
+    with database_errors(engine), engine.connect() as conn:
+        if one_snapshot and conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
 
 
 def check_schema(engine: Engine) -> None:
