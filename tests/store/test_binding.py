@@ -64,7 +64,7 @@ def test_the_first_fetch_binds_the_store_to_its_api_and_a_fingerprint_of_its_key
     assert "secret" not in str(tuple(row)) and len(row.key_fingerprint) == 64
 
 
-@pytest.mark.parametrize("command", ["fetch", "run", "serve", "process"])
+@pytest.mark.parametrize("command", ["fetch", "run", "run --dry-run", "serve", "process"])
 def test_another_api_is_refused_before_any_request_with_nothing_changed(
     store: tuple[Engine, str],
     sandbox: Sandbox,
@@ -83,7 +83,7 @@ def test_another_api_is_refused_before_any_request_with_nothing_changed(
     before = counts(engine)
     monkeypatch.setenv("VOLTUS_API_URL", other.url)
     monkeypatch.setenv("VOLTUS_API_KEY", other.key)
-    refused = in_process(monkeypatch, capsys, database_url, command)
+    refused = in_process(monkeypatch, capsys, database_url, *command.split())
     assert refused.returncode == 2
     (line,) = log_messages(refused.stderr, "ERROR")
     assert line == (
@@ -95,7 +95,7 @@ def test_another_api_is_refused_before_any_request_with_nothing_changed(
     assert other.key not in refused.stderr
 
 
-@pytest.mark.parametrize("command", ["fetch", "run", "serve"])
+@pytest.mark.parametrize("command", ["fetch", "run", "run --dry-run", "serve"])
 def test_another_key_for_the_same_api_is_refused_with_nothing_changed(
     store: tuple[Engine, str],
     sandbox: Sandbox,
@@ -109,7 +109,7 @@ def test_another_key_for_the_same_api_is_refused_with_nothing_changed(
     assert in_process(monkeypatch, capsys, database_url, "fetch").returncode == 0
     before, requests = counts(engine), len(sandbox.requests)
     monkeypatch.setenv("VOLTUS_API_KEY", "another-customers-key")
-    refused = in_process(monkeypatch, capsys, database_url, command)
+    refused = in_process(monkeypatch, capsys, database_url, *command.split())
     assert refused.returncode == 2
     assert "this store serves another account" in refused.stderr
     assert "`etl db bind`" in refused.stderr and "another-customers-key" not in refused.stderr
