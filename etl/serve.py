@@ -298,6 +298,20 @@ class _RequestDeadline(HTTPChannel):
         return taken
 
 
+def _stop_listening(server: Any, sockets: dict[int, Any], listening: threading.Thread) -> None:
+    """Close every socket from the listener's own thread, woken through its trigger: its loop
+    then finds nothing left to wait on and returns. (Closed from another thread, a socket that
+    the loop is waiting on fails there with EBADF, a traceback on a clean shutdown.)"""
+
+    def close_all() -> None:
+        for dispatcher in list(sockets.values()):
+            dispatcher.close()
+
+    server.trigger.pull_trigger(close_all)
+    listening.join(timeout=5)
+    server.task_dispatcher.shutdown()
+
+
 def _connection_limit() -> int:
     """As many connections as this process may open files, less room for the database's and
     the API's (waitress's default, 100, was filled by 100 slow clients)."""
@@ -323,9 +337,11 @@ def serve(
     parts = replace(parts, handler=timed)
     stop = parts.stop
     app = WebhookApp(parts.engine, where, notifications, server_metrics, check)
+    sockets: dict[int, Any] = {}  # the listener's, its connections' and its wake-up pipe's
     try:
         server = waitress.create_server(
             app,
+            map=sockets,
             host=where.host,
             port=where.port,
             # larger than a notification may be, so that etl answers (and counts) the 413
@@ -360,6 +376,6 @@ def serve(
     finally:
         stop.set()
         pushing.join()
-        server.close()
+        _stop_listening(server, sockets, listening)
     if crashed:
         raise EtlError("the webhook worker stopped on an unexpected error (logged above)")

@@ -58,6 +58,8 @@ class Service:
         self.stop.set()
         self.thread.join(timeout=30)
         assert not self.thread.is_alive()
+        # the listener's thread ended with its loop: its sockets were closed from inside it
+        assert "etl-listen" not in [thread.name for thread in threading.enumerate()]
 
 
 def _answers(url: str) -> bool:
