@@ -173,8 +173,6 @@ def test_a_failing_command_with_a_background_child_fails_at_once(tmp_path: Path)
     assert time.monotonic() - started < 3
 
 
-@pytest.mark.slow
-@pytest.mark.slow
 def test_the_parent_death_signal_is_set_in_the_command(tmp_path: Path) -> None:
     """The command itself reads its parent-death signal from /proc: SIGKILL (9)."""
     probe = "import ctypes, ctypes.util; s = ctypes.c_int(); "
