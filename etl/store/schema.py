@@ -364,7 +364,7 @@ planner_state = Table(
 )
 
 # The account a store serves (one row, id 1): the API it was first fetched from, and a salted
-# fingerprint of the key (never the key). Another API or key is refused: see etl/binding.py.
+# fingerprint of the key (never the key). Another API or key is refused: see etl/store/binding.py.
 store_binding = Table(
     "store_binding",
     metadata,
