@@ -1,7 +1,7 @@
 """Health of the unattended job, for people and monitoring: is the data fresh, is anything
 failing, is the schema current."""
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
@@ -123,51 +123,52 @@ def check(
 
 
 def judge(status: Status, max_age: timedelta, window: timedelta, min_delivery: float) -> Status:
-    """The verdict on the facts gathered (pure): each problem as a line, and the code of the
-    worst."""
+    """The verdict on the facts gathered (pure: a new Status, the facts' own untouched): each
+    problem as a line, and the code of the worst."""
     now, success = status.checked_at, status.last_success_at
+    problems: list[str] = []
     if success is None:
-        status.problems.append("CRITICAL: no fetch has succeeded yet")
+        problems.append("CRITICAL: no fetch has succeeded yet")
     elif now - success > max_age:
         age, limit = _age(now - success), _age(max_age)
-        status.problems.append(f"CRITICAL: the last successful fetch is {age} old (limit {limit})")
+        problems.append(f"CRITICAL: the last successful fetch is {age} old (limit {limit})")
     if status.failed_recently:
-        status.problems.append(
+        problems.append(
             f"CRITICAL: {status.failed_recently} actions ended failed in the last {_age(window)}"
         )
     if status.missed_recently:
-        status.problems.append(
+        problems.append(
             f"WARNING: {status.missed_recently} actions were missed in the last {_age(window)}"
         )
     if status.vanished_recently:
-        status.problems.append(
+        problems.append(
             f"WARNING: dispatch {', '.join(status.vanished_recently)} vanished from the API "
             f"before it ended (in the last {_age(window)}): treated as ended when it went missing"
         )
     if status.held_without_end:
-        status.problems.append(
+        problems.append(
             f"WARNING: dispatch {', '.join(status.held_without_end)} has held sites for over "
             f"{_age(OPEN_ENDED_LIMIT)} with no end time"
         )
     for dispatch_id, site_id, percent in status.under_delivered:
-        status.problems.append(
+        problems.append(
             f"WARNING: site {site_id} delivered {percent:.0f}% of its commitment to dispatch "
             f"{dispatch_id} (under {min_delivery:g}%, by its metered load)"
         )
     if status.telemetry_error:
-        status.problems.append(f"WARNING: telemetry is not being fetched: {status.telemetry_error}")
+        problems.append(f"WARNING: telemetry is not being fetched: {status.telemetry_error}")
     offset = status.clock_offset_seconds
     if offset is not None and abs(offset) > CLOCK_TOLERANCE_SECONDS:
         behind, late = ("behind", "late") if offset > 0 else ("ahead of", "early")
-        status.problems.append(
+        problems.append(
             f"WARNING: this machine's clock is {abs(offset):.0f} s {behind} the API's: actions "
             f"run that much {late}; keep it in time (NTP)"
         )
-    if any(p.startswith("CRITICAL") for p in status.problems):
-        status.code = Health.CRITICAL
-    elif status.problems:
-        status.code = Health.WARNING
-    return status
+    if any(p.startswith("CRITICAL") for p in problems):
+        code = Health.CRITICAL
+    else:
+        code = Health.WARNING if problems else Health.OK
+    return replace(status, problems=problems, code=code)
 
 
 def _vanished(conn: Connection, since: datetime) -> list[str]:

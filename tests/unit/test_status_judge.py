@@ -31,7 +31,7 @@ HEALTHY = Status(
 
 
 def verdict(**facts: object) -> tuple[Health, list[str]]:
-    judged = judge(replace(HEALTHY, problems=[], **facts), MAX_AGE, WINDOW, 50.0)
+    judged = judge(replace(HEALTHY, **facts), MAX_AGE, WINDOW, 50.0)
     return judged.code, judged.problems
 
 
@@ -74,6 +74,7 @@ def test_the_worst_problem_sets_the_code_and_every_problem_is_listed() -> None:
     code, problems = verdict(missed_recently=1, failed_recently=1, clock_offset_seconds=-30.0)
     assert code == Health.CRITICAL
     assert [p.split(":")[0] for p in problems] == ["CRITICAL", "WARNING", "WARNING"]
+    assert HEALTHY.problems == [] and HEALTHY.code == Health.OK  # the facts stay as they were
 
 
 def test_the_limits_themselves_are_still_healthy() -> None:
