@@ -30,13 +30,15 @@ COUNTED = {  # table: (the count a row is in, or NULL for none; the columns that
 CHANGE = "INSERT INTO store_count_changes (name, delta)"
 
 
-def _triggers(table: str, count: str, columns: str) -> dict[str, tuple[str, str]]:
+def _triggers(table: str, count: str, columns: str, sqlite: bool) -> dict[str, tuple[str, str]]:
     """Each trigger's event and condition; the body adds the row's count after and takes off
     its count before (an insert has no before, a delete no after)."""
     new, old = count.format(row="NEW"), count.format(row="OLD")
+    # a comparison that holds NULL equal to NULL (SQLite has IS DISTINCT FROM only since 3.39)
+    differs = "IS NOT" if sqlite else "IS DISTINCT FROM"
     return {
         f"{table}_counted_insert": ("INSERT", f"{new} IS NOT NULL"),
-        f"{table}_counted_update": (f"UPDATE OF {columns}", f"{new} IS DISTINCT FROM {old}"),
+        f"{table}_counted_update": (f"UPDATE OF {columns}", f"{new} {differs} {old}"),
         f"{table}_counted_delete": ("DELETE", f"{old} IS NOT NULL"),
     }
 
@@ -70,7 +72,7 @@ def upgrade() -> None:
                 f"IF TG_OP <> 'INSERT' THEN {CHANGE} {taken}; END IF; "
                 "RETURN NULL; END $$"
             )
-        for name, (event, condition) in _triggers(table, count, columns).items():
+        for name, (event, condition) in _triggers(table, count, columns, sqlite).items():
             if sqlite:
                 steps = {"INSERT": [added], "DELETE": [taken]}.get(event, [added, taken])
                 body = " ".join(f"{CHANGE} {step};" for step in steps)
@@ -93,7 +95,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
     for table, (count, columns) in COUNTED.items():
-        for name in _triggers(table, count, columns):
+        for name in _triggers(table, count, columns, sqlite):
             op.execute(f"DROP TRIGGER {name}" if sqlite else f"DROP TRIGGER {name} ON {table}")
         if not sqlite:
             op.execute(f"DROP FUNCTION etl_count_{table}()")
