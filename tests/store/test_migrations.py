@@ -40,7 +40,11 @@ def test_partial_indexes_have_the_models_predicates(engine: Engine) -> None:
     }
     definitions = {
         "sqlite": "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name",
-        "postgresql": "SELECT indexdef FROM pg_indexes WHERE indexname = :name",
+        # pg_indexes spans every schema, and other test workers drop theirs meanwhile
+        "postgresql": (
+            "SELECT indexdef FROM pg_indexes"
+            " WHERE schemaname = current_schema() AND indexname = :name"
+        ),
     }
     with engine.connect() as conn:
         for name, where in partial.items():
