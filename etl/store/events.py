@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
+from etl.store.rows import write_many
 from etl.store.schema import events
 from etl.store.vocabulary import EventKind
 
@@ -38,7 +39,8 @@ def append(
 ) -> None:
     if not new:
         return
-    conn.execute(
+    write_many(
+        conn,
         insert(events),
         [
             {

@@ -1,14 +1,16 @@
 """Reading and writing rows in bulk, on both databases: ids a chunk at a time (SQLite bounds the
-parameters of one statement), and upserts that skip rows whose values are already stored."""
+parameters of one statement), upserts that skip rows whose values are already stored, and many
+rows written through the driver in one call."""
 
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Column, Connection, Table, or_, select
+from sqlalchemy.sql.dml import Insert
 
 from etl.store.db import dialect_insert
 
-__all__ = ["IN_CHUNK", "Row", "chunks", "select_in", "stored_rows", "upsert"]
+__all__ = ["IN_CHUNK", "Row", "chunks", "select_in", "stored_rows", "upsert", "write_many"]
 
 IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit
 
@@ -50,4 +52,37 @@ def upsert(conn: Connection, table: Table, rows: list[Row], key: list[str]) -> N
         set_={c: statement.excluded[c] for c in updated},
         where=or_(*(table.c[c].is_distinct_from(statement.excluded[c]) for c in compared)),
     )
-    conn.execute(statement, rows)
+    write_many(conn, statement, rows)
+
+
+def write_many(conn: Connection, statement: Insert, rows: list[Row]) -> None:
+    """Execute an INSERT once per row, each row with the keys of the first: compiled once, each
+    value passed through its column type's bind processor, then the driver's executemany.
+    The same work as `conn.execute(statement, rows)`, minus what SQLAlchemy does per row
+    (building each row's parameters anew, defaults, checks): at 40,000 rows of a first load
+    that was twice the database's own time. Errors are SQLAlchemy's, as with `conn.execute`."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    compiled = statement.compile(dialect=dialect, column_keys=list(rows[0]))
+    # columns left out of the rows whose default SQLAlchemy would fill in, e.g. an episode's 0
+    defaults = {column.key: column.default for column in compiled.insert_prefetch}
+    if not all(default is not None and default.is_scalar for default in defaults.values()):
+        raise ValueError(f"write_many: a default that is not a value, in {sorted(defaults)}")
+    names = compiled.positiontup if compiled.positional else list(compiled.binds)
+    fields = []
+    for name in names or []:
+        bind = compiled.binds[name]
+        processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        default = defaults[bind.key].arg if bind.key in defaults else None
+        fields.append((name, bind.key, bind.key in defaults, default, processor))
+    parameters: list[Any] = []
+    for row in rows:
+        values = [
+            default if is_default else row[key] if processor is None else processor(row[key])
+            for _name, key, is_default, default, processor in fields
+        ]
+        parameters.append(
+            tuple(values) if compiled.positional else dict(zip(names or [], values, strict=True))
+        )
+    conn.exec_driver_sql(compiled.string, parameters)

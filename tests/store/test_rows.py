@@ -1,0 +1,54 @@
+"""rows.write_many stores exactly what `conn.execute(insert, rows)` stores, on both databases."""
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert, select
+
+from etl.store.rows import write_many
+from etl.store.schema import JSONDocument, UTCDateTime
+
+ROWS = [
+    {"name": "a", "at": datetime(2026, 12, 6, 3, 4, 5, 6, tzinfo=UTC), "doc": {"x": [1, 2.5]}},
+    {"name": "b", "at": None, "doc": {"nested": {"y": None}, "text": "é\u2028"}},
+]
+
+
+def scratch_table(name: str) -> Table:
+    return Table(
+        name,
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("name", String),
+        Column("at", UTCDateTime),
+        Column("doc", JSONDocument),
+        Column("episode", Integer, default=7),  # filled in when the rows leave it out
+    )
+
+
+def test_write_many_stores_what_execute_stores(engine: Engine) -> None:
+    by_execute, by_write_many = scratch_table("by_execute"), scratch_table("by_write_many")
+    with engine.begin() as conn:
+        by_execute.create(conn)
+        by_write_many.create(conn)
+        conn.execute(insert(by_execute), ROWS)
+        write_many(conn, insert(by_write_many), ROWS)
+        expected = conn.execute(select(by_execute).order_by(by_execute.c.id)).all()
+        written = conn.execute(select(by_write_many).order_by(by_write_many.c.id)).all()
+    assert written == expected
+    assert [row.episode for row in written] == [7, 7]
+    assert written[0].at == ROWS[0]["at"] and written[1].doc == ROWS[1]["doc"]
+
+
+def test_a_default_that_is_not_a_value_is_refused(engine: Engine) -> None:
+    table = Table(
+        "computed_default",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("name", String),
+        Column("stamp", String, default=lambda: "now"),
+    )
+    with engine.begin() as conn:
+        table.create(conn)
+        with pytest.raises(ValueError, match="a default that is not a value"):
+            write_many(conn, insert(table), [{"name": "a"}])

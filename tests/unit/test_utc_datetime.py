@@ -1,0 +1,42 @@
+"""UTCDateTime on SQLite writes and reads SQLAlchemy's own DATETIME text, in fewer steps."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy.dialects import sqlite
+
+from etl.store.schema import UTCDateTime
+
+DIALECT = sqlite.dialect()
+SQLALCHEMY_TEXT = sqlite.DATETIME().bind_processor(DIALECT)
+SQLALCHEMY_READ = sqlite.DATETIME().result_processor(DIALECT, None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 12, 6, 3, 4, 5, 123456, tzinfo=UTC),
+        datetime(2026, 12, 6, 3, 4, 5, tzinfo=UTC),  # no microseconds: still 6 digits
+        datetime(1900, 1, 1, tzinfo=UTC),
+        datetime(8999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 3, 8, 1, 30, tzinfo=timezone(timedelta(hours=-5))),  # not UTC: converted
+    ],
+)
+def test_the_text_is_sqlalchemys_and_reads_back_as_the_same_time(value: datetime) -> None:
+    text = UTCDateTime().process_bind_param(value, DIALECT)
+    assert text == SQLALCHEMY_TEXT(value.astimezone(UTC).replace(tzinfo=None))
+    assert UTCDateTime().process_result_value(text, DIALECT) == value
+    assert UTCDateTime().process_result_value(text, DIALECT).tzinfo is UTC
+
+
+def test_text_written_by_sql_without_a_fraction_reads_as_sqlalchemy_reads_it() -> None:
+    # e.g. SQLite's datetime('now'), or a row a user wrote by hand
+    text = "2026-12-06 03:04:05"
+    assert UTCDateTime().process_result_value(text, DIALECT) == SQLALCHEMY_READ(text).replace(
+        tzinfo=UTC
+    )
+
+
+def test_a_naive_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        UTCDateTime().process_bind_param(datetime(2026, 12, 6), DIALECT)
