@@ -6,6 +6,7 @@ copies of one id in one listing, the newest wins (`split_duplicates`).
 """
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -76,16 +77,12 @@ def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
     the highest `modification_number` is the dispatch as it is now, and the others are set aside
     as older; when no single copy has the highest (equal numbers, or one missing), which is true
     cannot be told: all are set aside for this fetch, and the stored state stays."""
-    copies: dict[str, dict[str, Any]] = {}  # id -> fingerprint -> copy
-    unique: list[Any] = []
+    counts = Counter(id_of(item) for item in items)
+    copies: dict[str, dict[str, Any]] = {}  # id -> fingerprint -> copy, of ids listed twice
     for item in items:
         item_id = id_of(item)
-        if item_id is None:
-            unique.append(item)  # parse_dispatches rejects it with its reason
-            continue
-        if item_id not in copies:
-            unique.append(item)
-        copies.setdefault(item_id, {})[item_fingerprint(item)] = item
+        if item_id is not None and counts[item_id] > 1:
+            copies.setdefault(item_id, {})[item_fingerprint(item)] = item
     chosen: dict[str, Any] = {}
     rejected: list[Rejected] = []
     for item_id in sorted(i for i, distinct in copies.items() if len(distinct) > 1):
@@ -104,13 +101,18 @@ def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
                     f"{copy['modification_number']}; the newest is {newest['modification_number']})"
                 )
             rejected.append(Rejected("dispatch", record_id(copy), reason, copy))
-    kept = []
-    for item in unique:
-        item_id = id_of(item) if isinstance(item, dict) else None
-        if item_id is None or len(copies[item_id]) == 1:
-            kept.append(item)
-        elif item_id in chosen:
-            kept.append(chosen[item_id])
+    kept: list[Any] = []
+    placed: set[str] = set()  # ids listed twice whose one copy (or none) is kept already
+    for item in items:
+        item_id = id_of(item)
+        if item_id is None or item_id not in copies:
+            kept.append(item)  # an item without an id: parse_dispatches rejects it with its reason
+        elif item_id not in placed:
+            placed.add(item_id)
+            if len(copies[item_id]) == 1:
+                kept.append(item)
+            elif item_id in chosen:
+                kept.append(chosen[item_id])
     return kept, rejected
 
 

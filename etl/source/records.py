@@ -235,25 +235,29 @@ def _time(obj: dict[str, Any], name: str, where: str) -> datetime:
 def check_json(value: Any, where: str) -> None:
     """What any JSON column and any handler can take: no NaN or infinity, no NUL or lone
     surrogate in a string, no deeper nesting than JSON_MAX_DEPTH."""
-    _check_values([value], where, 0)
+    strings: list[str] = []
+    _check_values([value], where, 0, strings)
+    # one search of all the strings at once: joining two strings makes no NUL and pairs no
+    # surrogates (a str holds code points, not UTF-16), and a search per string cost 10 times more
+    if NUL_OR_LONE_SURROGATE.search("".join(strings)):
+        raise ValueError(f"{where}: a string has a NUL or an unpaired surrogate")
 
 
-def _check_values(values: list[Any], where: str, depth: int) -> None:
+def _check_values(values: list[Any], where: str, depth: int, strings: list[str]) -> None:
     """The values found at one depth of one object (a call per object, not per value: every
-    field of every record of every fetch passes here)."""
+    field of every record of every fetch passes here); their strings are added to `strings`."""
     if values and depth > JSON_MAX_DEPTH:
         raise ValueError(f"{where}: nested deeper than {JSON_MAX_DEPTH} levels")
     for value in values:
         if isinstance(value, str):
-            if NUL_OR_LONE_SURROGATE.search(value):
-                raise ValueError(f"{where}: a string has a NUL or an unpaired surrogate")
+            strings.append(value)
         elif isinstance(value, float):
             if not math.isfinite(value):
                 raise ValueError(f"{where}: a number is not finite ({value})")
         elif isinstance(value, dict):
-            _check_values([*value, *value.values()], where, depth + 1)  # keys are strings
+            _check_values([*value, *value.values()], where, depth + 1, strings)  # keys are str
         elif isinstance(value, list):
-            _check_values(value, where, depth + 1)
+            _check_values(value, where, depth + 1, strings)
 
 
 def parse_program(value: Any) -> Program:
