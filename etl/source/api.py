@@ -6,7 +6,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -39,20 +39,23 @@ API_VERSION = "2022-04-15"
 MOST_METERS_PER_SITE, MOST_BYTES_PER_READING = 10, 256
 
 
-@dataclass(frozen=True)
+@dataclass
 class Listing:
     """The dispatches list response: the fingerprint of its body, and its items as sent (parsed
-    from the body only when asked: a body identical to the last one stored is not parsed)."""
+    from the body only when asked: a body identical to the last one stored is not parsed). Once
+    parsed, the body is let go: 8 MB at 10,000 dispatches, a tenth of a first load's memory."""
 
     fingerprint: str
-    body: bytes
+    body: bytes = field(repr=False)
     url: str
     # how far the API's clock was ahead of this machine's when it answered (negative: behind)
     clock_offset: float | None = None
 
     @cached_property
     def items(self) -> list[Any]:
-        return _items(self.body, self.url, "dispatches")
+        items = _items(self.body, self.url, "dispatches")
+        self.body = b""
+        return items
 
 
 WEBHOOK_EVENTS = ("dispatch.create", "dispatch.update")

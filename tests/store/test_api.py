@@ -240,6 +240,7 @@ def test_a_number_too_long_to_convert_sets_aside_its_dispatch_not_the_body() -> 
     batch = parse_dispatches(listing.items)
     assert [d.id for d in batch.dispatches] == ["ok"]
     assert "not finite" in batch.rejected[0].reason
+    assert listing.body == b"" and listing.items is listing.items  # parsed once, the text let go
 
 
 @pytest.mark.parametrize(
