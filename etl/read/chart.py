@@ -17,8 +17,9 @@ from sqlalchemy import Connection, Engine, func, select
 from etl.base.errors import ConfigError
 from etl.base.timeutil import zone_or_utc
 from etl.ingest.telemetry import AFTER, BEFORE, INTERVAL
+from etl.read.reports import meter_readings
 from etl.store.db import read_transaction
-from etl.store.schema import actions, dispatch_sites, dispatches, programs, telemetry
+from etl.store.schema import actions, dispatch_sites, dispatches, programs
 
 __all__ = ["BUCKETS", "MOST_TICKS", "Command", "DispatchChart", "SitePanel", "chart_data", "render"]
 
@@ -98,11 +99,12 @@ def chart_data(engine: Engine, dispatch_id: str) -> DispatchChart:
 def _site_load(
     conn: Connection, site_id: str, first: datetime, last: datetime
 ) -> list[tuple[datetime, float]]:
-    t = telemetry.c
+    t = meter_readings.c  # a site's load: its POI meter, or its load meters (migration 0017)
     rows = conn.execute(
         select(t.interval_end, func.sum(t.kw))
         .where(
             t.site_id == site_id,
+            t.role == "load",
             t.interval_seconds == INTERVAL,
             t.interval_end > first,
             t.interval_end <= last,

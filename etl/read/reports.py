@@ -34,6 +34,7 @@ __all__ = [
     "curtailments_report",
     "dispatch_performance",
     "dispatches_report",
+    "meter_readings",
     "performance_report",
     "program_zones",
     "programs_report",
@@ -99,7 +100,21 @@ dispatch_summary = Table(
 )
 
 
-# Migration 0007's view: the metered response of each (dispatch, site); see the README
+# Migration 0017's view: each reading with its meter's role; `load` counts in a site's load
+meter_readings = Table(
+    "meter_readings",
+    VIEWS,
+    Column("site_id", String),
+    Column("meter_id", String),
+    Column("asset_type", String),
+    Column("role", String),
+    Column("interval_end", UTCDateTime),
+    Column("interval_seconds", Integer),
+    Column("kw", Float),
+)
+
+
+# Migrations 0007 and 0017's view: the metered response of each (dispatch, site); see the README
 dispatch_performance = Table(
     "dispatch_performance",
     VIEWS,
@@ -118,6 +133,8 @@ dispatch_performance = Table(
     Column("response_seconds_from_curtail", Float),
     Column("recovery_seconds_from_restore", Float),
     Column("coverage", Float),
+    Column("generation_kw_during", Float),
+    Column("storage_kw_during", Float),
 )
 
 

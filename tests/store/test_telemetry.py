@@ -7,13 +7,14 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, event, func, insert, select
+from sqlalchemy import delete, event, func, insert, select, text, update
 
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.ingest import dispatches, telemetry
@@ -529,3 +530,86 @@ def test_an_answer_larger_than_its_request_could_need_is_refused_unparsed(world:
     assert summary.error is not None and "more than they could need" in summary.error
     with world.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.rejected_records)).scalar() == 0
+
+
+def with_meters(world: World, meters: dict[str, str], other_kw: dict[str, float]) -> None:
+    """Site `a` of hand_computed with these meters listed by /sites (id: asset_type; its
+    readings are m1's), and each other meter reading a constant kW over the whole window."""
+    listed = [{"id": m, "name": f"meter {m}", "asset_type": kind} for m, kind in meters.items()]
+    with world.engine.begin() as conn:
+        conn.execute(update(schema.sites).where(schema.sites.c.id == "a").values(meters=listed))
+        m1 = conn.execute(select(schema.telemetry).where(schema.telemetry.c.meter_id == "m1")).all()
+        rows.write_many(
+            conn,
+            insert(schema.telemetry),
+            [
+                {**reading._asdict(), "meter_id": meter, "kw": kw}
+                for meter, kw in other_kw.items()
+                for reading in m1
+            ],
+        )
+
+
+def performance(world: World) -> dict[str, object]:
+    (row,) = reports.stream(world.engine, reports.performance_report(reports.ReportFilter()))
+    return row
+
+
+HAND_COMPUTED = {  # hand_computed's figures, of m1 alone: 100 kW, then 75 from the 3rd minute
+    "baseline_kw": 100,
+    "mean_kw_during": (2 * 100 + 28 * 75) / 30,
+    "delivered_kw": 100 - 2300 / 30,
+    "responded_at_minute": 3,
+}
+
+
+def assert_load_of_m1_alone(row: dict[str, object], start: datetime) -> None:
+    assert row["baseline_kw"] == pytest.approx(HAND_COMPUTED["baseline_kw"])
+    assert row["mean_kw_during"] == pytest.approx(HAND_COMPUTED["mean_kw_during"])
+    assert row["delivered_kw"] == pytest.approx(HAND_COMPUTED["delivered_kw"])
+    assert row["responded_at"] == start + timedelta(minutes=3)
+
+
+def test_a_site_with_a_poi_meter_is_measured_by_it_alone(world: World) -> None:
+    """Sub-meters behind the point of interconnection are in its reading already: before, a site
+    with a POI at 100 kW and a 60 kW sub-meter read 160 kW."""
+    start, _ = hand_computed(world, curtailed_kw=75)
+    with_meters(world, {"m1": "poi", "sub": "load", "gen": "generator"}, {"sub": 60, "gen": 7})
+    row = performance(world)
+    assert_load_of_m1_alone(row, start)
+    assert row["generation_kw_during"] == pytest.approx(7) and row["storage_kw_during"] is None
+    assert meter_roles(world) == [("gen", "generation"), ("m1", "load"), ("sub", "behind_poi")]
+    drawn = chart.chart_data(world.engine, "p1")  # the chart draws the same load
+    assert drawn.baseline(drawn.panels[0]) == pytest.approx(100)
+
+
+def test_generation_and_storage_are_reported_apart_from_the_load(world: World) -> None:
+    start, _ = hand_computed(world, curtailed_kw=75)
+    with_meters(
+        world, {"m1": "load", "gen": "generator", "bat": "battery"}, {"gen": 30, "bat": -12.5}
+    )
+    row = performance(world)
+    assert_load_of_m1_alone(row, start)
+    assert row["generation_kw_during"] == pytest.approx(30)
+    assert row["storage_kw_during"] == pytest.approx(-12.5)
+
+
+def test_load_meters_and_unlisted_ones_add_up_when_there_is_no_poi(world: World) -> None:
+    hand_computed(world, curtailed_kw=75)
+    with_meters(world, {"m1": "load", "m2": "load"}, {"m2": 20, "unlisted": 5})
+    row = performance(world)
+    assert row["baseline_kw"] == pytest.approx(100 + 20 + 5)
+    assert row["mean_kw_during"] == pytest.approx((2 * 100 + 28 * 75) / 30 + 25)
+    assert row["generation_kw_during"] is None
+
+
+def test_a_site_whose_meters_were_never_listed_sums_them_all(world: World) -> None:
+    hand_computed(world, curtailed_kw=75)
+    with_meters(world, {}, {"m2": 10})
+    assert performance(world)["baseline_kw"] == pytest.approx(110)
+
+
+def meter_roles(world: World) -> list[tuple[Any, ...]]:
+    with world.engine.connect() as conn:
+        query = text("SELECT DISTINCT meter_id, role FROM meter_readings ORDER BY meter_id")
+        return [tuple(row) for row in conn.execute(query)]
