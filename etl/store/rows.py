@@ -2,7 +2,7 @@
 parameters of one statement), upserts that skip rows whose values are already stored, and many
 rows written through the driver in one call."""
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Column, Connection, Table, or_, select
@@ -69,20 +69,36 @@ def write_many(conn: Connection, statement: Insert, rows: list[Row]) -> None:
     defaults = {column.key: column.default for column in compiled.insert_prefetch}
     if not all(default is not None and default.is_scalar for default in defaults.values()):
         raise ValueError(f"write_many: a default that is not a value, in {sorted(defaults)}")
-    names = compiled.positiontup if compiled.positional else list(compiled.binds)
-    fields = []
-    for name in names or []:
+    names = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
+    columns: list[list[Any]] = []
+    for name in names:
         bind = compiled.binds[name]
+        if bind.key in defaults:
+            columns.append([defaults[bind.key].arg] * len(rows))
+            continue
         processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        default = defaults[bind.key].arg if bind.key in defaults else None
-        fields.append((name, bind.key, bind.key in defaults, default, processor))
-    parameters: list[Any] = []
-    for row in rows:
-        values = [
-            default if is_default else row[key] if processor is None else processor(row[key])
-            for _name, key, is_default, default, processor in fields
+        values = [row[bind.key] for row in rows]
+        columns.append(values if processor is None else _processed(values, processor))
+    if compiled.positional:
+        parameters: list[Any] = list(zip(*columns, strict=True))
+    else:
+        parameters = [
+            dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)
         ]
-        parameters.append(
-            tuple(values) if compiled.positional else dict(zip(names or [], values, strict=True))
-        )
     conn.exec_driver_sql(compiled.string, parameters)
+
+
+def _processed(values: list[Any], processor: Callable[[Any], Any]) -> list[Any]:
+    """Each value through the processor, which is called once for a run of the same object:
+    the rows of one fetch share their `now` and their NULLs."""
+    processed = []
+    last: Any = _NOTHING
+    result = None
+    for value in values:
+        if value is not last:
+            last, result = value, processor(value)
+        processed.append(result)
+    return processed
+
+
+_NOTHING = object()
