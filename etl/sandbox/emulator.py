@@ -1,7 +1,8 @@
 """A local emulator of the Voltus API, for demos, for etl's tests, and for testing your handlers.
 
 It serves `/2022-04-15/dispatches`, `/2022-04-15/dispatches/{id}` and `/2022-04-15/sites` from a
-scenario, with the API's error shapes (400 without a key, 401 with a wrong one, 404), and can inject
+scenario, with the API's error shapes (400 without a key, 403 with a wrong one, 404; each with its
+`message` and `type`, the name of its status), and can inject
 faults: error statuses (500, 429 with Retry-After), slow responses, bodies that are not JSON or are
 cut short. A scenario is a JSON file `{"dispatches": [...], "unlisted": [...], "sites": [...]}`;
 a time written as `now`, `now+15m` or `now-2h` (units s, m, h, d) is taken relative to when the
@@ -26,6 +27,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
 from pathlib import Path
@@ -248,15 +250,15 @@ class Sandbox:
             headers = {}
             if status == 429 and self.faults.retry_after is not None:
                 headers["Retry-After"] = self.faults.retry_after
-            return status, headers, _error_body(self.faults.message, f"status_{status}")
+            return status, headers, _error_body(status, self.faults.message)
         if key is None:
-            return 400, {}, _error_body("missing X-Voltus-API-Key header", "bad_request")
+            return 400, {}, _error_body(400, "missing X-Voltus-API-Key header")
         if key != self.key:
-            return 401, {}, _error_body("invalid API key", "unauthorized")
+            return 403, {}, _error_body(403, "Permission denied")
         try:
             self._follow_scenario_file()
         except ConfigError as error:
-            return 500, {}, _error_body(str(error), "internal")
+            return 500, {}, _error_body(500, str(error))
         route = path.split("?", 1)[0]
         if route == f"/{API_VERSION}/scenarios" and method == "POST":
             status, answer = self._post_scenario(body)
@@ -265,7 +267,7 @@ class Sandbox:
             status, answer = self._webhooks(method, path, body)
             return status, {}, answer
         if method != "GET":
-            return 405, {}, _error_body(f"{method} is not allowed here", "bad_request")
+            return 405, {}, _error_body(405, f"{method} is not allowed here")
         status, body = self._route(path)
         if status == 200 and self.faults.not_json:
             self.faults.not_json -= 1
@@ -289,8 +291,8 @@ class Sandbox:
             for dispatch in [*self.served(), *self.unlisted]:
                 if isinstance(dispatch, dict) and dispatch.get("id") == wanted:
                     return 200, _json(dispatch)
-            return 404, _error_body(f"dispatch {wanted} not found", "not_found")
-        return 404, _error_body(f"no such endpoint: {path}", "not_found")
+            return 404, _error_body(404, f"dispatch {wanted} not found")
+        return 404, _error_body(404, f"no such endpoint: {path}")
 
     def _post_scenario(self, body: bytes) -> tuple[int, bytes]:
         """Voltus's scenario format: it replaces the dispatches served; its relative times count
@@ -299,7 +301,7 @@ class Sandbox:
             scenario = resolve_times(json.loads(body), utcnow(), self.speed)
             self.published = published_states(scenario)
         except (ValueError, ConfigError, RecursionError) as error:
-            return 400, _error_body(f"not a scenario: {error}", "bad_request")
+            return 400, _error_body(400, f"not a scenario: {error}")
         self.dispatches = []
         return 200, _json({"name": scenario.get("name"), "dispatches": len(self.published)})
 
@@ -313,7 +315,7 @@ class Sandbox:
             end = parse_rfc3339(query.get("end_time", [format_rfc3339(utcnow())])[0])
             interval = int(query["interval_seconds"][0])
         except (KeyError, ValueError):
-            return 400, _error_body("start_time and interval_seconds are required", "bad_request")
+            return 400, _error_body(400, "start_time and interval_seconds are required")
         problem = None
         if not 1 <= len(site_ids) <= TELEMETRY_MAX_SITES:
             problem = f"between 1 and {TELEMETRY_MAX_SITES} site_id"
@@ -324,7 +326,7 @@ class Sandbox:
         elif (end - start).total_seconds() / interval > TELEMETRY_MAX_POINTS:
             problem = f"at most {TELEMETRY_MAX_POINTS} points per site per request"
         if problem:
-            return 400, _error_body(problem, "bad_request")
+            return 400, _error_body(400, problem)
         latest = min(end, utcnow() - self.telemetry_delay)
         sites = [
             {"site_id": site_id, "meters": self._meters(site_id, start, latest, interval)}
@@ -382,14 +384,12 @@ class Sandbox:
                 request = json.loads(body)
                 url, events = request["url"], [e["name"] for e in request["events"]]
             except (ValueError, KeyError, TypeError):
-                return 400, _error_body(
-                    "A create webhook request must contain an 'url' and 'events' field",
-                    "Bad Request",
-                )
+                message = "A create webhook request must contain an 'url' and 'events' field"
+                return 400, _error_body(400, message)
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                return 400, _error_body("'url' must be an http(s) URL", "Bad Request")
+                return 400, _error_body(400, "'url' must be an http(s) URL")
             if not events or any(e not in WEBHOOK_EVENTS for e in events):
-                return 400, _error_body(f"events must be among {WEBHOOK_EVENTS}", "Bad Request")
+                return 400, _error_body(400, f"events must be among {WEBHOOK_EVENTS}")
             webhook_id = f"wh{next(self._webhook_numbers)}"  # never reused, as deletes leave gaps
             self.webhooks[webhook_id] = {
                 "id": webhook_id,
@@ -400,7 +400,7 @@ class Sandbox:
         if method == "DELETE" and wanted in self.webhooks:
             del self.webhooks[wanted]
             return 200, _json({})
-        return 404, _error_body(f"no webhook {wanted!r}", "not_found")
+        return 404, _error_body(404, f"no webhook {wanted!r}")
 
     def _dispatch_states(self) -> dict[str, str]:
         return {
@@ -482,7 +482,12 @@ def _json(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def _error_body(message: str, kind: str) -> bytes:
+# the reference's error `type`: "the name of the http status code that is used in the response"
+ERROR_TYPES = {403: "Unauthorized", 413: "Content Too Large"}
+
+
+def _error_body(status: int, message: str) -> bytes:
+    kind = ERROR_TYPES.get(status) or HTTPStatus(status).phrase
     return _json({"message": message, "type": kind})
 
 

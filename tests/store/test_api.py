@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import requests
 
 from etl.base.config import ApiSettings, api_settings
 from etl.base.errors import ApiError, ConfigError
@@ -124,7 +125,7 @@ def test_a_body_that_is_not_json_is_a_clear_error(sandbox: Sandbox) -> None:
 
 @pytest.mark.parametrize(
     ("key", "status", "hint"),
-    [("wrong-key-123", 401, "check VOLTUS_API_KEY"), ("", 400, "is VOLTUS_API_KEY set?")],
+    [("wrong-key-123", 403, "check VOLTUS_API_KEY"), ("", 400, "is VOLTUS_API_KEY set?")],
 )
 def test_key_problems_are_not_retried_and_never_show_the_key(
     sandbox: Sandbox, key: str, status: int, hint: str
@@ -277,3 +278,30 @@ def test_a_listing_says_how_far_the_apis_clock_is(sandbox: Sandbox, skew: int) -
     listing = make_client(sandbox)[0].dispatches()
     assert listing.clock_offset is not None
     assert abs(listing.clock_offset - skew) <= 5  # the header's whole second, a slow round trip
+
+
+@pytest.mark.parametrize(
+    ("headers", "path", "fault", "status", "kind"),
+    [
+        ({"X-Voltus-API-Key": "wrong"}, "dispatches", None, 403, "Unauthorized"),
+        ({}, "dispatches", None, 400, "Bad Request"),
+        ({"X-Voltus-API-Key": "secret"}, "dispatches/nope", None, 404, "Not Found"),
+        ({"X-Voltus-API-Key": "secret"}, "dispatches", 429, 429, "Too Many Requests"),
+        ({"X-Voltus-API-Key": "secret"}, "dispatches", 500, 500, "Internal Server Error"),
+    ],
+)
+def test_the_emulator_answers_errors_as_the_reference_does(
+    sandbox: Sandbox,
+    headers: dict[str, str],
+    path: str,
+    fault: int | None,
+    status: int,
+    kind: str,
+) -> None:
+    """Status, and a body of `message` and `type`: the name of the status (the reference's
+    Errors section), 403 "Unauthorized" for a key it refuses."""
+    sandbox.faults.statuses = [fault] if fault else []
+    answer = requests.get(f"{sandbox.url}/2022-04-15/{path}", headers=headers, timeout=5)
+    body = answer.json()
+    assert answer.status_code == status and body["type"] == kind
+    assert set(body) == {"message", "type"} and body["message"]

@@ -103,7 +103,7 @@ def test_a_refused_key_is_one_line_without_the_key(
 ) -> None:
     monkeypatch.setenv("VOLTUS_API_KEY", "my-very-secret-key")
     result = cli("fetch")
-    assert_one_line_error(result, 3, "HTTP 401")
+    assert_one_line_error(result, 3, "HTTP 403")
     assert "my-very-secret-key" not in result.stdout + result.stderr
 
 
@@ -182,7 +182,7 @@ def test_run_acts_on_the_store_when_the_fetch_fails_and_says_so(
     result = cli("run")
     assert result.returncode == 3
     (error,) = log_messages(result.stderr, "ERROR")
-    assert error.startswith("GET") and "HTTP 401" in error
+    assert error.startswith("GET") and "HTTP 403" in error
     assert "- Customer location 1 should curtail. Commitment: 12 kW" in result.stdout
     assert "ran 2 succeeded, 0 failed" in log_messages(result.stderr, "INFO")[-1]
 

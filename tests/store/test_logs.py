@@ -87,7 +87,7 @@ def test_errors_are_log_lines_in_json_too(run: InProcess, monkeypatch: pytest.Mo
     result = run("fetch")
     assert result.returncode == 3
     (record,) = [json.loads(line) for line in result.stderr.splitlines()]
-    assert record["level"] == "error" and "HTTP 401" in record["message"]
+    assert record["level"] == "error" and "HTTP 403" in record["message"]
     assert "wrong-key-zz" not in result.stderr
 
 
