@@ -87,6 +87,23 @@ def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.server_close()
 
 
+def receive_posts(status: int, received: list[bytes]) -> type[BaseHTTPRequestHandler]:
+    """A receiver (for http_server) that answers every POST with this status, keeping each body
+    in `received`: a webhook listener."""
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Receiver
+
+
 def serve_body(body: bytes) -> type[BaseHTTPRequestHandler]:
     """A receiver (for http_server) that answers every GET with this body."""
 

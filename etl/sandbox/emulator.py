@@ -390,6 +390,12 @@ class Sandbox:
                 return 400, _error_body(400, "'url' must be an http(s) URL")
             if not events or any(e not in WEBHOOK_EVENTS for e in events):
                 return 400, _error_body(400, f"events must be among {WEBHOOK_EVENTS}")
+            # "we will send a test request to the provided URL ... If it does not succeed, the
+            # webhook creation request will fail" (the reference, POST /webhooks)
+            answered = _post(url, _json({"event": {"name": ""}, "resource": ""}))
+            if not (isinstance(answered, int) and 200 <= answered < 300):
+                message = f"the test request to the webhook URL failed: {answered}"
+                return 400, _error_body(400, message)
             webhook_id = f"wh{next(self._webhook_numbers)}"  # never reused, as deletes leave gaps
             self.webhooks[webhook_id] = {
                 "id": webhook_id,
@@ -438,21 +444,27 @@ class Sandbox:
         body = _json({"event": {"name": event}, "resource": resource})
         outcome: int | str = "not sent"
         for attempt in range(DELIVERY_ATTEMPTS):
-            request = urllib.request.Request(
-                url, data=body, method="POST", headers={"Content-Type": "application/json"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=5) as answer:
-                    outcome = answer.status
-                    break
-            except urllib.error.HTTPError as error:
-                outcome = error.code
-            except OSError as error:
-                outcome = type(error).__name__
+            outcome = _post(url, body)
+            if isinstance(outcome, int) and outcome < 300:
+                break
             if self._stopped.wait(0.2 * 2**attempt):
                 break
         with self.lock:
             self.pushed.append((event, dispatch_id, outcome))
+
+
+def _post(url: str, body: bytes) -> int | str:
+    """POST a JSON body as Voltus does to a webhook: the status answered, or the error's name."""
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError as error:
+        return type(error).__name__
 
 
 def _served_in(reading: dict[str, Any], start: datetime, latest: datetime, interval: int) -> bool:

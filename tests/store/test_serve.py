@@ -20,7 +20,7 @@ from etl.base.errors import ConfigError
 from etl.base.timeutil import utcnow
 from etl.sandbox.emulator import Sandbox
 from etl.store import schema
-from tests.helpers import at, site, wait_for
+from tests.helpers import at, http_server, receive_posts, site, wait_for
 from tests.processes import InProcess, free_port
 from tests.scenarios import World, active
 
@@ -231,12 +231,15 @@ def test_listening_beyond_loopback_needs_a_token(
 
 def test_webhooks_are_listed_registered_and_deleted(cli: InProcess, sandbox: Sandbox) -> None:
     assert cli.ok("webhooks", "list") == "(no webhooks)\n"
-    url = f"https://etl.example.com/voltus/webhook/{TOKEN}"
-    registered = cli.ok("webhooks", "register", url)
+    pinged: list[bytes] = []
+    with http_server(receive_posts(200, pinged)) as listener:
+        url = f"{listener}/voltus/webhook/{TOKEN}"
+        registered = cli.ok("webhooks", "register", url)
     assert registered == (
-        "registered wh1  https://etl.example.com/voltus/webhook/***  "
-        "dispatch.create, dispatch.update\n"
+        f"registered wh1  {listener}/voltus/webhook/***  dispatch.create, dispatch.update\n"
     )
+    # the reference's test request, answered 2xx before the registration is made
+    assert [json.loads(body) for body in pinged] == [{"event": {"name": ""}, "resource": ""}]
     assert sandbox.webhooks["wh1"]["url"] == url  # the real one went to the API
     assert TOKEN not in cli.ok("webhooks", "list")
     assert cli.ok("webhooks", "delete", "wh1") == "deleted webhook wh1\n"
@@ -250,11 +253,26 @@ def test_webhooks_are_listed_registered_and_deleted(cli: InProcess, sandbox: San
     ]
 
 
+@pytest.mark.parametrize("answer", [500, None])  # an error, and nothing listening
+def test_a_listener_that_fails_the_test_request_is_not_registered(
+    cli: InProcess, sandbox: Sandbox, answer: int | None
+) -> None:
+    """As Voltus does: a broken proxy fails the registration, not the first dispatch."""
+    if answer is None:
+        url = f"http://127.0.0.1:{free_port()}/voltus/webhook/{TOKEN}"
+        result = cli("webhooks", "register", url)
+    else:
+        with http_server(receive_posts(answer, [])) as listener:
+            result = cli("webhooks", "register", f"{listener}/voltus/webhook/{TOKEN}")
+    assert result.returncode == 3 and "the test request to the webhook URL failed" in result.stderr
+    assert TOKEN not in result.stderr and sandbox.webhooks == {}
+
+
 def test_a_registration_is_sent_once_even_when_the_api_fails(
     cli: InProcess, sandbox: Sandbox
 ) -> None:
     sandbox.faults.statuses = [503]
-    result = cli("webhooks", "register", "https://etl.example.com/voltus/webhook")
+    result = cli("webhooks", "register", "http://127.0.0.1:9/voltus/webhook")  # not pinged
     assert result.returncode == 3 and "failed after 1 attempts: HTTP 503" in result.stderr
     assert sandbox.requests.count("POST /2022-04-15/webhooks") == 1 and sandbox.webhooks == {}
 
