@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import waitress
 from prometheus_client import Counter, Histogram, disable_created_metrics
@@ -29,13 +30,15 @@ from sqlalchemy import Engine
 from waitress.channel import HTTPChannel
 
 from etl.act import processor
+from etl.base import logs
 from etl.base.config import is_loopback
 from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import log
+from etl.base.redact import redact_url
 from etl.handlers import ActionRequest, Handler
 from etl.ingest import dispatches
 from etl.read import metrics, status
-from etl.source.api import API_VERSION, WEBHOOK_EVENTS
+from etl.source.api import WEBHOOK_EVENTS
 
 __all__ = ["listener", "serve"]
 
@@ -45,7 +48,9 @@ BODY_READ_LIMIT = 64 * MAX_BODY  # what the server reads before etl refuses it; 
 # a request must arrive whole this soon after its first byte, or its client is disconnected
 # (within a second more): slow clients cannot hold the listener's connections
 REQUEST_SECONDS = 5
-DISPATCH_RESOURCE = re.compile(rf"/{API_VERSION}/dispatches/([A-Za-z0-9_-]{{1,200}})")
+# a notification's `resource`, of any API version (the dispatch is looked up in etl's own)
+DISPATCH_RESOURCE = re.compile(r"/\d{4}-\d{2}-\d{2}/dispatches/([A-Za-z0-9_-]{1,200})")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,200}")
 # more dispatches than this waiting at once: one listing fetches them all
 MOST_LOOKUPS = 5
@@ -160,9 +165,10 @@ class WebhookApp:
         notifications: Notifications,
         server_metrics: ServerMetrics,
         check: tuple[timedelta, timedelta],
+        api_url: str,
     ) -> None:
         self.engine, self.where, self.notifications = engine, where, notifications
-        self.metrics, self.check = server_metrics, check
+        self.metrics, self.check, self.api_url = server_metrics, check, api_url
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -187,7 +193,7 @@ class WebhookApp:
         return _answer(start_response, 404, {"message": "not found"})
 
     def _notification(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        status_code, body = _parse_notification(environ)
+        status_code, body = _parse_notification(environ, self.api_url)
         outcome = {200: "ping", 202: "accepted", 413: "too_large"}.get(status_code, "refused")
         self.metrics.received.labels(outcome).inc()
         if status_code == 202:
@@ -205,7 +211,7 @@ class WebhookApp:
         return (503 if result.code >= status.Health.CRITICAL else 200), result.as_json()
 
 
-def _parse_notification(environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _parse_notification(environ: dict[str, Any], api_url: str) -> tuple[int, dict[str, Any]]:
     """What to answer, and for a notification to act on, the dispatch id it names."""
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -226,10 +232,38 @@ def _parse_notification(environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 200, {"message": "pong"}  # Voltus checking that the listener is alive
     if name not in WEBHOOK_EVENTS:
         return 422, {"message": f"event name not one of {', '.join(WEBHOOK_EVENTS)}"}
-    match = DISPATCH_RESOURCE.fullmatch(resource) if isinstance(resource, str) else None
-    if match is None:
-        return 422, {"message": f"resource is not /{API_VERSION}/dispatches/<id>"}
-    return 202, {"message": "accepted", "dispatch_id": match.group(1)}
+    dispatch_id = dispatch_named(resource, api_url) if isinstance(resource, str) else None
+    if dispatch_id is None:
+        shown = logs.one_line(repr(resource)[:200])
+        return 422, {
+            "message": "resource is not /<version>/dispatches/<id> on the configured API: "
+            + redact_url(shown)
+        }
+    return 202, {"message": "accepted", "dispatch_id": dispatch_id}
+
+
+def dispatch_named(resource: str, api_url: str) -> str | None:
+    """The dispatch a notification's resource names: a path `/<version>/dispatches/<id>`, or an
+    absolute URL of that path on the configured API's own origin (scheme, host and port) and
+    under its path. Another host is never asked anything."""
+    path = resource
+    if not resource.startswith("/"):
+        try:
+            given, api = urlsplit(resource), urlsplit(api_url)
+            origins = [
+                (url.scheme, url.hostname, url.port or DEFAULT_PORTS.get(url.scheme))
+                for url in (given, api)
+            ]
+        except ValueError:  # a port that is not a number
+            return None
+        prefix = api.path.rstrip("/")
+        if origins[0] != origins[1] or given.username or given.password:
+            return None
+        if given.query or given.fragment or not given.path.startswith(prefix + "/"):
+            return None
+        path = given.path.removeprefix(prefix)
+    match = DISPATCH_RESOURCE.fullmatch(path)
+    return match.group(1) if match else None
 
 
 def _answer(
@@ -336,7 +370,9 @@ def serve(
     # every handler call, pushed or polled, is timed for /metrics
     parts = replace(parts, handler=timed)
     stop = parts.stop
-    app = WebhookApp(parts.engine, where, notifications, server_metrics, check)
+    assert parts.client is not None, "etl serve looks dispatches up in the API"
+    api_url = parts.client.settings.url
+    app = WebhookApp(parts.engine, where, notifications, server_metrics, check, api_url)
     sockets: dict[int, Any] = {}  # the listener's, its connections' and its wake-up pipe's
     try:
         server = waitress.create_server(

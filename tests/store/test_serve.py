@@ -149,6 +149,51 @@ def test_anything_else_is_refused_and_no_request_leaves(
     assert len(world.sandbox.requests) == before
 
 
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "/2023-06-01/dispatches/d1",  # another version of the API: looked up in etl's own
+        "{api}/2022-04-15/dispatches/d1",  # an absolute URL on the configured API
+        "{API}/2020-12-30/dispatches/d1",  # its host written in capitals, an older version
+    ],
+)
+def test_a_resource_of_any_version_or_on_the_apis_own_origin_is_looked_up(
+    service: Service, world: World, resource: str
+) -> None:
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    api = world.sandbox.url
+    named = resource.format(api=api, API=api.replace("http://", "HTTP://").upper())
+    answer = requests.post(service.webhook, json=note("dispatch.create", named), timeout=5)
+    assert answer.status_code == 202
+    wait_for(lambda: calls(world) == [("curtail", "d1", "a")])
+    assert "/2022-04-15/dispatches/d1" in world.sandbox.requests
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "http://127.0.0.1:1/2022-04-15/dispatches/d1",  # the API's host, another port
+        "http://user@{host}/2022-04-15/dispatches/d1",  # credentials for the API's host
+        "https://{host}/2022-04-15/dispatches/d1",  # another scheme
+        "{api}/2022-04-15/dispatches/d1?x=1",
+        "{api}:99999/2022-04-15/dispatches/d1",  # not a port
+        "//evil.example/2022-04-15/dispatches/d1",
+    ],
+)
+def test_a_resource_elsewhere_is_refused_with_what_it_named(
+    service: Service, world: World, resource: str
+) -> None:
+    api = world.sandbox.url
+    named = resource.format(api=api, host=api.removeprefix("http://"))
+    before = len(world.sandbox.requests)
+    answer = requests.post(service.webhook, json=note("dispatch.create", named), timeout=5)
+    assert answer.status_code == 422
+    assert "not /<version>/dispatches/<id> on the configured API" in answer.json()["message"]
+    assert "dispatches/d1" in answer.json()["message"]
+    time.sleep(0.3)
+    assert len(world.sandbox.requests) == before
+
+
 def test_wrong_paths_and_methods(service: Service, world: World) -> None:
     body = {"event": {"name": "dispatch.create"}, "resource": "/2022-04-15/dispatches/a"}
     before = len(world.sandbox.requests)
