@@ -55,7 +55,7 @@ from etl.store.db import RecordRefused, read_transaction, record_savepoint, writ
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.fetch_runs import FETCH_LOCK
-from etl.store.rows import Row, select_in, stored_rows, upsert
+from etl.store.rows import Row, chunks, select_in, stored_rows, upsert
 from etl.store.schema import dispatch_sites, dispatches, programs, sites
 from etl.store.vocabulary import EventKind, FetchKind, FetchOutcome
 
@@ -251,6 +251,8 @@ def ingest(
     changes.rejected = set_aside.unseen(conn, rejected, now)
     changes.events += rejected_events(changes.rejected)
     _end_vanished(conn, snapshot, now, changes)
+    if snapshot.site_batch is not None:
+        _note_listed_sites(conn, snapshot.site_batch, snapshot.requested_at)
 
     if listing is None:
         received = len(found)
@@ -349,12 +351,12 @@ def _store_one_by_one(
 
 
 def _superseded(
-    conn: Connection, snapshot: Snapshot, listed_at: datetime | None, started_at: datetime
+    conn: Connection, snapshot: Snapshot, listed_since: datetime | None, started_at: datetime
 ) -> FetchSummary:
     """Nothing written but the record of why: an answer older than the last listing stored
-    (`listed_at`), or a lookup older than another one of its dispatch."""
-    stored = "listing" if listed_at is not None else "lookup of its dispatch"
-    asked = f", requested at {format_rfc3339(listed_at)}" if listed_at is not None else ""
+    (`listed_since`), or a lookup older than another one of its dispatch."""
+    stored = "listing" if listed_since is not None else "lookup of its dispatch"
+    asked = f", requested at {format_rfc3339(listed_since)}" if listed_since is not None else ""
     note = (
         f"its {snapshot.kind}, requested at {format_rfc3339(snapshot.requested_at)}, is older "
         f"than the stored {stored}{asked}: nothing written"
@@ -491,6 +493,24 @@ def _end_vanished(conn: Connection, snapshot: Snapshot, now: datetime, changes: 
         changes.events.append(
             NewEvent(EventKind.DISPATCH_VANISHED, details, dispatch_id=dispatch_id)
         )
+
+
+def _note_listed_sites(conn: Connection, batch: SiteBatch, requested_at: datetime) -> None:
+    """Record since when GET /sites has listed each site (those set aside too: they are listed,
+    only malformed), and since when it has not listed a stored site. An answer like the last
+    one writes nothing."""
+    listed = {site.id for site in batch.sites} | {r.record_id for r in batch.rejected}
+    listed.discard(None)
+    s = sites.c
+    for chunk in chunks(listed):
+        conn.execute(
+            update(sites)
+            .where(s.id.in_(chunk), or_(s.listed_since.is_(None), s.unlisted_since.is_not(None)))
+            .values(listed_since=requested_at, unlisted_since=None)
+        )
+    known = conn.execute(select(s.id).where(s.unlisted_since.is_(None))).scalars()
+    for chunk in chunks(set(known) - listed):
+        conn.execute(update(sites).where(s.id.in_(chunk)).values(unlisted_since=requested_at))
 
 
 def _note_missing(

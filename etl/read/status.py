@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, or_, select, text
 
 from etl import __version__
 from etl.act.actions import open_by_state
@@ -14,7 +14,14 @@ from etl.base.timeutil import jsonable, utcnow
 from etl.read.reports import dispatch_performance
 from etl.store import fetch_runs
 from etl.store.db import read_transaction
-from etl.store.schema import actions, dispatch_sites, dispatches, events, telemetry_requests
+from etl.store.schema import (
+    actions,
+    dispatch_sites,
+    dispatches,
+    events,
+    sites,
+    telemetry_requests,
+)
 from etl.store.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome, Holding
 
 __all__ = ["Health", "Status", "check", "judge"]
@@ -23,6 +30,9 @@ __all__ = ["Health", "Status", "check", "judge"]
 MIN_COVERAGE = 0.8
 # a dispatch that holds sites this long with no end time has probably lost its end
 OPEN_ENDED_LIMIT = timedelta(hours=24)
+
+# of the sites no longer listed by GET /sites, those named in status's line
+MOST_SITES_SHOWN = 10
 
 # a clock further than this from the API's makes actions noticeably late or early
 CLOCK_TOLERANCE_SECONDS = 10
@@ -60,6 +70,9 @@ class Status:
     telemetry_error: str | None
     # how far the API's clock was ahead of this machine's at the last successful fetch
     clock_offset_seconds: float | None
+    # sites GET /sites stopped listing, or never listed while a dispatch not ended names them:
+    # (site, whether it was listed before, those dispatches)
+    unlisted_sites: list[tuple[str, bool, list[str]]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     code: Health = Health.OK
 
@@ -75,8 +88,9 @@ def check(
     one was missed or a dispatch vanished within `window`, a dispatch has held sites for over
     24 hours with no end time, a site of a dispatch that ended within `window` delivered under
     `min_delivery` percent of its commitment, telemetry is not being fetched
-    (`_telemetry_error`), or this machine's clock is more than CLOCK_TOLERANCE_SECONDS from the
-    API's; else OK."""
+    (`_telemetry_error`), this machine's clock is more than CLOCK_TOLERANCE_SECONDS from the
+    API's, or GET /sites does not list a site it listed before or that a dispatch not ended
+    names (`_unlisted_sites`); else OK."""
     now = utcnow()
     with read_transaction(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -99,6 +113,7 @@ def check(
         held_without_end = _held_without_end(conn, now - OPEN_ENDED_LIMIT)
         under_delivered = _under_delivered(conn, now - window, min_delivery)
         telemetry_error = _telemetry_error(conn, now - window)
+        unlisted_sites = _unlisted_sites(conn, now)
     status = Status(
         checked_at=now,
         version=__version__,
@@ -118,6 +133,7 @@ def check(
         under_delivered=under_delivered,
         telemetry_error=telemetry_error,
         clock_offset_seconds=last_success.clock_offset_seconds if last_success else None,
+        unlisted_sites=unlisted_sites,
     )
     return judge(status, max_age, window, min_delivery)
 
@@ -157,6 +173,20 @@ def judge(status: Status, max_age: timedelta, window: timedelta, min_delivery: f
         )
     if status.telemetry_error:
         problems.append(f"WARNING: telemetry is not being fetched: {status.telemetry_error}")
+    gone = [site_id for site_id, was_listed, _ in status.unlisted_sites if was_listed]
+    if gone:
+        shown = ", ".join(gone[:MOST_SITES_SHOWN])
+        more = f" and {len(gone) - MOST_SITES_SHOWN} more" if len(gone) > MOST_SITES_SHOWN else ""
+        problems.append(
+            f"WARNING: site {shown}{more} no longer listed by GET /sites: the API key's account "
+            "gets no dispatch for a site it does not list; ask Voltus"
+        )
+    for site_id, _, dispatch_ids in status.unlisted_sites:
+        if dispatch_ids:
+            problems.append(
+                f"WARNING: dispatch {', '.join(dispatch_ids)} names site {site_id}, which GET "
+                "/sites does not list"
+            )
     offset = status.clock_offset_seconds
     if offset is not None and abs(offset) > CLOCK_TOLERANCE_SECONDS:
         behind, late = ("behind", "late") if offset > 0 else ("ahead of", "early")
@@ -234,6 +264,36 @@ def _held_without_end(conn: Connection, started_before: datetime) -> list[str]:
         .distinct()
     ).scalars()
     return sorted(found)
+
+
+def _unlisted_sites(conn: Connection, now: datetime) -> list[tuple[str, bool, list[str]]]:
+    """Sites the last GET /sites answer did not list that it listed before, or that a dispatch
+    not ended (authorized, its end unknown or to come) names."""
+    s, ds, d = sites.c, dispatch_sites.c, dispatches.c
+    unlisted = conn.execute(
+        select(s.id, s.listed_since).where(s.unlisted_since.is_not(None)).order_by(s.id)
+    ).all()
+    if not unlisted:
+        return []
+    named: dict[str, list[str]] = {}
+    for site_id, dispatch_id in conn.execute(
+        select(ds.site_id, ds.dispatch_id)
+        .join(sites, s.id == ds.site_id)
+        .join(dispatches, d.id == ds.dispatch_id)
+        .where(
+            s.unlisted_since.is_not(None),
+            ds.removed_at.is_(None),
+            d.authorized.is_(True),
+            or_(d.end_time.is_(None), d.end_time > now),
+        )
+        .order_by(ds.dispatch_id)
+    ):
+        named.setdefault(site_id, []).append(dispatch_id)
+    return [
+        (row.id, row.listed_since is not None, named.get(row.id, []))
+        for row in unlisted
+        if row.listed_since is not None or row.id in named
+    ]
 
 
 def _age(delta: timedelta) -> str:

@@ -167,6 +167,10 @@ sites = Table(
     Column("meters", JSONDocument),
     Column("first_seen_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # since when GET /sites has listed it, and since when it has not (a dispatch may name a site
+    # the account does not list, and a site may stop being listed)
+    Column("listed_since", UTCDateTime),
+    Column("unlisted_since", UTCDateTime),
 )
 
 dispatches = Table(

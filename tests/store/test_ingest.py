@@ -3,6 +3,7 @@
 import gc
 import json
 import logging
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -13,6 +14,7 @@ from etl.base.config import ApiSettings
 from etl.base.errors import ApiError, DatabaseError
 from etl.base.timeutil import parse_rfc3339
 from etl.ingest import dispatches
+from etl.read import status
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 from etl.store import schema
@@ -20,6 +22,8 @@ from etl.store.db import make_engine, record_savepoint, write_transaction
 from etl.store.rows import upsert
 from tests.conftest import FAST_RETRIES
 from tests.helpers import at, dispatch, http_server, serve_body, site
+
+CHECK = (timedelta(days=1), timedelta(days=1))  # status judged on its site warnings
 
 
 def run(engine: Engine, client: VoltusClient, sites: bool = False) -> dispatches.FetchSummary:
@@ -179,6 +183,46 @@ def test_sites_pass_records_meters_and_renames(
     run(engine, client)
     assert by_id(engine, schema.sites)["lkjh"]["meters"] == [
         {"id": "m9", "name": "New meter", "asset_type": "generation"}
+    ]
+
+
+def listed(*site_ids: str) -> list[dict[str, Any]]:
+    return [
+        {"id": s, "name": f"Site {s}", "customer_location_id": f"loc-{s}", "meters": []}
+        for s in site_ids
+    ]
+
+
+def test_status_warns_of_sites_that_get_sites_does_not_list(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    """Voltus sends a key only the dispatches of sites its account lists: a dispatch naming a
+    site it does not list, or a site it stopped listing, is worth a look."""
+    warnings = lambda: [p for p in status.check(engine, *CHECK).problems if "/sites" in p]  # noqa: E731
+    sandbox.dispatches = [dispatch("d1", site("a"), site("b"))]
+    sandbox.sites = listed("a", "c")
+    run(engine, client)
+    assert warnings() == []  # no /sites answer yet: nothing to judge by
+    run(engine, client, sites=True)
+    assert warnings() == ["WARNING: dispatch d1 names site b, which GET /sites does not list"]
+    sandbox.sites = listed("a", "b")  # b listed now, c no longer
+    run(engine, client, sites=True)
+    assert warnings() == [
+        "WARNING: site c no longer listed by GET /sites: the API key's account gets no "
+        "dispatch for a site it does not list; ask Voltus"
+    ]
+    stored = by_id(engine, schema.sites)
+    assert stored["c"]["unlisted_since"] is not None and stored["b"]["unlisted_since"] is None
+    assert stored["b"]["listed_since"] is not None
+    sandbox.sites = listed("a", "b", "c")
+    run(engine, client, sites=True)
+    assert warnings() == []
+    sandbox.dispatches = [dispatch("d1", site("a"), site("b"), authorized=False)]
+    sandbox.sites = listed("a")  # b unlisted, named only by a cancelled dispatch, and c gone
+    run(engine, client, sites=True)
+    assert warnings() == [
+        "WARNING: site b, c no longer listed by GET /sites: the API key's account gets no "
+        "dispatch for a site it does not list; ask Voltus"
     ]
 
 
