@@ -7,7 +7,7 @@ database. The handlers etl ships (log, command, webhook) are in etl.act.builtin_
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -41,6 +41,10 @@ class ActionRequest:
     program_id: int
     program_name: str
     attempt: int
+    # the dispatch's `metadata`, and what its record holds that etl does not model, as sent
+    # (fields Voltus may add, e.g. setpoints): {"dispatch"|"program"|"site": {field: value}}
+    metadata: dict[str, Any] | None = None
+    unmodeled: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object a command reads on stdin and a webhook receives (see the README)."""
@@ -57,6 +61,8 @@ class ActionRequest:
             "end_time": format_rfc3339(self.end_time) if self.end_time else None,
             "program": {"id": self.program_id, "name": self.program_name},
             "attempt": self.attempt,
+            "metadata": self.metadata,
+            "unmodeled": self.unmodeled,
         }
 
 

@@ -13,6 +13,7 @@ a restore and the curtail of a site held again never run at once or out of order
 action is, by then, obsolete: one that fails is not retried.
 """
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +43,7 @@ from etl.base.config import ProcessorSettings
 from etl.base.redact import redact_text
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.handlers import KEPT_OUTPUT_CHARS, ActionRequest
+from etl.source.records import unmodeled_fields
 from etl.store.db import write_transaction
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
@@ -199,6 +201,8 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
             dispatches.c.end_time,
             programs.c.id.label("program_id"),
             programs.c.name.label("program_name"),
+            dispatches.c.metadata,
+            dispatches.c.raw,  # the record as sent, kept when it has fields etl does not model
         )
         .select_from(
             WITH_DISPATCH_SITE.join(sites, sites.c.id == actions.c.site_id)
@@ -236,6 +240,8 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
                 program_id=row.program_id,
                 program_name=row.program_name,
                 attempt=row.attempts,
+                metadata=row.metadata,
+                unmodeled=unmodeled_fields(json.loads(row.raw), row.site_id) if row.raw else {},
             ),
         )
         for row in rows

@@ -74,6 +74,7 @@ def test_command_handler_gets_the_protocol_variables_and_json(
     assert env["ETL_IDEMPOTENCY_KEY"] == body["idempotency_key"]
     assert body["action"] == "curtail" and body["commitment_kw"] is None
     assert body["program"] == {"id": 42, "name": "MISO - Operating Reserves"}
+    assert body["unmodeled"] == {}  # a record with no field etl does not model
     (attempt,) = attempts(engine)
     assert attempt.outcome == "succeeded" and attempt.output == "relay set for a\n"
 
@@ -126,6 +127,50 @@ def test_webhook_posts_each_action_with_its_idempotency_key(
     for headers, body in Receiver.received:
         assert headers["Idempotency-Key"] == body["idempotency_key"]
         assert body["dispatch_id"] == "d1" and body["action"] == "curtail"
+
+
+SETPOINTS = [{"time": "2024-02-02T09:00:00Z", "kw": 5.0}]
+
+
+def test_handlers_receive_the_metadata_and_the_fields_etl_does_not_model_as_sent(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient, receiver: str, record_dir: Path
+) -> None:
+    """What Voltus adds (setpoints, say) reaches a site controller without waiting for etl: in
+    the webhook's body and the command's stdin, the dispatch's, its program's and this site's."""
+    a = {**site("a"), "setpoints_kw": [4.5, 3.0]}
+    shown = dispatch(
+        "d1",
+        a,
+        site("b"),
+        metadata={"dispatch_source": "test", "display": {"setpoints": True}},
+        setpoints_timeseries={"a": SETPOINTS},
+    )
+    shown["program"] = {**shown["program"], "region": "north"}
+    sandbox.dispatches = [shown]
+    dispatches.fetch(engine, client)
+    for settings in (ProcessorSettings(action_webhook=receiver), ProcessorSettings()):
+        if settings.action_webhook is None:  # then the same through a command, for restores
+            sandbox.dispatches = [{**shown, "authorized": False}]
+            dispatches.fetch(engine, client)
+            settings = ProcessorSettings(action_command=COMMAND)
+        processor.process(engine, load_handler(settings, SANDBOX_URL), settings)
+    stdin = [json.loads(p.read_text())["stdin"] for p in record_dir.iterdir()]
+    bodies = {(b["action"], b["site_id"]): b for b in [*(b for _, b in Receiver.received), *stdin]}
+    assert sorted(bodies) == [
+        ("curtail", "a"),
+        ("curtail", "b"),
+        ("restore", "a"),
+        ("restore", "b"),
+    ]
+    for (_action, site_id), body in bodies.items():
+        assert body["metadata"] == {"dispatch_source": "test", "display": {"setpoints": True}}
+        expected = {
+            "dispatch": {"setpoints_timeseries": {"a": SETPOINTS}},
+            "program": {"region": "north"},
+        }
+        if site_id == "a":
+            expected["site"] = {"setpoints_kw": [4.5, 3.0]}
+        assert body["unmodeled"] == expected
 
 
 def test_webhook_non_2xx_is_a_failure(
