@@ -103,6 +103,35 @@ def published_states(scenario: Any) -> list[Published]:
     return published
 
 
+# one site's setpoints as a scenario publishes them: when, which site, and the points
+PublishedSetpoints = tuple[datetime, str, list[dict[str, Any]]]
+SETPOINT_FIELDS = {"timestamp": str, "interval_seconds": int, "units": str, "value": (int, float)}
+
+
+def published_setpoints(scenario: Any) -> list[PublishedSetpoints]:
+    """Voltus's scenario `setpoints_timeseries`, as its integration notebook writes it (behind
+    a display flag): `[{"site_id", "published_time", "setpoints": [{"timestamp",
+    "interval_seconds", "units", "value"}]}]`, in the order published. Checked and kept, not
+    served: neither the reference nor the notebook shows where Voltus serves setpoints (the
+    published dispatch has no such field), and nothing is invented here."""
+    entries = scenario.get("setpoints_timeseries") or []
+    try:
+        published = [
+            (parse_rfc3339(e["published_time"]), e["site_id"], e["setpoints"]) for e in entries
+        ]
+        for _, site_id, points in published:
+            if not isinstance(site_id, str) or not isinstance(points, list):
+                raise ValueError("site_id is a string and setpoints a list")
+            for point in points:
+                for name, kind in SETPOINT_FIELDS.items():
+                    if not isinstance(point[name], kind) or isinstance(point[name], bool):
+                        raise ValueError(f"a setpoint's {name!r} is not a {kind}")
+                parse_rfc3339(point["timestamp"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"not a Voltus scenario: setpoints_timeseries: {error}") from None
+    return sorted(published, key=lambda entry: entry[0])
+
+
 def load_scenario(path: Path | None, anchor: datetime, speed: float = 1.0) -> dict[str, Any]:
     """Ours (`{"dispatches": [...], ...}`) or Voltus's (`{"dispatches": {NAME: {"states"...}}}`,
     whose dispatches are served in their latest published state)."""
@@ -118,6 +147,7 @@ def load_scenario(path: Path | None, anchor: datetime, speed: float = 1.0) -> di
     loaded = {key: resolved.get(key, []) for key in ("dispatches", "unlisted", "sites")}
     loaded["telemetry"] = resolved.get("telemetry", {})
     loaded["published"] = published_states(resolved) if voltus_format else []
+    loaded["setpoints"] = published_setpoints(resolved) if voltus_format else []
     if voltus_format:
         loaded["dispatches"] = []
     return loaded
@@ -168,6 +198,9 @@ class Sandbox:
         # the synthetic load; and how late readings become available, as Voltus's do
         self.telemetry: dict[str, list[Any]] = scenario["telemetry"]
         self.telemetry_delay = timedelta()
+        # a Voltus-format scenario's setpoints_timeseries, kept as published (see
+        # published_setpoints: not served)
+        self.setpoints: list[PublishedSetpoints] = scenario["setpoints"]
         try:
             self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         except OSError as error:
@@ -216,6 +249,7 @@ class Sandbox:
         self.unlisted = scenario["unlisted"]
         self.telemetry = scenario["telemetry"]
         self.published = scenario["published"]
+        self.setpoints = scenario["setpoints"]
 
     def served(self) -> list[Any]:
         """The dispatches as the API shows them now (the caller holds the lock)."""
@@ -299,10 +333,10 @@ class Sandbox:
         from now (and `speed`)."""
         try:
             scenario = resolve_times(json.loads(body), utcnow(), self.speed)
-            self.published = published_states(scenario)
+            published, setpoints = published_states(scenario), published_setpoints(scenario)
         except (ValueError, ConfigError, RecursionError) as error:
             return 400, _error_body(400, f"not a scenario: {error}")
-        self.dispatches = []
+        self.dispatches, self.published, self.setpoints = [], published, setpoints
         return 200, _json({"name": scenario.get("name"), "dispatches": len(self.published)})
 
     def _telemetry(self, query: dict[str, list[str]]) -> tuple[int, bytes]:

@@ -6,6 +6,7 @@ import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -16,7 +17,7 @@ from etl.sandbox.emulator import Sandbox
 from etl.source.api import Listing, RetryPolicy, VoltusClient, clock_offset
 from etl.source.records import fingerprint, parse_dispatches
 from tests.conftest import FAST_RETRIES
-from tests.helpers import dispatch, http_server, serve_body
+from tests.helpers import dispatch, http_server, serve_body, site
 
 
 class RecordingSleep:
@@ -305,3 +306,47 @@ def test_the_emulator_answers_errors_as_the_reference_does(
     body = answer.json()
     assert answer.status_code == status and body["type"] == kind
     assert set(body) == {"message", "type"} and body["message"]
+
+
+def voltus_scenario(setpoints: Any) -> dict[str, Any]:
+    state = {**dispatch("v1", site("a")), "start_time": "now+1m", "end_time": "now+20m"}
+    return {
+        "name": "with setpoints",
+        "scenario_type": "custom",
+        "dispatches": {"v1": {"states": [{"published_time": "now-1m", "dispatch": state}]}},
+        "setpoints_timeseries": setpoints,
+    }
+
+
+SETPOINT = {"timestamp": "now+1m", "interval_seconds": 60, "units": "kW", "value": 500.0}
+
+
+def test_a_scenarios_setpoints_are_taken_as_the_notebook_writes_them_and_served_nowhere(
+    sandbox: Sandbox,
+) -> None:
+    """Voltus's integration notebook POSTs `setpoints_timeseries` beside a scenario's dispatches;
+    neither it nor the reference shows where they are served, so the emulator keeps them and
+    adds no field to the dispatch."""
+    headers = {"X-Voltus-API-Key": sandbox.key}
+    url = f"{sandbox.url}/2022-04-15"
+    timeseries = [{"site_id": "a", "published_time": "now-30s", "setpoints": [SETPOINT]}]
+    posted = requests.post(
+        f"{url}/scenarios", json=voltus_scenario(timeseries), headers=headers, timeout=5
+    )
+    assert posted.status_code == 200
+    ((published_at, site_id, points),) = sandbox.setpoints
+    assert site_id == "a" and published_at < datetime.now(UTC)
+    assert points[0]["value"] == 500.0 and points[0]["timestamp"].endswith("Z")
+    (served,) = requests.get(f"{url}/dispatches", headers=headers, timeout=5).json()["dispatches"]
+    assert set(served) == set(voltus_scenario([])["dispatches"]["v1"]["states"][0]["dispatch"])
+    for bad in (
+        [{"site_id": "a", "published_time": "now", "setpoints": [{**SETPOINT, "value": "x"}]}],
+        [{"site_id": "a", "published_time": "soon", "setpoints": []}],
+        [{"published_time": "now", "setpoints": []}],
+        {"a": []},
+    ):
+        refused = requests.post(
+            f"{url}/scenarios", json=voltus_scenario(bad), headers=headers, timeout=5
+        )
+        assert refused.status_code == 400 and "setpoints_timeseries" in refused.json()["message"]
+    assert [entry[1] for entry in sandbox.setpoints] == ["a"]  # a refused scenario kept nothing
