@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from importlib.metadata import entry_points
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 
 from etl import __version__
-from etl.base.config import SANDBOX_HOST, ProcessorSettings, is_loopback
+from etl.base.config import ProcessorSettings, is_practice_api
 from etl.base.errors import ConfigError
 from etl.base.redact import redact_url
 from etl.base.timeutil import format_rfc3339
@@ -290,12 +290,6 @@ class WebhookHandler:
 
     def _late(self) -> HandlerFailed:
         return HandlerFailed(f"POST {self.shown_url}: no complete answer within {self.timeout:g} s")
-
-
-def is_practice_api(api_url: str) -> bool:
-    """The public sandbox, or an emulator on a loopback address."""
-    host = urlsplit(api_url).hostname or ""
-    return host == SANDBOX_HOST or is_loopback(host)
 
 
 def load_handler(settings: ProcessorSettings, api_url: str) -> Handler:

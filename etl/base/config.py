@@ -18,11 +18,19 @@ __all__ = [
     "api_settings",
     "default_database_url",
     "is_loopback",
+    "is_practice_api",
 ]
 
 SANDBOX_URL = "https://sandbox.voltus.co"
 SANDBOX_HOST = "sandbox.voltus.co"
 SANDBOX_KEY = "secret"  # Voltus's published key for its public sandbox, not a secret
+
+
+def is_practice_api(api_url: str) -> bool:
+    """The public sandbox, or an emulator on a loopback address: an API whose dispatches move
+    no real site."""
+    host = urlsplit(api_url).hostname or ""
+    return host == SANDBOX_HOST or is_loopback(host)
 
 
 def is_loopback(host: str) -> bool:

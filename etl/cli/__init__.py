@@ -35,6 +35,11 @@ webhooks_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(webhooks_app, name="webhooks")
+dispatches_app = typer.Typer(
+    help="Have Voltus create a test dispatch (its certification's production test).",
+    no_args_is_help=True,
+)
+app.add_typer(dispatches_app, name="dispatches")
 
 db_app.command("upgrade")(admin.db_upgrade)
 db_app.command("bind")(admin.db_bind)
@@ -45,6 +50,7 @@ app.command()(service.serve)
 webhooks_app.command("list")(service.webhooks_list)
 webhooks_app.command("register")(service.webhooks_register)
 webhooks_app.command("delete")(service.webhooks_delete)
+dispatches_app.command("test")(service.dispatches_test)
 app.command()(service.sandbox)
 app.command()(read.report)
 app.command("audit")(read.audit_command)

@@ -11,7 +11,7 @@ import typer
 
 from etl import __version__
 from etl.base.config import ProcessorSettings
-from etl.base.timeutil import TimeShift, parse_duration, parse_moment, time_shift
+from etl.base.timeutil import TimeShift, parse_duration, parse_moment, time_shift, utcnow
 
 __all__ = [
     "ApiKey",
@@ -79,6 +79,18 @@ DryRun = Annotated[
 def moment(value: str | None) -> datetime | None:
     try:
         return None if value is None else parse_moment(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+def start_moment(value: str) -> datetime:
+    """`now`, `+30m` (that long from now) or an ISO time."""
+    try:
+        if value == "now":
+            return utcnow()
+        if value.startswith("+"):
+            return utcnow() + parse_duration(value[1:])
+        return parse_moment(value)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
 

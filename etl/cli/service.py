@@ -1,5 +1,7 @@
-"""The service and what surrounds it: `etl serve`, `etl webhooks`, the emulator `etl sandbox`."""
+"""The service and what surrounds it: `etl serve`, `etl webhooks`, `etl dispatches test`, the
+emulator `etl sandbox`."""
 
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,12 +20,20 @@ from etl.cli.options import (
     duration,
     every_seconds,
     number_between,
+    start_moment,
 )
 
 if TYPE_CHECKING:
     from etl.source.api import Webhook
 
-__all__ = ["sandbox", "serve", "webhooks_delete", "webhooks_list", "webhooks_register"]
+__all__ = [
+    "dispatches_test",
+    "sandbox",
+    "serve",
+    "webhooks_delete",
+    "webhooks_list",
+    "webhooks_register",
+]
 
 
 def serve(
@@ -124,6 +134,48 @@ def webhooks_delete(
     if not VoltusClient(api_settings(api_url, api_key)).delete_webhook(webhook_id):
         raise ApiError(f"no webhook {webhook_id!r}", "see `etl webhooks list`")
     typer.echo(f"deleted webhook {webhook_id}")
+
+
+def dispatches_test(
+    start: Annotated[
+        datetime,
+        typer.Option(
+            parser=start_moment,
+            metavar="TIME",
+            help="When it starts: now, +30m (that long from now) or an ISO time.",
+        ),
+    ],
+    length: Annotated[
+        timedelta,
+        typer.Option(
+            "--duration", parser=duration, metavar="DURATION", help="How long it lasts: 30m, 2h."
+        ),
+    ],
+    program: Annotated[
+        int | None,
+        typer.Option(
+            help="The program whose registered sites it names; Voltus's test program if none."
+        ),
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Go ahead against an API other than a sandbox.")
+    ] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Have Voltus create a test dispatch (test=true), as its certification asks of a production
+    integration: it starts within 72 hours and appears in the listing."""
+    from etl.base.timeutil import format_rfc3339, utcnow
+    from etl.source import test_dispatches
+    from etl.source.api import VoltusClient
+
+    client = VoltusClient(api_settings(api_url, api_key))
+    sent = test_dispatches.create(client, start, length, utcnow(), program, confirmed=yes)
+    typer.echo(
+        f"created a test dispatch from {format_rfc3339(sent.start)} to {format_rfc3339(sent.end)}"
+        f" (program {sent.program_id if sent.program_id is not None else 'test'}): the next fetch"
+        " lists it"
+    )
 
 
 def _describe_webhook(webhook: "Webhook") -> str:

@@ -50,6 +50,9 @@ RESPONSE_DELAY = timedelta(minutes=1)  # an emulated site's load follows its com
 LATER = datetime(9000, 1, 1, tzinfo=UTC)  # the end of a dispatch with no end time yet
 PUSH_EVERY = 0.05  # seconds between two looks for changed dispatches
 DELIVERY_ATTEMPTS = 5
+# the program of a test dispatch that names none: the reference's example of a test dispatch
+TEST_PROGRAM = {"id": 700, "name": "Voltus Communications Test", "timezone": "US/Eastern",
+                "market": "", "program_type": "capacity"}  # fmt: skip
 
 
 @dataclass
@@ -183,6 +186,7 @@ class Sandbox:
         self.requests: list[str] = []  # the path of each GET; `METHOD path` of the others
         self.webhooks: dict[str, dict[str, Any]] = {}
         self._webhook_numbers = itertools.count(1)
+        self._test_numbers = itertools.count(1)
         self.pushed: list[tuple[str, str, int | str]] = []  # event, dispatch id, status or error
         self._stopped = threading.Event()
         self._scenario_path = scenario_path
@@ -297,6 +301,9 @@ class Sandbox:
         if route == f"/{API_VERSION}/scenarios" and method == "POST":
             status, answer = self._post_scenario(body)
             return status, {}, answer
+        if route == f"/{API_VERSION}/dispatches" and method == "POST":
+            status, answer = self._create_test_dispatch(body)
+            return status, {}, answer
         if route.startswith(f"/{API_VERSION}/webhooks"):
             status, answer = self._webhooks(method, path, body)
             return status, {}, answer
@@ -327,6 +334,44 @@ class Sandbox:
                     return 200, _json(dispatch)
             return 404, _error_body(404, f"dispatch {wanted} not found")
         return 404, _error_body(404, f"no such endpoint: {path}")
+
+    def _create_test_dispatch(self, body: bytes) -> tuple[int, bytes]:
+        """POST /dispatches, as the reference describes it: a dispatch with `test` true, of the
+        account's sites (commitment 0, as in the reference's example of one) in the program
+        named or Voltus's test program, starting within 72 hours; answered 200 with no body."""
+        try:
+            request = json.loads(body)
+            start, end = parse_rfc3339(request["start_time"]), parse_rfc3339(request["end_time"])
+            program_id = request.get("program_id")
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            message = "A test dispatch needs 'start_time' and 'end_time' (RFC 3339)"
+            return 400, _error_body(400, message)
+        now = utcnow()
+        if not now - timedelta(minutes=1) <= start < end <= now + timedelta(hours=72):
+            message = "start_time must be in the future, end_time after it, within 72 hours"
+            return 400, _error_body(400, message)
+        programs = {d["program"].get("id"): d["program"] for d in self.served() if _is_dispatch(d)}
+        program = TEST_PROGRAM if program_id is None else programs.get(program_id)
+        if program is None:
+            return 400, _error_body(400, f"no program {program_id!r} with registered sites")
+        sites = [
+            {**{k: s[k] for k in ("id", "name", "customer_location_id")}, "commitment": 0}
+            for s in self.sites
+        ]
+        self.dispatches.append(
+            {
+                "id": f"test{next(self._test_numbers)}",
+                "authorized": True,
+                "test": True,
+                "creation_time": format_rfc3339(now),
+                "modification_number": 0,
+                "start_time": format_rfc3339(start),
+                "end_time": format_rfc3339(end),
+                "program": program,
+                "sites": sites,
+            }
+        )
+        return 200, b""
 
     def _post_scenario(self, body: bytes) -> tuple[int, bytes]:
         """Voltus's scenario format: it replaces the dispatches served; its relative times count
@@ -485,6 +530,10 @@ class Sandbox:
                 break
         with self.lock:
             self.pushed.append((event, dispatch_id, outcome))
+
+
+def _is_dispatch(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("program"), dict)
 
 
 def _post(url: str, body: bytes) -> int | str:

@@ -147,6 +147,20 @@ class VoltusClient:
         assert answer is not None
         return _webhook(_decode(answer.body, self.settings.url + path), self.settings.url + path)
 
+    def create_test_dispatch(
+        self, start: datetime, end: datetime, program_id: int | None = None
+    ) -> None:
+        """Have Voltus create a test dispatch (`test` true) of the account's sites registered in
+        the program (its test program when none is given). Sent once, never retried: a retry
+        after a lost answer would create a second one."""
+        payload: dict[str, Any] = {
+            "start_time": format_rfc3339(start),
+            "end_time": format_rfc3339(end),
+        }
+        if program_id is not None:
+            payload["program_id"] = program_id
+        self._send("POST", f"/{API_VERSION}/dispatches", payload)
+
     def delete_webhook(self, webhook_id: str) -> bool:
         """False when the API knows no such registration."""
         path = f"/{API_VERSION}/webhooks/{quote(webhook_id, safe='')}"
