@@ -39,6 +39,8 @@ from etl.store.vocabulary import (
     FetchKind,
     FetchOutcome,
     Holding,
+    OutboxEndpoint,
+    ReadingUnits,
     RecordKind,
 )
 
@@ -59,6 +61,8 @@ __all__ = [
     "store_count_changes",
     "store_counts",
     "telemetry",
+    "telemetry_outbox",
+    "telemetry_outbox_rejected",
     "telemetry_requests",
 ]
 
@@ -289,6 +293,53 @@ rejected_records = Table(
     Column("payload", JSONDocument, nullable=False),
     Column("first_seen_at", UTCDateTime, nullable=False),
     Column("fetch_run_id", Integer, ForeignKey("fetch_runs.id"), nullable=False),
+)
+
+# Readings to send to Voltus (`etl telemetry send`), each until Voltus answered 2xx to a request
+# that held it: the outbox (etl.store.outbox). A reading is its key; the same key queued again
+# with another value is a correction, sent again.
+telemetry_outbox = Table(
+    "telemetry_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("endpoint", String(20), nullable=False),
+    one_of("endpoint", OutboxEndpoint),
+    Column("site_id", String, ForeignKey("sites.id"), nullable=False),
+    Column("meter_id", String, nullable=False),  # '' for a reading sent by its site
+    Column("interval_end", UTCDateTime, nullable=False),  # the API's `timestamp`
+    Column("interval_seconds", Integer, nullable=False),
+    Column("units", String(3), nullable=False),
+    one_of("units", ReadingUnits),
+    Column("value", Double, nullable=False),
+    Column("queued_at", UTCDateTime, nullable=False),
+    # a sender's hold on the reading while its request is out: another sender leaves it until
+    # then (a sender that died is replaced; Voltus de-duplicates a reading sent twice)
+    Column("sending_until", UTCDateTime),
+    Column("sent_at", UTCDateTime),  # when Voltus answered 2xx to a request that held it
+    UniqueConstraint(
+        "endpoint",
+        "site_id",
+        "meter_id",
+        "interval_end",
+        "interval_seconds",
+        "units",
+        name="uq_telemetry_outbox_reading",
+    ),
+    partial_index("ix_telemetry_outbox_waiting", "id", where="sent_at IS NULL"),
+    Index("ix_telemetry_outbox_site_end", "site_id", "interval_end"),
+)
+
+# Lines of readings that could not be queued, each kept once, with why
+telemetry_outbox_rejected = Table(
+    "telemetry_outbox_rejected",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("line_hash", String(32), nullable=False, unique=True),
+    Column("source", String, nullable=False),  # the file, `-` for stdin, or the source's name
+    Column("line_number", Integer, nullable=False),
+    Column("line", Text, nullable=False),  # as read, at most 1,000 characters
+    Column("reason", Text, nullable=False),
+    Column("rejected_at", UTCDateTime, nullable=False),
 )
 
 # One curtail or restore of one site for one holding episode of one dispatch: planned once,

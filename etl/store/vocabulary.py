@@ -10,6 +10,8 @@ __all__ = [
     "FetchKind",
     "FetchOutcome",
     "Holding",
+    "OutboxEndpoint",
+    "ReadingUnits",
     "RecordKind",
 ]
 
@@ -91,3 +93,18 @@ class RecordKind(StrEnum):
     DISPATCH = "dispatch"
     SITE = "site"
     TELEMETRY = "telemetry"
+
+
+class OutboxEndpoint(StrEnum):
+    """Where a reading of the outbox goes (`telemetry_outbox.endpoint`): POST
+    /2022-04-15/telemetry, or /telemetry/controllable-load."""
+
+    TELEMETRY = "telemetry"
+    CONTROLLABLE_LOAD = "controllable_load"
+
+
+class ReadingUnits(StrEnum):
+    """A reading's `units`, as the API spells them: power, or a battery's state of charge."""
+
+    KW = "kW"
+    KWH = "kWh"
