@@ -40,6 +40,10 @@ dispatches_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dispatches_app, name="dispatches")
+telemetry_app = typer.Typer(
+    help="Send readings to Voltus through the outbox.", no_args_is_help=True
+)
+app.add_typer(telemetry_app, name="telemetry")
 
 db_app.command("upgrade")(admin.db_upgrade)
 db_app.command("bind")(admin.db_bind)
@@ -51,6 +55,7 @@ webhooks_app.command("list")(service.webhooks_list)
 webhooks_app.command("register")(service.webhooks_register)
 webhooks_app.command("delete")(service.webhooks_delete)
 dispatches_app.command("test")(service.dispatches_test)
+telemetry_app.command("send")(jobs.telemetry_send)
 app.command()(service.sandbox)
 app.command()(read.report)
 app.command("audit")(read.audit_command)

@@ -6,7 +6,7 @@ import typer
 
 from etl.base import logs
 from etl.base.config import SANDBOX_URL, ProcessorSettings, api_settings
-from etl.base.errors import ApiError, EtlError, ExitCode
+from etl.base.errors import ApiError, ConfigError, EtlError, ExitCode
 from etl.base.logs import log
 from etl.cli.options import (
     ApiKey,
@@ -20,10 +20,10 @@ from etl.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from etl.act import claims, planner, processor
+    from etl.act import claims, planner, processor, send_telemetry
     from etl.ingest import dispatches
 
-__all__ = ["fetch", "log_outcome", "process", "run"]
+__all__ = ["fetch", "log_outcome", "process", "run", "telemetry_send"]
 
 
 def fetch(
@@ -102,6 +102,75 @@ def _log_fetch(summary: "dispatches.FetchSummary") -> None:
             event.describe(),
             extra={"event": event.kind, "dispatch": event.dispatch_id, "site": event.site_id},
         )
+
+
+def telemetry_send(
+    file: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE|-",
+            help="Readings, a line each: CSV with a header (site_id, meter_id, timestamp, kw or "
+            "kwh, interval_seconds) or JSON lines; - for standard input.",
+        ),
+    ],
+    controllable_load: Annotated[
+        bool,
+        typer.Option(
+            "--controllable-load",
+            help="The readings are controllable load (site_id, timestamp, kw), not metered.",
+        ),
+    ] = False,
+    database_url: DatabaseUrl = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Queue readings for Voltus in the store's outbox, then send all that wait. Bad lines are
+    set aside with why, the rest go on; `etl run` and `etl serve` send what is left."""
+    import sys
+
+    from etl.act import send_telemetry
+    from etl.ingest import readings
+    from etl.source.api import VoltusClient
+    from etl.store.db import open_store
+    from etl.store.vocabulary import OutboxEndpoint
+
+    logs.set_verbosity(verbose, quiet)
+    engine = open_store(database_url)
+    client = VoltusClient(api_settings(api_url, api_key))
+    endpoint = OutboxEndpoint.CONTROLLABLE_LOAD if controllable_load else OutboxEndpoint.TELEMETRY
+    if file == "-":
+        sys.stdin.reconfigure(errors="replace")  # type: ignore[union-attr]
+        queued = readings.queue_lines(engine, sys.stdin, file, endpoint)
+    else:
+        try:
+            with open(file, encoding="utf-8", errors="replace") as source:
+                queued = readings.queue_lines(engine, source, file, endpoint)
+        except OSError as error:
+            raise ConfigError(f"cannot read {file}: {error.strerror}") from None
+    log.info(
+        "telemetry queued from %s: %s lines, %s new, %s corrected, %s already queued; %s set "
+        "aside (%s of them before)",
+        file,
+        queued.lines,
+        queued.queued,
+        queued.corrected,
+        queued.unchanged,
+        queued.rejected,
+        queued.rejected_before,
+    )
+    log_sent(send_telemetry.drain(engine, client))
+
+
+def log_sent(summary: "send_telemetry.SendSummary") -> None:
+    log.info(
+        "telemetry sent: %s readings in %s requests (%s split on 413); %s waiting",
+        summary.sent,
+        summary.requests,
+        summary.split,
+        summary.waiting,
+    )
 
 
 def _log_pass(summary: "processor.PassSummary") -> None:

@@ -69,6 +69,7 @@ class Faults:
     not_json: int = 0  # the next N successful responses have a body that is not JSON
     truncated: int = 0  # the next N successful responses are cut off mid-body
     any_telemetry: bool = False  # serve a site's readings whatever the window asked for
+    most_points: int = 2048  # in a POST of telemetry; more is answered 413
 
 
 def resolve_times(value: Any, anchor: datetime, speed: float = 1.0) -> Any:
@@ -202,6 +203,9 @@ class Sandbox:
         # the synthetic load; and how late readings become available, as Voltus's do
         self.telemetry: dict[str, list[Any]] = scenario["telemetry"]
         self.telemetry_delay = timedelta()
+        # readings POSTed to /telemetry (and /telemetry/controllable-load), de-duplicated as
+        # Voltus does: (endpoint, meter or site, timestamp, interval, units) -> value
+        self.received: dict[tuple[str, str, str, int, str], float] = {}
         # a Voltus-format scenario's setpoints_timeseries, kept as published (see
         # published_setpoints: not served)
         self.setpoints: list[PublishedSetpoints] = scenario["setpoints"]
@@ -301,6 +305,9 @@ class Sandbox:
         if route == f"/{API_VERSION}/scenarios" and method == "POST":
             status, answer = self._post_scenario(body)
             return status, {}, answer
+        if route.startswith(f"/{API_VERSION}/telemetry") and method == "POST":
+            status, answer = self._receive_telemetry(route.removeprefix(f"/{API_VERSION}/"), body)
+            return status, {}, answer
         if route == f"/{API_VERSION}/dispatches" and method == "POST":
             status, answer = self._create_test_dispatch(body)
             return status, {}, answer
@@ -334,6 +341,83 @@ class Sandbox:
                     return 200, _json(dispatch)
             return 404, _error_body(404, f"dispatch {wanted} not found")
         return 404, _error_body(404, f"no such endpoint: {path}")
+
+    def _receive_telemetry(self, resource: str, body: bytes) -> tuple[int, bytes]:
+        """POST /telemetry or /telemetry/controllable-load, under the reference's rules: at
+        most `most_points` points (else 413), an interval a multiple of 30 up to 300 seconds,
+        a timestamp, a number; a meter of the account, or a site of one meter; one units per
+        request but a battery's kW and kWh together. Any point wrong fails the whole request."""
+        field = {"telemetry": "telemetry", "telemetry/controllable-load": "controllable_load"}
+        if resource not in field:
+            return 404, _error_body(404, f"no such endpoint: {resource}")
+        try:
+            points = json.loads(body)[field[resource]]
+            if not isinstance(points, list):
+                raise TypeError("not a list")
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return 400, _error_body(400, f"the body must be {{{field[resource]!r}: [...]}}")
+        if len(points) > self.faults.most_points:
+            return 413, _error_body(413, f"at most {self.faults.most_points} points a request")
+        meters = {
+            m.get("id"): (site.get("id"), m.get("asset_type"))
+            for site in self.sites
+            for m in site.get("meters") or []
+        }
+        single = {
+            s.get("id"): s["meters"][0] for s in self.sites if len(s.get("meters") or []) == 1
+        }
+        received, units_of = {}, {}
+        for point in points:
+            try:
+                problem = self._point_problem(resource, point, meters, single)
+            except (TypeError, AttributeError):
+                problem = "a point is not an object"
+            if problem:
+                return 400, _error_body(400, problem)
+            target = point.get("meter_id") or point.get("site_id")
+            kind = meters.get(point.get("meter_id"), (None, None))[1]
+            if point.get("site_id") in single:
+                kind = single[point["site_id"]].get("asset_type")
+            units_of.setdefault("battery:" + target if kind == "battery" else "others", set()).add(
+                point["units"]
+            )
+            key = (resource, target, point["timestamp"], point["interval_seconds"], point["units"])
+            received[key] = point["value"]
+        for group, units in units_of.items():
+            if group == "others" and len(units) > 1:
+                return 400, _error_body(400, "one request must use the same units for all")
+            if group != "others" and units != {"kW", "kWh"}:
+                return 400, _error_body(400, "a battery meter's request needs both kW and kWh")
+        self.received |= received
+        return 200, b""
+
+    def _point_problem(
+        self, resource: str, point: Any, meters: dict[Any, Any], single: dict[Any, Any]
+    ) -> str | None:
+        interval = point.get("interval_seconds")
+        if type(interval) is not int or interval % 30 or not 30 <= interval <= 300:
+            return "interval_seconds must be divisible by 30 and at most 300"
+        try:
+            parse_rfc3339(point.get("timestamp"))
+        except ValueError:
+            return "timestamp must be RFC 3339"
+        value = point.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "value must be a number"
+        if resource != "telemetry":
+            known = {s.get("id") for s in self.sites}
+            if point.get("site_id") not in known or point.get("units") != "kW":
+                return "controllable load needs a site_id of the account and units kW"
+            return None
+        if point.get("units") not in ("kW", "kWh"):
+            return "units must be kW or kWh"
+        if ("meter_id" in point) == ("site_id" in point):
+            return "give meter_id or site_id, not both"
+        if "meter_id" in point and point["meter_id"] not in meters:
+            return f"no meter {point['meter_id']!r} in this account"
+        if "site_id" in point and point["site_id"] not in single:
+            return "site_id is for a site with one meter"
+        return None
 
     def _create_test_dispatch(self, body: bytes) -> tuple[int, bytes]:
         """POST /dispatches, as the reference describes it: a dispatch with `test` true, of the

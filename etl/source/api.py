@@ -161,6 +161,16 @@ class VoltusClient:
             payload["program_id"] = program_id
         self._send("POST", f"/{API_VERSION}/dispatches", payload)
 
+    def post_telemetry(self, controllable_load: bool, points: list[dict[str, Any]]) -> None:
+        """Send readings (POST /telemetry, or /telemetry/controllable-load). Retried like a GET:
+        "We'll handle the de-duplication of double-submitted points" (the reference). A 413
+        (too many points) is an ApiError with that status, for the caller to split."""
+        if controllable_load:
+            path, field = f"/{API_VERSION}/telemetry/controllable-load", "controllable_load"
+        else:
+            path, field = f"/{API_VERSION}/telemetry", "telemetry"
+        self._send("POST", path, {field: points}, retried=True)
+
     def delete_webhook(self, webhook_id: str) -> bool:
         """False when the API knows no such registration."""
         path = f"/{API_VERSION}/webhooks/{quote(webhook_id, safe='')}"
@@ -218,13 +228,14 @@ class VoltusClient:
         path: str,
         payload: Any = None,
         not_found_is_none: bool = False,
+        retried: bool = False,
     ) -> _Answer | None:
         """A 2xx answer (None for a 404 when `not_found_is_none`). Retried as the policy says,
-        except a POST: it is not idempotent."""
+        except a POST, which is not idempotent, unless `retried` says the API takes it twice."""
         url = self.settings.url + path
         timeout = (self.policy.connect_timeout, self.policy.read_timeout)
         deadline = time.monotonic() + self.policy.total_seconds
-        attempts = 1 if method == "POST" else self.policy.attempts
+        attempts = 1 if method == "POST" and not retried else self.policy.attempts
         for attempt in range(1, attempts + 1):
             retry_after = None
             started, sent_at = time.monotonic(), time.time()

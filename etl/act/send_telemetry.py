@@ -1,0 +1,129 @@
+"""Sending the outbox's readings to Voltus (etl.store.outbox): a batch at a time, each reading
+held by this sender while its request is out and marked sent only once Voltus answered 2xx.
+
+A crash between the answer and the mark leaves the reading to be sent again when its hold
+expires, which the reference allows ("We'll handle the de-duplication of double-submitted
+points"): each reading reaches Voltus at least once, and counts once. A request is at most
+MOST_POINTS readings of one endpoint and one units (a battery meter's power and state of charge
+go together, as the reference asks); one answered 413 is split in two, down to single readings.
+"""
+
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from etl.base.errors import ApiError
+from etl.base.timeutil import format_rfc3339, utcnow
+from etl.source.api import VoltusClient
+from etl.store import binding, outbox
+from etl.store.db import read_transaction, write_transaction
+from etl.store.outbox import Queued
+from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
+
+__all__ = ["HOLD", "MOST_POINTS", "SendSummary", "drain"]
+
+MOST_POINTS = 2048  # the reference: "We recommend keeping requests to 2048 points or fewer"
+HOLD = timedelta(minutes=5)  # a request's readings are left to this sender that long
+Claimed = list[tuple[int, Queued]]
+
+
+@dataclass
+class SendSummary:
+    sent: int = 0  # readings Voltus answered 2xx for
+    requests: int = 0
+    split: int = 0  # requests answered 413, sent again in halves
+    waiting: int = 0  # readings left in the outbox
+
+
+def drain(
+    engine: Engine,
+    client: VoltusClient,
+    stop: threading.Event | None = None,
+    most: int = MOST_POINTS,
+) -> SendSummary:
+    """Send what waits, until nothing does (or `stop` is set). An API error other than 413 ends
+    the drain: its readings are let go at once for the next one, and the error raised."""
+    binding.check(engine, client.settings.url, client.settings.key)  # this store's account only
+    summary = SendSummary()
+    while stop is None or not stop.is_set():
+        now = utcnow()
+        with write_transaction(engine) as conn:
+            claimed = outbox.claim(conn, now, HOLD, most)
+            meters = outbox.site_meters(conn) if claimed else {}
+        if not claimed:
+            break
+        try:
+            for request in _requests(claimed, _batteries(meters)):
+                _send(engine, client, request, summary)
+        except ApiError:
+            with write_transaction(engine) as conn:  # those not sent, for the next drain
+                outbox.release(conn, [reading_id for reading_id, _ in claimed])
+            raise
+    with read_transaction(engine) as conn:
+        summary.waiting = outbox.waiting(conn).readings
+    return summary
+
+
+def _batteries(meters: outbox.Meters) -> set[tuple[str, str]]:
+    """(site, meter) of each battery meter; (site, '') too for a site whose one meter is."""
+    found = set()
+    for site_id, listed in meters.items():
+        for meter in listed or []:
+            if meter.get("asset_type") == "battery":
+                found.add((site_id, meter["id"]))
+                if len(listed or []) == 1:
+                    found.add((site_id, ""))
+    return found
+
+
+def _requests(claimed: Claimed, batteries: set[tuple[str, str]]) -> list[Claimed]:
+    """The claimed readings as requests the API takes: one units per request, but a battery
+    meter's kW and kWh together; a battery's readings that lack either wait (held) for it."""
+    groups: dict[tuple[str, ...], Claimed] = {}
+    for item in claimed:
+        reading = item[1]
+        meter = (reading.site_id, reading.meter_id)
+        key = ("battery", *meter) if meter in batteries else ("units", str(reading.units))
+        groups.setdefault(key, []).append(item)
+    return [
+        group
+        for key, group in groups.items()
+        if key[0] != "battery" or {r.units for _, r in group} == set(ReadingUnits)
+    ]
+
+
+def _send(engine: Engine, client: VoltusClient, request: Claimed, summary: SendSummary) -> None:
+    summary.requests += 1
+    try:
+        client.post_telemetry(
+            request[0][1].endpoint == OutboxEndpoint.CONTROLLABLE_LOAD,
+            [_point(reading) for _, reading in request],
+        )
+    except ApiError as error:
+        if error.status == 413 and len(request) > 1:
+            summary.split += 1
+            half = len(request) // 2
+            _send(engine, client, request[:half], summary)
+            _send(engine, client, request[half:], summary)
+            return
+        raise
+    with write_transaction(engine) as conn:
+        outbox.mark_sent(conn, [reading_id for reading_id, _ in request], utcnow())
+    summary.sent += len(request)
+
+
+def _point(reading: Queued) -> dict[str, object]:
+    """A reading as the API takes it: by meter, or by site for a site of one meter."""
+    point: dict[str, object] = {
+        "timestamp": format_rfc3339(reading.interval_end),
+        "interval_seconds": reading.interval_seconds,
+        "units": str(reading.units),
+        "value": reading.value,
+    }
+    if reading.meter_id:
+        point["meter_id"] = reading.meter_id
+    else:
+        point["site_id"] = reading.site_id
+    return point

@@ -1,0 +1,210 @@
+"""The telemetry outbox (`telemetry_outbox`, `telemetry_outbox_rejected`): readings waiting to be
+sent to Voltus, each held by one sender at a time and marked sent only once Voltus answered 2xx
+to a request that held it. The one module that queries these tables.
+
+A reading is its key (endpoint, site, meter, interval end, interval length, units): queued again
+with the same value it is already there; with another, it is a correction, to be sent again.
+"""
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
+
+from etl.source.records import fingerprint
+from etl.store.rows import chunks, write_many
+from etl.store.schema import sites, telemetry_outbox, telemetry_outbox_rejected
+from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
+
+__all__ = [
+    "Meters",
+    "Queued",
+    "QueuedCounts",
+    "RejectedLine",
+    "Waiting",
+    "claim",
+    "enqueue",
+    "mark_sent",
+    "release",
+    "set_aside",
+    "site_meters",
+    "waiting",
+]
+
+Meters = dict[str, list[dict[str, str]] | None]  # by site: its meters per GET /sites, or None
+KEY = ("endpoint", "site_id", "meter_id", "interval_end", "interval_seconds", "units")
+LINE_CHARS = 1000  # of a rejected line, kept
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A reading for the outbox; `meter_id` '' for one sent by its site."""
+
+    endpoint: OutboxEndpoint
+    site_id: str
+    meter_id: str
+    interval_end: datetime
+    interval_seconds: int
+    units: ReadingUnits
+    value: float
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in KEY)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedLine:
+    source: str
+    line_number: int
+    line: str
+    reason: str
+
+
+@dataclass
+class QueuedCounts:
+    queued: int = 0  # new readings
+    corrected: int = 0  # readings queued before with another value: sent again
+    unchanged: int = 0  # queued before with this value (sent or not)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    readings: int
+    oldest_queued_at: datetime | None
+
+
+def site_meters(conn: Connection) -> Meters:
+    """Each stored site with its meters as GET /sites listed them (None: not fetched yet)."""
+    return {row.id: row.meters for row in conn.execute(select(sites.c.id, sites.c.meters))}
+
+
+def enqueue(conn: Connection, readings: list[Queued], now: datetime) -> QueuedCounts:
+    """Queue the readings; of several with one key, the last counts."""
+    counts = QueuedCounts()
+    latest = {reading.key: reading for reading in readings}
+    t = telemetry_outbox.c
+    for chunk in chunks(latest):
+        stored = {
+            tuple(row[:-1]): row[-1]
+            for row in conn.execute(
+                select(*(t[name] for name in KEY), t.value).where(
+                    tuple_(*(t[name] for name in KEY)).in_(chunk)
+                )
+            )
+        }
+        new = [latest[key] for key in chunk if key not in stored]
+        write_many(
+            conn,
+            telemetry_outbox.insert(),
+            [{**{n: getattr(r, n) for n in KEY}, "value": r.value, "queued_at": now} for r in new],
+        )
+        counts.queued += len(new)
+        for key in chunk:
+            if key in stored and stored[key] != latest[key].value:
+                conn.execute(
+                    update(telemetry_outbox)
+                    .where(*(t[name] == value for name, value in zip(KEY, key, strict=True)))
+                    .values(
+                        value=latest[key].value, queued_at=now, sending_until=None, sent_at=None
+                    )
+                )
+                counts.corrected += 1
+            elif key in stored:
+                counts.unchanged += 1
+    return counts
+
+
+def set_aside(conn: Connection, lines: list[RejectedLine], now: datetime) -> int:
+    """Keep each line that could not be queued, once (a file sent again brings it again): how
+    many were new."""
+    incoming = {}
+    for line in lines:
+        text = line.line[:LINE_CHARS]
+        incoming[fingerprint(json.dumps([line.source, text]).encode())] = (line, text)
+    r = telemetry_outbox_rejected.c
+    known: set[str] = set()
+    for chunk in chunks(incoming):
+        known |= set(conn.execute(select(r.line_hash).where(r.line_hash.in_(chunk))).scalars())
+    rows = [
+        {
+            "line_hash": line_hash,
+            "source": line.source,
+            "line_number": line.line_number,
+            "line": text,
+            "reason": line.reason,
+            "rejected_at": now,
+        }
+        for line_hash, (line, text) in incoming.items()
+        if line_hash not in known
+    ]
+    write_many(conn, telemetry_outbox_rejected.insert(), rows)
+    return len(rows)
+
+
+def claim(conn: Connection, now: datetime, hold: timedelta, most: int) -> list[tuple[int, Queued]]:
+    """Up to `most` waiting readings of one endpoint that no sender holds, oldest first, now
+    held until `now + hold`."""
+    t = telemetry_outbox.c
+    free = and_(t.sent_at.is_(None), or_(t.sending_until.is_(None), t.sending_until < now))
+    first = conn.execute(select(t.endpoint).where(free).order_by(t.id).limit(1)).scalar()
+    if first is None:
+        return []
+    rows = conn.execute(
+        select(t.id, *(t[name] for name in KEY), t.value)
+        .where(free, t.endpoint == first)
+        .order_by(t.id)
+        .limit(most)
+    ).all()
+    ids = [row.id for row in rows]
+    for chunk in chunks(ids):
+        conn.execute(
+            update(telemetry_outbox).where(t.id.in_(chunk)).values(sending_until=now + hold)
+        )
+    return [
+        (
+            row.id,
+            Queued(
+                OutboxEndpoint(row.endpoint),
+                row.site_id,
+                row.meter_id,
+                row.interval_end,
+                row.interval_seconds,
+                ReadingUnits(row.units),
+                row.value,
+            ),
+        )
+        for row in rows
+    ]
+
+
+def mark_sent(conn: Connection, ids: Iterable[int], now: datetime) -> None:
+    """Voltus answered 2xx to a request that held these readings."""
+    t = telemetry_outbox.c
+    for chunk in chunks(ids):
+        conn.execute(
+            update(telemetry_outbox)
+            .where(t.id.in_(chunk), t.sent_at.is_(None))
+            .values(sent_at=now, sending_until=None)
+        )
+
+
+def release(conn: Connection, ids: Iterable[int]) -> None:
+    """Let another sender take these readings at once: their request failed."""
+    t = telemetry_outbox.c
+    for chunk in chunks(ids):
+        conn.execute(
+            update(telemetry_outbox)
+            .where(t.id.in_(chunk), t.sent_at.is_(None))
+            .values(sending_until=None)
+        )
+
+
+def waiting(conn: Connection) -> Waiting:
+    t = telemetry_outbox.c
+    count, oldest = conn.execute(
+        select(func.count(), func.min(t.queued_at)).where(t.sent_at.is_(None))
+    ).one()
+    return Waiting(count, oldest)
