@@ -20,6 +20,7 @@ from etl.act import claims, planner
 from etl.act.actions import CLAIMABLE, OPEN
 from etl.act.builtin_handlers import kill_running_commands, load_handler
 from etl.act.outcomes import Outcomes, log_action
+from etl.act.send_telemetry import SendSummary, drain
 from etl.base.config import ApiSettings, ProcessorSettings
 from etl.base.errors import DatabaseError, EtlError, ExitCode
 from etl.base.redact import redact_text
@@ -27,7 +28,7 @@ from etl.base.timeutil import utcnow
 from etl.handlers import Handler
 from etl.ingest.dispatches import FetchSummary, fetch
 from etl.source.api import VoltusClient
-from etl.store import binding
+from etl.store import binding, outbox
 from etl.store.db import open_store, read_transaction, write_transaction
 from etl.store.schema import actions, dispatches
 
@@ -211,7 +212,7 @@ def next_due(engine: Engine, settings: ProcessorSettings) -> datetime | None:
     return min(times, default=None)
 
 
-RunEvent = FetchSummary | PassSummary | EtlError
+RunEvent = FetchSummary | PassSummary | SendSummary | EtlError
 
 
 def _fetched(parts: Parts) -> RunEvent:
@@ -223,11 +224,27 @@ def _fetched(parts: Parts) -> RunEvent:
         return error
 
 
+def _sent(parts: Parts) -> RunEvent | None:
+    """The telemetry outbox drained, when readings wait in it (None when none do): the summary,
+    or the error that left them waiting for the next turn."""
+    assert parts.client is not None, "sending needs the API"
+    try:
+        with read_transaction(parts.engine) as conn:
+            if not outbox.waiting(conn).readings:
+                return None
+        return drain(parts.engine, parts.client, parts.stop)
+    except EtlError as error:
+        return error
+
+
 def run_once(parts: Parts) -> Iterator[RunEvent]:
-    """The minutely job: a fetch, then a pass whatever the fetch's fate. Yields the fetch's
-    summary or error, then the pass's summary (a pass that cannot run raises)."""
+    """The minutely job: a fetch, then a pass whatever the fetch's fate, then the telemetry
+    outbox drained if readings wait. Yields the fetch's summary or error, the pass's summary (a
+    pass that cannot run raises), and the drain's summary or error."""
     yield _fetched(parts)
     yield process(parts.engine, parts.handler, parts.settings, parts.stop)
+    if (sent := _sent(parts)) is not None:
+        yield sent
 
 
 def exit_code(events: list[RunEvent]) -> ExitCode:
@@ -249,7 +266,8 @@ def run_loop(parts: Parts, every: float) -> Iterator[RunEvent]:
     next_fetch = time.monotonic()
     worker = worker_id()
     while not stop.is_set():
-        if time.monotonic() >= next_fetch:
+        fetched = time.monotonic() >= next_fetch
+        if fetched:
             next_fetch = time.monotonic() + every
             yield _fetched(parts)
         if stop.is_set():
@@ -260,6 +278,8 @@ def run_loop(parts: Parts, every: float) -> Iterator[RunEvent]:
         except EtlError as error:
             yield error
             due = None
+        if fetched and (sent := _sent(parts)) is not None:
+            yield sent  # at each fetch's turn, after the actions due
         sleep = next_fetch - time.monotonic()
         if due is not None:
             # a hair after the due time, so that the pass then finds it due

@@ -197,13 +197,17 @@ def _print_dry_run(planned: "planner.PlanSummary", due: "list[claims.Claimed]") 
 
 
 def log_outcome(outcome: "processor.RunEvent") -> None:
-    """One event of a long run: a fetch's or a pass's summary, or an error it lived through."""
+    """One event of a long run: a fetch's, a pass's or a telemetry drain's summary, or an error
+    it lived through."""
+    from etl.act.send_telemetry import SendSummary
     from etl.ingest.dispatches import FetchSummary
 
     if isinstance(outcome, EtlError):
         log.error("%s", outcome)
     elif isinstance(outcome, FetchSummary):
         _log_fetch(outcome)
+    elif isinstance(outcome, SendSummary):
+        log_sent(outcome)
     else:
         _log_pass(outcome)
 

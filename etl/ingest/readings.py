@@ -112,16 +112,17 @@ def _records(lines: Iterable[str]) -> Iterator[tuple[int, str, dict[str, Any] | 
             yield number, line, _json_fields(line)
             continue
         try:
-            cells = next(csv.reader([line]))
+            cells = next(csv.reader([line], strict=True))
         except csv.Error as error:
             yield number, line, f"not a CSV line: {error}"
             continue
         if header is None:
             header = [cell.strip().lower() for cell in cells]
-            missing = {"site_id", "timestamp"} - set(header)
-            if missing or not {"kw", "kwh"} & set(header):
-                needed = ", ".join(sorted(missing | ({"kw"} if "kwh" not in header else set())))
-                raise ConfigError(f"line {number}: the CSV header lacks {needed}")
+            missing = sorted({"site_id", "timestamp"} - set(header))
+            if not {"kw", "kwh"} & set(header):
+                missing.append("kw (or kwh)")
+            if missing:
+                raise ConfigError(f"line {number}: the CSV header lacks {', '.join(missing)}")
             continue
         if len(cells) != len(header):
             yield number, line, f"{len(cells)} cells where the header has {len(header)}"

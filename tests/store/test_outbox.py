@@ -1,0 +1,275 @@
+"""Telemetry sent to Voltus through the outbox, on both databases against the emulator: lines
+checked and queued, bad ones set aside once with why, batches split on 413, a reading marked
+sent only after a 2xx, corrections sent again, a battery's kW and kWh together."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from etl.act import send_telemetry
+from etl.base.config import ApiSettings
+from etl.base.errors import ApiError, ConfigError
+from etl.base.timeutil import format_rfc3339, utcnow
+from etl.ingest import dispatches, readings
+from etl.sandbox.emulator import Sandbox
+from etl.source.api import VoltusClient
+from etl.store import outbox, schema
+from etl.store.db import write_transaction
+from etl.store.vocabulary import OutboxEndpoint
+from tests.conftest import FAST_RETRIES
+from tests.processes import InProcess
+
+STEP = timedelta(seconds=30)
+METERS = {
+    "one": [{"id": "one-m", "name": "Main", "asset_type": "load"}],
+    "two": [
+        {"id": "two-poi", "name": "POI", "asset_type": "poi"},
+        {"id": "two-bat", "name": "Battery", "asset_type": "battery"},
+    ],
+    "none": [],
+}
+
+
+@pytest.fixture
+def store(engine: Engine, sandbox: Sandbox, client: VoltusClient) -> Engine:
+    """The store with sites `one` (one meter), `two` (a POI and a battery) and `none` (no
+    meter), as GET /sites lists them; and `unfetched`, seen in a dispatch only."""
+    sandbox.sites = [
+        {"id": s, "name": f"Site {s}", "customer_location_id": s, "meters": m}
+        for s, m in METERS.items()
+    ]
+    dispatches.fetch(engine, client, include_sites=True)
+    with write_transaction(engine) as conn:
+        conn.execute(
+            schema.sites.insert().values(
+                id="unfetched", name="x", customer_location_id="", first_seen_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )  # fmt: skip
+    return engine
+
+
+def ends(count: int, before: timedelta = timedelta(minutes=10)) -> list[str]:
+    """`count` interval ends 30 s apart, the last `before` now."""
+    now = utcnow()
+    last = datetime.fromtimestamp(int(now.timestamp()) // 30 * 30, UTC) - before
+    return [format_rfc3339(last - STEP * (count - 1 - i)) for i in range(count)]
+
+
+def csv(*rows: str, header: str = "site_id,meter_id,timestamp,kw,kwh") -> list[str]:
+    return [header + "\n", *(row + "\n" for row in rows)]
+
+
+def outbox_rows(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return conn.execute(select(schema.telemetry_outbox).order_by("id")).all()
+
+
+def send(engine: Engine, client: VoltusClient) -> send_telemetry.SendSummary:
+    return send_telemetry.drain(engine, client)
+
+
+def test_readings_are_queued_sent_once_and_marked_sent(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    t = ends(3)
+    lines = csv(f"one,,{t[0]},12.5,", f"one,one-m,{t[1]},11,", f"two,two-poi,{t[2]},-4.25,")
+    queued = readings.queue_lines(store, lines, "r.csv")
+    assert (queued.lines, queued.queued, queued.rejected) == (3, 3, 0)
+    summary = send(store, client)
+    assert (summary.sent, summary.requests, summary.waiting) == (3, 1, 0)
+    assert sandbox.received == {
+        ("telemetry", "one", t[0], 30, "kW"): 12.5,  # by its site: one meter
+        ("telemetry", "one-m", t[1], 30, "kW"): 11.0,
+        ("telemetry", "two-poi", t[2], 30, "kW"): -4.25,
+    }
+    assert all(row.sent_at is not None and row.sending_until is None for row in outbox_rows(store))
+    posts = sandbox.requests.count("POST /2022-04-15/telemetry")
+    again = readings.queue_lines(store, lines, "r.csv")
+    assert (again.queued, again.unchanged) == (0, 3)
+    assert send(store, client).sent == 0
+    assert sandbox.requests.count("POST /2022-04-15/telemetry") == posts  # nothing sent twice
+
+
+def test_json_lines_and_controllable_load(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    t = ends(2)
+    lines = [
+        json.dumps({"site_id": "one", "meter_id": "one-m", "timestamp": t[0], "kw": 30}),
+        json.dumps({"site_id": "two", "timestamp": t[1], "kw": 7.5}),
+        json.dumps({"site_id": "two", "timestamp": t[1], "kwh": 7.5}),
+        json.dumps(["not", "an", "object"]),
+    ]
+    queued = readings.queue_lines(store, lines, "-", OutboxEndpoint.CONTROLLABLE_LOAD)
+    assert queued.queued == 1 and queued.rejected == 3
+    send(store, client)
+    assert sandbox.received == {("telemetry/controllable-load", "two", t[1], 30, "kW"): 7.5}
+    with store.connect() as conn:
+        reasons = conn.execute(select(schema.telemetry_outbox_rejected.c.reason)).scalars().all()
+    assert sorted(reasons) == [
+        "controllable load is a site's: leave meter_id out",
+        "controllable load is in kW",
+        "not a JSON object",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("zzz,,{t},1,", "unknown site 'zzz'"),
+        ("one,other,{t},1,", "site 'one' has no meter 'other'"),
+        ("unfetched,,{t},1,", "the meters of site 'unfetched' are unknown: run etl fetch --sites"),
+        ("two,,{t},1,", "site 'two' has 2 meters: name one in meter_id"),
+        ("none,,{t},1,", "site 'none' has 0 meters"),
+        ("one,,2026-01-01T00:00:15Z,1,", "is not the end of a 30-second interval"),
+        ("one,,2026-01-01T00:00:00.5Z,1,", "is not the end of a 30-second interval"),
+        ("one,,2999-01-01T00:00:00Z,1,", "is in the future"),
+        ("one,,2026-01-01T00:00:00,1,", "timestamp: time has no UTC offset"),
+        ("one,,{t},nan,", "kw is not a number"),
+        ("one,,{t},inf,", "kw is not a number"),
+        ("one,,{t},1e999,", "kw is not finite"),
+        ("one,,{t},1_000,", "kw is not a number"),
+        ("one,,{t},10000000,", "beyond any site's"),
+        ("one,,{t},1e-9,", "under any meter's resolution"),
+        ("one,,{t},,5", "kWh is a battery's state of charge"),
+        ("two,two-bat,{t},,-5", "a state of charge is not negative"),
+        ("one,,{t},1,2", "give one of kw and kwh"),
+        ("one,,{t},,", "give one of kw and kwh"),
+        ("one,{t},1", "3 cells where the header has 5"),
+        ('one,,{t},"1', "not a CSV line"),
+    ],
+)
+def test_a_bad_line_is_set_aside_once_with_why_and_the_rest_go_on(
+    store: Engine, row: str, reason: str
+) -> None:
+    (t,) = ends(1)
+    lines = csv(row.format(t=t), f"one,one-m,{t},3,")
+    first = readings.queue_lines(store, lines, "meters.csv")
+    assert (first.queued, first.rejected, first.rejected_before) == (1, 1, 0)
+    again = readings.queue_lines(store, lines, "meters.csv")
+    assert (again.rejected, again.rejected_before) == (1, 1)  # the same file sent again
+    with store.connect() as conn:
+        (kept,) = conn.execute(select(schema.telemetry_outbox_rejected)).all()
+    assert reason in kept.reason and (kept.source, kept.line_number) == ("meters.csv", 2)
+
+
+def test_hostile_lines_are_kept_as_one_line_and_never_fail_the_rest(store: Engine) -> None:
+    (t,) = ends(1)
+    lines = csv(
+        "x" * 20_000,
+        f"one\x00,,{t},1,",
+        "\u2028,,,,",
+        '{"site_id": "one"}',
+        f"one,one-m,{t},3,",
+    )
+    summary = readings.queue_lines(store, lines, "hostile.csv")
+    assert (summary.queued, summary.rejected) == (1, 4)
+    with store.connect() as conn:
+        kept = conn.execute(select(schema.telemetry_outbox_rejected.c.line)).scalars().all()
+    assert all("\n" not in line and "\x00" not in line and len(line) <= 1000 for line in kept)
+
+
+def test_a_header_without_the_needed_columns_is_one_error(store: Engine) -> None:
+    with pytest.raises(ConfigError, match="the CSV header lacks site_id"):
+        readings.queue_lines(store, ["meter,timestamp,kw\n", "a,b,c\n"], "bad.csv")
+
+
+def test_a_request_answered_413_is_split_until_it_passes(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    sandbox.faults.most_points = 3
+    t = ends(10)
+    readings.queue_lines(store, csv(*(f"one,,{end},{i}," for i, end in enumerate(t))), "-")
+    summary = send(store, client)
+    assert summary.sent == 10 and summary.split >= 3 and summary.waiting == 0
+    assert len(sandbox.received) == 10
+
+
+def test_an_api_down_leaves_the_readings_waiting_free_for_the_next_drain(
+    store: Engine, sandbox: Sandbox
+) -> None:
+    client = VoltusClient(ApiSettings(sandbox.url, sandbox.key), FAST_RETRIES)
+    t = ends(2)
+    readings.queue_lines(store, csv(f"one,,{t[0]},1,", f"one,,{t[1]},2,"), "-")
+    sandbox.faults.statuses = [500] * 10
+    with pytest.raises(ApiError, match="HTTP 500"):
+        send(store, client)
+    rows = outbox_rows(store)
+    assert all(row.sent_at is None and row.sending_until is None for row in rows)
+    sandbox.faults.statuses = []
+    assert send(store, client).sent == 2
+
+
+def test_a_correction_is_sent_again_and_voltus_keeps_the_new_value(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    (t,) = ends(1)
+    readings.queue_lines(store, csv(f"one,,{t},5,"), "-")
+    send(store, client)
+    corrected = readings.queue_lines(store, csv(f"one,,{t},6,"), "-")
+    assert corrected.corrected == 1
+    assert send(store, client).sent == 1
+    assert sandbox.received[("telemetry", "one", t, 30, "kW")] == 6.0
+
+
+def test_a_batterys_power_waits_for_its_state_of_charge_and_goes_with_it(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    (t,) = ends(1)
+    readings.queue_lines(store, csv(f"two,two-bat,{t},-20,", f"two,two-poi,{t},50,"), "-")
+    first = send(store, client)
+    assert first.sent == 1 and first.waiting == 1  # the POI's; the battery's kW waits
+    with write_transaction(store) as conn:  # its hold expired, as the next run would find it
+        conn.execute(update(schema.telemetry_outbox).values(sending_until=None))
+    readings.queue_lines(store, csv(f"two,two-bat,{t},,80"), "-")
+    assert send(store, client).sent == 2
+    assert sandbox.received[("telemetry", "two-bat", t, 30, "kWh")] == 80.0
+
+
+def test_readings_another_sender_holds_are_left_to_it_until_the_hold_expires(
+    store: Engine, client: VoltusClient
+) -> None:
+    t = ends(2)
+    readings.queue_lines(store, csv(f"one,,{t[0]},1,", f"one,,{t[1]},2,"), "-")
+    now = utcnow()
+    with write_transaction(store) as conn:
+        held = outbox.claim(conn, now, send_telemetry.HOLD, 1)
+    assert len(held) == 1
+    assert send(store, client).sent == 1  # the other one
+    with write_transaction(store) as conn:
+        assert outbox.claim(conn, now + send_telemetry.HOLD / 2, send_telemetry.HOLD, 10) == []
+        late = outbox.claim(conn, now + send_telemetry.HOLD * 2, send_telemetry.HOLD, 10)
+    assert [reading_id for reading_id, _ in late] == [reading_id for reading_id, _ in held]
+
+
+def test_etl_run_drains_the_outbox_and_an_api_refusing_it_is_the_runs_error(
+    cli: InProcess, sandbox: Sandbox
+) -> None:
+    cli.ok("fetch", "--sites")
+    (t,) = ends(1)
+    sandbox.faults.statuses, sandbox.faults.statuses_path = [400], "/2022-04-15/telemetry"
+    path = f"{cli.url.removeprefix('sqlite:///')}.csv"
+    with open(path, "w") as readings_file:
+        readings_file.writelines(csv(f"asdf,,{t},5,"))
+    refused = cli("telemetry", "send", path)
+    assert refused.returncode == 3 and "HTTP 400" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    ran = cli("run")
+    assert ran.returncode == 0, ran.stderr
+    assert "telemetry sent: 1 readings in 1 requests" in ran.stderr
+    assert ("telemetry", "asdf", t, 30, "kW") in sandbox.received
+
+
+def test_another_accounts_store_sends_nothing(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    (t,) = ends(1)
+    readings.queue_lines(store, csv(f"one,,{t},5,"), "-")
+    other = VoltusClient(ApiSettings(sandbox.url, "another-key"))
+    with pytest.raises(ConfigError):
+        send(store, other)
+    assert sandbox.received == {}
