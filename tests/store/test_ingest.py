@@ -168,7 +168,12 @@ def test_sites_pass_records_meters_and_renames(
 ) -> None:
     run(engine, client, sites=True)
     sandbox.sites = [
-        {"id": "asdf", "name": "Site One", "customer_location_id": "1", "meters": []},
+        {
+            "id": "asdf",
+            "name": "Site One",
+            "customer_location_id": "1",
+            "meters": [{"id": "asdf-m1", "name": "Main meter", "asset_type": "load"}],
+        },
         {
             "id": "lkjh",
             "name": "Site 2",
