@@ -90,6 +90,17 @@ class StatusCollector(Collector):
                 f"When the last fetch ended in {name} (Unix time; 0: never)",
                 value=moment.timestamp() if moment else 0,
             )
+        yield GaugeMetricFamily(
+            "etl_telemetry_outbox_waiting",
+            "Readings waiting in the outbox to be sent to Voltus",
+            value=result.outbox_waiting,
+        )
+        oldest = result.outbox_oldest_queued_at
+        yield GaugeMetricFamily(
+            "etl_telemetry_outbox_oldest_queued_timestamp_seconds",
+            "When the oldest reading waiting in the outbox was queued (Unix time; 0: none waits)",
+            value=oldest.timestamp() if oldest else 0,
+        )
         if result.clock_offset_seconds is not None:
             yield GaugeMetricFamily(
                 "etl_api_clock_offset_seconds",

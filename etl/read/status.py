@@ -12,7 +12,7 @@ from etl import __version__
 from etl.act.actions import open_by_state
 from etl.base.timeutil import jsonable, utcnow
 from etl.read.reports import dispatch_performance
-from etl.store import fetch_runs
+from etl.store import fetch_runs, outbox
 from etl.store.db import read_transaction
 from etl.store.schema import (
     actions,
@@ -30,6 +30,12 @@ __all__ = ["Health", "Status", "check", "judge"]
 MIN_COVERAGE = 0.8
 # a dispatch that holds sites this long with no end time has probably lost its end
 OPEN_ENDED_LIMIT = timedelta(hours=24)
+
+# readings waiting to be sent this long mean no sender runs, or the API refuses them
+OUTBOX_LATE = timedelta(minutes=10)
+# a site under dispatch whose newest reading for Voltus is this old is late: Voltus asks for
+# readings within minutes
+READINGS_LATE = timedelta(minutes=5)
 
 # of the sites no longer listed by GET /sites, those named in status's line
 MOST_SITES_SHOWN = 10
@@ -73,6 +79,12 @@ class Status:
     # sites GET /sites stopped listing, or never listed while a dispatch not ended names them:
     # (site, whether it was listed before, those dispatches)
     unlisted_sites: list[tuple[str, bool, list[str]]] = field(default_factory=list)
+    # readings waiting in the outbox to be sent to Voltus, and when the oldest was queued
+    outbox_waiting: int = 0
+    outbox_oldest_queued_at: datetime | None = None
+    # (site, dispatch, end of its newest reading queued) of sites under dispatch now whose
+    # readings, sent by etl, stopped coming
+    late_readings: list[tuple[str, str, datetime]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     code: Health = Health.OK
 
@@ -90,7 +102,9 @@ def check(
     `min_delivery` percent of its commitment, telemetry is not being fetched
     (`_telemetry_error`), this machine's clock is more than CLOCK_TOLERANCE_SECONDS from the
     API's, or GET /sites does not list a site it listed before or that a dispatch not ended
-    names (`_unlisted_sites`); else OK."""
+    names (`_unlisted_sites`), readings have waited over OUTBOX_LATE to be sent to Voltus, or
+    a site under dispatch has no reading for Voltus newer than READINGS_LATE
+    (`_late_readings`); else OK."""
     now = utcnow()
     with read_transaction(engine) as conn:
         revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -114,6 +128,8 @@ def check(
         under_delivered = _under_delivered(conn, now - window, min_delivery)
         telemetry_error = _telemetry_error(conn, now - window)
         unlisted_sites = _unlisted_sites(conn, now)
+        waiting = outbox.waiting(conn)
+        late_readings = _late_readings(conn, now)
     status = Status(
         checked_at=now,
         version=__version__,
@@ -134,6 +150,9 @@ def check(
         telemetry_error=telemetry_error,
         clock_offset_seconds=last_success.clock_offset_seconds if last_success else None,
         unlisted_sites=unlisted_sites,
+        outbox_waiting=waiting.readings,
+        outbox_oldest_queued_at=waiting.oldest_queued_at,
+        late_readings=late_readings,
     )
     return judge(status, max_age, window, min_delivery)
 
@@ -187,6 +206,18 @@ def judge(status: Status, max_age: timedelta, window: timedelta, min_delivery: f
                 f"WARNING: dispatch {', '.join(dispatch_ids)} names site {site_id}, which GET "
                 "/sites does not list"
             )
+    oldest = status.outbox_oldest_queued_at
+    if oldest is not None and now - oldest > OUTBOX_LATE:
+        problems.append(
+            f"WARNING: {status.outbox_waiting} readings wait to be sent to Voltus, the oldest "
+            f"queued {_age(now - oldest)} ago: is etl run or etl serve running, and the API "
+            "taking them?"
+        )
+    for site_id, dispatch_id, newest in status.late_readings:
+        problems.append(
+            f"WARNING: site {site_id} is under dispatch {dispatch_id}, and its newest reading "
+            f"for Voltus ended {_age(now - newest)} ago (Voltus measures the response by them)"
+        )
     offset = status.clock_offset_seconds
     if offset is not None and abs(offset) > CLOCK_TOLERANCE_SECONDS:
         behind, late = ("behind", "late") if offset > 0 else ("ahead of", "early")
@@ -293,6 +324,29 @@ def _unlisted_sites(conn: Connection, now: datetime) -> list[tuple[str, bool, li
         (row.id, row.listed_since is not None, named.get(row.id, []))
         for row in unlisted
         if row.listed_since is not None or row.id in named
+    ]
+
+
+def _late_readings(conn: Connection, now: datetime) -> list[tuple[str, str, datetime]]:
+    """Sites under an authorized dispatch now that etl sends readings of, whose newest ended
+    more than READINGS_LATE ago."""
+    ds, d = dispatch_sites.c, dispatches.c
+    under = conn.execute(
+        select(ds.site_id, ds.dispatch_id)
+        .join(dispatches, d.id == ds.dispatch_id)
+        .where(
+            ds.removed_at.is_(None),
+            d.authorized.is_(True),
+            d.start_time <= now,
+            or_(d.end_time.is_(None), d.end_time > now),
+        )
+        .order_by(ds.site_id, ds.dispatch_id)
+    ).all()
+    newest = outbox.newest_readings(conn, {row.site_id for row in under})
+    return [
+        (row.site_id, row.dispatch_id, newest[row.site_id])
+        for row in under
+        if row.site_id in newest and now - newest[row.site_id] > READINGS_LATE
     ]
 
 

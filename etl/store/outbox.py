@@ -27,6 +27,7 @@ __all__ = [
     "claim",
     "enqueue",
     "mark_sent",
+    "newest_readings",
     "release",
     "set_aside",
     "site_meters",
@@ -208,3 +209,19 @@ def waiting(conn: Connection) -> Waiting:
         select(func.count(), func.min(t.queued_at)).where(t.sent_at.is_(None))
     ).one()
     return Waiting(count, oldest)
+
+
+def newest_readings(conn: Connection, site_ids: Iterable[str]) -> dict[str, datetime]:
+    """The end of the newest reading queued for Voltus of each of these sites that has any (a
+    site metered by Voltus itself has none): one look into the index per site."""
+    t = telemetry_outbox.c
+    newest = {}
+    for site_id in site_ids:
+        end = conn.execute(
+            select(func.max(t.interval_end)).where(
+                t.site_id == site_id, t.endpoint == OutboxEndpoint.TELEMETRY
+            )
+        ).scalar()
+        if end is not None:
+            newest[site_id] = end
+    return newest

@@ -3,6 +3,7 @@ checked and queued, bad ones set aside once with why, batches split on 413, a re
 sent only after a 2xx, corrections sent again, a battery's kW and kWh together."""
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,14 +13,16 @@ from sqlalchemy import Engine, select, update
 from etl.act import send_telemetry
 from etl.base.config import ApiSettings
 from etl.base.errors import ApiError, ConfigError
-from etl.base.timeutil import format_rfc3339, utcnow
+from etl.base.timeutil import format_rfc3339, parse_rfc3339, utcnow
 from etl.ingest import dispatches, readings
+from etl.read import metrics, status
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 from etl.store import outbox, schema
 from etl.store.db import write_transaction
 from etl.store.vocabulary import OutboxEndpoint
 from tests.conftest import FAST_RETRIES
+from tests.helpers import dispatch, site
 from tests.processes import InProcess
 
 STEP = timedelta(seconds=30)
@@ -273,3 +276,49 @@ def test_another_accounts_store_sends_nothing(
     with pytest.raises(ConfigError):
         send(store, other)
     assert sandbox.received == {}
+
+
+CHECK = (timedelta(days=1), timedelta(days=1))  # status judged on the outbox's warnings alone
+
+
+def outbox_warnings(engine: Engine, now: datetime | None = None) -> list[str]:
+    found = status.check(engine, *CHECK)
+    if now is not None:
+        found = status.judge(replace(found, checked_at=now), *CHECK, 50.0)
+    return [p for p in found.problems if "reading" in p]
+
+
+def test_status_warns_of_readings_waiting_too_long_and_metrics_count_them(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    t = ends(2)
+    readings.queue_lines(store, csv(f"one,,{t[0]},1,", f"one,,{t[1]},2,"), "-")
+    checked = status.check(store, *CHECK)
+    assert checked.outbox_waiting == 2 and outbox_warnings(store) == []  # just queued
+    later = utcnow() + status.OUTBOX_LATE + timedelta(minutes=1)
+    (warning,) = outbox_warnings(store, later)
+    assert warning.startswith("WARNING: 2 readings wait to be sent to Voltus, the oldest queued")
+    text = metrics.exposition(metrics.StatusCollector(checked, None, 1))
+    assert "etl_telemetry_outbox_waiting 2.0" in text
+    assert "etl_telemetry_outbox_oldest_queued_timestamp_seconds 0.0" not in text
+    send(store, client)
+    assert status.check(store, *CHECK).outbox_waiting == 0 and outbox_warnings(store, later) == []
+
+
+def test_status_warns_of_a_site_under_dispatch_whose_readings_stopped(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    """Only sites etl sends readings of: `two` has none queued, and says nothing."""
+    sandbox.dispatches = [dispatch("d1", site("one"), site("two"))]  # active now
+    dispatches.fetch(store, client)
+    (fresh,) = ends(1, before=timedelta(minutes=1))
+    readings.queue_lines(store, csv(f"one,,{fresh},1,"), "-")
+    assert outbox_warnings(store) == []
+    (stale,) = ends(1, before=timedelta(minutes=20))
+    with write_transaction(store) as conn:  # as if its last reading were 20 minutes old
+        conn.execute(update(schema.telemetry_outbox).values(interval_end=parse_rfc3339(stale)))
+    (warning,) = outbox_warnings(store)
+    assert warning.startswith("WARNING: site one is under dispatch d1, and its newest reading")
+    sandbox.dispatches = [dispatch("d1", site("one"), site("two"), authorized=False)]
+    dispatches.fetch(store, client)
+    assert outbox_warnings(store) == []  # cancelled: nothing to measure
