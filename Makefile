@@ -26,7 +26,9 @@ setup: $(BIN)/etl
 # the first run records the dispatches and curtails the sites of the active one (the log handler
 # prints what each site should do); the second finds nothing new. Then the record of what was
 # done, the health check, the metered response to the dispatch that ended (etl fetch --telemetry,
-# etl report performance) and its picture, .demo/earlier.svg.
+# etl report performance) and its picture, .demo/earlier.svg. Between the runs and the record, the
+# site's own meter readings of the last 10 minutes go to Voltus through the outbox (etl telemetry
+# send), as a customer-metered site's would.
 demo: setup
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	@$(BIN)/python -c 'import json, sys; from importlib.resources import files; s = json.loads(files("etl.sandbox").joinpath("scenario.json").read_text()); d = dict(s["dispatches"][0], id="earlier", start_time="now-2h", end_time="now-90m"); s["dispatches"].append(d); json.dump(s, open(sys.argv[1], "w"))' $(DEMO_DIR)/scenario.json
@@ -40,6 +42,9 @@ demo: setup
 	$(BIN)/etl db upgrade; \
 	$(BIN)/etl run; \
 	$(BIN)/etl run; \
+	$(BIN)/etl fetch --sites --quiet; \
+	$(BIN)/python -c 'import time; f = "%Y-%m-%dT%H:%M:%SZ"; end = int(time.time()) // 30 * 30; print("site_id,meter_id,timestamp,kw"); [print(f"asdf,asdf-m1,{time.strftime(f, time.gmtime(end - 30 * i))},{40 + i % 3}") for i in range(20, 0, -1)]' > $(DEMO_DIR)/readings.csv; \
+	$(BIN)/etl telemetry send $(DEMO_DIR)/readings.csv; \
 	$(BIN)/etl report curtailments --format csv; \
 	$(BIN)/etl status; \
 	$(BIN)/etl fetch --telemetry --quiet; \
