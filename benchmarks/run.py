@@ -6,7 +6,7 @@ machines are noisy; absolute times are printed only beside their floor).
 
 import argparse
 
-from benchmarks import ingest, processor
+from benchmarks import ingest, processor, send
 from benchmarks import push as push_path
 
 
@@ -40,6 +40,7 @@ def main() -> None:
     latency()
     throughput()
     push()
+    sending(args.runs)
 
 
 def ingestion(sizes: list[int], runs: int) -> None:
@@ -139,6 +140,16 @@ def push() -> None:
             f"dispatch: {r['burst_one']:.0f} API requests; for 100 dispatches: "
             f"{r['burst_many']:.0f}"
         )
+
+
+def sending(runs: int, count: int = 20_000) -> None:
+    print()
+    print(f"== Telemetry sent: {count:,} readings checked, queued, sent in batches of 2,048 ==")
+    print("== into the emulator and marked sent; floor: the same POSTs by hand (urllib) ==")
+    print(f"{'database':<12}{'etl/s':>10}{'floor/s':>10}{'floor/etl':>11}")
+    for backend in ("sqlite", "postgresql"):
+        r = send.measure(backend, count, runs)
+        print(f"{backend:<12}{r['etl']:>10,.0f}{r['floor']:>10,.0f}{r['floor'] / r['etl']:>10.2f}x")
 
 
 def _ratio(value: float, floor: float, unit: str) -> str:

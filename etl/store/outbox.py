@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from etl.source.records import fingerprint
 from etl.store.rows import chunks, write_many
@@ -88,11 +88,15 @@ def enqueue(conn: Connection, readings: list[Queued], now: datetime) -> QueuedCo
     latest = {reading.key: reading for reading in readings}
     t = telemetry_outbox.c
     for chunk in chunks(latest):
+        # the chunk's sites over the span of its times: a range of the index on (site_id,
+        # interval_end) per site, where an IN of whole keys made PostgreSQL scan the table
+        ends = [key[3] for key in chunk]
         stored = {
             tuple(row[:-1]): row[-1]
             for row in conn.execute(
                 select(*(t[name] for name in KEY), t.value).where(
-                    tuple_(*(t[name] for name in KEY)).in_(chunk)
+                    t.site_id.in_({key[1] for key in chunk}),
+                    t.interval_end.between(min(ends), max(ends)),
                 )
             )
         }
