@@ -21,9 +21,9 @@ from etl.cli.options import (
 
 if TYPE_CHECKING:
     from etl.act import claims, planner, processor, send_telemetry
-    from etl.ingest import dispatches
+    from etl.ingest import dispatches, readings
 
-__all__ = ["fetch", "log_outcome", "process", "run", "telemetry_send"]
+__all__ = ["fetch", "log_outcome", "process", "run", "telemetry_collect", "telemetry_send"]
 
 
 def fetch(
@@ -149,10 +149,51 @@ def telemetry_send(
                 queued = readings.queue_lines(engine, source, file, endpoint)
         except OSError as error:
             raise ConfigError(f"cannot read {file}: {error.strerror}") from None
+    _log_queued(file, queued)
+    log_sent(send_telemetry.drain(engine, client))
+
+
+def telemetry_collect(
+    source: Annotated[
+        str,
+        typer.Option(
+            envvar="ETL_TELEMETRY_SOURCE",
+            metavar="NAME:ARGUMENT",
+            help="Where readings come from: csv_folder:/path (its *.csv and *.jsonl files, each "
+            "moved into queued/ once in the outbox) or an installed etl.telemetry_sources plug-in.",
+        ),
+    ],
+    controllable_load: Annotated[
+        bool,
+        typer.Option("--controllable-load", help="The readings are controllable load."),
+    ] = False,
+    database_url: DatabaseUrl = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Queue what a telemetry source offers in the outbox, then send all that waits."""
+    from etl.act import send_telemetry
+    from etl.ingest import sources
+    from etl.source.api import VoltusClient
+    from etl.store.db import open_store
+    from etl.store.vocabulary import OutboxEndpoint
+
+    logs.set_verbosity(verbose, quiet)
+    engine = open_store(database_url)
+    client = VoltusClient(api_settings(api_url, api_key))
+    endpoint = OutboxEndpoint.CONTROLLABLE_LOAD if controllable_load else OutboxEndpoint.TELEMETRY
+    for batch, queued in sources.collect(engine, source, endpoint).batches:
+        _log_queued(batch, queued)
+    log_sent(send_telemetry.drain(engine, client))
+
+
+def _log_queued(source: str, queued: "readings.QueueSummary") -> None:
     log.info(
         "telemetry queued from %s: %s lines, %s new, %s corrected, %s already queued; %s set "
         "aside (%s of them before)",
-        file,
+        source,
         queued.lines,
         queued.queued,
         queued.corrected,
@@ -160,7 +201,6 @@ def telemetry_send(
         queued.rejected,
         queued.rejected_before,
     )
-    log_sent(send_telemetry.drain(engine, client))
 
 
 def log_sent(summary: "send_telemetry.SendSummary") -> None:

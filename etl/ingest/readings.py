@@ -1,12 +1,13 @@
 """Readings to send to Voltus, from lines of CSV or JSON into the outbox (etl.store.outbox).
 
-Each line is one reading: `site_id`, `meter_id` (empty: the site's only meter), `timestamp` (the
-END of the interval, RFC 3339), `kw` (or `kwh`, a battery's state of charge) and optionally
-`interval_seconds` (30 unless given). CSV has a header line; JSON lines are objects. A reading is
-checked before it is queued: a known site and meter (GET /sites lists them: `etl fetch
---sites`), an interval the API takes (a multiple of 30 seconds up to 300), a timestamp on the
-interval's boundary and not in the future, a finite value within a site's physical bounds. A line
-that fails is set aside with why; the others are queued.
+Each line (or dict, from a source plug-in: etl.ingest.sources) is one reading: `site_id`,
+`meter_id` (empty: the site's only meter), `timestamp` (the END of the interval, RFC 3339), `kw`
+(or `kwh`, a battery's state of charge) and optionally `interval_seconds` (30 unless given). CSV
+has a header line; JSON lines are objects. A reading is checked before it is queued: a known
+site and meter (GET /sites lists them: `etl fetch --sites`), an interval the API takes (a
+multiple of 30 seconds up to 300), a timestamp on the interval's boundary and not in the future,
+a finite value within a site's physical bounds. A line that fails is set aside with why; the
+others are queued.
 """
 
 import csv
@@ -49,7 +50,7 @@ class QueueSummary:
 
 def queue_lines(
     engine: Engine,
-    lines: Iterable[str],
+    lines: Iterable[str | dict[str, Any]],
     source: str,
     endpoint: OutboxEndpoint = OutboxEndpoint.TELEMETRY,
     now: datetime | None = None,
@@ -94,12 +95,17 @@ def _write(
     summary.rejected_before += len(rejected) - new_rejected
 
 
-def _records(lines: Iterable[str]) -> Iterator[tuple[int, str, dict[str, Any] | str]]:
+def _records(
+    lines: Iterable[str | dict[str, Any]],
+) -> Iterator[tuple[int, str, dict[str, Any] | str]]:
     """(line number, line, its fields or why it has none), CSV or JSON lines by the first line
-    that is not blank."""
+    that is not blank; a dict (from a source plug-in) is a record already."""
     header: list[str] | None = None
     json_lines: bool | None = None
     for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, dict):
+            yield number, json.dumps(raw, default=str)[:MOST_LINE_CHARS], raw
+            continue
         line = raw.rstrip("\r\n")
         if not line.strip():
             continue
