@@ -205,7 +205,7 @@ def sandbox(
         typer.Option(
             metavar="NAME",
             help="Replay one of Voltus's integration tests instead: basic, ancillary, "
-            "two-programs or cancelled.",
+            "two-programs, cancelled or curtailing.",
             show_default=False,
         ),
     ] = None,
@@ -216,6 +216,14 @@ def sandbox(
             help="Replay the scenario's relative times this many times faster.",
         ),
     ] = 1.0,
+    sites: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID,ID...",
+            help="Your own site ids: the scenario's dispatches name them instead of its own.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve a local emulator of the Voltus API until interrupted."""
     from etl.sandbox.emulator import Faults, Sandbox, certification_scenario
@@ -224,7 +232,8 @@ def sandbox(
         if scenario is not None:
             raise typer.BadParameter("give --scenario or --certification, not both")
         scenario = certification_scenario(certification)
-    emulator = Sandbox(scenario, host=host, port=port, key=key, speed=speed)
+    site_ids = [s.strip() for s in sites.split(",")] if sites is not None else None
+    emulator = Sandbox(scenario, host=host, port=port, key=key, speed=speed, site_ids=site_ids)
     emulator.faults = Faults(
         statuses=list(fail or []), retry_after=retry_after, delay_seconds=delay
     )

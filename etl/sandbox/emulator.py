@@ -44,7 +44,8 @@ __all__ = ["Faults", "Sandbox", "certification_scenario"]
 
 RELATIVE_TIME = re.compile(r"^now(?:([+-])(\d+)([smhd]))?$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-CERTIFICATION = ("basic", "ancillary", "two-programs", "cancelled")  # certification/*.json
+# certification/*.json: Voltus's integration tests 1 to 4 and its sandbox curtailing test
+CERTIFICATION = ("basic", "ancillary", "two-programs", "cancelled", "curtailing")
 TELEMETRY_MAX_SITES, TELEMETRY_MAX_POINTS = 10, 10_000
 RESPONSE_DELAY = timedelta(minutes=1)  # an emulated site's load follows its commands this late
 LATER = datetime(9000, 1, 1, tzinfo=UTC)  # the end of a dispatch with no end time yet
@@ -157,6 +158,45 @@ def load_scenario(path: Path | None, anchor: datetime, speed: float = 1.0) -> di
     return loaded
 
 
+SITE_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def with_sites(loaded: dict[str, Any], site_ids: list[str] | None) -> dict[str, Any]:
+    """The loaded scenario with each dispatch naming these sites instead of its own, at the
+    commitment of its first (as Voltus's integration notebook names your site in every test),
+    and GET /sites listing them, a meter each (the one the emulator's telemetry reads)."""
+    if not site_ids:
+        return loaded
+    if bad := [s for s in site_ids if not SITE_ID.fullmatch(s)]:
+        raise ConfigError(f"not a site id: {bad[0][:60]!r} (letters, digits, '.', '_', '-')")
+
+    def renamed(dispatch: Any) -> Any:
+        if not isinstance(dispatch, dict) or not isinstance(dispatch.get("sites"), list):
+            return dispatch
+        first = dispatch["sites"][0] if dispatch["sites"] else {}
+        commitment = first.get("commitment") if isinstance(first, dict) else None
+        sites = [
+            {"id": s, "name": s, "customer_location_id": s, "commitment": commitment}
+            for s in site_ids
+        ]
+        return {**dispatch, "sites": sites}
+
+    return {
+        **loaded,
+        "dispatches": [renamed(d) for d in loaded["dispatches"]],
+        "published": [[(at, renamed(d)) for at, d in states] for states in loaded["published"]],
+        "sites": [
+            {
+                "id": s,
+                "name": s,
+                "customer_location_id": s,
+                "meters": [{"id": f"{s}-m1", "name": "Main meter", "asset_type": "load"}],
+            }
+            for s in site_ids
+        ],
+    }
+
+
 def certification_scenario(name: str) -> Path:
     """One of Voltus's integration tests, as a built-in scenario."""
     path = Path(str(files("etl.sandbox").joinpath("certification", f"{name}.json")))
@@ -178,8 +218,10 @@ class Sandbox:
         port: int = 0,
         key: str = SANDBOX_KEY,
         speed: float = 1.0,
+        site_ids: list[str] | None = None,
     ) -> None:
         self.anchor = utcnow()
+        self.site_ids = site_ids  # the scenario's dispatches name these sites instead
         self.speed = speed
         self.key = key
         self.lock = threading.Lock()
@@ -192,7 +234,7 @@ class Sandbox:
         self._stopped = threading.Event()
         self._scenario_path = scenario_path
         self._scenario_mtime = self._mtime()
-        scenario = load_scenario(scenario_path, self.anchor, speed)
+        scenario = with_sites(load_scenario(scenario_path, self.anchor, speed), site_ids)
         self.dispatches: list[Any] = scenario["dispatches"]
         # a Voltus-format scenario's dispatches: each served in its latest published state
         self.published: list[Published] = scenario["published"]
@@ -253,6 +295,7 @@ class Sandbox:
             return
         self._scenario_mtime = self._mtime()
         scenario = load_scenario(self._scenario_path, self.anchor, self.speed)
+        scenario = with_sites(scenario, self.site_ids)
         self.dispatches, self.sites = scenario["dispatches"], scenario["sites"]
         self.unlisted = scenario["unlisted"]
         self.telemetry = scenario["telemetry"]

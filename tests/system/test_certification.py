@@ -1,5 +1,5 @@
-"""Voltus's four integration tests, replayed fast by the emulator, each driving the `--every`
-loop to the commands Voltus expects to see."""
+"""Voltus's four integration tests and its curtailing test, replayed fast by the emulator, each
+driving the `--every` loop to the commands Voltus expects to see."""
 
 import threading
 import time
@@ -46,6 +46,12 @@ EXPECTED = {
         ],
     ),
     "cancelled": (480, 22, []),  # cancelled 5 minutes before its start: nothing to do
+    # starting at once, its end time 10 minutes later
+    "curtailing": (
+        480,
+        14,
+        [("curtail", "cert-curtailing", "asdf"), ("restore", "cert-curtailing", "asdf")],
+    ),
 }
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from etl.sandbox.emulator import CERTIFICATION, certification_scenario, load_scenario
+from etl.base.errors import ConfigError
+from etl.sandbox.emulator import CERTIFICATION, certification_scenario, load_scenario, with_sites
 
 # `required` of the reference's GetDispatchesResponseBody (api-evangelist/voltus, openapi/)
 REQUIRED = {
@@ -34,3 +35,30 @@ def test_every_dispatch_of_a_built_in_scenario_has_the_required_fields(name: str
         assert REQUIRED["program"] <= dispatch["program"].keys(), dispatch["id"]
         for site in dispatch["sites"]:
             assert REQUIRED["site"] <= site.keys(), (dispatch["id"], site)
+
+
+def test_a_rehearsal_names_your_own_sites_in_every_dispatch() -> None:
+    loaded = load_scenario(certification_scenario("two-programs"), ANCHOR)
+    mine = with_sites(loaded, ["store-101", "store_7"])
+    states = [dispatch for states in mine["published"] for _, dispatch in states]
+    assert len(states) == len([d for s in loaded["published"] for _, d in s]) > 1
+    for dispatch in states:
+        assert [s["id"] for s in dispatch["sites"]] == ["store-101", "store_7"]
+        assert all(REQUIRED["site"] <= s.keys() for s in dispatch["sites"])
+    assert {s["commitment"] for d in states for s in d["sites"]} == {
+        d["sites"][0]["commitment"] for s in loaded["published"] for _, d in s
+    }
+    assert [s["id"] for s in mine["sites"]] == ["store-101", "store_7"]  # GET /sites lists them
+    assert with_sites(loaded, None) is loaded
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "x" * 201, "a,b", "é"])
+def test_a_site_id_that_is_no_id_is_refused(bad: str) -> None:
+    loaded = load_scenario(certification_scenario("basic"), ANCHOR)
+    with pytest.raises(ConfigError, match="not a site id"):
+        with_sites(loaded, ["ok", bad])
+
+
+def test_the_basic_test_starts_at_once_as_voltuss_does() -> None:
+    (dispatch,) = served(certification_scenario("basic"))
+    assert dispatch["start_time"] == dispatch["creation_time"]
