@@ -3,6 +3,7 @@ checked and queued, bad ones set aside once with why, batches split on 413, a re
 sent only after a 2xx, corrections sent again, a battery's kW and kWh together."""
 
 import json
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
-from etl.act import send_telemetry
+from etl.act import processor, send_telemetry
 from etl.base.config import ApiSettings
 from etl.base.errors import ApiError, ConfigError
 from etl.base.timeutil import format_rfc3339, parse_rfc3339, utcnow
@@ -22,8 +23,9 @@ from etl.store import outbox, schema
 from etl.store.db import write_transaction
 from etl.store.vocabulary import OutboxEndpoint
 from tests.conftest import FAST_RETRIES
-from tests.helpers import dispatch, site
+from tests.helpers import dispatch, site, wait_for
 from tests.processes import InProcess
+from tests.scenarios import World
 
 STEP = timedelta(seconds=30)
 METERS = {
@@ -322,3 +324,23 @@ def test_status_warns_of_a_site_under_dispatch_whose_readings_stopped(
     sandbox.dispatches = [dispatch("d1", site("one"), site("two"), authorized=False)]
     dispatches.fetch(store, client)
     assert outbox_warnings(store) == []  # cancelled: nothing to measure
+
+
+def test_the_every_loop_of_etl_run_and_etl_serve_drains_the_outbox(
+    store: Engine, sandbox: Sandbox, world: World
+) -> None:
+    (t,) = ends(1)
+    readings.queue_lines(store, csv(f"one,,{t},5,"), "-")
+    stop = threading.Event()
+    outcomes: list[object] = []
+    loop = threading.Thread(
+        target=lambda: outcomes.extend(processor.run_loop(world.parts(stop), 3600))
+    )
+    loop.start()
+    try:
+        wait_for(lambda: ("telemetry", "one", t, 30, "kW") in sandbox.received)
+    finally:
+        stop.set()
+        loop.join(timeout=30)
+    sent = [o for o in outcomes if isinstance(o, send_telemetry.SendSummary)]
+    assert [(s.sent, s.waiting) for s in sent] == [(1, 0)]
