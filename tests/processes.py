@@ -77,17 +77,22 @@ def finish(process: subprocess.Popen[str], timeout: float = 120) -> int:
 PLUGIN_DIR = Path(__file__).parent / "plugin"
 
 
+def install_entry_point(site: Path, group: str, entry: str) -> None:
+    """An entry point of `group` (`NAME = module:callable`) in `site`, as an installed package
+    declares one: a dist-info folder, for `site` on the path."""
+    name = entry.split("=")[0].strip()
+    dist_info = site / f"etl_test_{name}-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: etl-test-{name}\nVersion: 1.0\n"
+    )
+    (dist_info / "entry_points.txt").write_text(f"[{group}]\n{entry}\n")
+
+
 def install_recording_handler(tmp_path: Path) -> dict[str, str]:
     """Make `recording` an `etl.handlers` entry point for subprocesses, the way an installed
     package would: a dist-info folder on the path. Returns the environment to add."""
-    dist_info = tmp_path / "site" / "etl_recording_handler-1.0.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: etl-recording-handler\nVersion: 1.0\n"
-    )
-    (dist_info / "entry_points.txt").write_text(
-        "[etl.handlers]\nrecording = recording_handler:handle\n"
-    )
+    install_entry_point(tmp_path / "site", "etl.handlers", "recording = recording_handler:handle")
     path = os.pathsep.join([str(tmp_path / "site"), str(PLUGIN_DIR)])
     return {
         "PYTHONPATH": path,

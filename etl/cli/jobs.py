@@ -11,6 +11,7 @@ from etl.base.logs import log
 from etl.cli.options import (
     ApiKey,
     ApiUrl,
+    ControllableLoad,
     DatabaseUrl,
     DryRun,
     Quiet,
@@ -20,8 +21,16 @@ from etl.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy import Engine
+
     from etl.act import claims, planner, processor, send_telemetry
+    from etl.base.config import ApiSettings
     from etl.ingest import dispatches, readings
+    from etl.store.vocabulary import OutboxEndpoint
+
+    Batches = list[tuple[str, readings.QueueSummary]]
 
 __all__ = ["fetch", "log_outcome", "process", "run", "telemetry_collect", "telemetry_send"]
 
@@ -113,13 +122,7 @@ def telemetry_send(
             "kwh, interval_seconds) or JSON lines; - for standard input.",
         ),
     ],
-    controllable_load: Annotated[
-        bool,
-        typer.Option(
-            "--controllable-load",
-            help="The readings are controllable load (site_id, timestamp, kw), not metered.",
-        ),
-    ] = False,
+    controllable_load: ControllableLoad = False,
     database_url: DatabaseUrl = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
@@ -128,29 +131,23 @@ def telemetry_send(
 ) -> None:
     """Queue readings for Voltus in the store's outbox, then send all that wait. Bad lines are
     set aside with why, the rest go on; `etl run` and `etl serve` send what is left."""
-    import sys
 
-    from etl.act import send_telemetry
-    from etl.ingest import readings
-    from etl.source.api import VoltusClient
-    from etl.store.db import open_store
-    from etl.store.vocabulary import OutboxEndpoint
+    def queue(engine: "Engine", endpoint: "OutboxEndpoint") -> "Batches":
+        import sys
 
-    logs.set_verbosity(verbose, quiet)
-    engine = open_store(database_url)
-    client = VoltusClient(api_settings(api_url, api_key))
-    endpoint = OutboxEndpoint.CONTROLLABLE_LOAD if controllable_load else OutboxEndpoint.TELEMETRY
-    if file == "-":
-        sys.stdin.reconfigure(errors="replace")  # type: ignore[union-attr]
-        queued = readings.queue_lines(engine, sys.stdin, file, endpoint)
-    else:
+        from etl.ingest import readings
+
+        if file == "-":
+            sys.stdin.reconfigure(errors="replace")  # type: ignore[union-attr]
+            return [(file, readings.queue_lines(engine, sys.stdin, file, endpoint))]
         try:
-            with open(file, encoding="utf-8", errors="replace") as source:
-                queued = readings.queue_lines(engine, source, file, endpoint)
+            with open(file, encoding="utf-8", errors="replace") as lines:
+                return [(file, readings.queue_lines(engine, lines, file, endpoint))]
         except OSError as error:
             raise ConfigError(f"cannot read {file}: {error.strerror}") from None
-    _log_queued(file, queued)
-    log_sent(send_telemetry.drain(engine, client))
+
+    logs.set_verbosity(verbose, quiet)
+    _through_outbox(queue, controllable_load, database_url, api_settings(api_url, api_key))
 
 
 def telemetry_collect(
@@ -163,10 +160,7 @@ def telemetry_collect(
             "moved into queued/ once in the outbox) or an installed etl.telemetry_sources plug-in.",
         ),
     ],
-    controllable_load: Annotated[
-        bool,
-        typer.Option("--controllable-load", help="The readings are controllable load."),
-    ] = False,
+    controllable_load: ControllableLoad = False,
     database_url: DatabaseUrl = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
@@ -174,33 +168,45 @@ def telemetry_collect(
     verbose: Verbose = False,
 ) -> None:
     """Queue what a telemetry source offers in the outbox, then send all that waits."""
+
+    def queue(engine: "Engine", endpoint: "OutboxEndpoint") -> "Batches":
+        from etl.ingest import sources
+
+        return sources.collect(engine, source, endpoint).batches
+
+    logs.set_verbosity(verbose, quiet)
+    _through_outbox(queue, controllable_load, database_url, api_settings(api_url, api_key))
+
+
+def _through_outbox(
+    queue: "Callable[[Engine, OutboxEndpoint], Batches]",
+    controllable_load: bool,
+    database_url: str | None,
+    api: "ApiSettings",
+) -> None:
+    """Queue readings in the store's outbox (`queue`: each batch and how it went), say how
+    each batch went, then send all that waits and say how that went."""
     from etl.act import send_telemetry
-    from etl.ingest import sources
     from etl.source.api import VoltusClient
     from etl.store.db import open_store
     from etl.store.vocabulary import OutboxEndpoint
 
-    logs.set_verbosity(verbose, quiet)
     engine = open_store(database_url)
-    client = VoltusClient(api_settings(api_url, api_key))
+    client = VoltusClient(api)
     endpoint = OutboxEndpoint.CONTROLLABLE_LOAD if controllable_load else OutboxEndpoint.TELEMETRY
-    for batch, queued in sources.collect(engine, source, endpoint).batches:
-        _log_queued(batch, queued)
+    for batch, queued in queue(engine, endpoint):
+        log.info(
+            "telemetry queued from %s: %s lines, %s new, %s corrected, %s already queued; %s "
+            "set aside (%s of them before)",
+            batch,
+            queued.lines,
+            queued.queued,
+            queued.corrected,
+            queued.unchanged,
+            queued.rejected,
+            queued.rejected_before,
+        )
     log_sent(send_telemetry.drain(engine, client))
-
-
-def _log_queued(source: str, queued: "readings.QueueSummary") -> None:
-    log.info(
-        "telemetry queued from %s: %s lines, %s new, %s corrected, %s already queued; %s set "
-        "aside (%s of them before)",
-        source,
-        queued.lines,
-        queued.queued,
-        queued.corrected,
-        queued.unchanged,
-        queued.rejected,
-        queued.rejected_before,
-    )
 
 
 def log_sent(summary: "send_telemetry.SendSummary") -> None:

@@ -16,6 +16,7 @@ from etl.base.timeutil import TimeShift, parse_duration, parse_moment, time_shif
 __all__ = [
     "ApiKey",
     "ApiUrl",
+    "ControllableLoad",
     "DatabaseUrl",
     "DryRun",
     "Quiet",
@@ -65,6 +66,13 @@ Verbose = Annotated[
     bool,
     typer.Option(
         "--verbose", "-v", help="Also log each HTTP attempt, claim and handler call (on stderr)."
+    ),
+]
+ControllableLoad = Annotated[
+    bool,
+    typer.Option(
+        "--controllable-load",
+        help="The readings are controllable load (site_id, timestamp, kw), not metered.",
     ),
 ]
 DryRun = Annotated[

@@ -11,7 +11,7 @@ from etl.base.errors import ConfigError
 from etl.ingest import sources
 from etl.sandbox.emulator import Sandbox
 from etl.store import schema
-from tests.processes import PLUGIN_DIR, InProcess
+from tests.processes import PLUGIN_DIR, InProcess, install_entry_point
 from tests.store.test_outbox import csv, ends, store  # noqa: F401 (a fixture)
 
 
@@ -42,15 +42,8 @@ def test_a_folders_files_are_queued_once_each_and_moved_aside(
 
 
 def install_meter_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`meter` as an installed `etl.telemetry_sources` entry point: a dist-info on the path."""
-    dist_info = tmp_path / "site" / "etl_meter_source-1.0.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: etl-meter-source\nVersion: 1.0\n"
-    )
-    (dist_info / "entry_points.txt").write_text(
-        "[etl.telemetry_sources]\nmeter = meter_source:collect\n"
-    )
+    """`meter` as an installed `etl.telemetry_sources` entry point."""
+    install_entry_point(tmp_path / "site", "etl.telemetry_sources", "meter = meter_source:collect")
     monkeypatch.setattr(sys, "path", [str(tmp_path / "site"), str(PLUGIN_DIR), *sys.path])
 
 
