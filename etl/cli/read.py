@@ -68,19 +68,31 @@ def report(
     ] = None,
     by: Annotated[Period, typer.Option(help="sites: per day or per month.")] = Period.day,
     fmt: Annotated[
-        str, typer.Option("--format", help="table, csv, json (an array) or jsonl.")
+        str,
+        typer.Option(
+            "--format",
+            help="table, csv, json (an array) or jsonl; for dispatches also ics (a calendar).",
+        ),
     ] = "table",
     tz: Tz = "utc",
 ) -> None:
-    """Report on dispatches, sites, programs or curtailments, from the SQL views."""
+    """Report on dispatches, sites, programs, curtailments or performance, from the SQL
+    views."""
     from etl.read import output, reports
     from etl.store.db import open_store
 
-    if fmt not in output.FORMATS:
-        raise typer.BadParameter(f"use one of {', '.join(output.FORMATS)}", param_hint="--format")
+    formats = (*output.FORMATS, "ics") if kind == ReportKind.dispatches else output.FORMATS
+    if fmt not in formats:
+        raise typer.BadParameter(f"use one of {', '.join(formats)}", param_hint="--format")
     shift = time_shift_option(tz)
     engine = open_store(database_url)
     f = reports.ReportFilter(since=since, until=until, program_id=program, site_id=site, test=test)
+    if fmt == "ics":
+        from etl.base.timeutil import utcnow
+        from etl.read import calendar
+
+        sys.stdout.buffer.write(calendar.ics(engine, f, utcnow()))
+        return
     match kind:
         case ReportKind.dispatches:
             query = reports.dispatches_report(f)
