@@ -19,14 +19,14 @@ from etl.base.timeutil import format_rfc3339, utcnow
 from etl.source.api import VoltusClient
 from etl.store import binding, outbox
 from etl.store.db import read_transaction, write_transaction
-from etl.store.outbox import Queued
+from etl.store.outbox import Held, Queued
 from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
 __all__ = ["HOLD", "MOST_POINTS", "SendSummary", "drain"]
 
 MOST_POINTS = 2048  # the reference: "We recommend keeping requests to 2048 points or fewer"
 HOLD = timedelta(minutes=5)  # a request's readings are left to this sender that long
-Claimed = list[tuple[int, Queued]]
+Claimed = list[Held]
 
 
 @dataclass
@@ -59,7 +59,7 @@ def drain(
                 _send(engine, client, request, summary)
         except ApiError:
             with write_transaction(engine) as conn:  # those not sent, for the next drain
-                outbox.release(conn, [reading_id for reading_id, _ in claimed])
+                outbox.release(conn, [held.id for held in claimed])
             raise
     with read_transaction(engine) as conn:
         summary.waiting = outbox.waiting(conn).readings
@@ -83,14 +83,14 @@ def _requests(claimed: Claimed, batteries: set[tuple[str, str]]) -> list[Claimed
     meter's kW and kWh together; a battery's readings that lack either wait (held) for it."""
     groups: dict[tuple[str, ...], Claimed] = {}
     for item in claimed:
-        reading = item[1]
+        reading = item.reading
         meter = (reading.site_id, reading.meter_id)
         key = ("battery", *meter) if meter in batteries else ("units", str(reading.units))
         groups.setdefault(key, []).append(item)
     return [
         group
         for key, group in groups.items()
-        if key[0] != "battery" or {r.units for _, r in group} == set(ReadingUnits)
+        if key[0] != "battery" or {held.reading.units for held in group} == set(ReadingUnits)
     ]
 
 
@@ -98,8 +98,8 @@ def _send(engine: Engine, client: VoltusClient, request: Claimed, summary: SendS
     summary.requests += 1
     try:
         client.post_telemetry(
-            request[0][1].endpoint == OutboxEndpoint.CONTROLLABLE_LOAD,
-            [_point(reading) for _, reading in request],
+            request[0].reading.endpoint == OutboxEndpoint.CONTROLLABLE_LOAD,
+            [_point(held.reading) for held in request],
         )
     except ApiError as error:
         if error.status == 413 and len(request) > 1:
@@ -110,7 +110,7 @@ def _send(engine: Engine, client: VoltusClient, request: Claimed, summary: SendS
             return
         raise
     with write_transaction(engine) as conn:
-        outbox.mark_sent(conn, [reading_id for reading_id, _ in request], utcnow())
+        outbox.mark_sent(conn, request, utcnow())
     summary.sent += len(request)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from etl.source.records import fingerprint
 from etl.store.rows import chunks, write_many
@@ -19,6 +19,7 @@ from etl.store.schema import sites, telemetry_outbox, telemetry_outbox_rejected
 from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
 __all__ = [
+    "Held",
     "Meters",
     "Queued",
     "QueuedCounts",
@@ -62,6 +63,15 @@ class RejectedLine:
     line_number: int
     line: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A reading a sender holds: its row, and its queue time then (a correction moves it)."""
+
+    id: int
+    queued_at: datetime
+    reading: Queued
 
 
 @dataclass
@@ -112,9 +122,8 @@ def enqueue(conn: Connection, readings: list[Queued], now: datetime) -> QueuedCo
                 conn.execute(
                     update(telemetry_outbox)
                     .where(*(t[name] == value for name, value in zip(KEY, key, strict=True)))
-                    .values(
-                        value=latest[key].value, queued_at=now, sending_until=None, sent_at=None
-                    )
+                    # a sender may hold it with its old value: its hold stays (see mark_sent)
+                    .values(value=latest[key].value, queued_at=now, sent_at=None)
                 )
                 counts.corrected += 1
             elif key in stored:
@@ -149,7 +158,7 @@ def set_aside(conn: Connection, lines: list[RejectedLine], now: datetime) -> int
     return len(rows)
 
 
-def claim(conn: Connection, now: datetime, hold: timedelta, most: int) -> list[tuple[int, Queued]]:
+def claim(conn: Connection, now: datetime, hold: timedelta, most: int) -> list[Held]:
     """Up to `most` waiting readings of one endpoint that no sender holds, oldest first, now
     held until `now + hold`."""
     t = telemetry_outbox.c
@@ -158,7 +167,7 @@ def claim(conn: Connection, now: datetime, hold: timedelta, most: int) -> list[t
     if first is None:
         return []
     rows = conn.execute(
-        select(t.id, *(t[name] for name in KEY), t.value)
+        select(t.id, t.queued_at, *(t[name] for name in KEY), t.value)
         .where(free, t.endpoint == first)
         .order_by(t.id)
         .limit(most)
@@ -169,8 +178,9 @@ def claim(conn: Connection, now: datetime, hold: timedelta, most: int) -> list[t
             update(telemetry_outbox).where(t.id.in_(chunk)).values(sending_until=now + hold)
         )
     return [
-        (
+        Held(
             row.id,
+            row.queued_at,
             Queued(
                 OutboxEndpoint(row.endpoint),
                 row.site_id,
@@ -185,15 +195,22 @@ def claim(conn: Connection, now: datetime, hold: timedelta, most: int) -> list[t
     ]
 
 
-def mark_sent(conn: Connection, ids: Iterable[int], now: datetime) -> None:
-    """Voltus answered 2xx to a request that held these readings."""
+def mark_sent(conn: Connection, held: list[Held], now: datetime) -> None:
+    """Voltus answered 2xx to a request that held these readings: each is sent, unless it was
+    corrected while the request was out (queued again with another value, so `queued_at` moved):
+    that one is let go instead, for its new value to be sent next."""
     t = telemetry_outbox.c
-    for chunk in chunks(ids):
-        conn.execute(
-            update(telemetry_outbox)
-            .where(t.id.in_(chunk), t.sent_at.is_(None))
-            .values(sent_at=now, sending_until=None)
+    conn.execute(
+        update(telemetry_outbox)
+        .where(
+            t.id == bindparam("held_id"),
+            t.queued_at == bindparam("held_queued_at"),
+            t.sent_at.is_(None),
         )
+        .values(sent_at=now, sending_until=None),
+        [{"held_id": h.id, "held_queued_at": h.queued_at} for h in held],
+    )
+    release(conn, [h.id for h in held])
 
 
 def release(conn: Connection, ids: Iterable[int]) -> None:

@@ -221,6 +221,24 @@ def test_a_correction_is_sent_again_and_voltus_keeps_the_new_value(
     assert sandbox.received[("telemetry", "one", t, 30, "kW")] == 6.0
 
 
+def test_a_correction_made_while_its_old_value_is_out_is_not_marked_sent_by_that_answer(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    """A sender holds the old value; meanwhile the reading is corrected; the old request's 2xx
+    must not mark the new value sent (before: it did, and Voltus kept the old value)."""
+    (t,) = ends(1)
+    readings.queue_lines(store, csv(f"one,,{t},5,"), "-")
+    with write_transaction(store) as conn:
+        held = outbox.claim(conn, utcnow(), send_telemetry.HOLD, 10)
+    assert readings.queue_lines(store, csv(f"one,,{t},6,"), "-").corrected == 1
+    with write_transaction(store) as conn:  # the old request's answer arrives: 2xx
+        outbox.mark_sent(conn, held, utcnow())
+    (row,) = outbox_rows(store)
+    assert row.sent_at is None and row.sending_until is None and row.value == 6.0
+    assert send(store, client).sent == 1
+    assert sandbox.received[("telemetry", "one", t, 30, "kW")] == 6.0
+
+
 def test_a_batterys_power_waits_for_its_state_of_charge_and_goes_with_it(
     store: Engine, sandbox: Sandbox, client: VoltusClient
 ) -> None:
@@ -248,7 +266,7 @@ def test_readings_another_sender_holds_are_left_to_it_until_the_hold_expires(
     with write_transaction(store) as conn:
         assert outbox.claim(conn, now + send_telemetry.HOLD / 2, send_telemetry.HOLD, 10) == []
         late = outbox.claim(conn, now + send_telemetry.HOLD * 2, send_telemetry.HOLD, 10)
-    assert [reading_id for reading_id, _ in late] == [reading_id for reading_id, _ in held]
+    assert [h.id for h in late] == [h.id for h in held]
 
 
 def test_etl_run_drains_the_outbox_and_an_api_refusing_it_is_the_runs_error(
