@@ -5,7 +5,9 @@ A crash between the answer and the mark leaves the reading to be sent again when
 expires, which the reference allows ("We'll handle the de-duplication of double-submitted
 points"): each reading reaches Voltus at least once, and counts once. A request is at most
 MOST_POINTS readings of one endpoint and one units (a battery meter's power and state of charge
-go together, as the reference asks); one answered 413 is split in two, down to single readings.
+go together, as the reference asks); one answered 413 (too many points) or 400 (a reading it
+refuses) is split in two, down to single readings, and a single reading refused is set aside
+(`refused`), so that one bad reading never holds up the others.
 """
 
 import threading
@@ -15,6 +17,7 @@ from datetime import timedelta
 from sqlalchemy import Engine
 
 from etl.base.errors import ApiError
+from etl.base.logs import log
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.source.api import VoltusClient
 from etl.store import binding, outbox
@@ -22,10 +25,13 @@ from etl.store.db import read_transaction, write_transaction
 from etl.store.outbox import Held, Queued
 from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
-__all__ = ["HOLD", "MOST_POINTS", "SendSummary", "drain"]
+__all__ = ["HOLD", "MOST_POINTS", "REFUSALS", "SendSummary", "drain"]
 
 MOST_POINTS = 2048  # the reference: "We recommend keeping requests to 2048 points or fewer"
 HOLD = timedelta(minutes=5)  # a request's readings are left to this sender that long
+# answers that refuse the request's readings, not the account: a request of many is split until
+# the refused reading stands alone, and that one is set aside, so that it never blocks the rest
+REFUSALS = (400, 413)
 Claimed = list[Held]
 
 
@@ -33,7 +39,8 @@ Claimed = list[Held]
 class SendSummary:
     sent: int = 0  # readings Voltus answered 2xx for
     requests: int = 0
-    split: int = 0  # requests answered 413, sent again in halves
+    split: int = 0  # requests answered 413 or 400, sent again in halves
+    refused: int = 0  # readings Voltus refused alone (400): set aside, not sent again
     waiting: int = 0  # readings left in the outbox
 
 
@@ -102,13 +109,19 @@ def _send(engine: Engine, client: VoltusClient, request: Claimed, summary: SendS
             [_point(held.reading) for held in request],
         )
     except ApiError as error:
-        if error.status == 413 and len(request) > 1:
+        if error.status not in REFUSALS:
+            raise  # the API down, the key refused: nothing to do about the readings
+        if len(request) > 1:  # too many points, or one bad among them: halves, to find it
             summary.split += 1
             half = len(request) // 2
             _send(engine, client, request[:half], summary)
             _send(engine, client, request[half:], summary)
             return
-        raise
+        with write_transaction(engine) as conn:
+            outbox.refuse(conn, request[0], str(error))
+        summary.refused += 1
+        log.warning("telemetry refused: %s", error)
+        return
     with write_transaction(engine) as conn:
         outbox.mark_sent(conn, request, utcnow())
     summary.sent += len(request)

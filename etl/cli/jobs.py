@@ -211,10 +211,11 @@ def _through_outbox(
 
 def log_sent(summary: "send_telemetry.SendSummary") -> None:
     log.info(
-        "telemetry sent: %s readings in %s requests (%s split on 413); %s waiting",
+        "telemetry sent: %s readings in %s requests (%s split); %s refused; %s waiting",
         summary.sent,
         summary.requests,
         summary.split,
+        summary.refused,
         summary.waiting,
     )
 

@@ -29,6 +29,7 @@ __all__ = [
     "enqueue",
     "mark_sent",
     "newest_readings",
+    "refuse",
     "release",
     "set_aside",
     "site_meters",
@@ -123,7 +124,7 @@ def enqueue(conn: Connection, readings: list[Queued], now: datetime) -> QueuedCo
                     update(telemetry_outbox)
                     .where(*(t[name] == value for name, value in zip(KEY, key, strict=True)))
                     # a sender may hold it with its old value: its hold stays (see mark_sent)
-                    .values(value=latest[key].value, queued_at=now, sent_at=None)
+                    .values(value=latest[key].value, queued_at=now, sent_at=None, refused=None)
                 )
                 counts.corrected += 1
             elif key in stored:
@@ -162,7 +163,11 @@ def claim(conn: Connection, now: datetime, hold: timedelta, most: int) -> list[H
     """Up to `most` waiting readings of one endpoint that no sender holds, oldest first, now
     held until `now + hold`."""
     t = telemetry_outbox.c
-    free = and_(t.sent_at.is_(None), or_(t.sending_until.is_(None), t.sending_until < now))
+    free = and_(
+        t.sent_at.is_(None),
+        t.refused.is_(None),
+        or_(t.sending_until.is_(None), t.sending_until < now),
+    )
     first = conn.execute(select(t.endpoint).where(free).order_by(t.id).limit(1)).scalar()
     if first is None:
         return []
@@ -224,10 +229,21 @@ def release(conn: Connection, ids: Iterable[int]) -> None:
         )
 
 
+def refuse(conn: Connection, held: Held, reason: str) -> None:
+    """Voltus refused this reading alone: it is not sent again (a correction queues it anew)."""
+    t = telemetry_outbox.c
+    conn.execute(
+        update(telemetry_outbox)
+        .where(t.id == held.id, t.queued_at == held.queued_at, t.sent_at.is_(None))
+        .values(refused=reason[:1000], sending_until=None)
+    )
+
+
 def waiting(conn: Connection) -> Waiting:
+    """The readings still to send (not those Voltus refused), from the partial index."""
     t = telemetry_outbox.c
     count, oldest = conn.execute(
-        select(func.count(), func.min(t.queued_at)).where(t.sent_at.is_(None))
+        select(func.count(), func.min(t.queued_at)).where(t.sent_at.is_(None), t.refused.is_(None))
     ).one()
     return Waiting(count, oldest)
 

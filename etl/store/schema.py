@@ -316,6 +316,8 @@ telemetry_outbox = Table(
     # then (a sender that died is replaced; Voltus de-duplicates a reading sent twice)
     Column("sending_until", UTCDateTime),
     Column("sent_at", UTCDateTime),  # when Voltus answered 2xx to a request that held it
+    # Voltus's refusal of this reading alone (HTTP 400 to a request of it only): not sent again
+    Column("refused", Text),
     UniqueConstraint(
         "endpoint",
         "site_id",
@@ -325,7 +327,7 @@ telemetry_outbox = Table(
         "units",
         name="uq_telemetry_outbox_reading",
     ),
-    partial_index("ix_telemetry_outbox_waiting", "id", where="sent_at IS NULL"),
+    partial_index("ix_telemetry_outbox_waiting", "id", where="sent_at IS NULL AND refused IS NULL"),
     Index("ix_telemetry_outbox_site_end", "site_id", "interval_end"),
 )
 

@@ -1,6 +1,6 @@
 """telemetry_outbox and telemetry_outbox_rejected: readings to send to Voltus (`etl telemetry
-send`), each kept until Voltus answered 2xx to a request that held it, and the lines that could
-not be queued, with why
+send`), each kept until Voltus answered 2xx to a request that held it (or refused it alone), and
+the lines that could not be queued, with why
 
 Revision ID: 0019
 Revises: 0018
@@ -18,7 +18,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TIME = sa.DateTime(timezone=True)  # as the models' UTCDateTime is in the database
-WAITING = sa.text("sent_at IS NULL")
+WAITING = sa.text("sent_at IS NULL AND refused IS NULL")
 
 
 def upgrade() -> None:
@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("queued_at", TIME, nullable=False),
         sa.Column("sending_until", TIME, nullable=True),
         sa.Column("sent_at", TIME, nullable=True),
+        sa.Column("refused", sa.Text(), nullable=True),
         sa.CheckConstraint("endpoint IN ('telemetry', 'controllable_load')", name="endpoint"),
         sa.CheckConstraint("units IN ('kW', 'kWh')", name="units"),
         sa.UniqueConstraint(

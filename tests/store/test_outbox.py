@@ -194,6 +194,24 @@ def test_a_request_answered_413_is_split_until_it_passes(
     assert len(sandbox.received) == 10
 
 
+def test_a_reading_voltus_refuses_is_found_set_aside_and_blocks_nothing(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    """A meter gone from the account since its readings were queued: the batch's 400 is split
+    down to the refused reading, which is kept with Voltus's reason; the others are sent."""
+    t = ends(6)
+    rows = [f"one,,{end},{i}," for i, end in enumerate(t[:5])] + [f"two,two-poi,{t[5]},9,"]
+    readings.queue_lines(store, csv(*rows), "-")
+    sandbox.sites = [s for s in sandbox.sites if s["id"] != "two"]
+    summary = send(store, client)
+    assert (summary.sent, summary.refused, summary.waiting) == (5, 1, 0)
+    (refused,) = [row for row in outbox_rows(store) if row.refused]
+    assert refused.meter_id == "two-poi" and "HTTP 400" in refused.refused
+    assert "no meter 'two-poi' in this account" in refused.refused
+    assert refused.sent_at is None and send(store, client).requests == 0
+    assert outbox_warnings(store) == []  # refused is not waiting
+
+
 def test_an_api_down_leaves_the_readings_waiting_free_for_the_next_drain(
     store: Engine, sandbox: Sandbox
 ) -> None:
@@ -274,12 +292,12 @@ def test_etl_run_drains_the_outbox_and_an_api_refusing_it_is_the_runs_error(
 ) -> None:
     cli.ok("fetch", "--sites")
     (t,) = ends(1)
-    sandbox.faults.statuses, sandbox.faults.statuses_path = [400], "/2022-04-15/telemetry"
+    sandbox.faults.statuses, sandbox.faults.statuses_path = [403], "/2022-04-15/telemetry"
     path = f"{cli.url.removeprefix('sqlite:///')}.csv"
     with open(path, "w") as readings_file:
         readings_file.writelines(csv(f"asdf,,{t},5,"))
     refused = cli("telemetry", "send", path)
-    assert refused.returncode == 3 and "HTTP 400" in refused.stderr
+    assert refused.returncode == 3 and "HTTP 403" in refused.stderr
     assert "Traceback" not in refused.stderr
     ran = cli("run")
     assert ran.returncode == 0, ran.stderr
