@@ -6,6 +6,7 @@ import json
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -380,3 +381,20 @@ def test_the_every_loop_of_etl_run_and_etl_serve_drains_the_outbox(
         loop.join(timeout=30)
     sent = [o for o in outcomes if isinstance(o, send_telemetry.SendSummary)]
     assert [(s.sent, s.waiting) for s in sent] == [(1, 0)]
+
+
+def test_a_file_that_cannot_be_read_as_readings_is_one_line_exit_2(
+    cli: InProcess, tmp_path: Path
+) -> None:
+    cli.ok("fetch", "--sites")
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    for path, message in (
+        (tmp_path / "missing.csv", "cannot read"),
+        (tmp_path, "cannot read"),
+        (garbage, "the CSV header lacks"),
+    ):
+        result = cli("telemetry", "send", str(path))
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
