@@ -50,8 +50,9 @@ def drain(
     stop: threading.Event | None = None,
     most: int = MOST_POINTS,
 ) -> SendSummary:
-    """Send what waits, until nothing does (or `stop` is set). An API error other than 413 ends
-    the drain: its readings are let go at once for the next one, and the error raised."""
+    """Send what waits, until nothing does (or `stop` is set). An API error other than a
+    refusal of readings (REFUSALS) ends the drain: the readings in hand are let go at once, for
+    the next drain, and the error raised."""
     binding.check(engine, client.settings.url, client.settings.key)  # this store's account only
     summary = SendSummary()
     while stop is None or not stop.is_set():
