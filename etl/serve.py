@@ -11,6 +11,7 @@ burst naming many dispatches is one listing. One thread fetches, so a 429's paus
 Only `etl serve` imports this module (and so waitress and prometheus_client).
 """
 
+import base64
 import hmac
 import json
 import logging
@@ -18,7 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +36,7 @@ from etl.base.config import is_loopback
 from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import log
 from etl.base.redact import redact_url
+from etl.base.timeutil import utcnow
 from etl.handlers import ActionRequest, Handler
 from etl.ingest import dispatches
 from etl.read import metrics, status
@@ -51,6 +53,8 @@ REQUEST_SECONDS = 5
 # a notification's `resource`, of any API version (the dispatch is looked up in etl's own)
 DISPATCH_RESOURCE = re.compile(r"/\d{4}-\d{2}-\d{2}/dispatches/([A-Za-z0-9_-]{1,200})")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+CALENDAR_PATH = "/calendar.ics"
+CALENDAR_DAYS = timedelta(days=7)  # the calendar's dispatches: those that started since
 TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,200}")
 # more dispatches than this waiting at once: one listing fetches them all
 MOST_LOOKUPS = 5
@@ -63,13 +67,16 @@ class Listener:
     host: str
     port: int
     token: str | None
+    # the pages for people (now the calendar): served on a loopback listener, or to whoever
+    # gives this password (HTTP Basic), never otherwise
+    console_password: str | None = field(default=None, repr=False)
 
     @property
     def webhook_path(self) -> str:
         return f"{WEBHOOK_PATH}/{self.token}" if self.token else WEBHOOK_PATH
 
 
-def listener(listen: str, token: str | None) -> Listener:
+def listener(listen: str, token: str | None, console_password: str | None = None) -> Listener:
     """`HOST:PORT` and the token, checked: a listener reachable from other machines must have
     a token, the secret part of the path that Voltus is told to POST to."""
     host, _, port = listen.rpartition(":")
@@ -87,7 +94,9 @@ def listener(listen: str, token: str | None) -> Listener:
             "the secret path is what keeps strangers from triggering fetches",
             "set ETL_WEBHOOK_TOKEN, or listen on 127.0.0.1 behind a proxy",
         )
-    return Listener(host, int(port), token)
+    if console_password is not None and not console_password:
+        raise ConfigError("ETL_CONSOLE_PASSWORD is empty: unset it, or give a password")
+    return Listener(host, int(port), token, console_password)
 
 
 class Notifications:
@@ -184,6 +193,10 @@ class WebhookApp:
             return _answer(start_response, 405, {"message": "GET only"}, [("Allow", "GET")])
         if path == "/healthz":
             return _answer(start_response, *self._health())
+        if path == CALENDAR_PATH:
+            if method not in ("GET", "HEAD"):
+                return _answer(start_response, 405, {"message": "GET only"}, [("Allow", "GET")])
+            return self._calendar(environ, start_response)
         if path == "/metrics":
             text = metrics.exposition(
                 metrics.LiveCollector(self.engine, *self.check), self.metrics.registry
@@ -191,6 +204,28 @@ class WebhookApp:
             start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
             return [text.encode()]
         return _answer(start_response, 404, {"message": "not found"})
+
+    def _calendar(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """The recent and upcoming dispatches (the last CALENDAR_DAYS on) as a calendar, to
+        those the people pages' rule lets in."""
+        password = self.where.console_password
+        if password is not None and not _gives_password(environ, password):
+            challenge = [("WWW-Authenticate", 'Basic realm="etl", charset="UTF-8"')]
+            return _answer(start_response, 401, {"message": "a password is needed"}, challenge)
+        if password is None and not is_loopback(self.where.host):
+            message = "served on a loopback address, or with ETL_CONSOLE_PASSWORD set"
+            return _answer(start_response, 403, {"message": message})
+        from etl.read import calendar
+        from etl.read.reports import ReportFilter
+
+        now = utcnow()
+        try:
+            body = calendar.ics(self.engine, ReportFilter(since=now - CALENDAR_DAYS), now)
+        except EtlError as error:
+            return _answer(start_response, 503, {"message": str(error)})
+        headers = [("Content-Type", "text/calendar; charset=utf-8")]
+        start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
+        return [body]
 
     def _notification(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         status_code, body = _parse_notification(environ, self.api_url)
@@ -266,6 +301,19 @@ def dispatch_named(resource: str, api_url: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _gives_password(environ: dict[str, Any], password: str) -> bool:
+    """Whether the request's HTTP Basic credentials carry the password (any user name),
+    compared in constant time."""
+    scheme, _, encoded = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(given.partition(":")[2].encode(), password.encode())
+
+
 def _answer(
     start_response: StartResponse,
     status_code: int,
@@ -273,6 +321,7 @@ def _answer(
     extra_headers: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
     reasons = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found"}
+    reasons |= {401: "Unauthorized", 403: "Forbidden"}
     reasons |= {405: "Method Not Allowed", 413: "Content Too Large", 422: "Unprocessable Content"}
     reasons |= {503: "Service Unavailable"}
     data = json.dumps(body).encode()

@@ -66,6 +66,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    console_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ETL_CONSOLE_PASSWORD",
+            help="The password (HTTP Basic, any user name) of the pages for people, now "
+            "/calendar.ics; without it they are served on a loopback address only.",
+            show_default=False,
+        ),
+    ] = None,
     max_age: Annotated[
         str, typer.Option(help="/healthz and /metrics: as `etl status --max-age`.")
     ] = "5m",
@@ -83,7 +92,7 @@ def serve(
     logs.set_verbosity(verbose, quiet)
     settings: ProcessorSettings = ctx.obj()
     api = api_settings(api_url, api_key)
-    where = service.listener(listen, token)
+    where = service.listener(listen, token, console_password)
     check = (duration(max_age), duration(window))
     parts = processor.build(settings, database_url, api.url, api)
     service.serve(parts, every, where, check, log_outcome)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from icalendar import Calendar
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
@@ -18,6 +19,7 @@ from etl import serve
 from etl.act import processor
 from etl.base.errors import ConfigError
 from etl.base.timeutil import utcnow
+from etl.ingest import dispatches
 from etl.sandbox.emulator import Sandbox
 from etl.store import schema
 from tests.helpers import at, http_server, receive_posts, site, wait_for
@@ -31,9 +33,15 @@ CHECK = (timedelta(minutes=5), timedelta(hours=24))
 class Service:
     """`serve.serve` in a thread, as `etl serve` runs it."""
 
-    def __init__(self, world: World, token: str | None) -> None:
+    def __init__(
+        self,
+        world: World,
+        token: str | None,
+        host: str = "127.0.0.1",
+        console_password: str | None = None,
+    ) -> None:
         self.world, self.stop = world, threading.Event()
-        self.where = serve.listener(f"127.0.0.1:{free_port()}", token)
+        self.where = serve.listener(f"{host}:{free_port()}", token, console_password)
         self.url = f"http://127.0.0.1:{self.where.port}"
         self.webhook = self.url + self.where.webhook_path
         self.reported: list[processor.RunEvent] = []
@@ -356,3 +364,53 @@ def test_a_port_in_use_is_one_line(service: Service, world: World) -> None:
     with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{taken.port}"):
         serve.serve(world.parts(threading.Event()), 600, taken, CHECK, lambda _: None)
     gc.collect()  # its leftovers now, while this test's warning filter holds
+
+
+def calendar_events(answer: requests.Response) -> list[Any]:
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "text/calendar; charset=utf-8"
+    return Calendar.from_ical(answer.content).walk("VEVENT")
+
+
+def test_the_calendar_is_served_on_loopback_and_follows_the_store(world: World) -> None:
+    service = Service(world, TOKEN).start()
+    try:
+        assert calendar_events(requests.get(service.url + "/calendar.ics", timeout=5)) == []
+        world.sandbox.dispatches = [active("d1", site("a"))]
+        dispatches.fetch(world.engine, world.client)
+        (event,) = calendar_events(requests.get(service.url + "/calendar.ics", timeout=5))
+        assert str(event["uid"]).startswith("d1@")
+        assert requests.post(service.url + "/calendar.ics", timeout=5).status_code == 405
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_with_a_password_the_calendar_asks_for_it_in_constant_time_anywhere(
+    world: World, host: str
+) -> None:
+    service = Service(world, TOKEN, host=host, console_password="s3cret-pass").start()
+    url = service.url + "/calendar.ics"
+    try:
+        refused = requests.get(url, timeout=5)
+        assert refused.status_code == 401 and "Basic" in refused.headers["WWW-Authenticate"]
+        assert requests.get(url, auth=("etl", "wrong"), timeout=5).status_code == 401
+        bad = {"Authorization": "Basic !!not-base64!!"}
+        assert requests.get(url, headers=bad, timeout=5).status_code == 401
+        assert calendar_events(requests.get(url, auth=("anyone", "s3cret-pass"), timeout=5)) == []
+    finally:
+        service.close()
+
+
+def test_beyond_loopback_without_a_password_the_calendar_is_not_served(world: World) -> None:
+    service = Service(world, TOKEN, host="0.0.0.0").start()
+    try:
+        answer = requests.get(service.url + "/calendar.ics", timeout=5)
+        assert answer.status_code == 403 and "ETL_CONSOLE_PASSWORD" in answer.json()["message"]
+    finally:
+        service.close()
+
+
+def test_an_empty_console_password_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError, match="ETL_CONSOLE_PASSWORD is empty"):
+        serve.listener("127.0.0.1:8080", None, "")
