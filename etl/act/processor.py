@@ -16,9 +16,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select, true
 
-from etl.act import claims, planner
+from etl.act import claims, notify, planner
 from etl.act.actions import CLAIMABLE, OPEN
 from etl.act.builtin_handlers import kill_running_commands, load_handler
+from etl.act.notify import NotifySummary
 from etl.act.outcomes import Outcomes, log_action
 from etl.act.send_telemetry import SendSummary, drain
 from etl.base.config import ApiSettings, ProcessorSettings
@@ -212,7 +213,7 @@ def next_due(engine: Engine, settings: ProcessorSettings) -> datetime | None:
     return min(times, default=None)
 
 
-RunEvent = FetchSummary | PassSummary | SendSummary | EtlError
+RunEvent = FetchSummary | PassSummary | SendSummary | NotifySummary | EtlError
 
 
 def _fetched(parts: Parts) -> RunEvent:
@@ -237,14 +238,29 @@ def _sent(parts: Parts) -> RunEvent | None:
         return error
 
 
+def _notified(parts: Parts) -> RunEvent | None:
+    """A notification turn, when ETL_NOTIFY_URLS is set (None when not): its summary, or the
+    store's error. A service that does not take a message is not an error of the run: the
+    message waits, retried later (etl.act.notify)."""
+    if not parts.settings.notify_urls:
+        return None
+    try:
+        return notify.run(parts.engine, parts.settings, utcnow())
+    except EtlError as error:
+        return error
+
+
 def run_once(parts: Parts) -> Iterator[RunEvent]:
     """The minutely job: a fetch, then a pass whatever the fetch's fate, then the telemetry
-    outbox drained if readings wait. Yields the fetch's summary or error, the pass's summary (a
-    pass that cannot run raises), and the drain's summary or error."""
+    outbox drained if readings wait, then a notification turn if they are on. Yields the
+    fetch's summary or error, the pass's summary (a pass that cannot run raises), and the
+    drain's and the notifications' summaries or errors."""
     yield _fetched(parts)
     yield process(parts.engine, parts.handler, parts.settings, parts.stop)
     if (sent := _sent(parts)) is not None:
         yield sent
+    if (notified := _notified(parts)) is not None:
+        yield notified
 
 
 def exit_code(events: list[RunEvent]) -> ExitCode:
@@ -280,6 +296,8 @@ def run_loop(parts: Parts, every: float) -> Iterator[RunEvent]:
             due = None
         if fetched and (sent := _sent(parts)) is not None:
             yield sent  # at each fetch's turn, after the actions due
+        if (notified := _notified(parts)) is not None:
+            yield notified  # after each pass: an action that failed is told at once
         sleep = next_fetch - time.monotonic()
         if due is not None:
             # a hair after the due time, so that the pass then finds it due

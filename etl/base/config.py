@@ -2,7 +2,7 @@
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -102,6 +102,8 @@ class ProcessorSettings:
     handler: str | None = None  # ETL_HANDLER: log, command, webhook or an entry point's name
     action_command: str | None = None  # ETL_ACTION_COMMAND
     action_webhook: str | None = None  # ETL_ACTION_WEBHOOK
+    notify_urls: str | None = field(default=None, repr=False)  # ETL_NOTIFY_URLS: secrets
+    notify_test: bool = False  # ETL_NOTIFY_TEST: tell of test dispatches created too
 
     def __post_init__(self) -> None:
         durations = (self.claim_timeout, self.retry_backoff, self.handler_timeout)

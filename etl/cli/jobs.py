@@ -246,6 +246,7 @@ def _print_dry_run(planned: "planner.PlanSummary", due: "list[claims.Claimed]") 
 def log_outcome(outcome: "processor.RunEvent") -> None:
     """One event of a long run: a fetch's, a pass's or a telemetry drain's summary, or an error
     it lived through."""
+    from etl.act.notify import NotifySummary
     from etl.act.send_telemetry import SendSummary
     from etl.ingest.dispatches import FetchSummary
 
@@ -255,6 +256,14 @@ def log_outcome(outcome: "processor.RunEvent") -> None:
         _log_fetch(outcome)
     elif isinstance(outcome, SendSummary):
         log_sent(outcome)
+    elif isinstance(outcome, NotifySummary):
+        log.info(
+            "notifications: %s planned, %s sent, %s not taken (tried again later); %s waiting",
+            outcome.planned,
+            outcome.sent,
+            outcome.failed,
+            outcome.waiting,
+        )
     else:
         _log_pass(outcome)
 

@@ -224,6 +224,19 @@ def processor_options(
             help="Time limit of one command or webhook call; shorter than the claim timeout.",
         ),
     ] = 60.0,
+    notify_urls: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ETL_NOTIFY_URLS",
+            show_default=False,
+            help="Apprise URLs (Slack, Teams, e-mail, ntfy...), separated by commas or spaces: "
+            "where people are told of dispatches and failed actions. Secret: never shown.",
+        ),
+    ] = None,
+    notify_test: Annotated[
+        bool,
+        typer.Option(envvar="ETL_NOTIFY_TEST", help="Tell of test dispatches created too."),
+    ] = False,
 ) -> None:
     """Ingest Voltus dispatches into SQLite or PostgreSQL, and act on each exactly once.
 
@@ -241,4 +254,6 @@ def processor_options(
         handler=handler,
         action_command=action_command,
         action_webhook=action_webhook,
+        notify_urls=notify_urls or None,
+        notify_test=notify_test,
     )

@@ -19,6 +19,7 @@ from etl.store.schema import (
     dispatch_sites,
     dispatches,
     events,
+    notifications,
     sites,
     telemetry_requests,
 )
@@ -85,6 +86,9 @@ class Status:
     # (site, dispatch, end of its newest reading queued) of sites under dispatch now whose
     # readings, sent by etl, stopped coming
     late_readings: list[tuple[str, str, datetime]] = field(default_factory=list)
+    # notifications no service has taken yet though one was tried, and the last one's error
+    notifications_failing: int = 0
+    notification_error: str | None = None
     problems: list[str] = field(default_factory=list)
     code: Health = Health.OK
 
@@ -130,6 +134,7 @@ def check(
         unlisted_sites = _unlisted_sites(conn, now)
         waiting = outbox.waiting(conn)
         late_readings = _late_readings(conn, now)
+        failing, notification_error = _notifications_failing(conn)
     status = Status(
         checked_at=now,
         version=__version__,
@@ -153,6 +158,8 @@ def check(
         outbox_waiting=waiting.readings,
         outbox_oldest_queued_at=waiting.oldest_queued_at,
         late_readings=late_readings,
+        notifications_failing=failing,
+        notification_error=notification_error,
     )
     return judge(status, max_age, window, min_delivery)
 
@@ -217,6 +224,11 @@ def judge(status: Status, max_age: timedelta, window: timedelta, min_delivery: f
         problems.append(
             f"WARNING: site {site_id} is under dispatch {dispatch_id}, and its newest reading "
             f"for Voltus ended {_age(now - newest)} ago (Voltus measures the response by them)"
+        )
+    if status.notifications_failing:
+        problems.append(
+            f"WARNING: {status.notifications_failing} notifications have not reached their "
+            f"service (ETL_NOTIFY_URLS); they are tried again: {status.notification_error}"
         )
     offset = status.clock_offset_seconds
     if offset is not None and abs(offset) > CLOCK_TOLERANCE_SECONDS:
@@ -348,6 +360,18 @@ def _late_readings(conn: Connection, now: datetime) -> list[tuple[str, str, date
         for row in under
         if row.site_id in newest and now - newest[row.site_id] > READINGS_LATE
     ]
+
+
+def _notifications_failing(conn: Connection) -> tuple[int, str | None]:
+    """Notifications waiting after a failed delivery (from the index of those waiting), and
+    the newest failure's error."""
+    n = notifications.c
+    rows = conn.execute(
+        select(n.last_error)
+        .where(n.sent_at.is_(None), n.attempts > 0)
+        .order_by(n.next_attempt_at.desc())
+    ).all()
+    return len(rows), (rows[0].last_error if rows else None)
 
 
 def _age(delta: timedelta) -> str:

@@ -39,6 +39,7 @@ from etl.store.vocabulary import (
     FetchKind,
     FetchOutcome,
     Holding,
+    NoticeKind,
     OutboxEndpoint,
     ReadingUnits,
     RecordKind,
@@ -53,6 +54,8 @@ __all__ = [
     "events",
     "fetch_runs",
     "metadata",
+    "notifications",
+    "notifier_state",
     "planner_state",
     "programs",
     "rejected_records",
@@ -329,6 +332,34 @@ telemetry_outbox = Table(
     ),
     partial_index("ix_telemetry_outbox_waiting", "id", where="sent_at IS NULL AND refused IS NULL"),
     Index("ix_telemetry_outbox_site_end", "site_id", "interval_end"),
+)
+
+# Messages to people (ETL_NOTIFY_URLS, through Apprise), each planned once from the event log
+# and kept until a notification service took it, retried with backoff (etl.act.notify)
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", Integer, ForeignKey("events.id"), nullable=False, unique=True),
+    Column("kind", String(30), nullable=False),
+    one_of("kind", NoticeKind),
+    Column("dispatch_id", String),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Column("last_error", Text),
+    partial_index("ix_notifications_waiting", "next_attempt_at", where="sent_at IS NULL"),
+)
+
+# (one row) how far the notifier has read the event log
+notifier_state = Table(
+    "notifier_state",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("last_event_id", Integer, nullable=False),
 )
 
 # Lines of readings that could not be queued, each kept once, with why

@@ -10,6 +10,7 @@ __all__ = [
     "FetchKind",
     "FetchOutcome",
     "Holding",
+    "NoticeKind",
     "OutboxEndpoint",
     "ReadingUnits",
     "RecordKind",
@@ -108,3 +109,14 @@ class ReadingUnits(StrEnum):
 
     KW = "kW"
     KWH = "kWh"
+
+
+class NoticeKind(StrEnum):
+    """What a notification tells people (`notifications.kind`)."""
+
+    DISPATCH_CREATED = "dispatch_created"
+    DISPATCH_MOVED = "dispatch_moved"
+    DISPATCH_CANCELLED = "dispatch_cancelled"
+    DISPATCH_VANISHED = "dispatch_vanished"
+    ACTION_FAILED = "action_failed"
+    ACTION_MISSED = "action_missed"

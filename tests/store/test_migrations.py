@@ -54,7 +54,7 @@ def test_partial_indexes_have_the_models_predicates(engine: Engine) -> None:
             # PostgreSQL writes `((outcome)::text = 'failed'::text)` for `outcome = 'failed'`
             bare = re.sub(r"::\w+|[()]", "", predicate).strip()
             assert bare.lower() == where.lower(), (name, predicate)
-    assert len(partial) == 6
+    assert len(partial) == 7
 
 
 def check_constraints(engine: Engine) -> dict[str, set[str]]:
@@ -74,7 +74,7 @@ def test_the_vocabulary_is_checked_by_the_database_as_the_models_say(engine: Eng
         for constraint in table.constraints
         if isinstance(constraint, CheckConstraint)
     }
-    assert len(declared) == 10 and all(declared.values())
+    assert len(declared) == 11 and all(declared.values())
     assert check_constraints(engine) == declared
 
 

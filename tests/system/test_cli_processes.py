@@ -115,7 +115,7 @@ def test_the_minutely_run_loads_no_library_it_does_not_use(
         "etl.read.reports", "etl.read.audit", "etl.read.metrics", "etl.serve",
         "etl.ingest.telemetry", "etl.read.chart", "prometheus_client", "waitress", "pydantic",
         "sqlalchemy.dialects.postgresql", "dateutil", "http.server", "icalendar",
-        "etl.read.calendar", "etl.ingest.readings", "etl.ingest.sources",
+        "etl.read.calendar", "etl.ingest.readings", "etl.ingest.sources", "apprise",
     }  # fmt: skip
     assert loaded & unwanted == set()
 

@@ -1,0 +1,268 @@
+"""Notifications: people told, in the channel they already watch, of what the event log records
+that needs them: a dispatch created (a test one only with ETL_NOTIFY_TEST), moved, cancelled or
+vanished; an action that failed for good or was missed. ETL_NOTIFY_URLS names the channels as
+Apprise URLs (Slack, Teams, e-mail, ntfy...); Apprise is imported only when they are set.
+
+Each notification is planned once, in the store: the notifier reads the event log past its
+cursor (`notifier_state`) and writes a notification per event that needs one (`notifications`,
+unique per event) with the cursor, in one transaction, so that a restart never repeats one and a
+crash never loses one. It is then delivered: marked sent once a service took it, so a crash
+between the two sends it again (at least once). A service that does not take it never blocks or
+fails a run: the notification waits, tried again 30 s later, then 1, 2, 4... minutes up to an
+hour, and `etl status` says so; a turn stops at the first failure, so a service down costs one
+timeout a turn, not one per notification.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, update
+
+from etl.base.config import ProcessorSettings
+from etl.base.logs import log, one_line
+from etl.base.redact import redact_text
+from etl.base.timeutil import zone_or_utc
+from etl.store.db import read_transaction, write_transaction
+from etl.store.schema import (
+    dispatch_sites,
+    dispatches,
+    events,
+    notifications,
+    notifier_state,
+    programs,
+    sites,
+)
+from etl.store.vocabulary import EventKind, NoticeKind
+
+__all__ = ["FIRST_RETRY", "NotifySummary", "deliver", "plan", "run"]
+
+EVENTS_PER_TURN = 5000  # of the log, read past the cursor at a turn
+DELIVERIES_PER_TURN = 50
+FIRST_RETRY, LONGEST_WAIT = timedelta(seconds=30), timedelta(hours=1)
+NEWS = timedelta(hours=1)  # an event older than this when first read is not told
+TIME = "%a %d %b %H:%M %Z"  # in the program's time zone: `Sat 06 Dec 14:00 CST`
+
+# the events that need people, and what each tells them
+NOTICES = {
+    EventKind.DISPATCH_CREATED: NoticeKind.DISPATCH_CREATED,
+    EventKind.DISPATCH_END_TIME_SET: NoticeKind.DISPATCH_MOVED,
+    EventKind.DISPATCH_END_TIME_MOVED: NoticeKind.DISPATCH_MOVED,
+    EventKind.DISPATCH_CHANGED: NoticeKind.DISPATCH_MOVED,  # when its start time changed
+    EventKind.DISPATCH_CANCELLED: NoticeKind.DISPATCH_CANCELLED,
+    EventKind.DISPATCH_VANISHED: NoticeKind.DISPATCH_VANISHED,
+    EventKind.ACTION_FAILED: NoticeKind.ACTION_FAILED,
+    EventKind.ACTION_MISSED: NoticeKind.ACTION_MISSED,
+}
+
+
+@dataclass
+class NotifySummary:
+    planned: int = 0
+    sent: int = 0
+    failed: int = 0  # deliveries a service did not take: tried again later
+    waiting: int = 0
+
+
+def run(engine: Engine, settings: ProcessorSettings, now: datetime) -> NotifySummary:
+    """A turn: plan what the log asks for, then deliver what is due."""
+    summary = NotifySummary(planned=plan(engine, settings, now))
+    if settings.notify_urls:
+        deliver(engine, settings.notify_urls, now, summary)
+    with read_transaction(engine) as conn:
+        summary.waiting = conn.execute(
+            select(func.count()).where(notifications.c.sent_at.is_(None))
+        ).scalar_one()
+    return summary
+
+
+def plan(engine: Engine, settings: ProcessorSettings, now: datetime) -> int:
+    """Notifications for the events past the cursor, and the cursor moved past them: one
+    transaction. How many were planned."""
+    with write_transaction(engine) as conn:
+        cursor = conn.execute(select(notifier_state.c.last_event_id)).scalar_one()
+        read = conn.execute(
+            select(events.c.id, events.c.occurred_at, events.c.kind, events.c.dispatch_id,
+                   events.c.site_id, events.c.details)
+            .where(events.c.id > cursor)
+            .order_by(events.c.id)
+            .limit(EVENTS_PER_TURN)
+        ).all()  # fmt: skip
+        planned = []
+        for event in read:
+            if event.occurred_at < now - NEWS:
+                continue  # notifications were off then, or etl was: old news now
+            message = _message(conn, event, settings)
+            if message is not None:
+                kind, title, body = message
+                planned.append(
+                    {
+                        "event_id": event.id,
+                        "kind": kind,
+                        "dispatch_id": event.dispatch_id,
+                        "title": title,
+                        "body": body,
+                        "created_at": now,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                    }
+                )
+        if planned:
+            conn.execute(notifications.insert(), planned)
+        if read:
+            conn.execute(update(notifier_state).values(last_event_id=read[-1].id))
+    return len(planned)
+
+
+def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) -> None:
+    """Send what is due, oldest first, until a service does not take one."""
+    import logging
+    import warnings
+
+    with warnings.catch_warnings():
+        # Apprise loads its plug-ins as the URLs are added, one of them imghdr, deprecated
+        # since Python 3.11: the warning is Apprise's to fix
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import apprise
+
+        channels = apprise.Apprise()
+        known = channels.add(urls)
+    if not known:
+        log.warning("notifications: ETL_NOTIFY_URLS holds no URL Apprise knows; none is sent")
+        summary.failed += _failed_due(engine, now, "ETL_NOTIFY_URLS holds no URL Apprise knows")
+        return
+    with read_transaction(engine) as conn:
+        due = conn.execute(
+            select(notifications.c.id, notifications.c.title, notifications.c.body,
+                   notifications.c.attempts)
+            .where(notifications.c.sent_at.is_(None), notifications.c.next_attempt_at <= now)
+            .order_by(notifications.c.id)
+            .limit(DELIVERIES_PER_TURN)
+        ).all()  # fmt: skip
+    for notice in due:
+        with apprise.LogCapture(level=logging.WARNING) as said:
+            taken = bool(channels.notify(title=notice.title, body=notice.body))
+        with write_transaction(engine) as conn:
+            if taken:
+                conn.execute(
+                    update(notifications)
+                    .where(notifications.c.id == notice.id)
+                    .values(sent_at=now, last_error=None)
+                )
+                summary.sent += 1
+                continue
+            error = _error_text(said.getvalue(), urls)
+            _retry_later(conn, [notice.id], now, error)
+        summary.failed += 1
+        return  # the service is down: the rest wait for the next turn
+
+
+def _failed_due(engine: Engine, now: datetime, error: str) -> int:
+    """Every notification due, tried again later with this error: how many."""
+    n = notifications.c
+    with write_transaction(engine) as conn:
+        due = select(n.id).where(n.sent_at.is_(None), n.next_attempt_at <= now)
+        ids = list(conn.execute(due).scalars())
+        _retry_later(conn, ids, now, error)
+    return len(ids)
+
+
+def _retry_later(conn: Connection, ids: list[int], now: datetime, error: str) -> None:
+    for notice_id in ids:
+        attempts = conn.execute(
+            select(notifications.c.attempts).where(notifications.c.id == notice_id)
+        ).scalar_one()
+        wait = min(FIRST_RETRY * 2**attempts, LONGEST_WAIT)
+        conn.execute(
+            update(notifications)
+            .where(notifications.c.id == notice_id)
+            .values(attempts=attempts + 1, next_attempt_at=now + wait, last_error=error)
+        )
+
+
+def _error_text(logged: str, urls: str) -> str:
+    """What Apprise said of a failure, without the URLs' secrets (they hold tokens)."""
+    for url in urls.replace(",", " ").split():
+        logged = logged.replace(url, "***")
+    lines = [one_line(line.split(" - ", 2)[-1]) for line in logged.splitlines() if line.strip()]
+    text = redact_text("; ".join(lines)) or "the notification service did not take it"
+    return text[:1000]
+
+
+def _message(
+    conn: Connection, event: Any, settings: ProcessorSettings
+) -> tuple[NoticeKind, str, str] | None:
+    """What to tell of this event, or None when it needs nobody."""
+    kind = NOTICES.get(EventKind(event.kind))
+    if kind is None or event.dispatch_id is None:
+        return None
+    details = event.details or {}
+    if event.kind == EventKind.DISPATCH_CHANGED and "start_time" not in details.get("changes", {}):
+        return None
+    facts = _dispatch(conn, event.dispatch_id)
+    if facts is None:
+        return None
+    if kind == NoticeKind.DISPATCH_CREATED and (
+        not facts["authorized"] or (facts["test"] and not settings.notify_test)
+    ):
+        return None  # nothing to curtail (a cancellation, if any, is told as one)
+    name, window = f"Dispatch {event.dispatch_id} ({facts['program']})", _window(facts)
+    test = "TEST " if facts["test"] else ""
+    match kind:
+        case NoticeKind.DISPATCH_CREATED:
+            title = f"{test}{name}: curtail {len(facts['sites'])} sites, {window}"
+            body = "Sites: " + ", ".join(facts["sites"])
+        case NoticeKind.DISPATCH_MOVED:
+            title, body = f"{test}{name} moved: now {window}", "Sites: " + ", ".join(facts["sites"])
+        case NoticeKind.DISPATCH_CANCELLED:
+            title, body = f"{test}{name} cancelled", f"It was {window}; its sites are restored."
+        case NoticeKind.DISPATCH_VANISHED:
+            title = f"{name} vanished from the API before its end"
+            body = "etl treats it as ended when it went missing; check with Voltus."
+        case _:
+            site_name = _site_name(conn, event.site_id)
+            action = str(details.get("action", "action")).capitalize()
+            verb = "failed" if kind == NoticeKind.ACTION_FAILED else "was missed"
+            title = f"{action} of {site_name} for dispatch {event.dispatch_id} {verb}"
+            why = details.get("error") or details.get("note") or "see etl audit"
+            body = f"{one_line(str(why))[:500]}\n(etl audit --dispatch {event.dispatch_id})"
+    return kind, one_line(title)[:300], body
+
+
+def _dispatch(conn: Connection, dispatch_id: str) -> dict[str, Any] | None:
+    d, p = dispatches.c, programs.c
+    row = conn.execute(
+        select(d.start_time, d.end_time, d.test, d.authorized, p.name, p.timezone)
+        .join(programs, p.id == d.program_id)
+        .where(d.id == dispatch_id)
+    ).first()
+    if row is None:
+        return None
+    ds, s = dispatch_sites.c, sites.c
+    listed = conn.execute(
+        select(s.name, ds.commitment_kw)
+        .join(sites, s.id == ds.site_id)
+        .where(ds.dispatch_id == dispatch_id, ds.removed_at.is_(None))
+        .order_by(s.name)
+    ).all()
+    return {
+        "start": row.start_time,
+        "end": row.end_time,
+        "test": row.test,
+        "authorized": row.authorized,
+        "program": row.name,
+        "zone": zone_or_utc(row.timezone),
+        "sites": [f"{name} ({kw:g} kW)" if kw is not None else name for name, kw in listed],
+    }
+
+
+def _window(facts: dict[str, Any]) -> str:
+    start = facts["start"].astimezone(facts["zone"]).strftime(TIME)
+    if facts["end"] is None:
+        return f"from {start}, end not known yet"
+    return f"{start} to {facts['end'].astimezone(facts['zone']).strftime(TIME)}"
+
+
+def _site_name(conn: Connection, site_id: str | None) -> str:
+    name = conn.execute(select(sites.c.name).where(sites.c.id == site_id)).scalar()
+    return f"{name} ({site_id})" if name else str(site_id)

@@ -1,0 +1,211 @@
+"""Notifications through Apprise to a real receiver on loopback (`json://`), on both databases:
+each told once, in the program's time zone with sites by name; a service that does not take one
+retried with backoff, never failing the run, and said by `etl status`; the URL's secret never
+kept or shown."""
+
+import json
+import threading
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Engine, select, update
+
+from etl.act import notify, processor
+from etl.base.config import ProcessorSettings
+from etl.base.timeutil import format_rfc3339, utcnow
+from etl.ingest import dispatches
+from etl.read import status
+from etl.store import schema
+from etl.store.db import write_transaction
+from tests.helpers import dispatch, http_server, receive_posts, site
+from tests.processes import InProcess
+from tests.scenarios import World
+
+SECRET = "t0ken-SECRET-42"
+CHECK = (timedelta(days=1), timedelta(days=1))
+
+
+class Receiver:
+    """A loopback service taking Apprise's JSON posts, answering `status`."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.bodies: list[bytes] = []
+        self.server = http_server(receive_posts(status, self.bodies))
+        self.base = self.server.__enter__()
+        host_port = self.base.removeprefix("http://")
+        self.url = f"json://{host_port}/hook?token={SECRET}"
+
+    @property
+    def told(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for body in self.bodies]
+
+    def close(self) -> None:
+        self.server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def receiver() -> Any:
+    receiving = Receiver()
+    yield receiving
+    receiving.close()
+
+
+def turn(world: World, urls: str, now: Any = None, test: bool = False) -> notify.NotifySummary:
+    settings = ProcessorSettings(notify_urls=urls, notify_test=test)
+    return notify.run(world.engine, settings, now or utcnow())
+
+
+def notes(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return conn.execute(select(schema.notifications).order_by("id")).all()
+
+
+def test_a_dispatch_created_is_told_once_in_its_programs_time_zone(
+    world: World, receiver: Receiver
+) -> None:
+    start = utcnow().replace(second=0, microsecond=0) + timedelta(hours=2)
+    world.sandbox.dispatches = [
+        dispatch(
+            "d1", site("a", 12, name="Bakery"), site("b", None, name="Mill"),
+            start_time=format_rfc3339(start), end_time=format_rfc3339(start + timedelta(hours=1)),
+        ),
+        dispatch("t1", site("a", 12, name="Bakery"), test=True),
+        dispatch("c1", site("a", 12, name="Bakery"), authorized=False),  # nothing to curtail
+    ]  # fmt: skip
+    dispatches.fetch(world.engine, world.client)
+    summary = turn(world, receiver.url)
+    assert (summary.planned, summary.sent, summary.failed, summary.waiting) == (1, 1, 0, 0)
+    (told,) = receiver.told
+    local = start.astimezone(ZoneInfo("US/Central"))
+    assert told["title"] == (
+        f"Dispatch d1 (MISO - Operating Reserves): curtail 2 sites, "
+        f"{local.strftime(notify.TIME)} to {(local + timedelta(hours=1)).strftime(notify.TIME)}"
+    )
+    assert told["message"] == "Sites: Bakery (12 kW), Mill"
+    assert turn(world, receiver.url).planned == 0 and len(receiver.told) == 1  # never twice
+
+
+def test_a_test_dispatch_is_told_only_when_asked(world: World, receiver: Receiver) -> None:
+    world.sandbox.dispatches = [dispatch("t1", site("a"), test=True)]
+    dispatches.fetch(world.engine, world.client)
+    assert turn(world, receiver.url, test=True).sent == 1
+    assert receiver.told[0]["title"].startswith("TEST Dispatch t1 ")
+
+
+def test_a_moved_and_a_cancelled_dispatch_are_told(world: World, receiver: Receiver) -> None:
+    world.sandbox.dispatches = [dispatch("d1", site("a", name="Bakery"))]
+    dispatches.fetch(world.engine, world.client)
+    turn(world, receiver.url)
+    later = format_rfc3339(utcnow() + timedelta(hours=3))
+    moved = dispatch("d1", site("a", name="Bakery"), end_time=later)
+    world.sandbox.dispatches = [moved]
+    dispatches.fetch(world.engine, world.client)
+    turn(world, receiver.url)
+    world.sandbox.dispatches = [{**moved, "authorized": False}]
+    dispatches.fetch(world.engine, world.client)
+    turn(world, receiver.url)
+    titles = [t["title"] for t in receiver.told]
+    assert titles[0].startswith("Dispatch d1 (MISO - Operating Reserves): curtail 1 sites")
+    assert titles[1].startswith("Dispatch d1 (MISO - Operating Reserves) moved: now ")
+    assert titles[2] == "Dispatch d1 (MISO - Operating Reserves) cancelled"
+    assert len(titles) == 3
+
+
+def test_a_dispatch_created_and_cancelled_before_a_turn_is_told_as_cancelled_only(
+    world: World, receiver: Receiver
+) -> None:
+    world.sandbox.dispatches = [dispatch("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    world.sandbox.dispatches = [dispatch("d1", site("a"), authorized=False)]
+    dispatches.fetch(world.engine, world.client)
+    turn(world, receiver.url)
+    assert [t["title"] for t in receiver.told] == [
+        "Dispatch d1 (MISO - Operating Reserves) cancelled"
+    ]
+
+
+def test_an_action_that_failed_is_told_with_its_site_and_error(
+    world: World, receiver: Receiver
+) -> None:
+    world.sandbox.dispatches = [dispatch("d1", site("a", name="Bakery"))]
+    dispatches.fetch(world.engine, world.client)
+    with write_transaction(world.engine) as conn:  # its last attempt failed: the action too
+        conn.execute(
+            schema.events.insert().values(
+                occurred_at=utcnow(), kind="action_failed", dispatch_id="d1", site_id="a",
+                details={"action": "curtail", "error": "relay 3 did not answer\nat all"},
+            )
+        )  # fmt: skip
+    turn(world, receiver.url)
+    told = receiver.told[-1]
+    assert told["title"] == "Curtail of Bakery (a) for dispatch d1 failed"
+    assert told["message"].startswith("relay 3 did not answer\\x0aat all")
+
+
+def test_a_service_that_does_not_take_it_is_retried_later_and_status_says_so(
+    world: World,
+) -> None:
+    down = Receiver(status=500)
+    try:
+        world.sandbox.dispatches = [dispatch("d1", site("a")), dispatch("d2", site("b"))]
+        dispatches.fetch(world.engine, world.client)
+        now = utcnow()
+        first = turn(world, down.url, now)
+        assert (first.planned, first.sent, first.failed, first.waiting) == (2, 0, 1, 2)
+        assert len(down.bodies) == 1  # it stopped at the first failure
+        failed = notes(world.engine)[0]
+        assert failed.attempts == 1 and failed.next_attempt_at == now + notify.FIRST_RETRY
+        assert SECRET not in (failed.last_error or "")
+        problems = status.check(world.engine, *CHECK).problems
+        (warning,) = [p for p in problems if "notifications" in p]
+        assert warning.startswith("WARNING: 1 notifications have not reached their service")
+        assert SECRET not in warning
+        again = turn(world, down.url, now + timedelta(seconds=10))
+        assert again.failed == 1 and len(down.bodies) == 2  # d2, due; d1 not before 30 s
+    finally:
+        down.close()
+    up = Receiver()
+    try:
+        later = turn(world, up.url, now + timedelta(seconds=10) + notify.FIRST_RETRY)
+        assert (later.sent, later.waiting) == (2, 0)
+        assert sorted(t["title"].split()[1] for t in up.told) == ["d1", "d2"]
+    finally:
+        up.close()
+
+
+def test_what_happened_before_notifications_were_on_is_not_told(
+    world: World, receiver: Receiver
+) -> None:
+    world.sandbox.dispatches = [dispatch("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    with write_transaction(world.engine) as conn:
+        conn.execute(update(schema.events).values(occurred_at=utcnow() - timedelta(days=2)))
+    assert turn(world, receiver.url).planned == 0 and receiver.told == []
+
+
+def test_etl_run_tells_and_no_output_shows_the_urls_secret(
+    cli: InProcess, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ETL_NOTIFY_URLS", receiver.url)
+    ran = cli("run")
+    assert ran.returncode == 0, ran.stderr
+    # the built-in scenario's two real dispatches to curtail (not its test one, nor the one
+    # cancelled before it was seen)
+    assert "notifications: 2 planned, 2 sent" in ran.stderr
+    assert SECRET not in ran.stdout + ran.stderr
+    assert receiver.told[0]["title"].startswith("Dispatch asdf ")
+    monkeypatch.setenv("ETL_NOTIFY_URLS", "not-an-apprise-url")
+    refused = cli("run")
+    assert refused.returncode == 0  # a notification problem never fails the run
+    assert "notifications: 0 planned, 0 sent, 0 not taken" in refused.stderr
+
+
+def test_a_run_tells_after_its_pass(world: World, receiver: Receiver) -> None:
+    world.sandbox.dispatches = [dispatch("d1", site("a"))]
+    world.settings = replace(world.settings, notify_urls=receiver.url)
+    events = list(processor.run_once(world.parts(threading.Event())))
+    assert [e.sent for e in events if isinstance(e, notify.NotifySummary)] == [1]
