@@ -41,6 +41,8 @@ EVENTS_PER_TURN = 5000  # of the log, read past the cursor at a turn
 DELIVERIES_PER_TURN = 50
 FIRST_RETRY, LONGEST_WAIT = timedelta(seconds=30), timedelta(hours=1)
 NEWS = timedelta(hours=1)  # an event older than this when first read is not told
+HOLD = timedelta(minutes=2)  # a notification being sent is left to its notifier that long
+NOTIFY_LOCK = "etl.notify"  # held while planning or taking a notification: notifiers take turns
 TIME = "%a %d %b %H:%M %Z"  # in the program's time zone: `Sat 06 Dec 14:00 CST`
 
 # the events that need people, and what each tells them
@@ -79,7 +81,7 @@ def run(engine: Engine, settings: ProcessorSettings, now: datetime) -> NotifySum
 def plan(engine: Engine, settings: ProcessorSettings, now: datetime) -> int:
     """Notifications for the events past the cursor, and the cursor moved past them: one
     transaction. How many were planned."""
-    with write_transaction(engine) as conn:
+    with write_transaction(engine, NOTIFY_LOCK) as conn:  # two notifiers plan in turn
         cursor = conn.execute(select(notifier_state.c.last_event_id)).scalar_one()
         read = conn.execute(
             select(events.c.id, events.c.occurred_at, events.c.kind, events.c.dispatch_id,
@@ -140,6 +142,8 @@ def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) ->
             .limit(DELIVERIES_PER_TURN)
         ).all()  # fmt: skip
     for notice in due:
+        if not _hold(engine, notice.id, now):
+            continue  # another notifier (etl serve beside a cron job) is sending it
         with apprise.LogCapture(level=logging.WARNING) as said:
             taken = bool(channels.notify(title=notice.title, body=notice.body))
         with write_transaction(engine) as conn:
@@ -155,6 +159,19 @@ def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) ->
             _retry_later(conn, [notice.id], now, error)
         summary.failed += 1
         return  # the service is down: the rest wait for the next turn
+
+
+def _hold(engine: Engine, notice_id: int, now: datetime) -> bool:
+    """Take the notification for this notifier while it sends it, if it is still due: a
+    notifier that dies holding it leaves it to the next one after HOLD."""
+    n = notifications.c
+    with write_transaction(engine, NOTIFY_LOCK) as conn:
+        held = conn.execute(
+            update(notifications)
+            .where(n.id == notice_id, n.sent_at.is_(None), n.next_attempt_at <= now)
+            .values(next_attempt_at=now + HOLD)
+        )
+    return held.rowcount == 1
 
 
 def _failed_due(engine: Engine, now: datetime, error: str) -> int:

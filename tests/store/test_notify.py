@@ -209,3 +209,19 @@ def test_a_run_tells_after_its_pass(world: World, receiver: Receiver) -> None:
     world.settings = replace(world.settings, notify_urls=receiver.url)
     events = list(processor.run_once(world.parts(threading.Event())))
     assert [e.sent for e in events if isinstance(e, notify.NotifySummary)] == [1]
+
+
+def test_a_notification_another_notifier_is_sending_is_left_to_it(
+    world: World, receiver: Receiver
+) -> None:
+    """etl serve beside a cron job: each notification is sent by the one that took it."""
+    world.sandbox.dispatches = [dispatch("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    now = utcnow()
+    settings = ProcessorSettings(notify_urls=receiver.url)
+    assert notify.plan(world.engine, settings, now) == 1
+    (planned,) = notes(world.engine)
+    assert notify._hold(world.engine, planned.id, now)  # the other notifier took it
+    assert not notify._hold(world.engine, planned.id, now)  # ... and nobody else can
+    assert turn(world, receiver.url, now).sent == 0 and receiver.told == []
+    assert turn(world, receiver.url, now + notify.HOLD).sent == 1  # it died holding it
