@@ -129,7 +129,8 @@ def _send(engine: Engine, client: VoltusClient, request: Claimed, summary: SendS
 
 
 def _point(reading: Queued) -> dict[str, object]:
-    """A reading as the API takes it: by meter, or by site for a site of one meter."""
+    """A reading as the API takes it: by its meter (etl.ingest.readings names the meter of a
+    site that has one), or by its site for controllable load."""
     point: dict[str, object] = {
         "timestamp": format_rfc3339(reading.interval_end),
         "interval_seconds": reading.interval_seconds,

@@ -1,13 +1,13 @@
 """Readings to send to Voltus, from lines of CSV or JSON into the outbox (etl.store.outbox).
 
 Each line (or dict, from a source plug-in: etl.ingest.sources) is one reading: `site_id`,
-`meter_id` (empty: the site's only meter), `timestamp` (the END of the interval, RFC 3339), `kw`
-(or `kwh`, a battery's state of charge) and optionally `interval_seconds` (30 unless given). CSV
-has a header line; JSON lines are objects. A reading is checked before it is queued: a known
-site and meter (GET /sites lists them: `etl fetch --sites`), an interval the API takes (a
-multiple of 30 seconds up to 300), a timestamp on the interval's boundary and not in the future,
-a finite value within a site's physical bounds. A line that fails is set aside with why; the
-others are queued.
+`meter_id` (empty: the site's only meter, whose id is sent), `timestamp` (the END of the
+interval, RFC 3339), `kw` (or `kwh`, a battery's state of charge) and optionally
+`interval_seconds` (30 unless given). CSV has a header line; JSON lines are objects. A reading is
+checked before it is queued: a known site and meter (GET /sites lists them: `etl fetch
+--sites`), an interval the API takes (a multiple of 30 seconds up to 300), a timestamp on the
+interval's boundary and not in the future, a finite value within a site's physical bounds. A
+line that fails is set aside with why; the others are queued.
 """
 
 import csv
@@ -171,7 +171,9 @@ def check(
         raise ValueError(f"site {site_id!r} has no meter {meter_id!r}")
     if units == ReadingUnits.KWH and meter.get("asset_type") != "battery":
         raise ValueError("kWh is a battery's state of charge: this meter is not a battery")
-    return Queued(endpoint, site_id, meter_id, end, interval, units, value)
+    # by its meter, named or the site's only one: a reading given once by site and once by
+    # meter is one reading, not two points of two identifiers at Voltus
+    return Queued(endpoint, site_id, meter["id"], end, interval, units, value)
 
 
 def _text(fields: dict[str, Any], name: str, required: bool = True) -> str:

@@ -82,20 +82,25 @@ def test_readings_are_queued_sent_once_and_marked_sent(
     store: Engine, sandbox: Sandbox, client: VoltusClient
 ) -> None:
     t = ends(3)
-    lines = csv(f"one,,{t[0]},12.5,", f"one,one-m,{t[1]},11,", f"two,two-poi,{t[2]},-4.25,")
+    lines = csv(
+        f"one,,{t[0]},12.5,",
+        f"one,one-m,{t[0]},12.5,",  # the same reading, by the site's only meter: one reading
+        f"one,one-m,{t[1]},11,",
+        f"two,two-poi,{t[2]},-4.25,",
+    )
     queued = readings.queue_lines(store, lines, "r.csv")
-    assert (queued.lines, queued.queued, queued.rejected) == (3, 3, 0)
+    assert (queued.lines, queued.queued, queued.rejected) == (4, 3, 0)
     summary = send(store, client)
     assert (summary.sent, summary.requests, summary.waiting) == (3, 1, 0)
     assert sandbox.received == {
-        ("telemetry", "one", t[0], 30, "kW"): 12.5,  # by its site: one meter
+        ("telemetry", "one-m", t[0], 30, "kW"): 12.5,  # given by its site: its one meter
         ("telemetry", "one-m", t[1], 30, "kW"): 11.0,
         ("telemetry", "two-poi", t[2], 30, "kW"): -4.25,
     }
     assert all(row.sent_at is not None and row.sending_until is None for row in outbox_rows(store))
     posts = sandbox.requests.count("POST /2022-04-15/telemetry")
     again = readings.queue_lines(store, lines, "r.csv")
-    assert (again.queued, again.unchanged) == (0, 3)
+    assert (again.queued, again.unchanged) == (0, 3)  # (of 4 lines, two are one reading)
     assert send(store, client).sent == 0
     assert sandbox.requests.count("POST /2022-04-15/telemetry") == posts  # nothing sent twice
 
@@ -237,7 +242,7 @@ def test_a_correction_is_sent_again_and_voltus_keeps_the_new_value(
     corrected = readings.queue_lines(store, csv(f"one,,{t},6,"), "-")
     assert corrected.corrected == 1
     assert send(store, client).sent == 1
-    assert sandbox.received[("telemetry", "one", t, 30, "kW")] == 6.0
+    assert sandbox.received[("telemetry", "one-m", t, 30, "kW")] == 6.0
 
 
 def test_a_correction_made_while_its_old_value_is_out_is_not_marked_sent_by_that_answer(
@@ -255,7 +260,7 @@ def test_a_correction_made_while_its_old_value_is_out_is_not_marked_sent_by_that
     (row,) = outbox_rows(store)
     assert row.sent_at is None and row.sending_until is None and row.value == 6.0
     assert send(store, client).sent == 1
-    assert sandbox.received[("telemetry", "one", t, 30, "kW")] == 6.0
+    assert sandbox.received[("telemetry", "one-m", t, 30, "kW")] == 6.0
 
 
 def test_a_batterys_power_waits_for_its_state_of_charge_and_goes_with_it(
@@ -303,7 +308,7 @@ def test_etl_run_drains_the_outbox_and_an_api_refusing_it_is_the_runs_error(
     ran = cli("run")
     assert ran.returncode == 0, ran.stderr
     assert "telemetry sent: 1 readings in 1 requests" in ran.stderr
-    assert ("telemetry", "asdf", t, 30, "kW") in sandbox.received
+    assert ("telemetry", "asdf-m1", t, 30, "kW") in sandbox.received
 
 
 def test_another_accounts_store_sends_nothing(
@@ -375,7 +380,7 @@ def test_the_every_loop_of_etl_run_and_etl_serve_drains_the_outbox(
     )
     loop.start()
     try:
-        wait_for(lambda: ("telemetry", "one", t, 30, "kW") in sandbox.received)
+        wait_for(lambda: ("telemetry", "one-m", t, 30, "kW") in sandbox.received)
     finally:
         stop.set()
         loop.join(timeout=30)

@@ -90,6 +90,6 @@ def test_etl_telemetry_collect_queues_and_sends(
     result = cli("telemetry", "collect")
     assert result.returncode == 0, result.stderr
     assert "telemetry sent: 1 readings in 1 requests" in result.stderr
-    assert ("telemetry", "asdf", t, 30, "kW") in sandbox.received
+    assert ("telemetry", "asdf-m1", t, 30, "kW") in sandbox.received
     missing = cli("telemetry", "collect", "--source", "nowhere:x")
     assert missing.returncode == 2 and "no telemetry source named 'nowhere'" in missing.stderr
