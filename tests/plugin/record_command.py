@@ -1,5 +1,6 @@
-"""A command handler for tests: appends its ETL_* variables and stdin to $RECORD_DIR/<n>.json.
-Exits with $RECORD_EXIT (default 0), saying why on stderr when that is not 0."""
+"""A command handler for tests: writes its ETL_* variables and stdin to a file of its own in
+$RECORD_DIR (named by its process id: commands run at once must not share one). Exits with
+$RECORD_EXIT (default 0), saying why on stderr when that is not 0."""
 
 import json
 import os
@@ -12,7 +13,7 @@ call = {
     "env": {k: v for k, v in os.environ.items() if k.startswith("ETL_")},
     "stdin": json.loads(sys.stdin.read()),
 }
-(record_dir / f"{len(list(record_dir.iterdir()))}.json").write_text(json.dumps(call))
+(record_dir / f"{os.getpid()}.json").write_text(json.dumps(call))
 status = int(os.environ.get("RECORD_EXIT", "0"))
 if status:
     print("the relay did not answer", file=sys.stderr)
