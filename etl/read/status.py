@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, or_, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select, text
 
 from etl import __version__
 from etl.act.actions import open_by_state
@@ -309,6 +309,17 @@ def _held_without_end(conn: Connection, started_before: datetime) -> list[str]:
     return sorted(found)
 
 
+def _listed_by_a_dispatch_not_ended(now: datetime) -> ColumnElement[bool]:
+    """A row of dispatch_sites (joined to its dispatch) that the dispatch still lists, the
+    dispatch authorized and its end unknown or to come."""
+    d = dispatches.c
+    return and_(
+        dispatch_sites.c.removed_at.is_(None),
+        d.authorized.is_(True),
+        or_(d.end_time.is_(None), d.end_time > now),
+    )
+
+
 def _unlisted_sites(conn: Connection, now: datetime) -> list[tuple[str, bool, list[str]]]:
     """Sites the last GET /sites answer did not list that it listed before, or that a dispatch
     not ended (authorized, its end unknown or to come) names."""
@@ -323,12 +334,7 @@ def _unlisted_sites(conn: Connection, now: datetime) -> list[tuple[str, bool, li
         select(ds.site_id, ds.dispatch_id)
         .join(sites, s.id == ds.site_id)
         .join(dispatches, d.id == ds.dispatch_id)
-        .where(
-            s.unlisted_since.is_not(None),
-            ds.removed_at.is_(None),
-            d.authorized.is_(True),
-            or_(d.end_time.is_(None), d.end_time > now),
-        )
+        .where(s.unlisted_since.is_not(None), _listed_by_a_dispatch_not_ended(now))
         .order_by(ds.dispatch_id)
     ):
         named.setdefault(site_id, []).append(dispatch_id)
@@ -346,12 +352,7 @@ def _late_readings(conn: Connection, now: datetime) -> list[tuple[str, str, date
     under = conn.execute(
         select(ds.site_id, ds.dispatch_id)
         .join(dispatches, d.id == ds.dispatch_id)
-        .where(
-            ds.removed_at.is_(None),
-            d.authorized.is_(True),
-            d.start_time <= now,
-            or_(d.end_time.is_(None), d.end_time > now),
-        )
+        .where(_listed_by_a_dispatch_not_ended(now), d.start_time <= now)
         .order_by(ds.site_id, ds.dispatch_id)
     ).all()
     newest = outbox.newest_readings(conn, {row.site_id for row in under})
