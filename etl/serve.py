@@ -11,7 +11,6 @@ burst naming many dispatches is one listing. One thread fetches, so a 429's paus
 Only `etl serve` imports this module (and so waitress and prometheus_client).
 """
 
-import base64
 import hmac
 import json
 import logging
@@ -19,7 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,13 +35,14 @@ from etl.base.config import is_loopback
 from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import log
 from etl.base.redact import redact_url
-from etl.base.timeutil import utcnow
+from etl.console import app as console
+from etl.console.app import Access, access
 from etl.handlers import ActionRequest, Handler
 from etl.ingest import dispatches
 from etl.read import metrics, status
 from etl.source.api import WEBHOOK_EVENTS
 
-__all__ = ["listener", "serve"]
+__all__ = ["console_listener", "listener", "serve", "serve_console"]
 
 WEBHOOK_PATH = "/voltus/webhook"
 MAX_BODY = 16 * 1024  # a notification is under 200 bytes
@@ -53,8 +53,6 @@ REQUEST_SECONDS = 5
 # a notification's `resource`, of any API version (the dispatch is looked up in etl's own)
 DISPATCH_RESOURCE = re.compile(r"/\d{4}-\d{2}-\d{2}/dispatches/([A-Za-z0-9_-]{1,200})")
 DEFAULT_PORTS = {"http": 80, "https": 443}
-CALENDAR_PATH = "/calendar.ics"
-CALENDAR_DAYS = timedelta(days=7)  # the calendar's dispatches: those that started since
 TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,200}")
 # more dispatches than this waiting at once: one listing fetches them all
 MOST_LOOKUPS = 5
@@ -67,22 +65,20 @@ class Listener:
     host: str
     port: int
     token: str | None
-    # the pages for people (now the calendar): served on a loopback listener, or to whoever
-    # gives this password (HTTP Basic), never otherwise
-    console_password: str | None = field(default=None, repr=False)
+    console: Access  # who may see the console and the calendar
 
     @property
     def webhook_path(self) -> str:
         return f"{WEBHOOK_PATH}/{self.token}" if self.token else WEBHOOK_PATH
 
 
-def listener(listen: str, token: str | None, console_password: str | None = None) -> Listener:
+def listener(
+    listen: str, token: str | None, console_password: str | None = None, console: bool = True
+) -> Listener:
     """`HOST:PORT` and the token, checked: a listener reachable from other machines must have
-    a token, the secret part of the path that Voltus is told to POST to."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")  # an IPv6 address: [::1]:8080
-    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"ETL_LISTEN is not HOST:PORT: {listen[:80]!r}", "e.g. 127.0.0.1:8080")
+    a token, the secret part of the path that Voltus is told to POST to, and a console there
+    a password (`access`)."""
+    host, port = _address(listen)
     if token is not None and not TOKEN.fullmatch(token):
         raise ConfigError(
             "ETL_WEBHOOK_TOKEN must be 16 to 200 letters, digits or ._~- (it is part of a URL)",
@@ -94,9 +90,21 @@ def listener(listen: str, token: str | None, console_password: str | None = None
             "the secret path is what keeps strangers from triggering fetches",
             "set ETL_WEBHOOK_TOKEN, or listen on 127.0.0.1 behind a proxy",
         )
-    if console_password is not None and not console_password:
-        raise ConfigError("ETL_CONSOLE_PASSWORD is empty: unset it, or give a password")
-    return Listener(host, int(port), token, console_password)
+    return Listener(host, port, token, access(host, console, console_password))
+
+
+def console_listener(listen: str, console_password: str | None) -> Listener:
+    """`etl console`'s: no webhook, and the console's own rule."""
+    host, port = _address(listen)
+    return Listener(host, port, None, access(host, True, console_password))
+
+
+def _address(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")  # an IPv6 address: [::1]:8080
+    if not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"ETL_LISTEN is not HOST:PORT: {listen[:80]!r}", "e.g. 127.0.0.1:8080")
+    return host, int(port)
 
 
 class Notifications:
@@ -165,7 +173,7 @@ class TimedHandler:
 
 
 class WebhookApp:
-    """The WSGI application: the webhook, /healthz and /metrics."""
+    """The WSGI application: the webhook, /healthz, /metrics and the console."""
 
     def __init__(
         self,
@@ -178,6 +186,7 @@ class WebhookApp:
     ) -> None:
         self.engine, self.where, self.notifications = engine, where, notifications
         self.metrics, self.check, self.api_url = server_metrics, check, api_url
+        self.console = console.ConsoleApp(engine, where.console, check)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -189,14 +198,12 @@ class WebhookApp:
                 return _answer(start_response, 405, {"message": "POST only"}, [("Allow", "POST")])
             status_code, body = self._notification(environ)
             return _answer(start_response, status_code, body)
+        if console.handles(path):
+            return self.console(environ, start_response)
         if path in ("/healthz", "/metrics") and method not in ("GET", "HEAD"):
             return _answer(start_response, 405, {"message": "GET only"}, [("Allow", "GET")])
         if path == "/healthz":
             return _answer(start_response, *self._health())
-        if path == CALENDAR_PATH:
-            if method not in ("GET", "HEAD"):
-                return _answer(start_response, 405, {"message": "GET only"}, [("Allow", "GET")])
-            return self._calendar(environ, start_response)
         if path == "/metrics":
             text = metrics.exposition(
                 metrics.LiveCollector(self.engine, *self.check), self.metrics.registry
@@ -204,28 +211,6 @@ class WebhookApp:
             start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
             return [text.encode()]
         return _answer(start_response, 404, {"message": "not found"})
-
-    def _calendar(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """The recent and upcoming dispatches (the last CALENDAR_DAYS on) as a calendar, to
-        those the people pages' rule lets in."""
-        password = self.where.console_password
-        if password is not None and not _gives_password(environ, password):
-            challenge = [("WWW-Authenticate", 'Basic realm="etl", charset="UTF-8"')]
-            return _answer(start_response, 401, {"message": "a password is needed"}, challenge)
-        if password is None and not is_loopback(self.where.host):
-            message = "served on a loopback address, or with ETL_CONSOLE_PASSWORD set"
-            return _answer(start_response, 403, {"message": message})
-        from etl.read import calendar
-        from etl.read.reports import ReportFilter
-
-        now = utcnow()
-        try:
-            body = calendar.ics(self.engine, ReportFilter(since=now - CALENDAR_DAYS), now)
-        except EtlError as error:
-            return _answer(start_response, 503, {"message": str(error)})
-        headers = [("Content-Type", "text/calendar; charset=utf-8")]
-        start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
-        return [body]
 
     def _notification(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         status_code, body = _parse_notification(environ, self.api_url)
@@ -299,19 +284,6 @@ def dispatch_named(resource: str, api_url: str) -> str | None:
         path = given.path.removeprefix(prefix)
     match = DISPATCH_RESOURCE.fullmatch(path)
     return match.group(1) if match else None
-
-
-def _gives_password(environ: dict[str, Any], password: str) -> bool:
-    """Whether the request's HTTP Basic credentials carry the password (any user name),
-    compared in constant time."""
-    scheme, _, encoded = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-    if scheme.lower() != "basic":
-        return False
-    try:
-        given = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return hmac.compare_digest(given.partition(":")[2].encode(), password.encode())
 
 
 def _answer(
@@ -404,6 +376,40 @@ def _connection_limit() -> int:
     return max(100, min(10_000, soft - 100))
 
 
+def _server(app: Callable[..., Iterable[bytes]], where: Listener, sockets: dict[int, Any]) -> Any:
+    try:
+        server = waitress.create_server(
+            app,
+            map=sockets,
+            host=where.host,
+            port=where.port,
+            # larger than a notification may be, so that etl answers (and counts) the 413
+            max_request_body_size=BODY_READ_LIMIT,
+            threads=4,
+            connection_limit=_connection_limit(),
+            channel_timeout=REQUEST_SECONDS,
+            cleanup_interval=1,
+        )
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {where.host}:{where.port}: {error.strerror}") from None
+    server.channel_class = _RequestDeadline
+    return server
+
+
+def serve_console(
+    engine: Engine, where: Listener, check: tuple[timedelta, timedelta], stop: threading.Event
+) -> None:
+    """`etl console`: the console alone (no webhook, no poll) until `stop` is set."""
+    _quiet_server_logs()
+    sockets: dict[int, Any] = {}
+    server = _server(console.ConsoleApp(engine, where.console, check), where, sockets)
+    listening = threading.Thread(target=server.run, name="etl-listen", daemon=True)
+    listening.start()
+    log.info("console on http://%s:%s%s", where.host, server.effective_port, console.CONSOLE_PATH)
+    stop.wait()
+    _stop_listening(server, sockets, listening)
+
+
 def serve(
     parts: processor.Parts,
     every: float,
@@ -423,22 +429,7 @@ def serve(
     api_url = parts.client.settings.url
     app = WebhookApp(parts.engine, where, notifications, server_metrics, check, api_url)
     sockets: dict[int, Any] = {}  # the listener's, its connections' and its wake-up pipe's
-    try:
-        server = waitress.create_server(
-            app,
-            map=sockets,
-            host=where.host,
-            port=where.port,
-            # larger than a notification may be, so that etl answers (and counts) the 413
-            max_request_body_size=BODY_READ_LIMIT,
-            threads=4,
-            connection_limit=_connection_limit(),
-            channel_timeout=REQUEST_SECONDS,
-            cleanup_interval=1,
-        )
-        server.channel_class = _RequestDeadline
-    except OSError as error:
-        raise ConfigError(f"cannot listen on {where.host}:{where.port}: {error.strerror}") from None
+    server = _server(app, where, sockets)
     listening = threading.Thread(target=server.run, name="etl-listen", daemon=True)
     crashed: list[BaseException] = []
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from etl.source.api import Webhook
 
 __all__ = [
+    "console",
     "dispatches_test",
     "sandbox",
     "serve",
@@ -34,6 +35,18 @@ __all__ = [
     "webhooks_list",
     "webhooks_register",
 ]
+
+ConsolePassword = Annotated[
+    str | None,
+    typer.Option(
+        envvar="ETL_CONSOLE_PASSWORD",
+        help="The console's password (HTTP Basic, any user name); without it the console is "
+        "served on a loopback address only.",
+        show_default=False,
+    ),
+]
+MaxAge = Annotated[str, typer.Option(help="Health shown: as `etl status --max-age`.")]
+Window = Annotated[str, typer.Option(help="Health shown: as `etl status --window`.")]
 
 
 def serve(
@@ -66,21 +79,18 @@ def serve(
             show_default=False,
         ),
     ] = None,
-    console_password: Annotated[
-        str | None,
+    console_password: ConsolePassword = None,
+    console: Annotated[
+        bool,
         typer.Option(
-            envvar="ETL_CONSOLE_PASSWORD",
-            help="The password (HTTP Basic, any user name) of the pages for people, now "
-            "/calendar.ics; without it they are served on a loopback address only.",
-            show_default=False,
+            "--console/--no-console",
+            envvar="ETL_CONSOLE",
+            help="Serve the console too (/console/ and /calendar.ics); --no-console (or "
+            "ETL_CONSOLE=off): the webhook, /healthz and /metrics alone.",
         ),
-    ] = None,
-    max_age: Annotated[
-        str, typer.Option(help="/healthz and /metrics: as `etl status --max-age`.")
-    ] = "5m",
-    window: Annotated[
-        str, typer.Option(help="/healthz and /metrics: as `etl status --window`.")
-    ] = "24h",
+    ] = True,
+    max_age: MaxAge = "5m",
+    window: Window = "24h",
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -92,10 +102,38 @@ def serve(
     logs.set_verbosity(verbose, quiet)
     settings: ProcessorSettings = ctx.obj()
     api = api_settings(api_url, api_key)
-    where = service.listener(listen, token, console_password)
+    where = service.listener(listen, token, console_password, console)
     check = (duration(max_age), duration(window))
     parts = processor.build(settings, database_url, api.url, api)
     service.serve(parts, every, where, check, log_outcome)
+
+
+def console(
+    database_url: DatabaseUrl = None,
+    listen: Annotated[
+        str,
+        typer.Option(
+            envvar="ETL_LISTEN",
+            metavar="HOST:PORT",
+            help="Where to serve the console (port 0: any free one).",
+        ),
+    ] = "127.0.0.1:8080",
+    console_password: ConsolePassword = None,
+    max_age: MaxAge = "5m",
+    window: Window = "24h",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Serve the web console alone (read-only: no fetch, no action, no API key needed) at
+    /console/, with /calendar.ics; stop on SIGTERM or SIGINT."""
+    from etl import serve as service
+    from etl.act.processor import stop_on_signals
+    from etl.store.db import open_store
+
+    logs.set_verbosity(verbose, quiet)
+    where = service.console_listener(listen, console_password)
+    engine = open_store(database_url)
+    service.serve_console(engine, where, (duration(max_age), duration(window)), stop_on_signals())
 
 
 def webhooks_list(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:

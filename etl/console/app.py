@@ -1,0 +1,231 @@
+"""The console's WSGI application: /console/... and /calendar.ics, GET only.
+
+Who may look: anyone who reaches a loopback listener (behind a reverse proxy, the proxy's
+authentication is the gate), or whoever gives ETL_CONSOLE_PASSWORD (HTTP Basic, any user name).
+`access` refuses at start a console that would be open beyond loopback. Nothing the API sent is
+trusted: Jinja2 escapes every value, and the pages allow no script at all (their CSP), so a
+hostile site name is only ever text.
+"""
+
+import base64
+import hmac
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from sqlalchemy import Engine
+
+from etl.base.config import is_loopback
+from etl.base.errors import ConfigError, EtlError
+from etl.base.timeutil import utcnow, zone_or_utc
+from etl.read import calendar, output, pages, status
+from etl.read.reports import ReportFilter, dispatches_report, performance_report, stream
+
+__all__ = ["CONSOLE_PATH", "Access", "ConsoleApp", "access"]
+
+CONSOLE_PATH = "/console/"
+CALENDAR_PATH = "/calendar.ics"
+CALENDAR_DAYS = timedelta(days=7)  # the calendar's dispatches: those that started since
+REFRESH_SECONDS = 15  # "now and next" reloads itself this often
+MOST_QUERY = 2048  # bytes of query string read
+HEADERS = [
+    # no script, no frame, no outside resource: what the API sent cannot run or call out
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+]
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
+REASONS |= {405: "Method Not Allowed", 503: "Service Unavailable"}
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may see the console: `password` set, whoever gives it; else only a loopback
+    listener serves it. `enabled` False: not served at all (404)."""
+
+    enabled: bool
+    password: str | None = field(default=None, repr=False)
+
+
+def access(host: str, enabled: bool, password: str | None) -> Access:
+    """The console's access rule for a listener on `host`, checked at start."""
+    if password is not None and not password:
+        raise ConfigError("ETL_CONSOLE_PASSWORD is empty: unset it, or give a password")
+    if enabled and password is None and not is_loopback(host):
+        raise ConfigError(
+            f"refusing to serve the console on {host} without ETL_CONSOLE_PASSWORD: it would be "
+            "open to anyone who reaches it",
+            "set ETL_CONSOLE_PASSWORD, listen on 127.0.0.1 behind an authenticating proxy, or "
+            "ETL_CONSOLE=off",
+        )
+    return Access(enabled, password)
+
+
+def handles(path: str) -> bool:
+    return path in (CALENDAR_PATH, CONSOLE_PATH.rstrip("/")) or path.startswith(CONSOLE_PATH)
+
+
+class ConsoleApp:
+    def __init__(self, engine: Engine, rule: Access, check: tuple[timedelta, timedelta]) -> None:
+        self.engine, self.rule, self.check = engine, rule, check
+        self.templates = Environment(
+            loader=PackageLoader("etl.console"),
+            autoescape=select_autoescape(default=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.templates.filters |= {"local": _local, "utc": _utc, "iso": _iso, "kw": _kw}
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if not self.rule.enabled:
+            return self._page(start_response, 404, "missing.html", what="page")
+        if self.rule.password is not None and not _gives(environ, self.rule.password):
+            challenge = [("WWW-Authenticate", 'Basic realm="etl", charset="UTF-8"')]
+            return _plain(start_response, 401, "a password is needed", challenge)
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            return _plain(start_response, 405, "GET only", [("Allow", "GET")])
+        query = parse_qs(environ.get("QUERY_STRING", "")[:MOST_QUERY])
+        one = {name: values[0] for name, values in query.items()}
+        try:
+            return self._route(path, one, start_response)
+        except BadQuery as error:
+            return _plain(start_response, 400, str(error))
+        except EtlError as error:  # the store is down or locked: say so, in one line
+            return _plain(start_response, 503, str(error))
+
+    def _route(
+        self, path: str, query: dict[str, str], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        now = utcnow()
+        if path == CALENDAR_PATH:
+            body = calendar.ics(self.engine, ReportFilter(since=now - CALENDAR_DAYS), now)
+            return _send(start_response, 200, "text/calendar; charset=utf-8", body)
+        if path in (CONSOLE_PATH, CONSOLE_PATH.rstrip("/")):
+            cards = pages.now_and_next(self.engine, now)
+            return self._page(start_response, 200, "now.html", cards=cards, now=now)
+        if path == CONSOLE_PATH + "dispatch":
+            page = pages.dispatch_page(self.engine, query.get("id", ""))
+            if page is None:
+                return self._page(start_response, 404, "missing.html", what="dispatch")
+            chart = base64.b64encode(page.chart_svg.encode()).decode()
+            return self._page(start_response, 200, "dispatch.html", page=page, chart=chart)
+        if path == CONSOLE_PATH + "site":
+            found = pages.site_page(self.engine, query.get("id", ""))
+            if found is None:
+                return self._page(start_response, 404, "missing.html", what="site")
+            return self._page(start_response, 200, "site.html", page=found)
+        f = _history_filter(query)
+        if path == CONSOLE_PATH + "history":
+            months = pages.history(self.engine, f)
+            programs = pages.programs(self.engine)
+            return self._page(
+                start_response, 200, "history.html", months=months, f=f, programs=programs
+            )
+        reports = {"dispatches.csv": dispatches_report, "performance.csv": performance_report}
+        name = path.removeprefix(CONSOLE_PATH + "history/")
+        if name in reports:
+            return _csv(start_response, self.engine, reports[name](f), name)
+        return self._page(start_response, 404, "missing.html", what="page")
+
+    def _page(
+        self, start_response: StartResponse, code: int, template: str, **values: Any
+    ) -> list[bytes]:
+        health = self._health()
+        body = self.templates.get_template(template).render(
+            health=health, refresh=REFRESH_SECONDS, **values
+        )
+        return _send(start_response, code, "text/html; charset=utf-8", body.encode())
+
+    def _health(self) -> status.Status | str:
+        try:
+            return status.check(self.engine, *self.check)
+        except EtlError as error:
+            return str(error)
+
+
+class BadQuery(ValueError):
+    pass
+
+
+def _history_filter(query: dict[str, str]) -> ReportFilter:
+    program = query.get("program", "").strip()
+    if program and not (program.lstrip("-").isascii() and program.lstrip("-").isdigit()):
+        raise BadQuery("program is a program's id, a whole number")
+    if program and not -(2**31) <= int(program) < 2**31:
+        raise BadQuery("program is out of range")
+    site = query.get("site", "").strip()
+    return ReportFilter(program_id=int(program) if program else None, site_id=site or None)
+
+
+def _csv(start_response: StartResponse, engine: Engine, query: Any, name: str) -> list[bytes]:
+    """The report's rows as `etl report --format csv` writes them, times in UTC."""
+    text = io.StringIO()
+    output.write(stream(engine, query), [c.name for c in query.selected_columns], text, "csv")
+    headers = [("Content-Disposition", f'attachment; filename="{name}"')]
+    return _send(start_response, 200, "text/csv; charset=utf-8", text.getvalue().encode(), headers)
+
+
+def _send(
+    start_response: StartResponse,
+    code: int,
+    content_type: str,
+    body: bytes,
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *HEADERS]
+    start_response(f"{code} {REASONS[code]}", headers + (extra or []))
+    return [body]
+
+
+def _plain(
+    start_response: StartResponse,
+    code: int,
+    message: str,
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    body = (message + "\n").encode()
+    return _send(start_response, code, "text/plain; charset=utf-8", body, extra)
+
+
+def _gives(environ: dict[str, Any], password: str) -> bool:
+    """Whether the request's HTTP Basic credentials carry the password (any user name),
+    compared in constant time."""
+    scheme, _, encoded = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(given.partition(":")[2].encode(), password.encode())
+
+
+def _local(moment: datetime | None, zone: str | None) -> str:
+    if moment is None:
+        return "—"
+    return moment.astimezone(zone_or_utc(zone)).strftime("%a %d %b %H:%M %Z")
+
+
+def _utc(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso(moment: datetime | None) -> str:
+    return "" if moment is None else moment.isoformat()
+
+
+def _kw(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.1f}"
