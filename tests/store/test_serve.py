@@ -39,9 +39,10 @@ class Service:
         token: str | None,
         host: str = "127.0.0.1",
         console_password: str | None = None,
+        console: bool = True,
     ) -> None:
         self.world, self.stop = world, threading.Event()
-        self.where = serve.listener(f"{host}:{free_port()}", token, console_password)
+        self.where = serve.listener(f"{host}:{free_port()}", token, console_password, console)
         self.url = f"http://127.0.0.1:{self.where.port}"
         self.webhook = self.url + self.where.webhook_path
         self.reported: list[processor.RunEvent] = []
@@ -271,14 +272,18 @@ def test_healthz_is_503_when_critical(world: World) -> None:
         ("127.0.0.1", None, "not HOST:PORT"),
         ("127.0.0.1:99999", None, "not HOST:PORT"),
         ("127.0.0.1:\u00b2", None, "not HOST:PORT"),  # a digit to isdigit(), not to int()
+        ("0.0.0.0:8080", TOKEN, "refusing to serve the console on 0.0.0.0 without ETL_CONSOLE_PA"),
+        ("10.0.0.1:8080", TOKEN, "or ETL_CONSOLE=off"),
     ],
 )
-def test_listening_beyond_loopback_needs_a_token(
+def test_listening_beyond_loopback_needs_a_token_and_a_console_password(
     listen: str, token: str | None, message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         serve.listener(listen, token)
-    assert serve.listener("0.0.0.0:8080", TOKEN).webhook_path == f"/voltus/webhook/{TOKEN}"
+    beyond = serve.listener("0.0.0.0:8080", TOKEN, console=False)
+    assert beyond.webhook_path == f"/voltus/webhook/{TOKEN}" and not beyond.console.enabled
+    assert serve.listener("0.0.0.0:8080", TOKEN, "pass").console.password == "pass"
     assert serve.listener("[::1]:8080", None).host == "::1"
 
 
@@ -402,11 +407,14 @@ def test_with_a_password_the_calendar_asks_for_it_in_constant_time_anywhere(
         service.close()
 
 
-def test_beyond_loopback_without_a_password_the_calendar_is_not_served(world: World) -> None:
-    service = Service(world, TOKEN, host="0.0.0.0").start()
+def test_with_the_console_off_the_webhook_alone_listens_beyond_loopback(world: World) -> None:
+    service = Service(world, TOKEN, host="0.0.0.0", console=False).start()
     try:
-        answer = requests.get(service.url + "/calendar.ics", timeout=5)
-        assert answer.status_code == 403 and "ETL_CONSOLE_PASSWORD" in answer.json()["message"]
+        for path in ("/calendar.ics", "/console/", "/console/history"):
+            assert requests.get(service.url + path, timeout=5).status_code == 404
+        world.sandbox.dispatches = [active("d1", site("a"))]
+        assert service.notify("d1").status_code == 202
+        wait_for(lambda: calls(world) == [("curtail", "d1", "a")])
     finally:
         service.close()
 
@@ -414,3 +422,5 @@ def test_beyond_loopback_without_a_password_the_calendar_is_not_served(world: Wo
 def test_an_empty_console_password_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match="ETL_CONSOLE_PASSWORD is empty"):
         serve.listener("127.0.0.1:8080", None, "")
+    with pytest.raises(ConfigError, match="ETL_CONSOLE_PASSWORD is empty"):
+        serve.console_listener("127.0.0.1:8080", "")
