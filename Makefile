@@ -4,6 +4,8 @@
 # at a time.
 # `make test-fast`: the everyday loop: lint, and the unit and store tests on SQLite alone (no
 # PostgreSQL needed), 4 at a time.
+# `make console`: the web console over the demo's store (`make demo` makes one if there is none),
+# on loopback at the address it prints, until Ctrl-C.
 # `make demo-push`: the push path: `etl serve` registered with the emulator, which POSTs a webhook
 # when a dispatch appears; etl looks it up and curtails within a second, no poll involved.
 PYTHON ?= python3
@@ -11,7 +13,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR := .demo
 
-.PHONY: setup demo demo-push test test-fast clean
+.PHONY: setup browser demo demo-push console test test-fast clean
 
 $(BIN)/etl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +22,14 @@ $(BIN)/etl: pyproject.toml
 	touch $(BIN)/etl
 
 setup: $(BIN)/etl
+
+# The console's browser tests drive Debian's Chromium through its chromedriver: installed here
+# when missing (as root; otherwise it says what to install).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	{ [ "$$(id -u)" = 0 ] && echo "installing Debian's chromium and chromium-driver" && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	{ echo "the browser tests need Debian's chromium and chromium-driver: sudo apt-get install chromium chromium-driver"; exit 1; }
 
 # The demo: start the emulator on a free port (the built-in scenario, plus a dispatch that ended
 # 90 minutes ago), create a SQLite store in .demo/, then run the minutely job twice, as cron would:
@@ -71,7 +81,11 @@ demo-push: setup
 	echo "+ what etl serve logged"; cat $(DEMO_DIR)/serve.log; \
 	$(BIN)/etl audit --dispatch push1
 
-test: setup
+console: setup
+	@test -f $(DEMO_DIR)/etl.db || $(MAKE) --no-print-directory demo
+	ETL_DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DIR)/etl.db $(BIN)/etl console --listen 127.0.0.1:0
+
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -n 4 -m "not slow"
