@@ -1,16 +1,19 @@
 """Notifications: people told, in the channel they already watch, of what the event log records
 that needs them: a dispatch created (a test one only with ETL_NOTIFY_TEST), moved, cancelled or
-vanished; an action that failed for good or was missed. ETL_NOTIFY_URLS names the channels as
-Apprise URLs (Slack, Teams, e-mail, ntfy...); Apprise is imported only when they are set.
+vanished; an action that failed for good or was missed; and of what `etl status` finds: a site
+that under-delivered, the status turning CRITICAL and back to OK (`Health`, which the read layer
+gathers and the command passes in). ETL_NOTIFY_URLS names the channels as Apprise URLs (Slack,
+Teams, e-mail, ntfy...); Apprise is imported only when they are set.
 
 Each notification is planned once, in the store: the notifier reads the event log past its
 cursor (`notifier_state`) and writes a notification per event that needs one (`notifications`,
 unique per event) with the cursor, in one transaction, so that a restart never repeats one and a
-crash never loses one. It is then delivered: marked sent once a service took it, so a crash
-between the two sends it again (at least once). A service that does not take it never blocks or
-fails a run: the notification waits, tried again 30 s later, then 1, 2, 4... minutes up to an
-hour, and `etl status` says so; a turn stops at the first failure, so a service down costs one
-timeout a turn, not one per notification.
+crash never loses one. A notice of the status has a subject instead (unique: `under_delivered:
+<dispatch>:<site>`), and the last verdict told is kept with the cursor. Each is then delivered:
+marked sent once a service took it, so a crash between the two sends it again (at least once).
+A service that does not take it never blocks or fails a run: the notification waits, tried
+again 30 s later, then 1, 2, 4... minutes up to an hour, and `etl status` says so; a turn stops
+at the first failure, so a service down costs one timeout a turn, not one per notification.
 """
 
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ from etl.store.schema import (
 )
 from etl.store.vocabulary import EventKind, NoticeKind
 
-__all__ = ["FIRST_RETRY", "NotifySummary", "deliver", "plan", "run"]
+__all__ = ["FIRST_RETRY", "Health", "NotifySummary", "deliver", "plan", "plan_health", "run"]
 
 EVENTS_PER_TURN = 5000  # of the log, read past the cursor at a turn
 DELIVERIES_PER_TURN = 50
@@ -58,6 +61,16 @@ NOTICES = {
 }
 
 
+@dataclass(frozen=True)
+class Health:
+    """What `etl status` says, as far as people are told of it."""
+
+    verdict: str  # OK, WARNING or CRITICAL
+    problems: list[str]
+    # (dispatch, site, delivered % of its commitment) under the status minimum
+    under_delivered: list[tuple[str, str, float]]
+
+
 @dataclass
 class NotifySummary:
     planned: int = 0
@@ -66,9 +79,15 @@ class NotifySummary:
     waiting: int = 0
 
 
-def run(engine: Engine, settings: ProcessorSettings, now: datetime) -> NotifySummary:
-    """A turn: plan what the log asks for, then deliver what is due."""
-    summary = NotifySummary(planned=plan(engine, settings, now))
+def run(
+    engine: Engine, settings: ProcessorSettings, now: datetime, health: Health | None = None
+) -> NotifySummary:
+    """A turn: plan what the log (and the status, when given) asks for, then deliver what is
+    due."""
+    planned = plan(engine, settings, now)
+    if health is not None:
+        planned += plan_health(engine, health, now)
+    summary = NotifySummary(planned=planned)
     if settings.notify_urls:
         deliver(engine, settings.notify_urls, now, summary)
     with read_transaction(engine) as conn:
@@ -98,22 +117,86 @@ def plan(engine: Engine, settings: ProcessorSettings, now: datetime) -> int:
             if message is not None:
                 kind, title, body = message
                 planned.append(
-                    {
-                        "event_id": event.id,
-                        "kind": kind,
-                        "dispatch_id": event.dispatch_id,
-                        "title": title,
-                        "body": body,
-                        "created_at": now,
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                    }
+                    _notice(now, kind, title, body, event.dispatch_id, event_id=event.id)
                 )
         if planned:
             conn.execute(notifications.insert(), planned)
         if read:
             conn.execute(update(notifier_state).values(last_event_id=read[-1].id))
     return len(planned)
+
+
+def plan_health(engine: Engine, health: Health, now: datetime) -> int:
+    """Notifications for what the status found that was not told yet: each site that
+    under-delivered on a dispatch, once; the verdict turning CRITICAL, and turning OK after a
+    CRITICAL told (WARNING in between changes nothing). How many were planned."""
+    planned: list[dict[str, Any]] = []
+    with write_transaction(engine, NOTIFY_LOCK) as conn:
+        subjects = {f"under_delivered:{d}:{s}": (d, s, pct) for d, s, pct in health.under_delivered}
+        told = set(
+            conn.execute(
+                select(notifications.c.subject).where(notifications.c.subject.in_(subjects))
+            ).scalars()
+        )
+        for subject, (dispatch_id, site_id, pct) in subjects.items():
+            if subject not in told:
+                title, body = _under_delivered(conn, dispatch_id, site_id, pct)
+                kind = NoticeKind.UNDER_DELIVERED
+                planned.append(_notice(now, kind, title, body, dispatch_id, subject=subject))
+        last = conn.execute(select(notifier_state.c.health_told)).scalar_one()
+        if health.verdict == "CRITICAL" and last != "CRITICAL":
+            body = "\n".join(health.problems) or "see etl status"
+            title = "etl status is CRITICAL: " + (health.problems or ["see etl status"])[0]
+            kind = NoticeKind.STATUS_CRITICAL
+            title = one_line(title)[:300]
+            planned.append(_notice(now, kind, title, body, None, subject=f"status:{now}"))
+        elif health.verdict == "OK" and last == "CRITICAL":
+            title = "etl status is OK again"
+            body = "Every check passes again (etl status)."
+            kind = NoticeKind.STATUS_OK
+            planned.append(_notice(now, kind, title, body, None, subject=f"status:{now}"))
+        if health.verdict in ("OK", "CRITICAL") and health.verdict != last:
+            conn.execute(update(notifier_state).values(health_told=health.verdict))
+        if planned:
+            conn.execute(notifications.insert(), planned)
+    return len(planned)
+
+
+def _notice(
+    now: datetime,
+    kind: NoticeKind,
+    title: str,
+    body: str,
+    dispatch_id: str | None,
+    event_id: int | None = None,
+    subject: str | None = None,
+) -> dict[str, Any]:
+    """A notification's row: of an event, or of a subject."""
+    return {
+        "event_id": event_id,
+        "subject": subject,
+        "kind": kind,
+        "dispatch_id": dispatch_id,
+        "title": title,
+        "body": body,
+        "created_at": now,
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
+
+
+def _under_delivered(
+    conn: Connection, dispatch_id: str, site_id: str, pct: float
+) -> tuple[str, str]:
+    facts = _dispatch(conn, dispatch_id)
+    program = facts["program"] if facts else "its program"
+    title = (
+        f"{_site_name(conn, site_id)} delivered {pct:.0f}% of its commitment for dispatch "
+        f"{dispatch_id} ({program})"
+    )
+    window = _window(facts) if facts else "its window"
+    body = f"Measured over {window}.\n(etl report performance --site {site_id})"
+    return one_line(title)[:300], body
 
 
 def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) -> None:
@@ -219,8 +302,9 @@ def _message(
     facts = _dispatch(conn, event.dispatch_id)
     if facts is None:
         return None
+    ended = facts["end"] is not None and facts["end"] <= event.occurred_at
     if kind == NoticeKind.DISPATCH_CREATED and (
-        not facts["authorized"] or (facts["test"] and not settings.notify_test)
+        not facts["authorized"] or ended or (facts["test"] and not settings.notify_test)
     ):
         return None  # nothing to curtail (a cancellation, if any, is told as one)
     name, window = f"Dispatch {event.dispatch_id} ({facts['program']})", _window(facts)

@@ -9,7 +9,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -57,6 +57,8 @@ class Parts:
     settings: ProcessorSettings
     client: VoltusClient | None  # None for `etl process`: it sends no request
     stop: threading.Event
+    # what `etl status` says, for the notifier to tell of (the read layer's; None: not told)
+    health: Callable[[], notify.Health] | None = None
 
 
 def build(
@@ -245,7 +247,8 @@ def _notified(parts: Parts) -> RunEvent | None:
     if not parts.settings.notify_urls:
         return None
     try:
-        return notify.run(parts.engine, parts.settings, utcnow())
+        health = parts.health() if parts.health is not None else None
+        return notify.run(parts.engine, parts.settings, utcnow(), health)
     except EtlError as error:
         return error
 

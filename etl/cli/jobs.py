@@ -342,6 +342,10 @@ def run(
         _print_dry_run(*processor.dry_run(engine, settings))
         return
     parts = processor.build(settings, database_url, api.url, api)
+    if settings.notify_urls:  # people are told when the status turns CRITICAL, and more
+        from etl.read import status
+
+        parts = status.watched(parts, status.notices_max_age(every))
     if every is not None:
         for outcome in processor.run_loop(parts, every):
             log_outcome(outcome)

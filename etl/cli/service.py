@@ -105,6 +105,10 @@ def serve(
     where = service.listener(listen, token, console_password, console)
     check = (duration(max_age), duration(window))
     parts = processor.build(settings, database_url, api.url, api)
+    if settings.notify_urls:  # people are told when the status turns CRITICAL, and more
+        from etl.read import status
+
+        parts = status.watched(parts, check[0])
     service.serve(parts, every, where, check, log_outcome)
 
 

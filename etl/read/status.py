@@ -4,11 +4,13 @@ failing, is the schema current."""
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import IntEnum
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select, text
 
 from etl import __version__
+from etl.act import notify
 from etl.act.actions import open_by_state
 from etl.base.timeutil import jsonable, utcnow
 from etl.read.reports import dispatch_performance
@@ -25,7 +27,10 @@ from etl.store.schema import (
 )
 from etl.store.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome, Holding
 
-__all__ = ["Health", "Status", "check", "judge"]
+if TYPE_CHECKING:  # `etl status` itself loads no processor
+    from etl.act.processor import Parts
+
+__all__ = ["Health", "Status", "check", "for_notices", "judge", "notices_max_age", "watched"]
 
 # a share of a window's telemetry intervals below which its delivery is not judged
 MIN_COVERAGE = 0.8
@@ -43,6 +48,9 @@ MOST_SITES_SHOWN = 10
 
 # a clock further than this from the API's makes actions noticeably late or early
 CLOCK_TOLERANCE_SECONDS = 10
+
+# what the notifier judges by, as `etl status`'s defaults (`etl serve` passes its own)
+NOTICES_MAX_AGE, NOTICES_WINDOW = timedelta(minutes=5), timedelta(hours=24)
 
 
 class Health(IntEnum):
@@ -384,3 +392,22 @@ def _age(delta: timedelta) -> str:
     if seconds < 2 * 86400:
         return f"{seconds // 3600}h"
     return f"{seconds // 86400}d"
+
+
+def notices_max_age(every: float | None) -> timedelta:
+    """How old the last fetch may be before the notifier calls it CRITICAL: the status default,
+    or three turns of a loop that fetches less often."""
+    return max(NOTICES_MAX_AGE, timedelta(seconds=3 * (every or 0)))
+
+
+def watched(parts: "Parts", max_age: timedelta) -> "Parts":
+    """The parts, their notifier told of the status (judged with `max_age`)."""
+    return replace(parts, health=partial(for_notices, parts.engine, max_age))
+
+
+def for_notices(
+    engine: Engine, max_age: timedelta, window: timedelta = NOTICES_WINDOW
+) -> notify.Health:
+    """The status as the notifier tells of it (etl.act.notify.plan_health)."""
+    result = check(engine, max_age, window)
+    return notify.Health(result.code.name, result.problems, result.under_delivered)

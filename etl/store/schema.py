@@ -334,13 +334,18 @@ telemetry_outbox = Table(
     Index("ix_telemetry_outbox_site_end", "site_id", "interval_end"),
 )
 
-# Messages to people (ETL_NOTIFY_URLS, through Apprise), each planned once from the event log
-# and kept until a notification service took it, retried with backoff (etl.act.notify)
+# Messages to people (ETL_NOTIFY_URLS, through Apprise), each planned once, from an event of the
+# log or from what `etl status` found (its `subject`), and kept until a notification service
+# took it, retried with backoff (etl.act.notify)
 notifications = Table(
     "notifications",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("event_id", Integer, ForeignKey("events.id"), nullable=False, unique=True),
+    Column("event_id", Integer, ForeignKey("events.id"), unique=True),
+    # what a notice not of an event is about, e.g. `under_delivered:<dispatch>:<site>`
+    Column("subject", String),
+    CheckConstraint("(event_id IS NULL) <> (subject IS NULL)", name="source"),
+    UniqueConstraint("subject", name="uq_notifications_subject"),
     Column("kind", String(30), nullable=False),
     one_of("kind", NoticeKind),
     Column("dispatch_id", String),
@@ -360,6 +365,8 @@ notifier_state = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("last_event_id", Integer, nullable=False),
+    # the last verdict of `etl status` told (CRITICAL or OK; null before the first)
+    Column("health_told", String(10)),
 )
 
 # Lines of readings that could not be queued, each kept once, with why

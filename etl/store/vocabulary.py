@@ -120,3 +120,6 @@ class NoticeKind(StrEnum):
     DISPATCH_VANISHED = "dispatch_vanished"
     ACTION_FAILED = "action_failed"
     ACTION_MISSED = "action_missed"
+    UNDER_DELIVERED = "under_delivered"  # a site's metered response, under the status minimum
+    STATUS_CRITICAL = "status_critical"  # `etl status` turned CRITICAL
+    STATUS_OK = "status_ok"  # ... and back to OK

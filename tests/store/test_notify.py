@@ -19,11 +19,13 @@ from etl.base.config import ProcessorSettings
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.ingest import dispatches
 from etl.read import status
+from etl.sandbox.emulator import Sandbox
 from etl.store import schema
-from etl.store.db import write_transaction
+from etl.store.db import make_engine, write_transaction
 from tests.helpers import dispatch, http_server, receive_posts, site
 from tests.processes import InProcess
 from tests.scenarios import World
+from tests.store.test_telemetry import hand_computed
 
 SECRET = "t0ken-SECRET-42"
 CHECK = (timedelta(days=1), timedelta(days=1))
@@ -87,6 +89,16 @@ def test_a_dispatch_created_is_told_once_in_its_programs_time_zone(
     )
     assert told["message"] == "Sites: Bakery (12 kW), Mill"
     assert turn(world, receiver.url).planned == 0 and len(receiver.told) == 1  # never twice
+
+
+def test_a_dispatch_first_seen_after_its_end_is_not_told(world: World, receiver: Receiver) -> None:
+    gone = utcnow() - timedelta(hours=2)
+    world.sandbox.dispatches = [
+        dispatch("old", site("a"), start_time=format_rfc3339(gone),
+                 end_time=format_rfc3339(gone + timedelta(minutes=30))),
+    ]  # fmt: skip
+    dispatches.fetch(world.engine, world.client)
+    assert turn(world, receiver.url).planned == 0 and receiver.told == []
 
 
 def test_a_test_dispatch_is_told_only_when_asked(world: World, receiver: Receiver) -> None:
@@ -225,3 +237,65 @@ def test_a_notification_another_notifier_is_sending_is_left_to_it(
     assert not notify._hold(world.engine, planned.id, now)  # ... and nobody else can
     assert turn(world, receiver.url, now).sent == 0 and receiver.told == []
     assert turn(world, receiver.url, now + notify.HOLD).sent == 1  # it died holding it
+
+
+def health(verdict: str, *problems: str, under: Any = ()) -> notify.Health:
+    return notify.Health(verdict, list(problems), list(under))
+
+
+def test_the_status_is_told_when_it_turns_critical_and_back_to_ok(
+    world: World, receiver: Receiver
+) -> None:
+    urls = ProcessorSettings(notify_urls=receiver.url)
+    seen = [
+        health("OK"),  # the first verdict, OK: nothing to tell
+        health("CRITICAL", "CRITICAL: no successful fetch for 12 minutes", "WARNING: x"),
+        health("CRITICAL", "CRITICAL: still"),  # told already
+        health("WARNING", "WARNING: 1 action missed"),  # on the way back: not yet OK
+        health("OK"),
+        health("OK"),
+        health("WARNING", "WARNING: y"),  # no CRITICAL: nothing to tell
+    ]
+    planned = [notify.run(world.engine, urls, utcnow(), verdict).planned for verdict in seen]
+    assert planned == [0, 1, 0, 0, 1, 0, 0]
+    assert [(t["title"], t["message"]) for t in receiver.told] == [
+        (
+            "etl status is CRITICAL: CRITICAL: no successful fetch for 12 minutes",
+            "CRITICAL: no successful fetch for 12 minutes\nWARNING: x",
+        ),
+        ("etl status is OK again", "Every check passes again (etl status)."),
+    ]
+    assert [n.kind for n in notes(world.engine)] == ["status_critical", "status_ok"]
+    assert all(n.event_id is None and n.subject for n in notes(world.engine))
+
+
+def test_a_site_under_delivering_is_told_once_by_name(world: World, receiver: Receiver) -> None:
+    start, _ = hand_computed(world, curtailed_kw=95, site_id="a")  # 4.7 of 20 kW: 23 %
+    found = status.for_notices(world.engine, timedelta(days=1))
+    delivered = 100 - (2 * 100 + 28 * 95) / 30
+    assert found.under_delivered == [("p1", "a", pytest.approx(100 * delivered / 20))]
+    settings = ProcessorSettings(notify_urls=receiver.url)
+    assert notify.run(world.engine, settings, utcnow(), found).sent == 1
+    assert notify.run(world.engine, settings, utcnow(), found).planned == 0  # once
+    (told,) = receiver.told
+    assert told["title"] == (
+        "Site a (a) delivered 23% of its commitment for dispatch p1 (MISO - Operating Reserves)"
+    )
+    local = start.astimezone(ZoneInfo("US/Central")).strftime("%a %d %b %H:%M CST")
+    assert told["message"].startswith(f"Measured over {local} to ")
+    assert told["message"].endswith("(etl report performance --site a)")
+
+
+def test_etl_run_tells_the_status_turning_critical(
+    cli: InProcess, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox
+) -> None:
+    monkeypatch.setenv("ETL_NOTIFY_URLS", receiver.url)
+    assert cli("run").returncode == 0
+    sandbox.faults.statuses = [503] * 20  # the API down: no fetch succeeds
+    with write_transaction(make_engine(cli.url)) as conn:  # ... and the last one long ago
+        conn.execute(update(schema.fetch_runs).values(finished_at=utcnow() - timedelta(hours=1)))
+    assert cli("run").returncode == 3
+    titles = [t["title"] for t in receiver.told]
+    assert titles[-1] == (
+        "etl status is CRITICAL: CRITICAL: the last successful fetch is 60m old (limit 5m)"
+    )
