@@ -63,13 +63,7 @@ def upgrade() -> None:
         table.create_check_constraint(
             op.f("ck_notifications_source"), "(event_id IS NULL) <> (subject IS NULL)"
         )
-    op.create_index(
-        "ix_notifications_waiting",
-        "notifications",
-        ["next_attempt_at"],
-        sqlite_where=WAITING,
-        postgresql_where=WAITING,
-    )
+    waiting_index()
     op.add_column("notifier_state", sa.Column("health_told", sa.String(10), nullable=True))
 
 
@@ -85,6 +79,11 @@ def downgrade() -> None:
         table.drop_constraint("uq_notifications_subject", type_="unique")
         table.drop_column("subject")
         table.alter_column("event_id", existing_type=sa.Integer(), nullable=False)
+    waiting_index()
+
+
+def waiting_index() -> None:
+    """Made again after the table changed (SQLite copies it)."""
     op.create_index(
         "ix_notifications_waiting",
         "notifications",
