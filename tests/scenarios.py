@@ -11,12 +11,13 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from etl.act import processor
+from etl.act.actions import idempotency_key
 from etl.base.config import ProcessorSettings
 from etl.handlers import ActionRequest, HandlerFailed
 from etl.ingest import dispatches
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
-from etl.store import schema
+from etl.store import identity, schema
 from tests.helpers import at, dispatch
 
 Call = tuple[str, str, str]  # action, dispatch, site
@@ -61,6 +62,12 @@ class World:
         before = len(self.handler.requests)
         processor.process(self.engine, self.handler, self.settings)
         return sorted((r.action, r.dispatch_id, r.site_id) for r in self.handler.requests[before:])
+
+    def key(self, dispatch_id: str, site_id: str, kind: str, episode: int = 1) -> str:
+        """The idempotency key this store gives the action."""
+        with self.engine.connect() as conn:
+            namespace = identity.key_namespace(conn)
+        return idempotency_key(namespace, dispatch_id, site_id, kind, episode)
 
     def states(self) -> dict[Call, str]:
         with self.engine.connect() as conn:

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, update
 
 from etl.handlers import ActionKind
+from etl.store import identity
 from etl.store.db import dialect_insert
 from etl.store.events import NewEvent
 from etl.store.schema import actions, dispatch_sites, dispatches
@@ -61,7 +62,6 @@ OPEN = actions.c.finished_at.is_(None)
 # the states of open actions: naming them lets a count of open actions seek in the index of
 # (state, finished_at) rather than scan it
 OPEN_STATES = (*UNDER_WAY, S.WAITING)
-KEY_NAMESPACE = uuid.UUID("9b2f6a52-5c3e-4c1e-9a57-6f1f0c1e7d10")
 
 
 def open_by_state(conn: Connection) -> dict[str, int]:
@@ -76,11 +76,14 @@ def open_by_state(conn: Connection) -> dict[str, int]:
     )
 
 
-def idempotency_key(dispatch_id: str, site_id: str, kind: str, episode: int = 1) -> str:
-    """Derived from the action itself, so it never changes, whoever plans it and however often.
-    The first episode's key is the one etl gave before it counted episodes."""
+def idempotency_key(
+    namespace: uuid.UUID, dispatch_id: str, site_id: str, kind: str, episode: int = 1
+) -> str:
+    """Derived from the store's namespace (etl.store.identity) and the action itself, so it
+    never changes, whoever plans it and however often, and no other store gives it. The first
+    episode's key is the one etl gave before it counted episodes."""
     name = f"{kind}\x00{dispatch_id}\x00{site_id}"
-    return str(uuid.uuid5(KEY_NAMESPACE, name if episode == 1 else f"{name}\x00{episode}"))
+    return str(uuid.uuid5(namespace, name if episode == 1 else f"{name}\x00{episode}"))
 
 
 def new_row(
@@ -97,7 +100,6 @@ def new_row(
         "site_id": site_id,
         "kind": kind,
         "episode": episode,
-        "idempotency_key": idempotency_key(dispatch_id, site_id, kind, episode),
         "state": state,
         "note": note,
         "attempts": 0,
@@ -108,10 +110,20 @@ def new_row(
 
 
 def insert_new(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Insert the actions not already recorded, and return those; the unique key makes a second
-    plan of the same action a no-op."""
+    """Insert the actions not already recorded, each with its idempotency key, and return those;
+    the unique key makes a second plan of the same action a no-op."""
     if not rows:
         return []
+    namespace = identity.key_namespace(conn)
+    rows = [
+        {
+            **row,
+            "idempotency_key": idempotency_key(
+                namespace, row["dispatch_id"], row["site_id"], row["kind"], row["episode"]
+            ),
+        }
+        for row in rows
+    ]
     statement = (
         dialect_insert(conn, actions)
         .on_conflict_do_nothing(index_elements=["dispatch_id", "site_id", "kind", "episode"])

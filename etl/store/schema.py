@@ -495,6 +495,16 @@ store_binding = Table(
     Column("bound_at", UTCDateTime, nullable=False),
 )
 
+# This store's own (one row, id 1): the namespace of its actions' idempotency keys, random for a
+# store made by `etl db upgrade` since revision 0022, so that no two stores (a rehearsal on the
+# emulator and production, say) give the same key to different actions (etl/store/identity.py)
+store_identity = Table(
+    "store_identity",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("key_namespace", String(36), nullable=False),
+)
+
 # Counts that cost the same to read at any age of the store (`etl status --format prometheus`,
 # /metrics): finished actions by state (`finished_<state>`) and `attempts_failed`. The
 # database's triggers on actions and action_attempts append every change of them to

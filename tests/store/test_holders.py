@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from etl.act.actions import idempotency_key
 from etl.base.timeutil import parse_rfc3339, utcnow
 from etl.ingest import dispatches
 from etl.read import status
@@ -41,8 +40,8 @@ def test_a_site_removed_and_added_back_is_restored_then_curtailed_again(world: W
     first, second = [
         r for r in world.handler.requests if r.site_id == "b" and r.action == "curtail"
     ]
-    assert first.idempotency_key == idempotency_key("d1", "b", "curtail")  # as before episodes
-    assert second.idempotency_key == idempotency_key("d1", "b", "curtail", 2)
+    assert first.idempotency_key == world.key("d1", "b", "curtail")  # as before episodes
+    assert second.idempotency_key == world.key("d1", "b", "curtail", 2)
     assert first.idempotency_key != second.idempotency_key
     assert world.step(active("d1", site("a"), site("b"))) == []
     assert world.step(ended("d1", site("a"), site("b"))) == [
@@ -77,7 +76,7 @@ def test_a_start_moved_later_after_the_curtail_restores_then_curtails_at_the_new
     assert world.process() == []
     time.sleep((parse_rfc3339(later["start_time"]) - utcnow()).total_seconds() + 0.01)
     assert world.step(later) == [("curtail", "d1", "a")]
-    assert keys(world)[-1] == idempotency_key("d1", "a", "curtail", 2)
+    assert keys(world)[-1] == world.key("d1", "a", "curtail", 2)
 
 
 def test_overlap_a_site_removed_from_one_holder_stays_curtailed(world: World) -> None:

@@ -1,7 +1,9 @@
 """Migrations on SQLite and PostgreSQL: up, down, up again, and the result equals the models."""
 
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -14,7 +16,7 @@ from etl.act.actions import idempotency_key
 from etl.base.config import ProcessorSettings
 from etl.base.errors import DatabaseError
 from etl.handlers import ActionKind
-from etl.store import kept_counts
+from etl.store import identity, kept_counts
 from etl.store.db import SCHEMA_REVISION, make_engine
 from etl.store.migrate import current_revision, head_revision, migrate
 from etl.store.schema import UTCDateTime, metadata
@@ -147,6 +149,7 @@ def test_upgrading_a_store_with_dispatches_fills_their_local_start_date(database
 
 
 KINDS = list(ActionKind)
+SHARED = uuid.UUID("9b2f6a52-5c3e-4c1e-9a57-6f1f0c1e7d10")  # every store's namespace until 0022
 
 
 def test_upgrading_a_store_with_actions_keeps_their_keys_and_outcomes(database_url: str) -> None:
@@ -157,7 +160,7 @@ def test_upgrading_a_store_with_actions_keeps_their_keys_and_outcomes(database_u
     now = datetime.now(UTC)
     times = {"t": now, "start": now - timedelta(minutes=10), "end": now + timedelta(hours=1)}
     params = [bindparam(name, value, type_=UTCDateTime) for name, value in times.items()]
-    keys = {(site, kind): idempotency_key("d1", site, kind) for site in "ab" for kind in KINDS}
+    keys = {(s, kind): idempotency_key(SHARED, "d1", s, kind) for s in "ab" for kind in KINDS}
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -224,4 +227,23 @@ def test_upgrading_a_store_with_actions_keeps_their_keys_and_outcomes(database_u
     assert summary.counts == {"pending": 1}
     (planned,) = summary.events
     assert planned.site_id == "b" and planned.details["episode"] == 2
+    # ... under the key the store would always have given it
+    assert planned.details["idempotency_key"] == idempotency_key(SHARED, "d1", "b", "curtail", 2)
     engine.dispose()
+
+
+def test_each_new_store_gives_keys_of_its_own(database_url: str, tmp_path: Path) -> None:
+    """Two stores (an emulator rehearsal and production, say) never give one key to different
+    actions; a store upgraded without actions is new too."""
+    namespaces = []
+    for url, start in ((database_url, None), (f"sqlite:///{tmp_path / 'b.db'}", "0021")):
+        engine = make_engine(url, create=True)
+        if start is not None:
+            migrate(engine, start)
+        migrate(engine)
+        with engine.connect() as conn:
+            namespaces.append(identity.key_namespace(conn))
+        engine.dispose()
+    assert SHARED not in namespaces and namespaces[0] != namespaces[1]
+    keys = {idempotency_key(n, "d1", "a", "curtail") for n in namespaces}
+    assert len(keys) == 2

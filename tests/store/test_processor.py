@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from etl.act import claims, processor
-from etl.act.actions import idempotency_key
 from etl.base.config import ProcessorSettings
 from etl.ingest import dispatches
 from etl.store import schema
@@ -31,7 +30,7 @@ def test_basic_dispatch_curtails_once_then_restores_once(world: World) -> None:
     assert world.step(ended("d1", site("a"), site("b"))) == []
     assert set(world.states().values()) == {"succeeded"}
     first = world.handler.requests[0]
-    assert first.idempotency_key == idempotency_key("d1", first.site_id, "curtail")
+    assert first.idempotency_key == world.key("d1", first.site_id, "curtail")
     assert first.commitment_kw == 10.0 and first.end_time is not None
 
 
