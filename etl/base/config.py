@@ -2,6 +2,7 @@
 
 import ipaddress
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,11 +20,23 @@ __all__ = [
     "default_database_url",
     "is_loopback",
     "is_practice_api",
+    "read_secret_files",
 ]
 
 SANDBOX_URL = "https://sandbox.voltus.co"
 SANDBOX_HOST = "sandbox.voltus.co"
 SANDBOX_KEY = "secret"  # Voltus's published key for its public sandbox, not a secret
+# the settings that may hold a secret: each may also come from a file (NAME_FILE), or from a
+# systemd credential named after it in lower case ($CREDENTIALS_DIRECTORY/voltus_api_key)
+SECRETS = (
+    "VOLTUS_API_KEY",
+    "ETL_DATABASE_URL",
+    "ETL_WEBHOOK_TOKEN",
+    "ETL_CONSOLE_PASSWORD",
+    "ETL_NOTIFY_URLS",
+    "ETL_ACTION_WEBHOOK",
+)
+MOST_SECRET_BYTES = 64 * 1024
 
 
 def is_practice_api(api_url: str) -> bool:
@@ -41,6 +54,40 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def read_secret_files(environ: MutableMapping[str, str]) -> None:
+    """Each secret setting not in the environment, read from the file NAME_FILE names, else from
+    its systemd credential, into the environment: so that a key need not sit in a unit file or a
+    crontab. The file holds the value on one line (a trailing line break is dropped). Setting
+    both NAME and NAME_FILE is refused, as a choice etl would have to guess."""
+    credentials = environ.get("CREDENTIALS_DIRECTORY")
+    for name in SECRETS:
+        path = environ.get(f"{name}_FILE")
+        if path is not None and environ.get(name):
+            raise ConfigError(f"both {name} and {name}_FILE are set: keep one")
+        if path is None and credentials and not environ.get(name):
+            credential = Path(credentials) / name.lower()
+            path = str(credential) if credential.is_file() else None
+        if path is not None:
+            environ[name] = _secret(Path(path), f"{name}_FILE")
+
+
+def _secret(path: Path, setting: str) -> str:
+    try:
+        with path.open("rb") as file:
+            data = file.read(MOST_SECRET_BYTES + 1)
+        text = data.decode("utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read {setting} {str(path)[:200]!r}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{setting} {str(path)[:200]!r} is not UTF-8 text") from None
+    value = text.removesuffix("\n").removesuffix("\r")
+    if len(data) > MOST_SECRET_BYTES or not value or "\n" in value or "\r" in value:
+        raise ConfigError(
+            f"{setting} {str(path)[:200]!r} must hold its value on one line (at most 64 KiB)"
+        )
+    return value
 
 
 def default_database_url() -> str:

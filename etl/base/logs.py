@@ -1,15 +1,27 @@
 """Diagnostics on stderr through the standard library's `logging`: one line per record, starting
 with an ISO 8601 UTC timestamp and a level, or with ETL_LOG_FORMAT=json one JSON object per line.
+When stderr is systemd's journal (JOURNAL_STREAM names it), a text line starts with its syslog
+priority instead of the timestamp (`<3>ERROR ...`): the journal keeps its own time, and reads the
+priority, so that `journalctl -p err` finds etl's errors.
 
 Data (reports, audit, status, the log handler's lines) goes to stdout, never through here.
 """
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 
-__all__ = ["JsonFormatter", "TextFormatter", "configure", "log", "one_line", "set_verbosity"]
+__all__ = [
+    "JournalFormatter",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure",
+    "log",
+    "one_line",
+    "set_verbosity",
+]
 
 log = logging.getLogger("etl")
 
@@ -49,10 +61,39 @@ class TextFormatter(logging.Formatter):
     """`2026-11-27T06:49:42.123Z INFO fetch 12: ...`"""
 
     def format(self, record: logging.LogRecord) -> str:
+        return f"{_timestamp(record)} {record.levelname} {self.line(record)}"
+
+    def line(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
         if record.exc_info:  # a bug's traceback, on the same line
             message += "\n" + self.formatException(record.exc_info)
-        return f"{_timestamp(record)} {record.levelname} {one_line(message)}"
+        return one_line(message)
+
+
+# syslog's priorities (sd-daemon(3)), by logging's level
+PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
+class JournalFormatter(TextFormatter):
+    """`<6>INFO fetch 12: ...`: for stderr connected to the journal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = PRIORITIES.get(record.levelname, 6)
+        return f"<{priority}>{record.levelname} {self.line(record)}"
+
+
+def stderr_is_journal() -> bool:
+    """Whether stderr is the stream systemd connected to the journal: JOURNAL_STREAM holds its
+    device and inode (a child whose stderr was redirected inherits the variable, not the
+    stream)."""
+    stream = os.environ.get("JOURNAL_STREAM")
+    if not stream:
+        return False
+    try:
+        info = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # closed, or not a file (a test's capture)
+        return False
+    return stream == f"{info.st_dev}:{info.st_ino}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -75,7 +116,8 @@ class JsonFormatter(logging.Formatter):
 def configure(log_format: str) -> None:
     """Send etl's records to stderr (as it is now: tests swap it) at INFO, in `log_format`."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    text = JournalFormatter() if stderr_is_journal() else TextFormatter()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else text)
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False

@@ -16,6 +16,7 @@ import os
 import typer
 
 from etl.base import logs
+from etl.base.config import read_secret_files
 from etl.base.errors import EtlError, ExitCode
 from etl.base.logs import log
 from etl.cli import admin, jobs, options, read, service
@@ -72,6 +73,7 @@ def main() -> None:
     status` is a monitoring check: its own failures are CRITICAL (2), bad usage UNKNOWN (3)."""
     logs.configure(os.environ.get("ETL_LOG_FORMAT") or "text")
     try:
+        read_secret_files(os.environ)
         code = app(standalone_mode=False)
     except EtlError as error:
         log.error("%s", error)

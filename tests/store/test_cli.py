@@ -291,3 +291,24 @@ def test_an_api_key_beyond_ascii_is_refused_without_echo(cli: InProcess) -> None
         result = cli(*command, "--api-key", "SECRETключ")
         assert_one_line_error(result, 2, "VOLTUS_API_KEY holds a character that is not ASCII")
         assert "ключ" not in result.stderr and "SECRET" not in result.stderr
+
+
+@pytest.mark.parametrize("source", ["file", "credential"])
+def test_the_key_may_come_from_a_file_or_a_systemd_credential(
+    cli: InProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sandbox: Sandbox, source: str
+) -> None:
+    monkeypatch.setenv("VOLTUS_API_KEY", "")  # so that the test's environment is restored
+    secrets = tmp_path / "credentials"
+    secrets.mkdir()
+    (secrets / "voltus_api_key").write_text(sandbox.key + "\n")
+    if source == "file":
+        monkeypatch.setenv("VOLTUS_API_KEY_FILE", str(secrets / "voltus_api_key"))
+    else:
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(secrets))
+    ran = cli("run")
+    assert ran.returncode == 0, ran.stderr
+    assert sandbox.key not in ran.stdout + ran.stderr
+    (secrets / "voltus_api_key").write_text("another-key\n")
+    monkeypatch.setenv("VOLTUS_API_KEY", "")  # a new process: read again
+    refused = cli("run")  # the file is read at each start: this store's account refuses it
+    assert refused.returncode == 2 and "another-key" not in refused.stderr

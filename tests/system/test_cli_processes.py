@@ -139,3 +139,27 @@ def test_two_upgrades_at_once_each_say_what_they_found(database_url: str) -> Non
     assert [run.returncode for run in runs] == [0, 0]
     assert outputs[0].endswith(f"schema already at revision {SCHEMA_REVISION}\n"), outputs
     assert outputs[1].endswith(f"schema migrated from empty to {SCHEMA_REVISION}\n"), outputs
+
+
+def test_lines_to_the_journal_carry_their_priority_and_no_timestamp(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """As under systemd: stderr is the journal's stream, which JOURNAL_STREAM names."""
+    env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
+    assert etl("db", "upgrade", env=env).returncode == 0
+    journal = tmp_path / "journal"
+    lines = []
+    for args in (("run",), ("fetch", "--since", "never")):
+        with journal.open("w") as stream:
+            stat = journal.stat()
+            subprocess.run(
+                [sys.executable, "-m", "etl", *args], stderr=stream, timeout=60,
+                env={**env, "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"},
+            )  # fmt: skip
+        lines += journal.read_text().splitlines()
+    assert lines[0].startswith("<6>INFO fetch ")
+    assert lines[-1].startswith("<3>ERROR ") and "\n" not in lines[-1]
+    assert all(line[:1] == "<" and line[3:4] in "IWED" for line in lines), lines
+    # a stream the journal did not open (stderr redirected by a script): etl's own lines
+    redirected = etl("run", env={**env, "JOURNAL_STREAM": "1:2"})
+    assert log_messages(redirected.stderr)  # every line timestamped, as etl writes them
