@@ -445,7 +445,15 @@ def serve(
     pushing = threading.Thread(target=push, name="etl-push")
     listening.start()
     pushing.start()
-    log.info("listening on http://%s:%s%s", where.host, server.effective_port, WEBHOOK_PATH)
+    shown_path = f"{WEBHOOK_PATH}/***" if where.token else WEBHOOK_PATH
+    console_shown = "off"
+    if where.console.enabled:
+        gate = "password" if where.console.password else "loopback only"
+        console_shown = f"{console.CONSOLE_PATH} ({gate})"
+    log.info(
+        "listening on http://%s:%s: webhook %s, console %s, /healthz, /metrics",
+        where.host, server.effective_port, shown_path, console_shown,
+    )  # fmt: skip
     try:
         for event in processor.run_loop(parts, every):
             report(event)
@@ -455,3 +463,4 @@ def serve(
         _stop_listening(server, sockets, listening)
     if crashed:
         raise EtlError("the webhook worker stopped on an unexpected error (logged above)")
+    log.info("stopped")

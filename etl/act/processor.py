@@ -24,6 +24,7 @@ from etl.act.outcomes import Outcomes, log_action
 from etl.act.send_telemetry import SendSummary, drain
 from etl.base.config import ApiSettings, ProcessorSettings
 from etl.base.errors import DatabaseError, EtlError, ExitCode
+from etl.base.logs import log
 from etl.base.redact import redact_text
 from etl.base.timeutil import utcnow
 from etl.handlers import Handler
@@ -317,6 +318,7 @@ def stop_on_signals() -> threading.Event:
     def handle(signum: int, _frame: object) -> None:
         if not stop.is_set():
             stop.set()
+            log.info("%s: finishing the work in hand, then stopping", signal.Signals(signum).name)
             return
         kill_running_commands()
         signal.signal(signum, signal.SIG_DFL)

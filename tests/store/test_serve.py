@@ -3,6 +3,7 @@ database; the poll set to 10 minutes, so that only a webhook explains an action.
 
 import gc
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from sqlalchemy import update
 from etl import serve
 from etl.act import processor
 from etl.base.errors import ConfigError
+from etl.base.logs import log
 from etl.base.timeutil import utcnow
 from etl.ingest import dispatches
 from etl.sandbox.emulator import Sandbox
@@ -424,3 +426,23 @@ def test_an_empty_console_password_is_refused_at_start() -> None:
         serve.listener("127.0.0.1:8080", None, "")
     with pytest.raises(ConfigError, match="ETL_CONSOLE_PASSWORD is empty"):
         serve.console_listener("127.0.0.1:8080", "")
+
+
+def test_the_start_line_names_the_webhook_path_with_its_token_masked(world: World) -> None:
+    lines: list[str] = []
+    catch = logging.Handler()
+    catch.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    log.addHandler(catch)
+    log.setLevel(logging.INFO)  # as `etl serve` has it (the fixture etl_log_restored resets it)
+    service = Service(world, TOKEN, console_password="pw").start()
+    try:
+        started = [line for line in lines if line.startswith("listening on")]
+        assert started == [
+            f"listening on http://127.0.0.1:{service.where.port}: webhook /voltus/webhook/***, "
+            "console /console/ (password), /healthz, /metrics"
+        ]
+        assert not any(TOKEN in line or "pw" in line.split(":")[-1] for line in lines)
+    finally:
+        service.close()
+        log.removeHandler(catch)
+    assert lines[-1] == "stopped"

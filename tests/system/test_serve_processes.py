@@ -12,7 +12,7 @@ import requests
 from sqlalchemy import Engine
 
 from etl.sandbox.emulator import Sandbox
-from tests.helpers import site, wait_for
+from tests.helpers import log_messages, site, wait_for
 from tests.processes import (
     etl,
     etl_env,
@@ -57,7 +57,12 @@ def test_sigterm_during_a_webhook_action_finishes_it_and_exits_0(
     assert notify(url, "d1") == 202
     wait_for(lambda: action_states(engine).get("claimed") == 1)
     service.send_signal(signal.SIGTERM)
-    assert finish(service, timeout=30) == 0
+    _, stderr = service.communicate(timeout=30)
+    assert service.returncode == 0, stderr
+    said = log_messages(stderr)
+    assert f"listening on {url}: webhook /voltus/webhook, console /console/ (loopback only)," \
+        " /healthz, /metrics" in said  # fmt: skip
+    assert "SIGTERM: finishing the work in hand, then stopping" in said and said[-1] == "stopped"
     assert [call[1:4] for call in recorded_calls(tmp_path)] == [["curtail", "d1", "a"]]
     assert action_states(engine) == {"succeeded": 1, "waiting": 1}
 
