@@ -25,11 +25,18 @@ def run_migrations(connection: object) -> None:
         context.run_migrations()
 
 
-if context.is_offline_mode():
-    raise SystemExit("etl migrations run online only: drop --sql")
+def run_offline() -> None:
+    """`etl db upgrade --sql`: the statements, for a DBA to apply by hand (PostgreSQL's only:
+    SQLite changes a table by copying it, which needs the table read)."""
+    context.configure(dialect_name="postgresql", target_metadata=metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
 
 passed_in = config.attributes.get("connection")
-if passed_in is not None:
+if context.is_offline_mode():
+    run_offline()
+elif passed_in is not None:
     run_migrations(passed_in)
 else:
     with make_engine(os.environ.get("ETL_DATABASE_URL")).begin() as connection:

@@ -47,6 +47,8 @@ telemetry_app = typer.Typer(
 app.add_typer(telemetry_app, name="telemetry")
 
 db_app.command("upgrade")(admin.db_upgrade)
+db_app.command("current")(admin.db_current)
+db_app.command("downgrade")(admin.db_downgrade)
 db_app.command("bind")(admin.db_bind)
 app.command()(jobs.fetch)
 app.command()(jobs.process)

@@ -7,20 +7,72 @@ import typer
 from etl.base.config import api_settings
 from etl.cli.options import ApiKey, ApiUrl, DatabaseUrl, duration
 
-__all__ = ["db_bind", "db_prune", "db_upgrade"]
+__all__ = ["db_bind", "db_current", "db_downgrade", "db_prune", "db_upgrade"]
 
 
-def db_upgrade(database_url: DatabaseUrl = None) -> None:
+def db_upgrade(
+    database_url: DatabaseUrl = None,
+    sql: Annotated[
+        bool,
+        typer.Option(
+            "--sql",
+            help="Print the SQL that would migrate this PostgreSQL store instead, for a DBA to "
+            "apply by hand; change nothing.",
+        ),
+    ] = False,
+) -> None:
     """Create the schema, or migrate it to this version's; safe to run again."""
-    from etl.store import migrate  # Alembic is slow to import: only this command pays for it
+    from etl.store import migrate  # Alembic is slow to import: only the db commands pay for it
     from etl.store.db import describe, make_engine
 
+    if sql:
+        typer.echo(migrate.upgrade_sql(make_engine(database_url, create=False)), nl=False)
+        return
     engine = make_engine(database_url)
     before, after = migrate.migrate(engine)
     if before == after:
         typer.echo(f"{describe(engine.url)}: schema already at revision {after}")
     else:
         typer.echo(f"{describe(engine.url)}: schema migrated from {before or 'empty'} to {after}")
+
+
+def db_current(database_url: DatabaseUrl = None) -> None:
+    """The store's schema revision, and whether it is the one this etl needs."""
+    from etl.store import migrate
+    from etl.store.db import SCHEMA_REVISION, describe, make_engine
+
+    engine = make_engine(database_url, create=False)
+    current = migrate.current_revision(engine)
+    if current == SCHEMA_REVISION:
+        verdict = "this etl's"
+    else:
+        verdict = f"this etl needs {SCHEMA_REVISION}: run etl db upgrade"
+    typer.echo(f"{describe(engine.url)}: schema at revision {current or 'none'} ({verdict})")
+
+
+def db_downgrade(
+    revision: Annotated[
+        str, typer.Argument(metavar="REVISION", help="The revision to go back to, e.g. 0021.")
+    ],
+    database_url: DatabaseUrl = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask first.")] = False,
+) -> None:
+    """Migrate the schema back to an earlier revision (before going back to an older etl); what
+    the later revisions added is dropped."""
+    from etl.store import migrate
+    from etl.store.db import describe, make_engine
+
+    engine = make_engine(database_url, create=False)
+    current = migrate.current_revision(engine)
+    migrate.check_downgrade(current, revision)
+    if not yes:
+        typer.confirm(
+            f"{describe(engine.url)}: go back from revision {current} to {revision}, dropping "
+            "what the later revisions added?",
+            abort=True,
+        )
+    before, after = migrate.migrate(engine, revision, downgrade=True)
+    typer.echo(f"{describe(engine.url)}: schema migrated back from {before} to {after}")
 
 
 def db_bind(

@@ -50,13 +50,15 @@ def upgrade() -> None:
         sqlite_where=WAITING,
         postgresql_where=WAITING,
     )
-    state = op.create_table(
+    op.create_table(
         "notifier_state",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("last_event_id", sa.Integer(), nullable=False),
     )
-    last = op.get_bind().execute(sa.text("SELECT coalesce(max(id), 0) FROM events")).scalar()
-    op.bulk_insert(state, [{"id": 1, "last_event_id": last}])
+    # one statement, so that `etl db upgrade --sql` can write it too
+    op.execute(
+        "INSERT INTO notifier_state (id, last_event_id) SELECT 1, coalesce(max(id), 0) FROM events"
+    )
 
 
 def downgrade() -> None:

@@ -23,14 +23,18 @@ SHARED_NAMESPACE = "9b2f6a52-5c3e-4c1e-9a57-6f1f0c1e7d10"  # every store's, befo
 
 
 def upgrade() -> None:
-    table = op.create_table(
+    op.create_table(
         "store_identity",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
         sa.Column("key_namespace", sa.String(36), nullable=False),
     )
-    acted = op.get_bind().execute(sa.text("SELECT 1 FROM actions LIMIT 1")).first()
-    namespace = SHARED_NAMESPACE if acted else str(uuid.uuid4())
-    op.bulk_insert(table, [{"id": 1, "key_namespace": namespace}])
+    # one statement, so that `etl db upgrade --sql` can write it too
+    op.execute(
+        sa.text(
+            "INSERT INTO store_identity (id, key_namespace) SELECT 1, CASE WHEN EXISTS"
+            " (SELECT 1 FROM actions) THEN :shared ELSE :fresh END"
+        ).bindparams(shared=SHARED_NAMESPACE, fresh=str(uuid.uuid4()))
+    )
 
 
 def downgrade() -> None:
