@@ -76,7 +76,15 @@ def make_engine(database_url: str | None, create: bool = True) -> Engine:
     url = parse_url(database_url)
     if url.get_backend_name() == "postgresql":
         logging.getLogger("psycopg").addFilter(_not_pipeline_teardown)
-        engine = create_engine(url)
+        try:
+            engine = create_engine(url)
+        except ModuleNotFoundError as error:
+            if not (error.name or "").startswith("psycopg"):
+                raise
+            raise ConfigError(
+                "PostgreSQL support is not installed (the psycopg package)",
+                "pip install 'dispatch-etl[postgresql]'",
+            ) from None
         event.listen(engine, "connect", _postgresql_connect)
         return engine
     if url.database and url.database != ":memory:":
