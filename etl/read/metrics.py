@@ -101,6 +101,12 @@ class StatusCollector(Collector):
             "When the oldest reading waiting in the outbox was queued (Unix time; 0: none waits)",
             value=oldest.timestamp() if oldest else 0,
         )
+        yield GaugeMetricFamily(
+            "etl_sites_under_delivered",
+            "Sites of dispatches that ended within the status window and delivered under the "
+            "minimum share of their commitment (the status warning; by metered load)",
+            value=len(result.under_delivered),
+        )
         if result.clock_offset_seconds is not None:
             yield GaugeMetricFamily(
                 "etl_api_clock_offset_seconds",
