@@ -24,48 +24,64 @@ from etl.cli import admin, jobs, options, read, service
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    rich_markup_mode=None,  # click's plain help: it wraps at the terminal's width, cutting nothing
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,  # its tracebacks show local variables, such as the API key
 )
 app.callback()(options.processor_options)
-db_app = typer.Typer(help="Create, migrate and prune the database.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-webhooks_app = typer.Typer(
-    help="List, register and delete the account's Voltus webhooks (for `etl serve`).",
-    no_args_is_help=True,
-)
-app.add_typer(webhooks_app, name="webhooks")
-dispatches_app = typer.Typer(
-    help="Have Voltus create a test dispatch (its certification's production test).",
-    no_args_is_help=True,
-)
-app.add_typer(dispatches_app, name="dispatches")
-telemetry_app = typer.Typer(
-    help="Send readings to Voltus through the outbox.", no_args_is_help=True
-)
-app.add_typer(telemetry_app, name="telemetry")
 
-db_app.command("upgrade")(admin.db_upgrade)
-db_app.command("current")(admin.db_current)
-db_app.command("downgrade")(admin.db_downgrade)
-db_app.command("bind")(admin.db_bind)
-app.command()(jobs.fetch)
-app.command()(jobs.process)
-app.command()(jobs.run)
-app.command()(service.serve)
-app.command()(service.console)
-webhooks_app.command("list")(service.webhooks_list)
-webhooks_app.command("register")(service.webhooks_register)
-webhooks_app.command("delete")(service.webhooks_delete)
-dispatches_app.command("test")(service.dispatches_test)
-telemetry_app.command("send")(jobs.telemetry_send)
-telemetry_app.command("collect")(jobs.telemetry_collect)
-app.command()(service.sandbox)
-app.command()(read.report)
-app.command("audit")(read.audit_command)
-app.command("status")(read.status_command)
-db_app.command("prune")(admin.db_prune)
+
+def group(name: str, help: str, short_help: str) -> typer.Typer:
+    commands = typer.Typer(rich_markup_mode=None, help=help, no_args_is_help=True)
+    app.add_typer(commands, name=name, short_help=short_help)
+    return commands
+
+
+# each command's line in `etl --help` (what fits beside its name at 80 columns, uncut)
+app.command(short_help="Fetch the dispatches once and record every change.")(jobs.fetch)
+app.command(short_help="Act once on what is due in the store.")(jobs.process)
+app.command(short_help="Fetch, then act (the minutely job); --every loops.")(jobs.run)
+app.command(short_help="Run as a service: webhooks, a poll, the console.")(service.serve)
+app.command(short_help="Serve the web console alone, read-only.")(service.console)
+app.command(short_help="Serve a local emulator of the Voltus API.")(service.sandbox)
+app.command(short_help="Report from the SQL views (table, CSV, JSON, ics).")(read.report)
+app.command("audit", short_help="What happened, in time order.")(read.audit_command)
+app.command("status", short_help="Is the job healthy? (a monitoring check)")(read.status_command)
+db_app = group(
+    "db", "Create, migrate and prune the database.", "Create, migrate and prune the store."
+)
+db_app.command("upgrade", short_help="Create the schema or migrate it.")(admin.db_upgrade)
+db_app.command("current", short_help="The store's schema revision.")(admin.db_current)
+db_app.command("downgrade", short_help="Migrate back to an earlier revision.")(admin.db_downgrade)
+db_app.command("bind", short_help="Bind the store to this API and key.")(admin.db_bind)
+db_app.command("prune", short_help="Delete old fetch runs that changed nothing.")(admin.db_prune)
+webhooks_app = group(
+    "webhooks",
+    "List, register and delete the account's Voltus webhooks (for `etl serve`).",
+    "The account's Voltus webhooks.",
+)
+webhooks_app.command("list", short_help="The account's registrations.")(service.webhooks_list)
+webhooks_app.command("register", short_help="Have Voltus POST to a URL.")(service.webhooks_register)
+webhooks_app.command("delete", short_help="Stop one registration.")(service.webhooks_delete)
+dispatches_app = group(
+    "dispatches",
+    "Have Voltus create a test dispatch (its certification's production test).",
+    "Have Voltus create a test dispatch.",
+)
+dispatches_app.command("test", short_help="Have Voltus create a test dispatch.")(
+    service.dispatches_test
+)
+telemetry_app = group(
+    "telemetry",
+    "Send readings to Voltus through the outbox.",
+    "Send readings to Voltus through the outbox.",
+)
+telemetry_app.command("send", short_help="Queue readings from a file, then send.")(
+    jobs.telemetry_send
+)
+telemetry_app.command("collect", short_help="Queue readings from a source, then send.")(
+    jobs.telemetry_collect
+)
 
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 

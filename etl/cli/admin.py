@@ -95,7 +95,11 @@ def db_bind(
 
 def db_prune(
     older_than: Annotated[
-        str, typer.Option(help="Age beyond which unchanged and failed fetch runs go: 90d, 12w...")
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="Age beyond which unchanged and failed fetch runs go: 90d, 12w and so on.",
+        ),
     ],
     database_url: DatabaseUrl = None,
 ) -> None:

@@ -51,7 +51,10 @@ def fetch(
         ),
     ] = False,
     lookback: Annotated[
-        str, typer.Option(help="--telemetry: for dispatches that ended this recently.")
+        str,
+        typer.Option(
+            metavar="DURATION", help="--telemetry: for dispatches that ended this recently."
+        ),
     ] = "7d",
     quiet: Quiet = False,
     verbose: Verbose = False,

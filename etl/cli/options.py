@@ -36,6 +36,7 @@ DatabaseUrl = Annotated[
     typer.Option(
         "--database-url",
         envvar="ETL_DATABASE_URL",
+        metavar="URL",
         help="SQLAlchemy URL; default sqlite:///$XDG_DATA_HOME/etl/etl.db "
         "(~/.local/share/etl/etl.db).",
         show_default=False,
@@ -46,6 +47,7 @@ ApiUrl = Annotated[
     typer.Option(
         "--api-url",
         envvar="VOLTUS_API_URL",
+        metavar="URL",
         help="Voltus API base URL; default https://sandbox.voltus.co.",
         show_default=False,
     ),
@@ -55,6 +57,7 @@ ApiKey = Annotated[
     typer.Option(
         "--api-key",
         envvar="VOLTUS_API_KEY",
+        metavar="KEY",
         help="Voltus API key; required unless the URL is the public sandbox.",
         show_default=False,
     ),
@@ -180,22 +183,30 @@ def processor_options(
         str | None,
         typer.Option(
             envvar="ETL_HANDLER",
+            metavar="NAME",
             help="log, command, webhook, or an `etl.handlers` entry point; default: command if "
             "ETL_ACTION_COMMAND is set, webhook if ETL_ACTION_WEBHOOK is, else log.",
         ),
     ] = None,
     action_command: Annotated[
         str | None,
-        typer.Option(envvar="ETL_ACTION_COMMAND", help="Program run once per action."),
+        typer.Option(
+            envvar="ETL_ACTION_COMMAND", metavar="PROGRAM", help="Program run once per action."
+        ),
     ] = None,
     action_webhook: Annotated[
         str | None,
-        typer.Option(envvar="ETL_ACTION_WEBHOOK", help="URL that receives one POST per action."),
+        typer.Option(
+            envvar="ETL_ACTION_WEBHOOK",
+            metavar="URL",
+            help="URL that receives one POST per action.",
+        ),
     ] = None,
     claim_timeout: Annotated[
         float,
         typer.Option(
             envvar="ETL_CLAIM_TIMEOUT_SECONDS",
+            metavar="SECONDS",
             help="Seconds before an unfinished claim (its process died) is taken over.",
         ),
     ] = 300.0,
@@ -203,24 +214,37 @@ def processor_options(
         float,
         typer.Option(
             envvar="ETL_RETRY_BACKOFF_SECONDS",
+            metavar="SECONDS",
             help="First retry of a failed action after this, then doubling (at most 1 hour).",
         ),
     ] = 30.0,
     include_test: Annotated[
         bool,
-        typer.Option(envvar="ETL_INCLUDE_TEST", help="Run the handler for test dispatches too."),
+        typer.Option(
+            envvar="ETL_INCLUDE_TEST",
+            show_default=False,
+            help="Run the handler for test dispatches too.",
+        ),
     ] = False,
     lead_time: Annotated[
         float,
-        typer.Option(envvar="ETL_LEAD_TIME_SECONDS", help="Curtail this long before start_time."),
+        typer.Option(
+            envvar="ETL_LEAD_TIME_SECONDS",
+            metavar="SECONDS",
+            help="Curtail this long before start_time.",
+        ),
     ] = 0.0,
     workers: Annotated[
-        int, typer.Option(envvar="ETL_WORKERS", help="Handler calls at once in one process.")
+        int,
+        typer.Option(
+            envvar="ETL_WORKERS", metavar="N", help="Handler calls at once in one process."
+        ),
     ] = 32,
     handler_timeout: Annotated[
         float,
         typer.Option(
             envvar="ETL_HANDLER_TIMEOUT_SECONDS",
+            metavar="SECONDS",
             help="Time limit of one command or webhook call; shorter than the claim timeout.",
         ),
     ] = 60.0,
@@ -228,6 +252,7 @@ def processor_options(
         str | None,
         typer.Option(
             envvar="ETL_NOTIFY_URLS",
+            metavar="URLS",
             show_default=False,
             help="Apprise URLs (Slack, Teams, e-mail, ntfy...), separated by commas or spaces: "
             "where people are told of dispatches and failed actions. Secret: never shown.",
@@ -235,7 +260,11 @@ def processor_options(
     ] = None,
     notify_test: Annotated[
         bool,
-        typer.Option(envvar="ETL_NOTIFY_TEST", help="Tell of test dispatches created too."),
+        typer.Option(
+            envvar="ETL_NOTIFY_TEST",
+            show_default=False,
+            help="Tell of test dispatches created too.",
+        ),
     ] = False,
 ) -> None:
     """Ingest Voltus dispatches into SQLite or PostgreSQL, and act on each exactly once.

@@ -46,10 +46,11 @@ def report(
     kind: Annotated[
         ReportKind,
         typer.Argument(
+            metavar="KIND",
             help="dispatches: one row per dispatch with its counts and outcome; sites: committed "
             "kW per site per day or month (--by); programs: one row per program; curtailments: "
             "one row per action; performance: one row per dispatch and site, the metered "
-            "response (etl fetch --telemetry)."
+            "response (etl fetch --telemetry).",
         ),
     ],
     database_url: DatabaseUrl = None,
@@ -57,10 +58,10 @@ def report(
     until: Until = None,
     program: Annotated[
         int | None,
-        typer.Option(help="Only this program (its id).", min=-(2**31), max=2**31 - 1),
+        typer.Option(metavar="ID", help="Only this program (its id).", min=-(2**31), max=2**31 - 1),
     ] = None,
     site: Annotated[
-        str | None, typer.Option(help="Only dispatches with this site (its id).")
+        str | None, typer.Option(metavar="ID", help="Only dispatches with this site (its id).")
     ] = None,
     test: Annotated[
         bool | None,
@@ -71,6 +72,7 @@ def report(
         str,
         typer.Option(
             "--format",
+            metavar="FORMAT",
             help="table, csv, json (an array) or jsonl; for dispatches also ics (a calendar).",
         ),
     ] = "table",
@@ -116,8 +118,10 @@ def report(
 
 def audit_command(
     database_url: DatabaseUrl = None,
-    dispatch: Annotated[str | None, typer.Option(help="The story of this dispatch.")] = None,
-    site: Annotated[str | None, typer.Option(help="The story of this site.")] = None,
+    dispatch: Annotated[
+        str | None, typer.Option(metavar="ID", help="The story of this dispatch.")
+    ] = None,
+    site: Annotated[str | None, typer.Option(metavar="ID", help="The story of this site.")] = None,
     since: Since = None,
     until: Until = None,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON object per event.")] = False,
@@ -182,11 +186,17 @@ def status_command(
     database_url: DatabaseUrl = None,
     max_age: Annotated[
         str,
-        typer.Option(help="Stale (CRITICAL) when no fetch succeeded for this long: 5m, 1h..."),
+        typer.Option(
+            metavar="DURATION",
+            help="Stale (CRITICAL) when no fetch succeeded for this long: 5m, 1h and so on.",
+        ),
     ] = "5m",
     window: Annotated[
         str,
-        typer.Option(help="Report actions failed (CRITICAL) or missed (WARNING) this recently."),
+        typer.Option(
+            metavar="DURATION",
+            help="Report actions failed (CRITICAL) or missed (WARNING) this recently.",
+        ),
     ] = "24h",
     min_delivery: Annotated[
         float,

@@ -40,13 +40,18 @@ ConsolePassword = Annotated[
     str | None,
     typer.Option(
         envvar="ETL_CONSOLE_PASSWORD",
+        metavar="PASSWORD",
         help="The console's password (HTTP Basic, any user name); without it the console is "
         "served on a loopback address only.",
         show_default=False,
     ),
 ]
-MaxAge = Annotated[str, typer.Option(help="Health shown: as `etl status --max-age`.")]
-Window = Annotated[str, typer.Option(help="Health shown: as `etl status --window`.")]
+MaxAge = Annotated[
+    str, typer.Option(metavar="DURATION", help="Health shown: as `etl status --max-age`.")
+]
+Window = Annotated[
+    str, typer.Option(metavar="DURATION", help="Health shown: as `etl status --window`.")
+]
 
 
 def serve(
@@ -74,6 +79,7 @@ def serve(
         str | None,
         typer.Option(
             envvar="ETL_WEBHOOK_TOKEN",
+            metavar="TOKEN",
             help="The webhook's path becomes /voltus/webhook/TOKEN, and any other is 404; "
             "required to listen beyond loopback.",
             show_default=False,
@@ -85,6 +91,7 @@ def serve(
         typer.Option(
             "--console/--no-console",
             envvar="ETL_CONSOLE",
+            show_default=False,
             help="Serve the console too (/console/ and /calendar.ics); --no-console (or "
             "ETL_CONSOLE=off): the webhook, /healthz and /metrics alone.",
         ),
@@ -153,7 +160,10 @@ def webhooks_list(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
 
 def webhooks_register(
     url: Annotated[
-        str, typer.Argument(help="Where Voltus will POST: https://HOST/voltus/webhook/TOKEN.")
+        str,
+        typer.Argument(
+            metavar="URL", help="Where Voltus will POST: https://HOST/voltus/webhook/TOKEN."
+        ),
     ],
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
@@ -205,7 +215,8 @@ def dispatches_test(
     program: Annotated[
         int | None,
         typer.Option(
-            help="The program whose registered sites it names; Voltus's test program if none."
+            metavar="ID",
+            help="The program whose registered sites it names; Voltus's test program if none.",
         ),
     ] = None,
     yes: Annotated[
@@ -236,21 +247,32 @@ def _describe_webhook(webhook: "Webhook") -> str:
 
 
 def sandbox(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8787,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="Port to listen on; 0 picks a free one.")
+    ] = 8787,
     scenario: Annotated[
         Path | None,
-        typer.Option(help="Scenario JSON file; default: a built-in one around the current time."),
+        typer.Option(
+            metavar="FILE",
+            help="Scenario JSON file; default: a built-in one around the current time.",
+        ),
     ] = None,
-    key: Annotated[str, typer.Option(help="The API key it accepts.")] = "secret",
+    key: Annotated[str, typer.Option(metavar="KEY", help="The API key it accepts.")] = "secret",
     fail: Annotated[
         list[int] | None,
-        typer.Option(help="Answer the next request with this status (repeat for several)."),
+        typer.Option(
+            metavar="STATUS",
+            help="Answer the next request with this status (repeat for several).",
+        ),
     ] = None,
     retry_after: Annotated[
-        str | None, typer.Option(help="Retry-After header sent with each injected 429.")
+        str | None,
+        typer.Option(metavar="VALUE", help="Retry-After header sent with each injected 429."),
     ] = None,
-    delay: Annotated[float, typer.Option(help="Seconds to wait before each response.")] = 0.0,
+    delay: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds to wait before each response.")
+    ] = 0.0,
     certification: Annotated[
         str | None,
         typer.Option(
@@ -264,6 +286,7 @@ def sandbox(
         float,
         typer.Option(
             parser=number_between(0.01, 10000, "a speed"),
+            metavar="FACTOR",
             help="Replay the scenario's relative times this many times faster.",
         ),
     ] = 1.0,

@@ -2,6 +2,7 @@
 what reaches the file descriptors, a store locked by another process, what a fresh interpreter
 imports, the machine's time zone."""
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -163,3 +164,28 @@ def test_lines_to_the_journal_carry_their_priority_and_no_timestamp(
     # a stream the journal did not open (stderr redirected by a script): etl's own lines
     redirected = etl("run", env={**env, "JOURNAL_STREAM": "1:2"})
     assert log_messages(redirected.stderr)  # every line timestamped, as etl writes them
+
+
+def test_the_shell_completes_commands_and_options() -> None:
+    """As bash asks, once `etl --install-completion` has put etl's script in place."""
+
+    def complete(*words: str) -> list[str]:
+        env = {**os.environ, "_ETL_COMPLETE": "complete_bash", "COMP_CWORD": str(len(words))}
+        env["COMP_WORDS"] = " ".join(["etl", *words])
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "etl")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.stdout.split()
+
+    assert complete("re") == ["report"]
+    assert complete("db", "") == ["upgrade", "current", "downgrade", "bind", "prune"]
+    assert "--every" in complete("run", "--")
+    script = subprocess.run(
+        [Path(sys.executable).parent / "etl", "--show-completion", "bash"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "_etl_completion" in script.stdout

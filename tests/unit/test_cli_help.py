@@ -1,0 +1,83 @@
+"""The help a person reads: every command's at 80 columns with nothing cut, every value's
+metavar meaningful, and the README's configuration table naming every environment variable an
+option reads."""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from etl.cli import app
+
+README = (Path(__file__).parents[2] / "README.md").read_text()
+# what a metavar says about the value: a word in capitals, or a choice of words
+MEANINGFUL = re.compile(
+    r"[A-Z][A-Z0-9_]*(\.[a-z]+)?([:,|]([A-Z][A-Z0-9_]*|-))*(\.\.\.)?|<[a-z-]+(\|[a-z-]+)+>"
+)
+# read by etl but no option's: the log's shape, and the secrets' files
+NOT_OPTIONS = {"ETL_LOG_FORMAT"}
+
+
+def commands() -> Iterator[tuple[list[str], Any]]:
+    def walk(command: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    yield from walk(typer.main.get_command(app), [])
+
+
+COMMANDS = [" ".join(path) for path, _ in commands()]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_at_80_columns_cuts_nothing(command: str) -> None:
+    shown = CliRunner().invoke(app, [*command.split(), "--help"], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    described = [line for line in lines if not line.startswith("Usage:")]  # ARGS... is syntax
+    assert not any(line.rstrip().endswith(("...", "…")) for line in described), shown.output
+    for hidden in ("<str>", "<float>", "<int>", "<parse>", "<boolean>", "TEXT", "FLOAT", "{kind}"):
+        assert hidden not in shown.output, (command, hidden)
+    for name in re.findall(r"env var:\s+([A-Z_]+)", shown.output.replace("\n", " ")):
+        assert name in option_envvars(), name  # whole, never cut
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_value_has_a_metavar_that_says_what_it_is(command: str) -> None:
+    (found,) = [c for path, c in commands() if " ".join(path) == command]
+    context = typer.main.get_command(app).make_context("etl", ["--help"], resilient_parsing=True)
+    for param in found.params:
+        if getattr(param, "is_flag", False) or param.name == "help":
+            continue
+        metavar = param.make_metavar(context)
+        assert MEANINGFUL.fullmatch(metavar), (command, param.name, metavar)
+
+
+def option_envvars() -> set[str]:
+    return {
+        name
+        for _, command in commands()
+        for param in command.params
+        for name in ([param.envvar] if isinstance(param.envvar, str) else param.envvar or [])
+    }
+
+
+def test_the_readme_table_names_every_environment_variable_of_an_option() -> None:
+    table = README.split("## Configuration")[1].split("\n## ")[0]
+    named = {
+        name
+        for row in table.splitlines()
+        if row.startswith("| `")
+        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split(" | ")[0])
+    }
+    options = option_envvars()
+    assert options <= named, options - named
+    files = {name for name in named if name.endswith("_FILE")}
+    assert named - options - files == NOT_OPTIONS
+    assert {name.removesuffix("_FILE") for name in files} <= options  # each a secret's file
