@@ -21,6 +21,7 @@ __all__ = [
     "log",
     "one_line",
     "set_verbosity",
+    "shorten",
 ]
 
 log = logging.getLogger("etl")
@@ -50,6 +51,16 @@ def one_line(text: str) -> str:
     """The text with its control characters escaped (a line break as `\\x0a`): what an API
     or a handler sent, fit for a line that a person or a monitoring check reads."""
     return text.translate(_CONTROLS)
+
+
+def shorten(text: str, limit: int) -> str:
+    """The text, or as many of its first words as fit in `limit` characters with an ellipsis:
+    never a word cut in two (unless its first word alone is longer)."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    words = cut.rsplit(" ", 1)[0] if " " in cut else cut
+    return words.rstrip(" ,;:(") + "…"
 
 
 def _timestamp(record: logging.LogRecord) -> str:

@@ -153,7 +153,7 @@ def audit_command(
         return
     shown = 0
     for shown, entry in enumerate(entries, 1):  # noqa: B007 (counted for the line below)
-        typer.echo(audit.describe(entry))
+        typer.echo(audit.describe(entry, shift))
     if not shown:
         typer.echo("(no events)")
 

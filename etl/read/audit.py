@@ -1,6 +1,7 @@
 """The audit trail: the story of a dispatch, a site or a time span, in time order, from the
 event log (first seen, each change, each action's claims, attempts and outcomes, with keys)."""
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -8,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select
 
-from etl.base.logs import one_line
-from etl.base.timeutil import utcnow, with_offset
+from etl.base.logs import one_line, shorten
+from etl.base.timeutil import TimeShift, parse_rfc3339, time_shift, utcnow, with_offset
 from etl.store.db import read_transaction
 from etl.store.events import describe_subject
 from etl.store.schema import dispatch_sites, dispatches, events, programs
@@ -20,6 +21,13 @@ __all__ = ["COLUMNS", "AuditQuery", "describe", "trail"]
 DEFAULT_WINDOW = timedelta(hours=24)
 
 COLUMNS = ["id", "occurred_at", "kind", "dispatch_id", "site_id", "program_id", "details"]
+MOST_VALUE_CHARS = 60  # of a detail's value on an audit line
+# a time as the event log's details keep it (RFC 3339)
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)")
+
+
+def UNSHIFTED(moment: datetime, _zone: str | None) -> datetime:
+    return moment
 
 
 @dataclass(frozen=True)
@@ -71,20 +79,38 @@ def trail(engine: Engine, query: AuditQuery) -> Iterator[dict[str, Any]]:
             yield row._asdict()
 
 
-def describe(event: dict[str, Any]) -> str:
+def describe(event: dict[str, Any], shift: TimeShift | None = None) -> str:
     """One line for a person: when (with its offset), what, of what, and the details that
-    matter."""
+    matter; the times among the details shifted as `occurred_at` was (--tz), a long value cut
+    between words (`etl audit --jsonl` keeps them whole)."""
     subject = describe_subject(event["dispatch_id"], event["site_id"], event["program_id"])
-    details = "  ".join(f"{k}={_compact(v)}" for k, v in event["details"].items())
-    when = with_offset(event["occurred_at"].isoformat(sep=" ", timespec="seconds"))
+    shift, zone = shift or time_shift("utc"), event.get("timezone")
+    details = "  ".join(
+        f"{k}={shorten(_compact(v, shift, zone), MOST_VALUE_CHARS)}"
+        for k, v in event["details"].items()
+    )
+    when = _shown(event["occurred_at"])
     return one_line(f"{when}  {event['kind']:<24} {subject:<28} {details}".rstrip())
 
 
-def _compact(value: Any) -> str:
+def _compact(value: Any, shift: TimeShift, zone: str | None) -> str:
+    """A detail's value as the audit's line shows it: JSON's spelling (true, false, null), an
+    old→new pair, and a time in the chosen zone."""
     if isinstance(value, dict) and set(value) == {"old", "new"}:
-        return f"{_compact(value['old'])}→{_compact(value['new'])}"
+        return f"{_compact(value['old'], shift, zone)}→{_compact(value['new'], shift, zone)}"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_compact(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k}: {_compact(v, shift, zone)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
-        return ",".join(_compact(v) for v in value)
+        return ",".join(_compact(v, shift, zone) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and TIME.fullmatch(value):
+        try:
+            return _shown(shift(parse_rfc3339(value), zone))
+        except ValueError:
+            return value
     return "null" if value is None else str(value)
+
+
+def _shown(moment: datetime) -> str:
+    return with_offset(moment.isoformat(sep=" ", timespec="seconds"))

@@ -4,6 +4,7 @@ import email.utils
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import requests
 from etl import __version__
 from etl.base.config import ApiSettings
 from etl.base.errors import ApiError
-from etl.base.logs import log
+from etl.base.logs import log, shorten
 from etl.base.redact import MASK, redact_text, redact_url
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.source.jsonscan import items_one_by_one
@@ -404,6 +405,18 @@ def _http_date(value: str) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)  # "-0000": a time given in UTC
 
 
+# the system's reason a connection failed (`[Errno 111] Connection refused`, `[Errno -2] Name or
+# service not known`), deep in the repr of the errors that wrap it
+CONNECTION_FAILURE = re.compile(r"\[Errno -?\d+\] [^\"')]+")
+
+
 def _first_line(error: Exception) -> str:
+    """Why a request failed, in a few words: a connection's own reason when there is one
+    (`[Errno 111] Connection refused`), else the first line of the error, cut between words."""
     text = str(error).strip()
-    return text.splitlines()[0][:200] if text else "no detail"
+    if not text:
+        return "no detail"
+    reason = CONNECTION_FAILURE.search(text)
+    if reason:
+        return f"cannot connect: {reason.group(0).strip()}"
+    return shorten(text.splitlines()[0], 200)
