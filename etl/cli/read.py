@@ -77,6 +77,14 @@ def report(
         ),
     ] = "table",
     tz: Tz = "utc",
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME,NAME...",
+            help="Only these columns, in this order (`--format csv` heads them all).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Report on dispatches, sites, programs, curtailments or performance, from the SQL
     views."""
@@ -90,6 +98,8 @@ def report(
     engine = open_store(database_url)
     f = reports.ReportFilter(since=since, until=until, program_id=program, site_id=site, test=test)
     if fmt == "ics":
+        if columns is not None:
+            raise typer.BadParameter("a calendar has no columns: drop --columns")
         from etl.base.timeutil import utcnow
         from etl.read import calendar
 
@@ -106,14 +116,17 @@ def report(
             query = reports.curtailments_report(f)
         case ReportKind.performance:
             query = reports.performance_report(f)
-    columns = [c.name for c in query.selected_columns]
+    try:
+        shown = output.chosen_columns(columns, [c.name for c in query.selected_columns])
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--columns") from None
     zones = reports.program_zones(engine) if tz.lower() == "program" else {}
     rows = output.shift_times(
         reports.stream(engine, query),
         shift,
         lambda row: row.get("timezone") or zones.get(row.get("program_id")),
     )
-    output.write(rows, columns, sys.stdout, fmt)
+    output.write(rows, shown, sys.stdout, fmt)
 
 
 def audit_command(

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from etl.base.logs import one_line
 from etl.base.timeutil import TimeShift, jsonable
 
-__all__ = ["FORMATS", "shift_times", "write"]
+__all__ = ["FORMATS", "chosen_columns", "shift_times", "write"]
 
 FORMATS = ("table", "csv", "json", "jsonl")
 TABLE_SAMPLE = 200  # rows read before a table's column widths are fixed
@@ -28,6 +28,21 @@ def text(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
     return str(jsonable(value))
+
+
+def chosen_columns(spec: str | None, available: list[str]) -> list[str]:
+    """The columns `--columns a,b,c` names, in its order (all when not given); a name that is not
+    a column, or one given twice, is refused with the list of them."""
+    if spec is None:
+        return available
+    chosen = [name.strip() for name in spec.split(",")]
+    for name in chosen:
+        if name not in available:
+            shown = one_line(name[:40]) or "(an empty name)"
+            raise ValueError(f"no column {shown!r}: choose from {', '.join(available)}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError("a column is named twice")
+    return chosen
 
 
 def shift_times(

@@ -95,6 +95,7 @@ dispatch_summary = Table(
     Column("restores_succeeded", Integer),
     Column("restores_superseded", Integer),
     Column("restores_failed", Integer),
+    Column("restores_waiting", Integer),
     Column("open_actions", Integer),
     Column("outcome", String),
 )

@@ -312,3 +312,27 @@ def test_the_key_may_come_from_a_file_or_a_systemd_credential(
     monkeypatch.setenv("VOLTUS_API_KEY", "")  # a new process: read again
     refused = cli("run")  # the file is read at each start: this store's account refuses it
     assert refused.returncode == 2 and "another-key" not in refused.stderr
+
+
+def test_a_report_shows_the_columns_asked_for_in_their_order(
+    cli: InProcess, sandbox: Sandbox
+) -> None:
+    assert cli("run").returncode == 0
+    csv_lines = cli.ok(
+        "report", "dispatches", "--format", "csv", "--columns", "outcome,dispatch_id"
+    )
+    assert csv_lines.splitlines()[0] == "outcome,dispatch_id"
+    assert "curtailed,asdf" in csv_lines.splitlines()
+    table = cli.ok("report", "curtailments", "--columns", "site_id,action,state")
+    assert table.splitlines()[0].split() == ["site_id", "action", "state"]
+    for columns, said in (
+        ("dispatch_id,nope", "no column 'nope': choose from dispatch_id, program_id"),
+        ("outcome,outcome", "a column is named twice"),
+        ("", "no column '(an empty name)'"),
+        ("a\nb", "no column 'a\\\\x0ab'"),
+    ):
+        refused = cli("report", "dispatches", "--columns", columns)
+        assert refused.returncode == 2 and said in refused.stderr, refused.stderr
+        assert len(refused.stderr.splitlines()) == 1
+    calendar = cli("report", "dispatches", "--format", "ics", "--columns", "outcome")
+    assert calendar.returncode == 2 and "a calendar has no columns" in calendar.stderr

@@ -14,6 +14,8 @@ from etl.store.migrate import current_revision, migrate
 from etl.store.schema import metadata
 from tests.processes import etl, etl_env
 
+BEFORE = f"{int(SCHEMA_REVISION) - 1:04d}"  # the revision before this etl's
+
 
 def db(
     database_url: str, *args: str, answer: str | None = None
@@ -34,17 +36,17 @@ def test_current_and_a_downgrade_asked_then_done_then_undone(database_url: str) 
     assert now.returncode == 0
     assert now.stdout.endswith(f": schema at revision {SCHEMA_REVISION} (this etl's)\n")
 
-    kept = db(database_url, "downgrade", "0021", answer="n\n")
-    assert kept.returncode == 1 and "go back from revision 0022 to 0021" in kept.stdout
+    kept = db(database_url, "downgrade", BEFORE, answer="n\n")
+    assert kept.returncode == 1
+    assert f"go back from revision {SCHEMA_REVISION} to {BEFORE}" in kept.stdout
     assert kept.stderr.strip().endswith("ERROR aborted")
     assert db(database_url, "current").stdout == now.stdout  # nothing changed
 
-    done = db(database_url, "downgrade", "0021", "--yes")
-    assert done.returncode == 0 and done.stdout.endswith("migrated back from 0022 to 0021\n")
+    done = db(database_url, "downgrade", BEFORE, "--yes")
+    assert done.returncode == 0
+    assert done.stdout.endswith(f"migrated back from {SCHEMA_REVISION} to {BEFORE}\n")
     behind = db(database_url, "current").stdout
-    assert behind.endswith(
-        f"revision 0021 (this etl needs {SCHEMA_REVISION}: run etl db upgrade)\n"
-    )
+    assert behind.endswith(f"{BEFORE} (this etl needs {SCHEMA_REVISION}: run etl db upgrade)\n")
     refused = etl("status", env=etl_env(database_url))  # every other command refuses it
     assert refused.returncode != 0 and "etl db upgrade" in refused.stderr
     assert etl("db", "upgrade", env=etl_env(database_url)).returncode == 0

@@ -85,10 +85,10 @@ def test_dispatches_report_gives_each_outcome(story: World) -> None:
         for r in rows(story.engine, reports.dispatches_report(reports.ReportFilter()))
     }
     assert {d: r["outcome"] for d, r in got.items()} == {
-        "asdf": "done",
-        "done": "done",
-        "O1": "done",
-        "O2": "done",
+        "asdf": "curtailed",  # under way: its sites are held
+        "done": "restored",
+        "O1": "restored",  # its site handed over to O2, which still holds it
+        "O2": "curtailed",
         "T1": "test",
         "C1": "cancelled",
         "fail": "failed",
@@ -96,6 +96,7 @@ def test_dispatches_report_gives_each_outcome(story: World) -> None:
     }
     assert got["asdf"]["committed_kw"] == 52 and got["asdf"]["sites"] == 2
     assert got["O1"]["restores_superseded"] == 1 and got["done"]["restores_succeeded"] == 1
+    assert got["asdf"]["restores_waiting"] == 2 and got["done"]["restores_waiting"] == 0
     assert got["asdf"]["start_time"].tzinfo is not None and got["T1"]["test"] is True
 
 
