@@ -47,7 +47,7 @@ class ActionRequest:
     unmodeled: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object a command reads on stdin and a webhook receives (see the README)."""
+        """The JSON object a command reads on stdin and a webhook receives (docs/handlers.md)."""
         return {
             "action": str(self.action),
             "dispatch_id": self.dispatch_id,

@@ -1,6 +1,6 @@
 """Planning: from the stored dispatches, decide which actions exist and which are due now.
 
-The rule (GUIDE section 3, README "What the processor does"): **a site follows its holders.** A
+The rule (docs/handlers.md, "What the processor does"): **a site follows its holders.** A
 dispatch holds a site while it is authorized, not a test, lists the site, and `start_time - lead
 <= now < end_time`. Each pass compares, for every (dispatch, site) whose holding may have changed,
 whether the dispatch holds the site now with what the previous pass recorded in

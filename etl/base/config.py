@@ -138,7 +138,7 @@ LONGEST_SETTING = 7 * 86400  # seconds: a longer timeout, backoff or lead time i
 
 @dataclass(frozen=True)
 class ProcessorSettings:
-    """How the processor runs actions; each field is an ETL_* variable (see the README)."""
+    """How the processor runs actions; each field is an ETL_* variable (docs/operations.md)."""
 
     claim_timeout: float = 300.0  # ETL_CLAIM_TIMEOUT_SECONDS
     retry_backoff: float = 30.0  # ETL_RETRY_BACKOFF_SECONDS: first retry after this, then doubling

@@ -9,7 +9,7 @@ __all__ = ["ApiError", "ConfigError", "DatabaseError", "EtlError", "ExitCode", "
 
 
 class ExitCode(IntEnum):
-    """Every command's exit code (the README's list; `etl status` has its own, read.status)."""
+    """Every command's exit code (docs/operations.md lists them; `etl status` has its own)."""
 
     OK = 0
     FAILED = 1  # any other failure

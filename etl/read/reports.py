@@ -1,4 +1,4 @@
-"""Reports over the SQL views (created by migration 0003, documented in the README).
+"""Reports over the SQL views (created by migration 0003, documented in docs/database.md).
 
 Each report is a query; `stream` runs it and yields rows as the database returns them, so a long
 report is never held in memory whole.
@@ -115,7 +115,8 @@ meter_readings = Table(
 )
 
 
-# Migrations 0007 and 0017's view: the metered response of each (dispatch, site); see the README
+# Migrations 0007 and 0017's view: the metered response of each (dispatch, site), as
+# docs/database.md has it
 dispatch_performance = Table(
     "dispatch_performance",
     VIEWS,

@@ -162,8 +162,8 @@ def item_fingerprint(item: Any) -> str:
     return fingerprint(repr(item).encode())
 
 
-# What the store and the handlers can hold (README, "What a fetch guarantees"): a record outside
-# these bounds is set aside whole, with the reason.
+# What the store and the handlers can hold (docs/api.md, "What a fetch guarantees"): a record
+# outside these bounds is set aside whole, with the reason.
 ID_MAX_CHARS = 200  # Voltus's ids are short; a longer one is not an id
 TEXT_MAX_CHARS = 1000  # names, time zones, customer locations
 INT_RANGE = (-(2**31), 2**31 - 1)  # the columns' INTEGER on PostgreSQL

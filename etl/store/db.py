@@ -83,7 +83,7 @@ def make_engine(database_url: str | None, create: bool = True) -> Engine:
                 raise
             raise ConfigError(
                 "PostgreSQL support is not installed (the psycopg package)",
-                "pip install 'dispatch-etl[postgresql]'",
+                "install the postgresql extra, or: pip install 'psycopg[binary]>=3.1'",
             ) from None
         event.listen(engine, "connect", _postgresql_connect)
         return engine

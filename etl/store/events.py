@@ -1,5 +1,5 @@
 """The append-only event log: every change etl observes (ingest) or makes (processor). The one
-module that writes `events`; its kinds are a public interface (the README's table)."""
+module that writes `events`; its kinds are a public interface (docs/database.md's table)."""
 
 import json
 from dataclasses import dataclass

@@ -138,7 +138,7 @@ metadata = MetaData(naming_convention={"ck": "ck_%(table_name)s_%(constraint_nam
 
 def one_of(column: str, vocabulary: type[StrEnum], nullable: bool = False) -> CheckConstraint:
     """The column holds a value of its vocabulary (etl.store.vocabulary), or NULL if allowed:
-    what the README documents is all that any writer can record."""
+    what docs/database.md documents is all that any writer can record."""
     listed = f"{column} IN ({', '.join(repr(str(v)) for v in vocabulary)})"
     condition = f"{column} IS NULL OR {listed}" if nullable else listed
     return CheckConstraint(condition, name=column)

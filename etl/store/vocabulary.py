@@ -1,5 +1,5 @@
-"""The values of the state and kind columns: a public interface (the README's tables), which the
-schema's CHECK constraints enforce in the database as well."""
+"""The values of the state and kind columns: a public interface (docs/database.md's tables),
+which the schema's CHECK constraints enforce in the database as well."""
 
 from enum import StrEnum
 

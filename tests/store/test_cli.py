@@ -9,10 +9,9 @@ import pytest
 from etl import __version__
 from etl.cli import app
 from etl.sandbox.emulator import Sandbox
+from tests.docs import all_pages
 from tests.helpers import at, dispatch, log_messages, site
 from tests.processes import InProcess, in_process
-
-README = Path(__file__).parents[2] / "README.md"
 
 
 def assert_one_line_error(result, code: int, text: str) -> None:  # type: ignore[no-untyped-def]
@@ -171,7 +170,7 @@ def test_every_command_has_help_and_is_in_the_readme(
     result = in_process(monkeypatch, capsys, url, *command.split(), "--help")
     assert result.returncode == 0 and len(summary) > 20
     assert " ".join(summary.split()) in " ".join(result.stdout.split())
-    assert f"etl {command}" in README.read_text()
+    assert f"etl {command}" in all_pages()
 
 
 def test_run_acts_on_the_store_when_the_fetch_fails_and_says_so(

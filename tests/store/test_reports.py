@@ -5,7 +5,6 @@ import io
 import json
 import re
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,11 +14,10 @@ from etl.base.timeutil import utcnow
 from etl.ingest import dispatches
 from etl.read import audit, output, reports, status
 from etl.store import fetch_runs, schema
+from tests.docs import all_pages
 from tests.helpers import at, dispatch, site
 from tests.processes import etl, etl_env
 from tests.scenarios import World, active, ended
-
-README = Path(__file__).parents[2] / "README.md"
 
 
 def overlap(ends: bool) -> list[dict[str, Any]]:
@@ -324,7 +322,7 @@ def test_prune_removes_only_unchanged_old_fetch_runs(story: World) -> None:
 
 
 def sql_examples() -> list[str]:
-    return re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    return re.findall(r"```sql\n(.*?)```", all_pages(), flags=re.DOTALL)
 
 
 def test_the_readme_has_sql_examples() -> None:

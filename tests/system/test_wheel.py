@@ -47,4 +47,4 @@ def test_the_built_wheel_installs_and_migrates_a_store_outside_the_repository(
         bin_ / "etl", "db", "current", "--database-url", "postgresql://x@127.0.0.1/x", ok=False
     )
     assert postgres.returncode == 2 and "Traceback" not in postgres.stderr
-    assert "pip install 'dispatch-etl[postgresql]'" in postgres.stderr
+    assert "pip install 'psycopg[binary]>=3.1'" in postgres.stderr

@@ -4,8 +4,10 @@ picture, and imports go one way only, from a later layer to an earlier one."""
 import ast
 from pathlib import Path
 
+from tests.docs import page
+
 ROOT = Path(__file__).parents[2]
-README = (ROOT / "README.md").read_text()
+README = page("development.md")
 # the order in which rooms may import each other: a module imports its own package's modules
 # and those of the layers before it, never after
 LAYERS = [

@@ -4,7 +4,6 @@ option reads."""
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +11,9 @@ import typer
 from typer.testing import CliRunner
 
 from etl.cli import app
+from tests.docs import page
 
-README = (Path(__file__).parents[2] / "README.md").read_text()
+README = page("operations.md")
 # what a metavar says about the value: a word in capitals, or a choice of words
 MEANINGFUL = re.compile(
     r"[A-Z][A-Z0-9_]*(\.[a-z]+)?([:,|]([A-Z][A-Z0-9_]*|-))*(\.\.\.)?|<[a-z-]+(\|[a-z-]+)+>"

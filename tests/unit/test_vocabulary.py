@@ -2,13 +2,13 @@
 (the README's tables are the interface people write SQL and monitoring against)."""
 
 import re
-from pathlib import Path
 
 from etl.base.errors import ExitCode
 from etl.read.status import Health
 from etl.store.vocabulary import ActionState, EventKind
+from tests.docs import all_pages
 
-README = (Path(__file__).parents[2] / "README.md").read_text()
+README = all_pages()
 
 
 def test_event_kinds_are_the_readmes() -> None:
