@@ -26,6 +26,7 @@ import requests
 from etl import __version__
 from etl.base.config import ProcessorSettings, is_practice_api
 from etl.base.errors import ConfigError
+from etl.base.logs import shorten
 from etl.base.redact import redact_url
 from etl.base.timeutil import format_rfc3339
 from etl.handlers import KEPT_OUTPUT_CHARS, ActionKind, ActionRequest, Handler, HandlerFailed
@@ -285,7 +286,8 @@ class WebhookHandler:
                 "and etl does not follow redirects (set ETL_ACTION_WEBHOOK to the final URL)"
             )
         if not 200 <= response.status_code < 300:
-            raise HandlerFailed(f"POST {self.shown_url}: HTTP {response.status_code}: {text[:200]}")
+            said = shorten(text, 200)
+            raise HandlerFailed(f"POST {self.shown_url}: HTTP {response.status_code}: {said}")
         return f"HTTP {response.status_code} {text[:KEPT_OUTPUT_CHARS]}".rstrip()
 
     def _late(self) -> HandlerFailed:

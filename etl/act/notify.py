@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, update
 
 from etl.base.config import ProcessorSettings
-from etl.base.logs import log, one_line
+from etl.base.logs import log, one_line, shorten
 from etl.base.redact import redact_text
 from etl.base.timeutil import zone_or_utc
 from etl.store.db import read_transaction, write_transaction
@@ -148,7 +148,7 @@ def plan_health(engine: Engine, health: Health, now: datetime) -> int:
             body = "\n".join(health.problems) or "see etl status"
             title = "etl status is CRITICAL: " + (health.problems or ["see etl status"])[0]
             kind = NoticeKind.STATUS_CRITICAL
-            title = one_line(title)[:300]
+            title = shorten(one_line(title), 300)
             planned.append(_notice(now, kind, title, body, None, subject=f"status:{now}"))
         elif health.verdict == "OK" and last == "CRITICAL":
             title = "etl status is OK again"
@@ -196,7 +196,7 @@ def _under_delivered(
     )
     window = _window(facts) if facts else "its window"
     body = f"Measured over {window}.\n(etl report performance --site {site_id})"
-    return one_line(title)[:300], body
+    return shorten(one_line(title), 300), body
 
 
 def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) -> None:
@@ -326,8 +326,8 @@ def _message(
             verb = "failed" if kind == NoticeKind.ACTION_FAILED else "was missed"
             title = f"{action} of {site_name} for dispatch {event.dispatch_id} {verb}"
             why = details.get("error") or details.get("note") or "see etl audit"
-            body = f"{one_line(str(why))[:500]}\n(etl audit --dispatch {event.dispatch_id})"
-    return kind, one_line(title)[:300], body
+            body = f"{shorten(one_line(str(why)), 500)}\n(etl audit --dispatch {event.dispatch_id})"
+    return kind, shorten(one_line(title), 300), body
 
 
 def _dispatch(conn: Connection, dispatch_id: str) -> dict[str, Any] | None:
