@@ -184,8 +184,3 @@ def test_the_shell_completes_commands_and_options() -> None:
     assert complete("re") == ["report"]
     assert complete("db", "") == ["upgrade", "current", "downgrade", "bind", "prune"]
     assert "--every" in complete("run", "--")
-    script = subprocess.run(
-        [Path(sys.executable).parent / "etl", "--show-completion", "bash"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert "_etl_completion" in script.stdout
