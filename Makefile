@@ -38,6 +38,56 @@ tools:
 	  echo "the tests need$$missing: sudo apt-get install $$packages"; exit 1; \
 	fi
 
+# The demo: start the emulator on a free port (the built-in scenario, plus a dispatch that ended
+# 90 minutes ago), create a SQLite store in .demo/, then run the minutely job twice, as cron would:
+# the first run records the dispatches and curtails the sites of the active one (the log handler
+# prints what each site should do); the second finds nothing new. Then the record of what was
+# done, the health check, the metered response to the dispatch that ended (etl fetch --telemetry,
+# etl report performance) and its picture, .demo/earlier.svg. Between the runs and the record, the
+# site's own meter readings of the last 10 minutes go to Voltus through the outbox (etl telemetry
+# send), as a customer-metered site's would.
+demo: setup
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	@$(BIN)/python -c 'import json, sys; from importlib.resources import files; s = json.loads(files("etl.sandbox").joinpath("scenario.json").read_text()); d = dict(s["dispatches"][0], id="earlier", start_time="now-2h", end_time="now-90m"); s["dispatches"].append(d); json.dump(s, open(sys.argv[1], "w"))' $(DEMO_DIR)/scenario.json
+	@$(BIN)/etl sandbox --port 0 --scenario $(DEMO_DIR)/scenario.json > $(DEMO_DIR)/sandbox.log 2>&1 & pid=$$!; \
+	trap 'kill $$pid' EXIT; \
+	for i in $$(seq 50); do grep -q http $(DEMO_DIR)/sandbox.log && break; sleep 0.1; done; \
+	cat $(DEMO_DIR)/sandbox.log; \
+	export VOLTUS_API_URL=$$(grep -o 'http://[0-9.:]*' $(DEMO_DIR)/sandbox.log) VOLTUS_API_KEY=secret \
+	       ETL_DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DIR)/etl.db; \
+	set -ex; \
+	$(BIN)/etl db upgrade; \
+	$(BIN)/etl run; \
+	$(BIN)/etl run; \
+	$(BIN)/etl fetch --sites --quiet; \
+	$(BIN)/python -c 'import time; f = "%Y-%m-%dT%H:%M:%SZ"; end = int(time.time()) // 30 * 30; print("site_id,meter_id,timestamp,kw"); [print(f"asdf,asdf-m1,{time.strftime(f, time.gmtime(end - 30 * i))},{40 + i % 3}") for i in range(20, 0, -1)]' > $(DEMO_DIR)/readings.csv; \
+	$(BIN)/etl telemetry send $(DEMO_DIR)/readings.csv; \
+	$(BIN)/etl report curtailments --format csv; \
+	$(BIN)/etl status; \
+	$(BIN)/etl fetch --telemetry --quiet; \
+	$(BIN)/etl report performance; \
+	$(BIN)/etl audit --dispatch earlier --chart $(DEMO_DIR)/earlier.svg
+
+demo-push: setup
+	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR) && cp etl/sandbox/scenario.json $(DEMO_DIR)/scenario.json
+	@$(BIN)/etl sandbox --port 0 --scenario $(DEMO_DIR)/scenario.json > $(DEMO_DIR)/sandbox.log 2>&1 & sandbox=$$!; \
+	trap 'kill $$sandbox $$serve 2>/dev/null' EXIT; \
+	for i in $$(seq 50); do grep -q http $(DEMO_DIR)/sandbox.log && break; sleep 0.1; done; \
+	export VOLTUS_API_URL=$$(grep -o 'http://[0-9.:]*' $(DEMO_DIR)/sandbox.log) VOLTUS_API_KEY=secret \
+	       ETL_DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DIR)/etl.db; \
+	port=$$($(BIN)/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	set -e; \
+	$(BIN)/etl db upgrade; \
+	$(BIN)/etl serve --every 600 --listen 127.0.0.1:$$port 2> $(DEMO_DIR)/serve.log & serve=$$!; \
+	for i in $$(seq 100); do grep -q listening $(DEMO_DIR)/serve.log && break; sleep 0.1; done; \
+	sleep 1; \
+	$(BIN)/etl webhooks register http://127.0.0.1:$$port/voltus/webhook; \
+	echo "+ a new dispatch, push1, appears in the emulator's scenario"; \
+	$(BIN)/python -c 'import json, sys; p = sys.argv[1]; s = json.load(open(p)); d = dict(s["dispatches"][0], id="push1", start_time="now", end_time="now+30m"); s["dispatches"].append(d); json.dump(s, open(p, "w"))' $(DEMO_DIR)/scenario.json; \
+	sleep 2; \
+	echo "+ what etl serve logged"; cat $(DEMO_DIR)/serve.log; \
+	$(BIN)/etl audit --dispatch push1
+
 console: setup
 	@test -f $(DEMO_DIR)/etl.db || $(MAKE) --no-print-directory demo
 	ETL_DATABASE_URL=sqlite:///$(CURDIR)/$(DEMO_DIR)/etl.db $(BIN)/etl console --listen 127.0.0.1:0
