@@ -4,6 +4,8 @@ Nothing outside this module creates an engine or sees a driver exception.
 """
 
 import logging
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,9 +127,24 @@ def _postgresql_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # etl emits BEGIN itself (below), so that a writer can take the lock up front
     dbapi_connection.isolation_level = None
-    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+    _use_wal(dbapi_connection)
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
     dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def _use_wal(dbapi_connection: Any) -> None:
+    """Write-ahead logging (kept by the file once set). The switch needs the file to itself, and
+    SQLite answers "locked" at once, not after its busy timeout, when another process is using a
+    new file meanwhile (two `etl db upgrade` at once): it is asked again within the timeout."""
+    deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_begin(conn: Connection) -> None:
