@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection, Engine, func, select
 
 from etl.base.timeutil import format_rfc3339, zone_or_utc
-from etl.read.reports import ReportFilter, dispatches_report
+from etl.read.reports import ReportFilter, dispatches_report, listed_sites
 from etl.store import binding
 from etl.store.db import read_transaction
 from etl.store.rows import chunks
-from etl.store.schema import dispatch_sites, events, sites
+from etl.store.schema import events
 from etl.store.vocabulary import EventKind
 
 __all__ = ["CHANGES", "ics"]
@@ -108,15 +108,11 @@ def _revisions(conn: Connection, dispatch_ids: list[str]) -> dict[str, int]:
 
 def _sites(conn: Connection, dispatch_ids: list[str]) -> dict[str, list[str]]:
     """Each dispatch's sites, a line each: name, id and commitment."""
-    ds, s = dispatch_sites.c, sites.c
-    found: dict[str, list[str]] = {}
-    for chunk in chunks(dispatch_ids):
-        for row in conn.execute(
-            select(ds.dispatch_id, ds.site_id, s.name, ds.commitment_kw)
-            .join(sites, s.id == ds.site_id)
-            .where(ds.dispatch_id.in_(chunk), ds.removed_at.is_(None))
-            .order_by(ds.dispatch_id, s.name, ds.site_id)
-        ):
-            kw = "no commitment" if row.commitment_kw is None else f"{row.commitment_kw:g} kW"
-            found.setdefault(row.dispatch_id, []).append(f"- {row.name} ({row.site_id}): {kw}")
-    return found
+    return {
+        dispatch_id: [
+            f"- {site.name} ({site.site_id}): "
+            + ("no commitment" if site.commitment_kw is None else f"{site.commitment_kw:g} kW")
+            for site in listed
+        ]
+        for dispatch_id, listed in listed_sites(conn, dispatch_ids).items()
+    }

@@ -1,17 +1,17 @@
-"""What the web console's pages show (etl.console draws them): each page's facts, read in one
-snapshot, as plain rows and dataclasses. Nothing here formats or escapes: the templates do.
+"""What the web console's pages show (etl.console draws them): each page's facts as plain rows
+and dataclasses, its own rows read in one snapshot (the audit trail, the chart and the metered
+response each in a read of their own). Nothing here formats or escapes: the templates do.
 
 A site's commanded state on a dispatch is read from its latest action: what etl last told the
 site to do for that dispatch, and how that went.
 """
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, or_, select
+from sqlalchemy import Connection, Engine, or_, select
 
 from etl.handlers import ActionKind
 from etl.read.audit import AuditQuery, describe, trail
@@ -22,12 +22,14 @@ from etl.read.reports import (
     dispatch_performance,
     dispatch_summary,
     dispatches_report,
+    listed_sites,
     performance_report,
+    stream,
 )
 from etl.store import schema
 from etl.store.db import read_transaction
 from etl.store.rows import chunks
-from etl.store.schema import action_attempts, actions, dispatch_sites, sites
+from etl.store.schema import action_attempts, actions, sites
 from etl.store.vocabulary import ActionState
 
 __all__ = [
@@ -150,9 +152,13 @@ def dispatch_page(engine: Engine, dispatch_id: str) -> DispatchPage | None:
         (event["occurred_at"], describe(event))
         for event in trail(engine, AuditQuery(dispatch_id=dispatch_id))
     ]
-    performance = _rows(
-        engine,
-        performance_report(ReportFilter()).where(dispatch_performance.c.dispatch_id == dispatch_id),
+    performance = list(
+        stream(
+            engine,
+            performance_report(ReportFilter()).where(
+                dispatch_performance.c.dispatch_id == dispatch_id
+            ),
+        )
     )
     return DispatchPage(
         summary._asdict(),
@@ -182,7 +188,7 @@ def site_page(engine: Engine, site_id: str) -> SitePage | None:
             .limit(MOST_DISPATCHES)
         )
         failures = [dict(row) for row in failed.mappings()]
-    performance = _rows(engine, performance_report(ReportFilter(site_id=site_id)))
+    performance = list(stream(engine, performance_report(ReportFilter(site_id=site_id))))
     return SitePage(site._asdict(), recent, performance, failures)
 
 
@@ -207,36 +213,30 @@ def history(engine: Engine, f: ReportFilter) -> list[MonthRow]:
     return [months[month] for month in sorted(months)]
 
 
-def _rows(engine: Engine, query: Select[Any]) -> list[dict[str, Any]]:
-    with read_transaction(engine) as conn:
-        return [dict(row) for row in conn.execute(query).mappings()]
-
-
-def _site_states(conn: Connection, dispatch_ids: Iterable[str]) -> dict[str, list[SiteState]]:
-    """Each dispatch's sites now listed, by id, with the state of its latest action."""
-    found: dict[str, list[SiteState]] = defaultdict(list)
-    ds, s, a = dispatch_sites.c, sites.c, actions.c
-    for chunk in chunks(list(dispatch_ids)):
+def _site_states(conn: Connection, dispatch_ids: list[str]) -> dict[str, list[SiteState]]:
+    """Each dispatch's sites now listed, by name, with the state of its latest action."""
+    a = actions.c
+    taken: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for chunk in chunks(dispatch_ids):
         latest = (
             select(a.dispatch_id, a.site_id, a.kind, a.state)
             .where(a.dispatch_id.in_(chunk))
             .order_by(a.dispatch_id, a.site_id, a.id.desc())
         )
-        taken: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
         for row in conn.execute(latest):
             taken[row.dispatch_id, row.site_id].append((row.kind, row.state))
-        listed = conn.execute(
-            select(ds.dispatch_id, ds.site_id, s.name, ds.commitment_kw)
-            .join(sites, s.id == ds.site_id)
-            .where(ds.dispatch_id.in_(chunk), ds.removed_at.is_(None))
-            .order_by(ds.dispatch_id, ds.site_id)
-        )
-        for row in listed:
-            state = commanded(taken.get((row.dispatch_id, row.site_id), []))
-            found[row.dispatch_id].append(
-                SiteState(row.site_id, row.name, row.commitment_kw, state)
+    return {
+        dispatch_id: [
+            SiteState(
+                site.site_id,
+                site.name,
+                site.commitment_kw,
+                commanded(taken.get((dispatch_id, site.site_id), [])),
             )
-    return found
+            for site in listed
+        ]
+        for dispatch_id, listed in listed_sites(conn, dispatch_ids).items()
+    }
 
 
 def _actions(conn: Connection, dispatch_id: str) -> list[Action]:

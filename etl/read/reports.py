@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Connection,
     Engine,
     Float,
     Integer,
@@ -27,13 +28,16 @@ from etl.base.errors import ConfigError
 from etl.base.timeutil import utcnow
 from etl.store import schema
 from etl.store.db import read_transaction
+from etl.store.rows import chunks
 from etl.store.schema import UTCDateTime
 
 __all__ = [
+    "ListedSite",
     "ReportFilter",
     "curtailments_report",
     "dispatch_performance",
     "dispatches_report",
+    "listed_sites",
     "meter_readings",
     "performance_report",
     "program_zones",
@@ -262,6 +266,29 @@ def sites_report(f: ReportFilter, period: str = "day") -> Select[Any]:
     if f.site_id is not None:
         query = query.where(v.c.site_id == f.site_id)
     return query
+
+
+@dataclass(frozen=True)
+class ListedSite:
+    site_id: str
+    name: str
+    commitment_kw: float | None
+
+
+def listed_sites(conn: Connection, dispatch_ids: list[str]) -> dict[str, list[ListedSite]]:
+    """Each dispatch's sites as it lists them now (by name), with their commitments."""
+    ds, s = schema.dispatch_sites.c, schema.sites.c
+    found: dict[str, list[ListedSite]] = {}
+    for chunk in chunks(dispatch_ids):
+        for row in conn.execute(
+            select(ds.dispatch_id, ds.site_id, s.name, ds.commitment_kw)
+            .join(schema.sites, s.id == ds.site_id)
+            .where(ds.dispatch_id.in_(chunk), ds.removed_at.is_(None))
+            .order_by(ds.dispatch_id, s.name, ds.site_id)
+        ):
+            site = ListedSite(row.site_id, row.name, row.commitment_kw)
+            found.setdefault(row.dispatch_id, []).append(site)
+    return found
 
 
 def program_zones(engine: Engine) -> dict[int, str]:
