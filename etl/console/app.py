@@ -90,8 +90,8 @@ class ConsoleApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if not self.rule.enabled:
-            return self._page(start_response, 404, "missing.html", what="page")
+        if not self.rule.enabled:  # nothing of the store, not even its health, to anyone
+            return _plain(start_response, 404, "not found")
         if self.rule.password is not None and not _gives(environ, self.rule.password):
             challenge = [("WWW-Authenticate", 'Basic realm="etl", charset="UTF-8"')]
             return _plain(start_response, 401, "a password is needed", challenge)

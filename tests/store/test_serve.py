@@ -412,8 +412,9 @@ def test_with_a_password_the_calendar_asks_for_it_in_constant_time_anywhere(
 def test_with_the_console_off_the_webhook_alone_listens_beyond_loopback(world: World) -> None:
     service = Service(world, TOKEN, host="0.0.0.0", console=False).start()
     try:
-        for path in ("/calendar.ics", "/console/", "/console/history"):
-            assert requests.get(service.url + path, timeout=5).status_code == 404
+        for path in ("/calendar.ics", "/console/", "/console/history", "/console/nope"):
+            answer = requests.get(service.url + path, timeout=5)
+            assert answer.status_code == 404 and answer.text == "not found\n"  # no health shown
         world.sandbox.dispatches = [active("d1", site("a"))]
         assert service.notify("d1").status_code == 202
         wait_for(lambda: calls(world) == [("curtail", "d1", "a")])
