@@ -13,9 +13,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from importlib.metadata import entry_points
@@ -26,7 +27,7 @@ import requests
 from etl import __version__
 from etl.base.config import ProcessorSettings, is_practice_api
 from etl.base.errors import ConfigError
-from etl.base.logs import shorten
+from etl.base.logs import log, shorten
 from etl.base.redact import redact_url
 from etl.base.timeutil import format_rfc3339
 from etl.handlers import KEPT_OUTPUT_CHARS, ActionKind, ActionRequest, Handler, HandlerFailed
@@ -97,7 +98,7 @@ class CommandHandler:
                 "give a path or a program on PATH",
             )
         self.timeout = timeout
-        self._die_with_us = _parent_death_signal()
+        self._launch = _dying_with_us(self.argv)
 
     def __call__(self, request: ActionRequest) -> str:
         env = {
@@ -112,49 +113,51 @@ class CommandHandler:
             "ETL_START_TIME": format_rfc3339(request.start_time),
             "ETL_END_TIME": format_rfc3339(request.end_time) if request.end_time else "",
         }
-        try:
-            # a session (process group) of its own: the timeout ends the program and whatever it
-            # started, not just the program
-            child = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-                preexec_fn=self._die_with_us,
-            )
-        except OSError as error:
-            raise HandlerFailed(f"could not run {self.argv[0]}: {error.strerror}") from None
+        # the request from a file rather than a pipe: the program reads it whole at its own pace,
+        # and nothing is left to write (a write that a slow first wait never made once left
+        # `cat` waiting on its stdin until the timeout)
+        with tempfile.TemporaryFile() as stdin:
+            stdin.write(json.dumps(request.to_json(), allow_nan=False).encode())  # standard JSON
+            stdin.seek(0)
+            try:
+                # a session (process group) of its own: the timeout ends the program and whatever
+                # it started, not just the program
+                child = subprocess.Popen(
+                    self._launch,
+                    stdin=stdin,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError as error:
+                raise HandlerFailed(f"could not run {self.argv[0]}: {error.strerror}") from None
         with _running(child):
-            stdin = json.dumps(request.to_json(), allow_nan=False).encode()  # standard JSON only
-            stdout, stderr = self._communicate(child, stdin)
+            stdout, stderr = self._communicate(child)
         if child.returncode != 0:
             detail = _text(stderr).strip()[-KEPT_OUTPUT_CHARS:] or "no stderr"
             raise HandlerFailed(f"exit status {child.returncode}: {detail}")
         return _text(stdout)[-KEPT_OUTPUT_CHARS:]
 
-    def _communicate(self, child: subprocess.Popen[bytes], stdin: bytes) -> tuple[bytes, bytes]:
+    def _communicate(self, child: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
         """Its stdout and stderr, read until it exits and closes them, or until EXIT_GRACE_SECONDS
         after it exits (a background child keeps them open); killed at the timeout."""
         deadline = time.monotonic() + self.timeout
-        exited_at = None
-        data: bytes | None = stdin
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 _kill_group(child)
                 raise HandlerFailed(f"timed out after {self.timeout:g} s")
             try:
-                return child.communicate(data, min(left, POLL_SECONDS))
-            except subprocess.TimeoutExpired as so_far:  # holds all the output read until now
-                data = None  # sent once; communicate() goes on writing what is left of it
-                if child.poll() is None:
-                    continue
-                exited_at = exited_at or time.monotonic()
-                if time.monotonic() - exited_at >= EXIT_GRACE_SECONDS:
-                    _close_pipes(child)
-                    return so_far.output or b"", so_far.stderr or b""
+                return child.communicate(None, min(left, POLL_SECONDS))
+            except subprocess.TimeoutExpired:  # the output read so far is kept for the next call
+                if child.poll() is not None:
+                    break
+        try:
+            return child.communicate(None, EXIT_GRACE_SECONDS)
+        except subprocess.TimeoutExpired as so_far:  # holds all the output read until now
+            _close_pipes(child)
+            return so_far.output or b"", so_far.stderr or b""
 
 
 # the process groups of the commands running now, so that a processor told to stop at once can
@@ -185,27 +188,38 @@ def kill_running_commands() -> None:
             os.killpg(group, signal.SIGKILL)
 
 
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# run before the program, in the process that becomes it: the parent-death signal is set by
+# setpriv (util-linux), then the shell checks that etl had not already died before it was set,
+# and becomes the program. (A pre-exec function would do the same in Python between fork and
+# exec: unsafe beside threads, and every spawn a full fork, twice as slow.)
+ALIVE_CHECK = '[ "$PPID" = "$0" ] && exec "$@"'
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A pre-exec function that makes the child die (SIGKILL) when the thread that started it
-    ends, on Linux: a processor killed with `kill -9` leaves no handler running unbounded beside
-    the process that takes its actions over. The signal follows the starting thread, not the
-    process: a handler's pool thread waits for its command, so it never ends first."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes  # imported by command handlers only
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def die_with_parent() -> None:  # runs in the child between fork and exec: nothing more
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the signal was set
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return die_with_parent
+def _dying_with_us(argv: list[str]) -> list[str]:
+    """The command line that runs `argv` so that it dies (SIGKILL) when the thread that started
+    it ends, on Linux with setpriv: a processor killed with `kill -9` leaves no handler running
+    unbounded beside the process that takes its actions over. The signal follows the starting
+    thread, not the process: a handler's pool thread waits for its command, so it never ends
+    first."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if setpriv is None:
+        if sys.platform.startswith("linux"):
+            log.warning(
+                "setpriv (util-linux) is not installed: a command handler will outlive "
+                "a processor killed with kill -9"
+            )
+        return argv
+    return [
+        setpriv,
+        "--pdeathsig",
+        "KILL",
+        "--",
+        "/bin/sh",
+        "-c",
+        ALIVE_CHECK,
+        str(os.getpid()),
+        *argv,
+    ]
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:

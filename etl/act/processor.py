@@ -162,7 +162,9 @@ def _wait(running: Running, timeout: float) -> set[Future[str | None]]:
 def _returned(outcomes: Outcomes, claimed: claims.Claimed, future: Future[str | None]) -> None:
     try:
         output = future.result() or ""
-    except Exception as error:  # whatever a handler raises means the action failed
+    except KeyboardInterrupt:  # Ctrl-C, which stops the processor
+        raise
+    except BaseException as error:  # whatever else a handler raises, sys.exit() too, fails it
         message = redact_text(str(error) or type(error).__name__)
         log_action(logging.WARNING, claimed, "failed: %s", message)
         outcomes.returned(claimed, message, failed=True)

@@ -2,6 +2,8 @@
 that redirects, a command that leaves a child behind, a processor killed under its handler; and
 a restore that must undo what its curtail did, whatever the dispatch became since."""
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,9 +16,9 @@ from typing import Any, ClassVar
 import pytest
 from sqlalchemy import Engine, select
 
-from etl.act import processor
+from etl.act import builtin_handlers, processor
 from etl.act.builtin_handlers import CommandHandler, WebhookHandler
-from etl.handlers import HandlerFailed
+from etl.handlers import ActionRequest, HandlerFailed
 from etl.ingest import dispatches
 from etl.store import schema
 from tests.helpers import http_server, site
@@ -181,3 +183,61 @@ def test_the_parent_death_signal_is_set_in_the_command(tmp_path: Path) -> None:
     assert CommandHandler(command, timeout=10)(a_request()).strip() == str(signal.SIGKILL)
     unset = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert unset.stdout.strip() == "0"  # what a process started otherwise has
+
+
+def test_the_request_reaches_a_command_that_reads_stdin_however_slow_the_first_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load, the first wait for the command's output could expire before the request was
+    written: it was then never written, and `cat` waited on its stdin until the timeout. A wait
+    of a nanosecond expires before anything is done, every time."""
+    monkeypatch.setattr(builtin_handlers, "POLL_SECONDS", 1e-9)
+    request = a_request()
+    started = time.monotonic()
+    output = CommandHandler("cat", timeout=10)(request)
+    assert json.loads(output) == request.to_json()
+    assert time.monotonic() - started < 5  # not the 10 s timeout
+
+
+def test_a_command_is_not_run_once_the_processor_that_started_it_is_gone(tmp_path: Path) -> None:
+    """The parent-death signal is set after the process starts: a processor that died before
+    it was set would leave the command running unbounded. The check after it runs nothing
+    then: here the processor it expects as its parent is another process (pid 1)."""
+    marker = tmp_path / "ran"
+    launch = builtin_handlers._dying_with_us(["touch", str(marker)])
+    assert subprocess.run(launch, check=False).returncode == 0 and marker.exists()
+    marker.unlink()
+    orphaned = [("1" if part == str(os.getpid()) else part) for part in launch]
+    assert orphaned != launch
+    assert subprocess.run(orphaned, check=False).returncode != 0
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("raised", "recorded"),
+    [
+        (SystemExit("relay library gave up"), "relay library gave up"),
+        (SystemExit(3), "3"),
+        (GeneratorExit(), "GeneratorExit"),
+    ],
+)
+def test_a_python_handler_that_exits_fails_its_action_only(
+    world: World, raised: BaseException, recorded: str
+) -> None:
+    """SystemExit from a handler escaped the pass: the action stayed claimed until its claim
+    expired (5 minutes late) and the other actions of the pass lost their turn."""
+    world.sandbox.dispatches = [active("d1", site("a"), site("b"), site("c"))]
+    dispatches.fetch(world.engine, world.client)
+
+    def exits_for_b(request: ActionRequest) -> str:
+        if request.site_id == "b":
+            raise raised
+        return world.handler(request)
+
+    summary = processor.process(world.engine, exits_for_b, world.settings)
+    assert (summary.succeeded, summary.failed) == (2, 1)
+    states = world.states()
+    assert states[("curtail", "d1", "b")] == "retrying"
+    assert {states[("curtail", "d1", s)] for s in "ac"} == {"succeeded"}
+    (attempt,) = world.attempts("curtail", "d1", "b")
+    assert (attempt.outcome, attempt.error) == ("failed", recorded)
