@@ -353,18 +353,45 @@ class _RequestDeadline(HTTPChannel):
         return taken
 
 
-def _stop_listening(server: Any, sockets: dict[int, Any], listening: threading.Thread) -> None:
-    """Close every socket from the listener's own thread, woken through its trigger: its loop
-    then finds nothing left to wait on and returns. (Closed from another thread, a socket that
-    the loop is waiting on fails there with EBADF, a traceback on a clean shutdown.)"""
+class Listening:
+    """The listener's thread. Its loop returns when etl closes its sockets at the stop; ended any
+    other way (an error, waitress's own exit), it stops the whole process, which then exits
+    non-zero: polling on behind a dead listener would leave webhooks, /healthz and the console
+    dead while a supervisor sees a process alive and never restarts it."""
 
-    def close_all() -> None:
-        for dispatcher in list(sockets.values()):
-            dispatcher.close()
+    def __init__(self, server: Any, sockets: dict[int, Any], stop: threading.Event) -> None:
+        self.server, self.sockets, self.stop = server, sockets, stop
+        self.died: str | None = None  # why it ended before the stop
+        self.thread = threading.Thread(target=self._run, name="etl-listen", daemon=True)
 
-    server.trigger.pull_trigger(close_all)
-    listening.join(timeout=5)
-    server.task_dispatcher.shutdown()
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except BaseException as error:  # whatever ends the loop ends the service
+            self.died = f"{type(error).__name__}: {error}"
+            log.exception("the listener stopped: %s", self.died)
+        else:
+            if self.stop.is_set():
+                return
+            self.died = "its loop ended"
+            log.error("the listener stopped: %s", self.died)
+        self.stop.set()
+
+    def close(self) -> None:
+        """Close every socket from the listener's own thread, woken through its trigger: its
+        loop then finds nothing left to wait on and returns. (Closed from another thread, a
+        socket that the loop is waiting on fails there with EBADF, a traceback on a clean
+        shutdown.) Raises if the listener had died."""
+
+        def close_all() -> None:
+            for dispatcher in list(self.sockets.values()):
+                dispatcher.close()
+
+        self.server.trigger.pull_trigger(close_all)
+        self.thread.join(timeout=5)
+        self.server.task_dispatcher.shutdown()
+        if self.died is not None:
+            raise EtlError(f"the listener stopped ({self.died}): restart etl")
 
 
 def _connection_limit() -> int:
@@ -387,6 +414,9 @@ def _server(app: Callable[..., Iterable[bytes]], where: Listener, sockets: dict[
             max_request_body_size=BODY_READ_LIMIT,
             threads=4,
             connection_limit=_connection_limit(),
+            # poll(), not select(): select() fails at a descriptor numbered 1024 or more, which
+            # a process allowed more files reaches with a thousand connections
+            asyncore_use_poll=True,
             channel_timeout=REQUEST_SECONDS,
             cleanup_interval=1,
         )
@@ -403,11 +433,11 @@ def serve_console(
     _quiet_server_logs()
     sockets: dict[int, Any] = {}
     server = _server(console.ConsoleApp(engine, where.console, check), where, sockets)
-    listening = threading.Thread(target=server.run, name="etl-listen", daemon=True)
-    listening.start()
+    listening = Listening(server, sockets, stop)
+    listening.thread.start()
     log.info("console on http://%s:%s%s", where.host, server.effective_port, console.CONSOLE_PATH)
     stop.wait()
-    _stop_listening(server, sockets, listening)
+    listening.close()
 
 
 def serve(
@@ -430,7 +460,7 @@ def serve(
     app = WebhookApp(parts.engine, where, notifications, server_metrics, check, api_url)
     sockets: dict[int, Any] = {}  # the listener's, its connections' and its wake-up pipe's
     server = _server(app, where, sockets)
-    listening = threading.Thread(target=server.run, name="etl-listen", daemon=True)
+    listening = Listening(server, sockets, stop)
     crashed: list[BaseException] = []
 
     def push() -> None:
@@ -443,7 +473,7 @@ def serve(
             stop.set()
 
     pushing = threading.Thread(target=push, name="etl-push")
-    listening.start()
+    listening.thread.start()
     pushing.start()
     shown_path = f"{WEBHOOK_PATH}/***" if where.token else WEBHOOK_PATH
     console_shown = "off"
@@ -460,7 +490,7 @@ def serve(
     finally:
         stop.set()
         pushing.join()
-        _stop_listening(server, sockets, listening)
+        listening.close()
     if crashed:
         raise EtlError("the webhook worker stopped on an unexpected error (logged above)")
     log.info("stopped")

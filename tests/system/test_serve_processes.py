@@ -1,9 +1,11 @@
 """Real `etl serve` processes: SIGTERM while a webhook's action is in hand, and two services
 on one PostgreSQL database receiving the same notification."""
 
+import resource
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,15 +31,15 @@ def start_service(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = start_etl("serve", "--every", "600", "--listen", f"127.0.0.1:{port}", env=env)
     url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            return requests.get(url + "/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    wait_for(answers, seconds=30)
+    wait_for(lambda: answers(url + "/healthz"), seconds=30)
     return process, url
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:  # refused, or slow on a busy machine: asked again
+        return False
 
 
 def notify(url: str, dispatch_id: str) -> int:
@@ -141,3 +143,46 @@ def test_slow_clients_cannot_silence_the_listener(
             client.close()
         service.send_signal(signal.SIGTERM)
         finish(service)
+
+
+def test_a_thousand_idle_connections_beyond_descriptor_1024_leave_the_listener_alive(
+    engine: Engine, database_url: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """With a file limit above ~1,100 (systemd and containers give far more), the connection
+    numbered past 1024 made waitress's select() raise: the listener's thread died, webhooks,
+    /healthz and the console with it, and the polling went on, so no supervisor restarted it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:  # this test's own connections need as many
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    sandbox.dispatches = []
+    env = etl_env(database_url, sandbox, ETL_HANDLER="log")
+    assert etl("db", "upgrade", env=env).returncode == 0
+    port = free_port()
+    limited = ["sh", "-c", 'ulimit -n 4096 && exec "$@"', "sh", sys.executable, "-m", "etl"]
+    service = subprocess.Popen(
+        [*limited, "serve", "--every", "600", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    idle: list[socket.socket] = []
+    try:
+        wait_for(lambda: answers(url + "/healthz"), seconds=30)
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(1100)]
+        time.sleep(1)  # the listener accepts them all
+        assert service.poll() is None
+        started = time.monotonic()
+        assert requests.get(url + "/healthz", timeout=2).status_code == 200
+        for client in idle:
+            client.close()
+        assert requests.get(url + "/healthz", timeout=2).status_code == 200
+        assert time.monotonic() - started < 2
+    finally:
+        for client in idle:
+            client.close()
+        service.send_signal(signal.SIGTERM)
+        _, stderr = service.communicate(timeout=30)
+    assert service.returncode == 0, stderr
+    assert "the listener stopped" not in stderr
