@@ -321,10 +321,21 @@ def parse_dispatch_site(value: Any, index: int) -> DispatchSite:
     )
 
 
-def parse_dispatch(value: Any) -> Dispatch:
+def _readable(value: Any, where: str) -> dict[str, Any]:
+    """A listing's record as an object: one the parser could not read (TooDeep) is refused."""
     if isinstance(value, TooDeep):
-        raise ValueError(f"dispatch: nested deeper than {JSON_MAX_DEPTH} levels (too deep to read)")
-    obj = _object(value, "dispatch")
+        raise ValueError(f"{where}: nested deeper than {JSON_MAX_DEPTH} levels (too deep to read)")
+    return _object(value, where)
+
+
+def _rejected(kind: str, item: Any, reason: str) -> Rejected:
+    """A record set aside: of one too deep to read, what can be kept is its excerpt."""
+    payload = item.excerpt if isinstance(item, TooDeep) else item
+    return Rejected(kind, record_id(item), reason, payload)
+
+
+def parse_dispatch(value: Any) -> Dispatch:
+    obj = _readable(value, "dispatch")
     dispatch_id = _id(obj, "dispatch")
     _field(obj, "start_time", str, "dispatch")
     sites = _field(obj, "sites", list, "dispatch")
@@ -360,7 +371,7 @@ def parse_dispatch(value: Any) -> Dispatch:
 
 
 def parse_site(value: Any) -> Site:
-    obj = _object(value, "site")
+    obj = _readable(value, "site")
     meters = _optional(obj, "meters", list, "site") or []
     parsed_meters = []
     for i, meter in enumerate(meters):
@@ -411,8 +422,7 @@ def parse_dispatches(items: list[Any]) -> DispatchBatch:
         try:
             dispatch = parse_dispatch(item)
         except ValueError as error:
-            payload = item.excerpt if isinstance(item, TooDeep) else item
-            rejected.append(Rejected("dispatch", record_id(item), str(error), payload))
+            rejected.append(_rejected("dispatch", item, str(error)))
             continue
         if dispatch.id in seen:
             rejected.append(Rejected("dispatch", dispatch.id, "dispatch: duplicate 'id'", item))
@@ -491,5 +501,5 @@ def parse_sites(items: list[Any]) -> SiteBatch:
         try:
             sites.append(parse_site(item))
         except ValueError as error:
-            rejected.append(Rejected("site", record_id(item), str(error), item))
+            rejected.append(_rejected("site", item, str(error)))
     return SiteBatch(sites, rejected)

@@ -480,3 +480,19 @@ def test_a_record_too_deep_to_read_is_set_aside_and_the_others_stored(engine: En
     (rejected,) = table_rows(engine, schema.rejected_records)
     assert rejected["record_id"] == "deep" and "too deep to read" in rejected["reason"]
     assert set(by_id(engine, schema.dispatches)) == {"ok"}
+
+
+def test_a_site_too_deep_to_read_is_set_aside_and_the_others_stored(engine: Engine) -> None:
+    """GET /sites with one record nested 1,000 levels deep: `etl fetch --sites` crashed ("Object
+    of type TooDeep is not JSON serializable") and stored no site at all."""
+    good = json.dumps({"id": "a", "name": "Plant A", "customer_location_id": "1", "meters": []})
+    deep = '{"id": "deep", "meters": ' + "[" * 1000 + "]" * 1000 + "}"
+    body = f'{{"dispatches": [], "sites": [{good}, {deep}]}}'.encode()
+    with http_server(serve_body(body)) as url:
+        summary = run(engine, VoltusClient(ApiSettings(url, "k"), FAST_RETRIES), sites=True)
+    assert summary.rejected == 1
+    (rejected,) = table_rows(engine, schema.rejected_records)
+    assert (rejected["kind"], rejected["record_id"]) == ("site", "deep")
+    assert "too deep to read" in rejected["reason"]
+    assert rejected["payload"].startswith('{"id": "deep"')  # an excerpt of what came
+    assert set(by_id(engine, schema.sites)) == {"a"}
