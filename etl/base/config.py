@@ -57,20 +57,25 @@ def is_loopback(host: str) -> bool:
 
 
 def read_secret_files(environ: MutableMapping[str, str]) -> None:
-    """Each secret setting not in the environment, read from the file NAME_FILE names, else from
+    """Each secret setting not in the environment, read from the file NAME_FILE names, or from
     its systemd credential, into the environment: so that a key need not sit in a unit file or a
-    crontab. The file holds the value on one line (a trailing line break is dropped). Setting
-    both NAME and NAME_FILE is refused, as a choice etl would have to guess."""
+    crontab. The file holds the value on one line (a trailing line break is dropped). Any two of
+    NAME, NAME_FILE and the credential are refused, as a choice etl would have to guess: each is
+    the operator's (the shipped units set no secret setting)."""
     credentials = environ.get("CREDENTIALS_DIRECTORY")
     for name in SECRETS:
-        path = environ.get(f"{name}_FILE")
-        if path is not None and environ.get(name):
-            raise ConfigError(f"both {name} and {name}_FILE are set: keep one")
-        if path is None and credentials and not environ.get(name):
-            credential = Path(credentials) / name.lower()
-            path = str(credential) if credential.is_file() else None
-        if path is not None:
-            environ[name] = _secret(Path(path), f"{name}_FILE")
+        sources: dict[str, Path | None] = {}  # each place it is given, and the file to read
+        if environ.get(name):
+            sources[name] = None
+        if (path := environ.get(f"{name}_FILE")) is not None:
+            sources[f"{name}_FILE"] = Path(path)
+        if credentials and (credential := Path(credentials) / name.lower()).is_file():
+            sources[f"the systemd credential {name.lower()}"] = credential
+        if len(sources) > 1:
+            raise ConfigError(f"{' and '.join(sources)} are set: keep one")
+        for source, file in sources.items():
+            if file is not None:
+                environ[name] = _secret(file, source)
 
 
 def _secret(path: Path, setting: str) -> str:
@@ -91,7 +96,14 @@ def _secret(path: Path, setting: str) -> str:
 
 
 def default_database_url() -> str:
-    """`$XDG_DATA_HOME/etl/etl.db`, i.e. `~/.local/share/etl/etl.db` on most machines."""
+    """Under systemd, `$STATE_DIRECTORY/etl.db`: in the unit's StateDirectory= (the shipped
+    units' /var/lib/etl), so that the units need not set ETL_DATABASE_URL, which the operator's
+    ETL_DATABASE_URL_FILE or credential would then conflict with. Elsewhere
+    `$XDG_DATA_HOME/etl/etl.db`, i.e. `~/.local/share/etl/etl.db` on most machines."""
+    # systemd joins the paths of several StateDirectory= with colons
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return f"sqlite:///{Path(state) / 'etl.db'}"
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return f"sqlite:///{Path(data_home) / 'etl' / 'etl.db'}"
 

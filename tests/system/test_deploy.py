@@ -3,7 +3,9 @@
 and every query of the rules and the Grafana dashboard against the metrics etl really exposes."""
 
 import json
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from etl import serve
+from etl.base.config import SECRETS
 from etl.read import metrics, status
+from etl.store.db import SCHEMA_REVISION
 from tests.scenarios import World
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -70,6 +74,100 @@ def test_the_units_verify_and_are_hardened(tmp_path: Path) -> None:
     with (units / "etl-.service.d" / "hardening.conf").open("a") as drop_in:
         drop_in.write("ProtectSystem=sometimes\n")
     assert "hardening.conf" in verify(units).stderr
+
+
+def start(units: Path, service: str, root: Path) -> subprocess.CompletedProcess[str]:
+    """`service`'s ExecStart in the environment systemd would give it, `root` standing for `/`:
+    the units' Environment= lines, then their EnvironmentFile= (which overrides them), then
+    $STATE_DIRECTORY for StateDirectory= and $CREDENTIALS_DIRECTORY holding each LoadCredential=
+    (a missing source fails the start, as under systemd)."""
+    texts = [(units / service).read_text()]
+    texts += [p.read_text() for p in sorted((units / "etl-.service.d").glob("*.conf"))]
+    lines = [line for t in texts for line in t.splitlines() if "=" in line and line[0] != "#"]
+    settings = [(key, value) for key, _, value in (line.partition("=") for line in lines)]
+    env = {"PATH": os.environ["PATH"]}
+    for key, value in settings:
+        if key == "Environment":
+            env |= dict(word.split("=", 1) for word in shlex.split(value))
+    for key, value in settings:
+        if key == "EnvironmentFile" and (path := root / value.lstrip("-/")).exists():
+            env |= dict(line.split("=", 1) for line in path.read_text().splitlines() if line)
+        elif key == "StateDirectory":
+            state = root / "var" / "lib" / value
+            state.mkdir(parents=True, exist_ok=True)
+            env["STATE_DIRECTORY"] = str(state)
+        elif key == "LoadCredential":
+            name, _, source = value.partition(":")
+            credentials = root / "run" / "credentials" / service
+            credentials.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / source.lstrip("/"), credentials / name)
+            env["CREDENTIALS_DIRECTORY"] = str(credentials)
+    (command,) = [value for key, value in settings if key == "ExecStart"]
+    argv = [str(ETL), *command.split()[1:]]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+# the ways an operator names the store: a line of /etc/etl/env, or a drop-in of their own
+CHOICES = {
+    "variable": ("ETL_DATABASE_URL={url}", ""),
+    "file": ("ETL_DATABASE_URL_FILE={root}/etc/etl/etl_database_url", ""),
+    "credential": ("", "LoadCredential=etl_database_url:/etc/etl/etl_database_url"),
+}
+SAID = {
+    "variable": "ETL_DATABASE_URL",
+    "file": "ETL_DATABASE_URL_FILE",
+    "credential": "the systemd credential etl_database_url",
+}
+
+
+def installed(root: Path, url: str, *choices: str) -> Path:
+    """`deploy/systemd` in `root`, set up as the README's production setup says, the store named
+    each way of `choices`; the units' folder."""
+    units = root / "etc" / "systemd" / "system"
+    shutil.copytree(DEPLOY / "systemd", units)
+    (root / "etc" / "etl").mkdir()
+    (root / "etc" / "etl" / "voltus_api_key").write_text("your-key\n")
+    (root / "etc" / "etl" / "etl_database_url").write_text(f"{url}\n")
+    lines = [CHOICES[choice][0].format(root=root, url=url) for choice in choices]
+    (root / "etc" / "etl" / "env").write_text(
+        "\n".join(["VOLTUS_API_URL=https://api.voltus.co", *lines])
+    )
+    drop_in = "\n".join(CHOICES[choice][1] for choice in choices)
+    (units / "etl-.service.d" / "store.conf").write_text(f"[Service]\n{drop_in}\n")
+    return units
+
+
+def test_the_operators_store_wins_over_the_units_default(tmp_path: Path) -> None:
+    """No unit sets a secret setting, so each way an operator names the store wins over the
+    units' store, etl's default under systemd (the state directory's): a unit's ETL_DATABASE_URL
+    made a credential silently ignored (machines meant to share a store each acting on their
+    own) and ETL_DATABASE_URL_FILE refused as set twice."""
+    for unit in filter(Path.is_file, (DEPLOY / "systemd").rglob("*")):
+        assigned = re.findall(r"^Environment=(.*)$", unit.read_text(), re.MULTILINE)
+        names = {word.split("=")[0] for value in assigned for word in shlex.split(value)}
+        assert not names & {n + suffix for n in SECRETS for suffix in ("", "_FILE")}, unit
+    for choice in ("", *CHOICES):
+        root = tmp_path / (choice or "none")
+        shared = root / "shared.db"
+        units = installed(root, f"sqlite:///{shared}", *([choice] if choice else []))
+        upgraded = start(units, "etl-upgrade.service", root)
+        assert upgraded.returncode == 0, (choice, upgraded.stderr)
+        store = shared if choice else root / "var" / "lib" / "etl" / "etl.db"
+        said = f"sqlite:///{store}: schema migrated from empty to {SCHEMA_REVISION}\n"
+        assert upgraded.stdout == said
+        assert store.exists() and len(list(root.rglob("*.db"))) == 1, choice
+
+
+def test_two_operator_choices_of_the_store_are_refused_in_one_line(tmp_path: Path) -> None:
+    """etl would have to guess which one counts; the refusal shows neither."""
+    url = "postgresql://etl:SECRET0X@127.0.0.1:9/etl"
+    for choices in (("variable", "credential"), ("file", "credential"), ("variable", "file")):
+        root = tmp_path / "-".join(choices)
+        refused = start(installed(root, url, *choices), "etl-upgrade.service", root)
+        assert refused.returncode == 2 and refused.stdout == "", refused.stderr
+        (line,) = refused.stderr.splitlines()
+        said = " and ".join(SAID[choice] for choice in choices)
+        assert line.endswith(f" ERROR {said} are set: keep one") and "SECRET0X" not in line, line
 
 
 def test_the_alert_rules_check_and_pass_their_tests() -> None:

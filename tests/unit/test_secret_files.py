@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.base.config import SECRETS, read_secret_files
+from etl.base.config import SECRETS, default_database_url, read_secret_files
 from etl.base.errors import ConfigError
 
 
@@ -22,11 +22,9 @@ def test_a_file_with_a_trailing_line_break_gives_its_line(tmp_path: Path) -> Non
 
 def test_systemd_credentials_are_read_by_their_lower_case_name(tmp_path: Path) -> None:
     (tmp_path / "voltus_api_key").write_text("from-systemd")
-    (tmp_path / "etl_webhook_token").write_text("t0ken-abcdefghijklmnop\n")
-    environ = {"CREDENTIALS_DIRECTORY": str(tmp_path), "ETL_WEBHOOK_TOKEN": "given"}
+    environ = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
     read_secret_files(environ)
     assert environ["VOLTUS_API_KEY"] == "from-systemd"
-    assert environ["ETL_WEBHOOK_TOKEN"] == "given"  # the environment's own value comes first
     assert "ETL_CONSOLE_PASSWORD" not in environ  # no such credential
 
 
@@ -68,5 +66,47 @@ def test_a_folder_and_both_settings_are_refused(tmp_path: Path) -> None:
         read_secret_files({"VOLTUS_API_KEY_FILE": str(tmp_path)})
     (tmp_path / "key").write_text("k")
     both = {"VOLTUS_API_KEY": "a", "VOLTUS_API_KEY_FILE": str(tmp_path / "key")}
-    with pytest.raises(ConfigError, match="both VOLTUS_API_KEY and VOLTUS_API_KEY_FILE are set"):
+    with pytest.raises(
+        ConfigError, match="VOLTUS_API_KEY and VOLTUS_API_KEY_FILE are set: keep one"
+    ):
         read_secret_files(both)
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (["ETL_DATABASE_URL"], "ETL_DATABASE_URL and"),
+        (["ETL_DATABASE_URL_FILE"], "ETL_DATABASE_URL_FILE and"),
+        (
+            ["ETL_DATABASE_URL", "ETL_DATABASE_URL_FILE"],
+            "ETL_DATABASE_URL and ETL_DATABASE_URL_FILE and",
+        ),
+    ],
+    ids=["variable", "file", "all three"],
+)
+def test_a_credential_and_another_choice_of_the_same_secret_are_refused(
+    tmp_path: Path, given: list[str], said: str
+) -> None:
+    """Each is an operator's choice (no unit sets a secret): etl must not guess which counts, as
+    taking the variable's would send machines meant to share a store each to one of its own."""
+    (tmp_path / "etl_database_url").write_text("postgresql://etl:one-secret@db/etl\n")
+    (tmp_path / "url").write_text("postgresql://etl:other-secret@db/etl\n")
+    choices = {
+        "ETL_DATABASE_URL": "sqlite:////var/lib/etl/etl.db",
+        "ETL_DATABASE_URL_FILE": str(tmp_path / "url"),
+    }
+    environ = {"CREDENTIALS_DIRECTORY": str(tmp_path)} | {name: choices[name] for name in given}
+    with pytest.raises(ConfigError) as refused:
+        read_secret_files(environ)
+    assert str(refused.value) == f"{said} the systemd credential etl_database_url are set: keep one"
+
+
+def test_the_default_store_is_in_the_units_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd names a unit's StateDirectory= in $STATE_DIRECTORY (several: joined by colons)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert default_database_url() == f"sqlite:///{tmp_path}/data/etl/etl.db"
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:{tmp_path}/other")
+    assert default_database_url() == f"sqlite:///{tmp_path}/state/etl.db"
