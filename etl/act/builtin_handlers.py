@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from importlib.metadata import entry_points
@@ -25,7 +25,7 @@ from urllib.parse import urljoin
 import requests
 
 from etl import __version__
-from etl.base.config import ProcessorSettings, is_practice_api
+from etl.base.config import SECRETS, ProcessorSettings, is_practice_api
 from etl.base.errors import ConfigError
 from etl.base.logs import log, shorten
 from etl.base.redact import redact_url
@@ -102,7 +102,7 @@ class CommandHandler:
 
     def __call__(self, request: ActionRequest) -> str:
         env = {
-            **os.environ,
+            **_without_secrets(os.environ),
             "ETL_ACTION": request.action,
             "ETL_DISPATCH_ID": request.dispatch_id,
             "ETL_SITE_ID": request.site_id,
@@ -158,6 +158,15 @@ class CommandHandler:
         except subprocess.TimeoutExpired as so_far:  # holds all the output read until now
             _close_pipes(child)
             return so_far.output or b"", so_far.stderr or b""
+
+
+# etl's secrets, which the CLI reads from files and credentials into its own environment: the
+# API key, the store's URL with its password, the tokens are etl's, not its handler's
+HIDDEN = frozenset({*SECRETS, *(f"{name}_FILE" for name in SECRETS), "CREDENTIALS_DIRECTORY"})
+
+
+def _without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in environ.items() if name not in HIDDEN}
 
 
 # the process groups of the commands running now, so that a processor told to stop at once can

@@ -241,3 +241,19 @@ def test_a_python_handler_that_exits_fails_its_action_only(
     assert {states[("curtail", "d1", s)] for s in "ac"} == {"succeeded"}
     (attempt,) = world.attempts("curtail", "d1", "b")
     assert (attempt.outcome, attempt.error) == ("failed", recorded)
+
+
+def test_a_command_is_not_given_etls_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI reads the key, the store's URL and the tokens into its own environment, which a
+    command handler inherited whole: the program, and whatever it ran, had the API key."""
+    monkeypatch.setenv("VOLTUS_API_KEY", "k3y-not-for-handlers")
+    monkeypatch.setenv("ETL_DATABASE_URL", "postgresql://etl:pa55word@db/etl")
+    monkeypatch.setenv("ETL_WEBHOOK_TOKEN_FILE", "/etc/etl/token")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/etl-run.service")
+    monkeypatch.setenv("SITE_CONTROLLER", "relay-7")  # the operator's own settings pass
+    seen = CommandHandler("env", timeout=10)(a_request())
+    for hidden in ("k3y-not", "pa55word", "ETL_WEBHOOK_TOKEN_FILE", "CREDENTIALS_DIRECTORY"):
+        assert hidden not in seen
+    assert "SITE_CONTROLLER=relay-7" in seen and "ETL_SITE_ID=" in seen
