@@ -69,13 +69,20 @@ def read_secret_files(environ: MutableMapping[str, str]) -> None:
             sources[name] = None
         if (path := environ.get(f"{name}_FILE")) is not None:
             sources[f"{name}_FILE"] = Path(path)
-        if credentials and (credential := Path(credentials) / name.lower()).is_file():
+        if credentials and _is_file(credential := Path(credentials) / name.lower()):
             sources[f"the systemd credential {name.lower()}"] = credential
         if len(sources) > 1:
             raise ConfigError(f"{' and '.join(sources)} are set: keep one")
         for source, file in sources.items():
             if file is not None:
                 environ[name] = _secret(file, source)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError as error:  # a credentials folder this user may not read
+        raise ConfigError(f"cannot read {path.parent}: {error.strerror}") from None
 
 
 def _secret(path: Path, setting: str) -> str:

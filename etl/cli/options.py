@@ -38,7 +38,7 @@ DatabaseUrl = Annotated[
         envvar="ETL_DATABASE_URL",
         metavar="URL",
         help="SQLAlchemy URL; default sqlite:///$XDG_DATA_HOME/etl/etl.db "
-        "(~/.local/share/etl/etl.db).",
+        "(~/.local/share/etl/etl.db), or under systemd sqlite:///$STATE_DIRECTORY/etl.db.",
         show_default=False,
     ),
 ]

@@ -110,3 +110,11 @@ def test_the_default_store_is_in_the_units_state_directory(
     assert default_database_url() == f"sqlite:///{tmp_path}/data/etl/etl.db"
     monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/state:{tmp_path}/other")
     assert default_database_url() == f"sqlite:///{tmp_path}/state/etl.db"
+
+
+def test_a_credentials_folder_that_cannot_be_looked_in_is_one_line() -> None:
+    """stat() of a credential failed with a traceback where it could not look (a folder this
+    user may not enter, or here a name too long for the system)."""
+    environ = {"CREDENTIALS_DIRECTORY": "/run/" + "x" * 5000}
+    with pytest.raises(ConfigError, match=r"^cannot read /run/x+: File name too long$"):
+        read_secret_files(environ)
