@@ -1,6 +1,7 @@
 """Handlers in real `etl` processes: a plugin found by its entry point, a refusal to act without a
 chosen handler, and commands that must not outlive a processor killed or stopped twice."""
 
+import json
 import os
 import signal
 import subprocess
@@ -8,7 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine, select
+
 from etl.sandbox.emulator import Sandbox
+from etl.store import schema
 from tests.helpers import at, dispatch, log_messages, site, wait_for
 from tests.processes import (
     etl,
@@ -88,3 +92,52 @@ def test_process_refuses_to_start_without_a_handler_against_a_real_api(tmp_path:
         result = etl(command, env={**env, "VOLTUS_API_KEY": "k"})
         assert result.returncode == 2 and "no handler is chosen" in result.stderr
     assert etl("process", env={**env, "ETL_HANDLER": "log"}).returncode == 0
+
+
+# one run on each database in the slow tier (about 8 s each); the issue's 20 in a row:
+# ETL_STRESS_RUNS=20 pytest tests/system/test_handler_processes.py -k first_attempt
+STRESS_RUNS = int(os.environ.get("ETL_STRESS_RUNS", "1"))
+
+
+def test_six_processors_at_once_give_each_command_its_request_on_the_first_attempt(
+    engine: Engine, database_url: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Six `etl process` at once, 2 dispatches x 120 sites, a command that reads its stdin: in 2
+    runs of 4, one or two curtails waited the whole handler timeout for a request never written,
+    failed "timed out", and waited their backoff. Every run: each curtail done at its first
+    attempt, its command given its own request."""
+    command = script(tmp_path, "reads-stdin.sh", "cat")
+    env = etl_env(database_url, sandbox, ETL_ACTION_COMMAND=command)
+    env["ETL_HANDLER_TIMEOUT_SECONDS"] = "20"  # a lost request fails the test in 20 s, not 60
+    assert etl("db", "upgrade", env=env).returncode == 0
+    for run in range(STRESS_RUNS):
+        sandbox.dispatches = [
+            dispatch(
+                f"r{run}d{i}", *(site(f"r{run}s{i}-{j}") for j in range(120)), start_time=at(-1)
+            )
+            for i in range(2)
+        ]
+        assert etl("fetch", "-q", env=env).returncode == 0
+        processors = [start_etl("process", "-q", env=env) for _ in range(6)]
+        assert [finish(p) for p in processors] == [0] * 6
+        attempts = first_attempts(engine, f"r{run}")
+        assert len(attempts) == 240, f"run {run}"
+        for site_id, outcomes in attempts.items():
+            assert [outcome for outcome, _ in outcomes] == ["succeeded"], f"run {run}: {site_id}"
+            assert json.loads(outcomes[0][1])["site_id"] == site_id
+
+
+def first_attempts(engine: Engine, prefix: str) -> dict[str, list[tuple[str, str]]]:
+    """Each curtail of the dispatches named `prefix...`: its attempts' outcomes and outputs."""
+    actions, attempts = schema.actions, schema.action_attempts
+    found: dict[str, list[tuple[str, str]]] = {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(actions.c.site_id, attempts.c.outcome, attempts.c.output)
+            .join(attempts, attempts.c.action_id == actions.c.id)
+            .where(actions.c.kind == "curtail", actions.c.dispatch_id.startswith(prefix))
+            .order_by(attempts.c.number)
+        )
+        for row in rows:
+            found.setdefault(row.site_id, []).append((row.outcome, row.output))
+    return found
