@@ -389,6 +389,8 @@ class Listening:
 
         self.server.trigger.pull_trigger(close_all)
         self.thread.join(timeout=5)
+        if self.died is not None:  # no loop ran close_all: nothing else holds the sockets now
+            close_all()
         self.server.task_dispatcher.shutdown()
         if self.died is not None:
             raise EtlError(f"the listener stopped ({self.died}): restart etl")

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import requests
+
 from etl.base.timeutil import format_rfc3339
 
 # default dispatch times are fixed for the session, so that a test's repeated fetches of the
@@ -72,6 +74,25 @@ def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+# how long a server a test starts may take to answer: its first request imports and queries,
+# which took more than a second on a busy machine
+STARTING_SECONDS = 60
+
+
+def wait_listening(url: str) -> None:
+    """Wait until `url` answers a GET, whatever its status. A refused connection (not listening
+    yet) or a slow answer is asked again, until STARTING_SECONDS have passed."""
+
+    def answers() -> bool:
+        try:
+            requests.get(url, timeout=5)
+        except (requests.ConnectionError, requests.Timeout):
+            return False
+        return True
+
+    wait_for(answers, STARTING_SECONDS)
 
 
 @contextmanager

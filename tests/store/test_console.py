@@ -4,6 +4,7 @@ the CSV downloads against `etl report`. Its look in a real browser: tests/system
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -18,7 +19,7 @@ from etl.read import pages
 from etl.read.reports import ReportFilter
 from etl.sandbox.emulator import Sandbox
 from etl.store.db import make_engine
-from tests.helpers import at, site
+from tests.helpers import at, site, wait_listening
 from tests.processes import InProcess, free_port
 from tests.scenarios import World, active, ended
 from tests.store.test_telemetry import hand_computed
@@ -42,15 +43,13 @@ class Console:
         return requests.get(self.url + path, timeout=10, **options)  # type: ignore[arg-type]
 
 
+@contextmanager
 def running(console: Console) -> Iterator[Console]:
+    """The console's server for the duration, stopped however its start or the test ends: left
+    running, its listener would fail later tests."""
     console.thread.start()
-    for _ in range(100):
-        try:
-            console.get("/console/")
-            break
-        except requests.ConnectionError:
-            threading.Event().wait(0.05)
     try:
+        wait_listening(console.url + "/console/")
         yield console
     finally:
         console.stop.set()
@@ -60,7 +59,8 @@ def running(console: Console) -> Iterator[Console]:
 
 @pytest.fixture
 def console(engine: Engine) -> Iterator[Console]:
-    yield from running(Console(engine))
+    with running(Console(engine)) as started:
+        yield started
 
 
 def page(console: Console, path: str) -> str:
@@ -123,7 +123,7 @@ def test_hostile_names_are_only_text(world: World, console: Console) -> None:
 def test_the_csv_downloads_are_etl_reports(cli: InProcess, sandbox: Sandbox) -> None:
     sandbox.dispatches = [active("d1", site("a", 12)), ended("d0", site("b"))]
     cli.ok("run")
-    for console in running(Console(make_engine(cli.url))):
+    with running(Console(make_engine(cli.url))) as console:
         for name in ("dispatches", "performance"):
             answer = console.get(f"/console/history/{name}.csv?program=42&site=a")
             assert answer.status_code == 200
@@ -170,7 +170,7 @@ def test_restored_after_the_end(world: World, console: Console) -> None:
 
 
 def test_with_a_password_every_page_asks_for_it(engine: Engine) -> None:
-    for console in running(Console(engine, password="s3cret-pass")):
+    with running(Console(engine, password="s3cret-pass")) as console:
         for path in ("/console/", "/console/history", "/calendar.ics", "/console/nope"):
             refused = console.get(path)
             assert refused.status_code == 401 and "Basic" in refused.headers["WWW-Authenticate"]

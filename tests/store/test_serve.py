@@ -18,13 +18,21 @@ from sqlalchemy import update
 
 from etl import serve
 from etl.act import processor
-from etl.base.errors import ConfigError
+from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import log
 from etl.base.timeutil import utcnow
 from etl.ingest import dispatches
 from etl.sandbox.emulator import Sandbox
 from etl.store import schema
-from tests.helpers import at, http_server, receive_posts, site, wait_for
+from tests.helpers import (
+    STARTING_SECONDS,
+    at,
+    http_server,
+    receive_posts,
+    site,
+    wait_for,
+    wait_listening,
+)
 from tests.processes import InProcess, free_port
 from tests.scenarios import World, active
 
@@ -57,8 +65,12 @@ class Service:
     def start(self) -> "Service":
         self.world.sandbox.dispatches = []  # none but those a test adds
         self.thread.start()
-        wait_for(lambda: _answers(self.url + "/healthz"))
-        wait_for(lambda: bool(self.reported))  # the first poll is done
+        try:
+            wait_listening(self.url + "/healthz")
+            wait_for(lambda: bool(self.reported), STARTING_SECONDS)  # the first poll is done
+        except BaseException:
+            self.close()  # left running, its listener would fail every later test's close
+            raise
         return self
 
     def notify(self, dispatch_id: str, name: str = "dispatch.update") -> requests.Response:
@@ -73,19 +85,57 @@ class Service:
         assert "etl-listen" not in [thread.name for thread in threading.enumerate()]
 
 
-def _answers(url: str) -> bool:
-    try:
-        requests.get(url, timeout=1)
-    except requests.ConnectionError:
-        return False
-    return True
-
-
 @pytest.fixture
 def service(world: World) -> Iterator[Service]:
     running = Service(world, TOKEN).start()
     yield running
     running.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the harness, not the store
+def test_a_start_that_fails_leaves_nothing_running(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first /healthz too slow for its wait once left the service running, and every later
+    test of that worker failed on its listener."""
+
+    def timed_out(url: str) -> None:
+        raise AssertionError("timed out")  # as wait_for does at its deadline
+
+    monkeypatch.setattr(f"{__name__}.wait_listening", timed_out)
+    service = Service(world, TOKEN)
+    with pytest.raises(AssertionError, match="timed out"):
+        service.start()
+    assert not service.thread.is_alive()
+    assert "etl-listen" not in [thread.name for thread in threading.enumerate()]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the listener, not the store
+def test_a_listener_that_dies_stops_the_service_with_an_error(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """waitress's loop raised (select() past descriptor 1024) and its thread died while the
+    polling went on: webhooks, /healthz and the console dead, the process alive, so that no
+    supervisor restarted it. Now the service stops at once and `etl serve` exits non-zero."""
+    made = serve._server
+
+    def dying_server(*args: Any) -> Any:
+        server = made(*args)
+
+        def run() -> None:
+            time.sleep(0.2)
+            raise ValueError("filedescriptor out of range in select()")
+
+        server.run = run
+        return server
+
+    monkeypatch.setattr(serve, "_server", dying_server)
+    world.sandbox.dispatches = []
+    where = serve.listener(f"127.0.0.1:{free_port()}", TOKEN)
+    started = time.monotonic()
+    with pytest.raises(EtlError, match=r"the listener stopped \(ValueError: filedescriptor out"):
+        serve.serve(world.parts(threading.Event()), 600, where, CHECK, lambda event: None)
+    assert time.monotonic() - started < 10  # not at the next poll, 600 s on
 
 
 def calls(world: World) -> list[tuple[str, str, str]]:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from PIL import Image
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
@@ -21,7 +20,7 @@ from selenium.webdriver.common.by import By
 
 from etl.console.app import REFRESH_SECONDS
 from etl.sandbox.emulator import Sandbox
-from tests.helpers import at, site, wait_for
+from tests.helpers import at, site, wait_for, wait_listening
 from tests.processes import etl, etl_env, finish, free_port, install_recording_handler, start_etl
 from tests.scenarios import active
 
@@ -84,7 +83,7 @@ def test_the_console_in_chromium(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(url + "/console/"), seconds=30)
+        wait_listening(url + "/console/")
 
         browser.get(url + "/console/site?id=a")
         assert browser.find_element(By.ID, "site-name").text == HOSTILE
@@ -120,10 +119,3 @@ def test_the_console_in_chromium(
     finally:
         service.send_signal(signal.SIGTERM)
         assert finish(service, timeout=30) == 0
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.ConnectionError:
-        return False

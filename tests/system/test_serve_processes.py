@@ -14,7 +14,7 @@ import requests
 from sqlalchemy import Engine
 
 from etl.sandbox.emulator import Sandbox
-from tests.helpers import log_messages, site, wait_for
+from tests.helpers import log_messages, site, wait_for, wait_listening
 from tests.processes import (
     etl,
     etl_env,
@@ -31,15 +31,13 @@ def start_service(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
     process = start_etl("serve", "--every", "600", "--listen", f"127.0.0.1:{port}", env=env)
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: answers(url + "/healthz"), seconds=30)
-    return process, url
-
-
-def answers(url: str) -> bool:
     try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:  # refused, or slow on a busy machine: asked again
-        return False
+        wait_listening(url + "/healthz")
+    except BaseException:  # a service that never answered must not outlive its test
+        process.kill()
+        finish(process)
+        raise
+    return process, url
 
 
 def notify(url: str, dispatch_id: str) -> int:
@@ -169,7 +167,7 @@ def test_a_thousand_idle_connections_beyond_descriptor_1024_leave_the_listener_a
     url = f"http://127.0.0.1:{port}"
     idle: list[socket.socket] = []
     try:
-        wait_for(lambda: answers(url + "/healthz"), seconds=30)
+        wait_listening(url + "/healthz")
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(1100)]
         time.sleep(1)  # the listener accepts them all
         assert service.poll() is None
