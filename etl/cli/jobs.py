@@ -27,10 +27,8 @@ if TYPE_CHECKING:
 
     from etl.act import claims, planner, processor, send_telemetry
     from etl.base.config import ApiSettings
-    from etl.ingest import dispatches, readings
+    from etl.ingest import dispatches, sources
     from etl.store.vocabulary import OutboxEndpoint
-
-    Batches = list[tuple[str, readings.QueueSummary]]
 
 __all__ = ["fetch", "log_outcome", "process", "run", "telemetry_collect", "telemetry_send"]
 
@@ -135,19 +133,22 @@ def telemetry_send(
     """Queue readings for Voltus in the store's outbox, then send all that wait. Bad lines are
     set aside with why, the rest go on; `etl run` and `etl serve` send what is left."""
 
-    def queue(engine: "Engine", endpoint: "OutboxEndpoint") -> "Batches":
+    def queue(engine: "Engine", endpoint: "OutboxEndpoint") -> "sources.Collected":
         import sys
 
-        from etl.ingest import readings
+        from etl.ingest import readings, sources
 
         if file == "-":
             sys.stdin.reconfigure(errors="replace")  # type: ignore[union-attr]
-            return [(file, readings.queue_lines(engine, sys.stdin, file, endpoint))]
+            lines = readings.read_lines(sys.stdin)
+            return sources.Collected([(file, readings.queue_lines(engine, lines, file, endpoint))])
         try:
-            with open(file, encoding="utf-8", errors="replace") as lines:
-                return [(file, readings.queue_lines(engine, lines, file, endpoint))]
+            with open(file, encoding="utf-8", errors="replace") as text:
+                lines = readings.read_lines(text)
+                summary = readings.queue_lines(engine, lines, file, endpoint)
         except OSError as error:
             raise ConfigError(f"cannot read {file}: {error.strerror}") from None
+        return sources.Collected([(file, summary)])
 
     logs.set_verbosity(verbose, quiet)
     _through_outbox(queue, controllable_load, database_url, api_settings(api_url, api_key))
@@ -159,8 +160,9 @@ def telemetry_collect(
         typer.Option(
             envvar="ETL_TELEMETRY_SOURCE",
             metavar="NAME:ARGUMENT",
-            help="Where readings come from: csv_folder:/path (its *.csv and *.jsonl files, each "
-            "moved into queued/ once in the outbox) or an installed etl.telemetry_sources plug-in.",
+            help="Where readings come from: csv_folder:/path (its complete *.csv and *.jsonl "
+            "files, each moved into queued/ once in the outbox, or into rejected/ if no readings) "
+            "or an installed etl.telemetry_sources plug-in.",
         ),
     ],
     controllable_load: ControllableLoad = False,
@@ -172,23 +174,24 @@ def telemetry_collect(
 ) -> None:
     """Queue what a telemetry source offers in the outbox, then send all that waits."""
 
-    def queue(engine: "Engine", endpoint: "OutboxEndpoint") -> "Batches":
+    def queue(engine: "Engine", endpoint: "OutboxEndpoint") -> "sources.Collected":
         from etl.ingest import sources
 
-        return sources.collect(engine, source, endpoint).batches
+        return sources.collect(engine, source, endpoint)
 
     logs.set_verbosity(verbose, quiet)
     _through_outbox(queue, controllable_load, database_url, api_settings(api_url, api_key))
 
 
 def _through_outbox(
-    queue: "Callable[[Engine, OutboxEndpoint], Batches]",
+    queue: "Callable[[Engine, OutboxEndpoint], sources.Collected]",
     controllable_load: bool,
     database_url: str | None,
     api: "ApiSettings",
 ) -> None:
-    """Queue readings in the store's outbox (`queue`: each batch and how it went), say how
-    each batch went, then send all that waits and say how that went."""
+    """Queue readings in the store's outbox (`queue`: each batch and how it went, and what it
+    left), say how each batch went and what was left, then send all that waits and say how that
+    went. Exits 2 after sending if a batch was set aside as no readings: someone must see to it."""
     from etl.act import send_telemetry
     from etl.source.api import VoltusClient
     from etl.store.db import open_store
@@ -197,7 +200,8 @@ def _through_outbox(
     engine = open_store(database_url)
     client = VoltusClient(api)
     endpoint = OutboxEndpoint.CONTROLLABLE_LOAD if controllable_load else OutboxEndpoint.TELEMETRY
-    for batch, queued in queue(engine, endpoint):
+    collected = queue(engine, endpoint)
+    for batch, queued in collected.batches:
         log.info(
             "telemetry queued from %s: %s lines, %s new, %s corrected, %s already queued; %s "
             "set aside (%s of them before)",
@@ -209,7 +213,13 @@ def _through_outbox(
             queued.rejected,
             queued.rejected_before,
         )
+    for batch, why in collected.left.waiting:
+        log.info("telemetry from %s waits: %s", batch, why)
+    for batch, why in collected.left.rejected:
+        log.error("telemetry from %s refused: %s", batch, why)
     log_sent(send_telemetry.drain(engine, client))
+    if collected.left.rejected:
+        raise typer.Exit(ExitCode.CONFIG)
 
 
 def log_sent(summary: "send_telemetry.SendSummary") -> None:

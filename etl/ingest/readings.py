@@ -7,7 +7,8 @@ interval, RFC 3339), `kw` (or `kwh`, a battery's state of charge) and optionally
 checked before it is queued: a known site and meter (GET /sites lists them: `etl fetch
 --sites`), an interval the API takes (a multiple of 30 seconds up to 300), a timestamp on the
 interval's boundary and not in the future, a finite value within a site's physical bounds. A
-line that fails is set aside with why; the others are queued.
+line that fails is set aside with why; the others are queued. A byte-order mark (what Excel
+writes) before the first line is no part of it.
 """
 
 import csv
@@ -17,7 +18,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import Engine
 
@@ -30,12 +31,16 @@ from etl.store.db import read_transaction, write_transaction
 from etl.store.outbox import Meters, Queued, QueuedCounts, RejectedLine
 from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
-__all__ = ["QueueSummary", "check", "queue_lines"]
+__all__ = ["NotReadings", "QueueSummary", "check", "queue_lines", "read_lines"]
 
 DEFAULT_INTERVAL = 30
 MOST_LINE_CHARS = 10_000  # a longer line is no reading
 LINES_PER_WRITE = 1000  # lines checked, then queued in one transaction: memory stays flat
 NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+class NotReadings(ConfigError):
+    """The lines as a whole are no readings (a CSV header without the columns needed)."""
 
 
 @dataclass
@@ -78,6 +83,16 @@ def queue_lines(
     return summary
 
 
+def read_lines(text: TextIO) -> Iterator[str]:
+    """The text's lines, each read with a bounded memory: a line too long to be a reading comes
+    cut (still too long, so set aside) and the rest of it is skipped."""
+    most = MOST_LINE_CHARS + 2  # a reading's line and its line break
+    while line := text.readline(most):
+        yield line
+        while line and not line.endswith(("\n", "\r")):
+            line = text.readline(most)
+
+
 def _write(
     engine: Engine,
     readings: list[Queued],
@@ -106,6 +121,8 @@ def _records(
         if isinstance(raw, dict):
             yield number, json.dumps(raw, default=str)[:MOST_LINE_CHARS], raw
             continue
+        if number == 1:  # Excel begins a file with a byte-order mark
+            raw = raw.removeprefix("\ufeff")
         line = raw.rstrip("\r\n")
         if not line.strip():
             continue
@@ -128,7 +145,7 @@ def _records(
             if not {"kw", "kwh"} & set(header):
                 missing.append("kw (or kwh)")
             if missing:
-                raise ConfigError(f"line {number}: the CSV header lacks {', '.join(missing)}")
+                raise NotReadings(f"line {number}: the CSV header lacks {', '.join(missing)}")
             continue
         if len(cells) != len(header):
             yield number, line, f"{len(cells)} cells where the header has {len(header)}"
