@@ -9,28 +9,38 @@ Each notification is planned once, in the store: the notifier reads the event lo
 cursor (`notifier_state`) and writes a notification per event that needs one (`notifications`,
 unique per event) with the cursor, in one transaction, so that a restart never repeats one and a
 crash never loses one. A notice of the status has a subject instead (unique: `under_delivered:
-<dispatch>:<site>`), and the last verdict told is kept with the cursor. Each is then delivered:
-marked sent once a service took it, so a crash between the two sends it again (at least once).
-A service that does not take it never blocks or fails a run: the notification waits, tried
-again 30 s later, then 1, 2, 4... minutes up to an hour, and `etl status` says so; a turn stops
-at the first failure, so a service down costs one timeout a turn, not one per notification.
+<dispatch>:<site>`), and the last verdict told is kept with the cursor. Each is then delivered to
+each service (each URL of ETL_NOTIFY_URLS, known in the store by a hash of its URL, which holds
+its secrets): a service's taking it is written as it happens, so a crash between the two sends it
+again to that service (at least once), and a retry goes only to the services that have not taken
+it. A service that does not take one never blocks or fails a run, nor holds back the others: the
+notification waits, tried again 30 s later, then 1, 2, 4... minutes up to an hour, and `etl
+status` says so; a service that did not take one is not tried again in that turn, so a service
+down costs one timeout a turn, not one per notification. What every service listed now has not
+taken GIVE_UP after it was planned is given up: an error line, and `etl status` warns.
+
+The list may change: a service added later is sent only what still waits (nothing when every
+service works), one removed no longer holds anything back, and one moved in the list is the same.
 """
 
+import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, and_, func, select, update
 
 from etl.base.config import ProcessorSettings
 from etl.base.logs import log, one_line, shorten
 from etl.base.redact import redact_text
 from etl.base.timeutil import zone_or_utc
-from etl.store.db import read_transaction, write_transaction
+from etl.store.db import dialect_insert, read_transaction, write_transaction
 from etl.store.schema import (
     dispatch_sites,
     dispatches,
     events,
+    notification_deliveries,
     notifications,
     notifier_state,
     programs,
@@ -38,15 +48,32 @@ from etl.store.schema import (
 )
 from etl.store.vocabulary import EventKind, NoticeKind
 
-__all__ = ["FIRST_RETRY", "Health", "NotifySummary", "deliver", "plan", "plan_health", "run"]
+__all__ = [
+    "FIRST_RETRY",
+    "GIVE_UP",
+    "WAITING",
+    "Health",
+    "NotifySummary",
+    "deliver",
+    "plan",
+    "plan_health",
+    "run",
+]
 
 EVENTS_PER_TURN = 5000  # of the log, read past the cursor at a turn
 DELIVERIES_PER_TURN = 50
 FIRST_RETRY, LONGEST_WAIT = timedelta(seconds=30), timedelta(hours=1)
+# what every service has not taken by then is given up: past a dispatch's usual window, so its
+# news is stale, yet long enough to ride out a service's outage of a few hours
+GIVE_UP = timedelta(hours=6)
 NEWS = timedelta(hours=1)  # an event older than this when first read is not told
 HOLD = timedelta(minutes=2)  # a notification being sent is left to its notifier that long
 NOTIFY_LOCK = "etl.notify"  # held while planning or taking a notification: notifiers take turns
 TIME = "%a %d %b %H:%M %Z"  # in the program's time zone: `Sat 06 Dec 14:00 CST`
+WAITING = and_(notifications.c.sent_at.is_(None), notifications.c.given_up_at.is_(None))
+# where one URL of ETL_NOTIFY_URLS ends, as Apprise splits them: at commas, semicolons or spaces
+# that lead into the next scheme (a comma inside a URL, `mailto://...?to=a@x,b@y`, stays)
+NEXT_URL, DELIMITERS = re.compile(r"[\s,;]+(?=[a-z0-9]+://)", re.IGNORECASE), " \t\r\n,;"
 
 # the events that need people, and what each tells them
 NOTICES = {
@@ -74,9 +101,18 @@ class Health:
 @dataclass
 class NotifySummary:
     planned: int = 0
-    sent: int = 0
+    sent: int = 0  # deliveries a service took
     failed: int = 0  # deliveries a service did not take: tried again later
     waiting: int = 0
+
+
+@dataclass(frozen=True)
+class Service:
+    """One URL of ETL_NOTIFY_URLS."""
+
+    key: str  # the first 16 hex digits of its URL's sha256: what the store keeps of it
+    name: str  # `#2 (json)`: its place in ETL_NOTIFY_URLS and its scheme, for people
+    channel: Any  # an Apprise of that URL alone; None when Apprise does not know the URL
 
 
 def run(
@@ -91,9 +127,7 @@ def run(
     if settings.notify_urls:
         deliver(engine, settings.notify_urls, now, summary)
     with read_transaction(engine) as conn:
-        summary.waiting = conn.execute(
-            select(func.count()).where(notifications.c.sent_at.is_(None))
-        ).scalar_one()
+        summary.waiting = conn.execute(select(func.count()).where(WAITING)).scalar_one()
     return summary
 
 
@@ -200,8 +234,57 @@ def _under_delivered(
 
 
 def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) -> None:
-    """Send what is due, oldest first, until a service does not take one."""
-    import logging
+    """Send what is due, oldest first, to each service that has not taken it, but for a service
+    that did not take one this turn; give up what is due GIVE_UP after it was planned."""
+    services = _services(urls)
+    down: dict[str, str] = {}  # the services that did not take one this turn, with their error
+    with read_transaction(engine) as conn:
+        due = conn.execute(
+            select(notifications.c.id, notifications.c.title, notifications.c.body,
+                   notifications.c.created_at, notifications.c.last_error)
+            .where(WAITING, notifications.c.next_attempt_at <= now)
+            .order_by(notifications.c.id)
+            .limit(DELIVERIES_PER_TURN)
+        ).all()  # fmt: skip
+    for notice in due:
+        if not _hold(engine, notice.id, now):
+            continue  # another notifier (etl serve beside a cron job) is sending it
+        with read_transaction(engine) as conn:
+            taken = set(
+                conn.execute(
+                    select(notification_deliveries.c.service).where(
+                        notification_deliveries.c.notification_id == notice.id
+                    )
+                ).scalars()
+            )
+        left = [service for service in services if service.key not in taken]
+        if left and notice.created_at <= now - GIVE_UP:
+            _give_up(engine, notice, now)
+            continue
+        errors = []
+        for service in left:
+            if service.key not in down:
+                error = _send(service, notice, urls)
+                if error is None:
+                    _taken(engine, notice.id, service, now)
+                    summary.sent += 1
+                    continue
+                summary.failed += 1
+                down[service.key] = error
+            errors.append(down[service.key])
+        with write_transaction(engine) as conn:
+            if errors:
+                _retry_later(conn, notice.id, now, "; ".join(errors))
+            else:
+                conn.execute(
+                    update(notifications)
+                    .where(notifications.c.id == notice.id)
+                    .values(sent_at=now, last_error=None)
+                )
+
+
+def _services(urls: str) -> list[Service]:
+    """A service for each URL of ETL_NOTIFY_URLS, named by its first place if listed twice."""
     import warnings
 
     with warnings.catch_warnings():
@@ -210,38 +293,34 @@ def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) ->
         warnings.simplefilter("ignore", DeprecationWarning)
         import apprise
 
-        channels = apprise.Apprise()
-        known = channels.add(urls)
-    if not known:
-        log.warning("notifications: ETL_NOTIFY_URLS holds no URL Apprise knows; none is sent")
-        summary.failed += _failed_due(engine, now, "ETL_NOTIFY_URLS holds no URL Apprise knows")
-        return
-    with read_transaction(engine) as conn:
-        due = conn.execute(
-            select(notifications.c.id, notifications.c.title, notifications.c.body,
-                   notifications.c.attempts)
-            .where(notifications.c.sent_at.is_(None), notifications.c.next_attempt_at <= now)
-            .order_by(notifications.c.id)
-            .limit(DELIVERIES_PER_TURN)
-        ).all()  # fmt: skip
-    for notice in due:
-        if not _hold(engine, notice.id, now):
-            continue  # another notifier (etl serve beside a cron job) is sending it
-        with apprise.LogCapture(level=logging.WARNING) as said:
-            taken = bool(channels.notify(title=notice.title, body=notice.body))
-        with write_transaction(engine) as conn:
-            if taken:
-                conn.execute(
-                    update(notifications)
-                    .where(notifications.c.id == notice.id)
-                    .values(sent_at=now, last_error=None)
-                )
-                summary.sent += 1
-                continue
-            error = _error_text(said.getvalue(), urls)
-            _retry_later(conn, [notice.id], now, error)
-        summary.failed += 1
-        return  # the service is down: the rest wait for the next turn
+        services: dict[str, Service] = {}
+        for place, url in enumerate(_urls(urls), 1):
+            key = hashlib.sha256(url.encode()).hexdigest()[:16]
+            scheme = f" ({url.split('://')[0]})" if "://" in url else ""
+            channel = apprise.Apprise()
+            if not channel.add(url):
+                log.warning("notifications: ETL_NOTIFY_URLS #%s is not a URL Apprise knows", place)
+                channel = None
+            services.setdefault(key, Service(key, f"#{place}{scheme}", channel))
+    return list(services.values())
+
+
+def _urls(urls: str) -> list[str]:
+    return [url for url in NEXT_URL.split(urls.strip(DELIMITERS)) if url]
+
+
+def _send(service: Service, notice: Any, urls: str) -> str | None:
+    """Whether the service took the notification: None, or what it said (its secrets masked)."""
+    import logging
+
+    import apprise  # loaded already, by _services
+
+    if service.channel is None:
+        return f"{service.name}: not a URL Apprise knows"
+    with apprise.LogCapture(level=logging.WARNING) as said:
+        if service.channel.notify(title=notice.title, body=notice.body):
+            return None
+    return _error_text(said.getvalue(), urls, service)
 
 
 def _hold(engine: Engine, notice_id: int, now: datetime) -> bool:
@@ -251,42 +330,55 @@ def _hold(engine: Engine, notice_id: int, now: datetime) -> bool:
     with write_transaction(engine, NOTIFY_LOCK) as conn:
         held = conn.execute(
             update(notifications)
-            .where(n.id == notice_id, n.sent_at.is_(None), n.next_attempt_at <= now)
+            .where(n.id == notice_id, WAITING, n.next_attempt_at <= now)
             .values(next_attempt_at=now + HOLD)
         )
     return held.rowcount == 1
 
 
-def _failed_due(engine: Engine, now: datetime, error: str) -> int:
-    """Every notification due, tried again later with this error: how many."""
-    n = notifications.c
+def _taken(engine: Engine, notice_id: int, service: Service, now: datetime) -> None:
+    """Written at once, so that no later failure sends it to this service again."""
     with write_transaction(engine) as conn:
-        due = select(n.id).where(n.sent_at.is_(None), n.next_attempt_at <= now)
-        ids = list(conn.execute(due).scalars())
-        _retry_later(conn, ids, now, error)
-    return len(ids)
+        # another notifier, whose hold on the notice ran out, may have recorded it first
+        delivered = dialect_insert(conn, notification_deliveries).values(
+            notification_id=notice_id, service=service.key, sent_at=now
+        )
+        conn.execute(delivered.on_conflict_do_nothing())
 
 
-def _retry_later(conn: Connection, ids: list[int], now: datetime, error: str) -> None:
-    for notice_id in ids:
-        attempts = conn.execute(
-            select(notifications.c.attempts).where(notifications.c.id == notice_id)
-        ).scalar_one()
-        wait = min(FIRST_RETRY * 2**attempts, LONGEST_WAIT)
+def _give_up(engine: Engine, notice: Any, now: datetime) -> None:
+    hours = f"{GIVE_UP / timedelta(hours=1):g}h"
+    reason = f"not taken by every service within {hours}"
+    if notice.last_error:
+        reason += f": {notice.last_error}"
+    with write_transaction(engine) as conn:
         conn.execute(
             update(notifications)
-            .where(notifications.c.id == notice_id)
-            .values(attempts=attempts + 1, next_attempt_at=now + wait, last_error=error)
+            .where(notifications.c.id == notice.id)
+            .values(given_up_at=now, last_error=reason)
         )
+    log.error("notifications: given up on %r: %s", notice.title, reason)
 
 
-def _error_text(logged: str, urls: str) -> str:
-    """What Apprise said of a failure, without the URLs' secrets (they hold tokens)."""
-    for url in urls.replace(",", " ").split():
+def _retry_later(conn: Connection, notice_id: int, now: datetime, error: str) -> None:
+    attempts = conn.execute(
+        select(notifications.c.attempts).where(notifications.c.id == notice_id)
+    ).scalar_one()
+    wait = min(FIRST_RETRY * 2**attempts, LONGEST_WAIT)
+    conn.execute(
+        update(notifications)
+        .where(notifications.c.id == notice_id)
+        .values(attempts=attempts + 1, next_attempt_at=now + wait, last_error=error)
+    )
+
+
+def _error_text(logged: str, urls: str, service: Service) -> str:
+    """What Apprise said of a service's failure, without the URLs' secrets (they hold tokens)."""
+    for url in _urls(urls):
         logged = logged.replace(url, "***")
     lines = [one_line(line.split(" - ", 2)[-1]) for line in logged.splitlines() if line.strip()]
     text = redact_text("; ".join(lines)) or "the notification service did not take it"
-    return text[:1000]
+    return f"{service.name}: {text}"[:1000]
 
 
 def _message(

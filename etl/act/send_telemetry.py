@@ -6,12 +6,15 @@ expires, which the reference allows ("We'll handle the de-duplication of double-
 points"): each reading reaches Voltus at least once, and counts once. A request is at most
 MOST_POINTS readings of one endpoint and one units (a battery meter's power and state of charge
 go together, as the reference asks); one answered 413 (too many points) or 400 (a reading it
-refuses) is split in two, down to single readings, and a single reading refused is set aside
-(`refused`), so that one bad reading never holds up the others.
+refuses) is split in two, down to single readings, within a budget (SPLIT_BUDGET). A reading
+refused alone is set aside (`refused`), so that one bad reading never holds up the others, but
+only when Voltus took other readings of its endpoint in the same drain: when it took none, it
+refused them whole (a fault of the requests, or of Voltus), and they all stay queued, held back
+for a while (LEAST_BACKOFF), and the drain ends with that error.
 """
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -25,13 +28,32 @@ from etl.store.db import read_transaction, write_transaction
 from etl.store.outbox import Held, Queued
 from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
-__all__ = ["HOLD", "MOST_POINTS", "REFUSALS", "SendSummary", "drain"]
+__all__ = [
+    "HOLD",
+    "LEAST_BACKOFF",
+    "MOST_BACKOFF",
+    "MOST_POINTS",
+    "REFUSALS",
+    "SPLIT_BUDGET",
+    "SendSummary",
+    "drain",
+]
 
 MOST_POINTS = 2048  # the reference: "We recommend keeping requests to 2048 points or fewer"
 HOLD = timedelta(minutes=5)  # a request's readings are left to this sender that long
-# answers that refuse the request's readings, not the account: a request of many is split until
-# the refused reading stands alone, and that one is set aside, so that it never blocks the rest
+# answers that refuse the request's readings, not the account: a request of many is split to
+# find the readings refused, so that they never block the rest
 REFUSALS = (400, 413)
+# splits of a drain whose halves Voltus both refused; past them, a request refused is left
+# unsplit, for the next drain. A split with a half taken is free: finding one bad reading among
+# 2,048 costs none, finding d costs d - 1. So a request Voltus refuses whole costs at most
+# 2 x 12 + 1 = 25 requests, where splitting it down to each reading cost 2n - 1 (4,095 for 2,048)
+SPLIT_BUDGET = 12
+# readings Voltus refused whole are sent again after as long as the oldest of them has waited,
+# so that the tries thin out, within these bounds. At least 20 minutes: while over 10 of them
+# are left, the hold is longer than any send's (HOLD) and etl status says why the readings wait
+# (etl.read.status); once under 10, they have waited its OUTBOX_LATE, which it warns of too
+LEAST_BACKOFF, MOST_BACKOFF = timedelta(minutes=20), timedelta(hours=1)
 Claimed = list[Held]
 
 
@@ -52,26 +74,127 @@ def drain(
 ) -> SendSummary:
     """Send what waits, until nothing does (or `stop` is set). An API error other than a
     refusal of readings (REFUSALS) ends the drain: the readings in hand are let go at once, for
-    the next drain, and the error raised."""
+    the next drain, and the error raised; so is Voltus refusing them whole (`_Sending.settle`)
+    once the drain is over."""
     binding.check(engine, client.settings.url, client.settings.key)  # this store's account only
-    summary = SendSummary()
-    while stop is None or not stop.is_set():
-        now = utcnow()
-        with write_transaction(engine) as conn:
-            claimed = outbox.claim(conn, now, HOLD, most)
-            meters = outbox.site_meters(conn) if claimed else {}
-        if not claimed:
-            break
-        try:
-            for request in _requests(claimed, _batteries(meters)):
-                _send(engine, client, request, summary)
-        except ApiError:
-            with write_transaction(engine) as conn:  # those not sent, for the next drain
-                outbox.release(conn, [held.id for held in claimed])
-            raise
+    sending = _Sending(engine, client, SPLIT_BUDGET)
+    try:
+        while stop is None or not stop.is_set():
+            with write_transaction(engine) as conn:
+                claimed = outbox.claim(conn, utcnow(), HOLD, most)
+                meters = outbox.site_meters(conn) if claimed else {}
+            if not claimed:
+                break
+            try:
+                for request in _requests(claimed, _batteries(meters)):
+                    sending.send(request)
+            except ApiError:
+                refused = {held.id for held in sending.refused()}  # settled below
+                with write_transaction(engine) as conn:  # those not sent, for the next drain
+                    outbox.release(conn, [held.id for held in claimed if held.id not in refused])
+                raise
+    finally:  # an error that ends the drain leaves what Voltus refused settled all the same
+        refused_whole = sending.settle()
+    if refused_whole is not None:
+        raise refused_whole
     with read_transaction(engine) as conn:
-        summary.waiting = outbox.waiting(conn).readings
-    return summary
+        sending.summary.waiting = outbox.waiting(conn).readings
+    return sending.summary
+
+
+@dataclass
+class _Sending:
+    """One drain's requests, and what Voltus made of them: the endpoints it took readings of,
+    and the readings it refused, settled once the drain is over."""
+
+    engine: Engine
+    client: VoltusClient
+    splits_left: int  # of SPLIT_BUDGET
+    summary: SendSummary = field(default_factory=SendSummary)
+    taken: set[OutboxEndpoint] = field(default_factory=set)
+    alone: list[tuple[Held, ApiError]] = field(default_factory=list)  # refused in a request alone
+    unsplit: list[tuple[Held, ApiError]] = field(default_factory=list)  # no split was left
+
+    def send(self, request: Claimed) -> None:
+        refusal = self._post(request)
+        if refusal is not None:
+            self._split(request, refusal)
+
+    def _post(self, request: Claimed) -> ApiError | None:
+        """Voltus's refusal of the request (REFUSALS), or None: it took the readings."""
+        self.summary.requests += 1
+        endpoint = request[0].reading.endpoint
+        try:
+            self.client.post_telemetry(
+                endpoint == OutboxEndpoint.CONTROLLABLE_LOAD,
+                [_point(held.reading) for held in request],
+            )
+        except ApiError as error:
+            if error.status not in REFUSALS:
+                raise  # the API down, the key refused: nothing to do about the readings
+            return error
+        with write_transaction(self.engine) as conn:
+            outbox.mark_sent(conn, request, utcnow())
+        self.summary.sent += len(request)
+        self.taken.add(endpoint)
+        return None
+
+    def _split(self, request: Claimed, refusal: ApiError) -> None:
+        """Both halves sent, then each one refused split in turn: what Voltus takes goes early,
+        and a split whose halves are both refused spends the budget."""
+        if len(request) == 1:
+            self.alone.append((request[0], refusal))
+            return
+        if not self.splits_left:
+            self.unsplit += [(held, refusal) for held in request]
+            return
+        self.summary.split += 1
+        half = len(request) // 2
+        halves = [(part, self._post(part)) for part in (request[:half], request[half:])]
+        refused = [(part, error) for part, error in halves if error is not None]
+        if len(refused) == 2:
+            self.splits_left -= 1
+        for part, error in refused:
+            self._split(part, error)
+
+    def refused(self) -> list[Held]:
+        return [held for held, _ in self.alone + self.unsplit]
+
+    def settle(self) -> ApiError | None:
+        """Where Voltus took readings of their endpoint, those it refused alone are set aside
+        and the unsplit let go, for the next drain. Where it took none, it refused them whole,
+        not for what each reading is: all stay queued, held back (LEAST_BACKOFF), and the error
+        is returned."""
+        if not self.alone and not self.unsplit:
+            return None
+        aside = [(held, error) for held, error in self.alone if held.reading.endpoint in self.taken]
+        unsplit = [held for held, _ in self.unsplit if held.reading.endpoint in self.taken]
+        whole = [
+            (held, error)
+            for held, error in self.alone + self.unsplit
+            if held.reading.endpoint not in self.taken
+        ]
+        now = utcnow()
+        waited = now - min((held.queued_at for held, _ in whole), default=now)
+        backoff = min(max(waited, LEAST_BACKOFF), MOST_BACKOFF)
+        with write_transaction(self.engine) as conn:
+            for held, error in aside:
+                outbox.refuse(conn, held, str(error))
+            outbox.release(conn, [held.id for held in unsplit])
+            outbox.release(conn, [held.id for held, _ in whole], now + backoff)
+        for _, error in aside:
+            log.warning("telemetry refused: %s", error)
+        self.summary.refused += len(aside)
+        if not whole:
+            return None
+        first = whole[0][1]
+        return ApiError(
+            f"Voltus refused {len(whole)} readings whole, taking none of their endpoint's: "
+            f"{first.message}; they stay queued, sent again in {backoff // timedelta(minutes=1)} "
+            "minutes",
+            "a fault of the requests or of Voltus, not of each reading; etl status warns of them",
+            status=first.status,
+        )
 
 
 def _batteries(meters: outbox.Meters) -> set[tuple[str, str]]:
@@ -100,32 +223,6 @@ def _requests(claimed: Claimed, batteries: set[tuple[str, str]]) -> list[Claimed
         for key, group in groups.items()
         if key[0] != "battery" or {held.reading.units for held in group} == set(ReadingUnits)
     ]
-
-
-def _send(engine: Engine, client: VoltusClient, request: Claimed, summary: SendSummary) -> None:
-    summary.requests += 1
-    try:
-        client.post_telemetry(
-            request[0].reading.endpoint == OutboxEndpoint.CONTROLLABLE_LOAD,
-            [_point(held.reading) for held in request],
-        )
-    except ApiError as error:
-        if error.status not in REFUSALS:
-            raise  # the API down, the key refused: nothing to do about the readings
-        if len(request) > 1:  # too many points, or one bad among them: halves, to find it
-            summary.split += 1
-            half = len(request) // 2
-            _send(engine, client, request[:half], summary)
-            _send(engine, client, request[half:], summary)
-            return
-        with write_transaction(engine) as conn:
-            outbox.refuse(conn, request[0], str(error))
-        summary.refused += 1
-        log.warning("telemetry refused: %s", error)
-        return
-    with write_transaction(engine) as conn:
-        outbox.mark_sent(conn, request, utcnow())
-    summary.sent += len(request)
 
 
 def _point(reading: Queued) -> dict[str, object]:

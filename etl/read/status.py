@@ -37,7 +37,9 @@ MIN_COVERAGE = 0.8
 # a dispatch that holds sites this long with no end time has probably lost its end
 OPEN_ENDED_LIMIT = timedelta(hours=24)
 
-# readings waiting to be sent this long mean no sender runs, or the API refuses them
+# readings waiting to be sent this long mean no sender runs, or the API refuses them; one held
+# back for longer than this from now is no send's (its hold is 5 minutes): Voltus refused it
+# whole, and etl.act.send_telemetry holds it for at least twice this long
 OUTBOX_LATE = timedelta(minutes=10)
 # a site under dispatch whose newest reading for Voltus is this old is late: Voltus asks for
 # readings within minutes
@@ -91,12 +93,19 @@ class Status:
     # readings waiting in the outbox to be sent to Voltus, and when the oldest was queued
     outbox_waiting: int = 0
     outbox_oldest_queued_at: datetime | None = None
+    # of those, readings Voltus refused whole, held back for over OUTBOX_LATE from now, and when
+    # the first of them is sent again
+    outbox_held_back: int = 0
+    outbox_held_until: datetime | None = None
     # (site, dispatch, end of its newest reading queued) of sites under dispatch now whose
     # readings, sent by etl, stopped coming
     late_readings: list[tuple[str, str, datetime]] = field(default_factory=list)
     # notifications no service has taken yet though one was tried, and the last one's error
     notifications_failing: int = 0
     notification_error: str | None = None
+    # notifications given up within the window (etl.act.notify.GIVE_UP), and the newest one's why
+    notifications_given_up: int = 0
+    given_up_error: str | None = None
     problems: list[str] = field(default_factory=list)
     code: Health = Health.OK
 
@@ -114,8 +123,9 @@ def check(
     `min_delivery` percent of its commitment, telemetry is not being fetched
     (`_telemetry_error`), this machine's clock is more than CLOCK_TOLERANCE_SECONDS from the
     API's, or GET /sites does not list a site it listed before or that a dispatch not ended
-    names (`_unlisted_sites`), readings have waited over OUTBOX_LATE to be sent to Voltus, or
-    a site under dispatch has no reading for Voltus newer than READINGS_LATE
+    names (`_unlisted_sites`), readings have waited over OUTBOX_LATE to be sent to Voltus or
+    Voltus refused them whole (they are held back for longer than OUTBOX_LATE), or a site under
+    dispatch has no reading for Voltus newer than READINGS_LATE
     (`_late_readings`); else OK."""
     now = utcnow()
     with read_transaction(engine) as conn:
@@ -141,8 +151,10 @@ def check(
         telemetry_error = _telemetry_error(conn, now - window)
         unlisted_sites = _unlisted_sites(conn, now)
         waiting = outbox.waiting(conn)
+        held_back = outbox.held_back(conn, now + OUTBOX_LATE)
         late_readings = _late_readings(conn, now)
         failing, notification_error = _notifications_failing(conn)
+        given_up, given_up_error = _notifications_given_up(conn, now - window)
     status = Status(
         checked_at=now,
         version=__version__,
@@ -165,9 +177,13 @@ def check(
         unlisted_sites=unlisted_sites,
         outbox_waiting=waiting.readings,
         outbox_oldest_queued_at=waiting.oldest_queued_at,
+        outbox_held_back=held_back.readings,
+        outbox_held_until=held_back.until,
         late_readings=late_readings,
         notifications_failing=failing,
         notification_error=notification_error,
+        notifications_given_up=given_up,
+        given_up_error=given_up_error,
     )
     return judge(status, max_age, window, min_delivery)
 
@@ -228,6 +244,13 @@ def judge(status: Status, max_age: timedelta, window: timedelta, min_delivery: f
             f"queued {_age(now - oldest)} ago: is etl run or etl serve running, and the API "
             "taking them?"
         )
+    held_until = status.outbox_held_until
+    if status.outbox_held_back and held_until is not None:
+        problems.append(
+            f"WARNING: Voltus refused {status.outbox_held_back} readings whole, taking none of "
+            f"their endpoint's: they stay queued, sent again in {_age(held_until - now)} (the "
+            "error of etl telemetry send or etl run says why)"
+        )
     for site_id, dispatch_id, newest in status.late_readings:
         problems.append(
             f"WARNING: site {site_id} is under dispatch {dispatch_id}, and its newest reading "
@@ -237,6 +260,11 @@ def judge(status: Status, max_age: timedelta, window: timedelta, min_delivery: f
         problems.append(
             f"WARNING: {status.notifications_failing} notifications have not reached their "
             f"service (ETL_NOTIFY_URLS); they are tried again: {status.notification_error}"
+        )
+    if status.notifications_given_up:
+        problems.append(
+            f"WARNING: {status.notifications_given_up} notifications were given up in the last "
+            f"{_age(window)}: {status.given_up_error}"
         )
     offset = status.clock_offset_seconds
     if offset is not None and abs(offset) > CLOCK_TOLERANCE_SECONDS:
@@ -377,8 +405,17 @@ def _notifications_failing(conn: Connection) -> tuple[int, str | None]:
     n = notifications.c
     rows = conn.execute(
         select(n.last_error)
-        .where(n.sent_at.is_(None), n.attempts > 0)
+        .where(notify.WAITING, n.attempts > 0)
         .order_by(n.next_attempt_at.desc())
+    ).all()
+    return len(rows), (rows[0].last_error if rows else None)
+
+
+def _notifications_given_up(conn: Connection, since: datetime) -> tuple[int, str | None]:
+    """Notifications given up since then, and the newest one's reason (a scan: they are few)."""
+    n = notifications.c
+    rows = conn.execute(
+        select(n.last_error).where(n.given_up_at >= since).order_by(n.given_up_at.desc())
     ).all()
     return len(rows), (rows[0].last_error if rows else None)
 

@@ -20,6 +20,7 @@ from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
 __all__ = [
     "Held",
+    "HeldBack",
     "Meters",
     "Queued",
     "QueuedCounts",
@@ -27,6 +28,7 @@ __all__ = [
     "Waiting",
     "claim",
     "enqueue",
+    "held_back",
     "mark_sent",
     "newest_readings",
     "refuse",
@@ -86,6 +88,12 @@ class QueuedCounts:
 class Waiting:
     readings: int
     oldest_queued_at: datetime | None
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    readings: int
+    until: datetime | None  # the earliest any of them may be sent again
 
 
 def site_meters(conn: Connection) -> Meters:
@@ -218,14 +226,15 @@ def mark_sent(conn: Connection, held: list[Held], now: datetime) -> None:
     release(conn, [h.id for h in held])
 
 
-def release(conn: Connection, ids: Iterable[int]) -> None:
-    """Let another sender take these readings at once: their request failed."""
+def release(conn: Connection, ids: Iterable[int], until: datetime | None = None) -> None:
+    """Let another sender take these readings at once, or from `until` on (a backoff): their
+    request failed."""
     t = telemetry_outbox.c
     for chunk in chunks(ids):
         conn.execute(
             update(telemetry_outbox)
             .where(t.id.in_(chunk), t.sent_at.is_(None))
-            .values(sending_until=None)
+            .values(sending_until=until)
         )
 
 
@@ -246,6 +255,17 @@ def waiting(conn: Connection) -> Waiting:
         select(func.count(), func.min(t.queued_at)).where(t.sent_at.is_(None), t.refused.is_(None))
     ).one()
     return Waiting(count, oldest)
+
+
+def held_back(conn: Connection, beyond: datetime) -> HeldBack:
+    """The readings still to send that no sender may take until after `beyond`."""
+    t = telemetry_outbox.c
+    count, until = conn.execute(
+        select(func.count(), func.min(t.sending_until)).where(
+            t.sent_at.is_(None), t.refused.is_(None), t.sending_until > beyond
+        )
+    ).one()
+    return HeldBack(count, until)
 
 
 def newest_readings(conn: Connection, site_ids: Iterable[str]) -> dict[str, datetime]:

@@ -54,6 +54,7 @@ __all__ = [
     "events",
     "fetch_runs",
     "metadata",
+    "notification_deliveries",
     "notifications",
     "notifier_state",
     "planner_state",
@@ -335,8 +336,8 @@ telemetry_outbox = Table(
 )
 
 # Messages to people (ETL_NOTIFY_URLS, through Apprise), each planned once, from an event of the
-# log or from what `etl status` found (its `subject`), and kept until a notification service
-# took it, retried with backoff (etl.act.notify)
+# log or from what `etl status` found (its `subject`), and kept until every notification service
+# took it, retried with backoff, or given up (etl.act.notify)
 notifications = Table(
     "notifications",
     metadata,
@@ -356,7 +357,24 @@ notifications = Table(
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
     Column("last_error", Text),
-    partial_index("ix_notifications_waiting", "next_attempt_at", where="sent_at IS NULL"),
+    # when it stopped being tried, not taken by every service in time (last_error says why)
+    Column("given_up_at", UTCDateTime),
+    partial_index(
+        "ix_notifications_waiting",
+        "next_attempt_at",
+        where="sent_at IS NULL AND given_up_at IS NULL",
+    ),
+)
+
+# Which service of ETL_NOTIFY_URLS took which notification: a notification is sent again only to
+# the services that have not taken it
+notification_deliveries = Table(
+    "notification_deliveries",
+    metadata,
+    Column("notification_id", Integer, ForeignKey("notifications.id"), primary_key=True),
+    # the first 16 hex digits of the sha256 of its URL, which holds the service's secrets
+    Column("service", String(16), primary_key=True),
+    Column("sent_at", UTCDateTime, nullable=False),
 )
 
 # (one row) how far the notifier has read the event log

@@ -1,7 +1,7 @@
 """Notifications through Apprise to a real receiver on loopback (`json://`), on both databases:
 each told once, in the program's time zone with sites by name; a service that does not take one
-retried with backoff, never failing the run, and said by `etl status`; the URL's secret never
-kept or shown."""
+retried with backoff, alone, never failing the run nor holding back the others, said by `etl
+status`, and given up after 6 hours, loudly; the URL's secret never kept or shown."""
 
 import json
 import threading
@@ -54,6 +54,13 @@ def receiver() -> Any:
     receiving = Receiver()
     yield receiving
     receiving.close()
+
+
+@pytest.fixture
+def down() -> Any:
+    failing = Receiver(status=500)
+    yield failing
+    failing.close()
 
 
 def turn(world: World, urls: str, now: Any = None, test: bool = False) -> notify.NotifySummary:
@@ -174,10 +181,12 @@ def test_a_service_that_does_not_take_it_is_retried_later_and_status_says_so(
         assert SECRET not in (failed.last_error or "")
         problems = status.check(world.engine, *CHECK).problems
         (warning,) = [p for p in problems if "notifications" in p]
-        assert warning.startswith("WARNING: 1 notifications have not reached their service")
+        assert warning.startswith("WARNING: 2 notifications have not reached their service")
         assert SECRET not in warning
+        second = notes(world.engine)[1]  # not tried: it waits with the first
+        assert second.attempts == 1 and second.next_attempt_at == now + notify.FIRST_RETRY
         again = turn(world, down.url, now + timedelta(seconds=10))
-        assert again.failed == 1 and len(down.bodies) == 2  # d2, due; d1 not before 30 s
+        assert again.failed == 0 and len(down.bodies) == 1  # neither before 30 s
     finally:
         down.close()
     up = Receiver()
@@ -299,3 +308,95 @@ def test_etl_run_tells_the_status_turning_critical(
     assert titles[-1] == (
         "etl status is CRITICAL: CRITICAL: the last successful fetch is 60m old (limit 5m)"
     )
+
+
+def test_a_service_that_took_a_notification_is_not_sent_it_again(
+    world: World, receiver: Receiver, down: Receiver
+) -> None:
+    """One working and one failing service: the retries go to the failing one alone."""
+    world.sandbox.dispatches = [dispatch("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    at = utcnow()
+    for _ in range(5):
+        turn(world, f"{receiver.url},{down.url}", at)
+        at = notes(world.engine)[0].next_attempt_at
+    assert len(receiver.told) == 1 and len(down.bodies) == 5
+    (waiting,) = notes(world.engine)
+    assert waiting.attempts == 5 and waiting.sent_at is None
+    assert waiting.last_error.startswith("#2 (json): ") and SECRET not in waiting.last_error
+
+
+def test_a_failing_service_does_not_hold_back_the_others(
+    world: World, receiver: Receiver, down: Receiver
+) -> None:
+    world.sandbox.dispatches = [dispatch(f"d{i}", site("a")) for i in range(3)]
+    dispatches.fetch(world.engine, world.client)
+    summary = turn(world, f"{down.url} {receiver.url}")
+    assert (summary.sent, summary.failed, summary.waiting) == (3, 1, 3)
+    assert len(receiver.told) == 3 and len(down.bodies) == 1  # one timeout a turn
+
+
+def test_a_notification_not_taken_by_every_service_in_time_is_given_up_loudly(
+    world: World, receiver: Receiver, down: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.sandbox.dispatches = [dispatch("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    urls, now = f"{receiver.url},{down.url}", utcnow()
+    turn(world, urls, now)
+    late = now + notify.GIVE_UP
+    assert turn(world, urls, late).waiting == 0
+    (given_up,) = notes(world.engine)
+    assert given_up.given_up_at == late and given_up.sent_at is None
+    assert given_up.last_error.startswith("not taken by every service within 6h: #2 (json): ")
+    assert SECRET not in given_up.last_error
+    (said,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert said.getMessage() == (
+        f"notifications: given up on {given_up.title!r}: {given_up.last_error}"
+    )
+    turn(world, urls, late + notify.LONGEST_WAIT)
+    assert len(receiver.told) == 1 and len(down.bodies) == 1  # never tried again
+    problems = status.check(world.engine, *CHECK).problems
+    assert [p for p in problems if "notifications" in p] == [
+        f"WARNING: 1 notifications were given up in the last 24h: {given_up.last_error}"
+    ]
+
+
+def test_services_are_known_by_a_hash_of_their_url_as_the_list_is_edited(
+    world: World, receiver: Receiver, down: Receiver
+) -> None:
+    """A service added later is not sent what every service took; one removed no longer holds
+    a notification back; one moved in the list is still the one that took it."""
+    added = Receiver()
+    try:
+        world.sandbox.dispatches = [dispatch("d1", site("a"))]
+        dispatches.fetch(world.engine, world.client)
+        now = utcnow()
+        turn(world, receiver.url, now)
+        world.sandbox.dispatches.append(dispatch("d2", site("a")))
+        dispatches.fetch(world.engine, world.client)
+        turn(world, f"{receiver.url} {down.url} {added.url}", now)
+        assert [t["title"].split()[1] for t in added.told] == ["d2"]
+        assert notes(world.engine)[1].sent_at is None  # down did not take it
+        later = turn(world, f"{added.url},{receiver.url}", now + notify.FIRST_RETRY)
+        assert (later.sent, later.waiting) == (0, 0)  # down was removed: d2 is done
+        assert [t["title"].split()[1] for t in receiver.told] == ["d1", "d2"]
+        with world.engine.connect() as conn:
+            taken = conn.execute(select(schema.notification_deliveries)).all()
+        assert len(taken) == 3 and {len(t.service) for t in taken} == {16}
+        assert all(SECRET not in t.service for t in taken)
+    finally:
+        added.close()
+
+
+def test_a_delivery_recorded_twice_is_one(world: World, receiver: Receiver) -> None:
+    """A notifier whose hold on a notice ran out while a slow service took it: another notifier
+    sent it too, and the second record of the same delivery must not fail the turn."""
+    world.sandbox.dispatches = [dispatch("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    assert turn(world, receiver.url).sent == 1
+    (notice,) = notes(world.engine)
+    (service,) = notify._services(receiver.url)
+    notify._taken(world.engine, notice.id, service, utcnow())  # the other notifier's record
+    with world.engine.connect() as conn:
+        (delivery,) = conn.execute(select(schema.notification_deliveries)).all()
+    assert (delivery.notification_id, delivery.service) == (notice.id, service.key)

@@ -24,7 +24,7 @@ from etl.store import outbox, schema
 from etl.store.db import write_transaction
 from etl.store.vocabulary import OutboxEndpoint
 from tests.conftest import FAST_RETRIES
-from tests.helpers import dispatch, site, wait_for
+from tests.helpers import dispatch, log_messages, site, wait_for
 from tests.processes import InProcess
 from tests.scenarios import World
 
@@ -216,6 +216,126 @@ def test_a_reading_voltus_refuses_is_found_set_aside_and_blocks_nothing(
     assert "no meter 'two-poi' in this account" in refused.refused
     assert refused.sent_at is None and send(store, client).requests == 0
     assert outbox_warnings(store) == []  # refused is not waiting
+
+
+POSTS = "POST /2022-04-15/telemetry"
+
+
+def refuse_every_post(sandbox: Sandbox, path: str = "/2022-04-15/telemetry") -> None:
+    """Voltus answers 400 to every POST of readings (to `path` and below), whatever they are."""
+    sandbox.faults.statuses, sandbox.faults.statuses_path = [400] * 10_000, path
+    sandbox.faults.message = "telemetry is not accepted for this account"
+
+
+def let_go(engine: Engine) -> None:
+    """Every hold ended: as the outbox is when a backoff has passed."""
+    with write_transaction(engine) as conn:
+        conn.execute(update(schema.telemetry_outbox).values(sending_until=None))
+
+
+def test_a_send_voltus_refuses_whole_keeps_its_readings_backs_off_and_fails(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    """Before: 127 requests split the 64 readings down to each one, all were set aside as
+    refused, the drain ended well, and nothing was ever sent again."""
+    t = ends(64)
+    readings.queue_lines(store, csv(*(f"one,,{end},{i}," for i, end in enumerate(t))), "-")
+    refuse_every_post(sandbox)
+    before = utcnow()
+    with pytest.raises(ApiError, match="HTTP 400: telemetry is not accepted") as raised:
+        send(store, client)
+    assert "\n" not in str(raised.value) and "64 readings" in str(raised.value)
+    assert sandbox.requests.count(POSTS) <= 25  # 2 x 12 splits + 1, not 2 x 64 - 1
+    rows = outbox_rows(store)
+    assert all(row.refused is None and row.sent_at is None for row in rows)
+    assert min(row.sending_until for row in rows) >= before + timedelta(minutes=20)
+    (warning,) = outbox_warnings(store)
+    assert warning.startswith("WARNING: Voltus refused 64 readings whole")
+    assert send(store, client).requests == 0  # backed off: not sent again at once
+    eleven = timedelta(minutes=11)  # on, the hold left is no longer than a send's
+    with write_transaction(store) as conn:  # (one queueing, one hold: the same for all)
+        conn.execute(
+            update(schema.telemetry_outbox).values(
+                queued_at=rows[0].queued_at - eleven, sending_until=rows[0].sending_until - eleven
+            )
+        )
+    (warning,) = outbox_warnings(store)  # status is not quiet while they wait
+    assert warning.startswith("WARNING: 64 readings wait to be sent to Voltus")
+    sandbox.faults.statuses = []
+    let_go(store)
+    assert send(store, client).sent == 64 and outbox_warnings(store) == []
+
+
+def test_a_reading_refused_in_a_send_that_took_nothing_waits_for_one_that_takes_others(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    """Alone, a reading Voltus refuses cannot be told from Voltus refusing everything: it is
+    kept; it is set aside once a send took others (here in a later request of the send)."""
+    t = ends(2)
+    readings.queue_lines(store, csv(f"two,two-poi,{t[0]},9,"), "-")
+    sandbox.sites = [s for s in sandbox.sites if s["id"] != "two"]
+    with pytest.raises(ApiError, match="no meter 'two-poi' in this account"):
+        send(store, client)
+    (row,) = outbox_rows(store)
+    assert row.refused is None and row.sending_until > utcnow()
+    readings.queue_lines(store, csv(f"one,,{t[1]},5,"), "-")
+    let_go(store)
+    summary = send_telemetry.drain(store, client, most=1)  # the refused one's request first
+    assert (summary.sent, summary.refused, summary.waiting) == (1, 1, 0)
+    assert "no meter 'two-poi'" in outbox_rows(store)[0].refused
+
+
+def test_an_endpoint_voltus_refuses_whole_keeps_its_readings_though_another_was_taken(
+    store: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    t = ends(3)
+    readings.queue_lines(store, csv(f"one,,{t[0]},5,"), "-")
+    lines = csv(f"two,,{t[1]},1,", f"two,,{t[2]},2,")
+    readings.queue_lines(store, lines, "-", OutboxEndpoint.CONTROLLABLE_LOAD)
+    refuse_every_post(sandbox, "/2022-04-15/telemetry/controllable-load")
+    with pytest.raises(ApiError, match="HTTP 400"):
+        send(store, client)
+    sent, *refused = outbox_rows(store)
+    assert sent.sent_at is not None
+    assert all(row.refused is None and row.sending_until > utcnow() for row in refused)
+
+
+def test_a_split_makes_a_bounded_number_of_requests_and_the_rest_wait_for_the_next_send(
+    store: Engine, sandbox: Sandbox, client: VoltusClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four readings Voltus refuses, then four it takes; splits whose halves are both refused
+    are two a send here: two of the four are found, the other two wait, unsplit."""
+    monkeypatch.setattr(send_telemetry, "SPLIT_BUDGET", 2)
+    t = ends(9)
+    rows = [f"two,two-poi,{end},1," for end in t[:4]] + [f"one,,{end},2," for end in t[4:8]]
+    readings.queue_lines(store, csv(*rows), "-")
+    sandbox.sites = [s for s in sandbox.sites if s["id"] != "two"]
+    first = send(store, client)
+    assert (first.sent, first.refused, first.waiting, first.requests) == (4, 2, 2, 7)
+    readings.queue_lines(store, csv(f"one,,{t[8]},3,"), "-")
+    second = send(store, client)  # the two left, found with a reading Voltus takes
+    assert (second.sent, second.refused, second.waiting) == (1, 2, 0)
+    assert sum(row.refused is not None for row in outbox_rows(store)) == 4
+
+
+def test_etl_telemetry_send_refused_whole_is_one_line_exit_3_and_status_warns(
+    cli: InProcess, sandbox: Sandbox
+) -> None:
+    cli.ok("fetch", "--sites")
+    path = f"{cli.url.removeprefix('sqlite:///')}.csv"
+    with open(path, "w") as readings_file:
+        readings_file.writelines(csv(*(f"asdf,,{end},5," for end in ends(64))))
+    refuse_every_post(sandbox)
+    refused = cli("telemetry", "send", path)
+    assert refused.returncode == 3 and "Traceback" not in refused.stderr
+    (error,) = log_messages(refused.stderr, "ERROR")
+    assert "HTTP 400: telemetry is not accepted for this account" in error
+    assert sandbox.requests.count(POSTS) <= 25
+    again = cli("telemetry", "send", path)
+    assert again.returncode == 0 and "64 already queued" in again.stderr
+    assert "0 refused; 64 waiting" in again.stderr
+    checked = cli("status")
+    assert checked.returncode == 1 and "Voltus refused 64 readings whole" in checked.stdout
 
 
 def test_an_api_down_leaves_the_readings_waiting_free_for_the_next_drain(
