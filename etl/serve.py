@@ -368,6 +368,9 @@ class Listening:
         try:
             self.server.run()
         except BaseException as error:  # whatever ends the loop ends the service
+            if self.stop.is_set():  # closing its sockets at the stop: no death
+                log.debug("the listener stopped on %r while closing", error)
+                return
             self.died = f"{type(error).__name__}: {error}"
             log.exception("the listener stopped: %s", self.died)
         else:

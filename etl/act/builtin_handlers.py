@@ -6,6 +6,7 @@ is looked up among the `etl.handlers` entry points of the installed packages.
 """
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -161,8 +162,9 @@ class CommandHandler:
 
 
 # etl's secrets, which the CLI reads from files and credentials into its own environment: the
-# API key, the store's URL with its password, the tokens are etl's, not its handler's
-HIDDEN = frozenset({*SECRETS, *(f"{name}_FILE" for name in SECRETS), "CREDENTIALS_DIRECTORY"})
+# API key, the store's URL with its password, the tokens are etl's, not its handler's. (The
+# credentials folder is passed on: a handler may have credentials of its own there.)
+HIDDEN = frozenset({*SECRETS, *(f"{name}_FILE" for name in SECRETS)})
 
 
 def _without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
@@ -201,7 +203,9 @@ def kill_running_commands() -> None:
 # setpriv (util-linux), then the shell checks that etl had not already died before it was set,
 # and becomes the program. (A pre-exec function would do the same in Python between fork and
 # exec: unsafe beside threads, and every spawn a full fork, twice as slow.)
-ALIVE_CHECK = '[ "$PPID" = "$0" ] && exec "$@"'
+ALIVE_CHECK = (
+    '[ "$PPID" = "$0" ] || { echo "etl (pid $0) is gone: not run" >&2; exit 125; }; exec "$@"'
+)
 
 
 def _dying_with_us(argv: list[str]) -> list[str]:
@@ -210,13 +214,10 @@ def _dying_with_us(argv: list[str]) -> list[str]:
     unbounded beside the process that takes its actions over. The signal follows the starting
     thread, not the process: a handler's pool thread waits for its command, so it never ends
     first."""
-    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if not sys.platform.startswith("linux"):
+        return argv
+    setpriv = _setpriv()
     if setpriv is None:
-        if sys.platform.startswith("linux"):
-            log.warning(
-                "setpriv (util-linux) is not installed: a command handler will outlive "
-                "a processor killed with kill -9"
-            )
         return argv
     return [
         setpriv,
@@ -229,6 +230,22 @@ def _dying_with_us(argv: list[str]) -> list[str]:
         str(os.getpid()),
         *argv,
     ]
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    """setpriv, if it has --pdeathsig (util-linux 2.33, 2018): asked once, by running it. An
+    older one would fail every action."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        probe = [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", ":"]
+        if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+            return setpriv
+    log.warning(
+        "no setpriv with --pdeathsig (util-linux 2.33 or later): a command handler will "
+        "outlive a processor killed with kill -9"
+    )
+    return None
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:

@@ -10,21 +10,24 @@ cursor (`notifier_state`) and writes a notification per event that needs one (`n
 unique per event) with the cursor, in one transaction, so that a restart never repeats one and a
 crash never loses one. A notice of the status has a subject instead (unique: `under_delivered:
 <dispatch>:<site>`), and the last verdict told is kept with the cursor. Each is then delivered to
-each service (each URL of ETL_NOTIFY_URLS, known in the store by a hash of its URL, which holds
-its secrets): a service's taking it is written as it happens, so a crash between the two sends it
-again to that service (at least once), and a retry goes only to the services that have not taken
-it. A service that does not take one never blocks or fails a run, nor holds back the others: the
-notification waits, tried again 30 s later, then 1, 2, 4... minutes up to an hour, and `etl
-status` says so; a service that did not take one is not tried again in that turn, so a service
-down costs one timeout a turn, not one per notification. What every service listed now has not
-taken GIVE_UP after it was planned is given up: an error line, and `etl status` warns.
+each service (each URL of ETL_NOTIFY_URLS, known in the store by a hash of its URL keyed with the
+store's own secret, as the URL holds the service's): a service's taking it is written as it
+happens, so a crash between the two sends it again to that service (at least once), and a retry
+goes only to the services that have not taken it. A service that does not take one never blocks
+or fails a run, nor holds back the others: the notification waits, tried again 30 s later, then
+1, 2, 4... minutes up to an hour, and `etl status` says so; a service that did not take one is not
+tried again in that turn, so a service down costs one timeout a turn, not one per notification,
+and what it was not offered stays due, spending no attempt. What every service listed now has
+not taken GIVE_UP after it was planned is given up: an error line, and `etl status` warns.
 
 The list may change: a service added later is sent only what still waits (nothing when every
 service works), one removed no longer holds anything back, and one moved in the list is the same.
 """
 
 import hashlib
+import hmac
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,6 +39,7 @@ from etl.base.logs import log, one_line, shorten
 from etl.base.redact import redact_text
 from etl.base.timeutil import zone_or_utc
 from etl.store.db import dialect_insert, read_transaction, write_transaction
+from etl.store.identity import key_namespace
 from etl.store.schema import (
     dispatch_sites,
     dispatches,
@@ -110,7 +114,9 @@ class NotifySummary:
 class Service:
     """One URL of ETL_NOTIFY_URLS."""
 
-    key: str  # the first 16 hex digits of its URL's sha256: what the store keeps of it
+    # what the store keeps of it: the first 16 hex digits of an HMAC-SHA256 of its URL keyed with
+    # the store's key namespace, so that the URL's secrets cannot be guessed from the tables
+    key: str
     name: str  # `#2 (json)`: its place in ETL_NOTIFY_URLS and its scheme, for people
     channel: Any  # an Apprise of that URL alone; None when Apprise does not know the URL
 
@@ -234,18 +240,25 @@ def _under_delivered(
 
 
 def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) -> None:
-    """Send what is due, oldest first, to each service that has not taken it, but for a service
-    that did not take one this turn; give up what is due GIVE_UP after it was planned."""
-    services = _services(urls)
-    down: dict[str, str] = {}  # the services that did not take one this turn, with their error
+    """Send what is due, the least tried first, to each service that has not taken it, but for a
+    service that did not take one this turn; give up what is due GIVE_UP after it was planned."""
     with read_transaction(engine) as conn:
+        namespace = key_namespace(conn)
+        # the least tried first: one that a service refuses for its content must not go first
+        # at every turn, its failure making that service skip all the others
         due = conn.execute(
             select(notifications.c.id, notifications.c.title, notifications.c.body,
                    notifications.c.created_at, notifications.c.last_error)
             .where(WAITING, notifications.c.next_attempt_at <= now)
-            .order_by(notifications.c.id)
+            .order_by(notifications.c.attempts, notifications.c.id)
             .limit(DELIVERIES_PER_TURN)
         ).all()  # fmt: skip
+    services = _services(urls, namespace)
+    if not services:
+        # nothing would be left to send each one to: it would pass for sent
+        log.warning("notifications: ETL_NOTIFY_URLS holds no URL; none is sent")
+        return
+    down: dict[str, str] = {}  # the services that did not take one this turn, with their error
     for notice in due:
         if not _hold(engine, notice.id, now):
             continue  # another notifier (etl serve beside a cron job) is sending it
@@ -261,30 +274,32 @@ def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) ->
         if left and notice.created_at <= now - GIVE_UP:
             _give_up(engine, notice, now)
             continue
+        tried = [service for service in left if service.key not in down]
         errors = []
-        for service in left:
-            if service.key not in down:
-                error = _send(service, notice, urls)
-                if error is None:
-                    _taken(engine, notice.id, service, now)
-                    summary.sent += 1
-                    continue
+        for service in tried:
+            error = _send(service, notice, urls)
+            if error is None:
+                _taken(engine, notice.id, service, now)
+                summary.sent += 1
+            else:
                 summary.failed += 1
                 down[service.key] = error
-            errors.append(down[service.key])
+                errors.append(error)
+        row = update(notifications).where(notifications.c.id == notice.id)
         with write_transaction(engine) as conn:
             if errors:
                 _retry_later(conn, notice.id, now, "; ".join(errors))
+            elif len(tried) < len(left):
+                # not offered to a service down this turn: due again (the hold released), no
+                # attempt spent, so that it is not given up there without having been offered
+                conn.execute(row.values(next_attempt_at=now))
             else:
-                conn.execute(
-                    update(notifications)
-                    .where(notifications.c.id == notice.id)
-                    .values(sent_at=now, last_error=None)
-                )
+                conn.execute(row.values(sent_at=now, last_error=None))
 
 
-def _services(urls: str) -> list[Service]:
-    """A service for each URL of ETL_NOTIFY_URLS, named by its first place if listed twice."""
+def _services(urls: str, namespace: uuid.UUID) -> list[Service]:
+    """A service for each URL of ETL_NOTIFY_URLS, named by its first place if listed twice, and
+    keyed with the store's key namespace."""
     import warnings
 
     with warnings.catch_warnings():
@@ -295,7 +310,7 @@ def _services(urls: str) -> list[Service]:
 
         services: dict[str, Service] = {}
         for place, url in enumerate(_urls(urls), 1):
-            key = hashlib.sha256(url.encode()).hexdigest()[:16]
+            key = hmac.new(namespace.bytes, url.encode(), hashlib.sha256).hexdigest()[:16]
             scheme = f" ({url.split('://')[0]})" if "://" in url else ""
             channel = apprise.Apprise()
             if not channel.add(url):

@@ -162,10 +162,13 @@ def _wait(running: Running, timeout: float) -> set[Future[str | None]]:
 def _returned(outcomes: Outcomes, claimed: claims.Claimed, future: Future[str | None]) -> None:
     try:
         output = future.result() or ""
-    except KeyboardInterrupt:  # Ctrl-C, which stops the processor
+    except KeyboardInterrupt:  # an interrupt is the processor's to stop on, wherever it came
         raise
     except BaseException as error:  # whatever else a handler raises, sys.exit() too, fails it
-        message = redact_text(str(error) or type(error).__name__)
+        said = str(error)
+        if said and not isinstance(error, Exception):  # SystemExit(3) says "3": name it
+            said = f"{type(error).__name__}: {said}"
+        message = redact_text(said or type(error).__name__)
         log_action(logging.WARNING, claimed, "failed: %s", message)
         outcomes.returned(claimed, message, failed=True)
         return
@@ -231,12 +234,13 @@ def _fetched(parts: Parts) -> RunEvent:
 
 
 def _sent(parts: Parts) -> RunEvent | None:
-    """The telemetry outbox drained, when readings wait in it (None when none do): the summary,
-    or the error that left them waiting for the next turn."""
+    """The telemetry outbox drained, when readings in it may be sent now (None when none may):
+    the summary, or the error that left them waiting for the next turn."""
     assert parts.client is not None, "sending needs the API"
     try:
         with read_transaction(parts.engine) as conn:
-            if not outbox.waiting(conn).readings:
+            # not those held back after Voltus refused them whole: an empty drain each turn
+            if not outbox.sendable(conn, utcnow()):
                 return None
         return drain(parts.engine, parts.client, parts.stop)
     except EtlError as error:

@@ -88,6 +88,7 @@ def drain(
             try:
                 for request in _requests(claimed, _batteries(meters)):
                     sending.send(request)
+                sending.hold_refused()
             except ApiError:
                 refused = {held.id for held in sending.refused()}  # settled below
                 with write_transaction(engine) as conn:  # those not sent, for the next drain
@@ -114,6 +115,7 @@ class _Sending:
     taken: set[OutboxEndpoint] = field(default_factory=set)
     alone: list[tuple[Held, ApiError]] = field(default_factory=list)  # refused in a request alone
     unsplit: list[tuple[Held, ApiError]] = field(default_factory=list)  # no split was left
+    held: set[int] = field(default_factory=set)  # of those, the ids held for the whole drain
 
     def send(self, request: Claimed) -> None:
         refusal = self._post(request)
@@ -159,6 +161,15 @@ class _Sending:
 
     def refused(self) -> list[Held]:
         return [held for held, _ in self.alone + self.unsplit]
+
+    def hold_refused(self) -> None:
+        """Keep the readings refused so far out of this drain's next claims until `settle`: a
+        drain longer than HOLD took them again, sent them again and counted them twice."""
+        ids = [held.id for held in self.refused() if held.id not in self.held]
+        if ids:
+            with write_transaction(self.engine) as conn:
+                outbox.release(conn, ids, utcnow() + MOST_BACKOFF)
+            self.held.update(ids)
 
     def settle(self) -> ApiError | None:
         """Where Voltus took readings of their endpoint, those it refused alone are set aside

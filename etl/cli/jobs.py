@@ -191,7 +191,8 @@ def _through_outbox(
 ) -> None:
     """Queue readings in the store's outbox (`queue`: each batch and how it went, and what it
     left), say how each batch went and what was left, then send all that waits and say how that
-    went. Exits 2 after sending if a batch was set aside as no readings: someone must see to it."""
+    went. Exits 2 after sending if a batch was set aside as no readings: someone must see to it;
+    else 1 if one could not be read now (it is tried again next time)."""
     from etl.act import send_telemetry
     from etl.source.api import VoltusClient
     from etl.store.db import open_store
@@ -217,9 +218,13 @@ def _through_outbox(
         log.info("telemetry from %s waits: %s", batch, why)
     for batch, why in collected.left.rejected:
         log.error("telemetry from %s refused: %s", batch, why)
+    for batch, why in collected.left.failed:
+        log.error("telemetry from %s failed: %s", batch, why)
     log_sent(send_telemetry.drain(engine, client))
     if collected.left.rejected:
         raise typer.Exit(ExitCode.CONFIG)
+    if collected.left.failed:
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def log_sent(summary: "send_telemetry.SendSummary") -> None:

@@ -7,15 +7,17 @@ A source is a callable `source(argument, queue)`. It calls `queue(name, records)
 `queue` returns once the batch is in the outbox, and only then may the source let the batch go
 (delete a file, advance a cursor). A source that dies between the two offers the batch again
 next time, and a reading queued twice is one. It may return a `Left`: what it did not queue,
-which `etl telemetry collect` names (csv_folder's files that wait, and those it set aside).
+which `etl telemetry collect` names (csv_folder's files that wait, those it set aside, and those
+it failed to read).
 """
 
 import contextlib
+import errno
 import io
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -43,15 +45,19 @@ REJECTED_FOLDER = "rejected"  # where it moves a file that is no readings, with 
 # a writer's `x.csv.tmp` or `x.csv.part` (or dot-file) is not taken until renamed
 SUFFIXES = (".csv", ".jsonl")
 SETTLE_SECONDS = 5  # a file changed more recently may be written still: it waits
+# a file whose last line has had no line break this long will never have one ("\n".join(rows))
+QUIET_SECONDS = 600
 
 
 @dataclass
 class Left:
-    """What a source did not queue, each `(name, why)`: what waits for next time, and what it
-    set aside as no readings (which an operator must hear of)."""
+    """What a source did not queue, each `(name, why)`: what waits for next time, what it set
+    aside as no readings (which an operator must hear of), and what it failed to read now (an
+    I/O error: tried again next time, but a collection that fails)."""
 
     waiting: list[tuple[str, str]] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -68,8 +74,10 @@ def csv_folder(folder: str, queue: Queue) -> Left:
     """Each `*.csv` and `*.jsonl` file of the folder, oldest first, queued, then moved into its
     `queued/` folder. A file that may be written still (changed in the last SETTLE_SECONDS, or
     its last line without a line break) waits, untouched; one that is no readings (a CSV header
-    without the columns needed, a link, a folder) is moved into `rejected/`, with its reason in
-    `NAME.reason` beside it, and the others go on."""
+    without the columns needed, a link, a folder) or would wait for ever (its last line without
+    a line break for QUIET_SECONDS, its modification time in the future) is moved into
+    `rejected/`, with its reason in `NAME.reason` beside it; one that cannot be read now (an I/O
+    error) stays for next time; and the others go on."""
     path = Path(folder)
     if not folder or not path.is_dir():
         raise ConfigError(f"csv_folder: {folder!r} is not a folder")
@@ -82,10 +90,12 @@ def csv_folder(folder: str, queue: Queue) -> Left:
             why = _queue_file(file, mode, name, queue)
         except FileNotFoundError:  # another collector took it
             continue
-        except (NotReadings, OSError) as error:
-            reason = (
-                str(error) if isinstance(error, NotReadings) else f"unreadable: {error.strerror}"
-            )
+        except OSError as error:  # EIO, ESTALE, EMFILE, EACCES: a good file, readable later
+            reason = error.strerror or str(error)
+            left.failed.append((name, f"unreadable now: {reason}; tried again next time"))
+            continue
+        except NotReadings as error:
+            reason = str(error)
             moved = _set_aside(file, path / REJECTED_FOLDER, reason)
             if moved:
                 where = _printable(f"{REJECTED_FOLDER}/{moved.name}")
@@ -114,7 +124,7 @@ def _files(folder: Path) -> list[tuple[Path, int]]:
 
 def _queue_file(file: Path, mode: int, name: str, queue: Queue) -> str | None:
     """Queue the file's readings as they were when found complete: None once they are in the
-    outbox, else why the file waits."""
+    outbox, else why the file waits. NotReadings if it is none, or would wait for ever."""
     if not stat.S_ISREG(mode):
         raise NotReadings(
             "a symbolic link, not a file" if stat.S_ISLNK(mode) else "not a regular file"
@@ -124,26 +134,68 @@ def _queue_file(file: Path, mode: int, name: str, queue: Queue) -> str | None:
         found = os.fstat(handle.fileno())
         if not stat.S_ISREG(found.st_mode):
             raise NotReadings("not a regular file")
-        if time.time() - found.st_mtime < SETTLE_SECONDS:
+        age = time.time() - found.st_mtime
+        if age < -SETTLE_SECONDS:  # it would wait until the writer's clock is right
+            raise NotReadings(
+                f"its modification time is {-age:.0f} s in the future: is the writer's clock "
+                "right? move it back once it is"
+            )
+        if age < SETTLE_SECONDS:
             return f"changed in the last {SETTLE_SECONDS} s: it may be written still"
         if found.st_size and os.pread(handle.fileno(), 1, found.st_size - 1) not in (b"\n", b"\r"):
+            if age >= QUIET_SECONDS:
+                raise NotReadings(
+                    f"its last line has had no line break for {QUIET_SECONDS // 60} minutes: if "
+                    "the file is complete, add one and move it back"
+                )
             return "its last line has no line break yet: it may be written still"
-        first = io.BufferedReader(_Prefix(handle, found.st_size))
-        queue(name, read_lines(io.TextIOWrapper(first, encoding="utf-8", errors="replace")))
-    if _identity(file.lstat()) != _identity(found):
-        return "it changed while it was read: it is read again next time"
+        lines = _WholeLines(handle, found.st_size)
+        queue(name, lines)
+    if lines.cut or _identity(file.lstat()) != _identity(found):
+        return "it changed while it was read: read again next time"
     return None
 
 
 def _open_no_link(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # O_NOFOLLOW's answer: made a link since it was found
+            raise NotReadings("a symbolic link, not a file") from None
+        raise
+
+
+class _WholeLines:
+    """The lines of a file's first `size` bytes (what was found complete), but a last line
+    without its line break: the file was cut and written again since, and that line may be a
+    reading half written (12 of 123.45 kW). `cut` says one was held back."""
+
+    def __init__(self, file: io.FileIO, size: int) -> None:
+        self.prefix, self.cut = _Prefix(file, size), False
+
+    def __iter__(self) -> Iterator[str]:
+        text = io.TextIOWrapper(io.BufferedReader(self.prefix), encoding="utf-8", errors="replace")
+        held: str | None = None
+        for line in read_lines(text):
+            if held is not None:
+                yield held
+            held = line
+        if held is None:
+            return
+        # by the last byte read, not by `held`: read_lines cuts a line too long (to be set aside)
+        # and skips the rest of it, line break included
+        if self.prefix.last in (b"\n", b"\r"):
+            yield held
+        else:
+            self.cut = True
 
 
 class _Prefix(io.RawIOBase):
-    """A file's first `size` bytes: what was found complete, not a line half written since."""
+    """A file's first `size` bytes: what was found complete, not a line half written since.
+    `last` is the last byte read."""
 
     def __init__(self, file: io.FileIO, size: int) -> None:
-        self.file, self.left = file, size
+        self.file, self.left, self.last = file, size, b""
 
     def readable(self) -> bool:
         return True
@@ -152,6 +204,8 @@ class _Prefix(io.RawIOBase):
         data = self.file.read(min(len(buffer), self.left)) or b""
         buffer[: len(data)] = data
         self.left -= len(data)
+        if data:
+            self.last = data[-1:]
         return len(data)
 
 

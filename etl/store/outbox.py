@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, update
 
 from etl.source.records import fingerprint
 from etl.store.rows import chunks, write_many
@@ -33,6 +33,7 @@ __all__ = [
     "newest_readings",
     "refuse",
     "release",
+    "sendable",
     "set_aside",
     "site_meters",
     "waiting",
@@ -167,15 +168,27 @@ def set_aside(conn: Connection, lines: list[RejectedLine], now: datetime) -> int
     return len(rows)
 
 
-def claim(conn: Connection, now: datetime, hold: timedelta, most: int) -> list[Held]:
-    """Up to `most` waiting readings of one endpoint that no sender holds, oldest first, now
-    held until `now + hold`."""
+def _free(now: datetime) -> ColumnElement[bool]:
+    """Readings still to send that no sender holds (nor holds back) now."""
     t = telemetry_outbox.c
-    free = and_(
+    return and_(
         t.sent_at.is_(None),
         t.refused.is_(None),
         or_(t.sending_until.is_(None), t.sending_until < now),
     )
+
+
+def sendable(conn: Connection, now: datetime) -> bool:
+    """Whether a sender may take a reading now: held back ones wait their time."""
+    t = telemetry_outbox.c
+    return conn.execute(select(t.id).where(_free(now)).limit(1)).first() is not None
+
+
+def claim(conn: Connection, now: datetime, hold: timedelta, most: int) -> list[Held]:
+    """Up to `most` waiting readings of one endpoint that no sender holds, oldest first, now
+    held until `now + hold`."""
+    t = telemetry_outbox.c
+    free = _free(now)
     first = conn.execute(select(t.endpoint).where(free).order_by(t.id).limit(1)).scalar()
     if first is None:
         return []

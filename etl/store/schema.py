@@ -372,7 +372,8 @@ notification_deliveries = Table(
     "notification_deliveries",
     metadata,
     Column("notification_id", Integer, ForeignKey("notifications.id"), primary_key=True),
-    # the first 16 hex digits of the sha256 of its URL, which holds the service's secrets
+    # the first 16 hex digits of an HMAC-SHA256 of its URL (which holds the service's secrets),
+    # keyed with the store's key namespace: not its plain hash, which a weak password would show
     Column("service", String(16), primary_key=True),
     Column("sent_at", UTCDateTime, nullable=False),
 )

@@ -3,6 +3,7 @@ that redirects, a command that leaves a child behind, a processor killed under i
 a restore that must undo what its curtail did, whatever the dispatch became since."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -209,15 +210,36 @@ def test_a_command_is_not_run_once_the_processor_that_started_it_is_gone(tmp_pat
     marker.unlink()
     orphaned = [("1" if part == str(os.getpid()) else part) for part in launch]
     assert orphaned != launch
-    assert subprocess.run(orphaned, check=False).returncode != 0
+    refused = subprocess.run(orphaned, capture_output=True, text=True, check=False)
+    assert (refused.returncode, refused.stderr) == (125, "etl (pid 1) is gone: not run\n")
     assert not marker.exists()
+
+
+def test_a_setpriv_without_pdeathsig_is_not_used_and_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """util-linux before 2.33 (Ubuntu 18.04, RHEL 8) has a setpriv without --pdeathsig: put in
+    front of every command, it failed every action, and no site was ever curtailed."""
+    old = tmp_path / "bin" / "setpriv"
+    old.parent.mkdir()
+    old.write_text("#!/bin/sh\necho \"setpriv: unrecognized option '$1'\" >&2; exit 1\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{old.parent}{os.pathsep}{os.environ['PATH']}")
+    builtin_handlers._setpriv.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="etl"):
+            output = CommandHandler("echo curtailed", timeout=10)(a_request())
+    finally:
+        builtin_handlers._setpriv.cache_clear()  # the real one, for the next tests
+    assert output == "curtailed\n"
+    assert any("no setpriv with --pdeathsig" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(
     ("raised", "recorded"),
     [
-        (SystemExit("relay library gave up"), "relay library gave up"),
-        (SystemExit(3), "3"),
+        (SystemExit("relay library gave up"), "SystemExit: relay library gave up"),
+        (SystemExit(3), "SystemExit: 3"),
         (GeneratorExit(), "GeneratorExit"),
     ],
 )
@@ -251,9 +273,11 @@ def test_a_command_is_not_given_etls_secrets(
     monkeypatch.setenv("VOLTUS_API_KEY", "k3y-not-for-handlers")
     monkeypatch.setenv("ETL_DATABASE_URL", "postgresql://etl:pa55word@db/etl")
     monkeypatch.setenv("ETL_WEBHOOK_TOKEN_FILE", "/etc/etl/token")
+    # the operator's own settings pass, and the handler's own credentials (LoadCredential=)
+    monkeypatch.setenv("SITE_CONTROLLER", "relay-7")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/etl-run.service")
-    monkeypatch.setenv("SITE_CONTROLLER", "relay-7")  # the operator's own settings pass
     seen = CommandHandler("env", timeout=10)(a_request())
-    for hidden in ("k3y-not", "pa55word", "ETL_WEBHOOK_TOKEN_FILE", "CREDENTIALS_DIRECTORY"):
+    for hidden in ("k3y-not", "pa55word", "ETL_WEBHOOK_TOKEN_FILE"):
         assert hidden not in seen
     assert "SITE_CONTROLLER=relay-7" in seen and "ETL_SITE_ID=" in seen
+    assert "CREDENTIALS_DIRECTORY=/run/credentials/etl-run.service" in seen

@@ -3,10 +3,12 @@ each told once, in the program's time zone with sites by name; a service that do
 retried with backoff, alone, never failing the run nor holding back the others, said by `etl
 status`, and given up after 6 hours, loudly; the URL's secret never kept or shown."""
 
+import hashlib
 import json
 import threading
 from dataclasses import replace
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,6 +24,7 @@ from etl.read import status
 from etl.sandbox.emulator import Sandbox
 from etl.store import schema
 from etl.store.db import make_engine, write_transaction
+from etl.store.identity import key_namespace
 from tests.helpers import dispatch, http_server, receive_posts, site
 from tests.processes import InProcess
 from tests.scenarios import World
@@ -31,12 +34,36 @@ SECRET = "t0ken-SECRET-42"
 CHECK = (timedelta(days=1), timedelta(days=1))
 
 
-class Receiver:
-    """A loopback service taking Apprise's JSON posts, answering `status`."""
+def refuse_posts_with(marker: bytes, received: list[bytes]) -> type[BaseHTTPRequestHandler]:
+    """A receiver that refuses (400) a post whose body holds the marker and takes the others, as
+    Telegram refuses a message with a `<` in a site's name: a service that takes all but one."""
 
-    def __init__(self, status: int = 200) -> None:
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append(body)
+            self.send_response(400 if marker in body else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Refusing
+
+
+class Receiver:
+    """A loopback service taking Apprise's JSON posts, answering `status`, or refusing only the
+    posts that hold `refused`."""
+
+    def __init__(self, status: int = 200, refused: bytes | None = None) -> None:
         self.bodies: list[bytes] = []
-        self.server = http_server(receive_posts(status, self.bodies))
+        handler = (
+            receive_posts(status, self.bodies)
+            if refused is None
+            else refuse_posts_with(refused, self.bodies)
+        )
+        self.server = http_server(handler)
         self.base = self.server.__enter__()
         host_port = self.base.removeprefix("http://")
         self.url = f"json://{host_port}/hook?token={SECRET}"
@@ -179,14 +206,14 @@ def test_a_service_that_does_not_take_it_is_retried_later_and_status_says_so(
         failed = notes(world.engine)[0]
         assert failed.attempts == 1 and failed.next_attempt_at == now + notify.FIRST_RETRY
         assert SECRET not in (failed.last_error or "")
+        second = notes(world.engine)[1]  # not offered: due at the next turn, no attempt spent
+        assert second.attempts == 0 and second.next_attempt_at == now
+        again = turn(world, down.url, now + timedelta(seconds=10))
+        assert again.failed == 1 and len(down.bodies) == 2  # the second; the first not before 30 s
         problems = status.check(world.engine, *CHECK).problems
         (warning,) = [p for p in problems if "notifications" in p]
         assert warning.startswith("WARNING: 2 notifications have not reached their service")
         assert SECRET not in warning
-        second = notes(world.engine)[1]  # not tried: it waits with the first
-        assert second.attempts == 1 and second.next_attempt_at == now + notify.FIRST_RETRY
-        again = turn(world, down.url, now + timedelta(seconds=10))
-        assert again.failed == 0 and len(down.bodies) == 1  # neither before 30 s
     finally:
         down.close()
     up = Receiver()
@@ -395,8 +422,67 @@ def test_a_delivery_recorded_twice_is_one(world: World, receiver: Receiver) -> N
     dispatches.fetch(world.engine, world.client)
     assert turn(world, receiver.url).sent == 1
     (notice,) = notes(world.engine)
-    (service,) = notify._services(receiver.url)
+    with world.engine.connect() as conn:
+        (service,) = notify._services(receiver.url, key_namespace(conn))
     notify._taken(world.engine, notice.id, service, utcnow())  # the other notifier's record
     with world.engine.connect() as conn:
         (delivery,) = conn.execute(select(schema.notification_deliveries)).all()
     assert (delivery.notification_id, delivery.service) == (notice.id, service.key)
+
+
+def test_a_notification_a_service_refuses_does_not_hold_back_the_others_it_takes(
+    world: World,
+) -> None:
+    """The refused one, tried first (the oldest) and failing every turn, once held the others
+    back with it, never offered, until all were given up together."""
+    picky = Receiver(refused=b"<North>")
+    try:
+        world.sandbox.dispatches = [
+            dispatch("d1", site("a", name="Bakery <North>")),
+            dispatch("d2", site("b", name="Mill")),
+            dispatch("d3", site("c", name="Dairy")),
+        ]
+        dispatches.fetch(world.engine, world.client)
+        now = utcnow()
+        for hour in range(3):
+            turn(world, picky.url, now + hour * notify.LONGEST_WAIT)
+        taken = [n.title.split()[1] for n in notes(world.engine) if n.sent_at is not None]
+        assert taken == ["d2", "d3"]
+        refused, *_ = notes(world.engine)
+        assert refused.sent_at is None and refused.attempts == 3  # tried, and refused, each turn
+        assert refused.last_error.startswith("#1 (json): ")
+        told = [json.loads(body)["title"].split()[1] for body in picky.bodies]
+        assert sorted(told) == ["d1", "d1", "d1", "d2", "d3"]  # each taken once
+    finally:
+        picky.close()
+
+
+def test_a_list_of_no_url_sends_nothing_and_says_so(
+    world: World, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.sandbox.dispatches = [dispatch("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    now = utcnow()
+    summary = turn(world, " , ", now)
+    assert (summary.planned, summary.sent, summary.waiting) == (1, 0, 1)
+    (said,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert said.getMessage() == "notifications: ETL_NOTIFY_URLS holds no URL; none is sent"
+    assert turn(world, receiver.url, now).sent == 1  # it waited for a URL
+    assert [t["title"].split()[1] for t in receiver.told] == ["d1"]
+
+
+def test_a_service_is_kept_as_a_keyed_hash_of_its_url_not_its_plain_sha256(
+    world: World, receiver: Receiver
+) -> None:
+    """The tables are read with SQL: a plain hash of a URL with a weak password in it could be
+    guessed offline, one keyed with the store's own secret cannot."""
+    world.sandbox.dispatches = [dispatch("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    turn(world, receiver.url)
+    world.sandbox.dispatches.append(dispatch("d2", site("a")))
+    dispatches.fetch(world.engine, world.client)
+    turn(world, receiver.url)
+    with world.engine.connect() as conn:
+        keys = conn.execute(select(schema.notification_deliveries.c.service)).scalars().all()
+    assert len(keys) == 2 and len(set(keys)) == 1  # the same service at each turn
+    assert keys[0] != hashlib.sha256(receiver.url.encode()).hexdigest()[:16]

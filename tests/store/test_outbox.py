@@ -523,3 +523,24 @@ def test_a_file_that_cannot_be_read_as_readings_is_one_line_exit_2(
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_drain_longer_than_its_hold_sends_a_refused_reading_once(
+    store: Engine, sandbox: Sandbox, client: VoltusClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused readings were held only as long as their claim (HOLD, 5 minutes): a longer drain
+    claimed them again, sent them again and counted them refused twice."""
+    monkeypatch.setattr(send_telemetry, "HOLD", timedelta(0))  # every claim expires at once
+    t = ends(3)
+    readings.queue_lines(store, csv(f"two,two-poi,{t[0]},9,"), "-")
+    readings.queue_lines(store, csv(f"one,,{t[1]},5,", f"one,,{t[2]},6,"), "-")
+    sandbox.sites = [s for s in sandbox.sites if s["id"] != "two"]
+    posted = client.post_telemetry
+
+    def at_most_ten(*args: Any) -> None:  # the refused one was claimed and sent without end
+        assert len(sandbox.requests) < 10
+        posted(*args)
+
+    monkeypatch.setattr(client, "post_telemetry", at_most_ten)
+    summary = send_telemetry.drain(store, client, most=1)
+    assert (summary.sent, summary.refused, summary.requests) == (2, 1, 3)

@@ -1,7 +1,9 @@
 """Telemetry sources: the built-in csv_folder and an `etl.telemetry_sources` plug-in, feeding the
 outbox a batch at a time (tests/store/test_outbox.py has the readings' checks and sending)."""
 
+import errno
 import os
+import re
 import sys
 import time
 import tracemalloc
@@ -171,6 +173,100 @@ def test_lines_written_while_the_file_is_read_are_read_next_time(
     assert values(store) == [1, 123.45] and not file.exists()
 
 
+def test_a_file_cut_and_written_again_while_it_is_read_queues_no_cut_reading(
+    store: Engine,  # noqa: F811
+    folder: Path,
+) -> None:
+    t = ends(2)
+    whole = f"{HEADER}one,,{t[0]},1\none,,{t[1]},123.45\n"
+    file = drop(folder, "latest.csv", whole)
+
+    def queue(name: str, lines: Iterable[str | dict[str, Any]]) -> QueueSummary:
+        # its exporter overwrites it in place after it was found complete: cut, and written
+        # again up to mid-number, before the first line is read
+        file.write_text(f"{HEADER}one,,{t[0]},1\none,,{t[1]},12")
+        return readings.queue_lines(store, lines, name)
+
+    left = sources.csv_folder(str(folder), queue)
+    assert values(store) == [1] and file.exists()
+    assert left.waiting == [("latest.csv", "it changed while it was read: read again next time")]
+    drop(folder, "latest.csv", whole)
+    sources.collect(store, f"csv_folder:{folder}")
+    assert values(store) == [1, 123.45] and not file.exists()
+
+
+def test_a_file_that_would_wait_for_ever_is_set_aside_saying_why(
+    store: Engine,  # noqa: F811
+    folder: Path,
+) -> None:
+    t = ends(3)
+    joined = f"{HEADER}one,,{t[0]},1\none,,{t[1]},2"  # "\n".join(rows): no last line break
+    drop(folder, "joined.csv", joined, age=sources.QUIET_SECONDS + 1)
+    drop(folder, "ahead.csv", f"{HEADER}one,,{t[2]},3\n", age=-3600)  # a writer's clock ahead
+    drop(folder, "soon.csv", f"{HEADER}one,,{t[2]},3\n", age=-2)  # a little: it passes soon
+    collected = sources.collect(store, f"csv_folder:{folder}")
+    assert collected.batches == [] and queued(store) == 0
+    assert [name for name, _ in collected.left.waiting] == ["soon.csv"]
+    rejected = dict(collected.left.rejected)
+    assert rejected["joined.csv"] == (
+        "its last line has had no line break for 10 minutes: if the file is complete, add one "
+        "and move it back (moved to rejected/joined.csv)"
+    )
+    assert re.fullmatch(
+        r"its modification time is 3(599|600) s in the future: is the writer's clock right\? "
+        r"move it back once it is \(moved to rejected/ahead.csv\)",
+        rejected["ahead.csv"],
+    )
+    assert (folder / "rejected" / "joined.csv").read_text() == joined
+    assert (folder / "soon.csv").exists()
+
+
+def unreadable_now(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Reading the file `name` fails as a disk or a share can, for a while (EIO)."""
+    open_no_link = sources._open_no_link
+
+    def opener(path: str, flags: int) -> int:
+        if Path(path).name == name:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+        return open_no_link(path, flags)
+
+    monkeypatch.setattr(sources, "_open_no_link", opener)
+
+
+def test_a_file_unreadable_now_stays_to_be_read_next_time_and_a_link_is_set_aside(
+    store: Engine,  # noqa: F811
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    t = ends(2)
+    drop(folder, "flaky.csv", f"{HEADER}one,,{t[0]},1\n", age=90)
+    swapped = drop(folder, "swapped.csv", f"{HEADER}one,,{t[1]},2\n")
+    elsewhere = drop(folder, "elsewhere.txt", f"{HEADER}one,,{t[1]},2\n")
+    open_no_link = sources._open_no_link
+
+    def opener(path: str, flags: int) -> int:
+        if Path(path).name == "swapped.csv":  # made a link since it was found
+            swapped.unlink()
+            swapped.symlink_to(elsewhere)
+        return open_no_link(path, flags)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sources, "_open_no_link", opener)
+        unreadable_now(patch, "flaky.csv")
+        collected = sources.collect(store, f"csv_folder:{folder}")
+    assert collected.batches == [] and queued(store) == 0
+    assert collected.left.failed == [
+        ("flaky.csv", "unreadable now: Input/output error; tried again next time")
+    ]
+    assert collected.left.rejected == [
+        ("swapped.csv", "a symbolic link, not a file (moved to rejected/swapped.csv)")
+    ]
+    assert (folder / "flaky.csv").exists() and (folder / "rejected" / "swapped.csv").is_symlink()
+    collected = sources.collect(store, f"csv_folder:{folder}")
+    assert [(name, s.queued) for name, s in collected.batches] == [("flaky.csv", 1)]
+    assert collected.left.failed == [] and values(store) == [1]
+
+
 def test_a_file_that_is_not_readings_is_set_aside_and_the_rest_go_on(
     store: Engine,  # noqa: F811
     folder: Path,
@@ -283,14 +379,16 @@ def test_a_huge_line_is_set_aside_in_little_memory(
     folder: Path,
 ) -> None:
     (t,) = ends(1)
-    drop(folder, "huge.csv", f"{HEADER}{'9' * 30_000_000}\none,,{t},2\n")
+    # the last line too long, whole: it comes cut, without its line break, yet was no cut reading
+    drop(folder, "huge.csv", f"{HEADER}{'9' * 30_000_000}\none,,{t},2\n{'8' * 20_000}\n")
     tracemalloc.start()
     try:
         collected = sources.collect(store, f"csv_folder:{folder}")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert [(name, s.queued, s.rejected) for name, s in collected.batches] == [("huge.csv", 1, 1)]
+    assert [(name, s.queued, s.rejected) for name, s in collected.batches] == [("huge.csv", 1, 2)]
+    assert collected.left.waiting == [] and (folder / "queued" / "huge.csv").exists()
     assert peak < 3_000_000  # a tenth of the line
 
 
@@ -321,11 +419,33 @@ def test_etl_telemetry_collect_names_what_waits_and_what_it_set_aside(
     drop(folder, "bad.csv", "meter,timestamp,kw\n", age=90)
     drop(folder, "good.csv", f"{HEADER}asdf,,{t},5\n")
     drop(folder, "late.csv", f"{HEADER}asdf,,{t},5")
+    drop(folder, "flaky.csv", f"{HEADER}asdf,,{t},5\n")
+    unreadable_now(monkeypatch, "flaky.csv")
     monkeypatch.setenv("ETL_TELEMETRY_SOURCE", f"csv_folder:{folder}")
     result = cli("telemetry", "collect")
-    assert result.returncode == 2
+    assert result.returncode == 2  # what an operator must see to wins over a failure
     assert "Traceback" not in result.stderr
     assert "telemetry sent: 1 readings in 1 requests" in result.stderr
     assert "bad.csv" in result.stderr and "the CSV header lacks site_id" in result.stderr
     assert "late.csv waits" in result.stderr
+    assert "flaky.csv failed: unreadable now" in result.stderr
     assert ("telemetry", "asdf-m1", t, 30, "kW") in sandbox.received
+
+
+def test_etl_telemetry_collect_fails_while_a_file_is_unreadable(
+    cli: InProcess, sandbox: Sandbox, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli.ok("fetch", "--sites")
+    t = ends(2)
+    drop(folder, "flaky.csv", f"{HEADER}asdf,,{t[0]},5\n", age=90)
+    drop(folder, "good.csv", f"{HEADER}asdf,,{t[1]},6\n")
+    unreadable_now(monkeypatch, "flaky.csv")
+    monkeypatch.setenv("ETL_TELEMETRY_SOURCE", f"csv_folder:{folder}")
+    result = cli("telemetry", "collect")
+    assert result.returncode == 1, result.stderr
+    assert (
+        "telemetry from flaky.csv failed: unreadable now: Input/output error; tried again next "
+        "time" in result.stderr
+    )
+    assert "telemetry sent: 1 readings in 1 requests" in result.stderr
+    assert (folder / "flaky.csv").exists() and not (folder / "rejected" / "flaky.csv").exists()
