@@ -7,9 +7,9 @@ import re
 import sys
 import time
 import tracemalloc
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -22,6 +22,7 @@ from etl.store import schema
 from tests.processes import PLUGIN_DIR, InProcess, install_entry_point
 from tests.store.test_outbox import csv, ends, store  # noqa: F401 (a fixture)
 
+T = TypeVar("T")
 HEADER = "site_id,meter_id,timestamp,kw\n"
 
 
@@ -153,38 +154,23 @@ def test_a_file_still_written_waits_untouched_and_is_named(
     assert not cut.exists() and (folder / ".hidden.csv").exists()
 
 
-def test_lines_written_while_the_file_is_read_are_read_next_time(
+@pytest.mark.parametrize("rewritten", [False, True], ids=["appended", "rewritten"])
+def test_a_file_written_while_it_is_read_queues_no_cut_reading_and_is_read_next_time(
     store: Engine,  # noqa: F811
     folder: Path,
+    rewritten: bool,
 ) -> None:
-    t = ends(2)
-    file = drop(folder, "r.csv", f"{HEADER}one,,{t[0]},1\n")
-
-    def queue(name: str, lines: Iterable[str | dict[str, Any]]) -> QueueSummary:
-        with file.open("a") as writer:  # the writer resumes while the file is read
-            writer.write(f"one,,{t[1]},12")
-        return readings.queue_lines(store, lines, name)
-
-    left = sources.csv_folder(str(folder), queue)
-    assert values(store) == [1] and file.exists()
-    assert [name for name, _ in left.waiting] == ["r.csv"]
-    drop(folder, "r.csv", f"{HEADER}one,,{t[0]},1\none,,{t[1]},123.45\n")
-    sources.collect(store, f"csv_folder:{folder}")
-    assert values(store) == [1, 123.45] and not file.exists()
-
-
-def test_a_file_cut_and_written_again_while_it_is_read_queues_no_cut_reading(
-    store: Engine,  # noqa: F811
-    folder: Path,
-) -> None:
+    """Its writer resumes after it was found complete, before its lines are read: it appends a
+    line cut mid-number, or (an exporter overwriting it in place) writes it again up to there.
+    `...,12`, completed later as 123.45, must never be queued as 12 kW."""
     t = ends(2)
     whole = f"{HEADER}one,,{t[0]},1\none,,{t[1]},123.45\n"
-    file = drop(folder, "latest.csv", whole)
+    file = drop(folder, "latest.csv", f"{HEADER}one,,{t[0]},1\n")
 
     def queue(name: str, lines: Iterable[str | dict[str, Any]]) -> QueueSummary:
-        # its exporter overwrites it in place after it was found complete: cut, and written
-        # again up to mid-number, before the first line is read
-        file.write_text(f"{HEADER}one,,{t[0]},1\none,,{t[1]},12")
+        with file.open("w" if rewritten else "a") as writer:
+            writer.write(f"{HEADER}one,,{t[0]},1\n" if rewritten else "")
+            writer.write(f"one,,{t[1]},12")
         return readings.queue_lines(store, lines, name)
 
     left = sources.csv_folder(str(folder), queue)
@@ -331,15 +317,19 @@ def test_etl_telemetry_send_reads_a_huge_line_in_little_memory(
     (t,) = ends(1)
     path = tmp_path / "huge.csv"
     path.write_text(f"{HEADER}{'9' * 30_000_000}\nasdf,,{t},5\n")
-    tracemalloc.start()
-    try:
-        result = cli("telemetry", "send", str(path))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = with_peak_memory(lambda: cli("telemetry", "send", str(path)))
     assert result.returncode == 0, result.stderr
     assert "2 lines, 1 new, 0 corrected, 0 already queued; 1 set aside" in result.stderr
     assert peak < 3_000_000  # a tenth of the line
+
+
+def with_peak_memory(call: Callable[[], T]) -> tuple[T, int]:
+    """What the call returns, and the most memory Python held for it at once."""
+    tracemalloc.start()
+    try:
+        return call(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def test_hostile_entries_neither_stop_the_collection_nor_lose_readings(
@@ -381,12 +371,7 @@ def test_a_huge_line_is_set_aside_in_little_memory(
     (t,) = ends(1)
     # the last line too long, whole: it comes cut, without its line break, yet was no cut reading
     drop(folder, "huge.csv", f"{HEADER}{'9' * 30_000_000}\none,,{t},2\n{'8' * 20_000}\n")
-    tracemalloc.start()
-    try:
-        collected = sources.collect(store, f"csv_folder:{folder}")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    collected, peak = with_peak_memory(lambda: sources.collect(store, f"csv_folder:{folder}"))
     assert [(name, s.queued, s.rejected) for name, s in collected.batches] == [("huge.csv", 1, 2)]
     assert collected.left.waiting == [] and (folder / "queued" / "huge.csv").exists()
     assert peak < 3_000_000  # a tenth of the line
