@@ -47,6 +47,7 @@ app.command(short_help="Serve a local emulator of the Voltus API.")(service.sand
 app.command(short_help="Report from the SQL views (table, CSV, JSON, ics).")(read.report)
 app.command("audit", short_help="What happened, in time order.")(read.audit_command)
 app.command("status", short_help="Is the job healthy? (a monitoring check)")(read.status_command)
+app.command(short_help="Acknowledge failed actions: who saw to them, and why.")(admin.ack)
 db_app = group(
     "db", "Create, migrate and prune the database.", "Create, migrate and prune the store."
 )

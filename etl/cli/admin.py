@@ -1,4 +1,5 @@
-"""`etl db`: create and migrate the schema, bind the store to an account, prune old fetch runs."""
+"""`etl db`: create and migrate the schema, bind the store to an account, prune old fetch runs;
+and `etl ack`: a person's word that failed actions were seen to."""
 
 from typing import Annotated
 
@@ -7,7 +8,7 @@ import typer
 from etl.base.config import api_settings
 from etl.cli.options import ApiKey, ApiUrl, DatabaseUrl, duration
 
-__all__ = ["db_bind", "db_current", "db_downgrade", "db_prune", "db_upgrade"]
+__all__ = ["ack", "db_bind", "db_current", "db_downgrade", "db_prune", "db_upgrade"]
 
 
 def db_upgrade(
@@ -114,3 +115,44 @@ def db_prune(
 
 
 # typer raises click's exceptions for bad usage, and exports only some of them
+
+
+def ack(
+    reason: Annotated[
+        str,
+        typer.Option(
+            metavar="WHY", help="What was done about them (required).", show_default=False
+        ),
+    ],
+    by: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="Who saw to it.  [default: the login name]"),
+    ] = None,
+    dispatch: Annotated[
+        str | None, typer.Option(metavar="ID", help="Only this dispatch's actions.")
+    ] = None,
+    site: Annotated[
+        str | None, typer.Option(metavar="ID", help="Only this site's actions.")
+    ] = None,
+    window: Annotated[
+        str, typer.Option(metavar="DURATION", help="Actions that ended this recently.")
+    ] = "24h",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Acknowledge the actions that ended failed or missed (of --dispatch, --site): recorded as
+    events with who and why, they stop counting in `etl status`. One still failing is not."""
+    import getpass
+
+    from etl.act.acknowledge import Acknowledgement, acknowledge
+    from etl.store.db import open_store
+
+    who = by if by is not None else getpass.getuser()
+    engine = open_store(database_url)
+    seen = acknowledge(engine, Acknowledgement(who, reason, dispatch, site), duration(window))
+    for found in seen:
+        typer.echo(
+            f"acknowledged: {found.kind} of site {found.site_id} for dispatch "
+            f"{found.dispatch_id} ({found.state})"
+        )
+    if not seen:
+        typer.echo("nothing to acknowledge: no action of the window ended failed or missed unseen")

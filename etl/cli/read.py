@@ -208,9 +208,19 @@ def status_command(
         str,
         typer.Option(
             metavar="DURATION",
-            help="Report actions failed (CRITICAL) or missed (WARNING) this recently.",
+            help="Report actions that ended failed or missed this recently and are not "
+            "acknowledged (etl ack) (WARNING).",
         ),
     ] = "24h",
+    act_within: Annotated[
+        str,
+        typer.Option(
+            envvar="ETL_ACT_WITHIN",
+            metavar="DURATION",
+            help="CRITICAL when a site is still not curtailed (or restored) this long after its "
+            "action fell due; WARNING from its first failed attempt.",
+        ),
+    ] = "2m",
     min_delivery: Annotated[
         float,
         typer.Option(
@@ -238,7 +248,9 @@ def status_command(
     fmt = StatusFormat.json if as_json else fmt
     try:
         engine = open_store(database_url)
-        result = status.check(engine, max_age_delta, window_delta, min_delivery)
+        result = status.check(
+            engine, max_age_delta, window_delta, min_delivery, duration(act_within)
+        )
         counts = None
         if fmt == StatusFormat.prometheus:
             from etl.read import metrics
@@ -282,7 +294,11 @@ def _print_status(result: "status.Status") -> None:
             f"{result.actions_due_or_running} due or running, "
             f"{result.restores_waiting} restores waiting for their dispatch's end",
         ),
-        ("failed / missed", f"{result.failed_recently} / {result.missed_recently} recently"),
+        (
+            "failing",
+            f"{sum(f.live for f in result.failing)} now, "
+            f"{sum(not f.live for f in result.failing)} past not acknowledged",
+        ),
     ]
     if result.last_failure_error:
         lines.insert(3, ("  its error", result.last_failure_error))

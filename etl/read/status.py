@@ -7,17 +7,18 @@ from enum import IntEnum
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select, text
 
 from etl import __version__
 from etl.act import notify
 from etl.act.actions import open_by_state
-from etl.base.timeutil import jsonable, utcnow
+from etl.act.failing import ACT_WITHIN, Failing, failing
+from etl.base.logs import shorten
+from etl.base.timeutil import format_rfc3339, jsonable, utcnow
 from etl.read.reports import dispatch_performance
 from etl.store import fetch_runs, outbox
 from etl.store.db import read_transaction
 from etl.store.schema import (
-    actions,
     dispatch_sites,
     dispatches,
     events,
@@ -75,8 +76,8 @@ class Status:
     last_failure_error: str | None
     actions_due_or_running: int
     restores_waiting: int
-    failed_recently: int
-    missed_recently: int
+    # actions failing sites now, then past failures not acknowledged (etl.act.failing)
+    failing: list[Failing]
     # dispatches the API stopped knowing before they ended, within the window
     vanished_recently: list[str]
     # dispatches holding sites for over 24 hours with no end time
@@ -114,11 +115,17 @@ class Status:
 
 
 def check(
-    engine: Engine, max_age: timedelta, window: timedelta, min_delivery: float = 50.0
+    engine: Engine,
+    max_age: timedelta,
+    window: timedelta,
+    min_delivery: float = 50.0,
+    act_within: timedelta = ACT_WITHIN,
 ) -> Status:
     """The facts, gathered in one read transaction, then judged (`judge`): CRITICAL when no
-    fetch succeeded within `max_age`, or an action ended failed within `window`; WARNING when
-    one was missed or a dispatch vanished within `window`, a dispatch has held sites for over
+    fetch succeeded within `max_age`, or a site is still not curtailed (or restored) `act_within`
+    after its action fell due, or a restore gave up (etl.act.failing); WARNING when an action
+    fails a site now, one ended failed or missed within `window` and no one acknowledged it, or
+    a dispatch vanished within `window`, a dispatch has held sites for over
     24 hours with no end time, a site of a dispatch that ended within `window` delivered under
     `min_delivery` percent of its commitment, telemetry is not being fetched
     (`_telemetry_error`), this machine's clock is more than CLOCK_TOLERANCE_SECONDS from the
@@ -135,16 +142,7 @@ def check(
         success = last_success.finished_at if last_success else None
         failure = fetch_runs.last_run(conn, FetchKind.LISTING, FetchOutcome.FAILED)
         open_counts = open_by_state(conn)
-        recent = dict(
-            conn.execute(
-                select(actions.c.state, func.count())
-                .where(
-                    actions.c.finished_at >= now - window,
-                    actions.c.state.in_([ActionState.FAILED, ActionState.MISSED]),
-                )
-                .group_by(actions.c.state)
-            ).all()
-        )
+        failing_now = failing(conn, now, window, act_within)
         vanished = _vanished(conn, now - window)
         held_without_end = _held_without_end(conn, now - OPEN_ENDED_LIMIT)
         under_delivered = _under_delivered(conn, now - window, min_delivery)
@@ -153,7 +151,7 @@ def check(
         waiting = outbox.waiting(conn)
         held_back = outbox.held_back(conn, now + OUTBOX_LATE)
         late_readings = _late_readings(conn, now)
-        failing, notification_error = _notifications_failing(conn)
+        notices_failing, notification_error = _notifications_failing(conn)
         given_up, given_up_error = _notifications_given_up(conn, now - window)
     status = Status(
         checked_at=now,
@@ -167,8 +165,7 @@ def check(
             n for state, n in open_counts.items() if state != ActionState.WAITING
         ),
         restores_waiting=open_counts.get(ActionState.WAITING, 0),
-        failed_recently=recent.get(ActionState.FAILED, 0),
-        missed_recently=recent.get(ActionState.MISSED, 0),
+        failing=failing_now,
         vanished_recently=vanished,
         held_without_end=held_without_end,
         under_delivered=under_delivered,
@@ -180,7 +177,7 @@ def check(
         outbox_held_back=held_back.readings,
         outbox_held_until=held_back.until,
         late_readings=late_readings,
-        notifications_failing=failing,
+        notifications_failing=notices_failing,
         notification_error=notification_error,
         notifications_given_up=given_up,
         given_up_error=given_up_error,
@@ -198,14 +195,7 @@ def judge(status: Status, max_age: timedelta, window: timedelta, min_delivery: f
     elif now - success > max_age:
         age, limit = _age(now - success), _age(max_age)
         problems.append(f"CRITICAL: the last successful fetch is {age} old (limit {limit})")
-    if status.failed_recently:
-        problems.append(
-            f"CRITICAL: {status.failed_recently} actions ended failed in the last {_age(window)}"
-        )
-    if status.missed_recently:
-        problems.append(
-            f"WARNING: {status.missed_recently} actions were missed in the last {_age(window)}"
-        )
+    problems += _failing_lines(status.failing, now)
     if status.vanished_recently:
         problems.append(
             f"WARNING: dispatch {', '.join(status.vanished_recently)} vanished from the API "
@@ -418,6 +408,38 @@ def _notifications_given_up(conn: Connection, since: datetime) -> tuple[int, str
         select(n.last_error).where(n.given_up_at >= since).order_by(n.given_up_at.desc())
     ).all()
     return len(rows), (rows[0].last_error if rows else None)
+
+
+# of the actions failing or failed, those given a line each; the others are counted
+MOST_FAILING_SHOWN = 10
+
+
+def _failing_lines(found: list[Failing], now: datetime) -> list[str]:
+    """A line for each action failing a site (CRITICAL once it is late), the first
+    MOST_FAILING_SHOWN of them, then how many more."""
+    lines = [_failing_line(failed, now) for failed in found[:MOST_FAILING_SHOWN]]
+    more = found[MOST_FAILING_SHOWN:]
+    if more:
+        level = "CRITICAL" if any(failed.late for failed in more) else "WARNING"
+        lines.append(f"{level}: and {len(more)} more actions failing or failed (etl report)")
+    return lines
+
+
+def _failing_line(failed: Failing, now: datetime) -> str:
+    what = f"{failed.kind} of site {failed.site_id} for dispatch {failed.dispatch_id}"
+    if not failed.live:
+        ended = "was missed" if failed.state == ActionState.MISSED else "ended failed"
+        said = f"the {what} {ended} (etl ack once seen to)"
+    elif failed.state == ActionState.FAILED:
+        said = f"the {what} gave up after {failed.attempts} attempts (etl ack once seen to)"
+    else:
+        said = f"the {what} is not done {_age(now - failed.due_since)} after it fell due"
+        if failed.failing_since is not None:
+            since = format_rfc3339(failed.failing_since)
+            said += f", failing since {since} ({failed.attempts} attempts)"
+    if failed.error:
+        said += f": {shorten(failed.error, 200)}"
+    return f"{'CRITICAL' if failed.late else 'WARNING'}: {said}"
 
 
 def _age(delta: timedelta) -> str:

@@ -65,6 +65,8 @@ class EventKind(StrEnum):
     ACTION_MISSED = "action_missed"
     ACTION_SKIPPED = "action_skipped"
     ACTION_SUPERSEDED = "action_superseded"
+    # someone saw to an action that ended failed or missed (etl ack): who, and why
+    ACTION_ACKNOWLEDGED = "action_acknowledged"
 
 
 class FetchKind(StrEnum):

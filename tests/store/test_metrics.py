@@ -44,10 +44,11 @@ def test_metrics_of_a_store_that_curtailed_and_failed(
 
     result = cli("status", "--format", "prometheus")
 
-    assert result.returncode == 0, result.stderr  # a failed attempt is retried: still OK
+    # a failed attempt is retried, and heard at once: its site is not curtailed
+    assert result.returncode == 1, result.stderr
     found = samples(result.stdout)
     assert found[("etl_info", (("schema", SCHEMA_REVISION), ("version", __version__)))] == 1
-    assert found[("etl_status", ())] == 0
+    assert found[("etl_status", ())] == 1
     assert started - 60 < found[("etl_last_fetch_success_timestamp_seconds", ())] <= started
     assert found[("etl_last_fetch_failure_timestamp_seconds", ())] == 0  # never
     assert abs(found[("etl_api_clock_offset_seconds", ())]) <= 1  # the emulator keeps time

@@ -261,18 +261,6 @@ def test_status_warns_of_a_clock_that_makes_actions_late_or_early(
     assert check.code == status.Health.OK
 
 
-def test_status_warns_of_missed_and_fails_on_failed(world: World) -> None:
-    world.step()  # the store's first fetch: what ends after it and was not acted on is missed
-    world.step(ended("miss", site("d")))
-    missed = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
-    assert missed.code == status.Health.WARNING and missed.missed_recently == 1
-    world.handler.fail_first = 99
-    world.step(active("fail", site("c")))
-    world.step(ended("fail", site("c")))
-    failed = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
-    assert failed.code == status.Health.CRITICAL and failed.failed_recently == 1
-
-
 def test_status_command_exit_codes(world: World, database_url: str) -> None:
     env = etl_env(database_url)
     world.sandbox.faults.statuses = [500] * 10

@@ -1,0 +1,136 @@
+"""The actions that fail a site now, and those that failed it in the past and no one has
+acknowledged: what `etl status`, the console, the notifications and the metrics tell of.
+
+A curtail fails its site while its dispatch is under way: from its first failed attempt it is
+failing (WARNING), and once the site is still not curtailed `act_within` after it fell due (the
+dispatch's start, or the curtail's planning if later) it is late (CRITICAL), whether its
+attempts fail or no processor takes it. A restore that is due fails its site likewise, measured
+from when it fell due, and one that ended failed leaves the site curtailed: late until someone
+acknowledges it. A curtail that ended failed or missed once its dispatch is over, and a restore
+missed, are past: WARNING within the window until acknowledged (`etl ack`, etl.act.acknowledge).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, select
+
+from etl.handlers import ActionKind
+from etl.store.schema import action_attempts, actions, dispatches, events
+from etl.store.vocabulary import ActionState, AttemptOutcome, EventKind
+
+__all__ = ["ACT_WITHIN", "Failing", "acknowledged", "failing"]
+
+# how long after it falls due a site may still be uncurtailed (or unrestored) before it is
+# CRITICAL: a minute's cron and a retry or two
+ACT_WITHIN = timedelta(minutes=2)
+
+DUE = (ActionState.PENDING, ActionState.CLAIMED, ActionState.RETRYING)  # not `waiting`: not due
+ENDED_BADLY = (ActionState.FAILED, ActionState.MISSED)
+
+
+@dataclass(frozen=True)
+class Failing:
+    action_id: int
+    kind: ActionKind
+    dispatch_id: str
+    site_id: str
+    state: ActionState
+    attempts: int
+    due_since: datetime
+    failing_since: datetime | None  # the end of its first failed attempt (None: none failed)
+    error: str | None  # its last failed attempt's error, or why it was missed
+    live: bool  # its site is failed now; else it is past, until acknowledged
+    late: bool  # CRITICAL: its site is still not as it should be `act_within` after it fell due
+
+
+def failing(
+    conn: Connection, now: datetime, window: timedelta, act_within: timedelta = ACT_WITHIN
+) -> list[Failing]:
+    """Each action failing its site now, then each past failure of `window` not acknowledged,
+    oldest first. A handful of rows: the open actions' partial index and the recent ended."""
+    a, d = actions.c, dispatches.c
+    columns = (a.id, a.kind, a.dispatch_id, a.site_id, a.state, a.attempts, a.note)
+    columns += (a.created_at, a.available_at, d.start_time, d.end_time)
+    joined = select(*columns).join(dispatches, d.id == a.dispatch_id)
+    # two seeks, each of its own index: the open actions', and the ended ones' by state and time
+    rows = [
+        *conn.execute(joined.where(a.finished_at.is_(None), a.state.in_(DUE))),
+        *conn.execute(joined.where(a.state.in_(ENDED_BADLY), a.finished_at >= now - window)),
+    ]
+    tried = _attempts(conn, [row.id for row in rows if row.attempts])
+    seen = acknowledged(conn, {row.dispatch_id for row in rows if row.state in ENDED_BADLY})
+    found = []
+    for row in rows:
+        first_failed, first_started, last_error = tried.get(row.id, (None, None, None))
+        if row.state in ENDED_BADLY and row.id in seen:
+            continue
+        if row.kind == ActionKind.CURTAIL:
+            due = max(row.start_time, row.created_at)
+            under_way = row.end_time is None or row.end_time > now
+            if row.state in DUE and not under_way:
+                continue  # its window passed: the planner's next pass settles it
+            live = under_way and row.state != ActionState.MISSED
+            late = live and now - due > act_within
+        else:
+            due = first_started or row.available_at or row.created_at
+            live = row.state != ActionState.MISSED
+            # one that gave up leaves its site curtailed until someone sees to it
+            late = live and (row.state == ActionState.FAILED or now - due > act_within)
+        if now < due:
+            continue  # a curtail claimed within its lead time
+        if not (late or first_failed or row.state in ENDED_BADLY):
+            continue  # due, and on its way
+        error = row.note if row.state == ActionState.MISSED else last_error
+        found.append(
+            Failing(
+                action_id=row.id,
+                kind=ActionKind(row.kind),
+                dispatch_id=row.dispatch_id,
+                site_id=row.site_id,
+                state=ActionState(row.state),
+                attempts=row.attempts,
+                due_since=due,
+                failing_since=first_failed,
+                error=error,
+                live=live,
+                late=late,
+            )
+        )
+    return sorted(found, key=lambda f: (not f.live, f.due_since, f.action_id))
+
+
+def _attempts(
+    conn: Connection, action_ids: list[int]
+) -> dict[int, tuple[datetime | None, datetime | None, str | None]]:
+    """For each action: the end of its first failed attempt, the start of its first attempt,
+    and its last failed attempt's error."""
+    t = action_attempts.c
+    found: dict[int, tuple[datetime | None, datetime | None, str | None]] = {}
+    if not action_ids:
+        return found
+    rows = conn.execute(
+        select(t.action_id, t.started_at, t.finished_at, t.outcome, t.error)
+        .where(t.action_id.in_(action_ids))
+        .order_by(t.action_id, t.number)
+    )
+    for row in rows:
+        first_failed, first_started, error = found.get(row.action_id, (None, None, None))
+        first_started = first_started or row.started_at
+        if row.outcome == AttemptOutcome.FAILED:
+            first_failed, error = first_failed or row.finished_at, row.error
+        found[row.action_id] = (first_failed, first_started, error)
+    return found
+
+
+def acknowledged(conn: Connection, dispatch_ids: set[str]) -> set[int]:
+    """The ids of the actions of these dispatches that someone acknowledged (etl ack)."""
+    if not dispatch_ids:
+        return set()
+    e = events.c
+    details = conn.execute(
+        select(e.details).where(
+            e.kind == EventKind.ACTION_ACKNOWLEDGED, e.dispatch_id.in_(sorted(dispatch_ids))
+        )
+    ).scalars()
+    return {detail["action_id"] for detail in details}

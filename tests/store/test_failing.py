@@ -1,0 +1,154 @@
+"""Failures heard during the event: an action failing a site now is WARNING from its first failed
+attempt and CRITICAL once the site is still not as it should be ACT_WITHIN after it fell due; it
+clears when the action succeeds. Past failures are WARNING until someone acknowledges them."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, select
+
+from etl.act import claims, planner
+from etl.act.acknowledge import Acknowledgement, acknowledge
+from etl.base.errors import ConfigError
+from etl.ingest import dispatches
+from etl.read import audit, status
+from etl.store import schema
+from tests.helpers import site, wait_for
+from tests.processes import InProcess
+from tests.scenarios import World, active, ended
+
+MAX_AGE, WINDOW = timedelta(minutes=5), timedelta(hours=24)
+
+
+def check(engine: Engine, act_within: timedelta = timedelta(minutes=2)) -> status.Status:
+    return status.check(engine, MAX_AGE, WINDOW, act_within=act_within)
+
+
+def until_done(world: World, kind: str, state: str) -> None:
+    """Pass after pass, each after the retry's backoff, until every action of `kind` ends in
+    `state`."""
+
+    def done() -> bool:
+        world.process()
+        return {s for (k, _, _), s in world.states().items() if k == kind} == {state}
+
+    wait_for(done, seconds=30)
+
+
+def test_a_curtail_failing_now_warns_then_is_critical_and_clears_when_it_succeeds(
+    world: World,
+) -> None:
+    world.handler.fail_first = 2
+    world.step(active("d1", site("a"), site("b")))  # a and b fail their first attempt
+    failing = check(world.engine)
+    assert failing.code == status.Health.WARNING
+    assert [(f.site_id, f.live, f.late) for f in failing.failing] == [
+        ("a", True, False),
+        ("b", True, False),
+    ]
+    assert failing.failing[0].error == "site controller unreachable (call 1)"
+    assert failing.problems[0].startswith(
+        "WARNING: the curtail of site a for dispatch d1 is not done 0s after it fell due, "
+        "failing since "
+    )
+    assert failing.problems[0].endswith("(1 attempts): site controller unreachable (call 1)")
+    # the same facts, judged once the time to act has passed: the site costs its commitment
+    late = check(world.engine, act_within=timedelta(0))
+    assert late.code == status.Health.CRITICAL and all(f.late for f in late.failing)
+    until_done(world, "curtail", "succeeded")  # the second attempt fails too, the third works
+    assert check(world.engine, act_within=timedelta(0)).code == status.Health.OK
+
+
+def test_a_curtail_no_processor_takes_is_critical_once_late(world: World) -> None:
+    """Not a failed attempt in sight: the site is just not curtailed (no `etl run` runs)."""
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    world.process()  # plans and runs: then the next is left undone
+    world.sandbox.dispatches = [active("d1", site("a"), site("b"))]
+    dispatches.fetch(world.engine, world.client)
+    planner.plan(world.engine, world.settings)  # b planned, never run
+    assert check(world.engine).code == status.Health.OK  # due just now: on its way
+    late = check(world.engine, act_within=timedelta(0))
+    assert late.code == status.Health.CRITICAL
+    (found,) = late.failing
+    assert (found.site_id, found.state, found.failing_since) == ("b", "pending", None)
+
+
+def test_past_failures_warn_until_acknowledged_and_the_ack_is_in_the_audit_trail(
+    world: World,
+) -> None:
+    world.step()  # the store's first fetch: what ends after it and was not acted on is missed
+    world.step(ended("miss", site("d")))
+    world.handler.fail_first = 99
+    world.step(active("fail", site("c")))
+    world.handler.fail_first = 0  # c's restore goes through
+    world.step(ended("fail", site("c")))
+    past = check(world.engine)
+    assert past.code == status.Health.WARNING, past.problems
+    assert sorted((f.dispatch_id, f.live) for f in past.failing) == [
+        ("fail", False),
+        ("miss", False),
+    ]
+    assert all("(etl ack once seen to)" in problem for problem in past.problems)
+    seen = acknowledge(world.engine, Acknowledgement("ana", "curtailed c by hand", "fail"), WINDOW)
+    assert [(f.dispatch_id, f.site_id) for f in seen] == [("fail", "c")]
+    assert [f.dispatch_id for f in check(world.engine).failing] == ["miss"]
+    assert acknowledge(world.engine, Acknowledgement("ana", "again", "fail"), WINDOW) == []
+    acknowledge(world.engine, Acknowledgement("bo", "missed: told the customer"), WINDOW)
+    assert check(world.engine).code == status.Health.OK
+    # the record keeps what happened, and who saw to it
+    with world.engine.connect() as conn:
+        states = conn.execute(select(schema.actions.c.state)).scalars().all()
+    assert "failed" in states and "missed" in states
+    query = audit.AuditQuery("fail", None, None, None).with_default_window()
+    lines = [audit.describe(event) for event in audit.trail(world.engine, query)]
+    acked = [line for line in lines if "action_acknowledged" in line]
+    assert len(acked) == 1 and "by=ana" in acked[0] and "reason=curtailed c by hand" in acked[0]
+
+
+def test_a_restore_that_gave_up_is_critical_until_acknowledged(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its site stays curtailed: the customer pays for it until someone restores it by hand."""
+    monkeypatch.setattr(claims, "RESTORE_MAX_ATTEMPTS", 2)
+    world.step(active("d1", site("a")))
+    world.handler.fail_first = 99
+    world.step(ended("d1", site("a")))  # the restore's first attempt fails
+    until_done(world, "restore", "failed")
+    gave_up = check(world.engine)
+    assert gave_up.code == status.Health.CRITICAL
+    assert gave_up.problems[0].startswith(
+        "CRITICAL: the restore of site a for dispatch d1 gave up after"
+    )
+    acknowledge(world.engine, Acknowledgement("ana", "restored a by hand", site_id="a"), WINDOW)
+    assert check(world.engine).code == status.Health.OK
+
+
+@pytest.mark.parametrize(
+    ("by", "reason", "message"),
+    [
+        ("", "x", "etl ack needs --by"),
+        ("ana", " ", "etl ack needs --reason"),
+        ("ana", "line\nbreak", "--reason is one line"),
+        ("ana", "x" * 501, "--reason is one line of at most 500 characters"),
+    ],
+)
+def test_an_acknowledgement_says_who_and_why_in_a_line(
+    world: World, by: str, reason: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        acknowledge(world.engine, Acknowledgement(by, reason), WINDOW)
+
+
+def test_etl_ack_says_what_it_acknowledged(world: World, cli: InProcess, database_url: str) -> None:
+    world.step()
+    world.step(ended("miss", site("d")))
+    etl = cli.on(database_url)
+    said = etl.ok("ack", "--reason", "told the customer", "--by", "ana", "--site", "d")
+    assert said == "acknowledged: curtail of site d for dispatch miss (missed)\n"
+    assert etl.ok("ack", "--reason", "again").startswith("nothing to acknowledge")
+    unsaid = etl("ack", "--by", "ana")
+    assert unsaid.returncode == 2 and "--reason" in unsaid.stderr
+    blank = etl("ack", "--reason", " ")
+    assert blank.returncode == 2 and "etl ack needs --reason" in blank.stderr
+    assert "Traceback" not in unsaid.stderr + blank.stderr
