@@ -7,7 +7,7 @@ so that a calendar client moves the event when its dispatch moves and cancels it
 CANCELLED) when its dispatch is cancelled.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +21,14 @@ from etl.store.rows import chunks
 from etl.store.schema import events
 from etl.store.vocabulary import EventKind
 
-__all__ = ["CHANGES", "ics"]
+__all__ = ["CHANGES", "REFRESH", "UNKNOWN_END_SHOWN", "ics"]
+
+# how often a subscribed calendar should ask again (RFC 7986's REFRESH-INTERVAL, and the
+# X-PUBLISHED-TTL that Outlook and Google read): dispatches come with an hour's notice or less
+REFRESH = timedelta(minutes=15)
+# a dispatch whose end is not known yet is shown this long, and says so: an event with no end
+# is a point in time, which calendars draw as nothing or as a whole day
+UNKNOWN_END_SHOWN = timedelta(hours=1)
 
 # the events that change what a calendar shows of a dispatch: each raises its SEQUENCE
 CHANGES = (
@@ -39,7 +46,7 @@ CHANGES = (
 
 def ics(engine: Engine, f: ReportFilter, now: datetime) -> bytes:
     """The dispatches that `etl report dispatches` would list with this filter, as a calendar."""
-    from icalendar import Calendar, Event
+    from icalendar import Calendar, Event, vDuration
 
     with read_transaction(engine, one_snapshot=True) as conn:
         rows = conn.execute(dispatches_report(f)).mappings().all()
@@ -52,6 +59,8 @@ def ics(engine: Engine, f: ReportFilter, now: datetime) -> bytes:
     calendar.add("prodid", "-//etl//Voltus dispatches//EN")
     calendar.add("version", "2.0")
     calendar.add("x-wr-calname", "Voltus dispatches")
+    calendar.add("refresh-interval", REFRESH, parameters={"VALUE": "DURATION"})
+    calendar.add("x-published-ttl", vDuration(REFRESH))
     for row in rows:
         calendar.add_component(_event(Event(), row, revisions, named, host, now))
     return calendar.to_ical()
@@ -73,17 +82,24 @@ def _event(
     event.add("dtstamp", now)
     event.add("last-modified", row["updated_at"])
     event.add("dtstart", start)
-    if end is not None:
-        event.add("dtend", end)
+    event.add("dtend", end or start + UNKNOWN_END_SHOWN)
     event.add("status", "CONFIRMED" if row["authorized"] else "CANCELLED")
     count = row["sites"]
     sites_text = f"{count} site" if count == 1 else f"{count} sites"
-    event.add("summary", f"{test}Voltus dispatch: {row['program_name']}, {sites_text}")
+    open_ended = "" if end else " (end unknown)"
+    summary = f"{test}Voltus dispatch: {row['program_name']}, {sites_text}{open_ended}"
+    event.add("summary", summary)
     local = start.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+    shown_for = f"{UNKNOWN_END_SHOWN // timedelta(minutes=1)} minutes"
     lines = [
         f"Dispatch {dispatch_id} of {row['program_name']} ({row['market'] or 'no market'})",
         f"Starts {local} ({format_rfc3339(start)})",
-        "Ends " + (end.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z") if end else "unknown yet"),
+        "Ends "
+        + (
+            end.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+            if end
+            else f"unknown yet (shown as {shown_for}; it moves once Voltus sets it)"
+        ),
         f"Committed: {row['committed_kw'] or 0:g} kW",
         *named.get(dispatch_id, []),
     ]

@@ -77,3 +77,24 @@ def test_etl_report_dispatches_writes_the_calendar_and_only_dispatches_have_one(
     assert [str(e["summary"]).startswith("TEST ") for e in only_tests.walk("VEVENT")] == [True]
     refused = cli("report", "sites", "--format", "ics")
     assert refused.returncode == 2 and "use one of table, csv, json, jsonl" in refused.stderr
+
+
+def test_a_dispatch_without_an_end_has_one_marked_and_the_calendar_says_when_to_ask_again(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    """With no DTEND an event is a point in time, which calendars drew as nothing or a day;
+    and with no refresh hint, a subscribed calendar asked again once a day or less."""
+    start = utcnow().replace(microsecond=0) + timedelta(hours=1)
+    sandbox.dispatches = [
+        dispatch("d1", site("a"), start_time=format_rfc3339(start), end_time=None)
+    ]
+    dispatches.fetch(engine, client)
+    (event,) = events(engine).values()
+    assert event.decoded("dtend") == start + calendar.UNKNOWN_END_SHOWN
+    assert str(event["summary"]).endswith("1 site (end unknown)")
+    assert "Ends unknown yet (shown as 60 minutes" in str(event["description"])
+    parsed = Calendar.from_ical(calendar.ics(engine, ReportFilter(), utcnow()))
+    assert parsed.decoded("refresh-interval") == calendar.REFRESH
+    text = calendar.ics(engine, ReportFilter(), utcnow()).decode()
+    assert "REFRESH-INTERVAL;VALUE=DURATION:PT15M\r\n" in text
+    assert "X-PUBLISHED-TTL:PT15M\r\n" in text
