@@ -39,7 +39,9 @@ tools:
 	fi
 
 # The demo: start the emulator on a free port (the built-in scenario, plus a dispatch that ended
-# 90 minutes ago), create a SQLite store in .demo/, then run the minutely job twice, as cron would:
+# 90 minutes ago, before this store existed: the scenario's `commands` record that its sites'
+# controllers took its curtail and restore then, since the emulated load drops only for a
+# curtail taken), create a SQLite store in .demo/, then run the minutely job twice, as cron would:
 # the first run records the dispatches and curtails the sites of the active one (the log handler
 # prints what each site should do); the second finds nothing new. Then the record of what was
 # done, the health check, the metered response to the dispatch that ended (etl fetch --telemetry,
@@ -48,7 +50,7 @@ tools:
 # send), as a customer-metered site's would.
 demo: setup
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
-	@$(BIN)/python -c 'import json, sys; from importlib.resources import files; s = json.loads(files("etl.sandbox").joinpath("scenario.json").read_text()); d = dict(s["dispatches"][0], id="earlier", start_time="now-2h", end_time="now-90m"); s["dispatches"].append(d); json.dump(s, open(sys.argv[1], "w"))' $(DEMO_DIR)/scenario.json
+	@$(BIN)/python -c 'import json, sys; from importlib.resources import files; s = json.loads(files("etl.sandbox").joinpath("scenario.json").read_text()); d = dict(s["dispatches"][0], id="earlier", start_time="now-2h", end_time="now-90m"); s["dispatches"].append(d); s["commands"] = [{"action": a, "site_id": x["id"], "dispatch_id": "earlier", "commitment_kw": x["commitment"], "received_at": t} for a, t in (("curtail", "now-2h"), ("restore", "now-90m")) for x in d["sites"]]; json.dump(s, open(sys.argv[1], "w"))' $(DEMO_DIR)/scenario.json
 	@$(BIN)/etl sandbox --port 0 --scenario $(DEMO_DIR)/scenario.json > $(DEMO_DIR)/sandbox.log 2>&1 & pid=$$!; \
 	trap 'kill $$pid' EXIT; \
 	for i in $$(seq 50); do grep -q http $(DEMO_DIR)/sandbox.log && break; sleep 0.1; done; \

@@ -15,18 +15,25 @@ It also takes webhook registrations (`GET`/`POST /2022-04-15/webhooks`, `DELETE
 /2022-04-15/webhooks/{id}`) and pushes to each registered URL, as Voltus does, a
 `dispatch.create` or `dispatch.update` notification when a dispatch appears or changes (in the
 scenario file, or set by a test), retrying one that is not answered 2xx.
+
+It plays the sites' controllers too, so that a rehearsal can fail: `POST /sandbox/actions` takes
+the body etl's webhook handler sends (ETL_ACTION_WEBHOOK), and a site's emulated load is down
+only from a curtail its controller took until a restore. A scenario's `failing_sites` have
+controllers that answer 503; its `commands` are what the controllers took before it started.
 """
 
+import contextlib
 import itertools
 import json
+import math
 import re
 import threading
 import time
 import urllib.error
 import urllib.request
 import zlib
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.resources import files
@@ -48,7 +55,8 @@ UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 CERTIFICATION = ("basic", "ancillary", "two-programs", "cancelled", "curtailing")
 TELEMETRY_MAX_SITES, TELEMETRY_MAX_POINTS = 10, 10_000
 RESPONSE_DELAY = timedelta(minutes=1)  # an emulated site's load follows its commands this late
-LATER = datetime(9000, 1, 1, tzinfo=UTC)  # the end of a dispatch with no end time yet
+CONTROLLERS = "/sandbox/actions"  # where the emulated site controllers take etl's actions
+MOST_BODY = 1 << 20  # bytes of a request body read; an action is a few hundred
 PUSH_EVERY = 0.05  # seconds between two looks for changed dispatches
 DELIVERY_ATTEMPTS = 5
 # the program of a test dispatch that names none: the reference's example of a test dispatch
@@ -71,6 +79,70 @@ class Faults:
     truncated: int = 0  # the next N successful responses are cut off mid-body
     any_telemetry: bool = False  # serve a site's readings whatever the window asked for
     most_points: int = 2048  # in a POST of telemetry; more is answered 413
+
+
+@dataclass(frozen=True)
+class SiteCommand:
+    """An action an emulated site controller took: what etl's webhook handler sent, and when."""
+
+    action: str  # curtail or restore
+    site_id: str
+    dispatch_id: str
+    commitment_kw: float | None
+    received_at: datetime
+    idempotency_key: str | None = None  # None in a scenario's record of earlier commands
+
+
+def site_command(value: Any, received_at: datetime) -> SiteCommand:
+    """An action as etl's webhook handler sends it (docs/handlers.md), checked field by field:
+    ValueError says which one is wrong."""
+    if not isinstance(value, dict):
+        raise ValueError("an action is a JSON object, as etl's webhook handler sends it")
+    if value.get("action") not in ("curtail", "restore"):
+        raise ValueError("'action' must be 'curtail' or 'restore'")
+    for name in ("site_id", "dispatch_id"):
+        if not isinstance(value.get(name), str) or not value[name]:
+            raise ValueError(f"{name!r} must be a string")
+    key = value.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not key):
+        raise ValueError("'idempotency_key' must be a string")
+    return SiteCommand(
+        value["action"],
+        value["site_id"],
+        value["dispatch_id"],
+        _kilowatts(value.get("commitment_kw")),
+        received_at,
+        key,
+    )
+
+
+def _kilowatts(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an integer no float holds
+            if math.isfinite(kw := float(value)):
+                return kw
+    raise ValueError("'commitment_kw' must be a number or null")
+
+
+def scenario_commands(entries: Any) -> list[SiteCommand]:
+    """A scenario's `commands`: what the site controllers took before the emulator started, each
+    an action as the webhook sends it with its `received_at`, so that a dispatch that ended
+    before a rehearsal can still show a response."""
+    try:
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("a list of actions, each with its 'received_at'")
+        return [site_command(entry, parse_rfc3339(entry.get("received_at"))) for entry in entries]
+    except ValueError as error:
+        raise ConfigError(f"not a scenario: commands: {error}") from None
+
+
+def failing_sites(value: Any) -> set[str]:
+    """A scenario's `failing_sites`: the sites whose controllers answer 503 to every action."""
+    if not isinstance(value, list) or not all(isinstance(site, str) for site in value):
+        raise ConfigError("not a scenario: failing_sites: a list of site ids")
+    return set(value)
 
 
 def resolve_times(value: Any, anchor: datetime, speed: float = 1.0) -> Any:
@@ -151,6 +223,8 @@ def load_scenario(path: Path | None, anchor: datetime, speed: float = 1.0) -> di
     voltus_format = isinstance(resolved.get("dispatches"), dict)
     loaded = {key: resolved.get(key, []) for key in ("dispatches", "unlisted", "sites")}
     loaded["telemetry"] = resolved.get("telemetry", {})
+    loaded["commands"] = scenario_commands(resolved.get("commands", []))
+    loaded["failing_sites"] = failing_sites(resolved.get("failing_sites", []))
     loaded["published"] = published_states(resolved) if voltus_format else []
     loaded["setpoints"] = published_setpoints(resolved) if voltus_format else []
     if voltus_format:
@@ -251,6 +325,11 @@ class Sandbox:
         # a Voltus-format scenario's setpoints_timeseries, kept as published (see
         # published_setpoints: not served)
         self.setpoints: list[PublishedSetpoints] = scenario["setpoints"]
+        # the emulated site controllers: the actions they took (POST /sandbox/actions), in the
+        # order received, and the scenario's record of those they took before
+        self.commands: list[SiteCommand] = []
+        self.earlier_commands: list[SiteCommand] = scenario["commands"]
+        self.failing_sites: set[str] = scenario["failing_sites"]  # their controllers answer 503
         try:
             self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         except OSError as error:
@@ -301,6 +380,8 @@ class Sandbox:
         self.telemetry = scenario["telemetry"]
         self.published = scenario["published"]
         self.setpoints = scenario["setpoints"]
+        self.earlier_commands = scenario["commands"]
+        self.failing_sites = scenario["failing_sites"]
 
     def served(self) -> list[Any]:
         """The dispatches as the API shows them now (the caller holds the lock)."""
@@ -311,6 +392,52 @@ class Sandbox:
             if shown:
                 current.append(shown[-1])
         return [*self.dispatches, *current]
+
+    def control(
+        self, path: str, method: str, body: bytes, too_long: bool, key: str | None
+    ) -> tuple[int, bytes]:
+        """The emulated site controllers: `POST /sandbox/actions` takes an action as etl's
+        webhook handler sends it (its Idempotency-Key header, if sent, equal to the body's
+        `idempotency_key`), answered 200 with the command as taken, once per key. Apart from the
+        API: no API key, and the API's faults do not apply (`failing_sites` are this one's)."""
+        if path.split("?", 1)[0] != CONTROLLERS:
+            return 404, _error_body(404, f"no such endpoint: {path[:100]}")
+        if method != "POST":
+            return 405, _error_body(405, f"{method} is not allowed here: POST an action")
+        if too_long:
+            return 413, _error_body(413, f"an action has at most {MOST_BODY} bytes")
+        try:
+            command = site_command(json.loads(body), utcnow())
+        except (ValueError, RecursionError) as error:  # a UnicodeDecodeError is a ValueError
+            return 400, _error_body(400, f"not an action: {str(error)[:200]}")
+        if command.idempotency_key is None:
+            return 400, _error_body(400, "not an action: 'idempotency_key' is missing")
+        if key not in (None, command.idempotency_key):
+            return 400, _error_body(400, "the Idempotency-Key header is not the body's key")
+        with self.lock:
+            if command.site_id not in self._known_sites():
+                return 404, _error_body(404, f"no site {command.site_id[:100]!r} here")
+            if command.site_id in self.failing_sites:
+                message = f"the controller of site {command.site_id!r} does not answer"
+                return 503, _error_body(503, message)
+            for taken in self.commands:
+                if taken.idempotency_key == command.idempotency_key:
+                    return 200, _command_body(taken)  # a retry: taken once already
+            self.commands.append(command)
+        return 200, _command_body(command)
+
+    def _known_sites(self) -> set[Any]:
+        """The sites listed, named by a dispatch, or commanded before (a restore may follow its
+        dispatch's vanishing from the scenario)."""
+        named = {
+            site.get("id")
+            for dispatch in [*self.served(), *self.unlisted]
+            if isinstance(dispatch, dict) and isinstance(dispatch.get("sites"), list)
+            for site in dispatch["sites"]
+            if isinstance(site, dict)
+        }
+        listed = {site.get("id") for site in self.sites if isinstance(site, dict)}
+        return named | listed | {command.site_id for command in self.commands}
 
     def respond(
         self, path: str, key: str | None, method: str = "GET", body: bytes = b""
@@ -551,6 +678,10 @@ class Sandbox:
                 if self.faults.any_telemetry or _served_in(served, start, latest, interval):
                     by_meter.setdefault(meter_id, []).append(served)
             return [{"meter_id": m, "telemetry": r} for m, r in by_meter.items()]
+        commands = sorted(
+            (c for c in [*self.earlier_commands, *self.commands] if c.site_id == site_id),
+            key=lambda command: command.received_at,
+        )
         readings = []
         at = start + timedelta(seconds=interval - start.timestamp() % interval)
         while at <= latest:
@@ -559,26 +690,11 @@ class Sandbox:
                     "interval_seconds": interval,
                     "timestamp": format_rfc3339(at),
                     "units": "kW",
-                    "value": self._load(site_id, at),
+                    "value": _load(site_id, at, commands),
                 }
             )
             at += timedelta(seconds=interval)
         return [{"meter_id": f"{site_id}-m1", "telemetry": readings}]
-
-    def _load(self, site_id: str, at: datetime) -> float:
-        """A steady load with a little noise, less the commitment of each dispatch that holds
-        the site, from a minute after its start until a minute after its end."""
-        seed = zlib.crc32(site_id.encode())
-        noise = (zlib.crc32(f"{site_id}{at.timestamp()}".encode()) % 200 - 100) / 100
-        load = 100.0 + seed % 50 + noise
-        for dispatch in self.served():
-            window = _holding_window(dispatch)
-            if window is None or not window[0] <= at <= window[1]:
-                continue
-            for site in dispatch.get("sites") or []:
-                if isinstance(site, dict) and site.get("id") == site_id:
-                    load -= float(site.get("commitment") or 0)
-        return round(load, 3)
 
     def _webhooks(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         """The account's webhook registrations (the caller holds the lock)."""
@@ -687,17 +803,26 @@ def _served_in(reading: dict[str, Any], start: datetime, latest: datetime, inter
     return start < at <= latest and reading.get("interval_seconds") == interval
 
 
-def _holding_window(dispatch: Any) -> tuple[datetime, datetime] | None:
-    """When an emulated site's load is down for a dispatch that holds it: each command takes
-    effect a minute after it is due."""
-    if not isinstance(dispatch, dict) or not dispatch.get("authorized") or dispatch.get("test"):
-        return None
-    try:
-        begins = parse_rfc3339(dispatch["start_time"])
-        ends = parse_rfc3339(dispatch["end_time"]) if dispatch.get("end_time") else LATER
-    except (KeyError, ValueError):
-        return None
-    return begins + RESPONSE_DELAY, ends + RESPONSE_DELAY
+def _load(site_id: str, at: datetime, commands: list[SiteCommand]) -> float:
+    """A steady load with a little noise, less what the site's controller has curtailed: each
+    of its `commands` (in the order received) takes effect a minute after it came, a curtail by
+    its commitment until a restore, which ends them all (etl restores a site once, when no
+    dispatch holds it any more). A curtail that never came lowers nothing."""
+    seed = zlib.crc32(site_id.encode())
+    noise = (zlib.crc32(f"{site_id}{at.timestamp()}".encode()) % 200 - 100) / 100
+    curtailed: dict[str, float] = {}  # by dispatch: a new episode's curtail replaces its last
+    for command in commands:
+        if command.received_at + RESPONSE_DELAY > at:
+            break
+        if command.action == "restore":
+            curtailed.clear()
+        else:
+            curtailed[command.dispatch_id] = command.commitment_kw or 0.0
+    return round(100.0 + seed % 50 + noise - sum(curtailed.values()), 3)
+
+
+def _command_body(command: SiteCommand) -> bytes:
+    return _json({**asdict(command), "received_at": format_rfc3339(command.received_at)})
 
 
 def _json(value: Any) -> bytes:
@@ -725,11 +850,23 @@ def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
             self._answer("DELETE")
 
         def _answer(self, method: str) -> None:
-            length = self.headers.get("Content-Length", "0")
-            length = min(int(length), 1 << 20) if length.isascii() and length.isdigit() else 0
-            request_body = self.rfile.read(length) if length else b""
-            key = self.headers.get("X-Voltus-API-Key")
-            status, headers, body = sandbox.respond(self.path, key, method, request_body)
+            declared = self.headers.get("Content-Length", "0")
+            length = int(declared) if declared.isascii() and declared.isdigit() else 0
+            request_body = self.rfile.read(min(length, MOST_BODY))
+            left = length - len(request_body)
+            # the rest read and dropped: a body left unread resets the connection, and the
+            # sender may never see the answer
+            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+                left -= len(chunk)
+            if self.path.startswith("/sandbox/"):
+                key = self.headers.get("Idempotency-Key")
+                status, body = sandbox.control(
+                    self.path, method, request_body, length > MOST_BODY, key
+                )
+                headers: dict[str, str] = {}
+            else:
+                key = self.headers.get("X-Voltus-API-Key")
+                status, headers, body = sandbox.respond(self.path, key, method, request_body)
             truncate = headers.pop("X-Truncate", None)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, event, func, insert, select, text, update
 
-from etl.base.timeutil import format_rfc3339, utcnow
+from etl.base.timeutil import format_rfc3339, parse_rfc3339, utcnow
 from etl.ingest import dispatches, telemetry
 from etl.read import chart, output, reports, status
 from etl.sandbox import emulator
-from etl.sandbox.emulator import Sandbox
+from etl.sandbox.emulator import Sandbox, SiteCommand
 from etl.source.records import MAX_KW, MIN_READING_KW
 from etl.store import rows, schema
 from tests.helpers import log_messages, site
@@ -37,6 +37,17 @@ def ago(minutes: float) -> str:
 
 def ended(dispatch_id: str, *sites: dict[str, object], start: float, end: float) -> dict:
     return active(dispatch_id, *sites, start_time=ago(start), end_time=ago(end))
+
+
+def delivered_in_time(sandbox: Sandbox, *shown: dict[str, Any]) -> None:
+    """Each site's controller took its curtail at its dispatch's start and its restore at the
+    end (the emulated load drops only then: tests/store/test_rehearsal.py)."""
+    sandbox.commands = [
+        SiteCommand(kind, s["id"], d["id"], s["commitment"], parse_rfc3339(d[time]))
+        for d in shown
+        for s in d["sites"]
+        for kind, time in (("curtail", "start_time"), ("restore", "end_time"))
+    ]
 
 
 def stored(world: World) -> dict[str, int]:
@@ -114,8 +125,10 @@ def test_the_windows_due_are_found_in_one_query_whatever_their_number(
     assert len(queries) == 1 + 2, queries
 
 
-def test_the_load_drops_by_the_commitment_while_the_site_is_held(world: World) -> None:
-    world.step(ended("d1", site("a", commitment=40), start=90, end=30))
+def test_the_load_drops_by_the_commitment_while_the_site_is_curtailed(world: World) -> None:
+    held = ended("d1", site("a", commitment=40), start=90, end=30)
+    world.step(held)
+    delivered_in_time(world.sandbox, held)
     telemetry.fetch_telemetry(world.engine, world.client)
     with world.engine.connect() as conn:
         readings = dict(
@@ -200,6 +213,8 @@ def test_nothing_is_trusted_before_twenty_minutes(world: World) -> None:
 
 def test_a_refused_window_waits_while_the_others_are_stored(world: World) -> None:
     listing = [ended("d1", site("a"), start=150, end=120), ended("d2", site("b"), start=90, end=60)]
+    later = ended("d3", site("c"), start=60, end=30)
+    delivered_in_time(world.sandbox, *listing, later)  # so that status judges telemetry alone
     world.step(*listing)
     world.sandbox.faults.statuses = [400]  # d1's request: the earliest window goes first
     summary = telemetry.fetch_telemetry(world.engine, world.client)
@@ -210,7 +225,7 @@ def test_a_refused_window_waits_while_the_others_are_stored(world: World) -> Non
     report = status.check(world.engine, *CHECK)
     assert report.code == status.Health.WARNING and report.telemetry_error == summary.error
     assert report.problems == [f"WARNING: telemetry is not being fetched: {summary.error}"]
-    world.step(*listing, ended("d3", site("c"), start=60, end=30))
+    world.step(*listing, later)
     between = telemetry.fetch_telemetry(world.engine, world.client)  # d1 is not asked yet
     assert between.windows == 1 and between.error is None and set(stored(world)) == {"b", "c"}
     report = status.check(world.engine, *CHECK)  # a pass succeeded, but d1 is still refused
