@@ -1,15 +1,19 @@
 """Notifications: people told, in the channel they already watch, of what the event log records
 that needs them: a dispatch created (a test one only with ETL_NOTIFY_TEST), moved, cancelled or
-vanished; an action that failed for good or was missed; and of what `etl status` finds: a site
-that under-delivered, the status turning CRITICAL and back to OK (`Health`, which the read layer
+vanished; an action failing (at its first failed attempt, once) and cleared (when one told failing
+succeeds), one that failed for good or was missed; and of what `etl status` finds: a site that
+under-delivered, the status turning CRITICAL and back to OK (`Health`, which the read layer
 gathers and the command passes in). ETL_NOTIFY_URLS names the channels as Apprise URLs (Slack,
-Teams, e-mail, ntfy...); Apprise is imported only when they are set.
+Teams, e-mail, ntfy...); Apprise is imported only when they are set. Each is sent with the
+Apprise type of its severity (SEVERITY), which the channels show as colour or icon.
 
 Each notification is planned once, in the store: the notifier reads the event log past its
 cursor (`notifier_state`) and writes a notification per event that needs one (`notifications`,
 unique per event) with the cursor, in one transaction, so that a restart never repeats one and a
 crash never loses one. A notice of the status has a subject instead (unique: `under_delivered:
-<dispatch>:<site>`), and the last verdict told is kept with the cursor. Each is then delivered to
+<dispatch>:<site>`), and the last verdict told is kept with the cursor; so has a notice of an
+action failing or cleared (`action_failing:<key>`, `action_cleared:<key>`: one per action, however
+many attempts fail). Each is then delivered to
 each service (each URL of ETL_NOTIFY_URLS, known in the store by a hash of its URL keyed with the
 store's own secret, as the URL holds the service's): a service's taking it is written as it
 happens, so a crash between the two sends it again to that service (at least once), and a retry
@@ -37,10 +41,12 @@ from sqlalchemy import Connection, Engine, and_, func, select, update
 from etl.base.config import ProcessorSettings
 from etl.base.logs import log, one_line, shorten
 from etl.base.redact import redact_text
-from etl.base.timeutil import zone_or_utc
+from etl.base.timeutil import parse_rfc3339, zone_or_utc
+from etl.handlers import ActionKind
 from etl.store.db import dialect_insert, read_transaction, write_transaction
 from etl.store.identity import key_namespace
 from etl.store.schema import (
+    actions,
     dispatch_sites,
     dispatches,
     events,
@@ -50,7 +56,7 @@ from etl.store.schema import (
     programs,
     sites,
 )
-from etl.store.vocabulary import EventKind, NoticeKind
+from etl.store.vocabulary import EventKind, Holding, NoticeKind
 
 __all__ = [
     "FIRST_RETRY",
@@ -74,6 +80,11 @@ NEWS = timedelta(hours=1)  # an event older than this when first read is not tol
 HOLD = timedelta(minutes=2)  # a notification being sent is left to its notifier that long
 NOTIFY_LOCK = "etl.notify"  # held while planning or taking a notification: notifiers take turns
 TIME = "%a %d %b %H:%M %Z"  # in the program's time zone: `Sat 06 Dec 14:00 CST`
+# a handler's error as told: enough to say what went wrong, short enough for a phone's screen
+ERROR_CHARS = 300
+# of a dispatch's sites, those named; the others are counted (a 200-site list is unreadable)
+MOST_SITES_NAMED = 10
+Listed = list[tuple[str, str, float | None]]  # a dispatch's sites: (id, `Bakery (12 kW)`, kW)
 WAITING = and_(notifications.c.sent_at.is_(None), notifications.c.given_up_at.is_(None))
 # where one URL of ETL_NOTIFY_URLS ends, as Apprise splits them: at commas, semicolons or spaces
 # that lead into the next scheme (a comma inside a URL, `mailto://...?to=a@x,b@y`, stays)
@@ -87,8 +98,32 @@ NOTICES = {
     EventKind.DISPATCH_CHANGED: NoticeKind.DISPATCH_MOVED,  # when its start time changed
     EventKind.DISPATCH_CANCELLED: NoticeKind.DISPATCH_CANCELLED,
     EventKind.DISPATCH_VANISHED: NoticeKind.DISPATCH_VANISHED,
+    EventKind.ACTION_RETRYING: NoticeKind.ACTION_FAILING,  # only the action's first: _action
+    EventKind.ACTION_SUCCEEDED: NoticeKind.ACTION_CLEARED,  # only of one told failing
     EventKind.ACTION_FAILED: NoticeKind.ACTION_FAILED,
     EventKind.ACTION_MISSED: NoticeKind.ACTION_MISSED,
+}
+ACTION_NOTICES = (
+    NoticeKind.ACTION_FAILING,
+    NoticeKind.ACTION_CLEARED,
+    NoticeKind.ACTION_FAILED,
+    NoticeKind.ACTION_MISSED,
+)
+
+# Apprise's notification type of each kind: failure when a site is failing (or etl as a whole),
+# warning for what needs a look but costs no site now, info for news, success when it clears
+SEVERITY = {
+    NoticeKind.DISPATCH_CREATED: "info",
+    NoticeKind.DISPATCH_MOVED: "info",
+    NoticeKind.DISPATCH_CANCELLED: "info",
+    NoticeKind.DISPATCH_VANISHED: "warning",
+    NoticeKind.ACTION_FAILING: "failure",
+    NoticeKind.ACTION_CLEARED: "success",
+    NoticeKind.ACTION_FAILED: "failure",
+    NoticeKind.ACTION_MISSED: "warning",
+    NoticeKind.UNDER_DELIVERED: "warning",
+    NoticeKind.STATUS_CRITICAL: "failure",
+    NoticeKind.STATUS_OK: "success",
 }
 
 
@@ -149,21 +184,19 @@ def plan(engine: Engine, settings: ProcessorSettings, now: datetime) -> int:
             .order_by(events.c.id)
             .limit(EVENTS_PER_TURN)
         ).all()  # fmt: skip
-        planned = []
+        planned = 0
         for event in read:
             if event.occurred_at < now - NEWS:
                 continue  # notifications were off then, or etl was: old news now
-            message = _message(conn, event, settings)
-            if message is not None:
-                kind, title, body = message
-                planned.append(
-                    _notice(now, kind, title, body, event.dispatch_id, event_id=event.id)
-                )
-        if planned:
-            conn.execute(notifications.insert(), planned)
+            notice = _message(conn, event, settings, now)
+            if notice is not None:
+                # written at once: the next retry of the same action, read in this turn, sees
+                # its action told failing already
+                conn.execute(notifications.insert().values(notice))
+                planned += 1
         if read:
             conn.execute(update(notifier_state).values(last_event_id=read[-1].id))
-    return len(planned)
+    return planned
 
 
 def plan_health(engine: Engine, health: Health, now: datetime) -> int:
@@ -186,7 +219,9 @@ def plan_health(engine: Engine, health: Health, now: datetime) -> int:
         last = conn.execute(select(notifier_state.c.health_told)).scalar_one()
         if health.verdict == "CRITICAL" and last != "CRITICAL":
             body = "\n".join(health.problems) or "see etl status"
-            title = "etl status is CRITICAL: " + (health.problems or ["see etl status"])[0]
+            # the first CRITICAL problem (a WARNING may come before it), its level said once
+            first = next((p for p in health.problems if p.startswith("CRITICAL: ")), None)
+            title = "etl status is " + (first or "CRITICAL: see etl status")
             kind = NoticeKind.STATUS_CRITICAL
             title = shorten(one_line(title), 300)
             planned.append(_notice(now, kind, title, body, None, subject=f"status:{now}"))
@@ -247,8 +282,8 @@ def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) ->
         # the least tried first: one that a service refuses for its content must not go first
         # at every turn, its failure making that service skip all the others
         due = conn.execute(
-            select(notifications.c.id, notifications.c.title, notifications.c.body,
-                   notifications.c.created_at, notifications.c.last_error)
+            select(notifications.c.id, notifications.c.kind, notifications.c.title,
+                   notifications.c.body, notifications.c.created_at, notifications.c.last_error)
             .where(WAITING, notifications.c.next_attempt_at <= now)
             .order_by(notifications.c.attempts, notifications.c.id)
             .limit(DELIVERIES_PER_TURN)
@@ -285,6 +320,9 @@ def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) ->
                 summary.failed += 1
                 down[service.key] = error
                 errors.append(error)
+                log.warning(
+                    "notifications: %r not taken, tried again later: %s", notice.title, error
+                )
         row = update(notifications).where(notifications.c.id == notice.id)
         with write_transaction(engine) as conn:
             if errors:
@@ -333,7 +371,8 @@ def _send(service: Service, notice: Any, urls: str) -> str | None:
     if service.channel is None:
         return f"{service.name}: not a URL Apprise knows"
     with apprise.LogCapture(level=logging.WARNING) as said:
-        if service.channel.notify(title=notice.title, body=notice.body):
+        severity = SEVERITY[NoticeKind(notice.kind)]
+        if service.channel.notify(title=notice.title, body=notice.body, notify_type=severity):
             return None
     return _error_text(said.getvalue(), urls, service)
 
@@ -397,9 +436,9 @@ def _error_text(logged: str, urls: str, service: Service) -> str:
 
 
 def _message(
-    conn: Connection, event: Any, settings: ProcessorSettings
-) -> tuple[NoticeKind, str, str] | None:
-    """What to tell of this event, or None when it needs nobody."""
+    conn: Connection, event: Any, settings: ProcessorSettings, now: datetime
+) -> dict[str, Any] | None:
+    """The notification of this event, or None when it needs nobody."""
     kind = NOTICES.get(EventKind(event.kind))
     if kind is None or event.dispatch_id is None:
         return None
@@ -409,6 +448,8 @@ def _message(
     facts = _dispatch(conn, event.dispatch_id)
     if facts is None:
         return None
+    if kind in ACTION_NOTICES:
+        return _action(conn, event, kind, facts, now)
     ended = facts["end"] is not None and facts["end"] <= event.occurred_at
     if kind == NoticeKind.DISPATCH_CREATED and (
         not facts["authorized"] or ended or (facts["test"] and not settings.notify_test)
@@ -416,25 +457,109 @@ def _message(
         return None  # nothing to curtail (a cancellation, if any, is told as one)
     name, window = f"Dispatch {event.dispatch_id} ({facts['program']})", _window(facts)
     test = "TEST " if facts["test"] else ""
+    listed = _sites(conn, event.dispatch_id)
+    totals = _totals(listed)
+    sites_line = f"{totals}: {_named([label for _, label, _ in listed])}"
     match kind:
         case NoticeKind.DISPATCH_CREATED:
-            title = f"{test}{name}: curtail {len(facts['sites'])} sites, {window}"
-            body = "Sites: " + ", ".join(facts["sites"])
+            title, body = f"{test}{name}: curtail {totals}, {window}", sites_line
         case NoticeKind.DISPATCH_MOVED:
-            title, body = f"{test}{name} moved: now {window}", "Sites: " + ", ".join(facts["sites"])
+            title, body = f"{test}{name} moved: now {window}", sites_line
         case NoticeKind.DISPATCH_CANCELLED:
-            title, body = f"{test}{name} cancelled", f"It was {window}; its sites are restored."
-        case NoticeKind.DISPATCH_VANISHED:
+            title = f"{test}{name} cancelled"
+            body = _cancelled(conn, event, facts, listed)
+        case _:
             title = f"{name} vanished from the API before its end"
             body = "etl treats it as ended when it went missing; check with Voltus."
+    title = shorten(one_line(title), 300)
+    return _notice(now, kind, title, body, event.dispatch_id, event_id=event.id)
+
+
+def _action(
+    conn: Connection, event: Any, kind: NoticeKind, facts: dict[str, Any], now: datetime
+) -> dict[str, Any] | None:
+    """The notification of an action's event: failing (its first failed attempt only), cleared
+    (only when it was told failing), failed for good, or missed."""
+    details = event.details or {}
+    failing = f"action_failing:{details.get('idempotency_key')}"
+    subject = None
+    if kind == NoticeKind.ACTION_FAILING:
+        if _told(conn, failing):
+            return None  # a later attempt failing too: told already
+        subject = failing
+    elif kind == NoticeKind.ACTION_CLEARED:
+        if not _told(conn, failing):
+            return None  # it succeeded with no failure told: nothing to clear
+        subject = f"action_cleared:{details.get('idempotency_key')}"
+    action = str(details.get("action", "action")).capitalize()
+    what = f"{action} of {_site_name(conn, event.site_id)} for dispatch {event.dispatch_id}"
+    error = _error(details.get("error") or details.get("note") or "see etl audit")
+    match kind:
+        case NoticeKind.ACTION_FAILING:
+            title = f"{what} is failing"
+            retry_at = parse_rfc3339(details["retry_at"]).astimezone(facts["zone"])
+            body = f"Attempt {details['attempt']} failed: {error}\n"
+            body += f"Next attempt at {retry_at.strftime('%H:%M:%S %Z')}."
+        case NoticeKind.ACTION_CLEARED:
+            title = f"{what} succeeded at attempt {details['attempt']}"
+            body = f"The {action.lower()} that was failing is done."
+        case NoticeKind.ACTION_FAILED:
+            title, body = f"{what} failed", error
         case _:
-            site_name = _site_name(conn, event.site_id)
-            action = str(details.get("action", "action")).capitalize()
-            verb = "failed" if kind == NoticeKind.ACTION_FAILED else "was missed"
-            title = f"{action} of {site_name} for dispatch {event.dispatch_id} {verb}"
-            why = details.get("error") or details.get("note") or "see etl audit"
-            body = f"{shorten(one_line(str(why)), 500)}\n(etl audit --dispatch {event.dispatch_id})"
-    return kind, shorten(one_line(title), 300), body
+            title, body = f"{what} was missed", error
+    body += f"\n(etl audit --dispatch {event.dispatch_id})"
+    title = shorten(one_line(title), 300)
+    event_id = event.id if subject is None else None  # a subject stands in for its event
+    return _notice(now, kind, title, body, event.dispatch_id, event_id=event_id, subject=subject)
+
+
+def _told(conn: Connection, subject: str) -> bool:
+    found = select(notifications.c.id).where(notifications.c.subject == subject)
+    return conn.execute(found).first() is not None
+
+
+def _error(said: object) -> str:
+    """What a handler said, as told: its secrets masked (a URL's password, a token), on one
+    line, at most ERROR_CHARS characters."""
+    return shorten(one_line(redact_text(str(said))), ERROR_CHARS)
+
+
+def _cancelled(conn: Connection, event: Any, facts: dict[str, Any], listed: Listed) -> str:
+    """What a cancellation leaves: the sites restored, or nothing curtailed; and the sites that
+    stay curtailed, held by another dispatch under way (the planner's holders rule)."""
+    a, ds = actions.c, dispatch_sites.c
+    tried = set(
+        conn.execute(
+            select(a.site_id).where(
+                a.dispatch_id == event.dispatch_id, a.kind == ActionKind.CURTAIL, a.attempts > 0
+            )
+        ).scalars()
+    )
+    holders = dict(
+        conn.execute(
+            select(ds.site_id, ds.dispatch_id).where(
+                ds.holding == Holding.HELD,
+                ds.dispatch_id != event.dispatch_id,
+                ds.site_id.in_([site_id for site_id, _, _ in listed]),
+            )
+        ).all()
+    )
+    window = _window(facts)
+    if tried:
+        lines = [f"It was {window}."]
+        restored = [label for site_id, label, _ in listed if site_id in tried - holders.keys()]
+        if restored:
+            lines.append(f"Restoring {_count(len(restored), 'site')}: {_named(restored)}.")
+    elif event.occurred_at < facts["start"]:
+        lines = [f"It was to run {window}.", "Cancelled before it started: nothing was curtailed."]
+    else:
+        lines = [f"It was {window}.", "None of its sites had been curtailed."]
+    if holders:
+        kept = [
+            f"{label} for {holders[site_id]}" for site_id, label, _ in listed if site_id in holders
+        ]
+        lines.append(f"Staying curtailed for another dispatch: {_named(kept)}.")
+    return "\n".join(lines)
 
 
 def _dispatch(conn: Connection, dispatch_id: str) -> dict[str, Any] | None:
@@ -446,13 +571,6 @@ def _dispatch(conn: Connection, dispatch_id: str) -> dict[str, Any] | None:
     ).first()
     if row is None:
         return None
-    ds, s = dispatch_sites.c, sites.c
-    listed = conn.execute(
-        select(s.name, ds.commitment_kw)
-        .join(sites, s.id == ds.site_id)
-        .where(ds.dispatch_id == dispatch_id, ds.removed_at.is_(None))
-        .order_by(s.name)
-    ).all()
     return {
         "start": row.start_time,
         "end": row.end_time,
@@ -460,8 +578,42 @@ def _dispatch(conn: Connection, dispatch_id: str) -> dict[str, Any] | None:
         "authorized": row.authorized,
         "program": row.name,
         "zone": zone_or_utc(row.timezone),
-        "sites": [f"{name} ({kw:g} kW)" if kw is not None else name for name, kw in listed],
     }
+
+
+def _sites(conn: Connection, dispatch_id: str) -> Listed:
+    """The dispatch's sites, by name."""
+    ds, s = dispatch_sites.c, sites.c
+    listed = conn.execute(
+        select(s.id, s.name, ds.commitment_kw)
+        .join(sites, s.id == ds.site_id)
+        .where(ds.dispatch_id == dispatch_id, ds.removed_at.is_(None))
+        .order_by(s.name)
+    ).all()
+    return [
+        (site_id, f"{name} ({kw:g} kW)" if kw is not None else name, kw)
+        for site_id, name, kw in listed
+    ]
+
+
+def _totals(listed: Listed) -> str:
+    """`200 sites (2,100 kW)`: the kW the known commitments add up to."""
+    sites_count = _count(len(listed), "site")
+    committed = [kw for _, _, kw in listed if kw is not None]
+    if not committed:
+        return sites_count
+    total = f"{sum(committed):,.1f}".removesuffix(".0")
+    return f"{sites_count} ({total} kW)"
+
+
+def _named(labels: list[str]) -> str:
+    """The first MOST_SITES_NAMED, and how many more."""
+    more = len(labels) - MOST_SITES_NAMED
+    return ", ".join(labels[:MOST_SITES_NAMED]) + (f" and {more} more" if more > 0 else "")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _window(facts: dict[str, Any]) -> str:

@@ -120,6 +120,8 @@ class NoticeKind(StrEnum):
     DISPATCH_MOVED = "dispatch_moved"
     DISPATCH_CANCELLED = "dispatch_cancelled"
     DISPATCH_VANISHED = "dispatch_vanished"
+    ACTION_FAILING = "action_failing"  # an action's first failed attempt: retried
+    ACTION_CLEARED = "action_cleared"  # ... and its success, once it was told failing
     ACTION_FAILED = "action_failed"
     ACTION_MISSED = "action_missed"
     UNDER_DELIVERED = "under_delivered"  # a site's metered response, under the status minimum

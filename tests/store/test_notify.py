@@ -1,12 +1,14 @@
 """Notifications through Apprise to a real receiver on loopback (`json://`), on both databases:
-each told once, in the program's time zone with sites by name; a service that does not take one
-retried with backoff, alone, never failing the run nor holding back the others, said by `etl
+each told once, in the program's time zone with sites by name (ten, then how many more) and
+totals, with the Apprise type of its severity; an action failing told at its first failed attempt,
+its error masked, and again when it clears; a service that does not take one retried with
+backoff, alone, never failing the run nor holding back the others, said by a warning and by `etl
 status`, and given up after 6 hours, loudly; the URL's secret never kept or shown."""
 
 import hashlib
 import json
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -19,15 +21,16 @@ from sqlalchemy import Engine, select, update
 from etl.act import notify, processor
 from etl.base.config import ProcessorSettings
 from etl.base.timeutil import format_rfc3339, utcnow
+from etl.handlers import ActionRequest, HandlerFailed
 from etl.ingest import dispatches
 from etl.read import status
 from etl.sandbox.emulator import Sandbox
 from etl.store import schema
 from etl.store.db import make_engine, write_transaction
 from etl.store.identity import key_namespace
-from tests.helpers import dispatch, http_server, receive_posts, site
+from tests.helpers import at, dispatch, http_server, receive_posts, site, wait_for
 from tests.processes import InProcess
-from tests.scenarios import World
+from tests.scenarios import Recorder, World, active, ended
 from tests.store.test_telemetry import hand_computed
 
 SECRET = "t0ken-SECRET-42"
@@ -118,10 +121,10 @@ def test_a_dispatch_created_is_told_once_in_its_programs_time_zone(
     (told,) = receiver.told
     local = start.astimezone(ZoneInfo("US/Central"))
     assert told["title"] == (
-        f"Dispatch d1 (MISO - Operating Reserves): curtail 2 sites, "
+        f"Dispatch d1 (MISO - Operating Reserves): curtail 2 sites (12 kW), "
         f"{local.strftime(notify.TIME)} to {(local + timedelta(hours=1)).strftime(notify.TIME)}"
     )
-    assert told["message"] == "Sites: Bakery (12 kW), Mill"
+    assert told["message"] == "2 sites (12 kW): Bakery (12 kW), Mill"
     assert turn(world, receiver.url).planned == 0 and len(receiver.told) == 1  # never twice
 
 
@@ -155,7 +158,7 @@ def test_a_moved_and_a_cancelled_dispatch_are_told(world: World, receiver: Recei
     dispatches.fetch(world.engine, world.client)
     turn(world, receiver.url)
     titles = [t["title"] for t in receiver.told]
-    assert titles[0].startswith("Dispatch d1 (MISO - Operating Reserves): curtail 1 sites")
+    assert titles[0].startswith("Dispatch d1 (MISO - Operating Reserves): curtail 1 site (10 kW), ")
     assert titles[1].startswith("Dispatch d1 (MISO - Operating Reserves) moved: now ")
     assert titles[2] == "Dispatch d1 (MISO - Operating Reserves) cancelled"
     assert len(titles) == 3
@@ -174,22 +177,31 @@ def test_a_dispatch_created_and_cancelled_before_a_turn_is_told_as_cancelled_onl
     ]
 
 
-def test_an_action_that_failed_is_told_with_its_site_and_error(
+def test_an_action_that_failed_is_told_with_its_site_and_its_error_masked_and_bounded(
     world: World, receiver: Receiver
 ) -> None:
     world.sandbox.dispatches = [dispatch("d1", site("a", name="Bakery"))]
     dispatches.fetch(world.engine, world.client)
+    said = f"relay 3 did not answer\nat all: POST https://ops:{SECRET}@relay.example/x " * 20
     with write_transaction(world.engine) as conn:  # its last attempt failed: the action too
         conn.execute(
             schema.events.insert().values(
                 occurred_at=utcnow(), kind="action_failed", dispatch_id="d1", site_id="a",
-                details={"action": "curtail", "error": "relay 3 did not answer\nat all"},
+                details={"action": "curtail", "error": said},
             )
         )  # fmt: skip
     turn(world, receiver.url)
     told = receiver.told[-1]
-    assert told["title"] == "Curtail of Bakery (a) for dispatch d1 failed"
-    assert told["message"].startswith("relay 3 did not answer\\x0aat all")
+    assert (told["title"], told["type"]) == (
+        "Curtail of Bakery (a) for dispatch d1 failed",
+        "failure",
+    )
+    error, audit = told["message"].split("\n")
+    assert error.startswith(
+        "relay 3 did not answer\\x0aat all: POST https://***@relay.example/x relay 3 "
+    )
+    assert SECRET not in error and len(error) <= notify.ERROR_CHARS and error.endswith("…")
+    assert audit == "(etl audit --dispatch d1)"
 
 
 def test_a_service_that_does_not_take_it_is_retried_later_and_status_says_so(
@@ -285,7 +297,7 @@ def test_the_status_is_told_when_it_turns_critical_and_back_to_ok(
     urls = ProcessorSettings(notify_urls=receiver.url)
     seen = [
         health("OK"),  # the first verdict, OK: nothing to tell
-        health("CRITICAL", "CRITICAL: no successful fetch for 12 minutes", "WARNING: x"),
+        health("CRITICAL", "WARNING: x", "CRITICAL: no successful fetch for 12 minutes"),
         health("CRITICAL", "CRITICAL: still"),  # told already
         health("WARNING", "WARNING: 1 action missed"),  # on the way back: not yet OK
         health("OK"),
@@ -294,12 +306,13 @@ def test_the_status_is_told_when_it_turns_critical_and_back_to_ok(
     ]
     planned = [notify.run(world.engine, urls, utcnow(), verdict).planned for verdict in seen]
     assert planned == [0, 1, 0, 0, 1, 0, 0]
-    assert [(t["title"], t["message"]) for t in receiver.told] == [
+    assert [(t["title"], t["message"], t["type"]) for t in receiver.told] == [
         (
-            "etl status is CRITICAL: CRITICAL: no successful fetch for 12 minutes",
-            "CRITICAL: no successful fetch for 12 minutes\nWARNING: x",
+            "etl status is CRITICAL: no successful fetch for 12 minutes",  # the CRITICAL, once
+            "WARNING: x\nCRITICAL: no successful fetch for 12 minutes",
+            "failure",
         ),
-        ("etl status is OK again", "Every check passes again (etl status)."),
+        ("etl status is OK again", "Every check passes again (etl status).", "success"),
     ]
     assert [n.kind for n in notes(world.engine)] == ["status_critical", "status_ok"]
     assert all(n.event_id is None and n.subject for n in notes(world.engine))
@@ -332,9 +345,8 @@ def test_etl_run_tells_the_status_turning_critical(
         conn.execute(update(schema.fetch_runs).values(finished_at=utcnow() - timedelta(hours=1)))
     assert cli("run").returncode == 3
     titles = [t["title"] for t in receiver.told]
-    assert titles[-1] == (
-        "etl status is CRITICAL: CRITICAL: the last successful fetch is 60m old (limit 5m)"
-    )
+    # the minutely job, one process a minute, tells it too (the verdict told is in the store)
+    assert titles[-1] == "etl status is CRITICAL: the last successful fetch is 60m old (limit 5m)"
 
 
 def test_a_service_that_took_a_notification_is_not_sent_it_again(
@@ -486,3 +498,145 @@ def test_a_service_is_kept_as_a_keyed_hash_of_its_url_not_its_plain_sha256(
         keys = conn.execute(select(schema.notification_deliveries.c.service)).scalars().all()
     assert len(keys) == 2 and len(set(keys)) == 1  # the same service at each turn
     assert keys[0] != hashlib.sha256(receiver.url.encode()).hexdigest()[:16]
+
+
+def test_each_notice_has_the_apprise_type_of_its_severity(world: World, receiver: Receiver) -> None:
+    world.sandbox.dispatches = [dispatch("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    told_of = ("dispatch_end_time_moved", "dispatch_cancelled", "dispatch_vanished")
+    told_of += ("action_failed", "action_missed")
+    with write_transaction(world.engine) as conn:
+        conn.execute(
+            schema.events.insert(),
+            [
+                {"occurred_at": utcnow(), "kind": kind, "dispatch_id": "d1", "site_id": "a",
+                 "details": {"action": "curtail"}}
+                for kind in told_of
+            ],
+        )  # fmt: skip
+    settings = ProcessorSettings(notify_urls=receiver.url)
+    notify.run(
+        world.engine,
+        settings,
+        utcnow(),
+        health("CRITICAL", "CRITICAL: x", under=[("d1", "a", 20.0)]),
+    )
+    notify.run(world.engine, settings, utcnow(), health("OK"))
+    kinds = [n.kind for n in notes(world.engine)]
+    assert dict(zip(kinds, [t["type"] for t in receiver.told], strict=True)) == {
+        "dispatch_created": "info",
+        "dispatch_moved": "info",
+        "dispatch_cancelled": "info",
+        "dispatch_vanished": "warning",
+        "action_failed": "failure",
+        "action_missed": "warning",
+        "under_delivered": "warning",
+        "status_critical": "failure",
+        "status_ok": "success",
+    }
+
+
+@dataclass
+class Leaky(Recorder):
+    """A handler whose failure names its controller's URL, password and all."""
+
+    def __call__(self, request: ActionRequest) -> str:
+        try:
+            return super().__call__(request)
+        except HandlerFailed as failed:
+            url = f"https://ops:{SECRET}@relay.example/{request.action}"
+            raise HandlerFailed(f"POST {url}: {failed}") from None
+
+
+def test_a_failing_action_is_told_at_its_first_failed_attempt_once_and_again_when_it_clears(
+    world: World, receiver: Receiver
+) -> None:
+    world.handler = Leaky(fail_first=3)  # each action fails three times, then succeeds
+    bakery = site("a", name="Bakery")
+
+    def told_of_bakery() -> list[tuple[str, str]]:
+        return [(t["title"], t["type"]) for t in receiver.told if "Bakery (a)" in t["title"]]
+
+    def acted_until(kind: str, state: str) -> None:
+        def done() -> bool:
+            world.process()
+            turn(world, receiver.url)  # the minutely job's turn after each pass
+            return {s for (k, _, _), s in world.states().items() if k == kind} == {state}
+
+        wait_for(done, seconds=30)
+
+    world.step(active("d1", bakery))
+    turn(world, receiver.url)
+    assert told_of_bakery() == [("Curtail of Bakery (a) for dispatch d1 is failing", "failure")]
+    failing = receiver.told[-1]["message"]
+    assert failing.startswith(
+        "Attempt 1 failed: POST https://***@relay.example/curtail: site controller unreachable "
+        "(call 1)\nNext attempt at "
+    )
+    acted_until("curtail", "succeeded")
+    world.step(ended("d1", bakery))  # its restore fails too, three times
+    turn(world, receiver.url)
+    acted_until("restore", "succeeded")
+    assert told_of_bakery() == [
+        ("Curtail of Bakery (a) for dispatch d1 is failing", "failure"),  # once: not per retry
+        ("Curtail of Bakery (a) for dispatch d1 succeeded at attempt 4", "success"),
+        ("Restore of Bakery (a) for dispatch d1 is failing", "failure"),
+        ("Restore of Bakery (a) for dispatch d1 succeeded at attempt 4", "success"),
+    ]
+    assert SECRET not in json.dumps(receiver.told)
+
+
+def test_a_dispatch_of_200_sites_is_told_with_its_totals_and_ten_sites_named(
+    world: World, receiver: Receiver
+) -> None:
+    many = [site(f"s{i:03}", 10.5, name=f"Site {i:03}") for i in range(200)]
+    world.sandbox.dispatches = [dispatch("big", *many)]
+    dispatches.fetch(world.engine, world.client)
+    turn(world, receiver.url)
+    (told,) = receiver.told
+    assert told["title"].startswith(
+        "Dispatch big (MISO - Operating Reserves): curtail 200 sites (2,100 kW), "
+    )
+    named = ", ".join(f"Site {i:03} (10.5 kW)" for i in range(10))
+    assert told["message"] == f"200 sites (2,100 kW): {named} and 190 more"
+    assert len(told["title"]) + len(told["message"]) < 500
+
+
+def test_a_cancel_says_what_is_restored_and_names_the_sites_another_dispatch_keeps_curtailed(
+    world: World, receiver: Receiver
+) -> None:
+    bakery, mill = site("a", name="Bakery"), site("b", name="Mill")
+    started, holder = active("d1", bakery, mill), active("d2", bakery)
+    to_come = dispatch("d3", bakery, start_time=at(60), end_time=at(120))
+    world.step(started, holder, to_come)  # d1 and d2 curtail; d3 is to come
+    turn(world, receiver.url)
+    world.step({**started, "authorized": False}, holder, {**to_come, "authorized": False})
+    turn(world, receiver.url)
+    kinds = [n.kind for n in notes(world.engine)]  # a success with no failure told: nothing
+    assert kinds == ["dispatch_created"] * 3 + ["dispatch_cancelled"] * 2
+    cancelled = {t["title"].split()[1]: t["message"] for t in receiver.told[-2:]}
+    assert sorted(cancelled) == ["d1", "d3"]
+    assert cancelled["d1"].startswith("It was ")
+    assert cancelled["d1"].split("\n")[1:] == [
+        "Restoring 1 site: Mill (10 kW).",
+        "Staying curtailed for another dispatch: Bakery (10 kW) for d2.",
+    ]
+    assert cancelled["d3"].startswith("It was to run ")
+    assert cancelled["d3"].split("\n")[1:] == [
+        "Cancelled before it started: nothing was curtailed.",
+        "Staying curtailed for another dispatch: Bakery (10 kW) for d2.",
+    ]
+
+
+def test_a_delivery_a_service_does_not_take_is_a_warning(
+    world: World, down: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.sandbox.dispatches = [dispatch("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    turn(world, down.url)
+    (said,) = [r for r in caplog.records if r.name == "etl" and r.levelname == "WARNING"]
+    assert said.getMessage().startswith(
+        "notifications: 'Dispatch d1 (MISO - Operating Reserves): curtail 1 site (10 kW), "
+    )
+    assert "not taken, tried again later: #1 (json): " in said.getMessage()
+    assert SECRET not in said.getMessage()
