@@ -6,6 +6,7 @@ prometheus_client).
 A timestamp gauge is 0 when the event never happened, so that `time() - metric` alerts at once.
 """
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +19,7 @@ from sqlalchemy import Engine, func, select
 from etl import __version__
 from etl.act.actions import open_by_state
 from etl.base.errors import EtlError
+from etl.handlers import ActionKind
 from etl.read import status
 from etl.store import kept_counts
 from etl.store.db import read_transaction
@@ -90,6 +92,7 @@ class StatusCollector(Collector):
                 f"When the last fetch ended in {name} (Unix time; 0: never)",
                 value=moment.timestamp() if moment else 0,
             )
+        yield from _failing_metrics(result)
         yield GaugeMetricFamily(
             "etl_telemetry_outbox_waiting",
             "Readings waiting in the outbox to be sent to Voltus",
@@ -139,6 +142,39 @@ class StatusCollector(Collector):
             "Dispatches that hold at least one site now (as of the last processing pass)",
             value=counts.dispatches_holding_sites,
         )
+
+
+def _failing_metrics(result: status.Status) -> Iterator[Metric]:
+    """The status's failing actions counted by kind, with no site or dispatch label so that a
+    200-site dispatch is still two series a metric. Each kind is given, 0 included, so that a
+    rule or a panel reads 0 rather than nothing."""
+    live = Counter(f.kind for f in result.failing if f.live)
+    late = Counter(f.kind for f in result.failing if f.live and f.late)
+    past = Counter(f.kind for f in result.failing if not f.live)
+    for name, counted, description in (
+        (
+            "etl_actions_failing",
+            live,
+            "Actions failing their site now: a curtail of a dispatch under way or a restore due "
+            "whose attempt failed and has not succeeded since, or that is late (WARNING)",
+        ),
+        (
+            "etl_actions_failing_late",
+            late,
+            "Of those, the late: the site still not curtailed (or restored) --act-within after "
+            "the action fell due, or a restore that gave up, until acknowledged (CRITICAL)",
+        ),
+        (
+            "etl_actions_failed_unacknowledged",
+            past,
+            "Past failures: actions that ended failed or missed within the status window and "
+            "that no one acknowledged with etl ack (a restore that gave up is failing) (WARNING)",
+        ),
+    ):
+        family = GaugeMetricFamily(name, description, labels=["kind"])
+        for kind in ActionKind:
+            family.add_metric([kind.value], counted[kind])
+        yield family
 
 
 class LiveCollector(Collector):

@@ -17,7 +17,7 @@ from etl.sandbox.emulator import Sandbox
 from etl.store import kept_counts, schema
 from etl.store.db import SCHEMA_REVISION, make_engine
 from etl.store.migrate import migrate
-from tests.helpers import at, dispatch, site
+from tests.helpers import at, dispatch, site, wait_for
 from tests.processes import InProcess, in_process
 from tests.scenarios import World, active, ended
 
@@ -59,6 +59,66 @@ def test_metrics_of_a_store_that_curtailed_and_failed(
     assert found[("etl_actions_failed_total", ())] == 0
     assert found[("etl_actions_missed_total", ())] == 0
     assert found[("etl_dispatches_holding_sites", ())] == 2
+
+
+def by_kind(text: str, name: str) -> dict[str, float]:
+    return {
+        dict(labels)["kind"]: value for (n, labels), value in samples(text).items() if n == name
+    }
+
+
+# the command runs in this process, where `etl status` on PostgreSQL leaves a connection for the
+# garbage collector (a ResourceWarning); tests/store/test_failing.py finds the failing actions
+# on both databases
+ON_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@ON_SQLITE
+def test_a_curtail_failing_now_is_a_gauge_late_after_the_act_within_until_it_succeeds(
+    world: World, cli: InProcess, database_url: str
+) -> None:
+    """What an alert rule reads within a minute: not the attempts' counter, which rises the
+    same whether a site is failing now or an action failed once and succeeded on retry."""
+    etl = cli.on(database_url)
+
+    def failing(*options: str) -> tuple[dict[str, float], dict[str, float]]:
+        text = etl("status", "--format", "prometheus", *options).stdout
+        return by_kind(text, "etl_actions_failing"), by_kind(text, "etl_actions_failing_late")
+
+    world.handler.fail_first = 2
+    world.step(active("d1", site("a"), site("b")))  # a and b fail their first attempt
+    assert failing() == ({"curtail": 2, "restore": 0}, {"curtail": 0, "restore": 0})
+    # the same store, once the time to act has passed: the sites cost their commitment
+    late = failing("--act-within", "0s")
+    assert late == ({"curtail": 2, "restore": 0}, {"curtail": 2, "restore": 0})
+
+    def curtailed() -> bool:
+        world.process()  # after the retry's backoff: the second attempt fails, the third works
+        curtails = {s for (kind, _, _), s in world.states().items() if kind == "curtail"}
+        return curtails == {"succeeded"}
+
+    wait_for(curtailed, seconds=30)
+    assert failing("--act-within", "0s") == ({"curtail": 0, "restore": 0},) * 2
+
+
+@ON_SQLITE
+def test_past_failures_not_acknowledged_are_a_gauge_until_acknowledged(
+    world: World, cli: InProcess, database_url: str
+) -> None:
+    """Yesterday's failure is counted apart from those failing now, and leaves the count once
+    someone sees to it: an alert on it need not page, and stops."""
+    etl = cli.on(database_url)
+
+    def counted() -> tuple[dict[str, float], dict[str, float]]:
+        text = etl("status", "--format", "prometheus").stdout
+        past = by_kind(text, "etl_actions_failed_unacknowledged")
+        return past, by_kind(text, "etl_actions_failing")
+
+    world.step()  # the store's first fetch: what ends after it and was not acted on is missed
+    world.step(ended("miss", site("d")))
+    assert counted() == ({"curtail": 1, "restore": 0}, {"curtail": 0, "restore": 0})
+    etl.ok("ack", "--reason", "told the customer", "--by", "ana")
+    assert counted() == ({"curtail": 0, "restore": 0},) * 2
 
 
 def test_an_unreadable_store_is_still_a_metric(
