@@ -114,9 +114,6 @@ def db_prune(
     typer.echo(f"pruned {deleted} fetch runs older than {older_than}")
 
 
-# typer raises click's exceptions for bad usage, and exports only some of them
-
-
 def ack(
     reason: Annotated[
         str,
@@ -148,7 +145,10 @@ def ack(
 
     who = by if by is not None else getpass.getuser()
     engine = open_store(database_url)
-    seen = acknowledge(engine, Acknowledgement(who, reason, dispatch, site), duration(window))
+    try:
+        seen = acknowledge(engine, Acknowledgement(who, reason, dispatch, site), duration(window))
+    finally:
+        engine.dispose()  # run in a test's process too: no connection left behind
     for found in seen:
         typer.echo(
             f"acknowledged: {found.kind} of site {found.site_id} for dispatch "
