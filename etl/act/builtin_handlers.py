@@ -94,6 +94,13 @@ class CommandHandler:
             ) from None
         program = self.argv[0] if self.argv else ""
         if not program or shutil.which(program) is None:
+            # a path to a file that which() passed over: there, but it may not be run (a script
+            # copied or written without its run bit)
+            if os.path.dirname(program) and os.path.isfile(program):
+                raise ConfigError(
+                    f"ETL_ACTION_COMMAND: {program!r} is not executable",
+                    f"make it so: chmod +x {shlex.quote(program)}",
+                )
             raise ConfigError(
                 f"ETL_ACTION_COMMAND: cannot find the program {program!r}",
                 "give a path or a program on PATH",

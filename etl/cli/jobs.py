@@ -5,19 +5,31 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from etl.base import logs
-from etl.base.config import SANDBOX_URL, ProcessorSettings, api_settings
+from etl.base.config import SANDBOX_URL, api_settings
 from etl.base.errors import ApiError, ConfigError, EtlError, ExitCode
 from etl.base.logs import log
 from etl.cli.options import (
+    ActionCommand,
+    ActionWebhook,
     ApiKey,
     ApiUrl,
+    ClaimTimeout,
     ControllableLoad,
     DatabaseUrl,
     DryRun,
+    HandlerName,
+    HandlerTimeout,
+    IncludeTest,
+    LeadTime,
+    NotifyTest,
+    NotifyUrls,
     Quiet,
+    RetryBackoff,
     Verbose,
+    Workers,
     duration,
     every_seconds,
+    processor_settings,
 )
 
 if TYPE_CHECKING:
@@ -308,13 +320,22 @@ def process(
     dry_run: DryRun = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
+    handler: HandlerName = None,
+    action_command: ActionCommand = None,
+    action_webhook: ActionWebhook = None,
+    claim_timeout: ClaimTimeout = None,
+    retry_backoff: RetryBackoff = None,
+    include_test: IncludeTest = None,
+    lead_time: LeadTime = None,
+    workers: Workers = None,
+    handler_timeout: HandlerTimeout = None,
 ) -> None:
     """Act once on the stored dispatches: run every due curtail and restore."""
     from etl.act import processor
     from etl.store.db import open_store
 
     logs.set_verbosity(verbose, quiet)
-    settings: ProcessorSettings = ctx.obj()
+    settings = processor_settings(ctx)  # from ctx: the options above, and those before it
     if dry_run:
         _print_dry_run(*processor.dry_run(open_store(database_url), settings))
         return
@@ -342,6 +363,17 @@ def run(
     dry_run: DryRun = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
+    handler: HandlerName = None,
+    action_command: ActionCommand = None,
+    action_webhook: ActionWebhook = None,
+    claim_timeout: ClaimTimeout = None,
+    retry_backoff: RetryBackoff = None,
+    include_test: IncludeTest = None,
+    lead_time: LeadTime = None,
+    workers: Workers = None,
+    handler_timeout: HandlerTimeout = None,
+    notify_urls: NotifyUrls = None,
+    notify_test: NotifyTest = None,
 ) -> None:
     """Fetch, then act on what is due (the minutely cron job); --every loops."""
     from etl.act import processor
@@ -350,7 +382,7 @@ def run(
     from etl.store.db import open_store
 
     logs.set_verbosity(verbose, quiet)
-    settings: ProcessorSettings = ctx.obj()
+    settings = processor_settings(ctx)  # from ctx: the options above, and those before it
     api = api_settings(api_url, api_key)
     if dry_run and every is not None:
         raise typer.BadParameter("--dry-run runs once: drop --every")

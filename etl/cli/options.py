@@ -1,11 +1,13 @@
 """What the commands share: their options, the parsers of times, durations and numbers, and the
-global options that configure the processor (`etl --workers 8 run`)."""
+options that configure the processor, before the command or after it (`etl --workers 8 run`,
+`etl run --workers 8`)."""
 
 import math
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Annotated
+from zoneinfo import available_timezones
 
 import typer
 
@@ -14,20 +16,33 @@ from etl.base.config import ProcessorSettings
 from etl.base.timeutil import TimeShift, parse_duration, parse_moment, time_shift, utcnow
 
 __all__ = [
+    "ActionCommand",
+    "ActionWebhook",
     "ApiKey",
     "ApiUrl",
+    "ClaimTimeout",
     "ControllableLoad",
     "DatabaseUrl",
     "DryRun",
+    "HandlerName",
+    "HandlerTimeout",
+    "IncludeTest",
+    "LeadTime",
+    "NotifyTest",
+    "NotifyUrls",
     "Quiet",
+    "RetryBackoff",
     "Since",
     "Tz",
     "Until",
     "Verbose",
+    "Workers",
+    "complete_zone",
     "duration",
     "every_seconds",
     "number_between",
     "processor_options",
+    "processor_settings",
     "time_shift_option",
 ]
 
@@ -128,11 +143,19 @@ Until = Annotated[
 ]
 
 
+def complete_zone(incomplete: str) -> list[str]:
+    """The choices of --tz that start with what was typed: the named ones, then the IANA zones
+    (read only when the shell asks)."""
+    choices = ["utc", "local", "program", *sorted(available_timezones())]
+    return [choice for choice in choices if choice.startswith(incomplete)]
+
+
 Tz = Annotated[
     str,
     typer.Option(
         "--tz",
         metavar="ZONE",
+        autocompletion=complete_zone,
         help="Show times in utc, local (this machine's zone), program (each dispatch's program's "
         "zone) or an IANA zone such as America/Chicago; each with its offset.",
     ),
@@ -171,118 +194,154 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+# The processor's options, each None unless given: ProcessorSettings holds their defaults. The
+# callback takes them before the command (`etl --workers 8 run`), and the commands that act take
+# them after it (`etl run --workers 8`), as an operator types them.
+HandlerName = Annotated[
+    str | None,
+    typer.Option(
+        "--handler",
+        envvar="ETL_HANDLER",
+        metavar="NAME",
+        help="log, command, webhook, or an `etl.handlers` entry point; default: command if "
+        "ETL_ACTION_COMMAND is set, webhook if ETL_ACTION_WEBHOOK is, else log.",
+    ),
+]
+ActionCommand = Annotated[
+    str | None,
+    typer.Option(
+        "--action-command",
+        envvar="ETL_ACTION_COMMAND",
+        metavar="PROGRAM",
+        help="Program run once per action.",
+    ),
+]
+ActionWebhook = Annotated[
+    str | None,
+    typer.Option(
+        "--action-webhook",
+        envvar="ETL_ACTION_WEBHOOK",
+        metavar="URL",
+        help="URL that receives one POST per action.",
+    ),
+]
+ClaimTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--claim-timeout",
+        envvar="ETL_CLAIM_TIMEOUT_SECONDS",
+        metavar="SECONDS",
+        help="Seconds before an unfinished claim (its process died) is taken over; default "
+        f"{ProcessorSettings.claim_timeout:g}.",
+    ),
+]
+RetryBackoff = Annotated[
+    float | None,
+    typer.Option(
+        "--retry-backoff",
+        envvar="ETL_RETRY_BACKOFF_SECONDS",
+        metavar="SECONDS",
+        help="First retry of a failed action after this, then doubling (at most 1 hour); "
+        f"default {ProcessorSettings.retry_backoff:g}.",
+    ),
+]
+IncludeTest = Annotated[
+    bool | None,
+    typer.Option(
+        "--include-test/--no-include-test",
+        envvar="ETL_INCLUDE_TEST",
+        show_default=False,
+        help="Run the handler for test dispatches too.",
+    ),
+]
+LeadTime = Annotated[
+    float | None,
+    typer.Option(
+        "--lead-time",
+        envvar="ETL_LEAD_TIME_SECONDS",
+        metavar="SECONDS",
+        help=f"Curtail this long before start_time; default {ProcessorSettings.lead_time:g}.",
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        envvar="ETL_WORKERS",
+        metavar="N",
+        help=f"Handler calls at once in one process; default {ProcessorSettings.workers}.",
+    ),
+]
+HandlerTimeout = Annotated[
+    float | None,
+    typer.Option(
+        "--handler-timeout",
+        envvar="ETL_HANDLER_TIMEOUT_SECONDS",
+        metavar="SECONDS",
+        help="Time limit of one command or webhook call; shorter than the claim timeout; "
+        f"default {ProcessorSettings.handler_timeout:g}.",
+    ),
+]
+NotifyUrls = Annotated[
+    str | None,
+    typer.Option(
+        "--notify-urls",
+        envvar="ETL_NOTIFY_URLS",
+        metavar="URLS",
+        show_default=False,
+        help="Apprise URLs (Slack, Teams, e-mail, ntfy...), separated by commas or spaces: "
+        "where people are told of dispatches and failed actions. Secret: never shown.",
+    ),
+]
+NotifyTest = Annotated[
+    bool | None,
+    typer.Option(
+        "--notify-test/--no-notify-test",
+        envvar="ETL_NOTIFY_TEST",
+        show_default=False,
+        help="Tell of test dispatches created too.",
+    ),
+]
+
+
 def processor_options(
-    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
             "--version", callback=_print_version, is_eager=True, help="Print etl's version."
         ),
     ] = False,
-    handler: Annotated[
-        str | None,
-        typer.Option(
-            envvar="ETL_HANDLER",
-            metavar="NAME",
-            help="log, command, webhook, or an `etl.handlers` entry point; default: command if "
-            "ETL_ACTION_COMMAND is set, webhook if ETL_ACTION_WEBHOOK is, else log.",
-        ),
-    ] = None,
-    action_command: Annotated[
-        str | None,
-        typer.Option(
-            envvar="ETL_ACTION_COMMAND", metavar="PROGRAM", help="Program run once per action."
-        ),
-    ] = None,
-    action_webhook: Annotated[
-        str | None,
-        typer.Option(
-            envvar="ETL_ACTION_WEBHOOK",
-            metavar="URL",
-            help="URL that receives one POST per action.",
-        ),
-    ] = None,
-    claim_timeout: Annotated[
-        float,
-        typer.Option(
-            envvar="ETL_CLAIM_TIMEOUT_SECONDS",
-            metavar="SECONDS",
-            help="Seconds before an unfinished claim (its process died) is taken over.",
-        ),
-    ] = 300.0,
-    retry_backoff: Annotated[
-        float,
-        typer.Option(
-            envvar="ETL_RETRY_BACKOFF_SECONDS",
-            metavar="SECONDS",
-            help="First retry of a failed action after this, then doubling (at most 1 hour).",
-        ),
-    ] = 30.0,
-    include_test: Annotated[
-        bool,
-        typer.Option(
-            envvar="ETL_INCLUDE_TEST",
-            show_default=False,
-            help="Run the handler for test dispatches too.",
-        ),
-    ] = False,
-    lead_time: Annotated[
-        float,
-        typer.Option(
-            envvar="ETL_LEAD_TIME_SECONDS",
-            metavar="SECONDS",
-            help="Curtail this long before start_time.",
-        ),
-    ] = 0.0,
-    workers: Annotated[
-        int,
-        typer.Option(
-            envvar="ETL_WORKERS", metavar="N", help="Handler calls at once in one process."
-        ),
-    ] = 32,
-    handler_timeout: Annotated[
-        float,
-        typer.Option(
-            envvar="ETL_HANDLER_TIMEOUT_SECONDS",
-            metavar="SECONDS",
-            help="Time limit of one command or webhook call; shorter than the claim timeout.",
-        ),
-    ] = 60.0,
-    notify_urls: Annotated[
-        str | None,
-        typer.Option(
-            envvar="ETL_NOTIFY_URLS",
-            metavar="URLS",
-            show_default=False,
-            help="Apprise URLs (Slack, Teams, e-mail, ntfy...), separated by commas or spaces: "
-            "where people are told of dispatches and failed actions. Secret: never shown.",
-        ),
-    ] = None,
-    notify_test: Annotated[
-        bool,
-        typer.Option(
-            envvar="ETL_NOTIFY_TEST",
-            show_default=False,
-            help="Tell of test dispatches created too.",
-        ),
-    ] = False,
+    handler: HandlerName = None,
+    action_command: ActionCommand = None,
+    action_webhook: ActionWebhook = None,
+    claim_timeout: ClaimTimeout = None,
+    retry_backoff: RetryBackoff = None,
+    include_test: IncludeTest = None,
+    lead_time: LeadTime = None,
+    workers: Workers = None,
+    handler_timeout: HandlerTimeout = None,
+    notify_urls: NotifyUrls = None,
+    notify_test: NotifyTest = None,
 ) -> None:
     """Ingest Voltus dispatches into SQLite or PostgreSQL, and act on each exactly once.
 
-    The options here configure `etl process` and `etl run`: give them before the command
-    (`etl --workers 8 run`), or as their environment variables."""
-    # built when a command needs them, so a bad setting fails only the commands that use it
-    ctx.obj = partial(
-        ProcessorSettings,
-        claim_timeout=claim_timeout,
-        retry_backoff=retry_backoff,
-        include_test=include_test,
-        lead_time=lead_time,
-        workers=workers,
-        handler_timeout=handler_timeout,
-        handler=handler,
-        action_command=action_command,
-        action_webhook=action_webhook,
-        notify_urls=notify_urls or None,
-        notify_test=notify_test,
-    )
+    The options here configure `etl process`, `etl run` and `etl serve`: give them before the
+    command (`etl --workers 8 run`) or after it (`etl run --workers 8`), or as their environment
+    variables."""
+    # processor_settings reads them from the context, when a command needs them: so a bad
+    # setting fails only the commands that use it
+
+
+def processor_settings(ctx: typer.Context) -> ProcessorSettings:
+    """The processor's settings: each as given after the command, else before it (or by its
+    environment variable), else ProcessorSettings' default."""
+    names = {field.name for field in fields(ProcessorSettings)}
+    before = ctx.find_root().params
+    given = {name: value for name, value in before.items() if name in names and value is not None}
+    for name, value in ctx.params.items():
+        # the command reads the environment variable too: it must not override what was typed
+        # before the command (click's ParameterSource, by name: click is typer's to import)
+        source = ctx.get_parameter_source(name)
+        if name in names and source is not None and source.name == "COMMANDLINE":
+            given[name] = value
+    return ProcessorSettings(**given)

@@ -42,6 +42,14 @@ class Period(StrEnum):
     month = "month"
 
 
+def _complete_format(incomplete: str) -> list[str]:
+    """Every format, ics too: the shell asks before KIND is parsed (`report dispatches --format`
+    leaves it unread), and `etl report sites --format ics` is refused in one line anyway."""
+    from etl.read import output
+
+    return [fmt for fmt in (*output.FORMATS, "ics") if fmt.startswith(incomplete)]
+
+
 def report(
     kind: Annotated[
         ReportKind,
@@ -73,6 +81,7 @@ def report(
         typer.Option(
             "--format",
             metavar="FORMAT",
+            autocompletion=_complete_format,
             help="table, csv, json (an array) or jsonl; for dispatches also ics (a calendar).",
         ),
     ] = "table",
@@ -160,6 +169,7 @@ def audit_command(
         return
     engine = open_store(database_url)
     query = audit.AuditQuery(dispatch, site, since, until).with_default_window()
+    audit.require_known(engine, query)
     entries = output.shift_times(audit.trail(engine, query), shift, lambda row: row["timezone"])
     if jsonl:
         output.write(entries, audit.COLUMNS, sys.stdout, "jsonl")

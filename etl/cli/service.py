@@ -8,18 +8,30 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from etl.base import logs
-from etl.base.config import ProcessorSettings, api_settings
+from etl.base.config import api_settings
 from etl.base.errors import ApiError
 from etl.cli.jobs import log_outcome
 from etl.cli.options import (
+    ActionCommand,
+    ActionWebhook,
     ApiKey,
     ApiUrl,
+    ClaimTimeout,
     DatabaseUrl,
+    HandlerName,
+    HandlerTimeout,
+    IncludeTest,
+    LeadTime,
+    NotifyTest,
+    NotifyUrls,
     Quiet,
+    RetryBackoff,
     Verbose,
+    Workers,
     duration,
     every_seconds,
     number_between,
+    processor_settings,
     start_moment,
 )
 
@@ -100,6 +112,17 @@ def serve(
     window: Window = "24h",
     quiet: Quiet = False,
     verbose: Verbose = False,
+    handler: HandlerName = None,
+    action_command: ActionCommand = None,
+    action_webhook: ActionWebhook = None,
+    claim_timeout: ClaimTimeout = None,
+    retry_backoff: RetryBackoff = None,
+    include_test: IncludeTest = None,
+    lead_time: LeadTime = None,
+    workers: Workers = None,
+    handler_timeout: HandlerTimeout = None,
+    notify_urls: NotifyUrls = None,
+    notify_test: NotifyTest = None,
 ) -> None:
     """Run as a service: everything `etl run --every` does, and act within a second on Voltus's
     webhooks; stop on SIGTERM or SIGINT after finishing the actions in hand."""
@@ -107,7 +130,7 @@ def serve(
     from etl.act import processor
 
     logs.set_verbosity(verbose, quiet)
-    settings: ProcessorSettings = ctx.obj()
+    settings = processor_settings(ctx)  # from ctx: the options above, and those before it
     api = api_settings(api_url, api_key)
     where = service.listener(listen, token, console_password, console)
     check = (duration(max_age), duration(window))

@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Column, Engine, and_, exists, func, or_, select
 
+from etl.base.errors import ConfigError
 from etl.base.logs import one_line, shorten
 from etl.base.timeutil import TimeShift, parse_rfc3339, time_shift, utcnow, with_offset
 from etl.store.db import read_transaction
 from etl.store.events import describe_subject
-from etl.store.schema import dispatch_sites, dispatches, events, programs
+from etl.store.schema import dispatch_sites, dispatches, events, programs, sites
 
-__all__ = ["COLUMNS", "AuditQuery", "describe", "trail"]
+__all__ = ["COLUMNS", "AuditQuery", "describe", "require_known", "trail"]
 
 # `etl audit` alone: what happened lately
 DEFAULT_WINDOW = timedelta(hours=24)
@@ -42,6 +43,24 @@ class AuditQuery:
         if self.dispatch_id or self.site_id or self.since or self.until:
             return self
         return AuditQuery(since=utcnow() - DEFAULT_WINDOW)
+
+
+def require_known(engine: Engine, query: AuditQuery) -> None:
+    """Refuse a dispatch or site that the store never saw (a typo, another account's id), which
+    would otherwise read as a story in which nothing happened. Known: a row of its table, or an
+    event naming it (a rejected dispatch has its event and no row)."""
+    asked: list[tuple[str, str, Column[str], Column[str]]] = []
+    if query.dispatch_id is not None:
+        asked.append(("dispatch", query.dispatch_id, dispatches.c.id, events.c.dispatch_id))
+    if query.site_id is not None:
+        asked.append(("site", query.site_id, sites.c.id, events.c.site_id))
+    with read_transaction(engine) as conn:
+        for what, wanted, row_id, event_id in asked:
+            known = select(
+                or_(exists().where(row_id == wanted), exists().where(event_id == wanted))
+            )
+            if not conn.execute(known).scalar():
+                raise ConfigError(f"no {what} {wanted!r} in the store")
 
 
 def trail(engine: Engine, query: AuditQuery) -> Iterator[dict[str, Any]]:

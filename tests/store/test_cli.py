@@ -335,3 +335,48 @@ def test_a_report_shows_the_columns_asked_for_in_their_order(
         assert len(refused.stderr.splitlines()) == 1
     calendar = cli("report", "dispatches", "--format", "ics", "--columns", "outcome")
     assert calendar.returncode == 2 and "a calendar has no columns" in calendar.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (("--dispatch", "nosuch"), "no dispatch 'nosuch' in the store"),
+        (("--site", "nosuch"), "no site 'nosuch' in the store"),
+        (("--dispatch", "d1", "--site", "nosuch"), "no site 'nosuch' in the store"),
+    ],
+)
+def test_an_audit_of_what_the_store_never_saw_is_one_line_exit_2(
+    cli: InProcess, sandbox: Sandbox, args: tuple[str, ...], text: str
+) -> None:
+    sandbox.dispatches = [dispatch("d1", site("a"))]
+    assert cli("fetch", "-q").returncode == 0
+    assert_one_line_error(cli("audit", *args), 2, text)
+    assert_one_line_error(cli("audit", "--jsonl", *args), 2, text)
+    # known, but nothing in the window asked for: an empty story, not an error
+    quiet = cli("audit", "--dispatch", "d1", "--site", "a", "--until", "2000-01-01")
+    assert quiet.returncode == 0 and quiet.stdout == "(no events)\n", quiet.stderr
+
+
+@pytest.mark.parametrize("command", ["process", "run", "serve"])
+def test_the_processor_options_may_follow_the_command(cli: InProcess, command: str) -> None:
+    """`etl run --workers 8`, as an operator types it, as well as `etl --workers 8 run`."""
+    shorter = "ETL_HANDLER_TIMEOUT_SECONDS (60) must be shorter than ETL_CLAIM_TIMEOUT_SECONDS (30)"
+    after = cli(command, "--claim-timeout", "30", "--handler-timeout", "60", "--workers", "8")
+    assert_one_line_error(after, 2, shorter)
+    both = cli("--claim-timeout", "30", command, "--handler-timeout", "60")
+    assert_one_line_error(both, 2, shorter)
+
+
+def test_an_option_after_the_command_wins_over_one_before_it_and_its_variable(
+    cli: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ETL_HANDLER_TIMEOUT_SECONDS", "400")  # not shorter than the claim's 300
+    assert_one_line_error(cli("process"), 2, "must be shorter than")
+    assert cli("--handler-timeout", "10", "process").returncode == 0
+    assert cli("process", "--handler-timeout", "10").returncode == 0
+    assert cli("--handler-timeout", "400", "process", "--handler-timeout", "10").returncode == 0
+    result = cli("--handler-timeout", "10", "process", "--handler-timeout", "400")
+    assert_one_line_error(result, 2, "must be shorter than")
+    monkeypatch.delenv("ETL_HANDLER_TIMEOUT_SECONDS")
+    cli("fetch", "-q")
+    assert cli("--action-command", "true", "process", "--action-command", "false").returncode == 5

@@ -307,3 +307,13 @@ def test_a_webhook_answering_a_byte_at_a_time_fails_at_the_deadline() -> None:
         with pytest.raises(HandlerFailed, match="no complete answer within 1 s"):
             handler(a_request())
         assert time.monotonic() - started < 4  # the answer would take 10 s; slack for a busy CI
+
+
+def test_a_handler_file_without_its_run_bit_is_reported_as_such(tmp_path: Path) -> None:
+    script = tmp_path / "handler.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    script.chmod(0o644)
+    with pytest.raises(ConfigError) as raised:
+        CommandHandler(f"{script} --site", timeout=5)
+    assert f"{str(script)!r} is not executable" in str(raised.value)
+    assert f"chmod +x {script}" in str(raised.value)

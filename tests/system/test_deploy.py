@@ -20,9 +20,11 @@ from etl import serve
 from etl.base.config import SECRETS
 from etl.read import metrics, status
 from etl.store.db import SCHEMA_REVISION
+from tests.docs import all_pages, page
 from tests.scenarios import World
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
+DOCS = DEPLOY.parent / "docs"
 ETL = Path(sys.executable).parent / "etl"
 SERVICES = ("etl-run.service", "etl-sites.service", "etl-serve.service", "etl-upgrade.service")
 
@@ -170,13 +172,58 @@ def test_two_operator_choices_of_the_store_are_refused_in_one_line(tmp_path: Pat
         assert line.endswith(f" ERROR {said} are set: keep one") and "SECRET0X" not in line, line
 
 
+def test_the_docs_name_only_units_that_exist() -> None:
+    text = all_pages()
+    named = set(re.findall(r"\b(etl-[a-z]*\.(?:service|timer))\b(?!\.d)", text))
+    # a name given bare to systemctl or journalctl is a service's
+    given = r"(?:journalctl\s+-u|systemctl\s+(?:start|restart|stop|status))\s+"
+    bare = re.findall(given + r"([a-z][\w-]*)(?![\w.-])", text)
+    named |= {f"{name}.service" for name in bare}
+    shipped = {unit.name for unit in (DEPLOY / "systemd").iterdir() if unit.is_file()}
+    assert len(named) >= 5 and named <= shipped, named - shipped
+
+
+SETUPS = [("README.md", "## A first production setup"), ("operations.md", "## Scheduling")]
+
+
+def setup(name: str, section: str) -> str:
+    """The shell commands of a page's section that sets etl up under systemd."""
+    text = page(name).split(section)[1].split("\n## ")[0]
+    (commands,) = re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+    return commands
+
+
+@pytest.mark.parametrize(("name", "section"), SETUPS)
+def test_the_setup_creates_every_file_the_units_load(name: str, section: str) -> None:
+    """Each credential and environment file a unit loads: a missing credential fails its start
+    (etl-serve.service's webhook token did)."""
+    created = set(re.findall(r"install -m 600 /dev/stdin (/etc/etl/\S+)", setup(name, section)))
+    for unit in filter(Path.is_file, (DEPLOY / "systemd").rglob("*")):
+        text = unit.read_text()
+        read = set(re.findall(r"^LoadCredential=[\w.-]+:(\S+)$", text, re.MULTILINE))
+        files = re.findall(r"^EnvironmentFile=(\S+)", text, re.MULTILINE)
+        read |= {path.lstrip("-") for path in files}  # `-`: optional, but the setup makes it
+        assert read <= created, (unit.name, read - created)
+
+
+@pytest.mark.parametrize(("name", "section"), SETUPS)
+def test_each_unit_points_at_etls_docs_which_the_setup_installs(name: str, section: str) -> None:
+    (folder,) = re.findall(r"install -D -m 644 -t (\S+) docs/\*\.md", setup(name, section))
+    units = [u for u in (DEPLOY / "systemd").iterdir() if u.suffix in (".service", ".timer")]
+    for unit in units:
+        (uris,) = re.findall(r"^Documentation=(.*)$", unit.read_text(), re.MULTILINE)
+        pages = [Path(uri.removeprefix("file:")) for uri in uris.split() if uri.startswith("file:")]
+        assert pages, unit.name  # etl's own, not only the API's
+        assert all(p.parent == Path(folder) and (DOCS / p.name).exists() for p in pages), unit
+
+
 def test_the_alert_rules_check_and_pass_their_tests() -> None:
     promtool = tool("promtool")
     rules = DEPLOY / "prometheus"
     checked = subprocess.run(
         [promtool, "check", "rules", "etl-rules.yml"], cwd=rules, capture_output=True, text=True
     )
-    assert checked.returncode == 0 and "SUCCESS: 7 rules found" in checked.stdout, checked
+    assert checked.returncode == 0 and "SUCCESS: 11 rules found" in checked.stdout, checked
     tested = subprocess.run(
         [promtool, "test", "rules", "etl-rules.test.yml"], cwd=rules, capture_output=True, text=True
     )

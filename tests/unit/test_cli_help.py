@@ -1,6 +1,7 @@
 """The help a person reads: every command's at 80 columns with nothing cut, every value's
 metavar meaningful, and the README's configuration table naming every environment variable an
-option reads."""
+option reads; the processor's options where an operator types them, and what the shell
+completes."""
 
 import re
 from collections.abc import Iterator
@@ -81,3 +82,37 @@ def test_the_readme_table_names_every_environment_variable_of_an_option() -> Non
     files = {name for name in named if name.endswith("_FILE")}
     assert named - options - files == NOT_OPTIONS
     assert {name.removesuffix("_FILE") for name in files} <= options  # each a secret's file
+
+
+def test_the_processor_options_are_taken_after_the_commands_that_act_too() -> None:
+    """`etl run --workers 8`, as an operator types it, as well as `etl --workers 8 run`; `etl
+    process` sends no notification, so takes no notification option."""
+    root = typer.main.get_command(app)
+    before = {param.name for param in root.params if param.expose_value} - {"version"}
+    notify = {"notify_urls", "notify_test"}
+    assert notify < before
+    after = {name: {param.name for param in c.params} for name, c in root.commands.items()}
+    assert {name for name, taken in after.items() if before <= taken} == {"run", "serve"}
+    acting = {name for name, taken in after.items() if before - notify <= taken}
+    assert acting == {"process", "run", "serve"}
+
+
+def complete(*words: str) -> list[str]:
+    """What the shell offers for the last word, asked as bash asks once `etl
+    --install-completion` has put etl's script in place."""
+    env = {"_ETL_COMPLETE": "complete_bash", "COMP_WORDS": " ".join(["etl", *words])}
+    env["COMP_CWORD"] = str(len(words))
+    done = CliRunner().invoke(app, [], env=env, prog_name="etl")
+    assert done.exit_code == 0, done.output
+    return done.output.split()
+
+
+def test_the_shell_completes_the_formats_and_the_time_zones() -> None:
+    formats = ["table", "csv", "json", "jsonl", "ics"]
+    assert complete("report", "dispatches", "--format", "") == formats
+    assert complete("report", "--format", "j") == ["json", "jsonl"]
+    assert complete("status", "--format", "") == ["text", "json", "prometheus"]
+    assert complete("report", "sites", "--tz", "")[:3] == ["utc", "local", "program"]
+    assert "America/Chicago" in complete("report", "sites", "--tz", "")
+    assert complete("audit", "--tz", "America/Ch") == ["America/Chicago", "America/Chihuahua"]
+    assert complete("audit", "--tz", "pro") == ["program"]
