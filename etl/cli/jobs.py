@@ -11,6 +11,7 @@ from etl.base.logs import log
 from etl.cli.options import (
     ActionCommand,
     ActionWebhook,
+    ActWithin,
     ApiKey,
     ApiUrl,
     ClaimTimeout,
@@ -374,6 +375,7 @@ def run(
     handler_timeout: HandlerTimeout = None,
     notify_urls: NotifyUrls = None,
     notify_test: NotifyTest = None,
+    act_within: ActWithin = "2m",
 ) -> None:
     """Fetch, then act on what is due (the minutely cron job); --every loops."""
     from etl.act import processor
@@ -395,7 +397,7 @@ def run(
     if settings.notify_urls:  # people are told when the status turns CRITICAL, and more
         from etl.read import status
 
-        parts = status.watched(parts, status.notices_max_age(every))
+        parts = status.watched(parts, status.notices_max_age(every), duration(act_within))
     if every is not None:
         for outcome in processor.run_loop(parts, every):
             log_outcome(outcome)

@@ -57,6 +57,17 @@ DatabaseUrl = Annotated[
         show_default=False,
     ),
 ]
+# a status threshold that `etl status`, and the notifier and /status of `etl run` and `etl serve`,
+# judge alike
+ActWithin = Annotated[
+    str,
+    typer.Option(
+        envvar="ETL_ACT_WITHIN",
+        metavar="DURATION",
+        help="CRITICAL when a site is still not curtailed (or restored) this long after its "
+        "action fell due; WARNING from its first failed attempt.",
+    ),
+]
 ApiUrl = Annotated[
     str | None,
     typer.Option(

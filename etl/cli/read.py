@@ -14,6 +14,7 @@ from etl.base.errors import EtlError
 from etl.base.logs import log
 from etl.base.timeutil import format_rfc3339
 from etl.cli.options import (
+    ActWithin,
     DatabaseUrl,
     Since,
     Tz,
@@ -222,15 +223,7 @@ def status_command(
             "acknowledged (etl ack) (WARNING).",
         ),
     ] = "24h",
-    act_within: Annotated[
-        str,
-        typer.Option(
-            envvar="ETL_ACT_WITHIN",
-            metavar="DURATION",
-            help="CRITICAL when a site is still not curtailed (or restored) this long after its "
-            "action fell due; WARNING from its first failed attempt.",
-        ),
-    ] = "2m",
+    act_within: ActWithin = "2m",
     min_delivery: Annotated[
         float,
         typer.Option(

@@ -459,14 +459,17 @@ def notices_max_age(every: float | None) -> timedelta:
     return max(NOTICES_MAX_AGE, timedelta(seconds=3 * (every or 0)))
 
 
-def watched(parts: "Parts", max_age: timedelta) -> "Parts":
-    """The parts, their notifier told of the status (judged with `max_age`)."""
-    return replace(parts, health=partial(for_notices, parts.engine, max_age))
+def watched(parts: "Parts", max_age: timedelta, act_within: timedelta = ACT_WITHIN) -> "Parts":
+    """The parts, their notifier told of the status (judged with `max_age` and `act_within`)."""
+    return replace(parts, health=partial(for_notices, parts.engine, max_age, act_within=act_within))
 
 
 def for_notices(
-    engine: Engine, max_age: timedelta, window: timedelta = NOTICES_WINDOW
+    engine: Engine,
+    max_age: timedelta,
+    window: timedelta = NOTICES_WINDOW,
+    act_within: timedelta = ACT_WITHIN,
 ) -> notify.Health:
     """The status as the notifier tells of it (etl.act.notify.plan_health)."""
-    result = check(engine, max_age, window)
+    result = check(engine, max_age, window, act_within=act_within)
     return notify.Health(result.code.name, result.problems, result.under_delivered)

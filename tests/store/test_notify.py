@@ -640,3 +640,18 @@ def test_a_delivery_a_service_does_not_take_is_a_warning(
     )
     assert "not taken, tried again later: #1 (json): " in said.getMessage()
     assert SECRET not in said.getMessage()
+
+
+def test_etl_run_judges_the_status_it_tells_with_act_within(
+    cli: InProcess, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox
+) -> None:
+    """A curtail failing at its first attempt: CRITICAL at once when no time is given to act
+    (ETL_ACT_WITHIN=0s), as `etl status` would say with the same setting."""
+    monkeypatch.setenv("ETL_NOTIFY_URLS", receiver.url)
+    monkeypatch.setenv("ETL_ACTION_COMMAND", "false")
+    sandbox.dispatches = [dispatch("d1", site("a"), start_time=at(-1))]
+    assert cli("run", "--act-within", "0s").returncode == 5  # its attempt failed
+    titles = [t["title"] for t in receiver.told]
+    assert any(
+        title.startswith("etl status is CRITICAL: the curtail of site a") for title in titles
+    )
