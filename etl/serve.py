@@ -8,6 +8,9 @@ configured API. Notifications are answered before any fetch, and coalesced: thos
 while a fetch is under way wait for the next one, a burst for one dispatch is one lookup, and a
 burst naming many dispatches is one listing. One thread fetches, so a 429's pause holds for all.
 
+/healthz is liveness, for a load balancer or a supervisor: up or down, nothing more. The verdict
+of `etl status` is /status, behind the console's gate.
+
 Only `etl serve` imports this module (and so waitress and prometheus_client).
 """
 
@@ -19,19 +22,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import waitress
 from prometheus_client import Counter, Histogram, disable_created_metrics
 from prometheus_client.registry import CollectorRegistry
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 from waitress.channel import HTTPChannel
 
 from etl.act import processor
 from etl.base import logs
-from etl.base.config import is_loopback
+from etl.base.config import ProcessorSettings, is_loopback
 from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import log
 from etl.base.redact import redact_url
@@ -41,6 +44,7 @@ from etl.handlers import ActionRequest, Handler
 from etl.ingest import dispatches
 from etl.read import metrics, status
 from etl.source.api import WEBHOOK_EVENTS
+from etl.store.db import read_transaction
 
 __all__ = ["console_listener", "listener", "serve", "serve_console"]
 
@@ -56,6 +60,9 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,200}")
 # more dispatches than this waiting at once: one listing fetches them all
 MOST_LOOKUPS = 5
+STATUS_PATH = "/status"
+# /healthz waits this long for the store to answer its read, then says down
+STORE_SECONDS = 2.0
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
@@ -172,8 +179,84 @@ class TimedHandler:
         return self.handler(request)
 
 
+class Heartbeat:
+    """When a loop last turned: /healthz says down once it has not for `bound` seconds."""
+
+    def __init__(self, name: str, bound: float) -> None:
+        self.name, self.bound = name, bound
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+
+def _turn_bound(every: float, settings: ProcessorSettings) -> float:
+    """How long a loop may go without turning before it counts as stuck, not busy: a turn sleeps
+    up to `every`, waits for the API (a request's retries end within about a minute), and for
+    the pass's handlers (each done within the claim timeout, or its action is another's)."""
+    return max(3 * every, 60.0) + settings.claim_timeout
+
+
+class StoreRead:
+    """One trivial read of the store, in a daemon thread of its own: a store that hangs (a
+    network gone silent) holds that thread, never the listener's, nor the process's exit."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.done = threading.Event()
+        self.error: str | None = "the read ended on an unexpected error"  # until it succeeds
+        threading.Thread(
+            target=self._read, args=(engine,), name="etl-store-read", daemon=True
+        ).start()
+
+    def _read(self, engine: Engine) -> None:
+        try:
+            with read_transaction(engine) as conn:
+                # a table, not `SELECT 1`: SQLite answers that without reading its file
+                conn.execute(text("SELECT 1 FROM alembic_version"))
+            self.error = None
+        except (EtlError, SQLAlchemyError) as error:  # SQLAlchemy's own: its pool timed out
+            self.error = str(error)
+        finally:
+            self.done.set()
+
+
+class Liveness:
+    """/healthz: up while each loop turns and the store answers a read within STORE_SECONDS.
+    Why it is down goes to the log once, when it goes down, never to whoever asks."""
+
+    def __init__(self, engine: Engine, loops: tuple[Heartbeat, ...]) -> None:
+        self.engine, self.loops = engine, loops
+        self._lock = threading.Lock()
+        self._read: StoreRead | None = None
+        self._down = False
+
+    def up(self) -> bool:
+        why = self._why_down()
+        with self._lock:
+            fell, rose = why is not None and not self._down, why is None and self._down
+            self._down = why is not None
+        if fell:
+            log.warning("/healthz is down: %s", why)
+        elif rose:
+            log.info("/healthz is up again")
+        return why is None
+
+    def _why_down(self) -> str | None:
+        for loop in self.loops:
+            silent = time.monotonic() - loop.last
+            if silent > loop.bound:
+                return f"the {loop.name} loop has not turned for {silent:.0f} s"
+        with self._lock:  # one read at a time: those asking meanwhile wait for its answer
+            if self._read is None or self._read.done.is_set():
+                self._read = StoreRead(self.engine)
+            read = self._read
+        if not read.done.wait(STORE_SECONDS):
+            return f"the store did not answer a read within {STORE_SECONDS:g} s"
+        return read.error
+
+
 class WebhookApp:
-    """The WSGI application: the webhook, /healthz, /metrics and the console."""
+    """The WSGI application: the webhook, /healthz, /status, /metrics and the console."""
 
     def __init__(
         self,
@@ -181,12 +264,14 @@ class WebhookApp:
         where: Listener,
         notifications: Notifications,
         server_metrics: ServerMetrics,
-        check: tuple[timedelta, timedelta],
+        limits: status.Limits,
         api_url: str,
+        liveness: Liveness,
     ) -> None:
         self.engine, self.where, self.notifications = engine, where, notifications
-        self.metrics, self.check, self.api_url = server_metrics, check, api_url
-        self.console = console.ConsoleApp(engine, where.console, check)
+        self.metrics, self.limits, self.api_url = server_metrics, limits, api_url
+        self.liveness = liveness
+        self.console = console.ConsoleApp(engine, where.console, limits)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -200,13 +285,20 @@ class WebhookApp:
             return _answer(start_response, status_code, body)
         if console.handles(path):
             return self.console(environ, start_response)
-        if path in ("/healthz", "/metrics") and method not in ("GET", "HEAD"):
+        if path == STATUS_PATH:  # the verdict is the console's to show, to whom it shows it
+            refused = console.refusal(self.where.console, environ, start_response)
+            if refused is not None:
+                return refused
+        if path in ("/healthz", STATUS_PATH, "/metrics") and method not in ("GET", "HEAD"):
             return _answer(start_response, 405, {"message": "GET only"}, [("Allow", "GET")])
         if path == "/healthz":
-            return _answer(start_response, *self._health())
+            up = self.liveness.up()
+            return _answer(start_response, 200 if up else 503, {"status": "up" if up else "down"})
+        if path == STATUS_PATH:
+            return _answer(start_response, *self._verdict())
         if path == "/metrics":
             text = metrics.exposition(
-                metrics.LiveCollector(self.engine, *self.check), self.metrics.registry
+                metrics.LiveCollector(self.engine, self.limits), self.metrics.registry
             )
             start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
             return [text.encode()]
@@ -223,9 +315,9 @@ class WebhookApp:
             log.warning("webhook refused (HTTP %s): %s", status_code, body["message"])
         return status_code, body
 
-    def _health(self) -> tuple[int, dict[str, Any]]:
+    def _verdict(self) -> tuple[int, dict[str, Any]]:
         try:
-            result = status.check(self.engine, *self.check)
+            result = self.limits.check(self.engine)
         except EtlError as error:
             return 503, {"code": status.Health.CRITICAL, "problems": [f"CRITICAL: {error}"]}
         return (503 if result.code >= status.Health.CRITICAL else 200), result.as_json()
@@ -303,13 +395,17 @@ def _answer(
 
 
 def _push(
-    parts: processor.Parts, handler: TimedHandler, notifications: Notifications
+    parts: processor.Parts,
+    handler: TimedHandler,
+    notifications: Notifications,
+    heartbeat: Heartbeat,
 ) -> Iterator[processor.RunEvent]:
     """Look up what was notified, then act on what is due, until `stop` is set."""
     engine, client, settings, stop = parts.engine, parts.client, parts.settings, parts.stop
     assert client is not None, "a lookup needs the API"
     worker = processor.worker_id()
     while not stop.is_set():
+        heartbeat.beat()  # waiting for notifications is turning too
         notified = notifications.take(timeout=0.5)
         if not notified:
             continue
@@ -390,7 +486,10 @@ class Listening:
             for dispatcher in list(self.sockets.values()):
                 dispatcher.close()
 
-        self.server.trigger.pull_trigger(close_all)
+        try:
+            self.server.trigger.pull_trigger(close_all)
+        except OSError:  # its wake-up pipe is closed already (seen, rarely, in tests)
+            close_all()  # from here, then: poll() reports a socket closed under it, no error
         self.thread.join(timeout=5)
         if self.died is not None:  # no loop ran close_all: nothing else holds the sockets now
             close_all()
@@ -432,12 +531,12 @@ def _server(app: Callable[..., Iterable[bytes]], where: Listener, sockets: dict[
 
 
 def serve_console(
-    engine: Engine, where: Listener, check: tuple[timedelta, timedelta], stop: threading.Event
+    engine: Engine, where: Listener, limits: status.Limits, stop: threading.Event
 ) -> None:
     """`etl console`: the console alone (no webhook, no poll) until `stop` is set."""
     _quiet_server_logs()
     sockets: dict[int, Any] = {}
-    server = _server(console.ConsoleApp(engine, where.console, check), where, sockets)
+    server = _server(console.ConsoleApp(engine, where.console, limits), where, sockets)
     listening = Listening(server, sockets, stop)
     listening.thread.start()
     log.info("console on http://%s:%s%s", where.host, server.effective_port, console.CONSOLE_PATH)
@@ -449,7 +548,7 @@ def serve(
     parts: processor.Parts,
     every: float,
     where: Listener,
-    check: tuple[timedelta, timedelta],
+    limits: status.Limits,
     report: Callable[[processor.RunEvent], None],
 ) -> None:
     """Listen and poll until `stop` is set; each fetch's and pass's summary, and each error
@@ -462,7 +561,10 @@ def serve(
     stop = parts.stop
     assert parts.client is not None, "etl serve looks dispatches up in the API"
     api_url = parts.client.settings.url
-    app = WebhookApp(parts.engine, where, notifications, server_metrics, check, api_url)
+    bound = _turn_bound(every, parts.settings)
+    poll_turns, push_turns = Heartbeat("poll", bound), Heartbeat("webhook", bound)
+    liveness = Liveness(parts.engine, (poll_turns, push_turns))
+    app = WebhookApp(parts.engine, where, notifications, server_metrics, limits, api_url, liveness)
     sockets: dict[int, Any] = {}  # the listener's, its connections' and its wake-up pipe's
     server = _server(app, where, sockets)
     listening = Listening(server, sockets, stop)
@@ -470,7 +572,7 @@ def serve(
 
     def push() -> None:
         try:
-            for event in _push(parts, timed, notifications):
+            for event in _push(parts, timed, notifications, push_turns):
                 report(event)
         except Exception as error:  # a bug: stop the service, so that its supervisor restarts it
             log.exception("the webhook worker stopped: %s", error)
@@ -484,13 +586,14 @@ def serve(
     console_shown = "off"
     if where.console.enabled:
         gate = "password" if where.console.password else "loopback only"
-        console_shown = f"{console.CONSOLE_PATH} ({gate})"
+        console_shown = f"{console.CONSOLE_PATH} and {STATUS_PATH} ({gate})"
     log.info(
         "listening on http://%s:%s: webhook %s, console %s, /healthz, /metrics",
         where.host, server.effective_port, shown_path, console_shown,
     )  # fmt: skip
     try:
         for event in processor.run_loop(parts, every):
+            poll_turns.beat()  # each fetch, pass and error it lived through: the loop turns
             report(event)
     finally:
         stop.set()

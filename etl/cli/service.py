@@ -14,6 +14,7 @@ from etl.cli.jobs import log_outcome
 from etl.cli.options import (
     ActionCommand,
     ActionWebhook,
+    ActWithin,
     ApiKey,
     ApiUrl,
     ClaimTimeout,
@@ -104,12 +105,14 @@ def serve(
             "--console/--no-console",
             envvar="ETL_CONSOLE",
             show_default=False,
-            help="Serve the console too (/console/ and /calendar.ics); --no-console (or "
-            "ETL_CONSOLE=off): the webhook, /healthz and /metrics alone.",
+            help="Serve the console too (/console/ and /calendar.ics), and the verdict at "
+            "/status; --no-console (or ETL_CONSOLE=off): the webhook, /healthz and /metrics "
+            "alone.",
         ),
     ] = True,
     max_age: MaxAge = "5m",
     window: Window = "24h",
+    act_within: ActWithin = "2m",
     quiet: Quiet = False,
     verbose: Verbose = False,
     handler: HandlerName = None,
@@ -128,18 +131,17 @@ def serve(
     webhooks; stop on SIGTERM or SIGINT after finishing the actions in hand."""
     from etl import serve as service
     from etl.act import processor
+    from etl.read import status
 
     logs.set_verbosity(verbose, quiet)
     settings = processor_settings(ctx)  # from ctx: the options above, and those before it
     api = api_settings(api_url, api_key)
     where = service.listener(listen, token, console_password, console)
-    check = (duration(max_age), duration(window))
+    limits = status.Limits(duration(max_age), duration(window), duration(act_within))
     parts = processor.build(settings, database_url, api.url, api)
     if settings.notify_urls:  # people are told when the status turns CRITICAL, and more
-        from etl.read import status
-
-        parts = status.watched(parts, check[0])
-    service.serve(parts, every, where, check, log_outcome)
+        parts = status.watched(parts, limits.max_age, limits.act_within)
+    service.serve(parts, every, where, limits, log_outcome)
 
 
 def console(
@@ -155,6 +157,7 @@ def console(
     console_password: ConsolePassword = None,
     max_age: MaxAge = "5m",
     window: Window = "24h",
+    act_within: ActWithin = "2m",
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -162,12 +165,14 @@ def console(
     /console/, with /calendar.ics; stop on SIGTERM or SIGINT."""
     from etl import serve as service
     from etl.act.processor import stop_on_signals
+    from etl.read import status
     from etl.store.db import open_store
 
     logs.set_verbosity(verbose, quiet)
     where = service.console_listener(listen, console_password)
     engine = open_store(database_url)
-    service.serve_console(engine, where, (duration(max_age), duration(window)), stop_on_signals())
+    limits = status.Limits(duration(max_age), duration(window), duration(act_within))
+    service.serve_console(engine, where, limits, stop_on_signals())
 
 
 def webhooks_list(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:

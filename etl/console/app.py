@@ -10,6 +10,7 @@ hostile site name is only ever text.
 import base64
 import hmac
 import io
+import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from etl.base.timeutil import utcnow, zone_or_utc
 from etl.read import calendar, output, pages, status
 from etl.read.reports import ReportFilter, dispatches_report, performance_report, stream
 
-__all__ = ["CONSOLE_PATH", "Access", "ConsoleApp", "access"]
+__all__ = ["CONSOLE_PATH", "Access", "ConsoleApp", "access", "refusal"]
 
 CONSOLE_PATH = "/console/"
 CALENDAR_PATH = "/calendar.ics"
@@ -72,13 +73,26 @@ def access(host: str, enabled: bool, password: str | None) -> Access:
     return Access(enabled, password)
 
 
+def refusal(
+    rule: Access, environ: dict[str, Any], start_response: StartResponse
+) -> list[bytes] | None:
+    """The answer to a request that `rule` keeps out (None: let it in). `etl serve`'s /status
+    is behind this gate too."""
+    if not rule.enabled:  # nothing of the store, not even its health, to anyone
+        return _plain(start_response, 404, "not found")
+    if rule.password is not None and not _gives(environ, rule.password):
+        challenge = [("WWW-Authenticate", 'Basic realm="etl", charset="UTF-8"')]
+        return _plain(start_response, 401, "a password is needed", challenge)
+    return None
+
+
 def handles(path: str) -> bool:
     return path in (CALENDAR_PATH, CONSOLE_PATH.rstrip("/")) or path.startswith(CONSOLE_PATH)
 
 
 class ConsoleApp:
-    def __init__(self, engine: Engine, rule: Access, check: tuple[timedelta, timedelta]) -> None:
-        self.engine, self.rule, self.check = engine, rule, check
+    def __init__(self, engine: Engine, rule: Access, limits: status.Limits) -> None:
+        self.engine, self.rule, self.limits = engine, rule, limits
         self.templates = Environment(
             loader=PackageLoader("etl.console"),
             autoescape=select_autoescape(default=True),
@@ -87,14 +101,12 @@ class ConsoleApp:
             lstrip_blocks=True,
         )
         self.templates.filters |= {"local": _local, "utc": _utc, "iso": _iso, "kw": _kw}
+        self.templates.filters["shell"] = shlex.quote  # an id in a command to copy
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if not self.rule.enabled:  # nothing of the store, not even its health, to anyone
-            return _plain(start_response, 404, "not found")
-        if self.rule.password is not None and not _gives(environ, self.rule.password):
-            challenge = [("WWW-Authenticate", 'Basic realm="etl", charset="UTF-8"')]
-            return _plain(start_response, 401, "a password is needed", challenge)
+        if (refused := refusal(self.rule, environ, start_response)) is not None:
+            return refused
         if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
             return _plain(start_response, 405, "GET only", [("Allow", "GET")])
         query = parse_qs(environ.get("QUERY_STRING", "")[:MOST_QUERY])
@@ -113,17 +125,19 @@ class ConsoleApp:
         if path == CALENDAR_PATH:
             body = calendar.ics(self.engine, ReportFilter(since=now - CALENDAR_DAYS), now)
             return _send(start_response, 200, "text/calendar; charset=utf-8", body)
+        # the failures as `etl status` judges them
+        seen = (now, self.limits.window, self.limits.act_within, _zone(query))
         if path in (CONSOLE_PATH, CONSOLE_PATH.rstrip("/")):
-            cards = pages.now_and_next(self.engine, now)
-            return self._page(start_response, 200, "now.html", cards=cards, now=now)
+            found_now = pages.now_and_next(self.engine, *seen)
+            return self._page(start_response, 200, "now.html", page=found_now, now=now)
         if path == CONSOLE_PATH + "dispatch":
-            page = pages.dispatch_page(self.engine, query.get("id", ""))
+            page = pages.dispatch_page(self.engine, query.get("id", ""), *seen)
             if page is None:
                 return self._page(start_response, 404, "missing.html", what="dispatch")
             chart = base64.b64encode(page.chart_svg.encode()).decode()
             return self._page(start_response, 200, "dispatch.html", page=page, chart=chart)
         if path == CONSOLE_PATH + "site":
-            found = pages.site_page(self.engine, query.get("id", ""))
+            found = pages.site_page(self.engine, query.get("id", ""), *seen)
             if found is None:
                 return self._page(start_response, 404, "missing.html", what="site")
             return self._page(start_response, 200, "site.html", page=found)
@@ -151,13 +165,21 @@ class ConsoleApp:
 
     def _health(self) -> status.Status | str:
         try:
-            return status.check(self.engine, *self.check)
+            return self.limits.check(self.engine)
         except EtlError as error:
             return str(error)
 
 
 class BadQuery(ValueError):
     pass
+
+
+def _zone(query: dict[str, str]) -> str | None:
+    """The time zone a page is asked to show its times in (?tz=), if any."""
+    zone = query.get("tz", "").strip()
+    if zone and not pages.known_zone(zone):
+        raise BadQuery("tz is a time zone's IANA name, such as America/Chicago, or UTC")
+    return zone or None
 
 
 def _history_filter(query: dict[str, str]) -> ReportFilter:

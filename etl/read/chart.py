@@ -1,6 +1,12 @@
 """A picture of one dispatch (`etl audit --dispatch ID --chart FILE.svg`): one panel per site,
-its metered kW over the window, the dispatch shaded, the baseline and target lines, and a marker
-for each curtail and restore, times in the program's zone.
+its metered kW around the dispatch, the dispatch shaded, the baseline and target lines, and a
+marker for each curtail and restore, times in the program's zone (or the console page's).
+
+The view is the dispatch with its own length either side (VIEW_MARGIN), so that a 3-minute
+dispatch is not a sliver of the telemetry window; the baseline is still the mean of the hour
+before the start, drawn or not. Until Voltus's readings of the window are fetched (after the
+end), a site's load is that of its readings queued for Voltus, if etl sends them: live while
+the dispatch is under way.
 
 Hand-written SVG: a few lines, rectangles and markers need no plotting library (matplotlib
 would cost this command half a second to import, and etl a large dependency); any browser opens
@@ -8,7 +14,7 @@ and prints the file.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from xml.sax.saxutils import escape
 
@@ -16,10 +22,11 @@ from sqlalchemy import Connection, Engine, func, select
 
 from etl.base.errors import ConfigError
 from etl.base.timeutil import zone_or_utc
-from etl.ingest.telemetry import AFTER, BEFORE, INTERVAL
-from etl.read.reports import meter_readings
+from etl.ingest.telemetry import BEFORE, INTERVAL
+from etl.read.reports import meter_readings, site_meters
 from etl.store.db import read_transaction
-from etl.store.schema import actions, dispatch_sites, dispatches, programs
+from etl.store.schema import actions, dispatch_sites, dispatches, programs, telemetry_outbox
+from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
 __all__ = ["BUCKETS", "MOST_TICKS", "Command", "DispatchChart", "SitePanel", "chart_data", "render"]
 
@@ -32,8 +39,11 @@ MINUTE, DAY = timedelta(minutes=1), timedelta(days=1)
 TICK_STEPS = [MINUTE * n for n in (1, 5, 15, 30, 60, 120, 180, 360, 720)] + [
     DAY * n for n in (1, 2, 7, 14, 30, 91, 182, 365, 730, 1826, 3652, 36524, 365242)
 ]
+# the time drawn either side of the dispatch: its own length, within these bounds
+VIEW_MARGIN = (timedelta(minutes=5), DAY)
 COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "missed": "#ef6c00"}
 QUOTE = {'"': "&quot;"}  # for escape() in an attribute: an id may hold a quote
+CLIP = "view"  # the id of the view's clip path
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ class SitePanel:
     commitment_kw: float | None
     load: list[tuple[datetime, float]]  # (interval end, kW), in time order
     commands: list[Command]
+    live: bool = False  # its load is that of its readings queued for Voltus, not Voltus's
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,14 @@ class DispatchChart:
         before = [kw for at, kw in panel.load if self.start - BEFORE < at <= self.start]
         return sum(before) / len(before) if before else None
 
+    @property
+    def view(self) -> tuple[datetime, datetime]:
+        """The first and last time drawn: the dispatch is a third of the width (more, under 5
+        minutes), and an hour-long one shows its whole baseline hour."""
+        low, high = VIEW_MARGIN
+        margin = min(max(self.end - self.start, low), high)
+        return self.start - margin, self.end + margin
+
 
 def chart_data(engine: Engine, dispatch_id: str) -> DispatchChart:
     d, p = dispatches.c, programs.c
@@ -77,23 +96,25 @@ def chart_data(engine: Engine, dispatch_id: str) -> DispatchChart:
         if head is None:
             raise ConfigError(f"no dispatch {dispatch_id!r} in the store", "see etl audit")
         end = head.end_time or head.start_time + timedelta(hours=1)
+        chart = DispatchChart(
+            dispatch_id, head.name, zone_or_utc(head.timezone), head.start_time, end, []
+        )
+        first, last = chart.view
+        first = min(first, chart.start - BEFORE)  # the baseline's hour, drawn or not
         sites = conn.execute(
             select(dispatch_sites.c.site_id, dispatch_sites.c.commitment_kw)
             .where(dispatch_sites.c.dispatch_id == dispatch_id)
             .order_by(dispatch_sites.c.site_id)
         ).all()
-        panels = [
-            SitePanel(
-                site.site_id,
-                site.commitment_kw,
-                _site_load(conn, site.site_id, head.start_time - BEFORE, end + AFTER),
-                _site_commands(conn, dispatch_id, site.site_id),
+        panels = []
+        for site in sites:
+            load = _site_load(conn, site.site_id, first, last)
+            queued = [] if load else _queued_load(conn, site.site_id, first, last)
+            commands = _site_commands(conn, dispatch_id, site.site_id)
+            panels.append(
+                SitePanel(site.site_id, site.commitment_kw, load or queued, commands, bool(queued))
             )
-            for site in sites
-        ]
-    return DispatchChart(
-        dispatch_id, head.name, zone_or_utc(head.timezone), head.start_time, end, panels
-    )
+    return replace(chart, panels=panels)
 
 
 def _site_load(
@@ -111,6 +132,33 @@ def _site_load(
         )
         .group_by(t.interval_end)
         .order_by(t.interval_end)
+    ).all()
+    return [(at, kw) for at, kw in rows]
+
+
+def _queued_load(
+    conn: Connection, site_id: str, first: datetime, last: datetime
+) -> list[tuple[datetime, float]]:
+    """The site's load by its readings queued for Voltus (sent or not), by the rule of the view
+    meter_readings: its POI meter alone if it has one, else every meter but its generators and
+    batteries (a reading of meter '' is its only meter's)."""
+    m, o = site_meters.c, telemetry_outbox.c
+    kinds = dict(conn.execute(select(m.meter_id, m.asset_type).where(m.site_id == site_id)).all())
+    pois = [meter for meter, kind in kinds.items() if kind == "poi"]
+    apart = [meter for meter, kind in kinds.items() if kind in ("generator", "battery")]
+    counted = o.meter_id.in_([*pois, ""]) if pois else o.meter_id.not_in(apart)
+    rows = conn.execute(
+        select(o.interval_end, func.sum(o.value))
+        .where(
+            o.site_id == site_id,
+            o.endpoint == OutboxEndpoint.TELEMETRY,
+            o.units == ReadingUnits.KW,
+            o.interval_end > first,
+            o.interval_end <= last,
+            counted,
+        )
+        .group_by(o.interval_end)
+        .order_by(o.interval_end)
     ).all()
     return [(at, kw) for at, kw in rows]
 
@@ -133,12 +181,16 @@ def render(chart: DispatchChart) -> str:
     title = (
         f"Dispatch {chart.dispatch_id} ({chart.program_name}): "
         f"{local:%Y-%m-%d %H:%M} to {chart.end.astimezone(chart.zone):%H:%M} "
-        f"(UTC{local:%z}, the program's time)"
+        f"({local:%Z}, UTC{local:%z})"
     )
+    plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         f'font-family="sans-serif" font-size="11">',
         f"<title>{escape(title)}</title>",
+        # the load and the markers are drawn whole, and shown within the view only
+        f'<defs><clipPath id="{CLIP}"><rect x="{MARGIN_LEFT}" y="0" width="{plot_width}" '
+        f'height="{height}"/></clipPath></defs>',
         '<rect width="100%" height="100%" fill="white"/>',
         f'<text x="{MARGIN_LEFT}" y="22" font-size="14">{escape(title)}</text>',
         *_legend(40),
@@ -151,7 +203,7 @@ def render(chart: DispatchChart) -> str:
 
 
 def _panel(chart: DispatchChart, panel: SitePanel, top: float) -> list[str]:
-    first, last = chart.start - BEFORE, chart.end + AFTER
+    first, last = chart.view
     span = (last - first).total_seconds()
     plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
     baseline = chart.baseline(panel)
@@ -171,6 +223,8 @@ def _panel(chart: DispatchChart, panel: SitePanel, top: float) -> list[str]:
     label = f"site {panel.site_id}: commitment {commitment}"
     if baseline is not None:
         label += f", baseline {baseline:.1f} kW"
+    if panel.live:
+        label += " (live: its readings queued for Voltus)"
     if not panel.load:
         label += " (no telemetry stored: etl fetch --telemetry)"
     bottom = y(low)
@@ -194,7 +248,10 @@ def _panel(chart: DispatchChart, panel: SitePanel, top: float) -> list[str]:
     if panel.load:
         drawn = downsample(panel.load, first, span)
         points = " ".join(f"{x(at):.1f},{y(kw):.1f}" for at, kw in drawn)
-        parts.append(f'<polyline class="load" points="{points}" fill="none" stroke="#1565c0"/>')
+        parts.append(
+            f'<polyline class="load" points="{points}" fill="none" stroke="#1565c0" '
+            f'clip-path="url(#{CLIP})"/>'
+        )
     for command in panel.commands:
         parts.append(_marker(command, x(command.at), top + MARGIN_TOP, bottom, chart.zone))
     parts.append("</g>")
@@ -209,10 +266,10 @@ def _axes(
     high: float,
     bottom: float,
 ) -> list[str]:
-    """Time ticks at a step that gives at most MOST_TICKS of them, in the program's zone (a
-    date for steps of a day or more); kW at the bottom and the top."""
+    """Time ticks at a step that gives at most MOST_TICKS of them, in the chart's zone (a date
+    for steps of a day or more); kW at the bottom and the top."""
     parts = []
-    first, last = chart.start - BEFORE, chart.end + AFTER
+    first, last = chart.view
     step = next((s for s in TICK_STEPS if (last - first) / s <= MOST_TICKS), TICK_STEPS[-1])
     shown = "%H:%M" if step < DAY else "%Y-%m-%d"
     for tick in _ticks(first.astimezone(chart.zone), last, step):
@@ -290,7 +347,7 @@ def _marker(command: Command, at_x: float, top: float, bottom: float, zone: tzin
     base = f"{bottom - 16:.1f}" if command.kind == "curtail" else f"{bottom - 8:.1f}"
     when = command.at.astimezone(zone)
     return (
-        f'<g class="command {command.kind} {command.state}">'
+        f'<g class="command {command.kind} {command.state}" clip-path="url(#{CLIP})">'
         f"<title>{command.kind} {command.state} at {when:%H:%M:%S}</title>"
         f'<line x1="{at_x:.1f}" y1="{top:.1f}" x2="{at_x:.1f}" y2="{bottom:.1f}" '
         f'stroke="{color}" stroke-dasharray="3 2"/>'

@@ -9,7 +9,6 @@ A timestamp gauge is 0 when the event never happened, so that `time() - metric` 
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -180,12 +179,12 @@ def _failing_metrics(result: status.Status) -> Iterator[Metric]:
 class LiveCollector(Collector):
     """The status check and the store's counts as of each scrape, for a long-running etl."""
 
-    def __init__(self, engine: Engine, max_age: timedelta, window: timedelta) -> None:
-        self.engine, self.max_age, self.window = engine, max_age, window
+    def __init__(self, engine: Engine, limits: status.Limits) -> None:
+        self.engine, self.limits = engine, limits
 
     def collect(self) -> Iterator[Metric]:
         try:
-            result = status.check(self.engine, self.max_age, self.window)
+            result = self.limits.check(self.engine)
             snapshot = StatusCollector(result, store_counts(self.engine), result.code)
         except EtlError:  # the store cannot be read: as bad as it gets
             snapshot = StatusCollector(None, None, status.Health.CRITICAL)

@@ -1,10 +1,13 @@
 """Rows written for people (an aligned table) or machines (CSV, JSON, JSON lines), as they come:
-nothing waits for the whole result but the table's first rows, which set its column widths."""
+nothing waits for the whole result but the table's first rows, which set its column widths. A
+table fits 80 columns: the columns that do not fit are left out, and named on stderr."""
 
 import csv
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from functools import partial
 from itertools import chain, islice
 from typing import Any, TextIO
 
@@ -15,7 +18,28 @@ __all__ = ["FORMATS", "chosen_columns", "shift_times", "write"]
 
 FORMATS = ("table", "csv", "json", "jsonl")
 TABLE_SAMPLE = 200  # rows read before a table's column widths are fixed
-TABLE_MAX_WIDTH = 40
+TABLE_MAX_WIDTH = 40  # of a column: a longer cell is cut, with an ellipsis
+TABLE_WIDTH = 80  # of a line: a terminal's
+SEPARATOR = "  "
+# what people need first of a row, whatever the report: when not every column fits, these are
+# kept first (after the row's first column, its key), then the others as they fit
+NEEDED_FIRST = (
+    "dispatch_id",
+    "site_id",
+    "action",
+    "episode",
+    "state",
+    "outcome",
+    "start_time",
+    "day",
+    "month",
+    "dispatches",
+    "sites",
+    "committed_kw",
+    "commitment_kw",
+    "delivered_kw",
+    "delivered_pct",
+)
 
 
 def text(value: Any) -> str:
@@ -67,9 +91,17 @@ class _Counted:
             yield row
 
 
-def write(rows: Iterable[dict[str, Any]], columns: list[str], out: TextIO, fmt: str) -> int:
-    """Write the rows in the format; return how many there were."""
-    writers = {"table": _table, "csv": _csv, "json": _json, "jsonl": _jsonl}
+def write(
+    rows: Iterable[dict[str, Any]],
+    columns: list[str],
+    out: TextIO,
+    fmt: str,
+    notes: TextIO | None = None,
+) -> int:
+    """Write the rows in the format; return how many there were. A table names the columns it
+    left out on `notes` (stderr unless given)."""
+    table = partial(_table, notes=notes or sys.stderr)
+    writers = {"table": table, "csv": _csv, "json": _json, "jsonl": _jsonl}
     counted = _Counted(rows)
     writers[fmt](iter(counted), columns, out)
     return counted.count
@@ -95,26 +127,53 @@ def _jsonl(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> N
         out.write(json.dumps({c: jsonable(row[c]) for c in columns}) + "\n")
 
 
-def _table(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> None:
+def _table(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO, notes: TextIO) -> None:
     """One line per row: a cell's line breaks (a handler's stderr, say) are shown escaped."""
     sample = list(islice(rows, TABLE_SAMPLE))
 
     def cell(value: Any) -> str:
         return one_line(text(value))
 
-    widths = [
-        min(TABLE_MAX_WIDTH, max([len(c)] + [len(cell(r[c])) for r in sample])) for c in columns
-    ]
+    natural = {
+        c: min(TABLE_MAX_WIDTH, max([len(c)] + [len(cell(r[c])) for r in sample])) for c in columns
+    }
+    kept = _fitting(natural)
+    left_out = [c for c in columns if c not in kept]
+    if left_out:
+        notes.write(
+            f"left out to fit {TABLE_WIDTH} columns: {', '.join(left_out)} (choose the columns "
+            "with --columns, or see them all with --format csv)\n"
+        )
+    widths = [natural[c] for c in kept]
 
     def line(cells: list[str]) -> str:
         fitted = (
             cell if len(cell) <= width else cell[: width - 1] + "…"
             for cell, width in zip(cells, widths, strict=True)
         )
-        return "  ".join(f"{cell:<{width}}" for cell, width in zip(fitted, widths, strict=True))
+        return SEPARATOR.join(
+            f"{cell:<{width}}" for cell, width in zip(fitted, widths, strict=True)
+        )
 
-    out.write(line(columns).rstrip() + "\n")
+    out.write(line(kept).rstrip() + "\n")
     if not sample:
         out.write("(no rows)\n")
     for row in chain(sample, rows):
-        out.write(line([cell(row[c]) for c in columns]).rstrip() + "\n")
+        out.write(line([cell(row[c]) for c in kept]).rstrip() + "\n")
+
+
+def _fitting(widths: dict[str, int]) -> list[str]:
+    """The columns that fit TABLE_WIDTH, in their order: the first, then NEEDED_FIRST, then the
+    others, each as long as it fits."""
+    columns = list(widths)
+
+    def need(name: str) -> tuple[bool, int]:
+        rank = NEEDED_FIRST.index(name) if name in NEEDED_FIRST else len(NEEDED_FIRST)
+        return name != columns[0], rank
+
+    kept, used = set(), -len(SEPARATOR)
+    for name in sorted(columns, key=need):  # stable: the others keep their order
+        if used + len(SEPARATOR) + widths[name] <= TABLE_WIDTH:
+            kept.add(name)
+            used += len(SEPARATOR) + widths[name]
+    return [c for c in columns if c in kept]

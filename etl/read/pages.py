@@ -3,20 +3,28 @@ and dataclasses, its own rows read in one snapshot (the audit trail, the chart a
 response each in a read of their own). Nothing here formats or escapes: the templates do.
 
 A site's commanded state on a dispatch is read from its latest action: what etl last told the
-site to do for that dispatch, and how that went.
+site to do for that dispatch, and how that went. What fails a site now is etl.act.failing's, as
+`etl status` tells it.
+
+Each page shows every time in one zone, which it names: the one asked for (?tz=), else its
+first dispatch's program's (on "Now and next", the soonest), else UTC.
 """
 
-from collections import defaultdict
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, or_, select
 
+from etl.act.failing import Failing, failing
+from etl.base.timeutil import utcnow, zone_or_utc
 from etl.handlers import ActionKind
 from etl.read.audit import AuditQuery, describe, trail
 from etl.read.chart import chart_data, render
 from etl.read.reports import (
+    APART,
     ReportFilter,
     curtailment_log,
     dispatch_performance,
@@ -24,6 +32,7 @@ from etl.read.reports import (
     dispatches_report,
     listed_sites,
     performance_report,
+    standing,
     stream,
 )
 from etl.store import schema
@@ -33,20 +42,31 @@ from etl.store.schema import action_attempts, actions, sites
 from etl.store.vocabulary import ActionState
 
 __all__ = [
+    "MOST_OPEN",
+    "Card",
     "DispatchPage",
     "MonthRow",
+    "NowPage",
     "SitePage",
     "SiteState",
     "dispatch_page",
     "history",
+    "known_zone",
     "now_and_next",
     "programs",
     "site_page",
 ]
 
 MOST_DISPATCHES = 200  # on one page: "now and next", or a site's latest
+# a dispatch's sites shown open on "now and next": its failing ones all, then its pending ones
+# up to this many; the others are folded, so that a 200-site dispatch does not push the next
+# one out of sight
+MOST_OPEN = 10
 DONE = {ActionKind.CURTAIL: "curtailed", ActionKind.RESTORE: "restored"}
 NOT_SENT = (ActionState.PENDING, ActionState.WAITING)
+# a site's standing on a dispatch, in the order shown: the first two need someone's eye
+STANDINGS = ("failing", "pending", "curtailed", "restored", "skipped", "superseded")
+FAILED = ("failed", "missed", "retrying")  # a latest action in these failed its site
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,26 @@ class SiteState:
     name: str
     commitment_kw: float | None
     commanded: str  # curtailed, restored, "curtail failed", "restore claimed"..., or "none"
+    standing: str  # one of STANDINGS
+
+
+@dataclass(frozen=True)
+class Card:
+    """A dispatch on "now and next"."""
+
+    summary: dict[str, Any]  # its row of the view dispatch_summary
+    sites: list[SiteState]  # failing first, then pending, then the others (by name within)
+    shown: int  # how many of `sites` are shown open: the others are folded
+    counts: dict[str, int]  # how many of its sites have each standing
+
+
+@dataclass(frozen=True)
+class NowPage:
+    zone: str
+    failing: list[Failing]  # the actions failing a site now, oldest first
+    past: list[Failing]  # those that ended failed or missed, not acknowledged
+    site_names: dict[str, str]  # of the sites of `failing` and `past`
+    cards: list[Card]  # the dispatches under way or to come, and those a restore fails
 
 
 @dataclass(frozen=True)
@@ -80,6 +120,7 @@ class Action:
 
 @dataclass(frozen=True)
 class DispatchPage:
+    zone: str
     summary: dict[str, Any]  # its row of the view dispatch_summary
     sites: list[SiteState]
     timeline: list[tuple[datetime, str]]  # (when, the audit trail's line)
@@ -90,23 +131,32 @@ class DispatchPage:
 
 @dataclass(frozen=True)
 class SitePage:
+    zone: str
     site: dict[str, Any]  # its row of `sites`
     dispatches: list[dict[str, Any]]  # its latest, newest first, as dispatch_summary has them
     performance: list[dict[str, Any]]  # its metered response to each ended dispatch
-    failures: list[dict[str, Any]]  # its failed and missed actions, as curtailment_log has them
+    failing: list[Failing]  # its actions failing it now
+    failures: list[dict[str, Any]]  # its other failed and missed actions, as curtailment_log has
 
 
 @dataclass
 class MonthRow:
+    """A month of the history: its dispatches, as many as `etl report dispatches` gives, of
+    which those cancelled, test and upcoming count apart (reports.standing); the kW are the
+    others'."""
+
     month: str  # YYYY-MM in the program's time zone
     dispatches: int = 0
+    cancelled: int = 0
+    test: int = 0
+    upcoming: int = 0
     committed_kw: float = 0.0
     measured_commitment_kw: float = 0.0  # of the (dispatch, site) pairs with a measured delivery
-    delivered_kw: float = 0.0
+    delivered_kw: float | None = None  # None: none measured yet
 
     @property
     def delivered_pct(self) -> float | None:
-        if not self.measured_commitment_kw:
+        if self.delivered_kw is None or not self.measured_commitment_kw:
             return None
         return 100.0 * self.delivered_kw / self.measured_commitment_kw
 
@@ -123,31 +173,74 @@ def commanded(latest_first: list[tuple[str, str]]) -> str:
     return f"{kind} {state}"
 
 
-def now_and_next(engine: Engine, now: datetime) -> list[tuple[dict[str, Any], list[SiteState]]]:
-    """The dispatches under way or still to come (not cancelled), soonest first, each with its
-    sites' states."""
+def known_zone(name: str) -> bool:
+    """Whether `name` is a time zone known here (`UTC` is)."""
+    return isinstance(zone_or_utc(name), ZoneInfo)
+
+
+def _page_zone(asked: str | None, first_program_zone: str | None) -> str:
+    return next((name for name in (asked, first_program_zone) if name and known_zone(name)), "UTC")
+
+
+def now_and_next(
+    engine: Engine, now: datetime, window: timedelta, act_within: timedelta, tz: str | None
+) -> NowPage:
+    """What fails a site now, then the past failures of `window` not acknowledged; then the
+    dispatches under way or still to come, and those ended whose restore fails a site, soonest
+    first, each with its sites' states."""
     v = dispatch_summary
-    query = (
-        select(v)
-        .where(or_(v.c.end_time.is_(None), v.c.end_time > now))
-        .order_by(v.c.start_time, v.c.dispatch_id)
-        .limit(MOST_DISPATCHES)
-    )
     with read_transaction(engine, one_snapshot=True) as conn:
+        found = failing(conn, now, window, act_within)
+        live = [f for f in found if f.live]
+        query = (
+            select(v)
+            .where(
+                or_(
+                    v.c.end_time.is_(None),
+                    v.c.end_time > now,
+                    v.c.dispatch_id.in_(sorted({f.dispatch_id for f in live})),
+                )
+            )
+            .order_by(v.c.start_time, v.c.dispatch_id)
+            .limit(MOST_DISPATCHES)
+        )
         rows = [dict(row) for row in conn.execute(query).mappings()]
-        states = _site_states(conn, [row["dispatch_id"] for row in rows])
-    return [(row, states.get(row["dispatch_id"], [])) for row in rows]
+        states = _site_states(conn, [row["dispatch_id"] for row in rows], live)
+        names = _site_names(conn, {f.site_id for f in found})
+    cards = [_card(row, states.get(row["dispatch_id"], [])) for row in rows]
+    zone = _page_zone(tz, rows[0]["timezone"] if rows else None)
+    past = [f for f in found if not f.live]
+    return NowPage(zone, live, past, names, cards)
 
 
-def dispatch_page(engine: Engine, dispatch_id: str) -> DispatchPage | None:
+def _card(summary: dict[str, Any], states: list[SiteState]) -> Card:
+    ordered = sorted(states, key=lambda site: STANDINGS.index(site.standing))  # stable: by name
+    found = Counter(site.standing for site in states)
+    counts = {name: found[name] for name in STANDINGS}
+    if len(ordered) <= MOST_OPEN:
+        return Card(summary, ordered, len(ordered), counts)
+    needing = counts["failing"] + counts["pending"]
+    return Card(summary, ordered, min(needing, max(counts["failing"], MOST_OPEN)), counts)
+
+
+def dispatch_page(
+    engine: Engine,
+    dispatch_id: str,
+    now: datetime,
+    window: timedelta,
+    act_within: timedelta,
+    tz: str | None,
+) -> DispatchPage | None:
     with read_transaction(engine, one_snapshot=True) as conn:
         summary = conn.execute(
             select(dispatch_summary).where(dispatch_summary.c.dispatch_id == dispatch_id)
         ).first()
         if summary is None:
             return None
-        states = _site_states(conn, [dispatch_id]).get(dispatch_id, [])
+        live = [f for f in failing(conn, now, window, act_within) if f.live]
+        states = _site_states(conn, [dispatch_id], live).get(dispatch_id, [])
         taken = _actions(conn, dispatch_id)
+    zone = _page_zone(tz, summary.timezone)
     timeline = [
         (event["occurred_at"], describe(event))
         for event in trail(engine, AuditQuery(dispatch_id=dispatch_id))
@@ -160,17 +253,26 @@ def dispatch_page(engine: Engine, dispatch_id: str) -> DispatchPage | None:
             ),
         )
     )
+    chart = replace(chart_data(engine, dispatch_id), zone=zone_or_utc(zone))
     return DispatchPage(
+        zone,
         summary._asdict(),
         states,
         timeline,
-        render(chart_data(engine, dispatch_id)),
+        render(chart),
         performance,
         taken,
     )
 
 
-def site_page(engine: Engine, site_id: str) -> SitePage | None:
+def site_page(
+    engine: Engine,
+    site_id: str,
+    now: datetime,
+    window: timedelta,
+    act_within: timedelta,
+    tz: str | None,
+) -> SitePage | None:
     with read_transaction(engine, one_snapshot=True) as conn:
         site = conn.execute(select(sites).where(sites.c.id == site_id)).first()
         if site is None:
@@ -178,43 +280,58 @@ def site_page(engine: Engine, site_id: str) -> SitePage | None:
         latest = dispatches_report(ReportFilter(site_id=site_id))
         latest = latest.order_by(None).order_by(dispatch_summary.c.start_time.desc())
         recent = [dict(row) for row in conn.execute(latest.limit(MOST_DISPATCHES)).mappings()]
+        live = [
+            f for f in failing(conn, now, window, act_within) if f.live and f.site_id == site_id
+        ]
         failed = conn.execute(
             select(curtailment_log)
             .where(
                 curtailment_log.c.site_id == site_id,
                 curtailment_log.c.state.in_([ActionState.FAILED, ActionState.MISSED]),
+                curtailment_log.c.action_id.not_in([f.action_id for f in live]),
             )
             .order_by(curtailment_log.c.finished_at.desc())
             .limit(MOST_DISPATCHES)
         )
         failures = [dict(row) for row in failed.mappings()]
     performance = list(stream(engine, performance_report(ReportFilter(site_id=site_id))))
-    return SitePage(site._asdict(), recent, performance, failures)
+    zone = _page_zone(tz, recent[0]["timezone"] if recent else None)
+    return SitePage(zone, site._asdict(), recent, performance, live, failures)
 
 
 def history(engine: Engine, f: ReportFilter) -> list[MonthRow]:
     """Dispatches by month of their start (in their program's zone), oldest first: how many,
-    the kW committed, and the kW delivered as a share of the commitment measured."""
+    of which cancelled, test and upcoming, and of the others the kW committed and the kW
+    delivered as a share of the commitment measured."""
     months: dict[str, MonthRow] = {}
     month_of: dict[str, str] = {}
+    query = dispatches_report(f).add_columns(standing(utcnow()).label("standing"))
     with read_transaction(engine, one_snapshot=True) as conn:
-        for row in conn.execute(dispatches_report(f)).mappings():
+        for row in conn.execute(query).mappings():
             month = (row["start_date_local"] or row["start_time"].date().isoformat())[:7]
-            month_of[row["dispatch_id"]] = month
             entry = months.setdefault(month, MonthRow(month))
             entry.dispatches += 1
+            kind = row["standing"]
+            if kind in APART:  # counted, and in no kW
+                setattr(entry, kind, getattr(entry, kind) + 1)
+                continue
+            month_of[row["dispatch_id"]] = month
             entry.committed_kw += row["committed_kw"] or 0.0
         for row in conn.execute(performance_report(f)).mappings():
             month = month_of.get(row["dispatch_id"])
             if month is None or row["delivered_kw"] is None or row["commitment_kw"] is None:
                 continue
-            months[month].delivered_kw += row["delivered_kw"]
-            months[month].measured_commitment_kw += row["commitment_kw"]
+            entry = months[month]
+            entry.delivered_kw = (entry.delivered_kw or 0.0) + row["delivered_kw"]
+            entry.measured_commitment_kw += row["commitment_kw"]
     return [months[month] for month in sorted(months)]
 
 
-def _site_states(conn: Connection, dispatch_ids: list[str]) -> dict[str, list[SiteState]]:
-    """Each dispatch's sites now listed, by name, with the state of its latest action."""
+def _site_states(
+    conn: Connection, dispatch_ids: list[str], live: list[Failing]
+) -> dict[str, list[SiteState]]:
+    """Each dispatch's sites now listed, by name, with the state of its latest action; failing
+    if `live` says an action fails it, or its latest failed."""
     a = actions.c
     taken: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     for chunk in chunks(dispatch_ids):
@@ -225,18 +342,34 @@ def _site_states(conn: Connection, dispatch_ids: list[str]) -> dict[str, list[Si
         )
         for row in conn.execute(latest):
             taken[row.dispatch_id, row.site_id].append((row.kind, row.state))
-    return {
-        dispatch_id: [
-            SiteState(
-                site.site_id,
-                site.name,
-                site.commitment_kw,
-                commanded(taken.get((dispatch_id, site.site_id), [])),
+    failing_now = {(f.dispatch_id, f.site_id) for f in live}
+    states: dict[str, list[SiteState]] = {}
+    for dispatch_id, listed in listed_sites(conn, dispatch_ids).items():
+        states[dispatch_id] = []
+        for site in listed:
+            said = commanded(taken.get((dispatch_id, site.site_id), []))
+            fails = (dispatch_id, site.site_id) in failing_now
+            state = SiteState(
+                site.site_id, site.name, site.commitment_kw, said, _standing(said, fails)
             )
-            for site in listed
-        ]
-        for dispatch_id, listed in listed_sites(conn, dispatch_ids).items()
-    }
+            states[dispatch_id].append(state)
+    return states
+
+
+def _standing(said: str, failing_now: bool) -> str:
+    """A site's standing (STANDINGS) from what it was commanded and whether it fails now."""
+    word = said.split()[-1]
+    if failing_now or word in FAILED:
+        return "failing"
+    return word if word in STANDINGS else "pending"
+
+
+def _site_names(conn: Connection, site_ids: set[str]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for chunk in chunks(sorted(site_ids)):
+        rows = conn.execute(select(sites.c.id, sites.c.name).where(sites.c.id.in_(chunk)))
+        names |= {row.id: row.name for row in rows}
+    return names
 
 
 def _actions(conn: Connection, dispatch_id: str) -> list[Action]:

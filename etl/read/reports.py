@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    ColumnElement,
     Connection,
     Engine,
     Float,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    case,
     func,
     select,
 )
@@ -32,6 +34,7 @@ from etl.store.rows import chunks
 from etl.store.schema import UTCDateTime
 
 __all__ = [
+    "APART",
     "ListedSite",
     "ReportFilter",
     "curtailments_report",
@@ -42,7 +45,9 @@ __all__ = [
     "performance_report",
     "program_zones",
     "programs_report",
+    "site_meters",
     "sites_report",
+    "standing",
     "stream",
 ]
 
@@ -105,7 +110,16 @@ dispatch_summary = Table(
 )
 
 
-# Migration 0017's view: each reading with its meter's role; `load` counts in a site's load
+# Migration 0017's views: each meter GET /sites listed, and each reading with its meter's role
+# (`load` counts in a site's load)
+site_meters = Table(
+    "site_meters",
+    VIEWS,
+    Column("site_id", String),
+    Column("meter_id", String),
+    Column("name", String),
+    Column("asset_type", String),
+)
 meter_readings = Table(
     "meter_readings",
     VIEWS,
@@ -225,8 +239,28 @@ def performance_report(f: ReportFilter) -> Select[Any]:
     return query if f.site_id is None else query.where(v.c.site_id == f.site_id)
 
 
+# the dispatches counted apart, in no total of kW: cancelled before any curtail, test ones, and
+# those still to start; the others are `counted`
+APART = ("cancelled", "test", "upcoming")
+
+
+def standing(now: datetime) -> ColumnElement[str]:
+    """How a row of dispatch_summary counts in the programs report and the console's history:
+    one of APART (first that applies, by its outcome then its start), or `counted`."""
+    v = dispatch_summary.c
+    return case(
+        (v.outcome == "cancelled", "cancelled"),
+        (v.outcome == "test", "test"),
+        (v.start_time > now, "upcoming"),
+        else_="counted",
+    )
+
+
 def programs_report(f: ReportFilter) -> Select[Any]:
+    """One row per program: its dispatches, of which how many are cancelled, test and upcoming
+    (APART), the kW committed to the others, and the curtails."""
     v = dispatch_summary
+    counts_as = standing(utcnow())
     query = (
         select(
             v.c.program_id,
@@ -235,9 +269,12 @@ def programs_report(f: ReportFilter) -> Select[Any]:
             v.c.market,
             v.c.timezone,
             func.count().label("dispatches"),
+            *(func.sum(case((counts_as == name, 1), else_=0)).label(name) for name in APART),
             func.min(v.c.start_time).label("first_start"),
             func.max(v.c.start_time).label("last_start"),
-            func.sum(v.c.committed_kw).label("committed_kw"),
+            func.sum(case((counts_as == "counted", v.c.committed_kw), else_=0.0)).label(
+                "committed_kw"
+            ),
             func.sum(v.c.curtails_succeeded).label("curtails_succeeded"),
             func.sum(v.c.curtails_failed).label("curtails_failed"),
             func.sum(v.c.curtails_missed).label("curtails_missed"),

@@ -31,7 +31,16 @@ from etl.store.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome
 if TYPE_CHECKING:  # `etl status` itself loads no processor
     from etl.act.processor import Parts
 
-__all__ = ["Health", "Status", "check", "for_notices", "judge", "notices_max_age", "watched"]
+__all__ = [
+    "Health",
+    "Limits",
+    "Status",
+    "check",
+    "for_notices",
+    "judge",
+    "notices_max_age",
+    "watched",
+]
 
 # a share of a window's telemetry intervals below which its delivery is not judged
 MIN_COVERAGE = 0.8
@@ -63,6 +72,19 @@ class Health(IntEnum):
     WARNING = 1
     CRITICAL = 2
     UNKNOWN = 3  # bad usage: the check could not be made
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the status is judged by: `etl status`'s --max-age, --window and --act-within, which
+    `etl serve` and `etl console` take too, for /status, /metrics and the console."""
+
+    max_age: timedelta = NOTICES_MAX_AGE
+    window: timedelta = NOTICES_WINDOW
+    act_within: timedelta = ACT_WITHIN
+
+    def check(self, engine: Engine) -> "Status":
+        return check(engine, self.max_age, self.window, act_within=self.act_within)
 
 
 @dataclass
@@ -111,7 +133,9 @@ class Status:
     code: Health = Health.OK
 
     def as_json(self) -> dict[str, Any]:
-        return {k: jsonable(v) for k, v in asdict(self).items()}
+        facts = asdict(self)
+        facts["failing"] = [{k: jsonable(v) for k, v in f.items()} for f in facts["failing"]]
+        return {k: jsonable(v) for k, v in facts.items()}
 
 
 def check(

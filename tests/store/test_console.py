@@ -2,29 +2,40 @@
 databases: each page from a store the processor filled, hostile names as text, the access rule,
 the CSV downloads against `etl report`. Its look in a real browser: tests/system."""
 
+import base64
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
 import pytest
 import requests
 from markupsafe import escape
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from etl import serve
+from etl.act.acknowledge import Acknowledgement, acknowledge
 from etl.base.errors import ConfigError
-from etl.read import pages
+from etl.base.timeutil import utcnow
+from etl.handlers import ActionRequest, HandlerFailed
+from etl.ingest import dispatches
+from etl.read import chart, pages, status
 from etl.read.reports import ReportFilter
 from etl.sandbox.emulator import Sandbox
+from etl.store import outbox
 from etl.store.db import make_engine
-from tests.helpers import at, site, wait_listening
+from etl.store.schema import actions
+from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
+from tests.helpers import at, dispatch, site, wait_listening
 from tests.processes import InProcess, free_port
-from tests.scenarios import World, active, ended
+from tests.scenarios import Recorder, World, active, ended
 from tests.store.test_telemetry import hand_computed
 
-CHECK = (timedelta(minutes=5), timedelta(hours=24))
+CHECK = status.Limits(timedelta(minutes=5), timedelta(hours=24))
 HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>&amp;\"'"
 
 
@@ -107,6 +118,7 @@ def test_unknown_things_and_bad_requests_are_answered_plainly(console: Console) 
     assert refused.status_code == 400
     assert refused.text == "program is a program's id, a whole number\n"
     assert console.get("/console/history?program=99999999999").status_code == 400
+    assert console.get("/console/?tz=Mars/Olympus").status_code == 400  # no such time zone
     assert requests.post(console.url + "/console/", timeout=5).status_code == 405
 
 
@@ -189,3 +201,182 @@ def test_beyond_loopback_the_console_needs_a_password_at_start(cli: InProcess) -
         result = cli(*args)
         assert result.returncode == 2 and "refusing to serve the console" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1  # one line, with what to do
+
+
+# a handler's error as a site controller might word it: markup, and far too long for a page
+ERROR = "<b>controller</b> unreachable: " + "retry later " * 40
+PACIFIC = {"id": 43, "name": "CAISO", "timezone": "US/Pacific", "market": "CAISO"}
+
+
+@dataclass
+class FailsFor(Recorder):
+    """The recorder, failing every call for one site."""
+
+    site_id: str = "a"
+
+    def __call__(self, request: ActionRequest) -> str:
+        if request.site_id != self.site_id:
+            return super().__call__(request)
+        with self.lock:
+            self.requests.append(request)
+        raise HandlerFailed(ERROR)
+
+
+def between(text: str, first: str, last: str) -> str:
+    """The part of the page from `first` to `last` (or its end)."""
+    start = text.index(first)
+    end = text.find(last, start + len(first))
+    return text[start : end if end >= 0 else len(text)]
+
+
+def times_shown(text: str) -> list[str]:
+    return re.findall(r"<time [^>]*>([^<]*)</time>", text)
+
+
+def test_a_site_failing_now_is_at_the_top_in_red_with_its_error_and_since(
+    world: World, console: Console
+) -> None:
+    world.handler = FailsFor(site_id="a")
+    world.step(active("d1", site("a"), site("b")))
+    world.sandbox.dispatches = [active("d1", site("a"), site("b"), site("x"))]
+    dispatches.fetch(world.engine, world.client)  # x is listed, not acted on yet
+
+    now = page(console, "/console/")
+    top = between(now, '<section class="failing" id="failing">', 'id="dispatch-d1"')
+    assert "Site a" in top and "/console/dispatch?id=d1" in top and "curtail" in top
+    assert str(escape("<b>controller</b> unreachable")) in top and "<b>controller" not in now
+    assert ERROR[:400] not in now and str(escape(ERROR))[:400] not in now  # bounded
+    (since,) = times_shown(top)
+    assert since.endswith(datetime.now(ZoneInfo("US/Central")).strftime("%Z"))
+    assert "CRITICAL" not in top  # failing, not yet late
+    card = between(now, 'id="dispatch-d1"', "</section>")
+    assert "curtailed 1 of 3, 1 failing, 1 pending" in card
+    assert '<span class="state failing">curtail retrying</span>' in card  # red, not grey
+
+    with world.engine.begin() as conn:  # planned 5 minutes ago: still not curtailed
+        conn.execute(update(actions).values(created_at=utcnow() - timedelta(minutes=5)))
+    late = between(page(console, "/console/"), 'id="failing"', 'id="dispatch-d1"')
+    assert "CRITICAL" in late and "Site a" in late
+
+
+def test_a_restore_that_keeps_failing_stays_on_now_and_next_after_the_end(
+    world: World, console: Console
+) -> None:
+    world.step(active("d1", site("a")))
+    world.handler = FailsFor(site_id="a")
+    world.step(active("d1", site("a"), end_time=at(-1)))
+    now = page(console, "/console/")
+    top = between(now, 'id="failing"', 'id="dispatch-d1"')
+    assert "Site a" in top and "restore" in top
+    card = between(now, 'id="dispatch-d1"', "</section>")
+    assert '<span class="state failing">restore retrying</span>' in card
+
+
+def test_past_failures_are_listed_apart_until_acknowledged(world: World, console: Console) -> None:
+    world.handler = FailsFor(site_id="a")
+    world.step(active("d1", site("a")), active("d2", site("b"), start_time=at(30)))
+    world.handler = Recorder()  # the restore that follows succeeds
+    world.step(ended("d1", site("a")), active("d2", site("b"), start_time=at(30)))
+    now = page(console, "/console/")
+    assert 'id="failing"' not in now  # nothing fails a site now
+    past = between(now, '<section class="past" id="past-failures">', 'id="dispatch-d2"')
+    assert "Site a" in past and "d1" in past and "curtail failed" in past
+    assert "etl ack --dispatch d1 --site a" in past
+    acknowledge(world.engine, Acknowledgement("op", "called them", "d1"), timedelta(hours=24))
+    assert 'id="past-failures"' not in page(console, "/console/")
+
+
+def test_a_large_dispatch_is_summarized_failing_sites_first_the_rest_folded(
+    world: World, console: Console
+) -> None:
+    world.handler = FailsFor(site_id="s150")
+    many = [site(f"s{n:03}") for n in range(200)]
+    world.step(active("big", *many), active("next", site("z"), start_time=at(30)))
+    now = page(console, "/console/")
+    card = between(now, 'id="dispatch-big"', 'id="dispatch-next"')
+    assert "curtailed 199 of 200, 1 failing" in card
+    shown, folded = card.split("<details>")
+    assert "Site s150" in shown and shown.count("<tr>") <= 1 + pages.MOST_OPEN
+    assert "199 more sites" in folded and folded.count(">curtailed<") == 199
+
+
+@pytest.mark.parametrize(
+    ("path", "zone"),
+    [
+        ("/console/", "US/Central"),  # its first dispatch's, d1's
+        ("/console/dispatch?id=d2", "US/Pacific"),
+        ("/console/site?id=a", "US/Pacific"),  # its first dispatch's, the newest: d2
+        ("/console/?tz=UTC", "UTC"),
+        ("/console/dispatch?id=d2&tz=Europe/Paris", "Europe/Paris"),
+    ],
+)
+def test_each_page_shows_every_time_in_one_zone_that_it_names(
+    world: World, console: Console, path: str, zone: str
+) -> None:
+    world.step(ended("d0", site("a")))
+    world.handler = FailsFor(site_id="a")
+    pacific = {**dispatch("x")["program"], **PACIFIC}
+    world.step(active("d1", site("a")), active("d2", site("a"), program=pacific, start_time=at(30)))
+    text = page(console, path)
+    assert f'<span id="zone">times in {zone}</span>' in text
+    abbreviation = datetime.now(ZoneInfo(zone)).strftime("%Z")
+    assert {shown.split()[-1] for shown in times_shown(text)} == {abbreviation}
+
+
+def test_the_site_page_shows_an_action_failing_now(world: World, console: Console) -> None:
+    world.handler = FailsFor(site_id="a")
+    world.step(active("d1", site("a")))
+    failures = between(page(console, "/console/site?id=a"), "<h2>Failures</h2>", "<h2>")
+    assert "none" not in failures and "/console/dispatch?id=d1" in failures
+    assert '<span class="state failing">curtail retrying</span>' in failures
+    assert str(escape("<b>controller</b> unreachable")) in failures
+
+
+def test_history_counts_cancelled_test_and_upcoming_apart_and_not_measured_yet(
+    world: World, console: Console
+) -> None:
+    cancelled = dispatch("c1", site("d", 40), start_time=at(60), end_time=at(90), authorized=False)
+    world.step(
+        ended("e1", site("a", 5)),
+        active("t1", site("c", 30), test=True),
+        active("up", site("b", 20), start_time=at(60), end_time=at(90)),
+        cancelled,
+    )
+    months = between(page(console, "/console/history"), 'id="months"', "</table>")
+    assert "not measured yet" in months and '<td class="num">0.0</td>' not in months
+    rows = [re.findall(r'<td class="num">([^<]*)</td>', row) for row in months.split("<tr>")[2:]]
+    # the dispatches, of which cancelled, test and upcoming, and the others' kW committed
+    assert [sum(float(row[n]) for row in rows) for n in range(5)] == [4, 1, 1, 1, 5]
+
+
+def test_the_chart_fits_a_short_dispatch_and_draws_live_load_under_way(
+    world: World, console: Console
+) -> None:
+    """A 3-minute dispatch was a sliver of a 1.5-hour chart, and drew no load until Voltus's
+    readings came, 20 minutes after its end."""
+    world.step(active("short", site("a"), start_time=at(-2), end_time=at(1)))
+    minute = utcnow().replace(second=0, microsecond=0)
+    queued = [
+        outbox.Queued(
+            endpoint=OutboxEndpoint.TELEMETRY,
+            site_id="a",
+            meter_id="",  # its only meter
+            interval_end=minute - timedelta(minutes=m),
+            interval_seconds=60,
+            units=ReadingUnits.KW,
+            value=90.0,
+        )
+        for m in range(8)
+    ]
+    with world.engine.begin() as conn:  # the site's own readings, as etl sends them to Voltus
+        outbox.enqueue(conn, queued, utcnow())
+    shown = page(console, "/console/dispatch?id=short")
+    encoded = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', shown)[0]
+    svg = ElementTree.fromstring(base64.b64decode(encoded))
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    (panel,) = svg.findall("svg:g[@class='panel']", ns)
+    window = float(panel.find("svg:rect[@class='window']", ns).get("width", "0"))
+    plot = chart.WIDTH - chart.MARGIN_LEFT - chart.MARGIN_RIGHT
+    assert window > plot / 5  # it was 3 minutes of 93
+    assert panel.find("svg:polyline[@class='load']", ns) is not None
+    assert "live" in panel.findtext("svg:text", "", ns)

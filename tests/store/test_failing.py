@@ -2,6 +2,7 @@
 attempt and CRITICAL once the site is still not as it should be ACT_WITHIN after it fell due; it
 clears when the action succeeds. Past failures are WARNING until someone acknowledges them."""
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -47,6 +48,8 @@ def test_a_curtail_failing_now_warns_then_is_critical_and_clears_when_it_succeed
         ("b", True, False),
     ]
     assert failing.failing[0].error == "site controller unreachable (call 1)"
+    shown = json.loads(json.dumps(failing.as_json()))["failing"][0]  # as /status and --json
+    assert shown["site_id"] == "a" and shown["failing_since"].endswith("Z")
     assert failing.problems[0].startswith(
         "WARNING: the curtail of site a for dispatch d1 is not done 0s after it fell due, "
         "failing since "

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, select, text
 
 from etl.base.timeutil import utcnow
 from etl.ingest import dispatches
-from etl.read import audit, output, reports, status
+from etl.read import audit, output, pages, reports, status
 from etl.store import fetch_runs, schema
 from tests.docs import all_pages
 from tests.helpers import at, dispatch, site
@@ -322,3 +322,57 @@ def test_each_documented_sql_example_runs_and_answers(story: World, number: int)
     with story.engine.connect() as conn:
         answer = conn.execute(text(sql_examples()[number])).all()
     assert answer, f"example {number} returned no rows:\n{sql_examples()[number]}"
+
+
+def test_the_programs_report_and_the_history_count_the_same_dispatches(world: World) -> None:
+    """Cancelled, test and upcoming dispatches are counted apart, their commitments in no total;
+    a month whose dispatches have no readings is not measured yet (it was 0.0 kW delivered)."""
+    cancelled = dispatch("c1", site("d", 40), start_time=at(60), end_time=at(90), authorized=False)
+    world.step(
+        ended("e1", site("a", 5)),
+        active("t1", site("c", 30), test=True),
+        active("up", site("b", 20), start_time=at(60), end_time=at(90)),
+        cancelled,
+    )
+    counts = ("dispatches", "cancelled", "test", "upcoming", "committed_kw")
+    (program,) = rows(world.engine, reports.programs_report(reports.ReportFilter()))
+    assert [program[name] for name in counts] == [4, 1, 1, 1, 5]
+    months = pages.history(world.engine, reports.ReportFilter())
+    assert [sum(getattr(month, name) for month in months) for name in counts] == [4, 1, 1, 1, 5]
+    assert [(m.delivered_kw, m.delivered_pct) for m in months if m.dispatches] == [(None, None)]
+
+
+@pytest.mark.parametrize(
+    ("report", "needed"),
+    [
+        (reports.dispatches_report, ["dispatch_id", "start_time", "committed_kw", "outcome"]),
+        (reports.curtailments_report, ["action_id", "action", "episode", "state", "site_id"]),
+        (reports.programs_report, ["program_id", "dispatches", "committed_kw"]),
+        (reports.performance_report, ["dispatch_id", "site_id", "delivered_kw"]),
+        (lambda f: reports.sites_report(f, "day"), ["site_id", "day", "committed_kw"]),
+    ],
+)
+def test_report_tables_fit_80_columns_and_say_what_they_left_out(
+    story: World, report: Any, needed: list[str]
+) -> None:
+    query = report(reports.ReportFilter())
+    columns = [c.name for c in query.selected_columns]
+    out, notes = io.StringIO(), io.StringIO()
+    written = output.write(reports.stream(story.engine, query), columns, out, "table", notes)
+    lines = out.getvalue().splitlines()
+    assert written and len(lines) == 1 + written and max(map(len, lines)) <= 80
+    kept = lines[0].split()
+    assert set(needed) <= set(kept) and kept == [c for c in columns if c in kept]
+    left_out = [c for c in columns if c not in kept]
+    assert all(name in notes.getvalue() for name in left_out)
+    assert bool(left_out) == ("--columns" in notes.getvalue())
+
+
+def test_the_report_command_fits_80_columns_unless_asked_for_csv(
+    story: World, database_url: str
+) -> None:
+    table = etl("report", "dispatches", env=etl_env(database_url))
+    assert table.returncode == 0 and max(map(len, table.stdout.splitlines())) <= 80
+    assert "program_type" not in table.stdout and "program_type" in table.stderr
+    every = etl("report", "dispatches", "--format", "csv", env=etl_env(database_url))
+    assert "program_type" in every.stdout.splitlines()[0] and every.stderr == ""

@@ -14,7 +14,7 @@ import pytest
 import requests
 from icalendar import Calendar
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from etl import serve
 from etl.act import processor
@@ -22,6 +22,7 @@ from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import log
 from etl.base.timeutil import utcnow
 from etl.ingest import dispatches
+from etl.read import status
 from etl.sandbox.emulator import Sandbox
 from etl.store import schema
 from tests.helpers import (
@@ -37,7 +38,7 @@ from tests.processes import InProcess, free_port
 from tests.scenarios import World, active
 
 TOKEN = "t0ken-abcdefghijklmnop"
-CHECK = (timedelta(minutes=5), timedelta(hours=24))
+CHECK = status.Limits(timedelta(minutes=5), timedelta(hours=24))
 
 
 class Service:
@@ -90,6 +91,31 @@ def service(world: World) -> Iterator[Service]:
     running = Service(world, TOKEN).start()
     yield running
     running.close()
+
+
+@pytest.fixture
+def logged() -> Iterator[list[logging.LogRecord]]:
+    """etl's log records from INFO up, as `etl serve` logs them (the fixture etl_log_restored
+    resets the level)."""
+    records: list[logging.LogRecord] = []
+    catch = logging.Handler()
+    catch.emit = records.append  # type: ignore[method-assign]
+    log.addHandler(catch)
+    log.setLevel(logging.INFO)
+    yield records
+    log.removeHandler(catch)
+
+
+def warnings(records: list[logging.LogRecord]) -> list[str]:
+    return [record.getMessage() for record in records if record.levelno == logging.WARNING]
+
+
+UP, DOWN = {"status": "up"}, {"status": "down"}
+
+
+def liveness(service: Service) -> tuple[int, Any]:
+    answer = requests.get(service.url + "/healthz", timeout=10)
+    return answer.status_code, answer.json()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the harness, not the store
@@ -261,7 +287,8 @@ def test_wrong_paths_and_methods(service: Service, world: World) -> None:
     for path in ("/voltus/webhook", "/voltus/webhook/wrong-token-abcdefgh", "/voltus/webhook/"):
         assert requests.post(service.url + path, json=body, timeout=5).status_code == 404
     assert requests.get(service.webhook, timeout=5).status_code == 405
-    assert requests.post(service.url + "/healthz", timeout=5).status_code == 405
+    for path in ("/healthz", "/status", "/metrics"):
+        assert requests.post(service.url + path, timeout=5).status_code == 405
     assert requests.get(service.url + "/nothing", timeout=5).status_code == 404
     time.sleep(0.3)
     assert len(world.sandbox.requests) == before
@@ -281,9 +308,9 @@ def test_a_burst_is_a_handful_of_requests(service: Service, world: World) -> Non
     assert made <= 10, world.sandbox.requests[before:]
 
 
-def test_healthz_and_metrics(service: Service, world: World) -> None:
-    health = requests.get(service.url + "/healthz", timeout=5)
-    assert health.status_code == 200 and health.json()["code"] == 0
+def test_status_and_metrics(service: Service, world: World) -> None:
+    verdict = requests.get(service.url + "/status", timeout=5)
+    assert verdict.status_code == 200 and verdict.json()["code"] == 0
     world.sandbox.dispatches = [active("d1", site("a"))]
     service.notify("d1")
     # the handler's outcome recorded, not only the handler called
@@ -300,18 +327,63 @@ def test_healthz_and_metrics(service: Service, world: World) -> None:
     assert samples[("etl_actions", (("state", "succeeded"),))] == 1
 
 
-def test_healthz_is_503_when_critical(world: World) -> None:
-    running = Service(world, None)
-    running.start()
+def test_healthz_stays_up_while_the_status_is_critical(service: Service, world: World) -> None:
+    """/healthz answered the verdict: a CRITICAL one made it 503, and a load balancer that
+    followed it dropped every instance at once. It says up or down, and /status the verdict."""
+    with world.engine.begin() as conn:  # the last listing is now an hour old
+        an_hour_ago = utcnow() - timedelta(hours=1)
+        conn.execute(update(schema.fetch_runs).values(finished_at=an_hour_ago))
+    health = requests.get(service.url + "/healthz", timeout=5)
+    assert health.status_code == 200 and health.content == b'{"status": "up"}'
+    verdict = requests.get(service.url + "/status", timeout=5)
+    assert verdict.status_code == 503 and verdict.json()["code"] == 2
+    assert json.dumps(verdict.json()).count("CRITICAL") == 1
+
+
+def test_healthz_is_down_while_the_store_fails_a_read_and_logs_why_once(
+    service: Service, world: World, logged: list[logging.LogRecord]
+) -> None:
+    with world.engine.begin() as conn:  # what its read asks for is gone
+        conn.execute(text("ALTER TABLE alembic_version RENAME TO alembic_hidden"))
     try:
-        with world.engine.begin() as conn:  # the last listing is now an hour old
-            an_hour_ago = utcnow() - timedelta(hours=1)
-            conn.execute(update(schema.fetch_runs).values(finished_at=an_hour_ago))
-        health = requests.get(running.url + "/healthz", timeout=5)
-        assert health.status_code == 503 and health.json()["code"] == 2
-        assert json.dumps(health.json()).count("CRITICAL") == 1
+        assert liveness(service) == (503, DOWN)
+        assert liveness(service) == (503, DOWN)
     finally:
-        running.close()
+        with world.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE alembic_hidden RENAME TO alembic_version"))
+    assert liveness(service) == (200, UP)
+    (warning,) = warnings(logged)  # at the fall, not at each request
+    assert warning.startswith("/healthz is down: database ") and "alembic_version" in warning
+    assert "/healthz is up again" in [record.getMessage() for record in logged]
+
+
+# a SQLite reader never waits for a lock (write-ahead logging)
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_healthz_does_not_wait_for_a_store_that_hangs(service: Service, world: World) -> None:
+    with world.engine.connect() as holder, holder.begin():
+        # a migration's lock: the read waits for it (10 s, the lock timeout)
+        holder.execute(text("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE"))
+        asked = time.monotonic()
+        assert liveness(service) == (503, DOWN)
+        assert liveness(service) == (503, DOWN)
+        assert time.monotonic() - asked < 2 * serve.STORE_SECONDS + 1
+    wait_for(lambda: liveness(service) == (200, UP))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the loops, not the store
+def test_healthz_is_down_when_a_loop_has_not_turned_within_its_bound(
+    world: World, monkeypatch: pytest.MonkeyPatch, logged: list[logging.LogRecord]
+) -> None:
+    # the poll, 600 s apart, is silent past this; the webhook's loop turns every 0.5 s
+    monkeypatch.setattr(serve, "_turn_bound", lambda every, settings: 2.0)
+    service = Service(world, TOKEN).start()
+    try:
+        wait_for(lambda: liveness(service)[0] == 503)
+        assert liveness(service) == (503, DOWN)
+    finally:
+        service.close()
+    (warning,) = warnings(logged)
+    assert warning.startswith("/healthz is down: the poll loop has not turned for ")
 
 
 @pytest.mark.parametrize(
@@ -443,18 +515,23 @@ def test_the_calendar_is_served_on_loopback_and_follows_the_store(world: World) 
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
-def test_with_a_password_the_calendar_asks_for_it_in_constant_time_anywhere(
+def test_with_a_password_the_calendar_and_status_ask_for_it_in_constant_time_anywhere(
     world: World, host: str
 ) -> None:
     service = Service(world, TOKEN, host=host, console_password="s3cret-pass").start()
-    url = service.url + "/calendar.ics"
     try:
-        refused = requests.get(url, timeout=5)
-        assert refused.status_code == 401 and "Basic" in refused.headers["WWW-Authenticate"]
-        assert requests.get(url, auth=("etl", "wrong"), timeout=5).status_code == 401
-        bad = {"Authorization": "Basic !!not-base64!!"}
-        assert requests.get(url, headers=bad, timeout=5).status_code == 401
+        for path in ("/calendar.ics", "/status"):
+            url = service.url + path
+            refused = requests.get(url, timeout=5)
+            assert refused.status_code == 401 and "Basic" in refused.headers["WWW-Authenticate"]
+            assert requests.get(url, auth=("etl", "wrong"), timeout=5).status_code == 401
+            bad = {"Authorization": "Basic !!not-base64!!"}
+            assert requests.get(url, headers=bad, timeout=5).status_code == 401
+        url = service.url + "/calendar.ics"
         assert calendar_events(requests.get(url, auth=("anyone", "s3cret-pass"), timeout=5)) == []
+        verdict = requests.get(service.url + "/status", auth=("anyone", "s3cret-pass"), timeout=5)
+        assert verdict.status_code == 200 and verdict.json()["code"] == 0
+        assert liveness(service) == (200, UP)  # no password: it tells nothing more
     finally:
         service.close()
 
@@ -462,9 +539,10 @@ def test_with_a_password_the_calendar_asks_for_it_in_constant_time_anywhere(
 def test_with_the_console_off_the_webhook_alone_listens_beyond_loopback(world: World) -> None:
     service = Service(world, TOKEN, host="0.0.0.0", console=False).start()
     try:
-        for path in ("/calendar.ics", "/console/", "/console/history", "/console/nope"):
+        for path in ("/calendar.ics", "/console/", "/console/history", "/console/nope", "/status"):
             answer = requests.get(service.url + path, timeout=5)
             assert answer.status_code == 404 and answer.text == "not found\n"  # no health shown
+        assert liveness(service) == (200, UP)
         world.sandbox.dispatches = [active("d1", site("a"))]
         assert service.notify("d1").status_code == 202
         wait_for(lambda: calls(world) == [("curtail", "d1", "a")])
@@ -479,21 +557,18 @@ def test_an_empty_console_password_is_refused_at_start() -> None:
         serve.console_listener("127.0.0.1:8080", "")
 
 
-def test_the_start_line_names_the_webhook_path_with_its_token_masked(world: World) -> None:
-    lines: list[str] = []
-    catch = logging.Handler()
-    catch.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
-    log.addHandler(catch)
-    log.setLevel(logging.INFO)  # as `etl serve` has it (the fixture etl_log_restored resets it)
+def test_the_start_line_names_the_webhook_path_with_its_token_masked(
+    world: World, logged: list[logging.LogRecord]
+) -> None:
     service = Service(world, TOKEN, console_password="pw").start()
     try:
+        lines = [record.getMessage() for record in logged]
         started = [line for line in lines if line.startswith("listening on")]
         assert started == [
             f"listening on http://127.0.0.1:{service.where.port}: webhook /voltus/webhook/***, "
-            "console /console/ (password), /healthz, /metrics"
+            "console /console/ and /status (password), /healthz, /metrics"
         ]
         assert not any(TOKEN in line or "pw" in line.split(":")[-1] for line in lines)
     finally:
         service.close()
-        log.removeHandler(catch)
-    assert lines[-1] == "stopped"
+    assert logged[-1].getMessage() == "stopped"

@@ -1,8 +1,9 @@
 """The console in a real browser: Debian's headless Chromium, driven by Selenium through
 Debian's chromedriver, against a real `etl serve` process polling the emulator. Each page is
 photographed (to $ETL_SCREENSHOTS when set, else the test's own folder) and must not be blank;
-a hostile site name must stay text; a dispatch that appears in the emulator must appear on
-"Now and next" by the page's own refresh, no reload asked."""
+a hostile site name must stay text; a site whose handler fails must stand at the top of "Now
+and next", in red; a dispatch that appears in the emulator must appear on "Now and next" by the
+page's own refresh, no reload asked."""
 
 import os
 import shutil
@@ -17,16 +18,21 @@ from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 
 from etl.console.app import REFRESH_SECONDS
 from etl.sandbox.emulator import Sandbox
 from tests.helpers import at, site, wait_for, wait_listening
-from tests.processes import etl, etl_env, finish, free_port, install_recording_handler, start_etl
+from tests.processes import etl, etl_env, finish, free_port, start_etl
 from tests.scenarios import active
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 HOSTILE = "<img src=x onerror=alert(1)><script>alert(2)</script> & Co"
 POLL_SECONDS = 2
+# a handler that fails for site f, with markup in its error
+HANDLER = """#!/bin/sh
+if [ "$ETL_SITE_ID" = f ]; then echo 'site controller f: <b>connection refused</b>' >&2; exit 1; fi
+"""
 
 
 @pytest.fixture
@@ -58,6 +64,12 @@ def photograph(driver: webdriver.Chrome, folder: Path, name: str) -> Path:
     return path
 
 
+def background(element: WebElement) -> tuple[int, ...]:
+    """The element's background colour: red, green, blue."""
+    colour = element.value_of_css_property("background-color")  # "rgba(253, 226, 225, 1)"
+    return tuple(int(part) for part in colour.partition("(")[2].split(",")[:3])
+
+
 def blank(png: Path) -> bool:
     """Nearly one colour: nothing drawn."""
     colours = Image.open(png).convert("RGB").getcolors(maxcolors=1 << 24) or []
@@ -72,11 +84,15 @@ def test_the_console_in_chromium(
     shots = Path(os.environ.get("ETL_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     earlier = active("earlier", site("b", 40), start_time=at(-120), end_time=at(-90))
-    sandbox.dispatches = [active("now1", site("a", 12, name=HOSTILE), site("b", 40)), earlier]
-    env = etl_env(database_url, sandbox, **install_recording_handler(tmp_path))
-    for step in (("db", "upgrade"), ("run",), ("fetch", "--telemetry")):
+    now1 = active("now1", site("a", 12, name=HOSTILE), site("b", 40), site("f", 25))
+    sandbox.dispatches = [now1, earlier]
+    handler = tmp_path / "handler"
+    handler.write_text(HANDLER)
+    handler.chmod(0o755)
+    env = etl_env(database_url, sandbox, ETL_ACTION_COMMAND=str(handler))
+    for step, code in ((("db", "upgrade"), 0), (("run",), 5), (("fetch", "--telemetry"), 0)):
         done = etl(*step, env=env)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == code, done.stderr  # run: 5, site f's curtail failed
     port = free_port()
     service = start_etl(
         "serve", "--every", str(POLL_SECONDS), "--listen", f"127.0.0.1:{port}", env=env
@@ -103,10 +119,20 @@ def test_the_console_in_chromium(
         assert browser.find_element(By.ID, "months").text.count("\n") >= 1  # a month's row
         photograph(browser, shots, "history")
 
+        browser.get(url + "/console/site?id=f")
+        assert "curtail retrying" in browser.find_element(By.ID, "failures").text
+        photograph(browser, shots, "site-failing")
+
         browser.get(url + "/console/")
         cards = browser.find_elements(By.CSS_SELECTOR, "section.card")
         assert [c.get_attribute("id") for c in cards] == ["dispatch-now1"]
-        assert HOSTILE in cards[0].text and "curtailed" in cards[0].text
+        assert HOSTILE in cards[0].text and "curtailed 2 of 3, 1 failing" in cards[0].text
+        failing = browser.find_element(By.ID, "failing")
+        assert failing.location["y"] < cards[0].location["y"]  # at the top
+        assert "Site f" in failing.text and "<b>connection refused</b>" in failing.text
+        red, green, blue = background(failing)
+        assert red > green + 20 and red > blue + 20, (red, green, blue)
+        (shots / "failing.png").write_bytes(failing.screenshot_as_png)
         photograph(browser, shots, "now")
         sandbox.dispatches = [*sandbox.dispatches, active("fresh", site("c", 5), start_time=at(5))]
         appeared = time.monotonic()

@@ -60,8 +60,8 @@ def test_sigterm_during_a_webhook_action_finishes_it_and_exits_0(
     _, stderr = service.communicate(timeout=30)
     assert service.returncode == 0, stderr
     said = log_messages(stderr)
-    assert f"listening on {url}: webhook /voltus/webhook, console /console/ (loopback only)," \
-        " /healthz, /metrics" in said  # fmt: skip
+    assert f"listening on {url}: webhook /voltus/webhook, console /console/ and /status" \
+        " (loopback only), /healthz, /metrics" in said  # fmt: skip
     assert "SIGTERM: finishing the work in hand, then stopping" in said and said[-1] == "stopped"
     assert [call[1:4] for call in recorded_calls(tmp_path)] == [["curtail", "d1", "a"]]
     assert action_states(engine) == {"succeeded": 1, "waiting": 1}
