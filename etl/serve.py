@@ -154,10 +154,11 @@ class ServerMetrics:
 
 class TimedHandler:
     """The handler, noting for each notified dispatch how long its first call took to come,
-    when it comes in the pass that the notification led to."""
+    when it comes in the pass that the notification led to; and that a call returned (`handled`):
+    a long pass (200 sites behind a dead gateway) is a loop at work, not a stuck one."""
 
-    def __init__(self, handler: Handler, histogram: Histogram) -> None:
-        self.handler, self.histogram = handler, histogram
+    def __init__(self, handler: Handler, histogram: Histogram, handled: "Heartbeat") -> None:
+        self.handler, self.histogram, self.handled = handler, histogram, handled
         self._notified: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -176,7 +177,10 @@ class TimedHandler:
             notified = self._notified.pop(request.dispatch_id, None)
         if notified is not None:
             self.histogram.observe(time.monotonic() - notified)
-        return self.handler(request)
+        try:
+            return self.handler(request)
+        finally:
+            self.handled.beat()
 
 
 class Heartbeat:
@@ -221,11 +225,12 @@ class StoreRead:
 
 
 class Liveness:
-    """/healthz: up while each loop turns and the store answers a read within STORE_SECONDS.
-    Why it is down goes to the log once, when it goes down, never to whoever asks."""
+    """/healthz: up while each loop turns (or its pass's handlers return) and the store answers
+    a read within STORE_SECONDS. Why it is down goes to the log once, when it goes down, never
+    to whoever asks."""
 
-    def __init__(self, engine: Engine, loops: tuple[Heartbeat, ...]) -> None:
-        self.engine, self.loops = engine, loops
+    def __init__(self, engine: Engine, loops: tuple[Heartbeat, ...], handled: Heartbeat) -> None:
+        self.engine, self.loops, self.handled = engine, loops, handled
         self._lock = threading.Lock()
         self._read: StoreRead | None = None
         self._down = False
@@ -242,9 +247,10 @@ class Liveness:
         return why is None
 
     def _why_down(self) -> str | None:
+        now = time.monotonic()
         for loop in self.loops:
-            silent = time.monotonic() - loop.last
-            if silent > loop.bound:
+            silent = now - loop.last
+            if silent > loop.bound and now - self.handled.last > loop.bound:
                 return f"the {loop.name} loop has not turned for {silent:.0f} s"
         with self._lock:  # one read at a time: those asking meanwhile wait for its answer
             if self._read is None or self._read.done.is_set():
@@ -555,15 +561,16 @@ def serve(
     lived through, goes to `report`. The work in hand finishes before it returns."""
     _quiet_server_logs()
     notifications, server_metrics = Notifications(), ServerMetrics()
-    timed = TimedHandler(parts.handler, server_metrics.to_handler)
+    bound = _turn_bound(every, parts.settings)
+    handled = Heartbeat("handler", bound)
+    timed = TimedHandler(parts.handler, server_metrics.to_handler, handled)
     # every handler call, pushed or polled, is timed for /metrics
     parts = replace(parts, handler=timed)
     stop = parts.stop
     assert parts.client is not None, "etl serve looks dispatches up in the API"
     api_url = parts.client.settings.url
-    bound = _turn_bound(every, parts.settings)
     poll_turns, push_turns = Heartbeat("poll", bound), Heartbeat("webhook", bound)
-    liveness = Liveness(parts.engine, (poll_turns, push_turns))
+    liveness = Liveness(parts.engine, (poll_turns, push_turns), handled)
     app = WebhookApp(parts.engine, where, notifications, server_metrics, limits, api_url, liveness)
     sockets: dict[int, Any] = {}  # the listener's, its connections' and its wake-up pipe's
     server = _server(app, where, sockets)

@@ -1,17 +1,19 @@
 """The actions that fail a site now, and those that failed it in the past and no one has
 acknowledged: what `etl status`, the console, the notifications and the metrics tell of.
 
-A curtail fails its site while its dispatch is under way: from its first failed attempt it is
-failing (WARNING), and once the site is still not curtailed `act_within` after it fell due (the
-dispatch's start, or the curtail's planning if later) it is late (CRITICAL), whether its
-attempts fail or no processor takes it. A restore that is due fails its site likewise, measured
-from when it fell due, and one that ended failed leaves the site curtailed: late until someone
-acknowledges it. A curtail that ended failed or missed once its dispatch is over, and a restore
+A curtail still to be done fails its site: from its first failed attempt it is failing
+(WARNING; within its lead time too), and once the site is still not curtailed `act_within` after
+it fell due (the dispatch's start, or the curtail's planning if later) it is late (CRITICAL),
+whether its attempts fail or no processor takes it. A restore that is due fails its site
+likewise, measured from when it fell due, and one that ended failed leaves the site curtailed:
+late until someone acknowledges it or a later restore of the site succeeds. A curtail ends
+failed or missed only once its dispatch let the site go, so such a curtail, and a restore
 missed, are past: WARNING within the window until acknowledged (`etl ack`, etl.act.acknowledge).
 """
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -65,20 +67,24 @@ def failing(
         first_failed, first_started, last_error = tried.get(row.id, (None, None, None))
         if row.state in ENDED_BADLY and row.id in seen:
             continue
+        ended = row.end_time is not None and row.end_time <= now
         if row.kind == ActionKind.CURTAIL:
             due = max(row.start_time, row.created_at)
-            under_way = row.end_time is None or row.end_time > now
-            if row.state in DUE and not under_way:
+            if row.state in DUE and ended:
                 continue  # its window passed: the planner's next pass settles it
-            live = under_way and row.state != ActionState.MISSED
+            # a curtail ends failed or missed only once its dispatch let the site go: past
+            live = row.state in DUE
             late = live and now - due > act_within
         else:
-            due = first_started or row.available_at or row.created_at
-            live = row.state != ActionState.MISSED
+            # due at its dispatch's end, or (released early: cancelled, the site dropped) at
+            # its first attempt, or now that it waits to be taken
+            released = first_started or row.available_at or row.created_at
+            due = min(row.end_time, released) if ended else released
+            live = row.state != ActionState.MISSED and not _restored_since(conn, row)
             # one that gave up leaves its site curtailed until someone sees to it
             late = live and (row.state == ActionState.FAILED or now - due > act_within)
-        if now < due:
-            continue  # a curtail claimed within its lead time
+        if now < due and not first_failed:
+            continue  # a curtail taken within its lead time, on its way
         if not (late or first_failed or row.state in ENDED_BADLY):
             continue  # due, and on its way
         error = row.note if row.state == ActionState.MISSED else last_error
@@ -98,6 +104,21 @@ def failing(
             )
         )
     return sorted(found, key=lambda f: (not f.live, f.due_since, f.action_id))
+
+
+def _restored_since(conn: Connection, row: Any) -> bool:
+    """Whether a restore of the same site succeeded after this one was planned: its site was
+    seen to by a later dispatch's restore (a seek of the site's actions)."""
+    if row.state != ActionState.FAILED:
+        return False
+    a = actions.c
+    later = select(a.id).where(
+        a.site_id == row.site_id,
+        a.kind == ActionKind.RESTORE,
+        a.state == ActionState.SUCCEEDED,
+        a.created_at > row.created_at,
+    )
+    return conn.execute(later.limit(1)).first() is not None
 
 
 def _attempts(

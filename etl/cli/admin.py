@@ -131,21 +131,32 @@ def ack(
     site: Annotated[
         str | None, typer.Option(metavar="ID", help="Only this site's actions.")
     ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every one of the window (without --dispatch, --site).")
+    ] = False,
     window: Annotated[
         str, typer.Option(metavar="DURATION", help="Actions that ended this recently.")
     ] = "24h",
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Acknowledge the actions that ended failed or missed (of --dispatch, --site): recorded as
-    events with who and why, they stop counting in `etl status`. One still failing is not."""
+    """Acknowledge the actions that ended failed or missed (of --dispatch, --site, or --all):
+    recorded as events with who and why, they stop counting in `etl status`. One still failing
+    is not."""
     import getpass
 
     from etl.act.acknowledge import Acknowledgement, acknowledge
+    from etl.read import audit
     from etl.store.db import open_store
 
-    who = by if by is not None else getpass.getuser()
+    if not (dispatch or site or every):  # no sweep of failures that no one looked at
+        raise typer.BadParameter("name a --dispatch or a --site, or say --all")
+    try:
+        who = by if by is not None else getpass.getuser()
+    except (KeyError, OSError):  # a container's user without a name
+        raise typer.BadParameter("no login name to record: give --by") from None
     engine = open_store(database_url)
     try:
+        audit.require_known(engine, audit.AuditQuery(dispatch, site))
         seen = acknowledge(engine, Acknowledgement(who, reason, dispatch, site), duration(window))
     finally:
         engine.dispose()  # run in a test's process too: no connection left behind

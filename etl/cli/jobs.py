@@ -397,7 +397,8 @@ def run(
     if settings.notify_urls:  # people are told when the status turns CRITICAL, and more
         from etl.read import status
 
-        parts = status.watched(parts, status.notices_max_age(every), duration(act_within))
+        limits = status.Limits(status.notices_max_age(every), act_within=duration(act_within))
+        parts = status.watched(parts, limits)
     if every is not None:
         for outcome in processor.run_loop(parts, every):
             log_outcome(outcome)

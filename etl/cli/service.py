@@ -140,7 +140,7 @@ def serve(
     limits = status.Limits(duration(max_age), duration(window), duration(act_within))
     parts = processor.build(settings, database_url, api.url, api)
     if settings.notify_urls:  # people are told when the status turns CRITICAL, and more
-        parts = status.watched(parts, limits.max_age, limits.act_within)
+        parts = status.watched(parts, limits)
     service.serve(parts, every, where, limits, log_outcome)
 
 

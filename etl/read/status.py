@@ -445,7 +445,7 @@ def _failing_lines(found: list[Failing], now: datetime) -> list[str]:
     more = found[MOST_FAILING_SHOWN:]
     if more:
         level = "CRITICAL" if any(failed.late for failed in more) else "WARNING"
-        lines.append(f"{level}: and {len(more)} more actions failing or failed (etl report)")
+        lines.append(f"{level}: and {len(more)} more actions failing or failed (etl status --json)")
     return lines
 
 
@@ -459,8 +459,9 @@ def _failing_line(failed: Failing, now: datetime) -> str:
     else:
         said = f"the {what} is not done {_age(now - failed.due_since)} after it fell due"
         if failed.failing_since is not None:
-            since = format_rfc3339(failed.failing_since)
-            said += f", failing since {since} ({failed.attempts} attempts)"
+            since = format_rfc3339(failed.failing_since.replace(microsecond=0))
+            attempts = "1 attempt" if failed.attempts == 1 else f"{failed.attempts} attempts"
+            said += f", failing since {since} ({attempts})"
     if failed.error:
         said += f": {shorten(failed.error, 200)}"
     return f"{'CRITICAL' if failed.late else 'WARNING'}: {said}"
@@ -483,17 +484,12 @@ def notices_max_age(every: float | None) -> timedelta:
     return max(NOTICES_MAX_AGE, timedelta(seconds=3 * (every or 0)))
 
 
-def watched(parts: "Parts", max_age: timedelta, act_within: timedelta = ACT_WITHIN) -> "Parts":
-    """The parts, their notifier told of the status (judged with `max_age` and `act_within`)."""
-    return replace(parts, health=partial(for_notices, parts.engine, max_age, act_within=act_within))
+def watched(parts: "Parts", limits: Limits) -> "Parts":
+    """The parts, their notifier told of the status as judged by these limits."""
+    return replace(parts, health=partial(for_notices, parts.engine, limits))
 
 
-def for_notices(
-    engine: Engine,
-    max_age: timedelta,
-    window: timedelta = NOTICES_WINDOW,
-    act_within: timedelta = ACT_WITHIN,
-) -> notify.Health:
+def for_notices(engine: Engine, limits: Limits) -> notify.Health:
     """The status as the notifier tells of it (etl.act.notify.plan_health)."""
-    result = check(engine, max_age, window, act_within=act_within)
+    result = limits.check(engine)
     return notify.Health(result.code.name, result.problems, result.under_delivered)

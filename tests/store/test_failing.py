@@ -3,6 +3,7 @@ attempt and CRITICAL once the site is still not as it should be ACT_WITHIN after
 clears when the action succeeds. Past failures are WARNING until someone acknowledges them."""
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,7 @@ from etl.base.errors import ConfigError
 from etl.ingest import dispatches
 from etl.read import audit, status
 from etl.store import schema
-from tests.helpers import site, wait_for
+from tests.helpers import at, site, wait_for
 from tests.processes import InProcess
 from tests.scenarios import World, active, ended
 
@@ -54,7 +55,7 @@ def test_a_curtail_failing_now_warns_then_is_critical_and_clears_when_it_succeed
         "WARNING: the curtail of site a for dispatch d1 is not done 0s after it fell due, "
         "failing since "
     )
-    assert failing.problems[0].endswith("(1 attempts): site controller unreachable (call 1)")
+    assert failing.problems[0].endswith("(1 attempt): site controller unreachable (call 1)")
     # the same facts, judged once the time to act has passed: the site costs its commitment
     late = check(world.engine, act_within=timedelta(0))
     assert late.code == status.Health.CRITICAL and all(f.late for f in late.failing)
@@ -97,7 +98,7 @@ def test_past_failures_warn_until_acknowledged_and_the_ack_is_in_the_audit_trail
     assert [(f.dispatch_id, f.site_id) for f in seen] == [("fail", "c")]
     assert [f.dispatch_id for f in check(world.engine).failing] == ["miss"]
     assert acknowledge(world.engine, Acknowledgement("ana", "again", "fail"), WINDOW) == []
-    acknowledge(world.engine, Acknowledgement("bo", "missed: told the customer"), WINDOW)
+    acknowledge(world.engine, Acknowledgement("bo", "missed: told the customer"), WINDOW)  # all
     assert check(world.engine).code == status.Health.OK
     # the record keeps what happened, and who saw to it
     with world.engine.connect() as conn:
@@ -149,9 +150,58 @@ def test_etl_ack_says_what_it_acknowledged(world: World, cli: InProcess, databas
     etl = cli.on(database_url)
     said = etl.ok("ack", "--reason", "told the customer", "--by", "ana", "--site", "d")
     assert said == "acknowledged: curtail of site d for dispatch miss (missed)\n"
-    assert etl.ok("ack", "--reason", "again").startswith("nothing to acknowledge")
-    unsaid = etl("ack", "--by", "ana")
+    assert etl.ok("ack", "--reason", "again", "--all").startswith("nothing to acknowledge")
+    unsaid = etl("ack", "--by", "ana", "--all")
     assert unsaid.returncode == 2 and "--reason" in unsaid.stderr
-    blank = etl("ack", "--reason", " ")
+    blank = etl("ack", "--reason", " ", "--all")
     assert blank.returncode == 2 and "etl ack needs --reason" in blank.stderr
-    assert "Traceback" not in unsaid.stderr + blank.stderr
+    sweep = etl("ack", "--reason", "all of it")  # no filter: a sweep no one looked at
+    assert sweep.returncode == 2 and "name a --dispatch or a --site, or say --all" in sweep.stderr
+    typo = etl("ack", "--reason", "x", "--dispatch", "nosuch")
+    assert typo.returncode == 2 and "no dispatch 'nosuch' in the store" in typo.stderr
+    said = unsaid.stderr + blank.stderr + sweep.stderr + typo.stderr
+    assert "Traceback" not in said
+
+
+def test_a_curtail_that_ended_failed_when_its_dispatch_was_cancelled_is_past_not_late(
+    world: World,
+) -> None:
+    """A curtail ends failed only once its dispatch let the site go: it was read as a site not
+    curtailed in time (CRITICAL, paged) until the dispatch's original end."""
+    world.handler.fail_first = 1
+    world.step(active("d1", site("a")))  # its first attempt fails
+    world.handler.fail_first = 0
+    world.step(active("d1", site("a"), authorized=False))  # cancelled: the curtail gives up
+    assert world.states()[("curtail", "d1", "a")] == "failed"
+    result = check(world.engine, act_within=timedelta(0))
+    assert result.code == status.Health.WARNING, result.problems
+    assert [(f.kind, f.live, f.late) for f in result.failing] == [("curtail", False, False)]
+
+
+def test_a_curtail_failing_within_its_lead_time_is_heard_before_the_start(
+    world: World,
+) -> None:
+    """The lead time is time to act: a curtail failing in it was hidden until the start."""
+    world.settings = replace(world.settings, lead_time=600)
+    world.handler.fail_first = 1
+    world.step(active("d1", site("a"), start_time=at(5), end_time=at(65)))
+    result = check(world.engine, act_within=timedelta(0))
+    assert result.code == status.Health.WARNING, result.problems
+    (found,) = result.failing
+    assert (found.site_id, found.live, found.late) == ("a", True, False)
+
+
+def test_a_restore_that_gave_up_is_seen_to_by_a_later_restore_of_its_site(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(claims, "RESTORE_MAX_ATTEMPTS", 1)
+    world.step(active("d1", site("a")))
+    world.handler.fail_first = 99
+    world.step(ended("d1", site("a")))  # its restore gives up at once
+    assert check(world.engine).code == status.Health.CRITICAL
+    world.handler.fail_first = 0
+    world.step(ended("d1", site("a")), active("d2", site("a")))
+    world.step(ended("d1", site("a")), ended("d2", site("a")))  # d2's restore succeeds
+    result = check(world.engine)
+    assert [(f.dispatch_id, f.kind, f.live) for f in result.failing] == [("d1", "restore", False)]
+    assert result.code == status.Health.WARNING

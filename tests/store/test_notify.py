@@ -320,7 +320,7 @@ def test_the_status_is_told_when_it_turns_critical_and_back_to_ok(
 
 def test_a_site_under_delivering_is_told_once_by_name(world: World, receiver: Receiver) -> None:
     start, _ = hand_computed(world, curtailed_kw=95, site_id="a")  # 4.7 of 20 kW: 23 %
-    found = status.for_notices(world.engine, timedelta(days=1))
+    found = status.for_notices(world.engine, status.Limits(timedelta(days=1)))
     delivered = 100 - (2 * 100 + 28 * 95) / 30
     assert found.under_delivered == [("p1", "a", pytest.approx(100 * delivered / 20))]
     settings = ProcessorSettings(notify_urls=receiver.url)

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from etl.act import processor
 from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import log
 from etl.base.timeutil import utcnow
+from etl.handlers import ActionRequest
 from etl.ingest import dispatches
 from etl.read import status
 from etl.sandbox.emulator import Sandbox
@@ -35,7 +37,7 @@ from tests.helpers import (
     wait_listening,
 )
 from tests.processes import InProcess, free_port
-from tests.scenarios import World, active
+from tests.scenarios import Recorder, World, active
 
 TOKEN = "t0ken-abcdefghijklmnop"
 CHECK = status.Limits(timedelta(minutes=5), timedelta(hours=24))
@@ -384,6 +386,35 @@ def test_healthz_is_down_when_a_loop_has_not_turned_within_its_bound(
         service.close()
     (warning,) = warnings(logged)
     assert warning.startswith("/healthz is down: the poll loop has not turned for ")
+
+
+class SlowRecorder(Recorder):
+    """A handler that takes its time: a site controller a little slow to answer."""
+
+    def __call__(self, request: ActionRequest) -> str:
+        time.sleep(0.4)
+        return super().__call__(request)
+
+
+def test_healthz_stays_up_while_a_long_pass_works_through_its_actions(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass of 200 sites behind a slow gateway outlasts any bound on a loop's turn: /healthz
+    went down mid-event, dropping the instance from its load balancer while it worked."""
+    monkeypatch.setattr(serve, "_turn_bound", lambda every, settings: 2.0)
+    world.handler = SlowRecorder()
+    world.settings = replace(world.settings, workers=1)
+    service = Service(world, TOKEN).start()
+    try:
+        wait_for(lambda: liveness(service)[0] == 503)  # the poll, 600 s apart, is past its bound
+        world.sandbox.dispatches = [active("d1", *(site(f"s{i}") for i in range(15)))]
+        assert service.notify("d1").status_code == 202
+        wait_for(lambda: len(world.handler.requests) >= 3)  # a pass of 6 s, under way
+        assert liveness(service)[0] == 200
+        wait_for(lambda: len(world.handler.requests) == 15, seconds=30)
+        wait_for(lambda: liveness(service)[0] == 503)  # done: the poll is still silent
+    finally:
+        service.close()
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ def test_only_the_first_failures_are_named_and_the_rest_counted() -> None:
     found = [failing(action_id=n, site_id=f"s{n}", late=n == 11) for n in range(12)]
     code, problems = verdict(failing=found)
     assert code == Health.CRITICAL and len(problems) == 11
-    assert problems[-1] == "CRITICAL: and 2 more actions failing or failed (etl report)"
+    assert problems[-1] == "CRITICAL: and 2 more actions failing or failed (etl status --json)"
 
 
 def verdict(**facts: object) -> tuple[Health, list[str]]:
