@@ -23,24 +23,29 @@ NEW_KINDS = (*KINDS, "action_acknowledged")
 
 
 def upgrade() -> None:
-    _allow(KINDS, NEW_KINDS)
+    allow_kinds("events", KINDS, NEW_KINDS)
 
 
 def downgrade() -> None:
     # the older vocabulary has no word for them: the acknowledgements are lost
     op.execute("DELETE FROM events WHERE kind = 'action_acknowledged'")
-    _allow(NEW_KINDS, KINDS)
+    allow_kinds("events", NEW_KINDS, KINDS)
 
 
-def _allow(before: tuple[str, ...], after: tuple[str, ...]) -> None:
+def allow_kinds(table: str, before: tuple[str, ...], after: tuple[str, ...]) -> None:
+    """The table's `kind` CHECK changed from one list to the other (also for revision 0026)."""
     old, new = (CHECKS.condition("kind", kinds, False) for kinds in (before, after))
     if op.get_bind().dialect.name == "sqlite":
-        CHECKS._rebuild_sqlite("events", lambda sql: _replaced(sql, old, new))
+        CHECKS._rebuild_sqlite(table, lambda sql: _replaced(sql, old, new))
         return
-    op.drop_constraint(op.f("ck_events_kind"), "events", type_="check")
-    op.create_check_constraint(op.f("ck_events_kind"), "events", new)
+    name = f"ck_{table}_kind"
+    op.drop_constraint(op.f(name), table, type_="check")
+    # NOT VALID, then VALIDATE: the rows are read under a lock that lets readers and writers on
+    # (a plain ADD holds the table's exclusive lock while it reads every event of the history)
+    op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({new}) NOT VALID")
+    op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
 
 
 def _replaced(sql: str, old: str, new: str) -> str:
-    assert old in sql, "the events' CHECK is not as revision 0015 made it"
+    assert old in sql, "the CHECK of kinds is not as the revision before made it"
     return sql.replace(old, new)

@@ -17,14 +17,14 @@ down_revision: str | None = "0025"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# the kinds as revision 0021 made them, and revision 0015's way of changing a constraint on SQLite
+# the kinds as revision 0021 made them, and revision 0025's way of changing their CHECK
 KINDS: tuple[str, ...] = import_module("etl.migrations.versions.0021_status_notices").NEW_KINDS
-CHECKS = import_module("etl.migrations.versions.0015_vocabulary_checks")
+allow_kinds = import_module("etl.migrations.versions.0025_acknowledged_actions").allow_kinds
 NEW_KINDS = (*KINDS, "action_failing", "action_cleared")
 
 
 def upgrade() -> None:
-    _allow(KINDS, NEW_KINDS)
+    allow_kinds("notifications", KINDS, NEW_KINDS)
 
 
 def downgrade() -> None:
@@ -32,18 +32,4 @@ def downgrade() -> None:
     told = "SELECT id FROM notifications WHERE kind IN ('action_failing', 'action_cleared')"
     op.execute(f"DELETE FROM notification_deliveries WHERE notification_id IN ({told})")
     op.execute(f"DELETE FROM notifications WHERE id IN ({told})")
-    _allow(NEW_KINDS, KINDS)
-
-
-def _allow(before: tuple[str, ...], after: tuple[str, ...]) -> None:
-    old, new = (CHECKS.condition("kind", kinds, False) for kinds in (before, after))
-    if op.get_bind().dialect.name == "sqlite":
-        CHECKS._rebuild_sqlite("notifications", lambda sql: _replaced(sql, old, new))
-        return
-    op.drop_constraint(op.f("ck_notifications_kind"), "notifications", type_="check")
-    op.create_check_constraint(op.f("ck_notifications_kind"), "notifications", new)
-
-
-def _replaced(sql: str, old: str, new: str) -> str:
-    assert old in sql, "the notifications' CHECK is not as revision 0021 made it"
-    return sql.replace(old, new)
+    allow_kinds("notifications", NEW_KINDS, KINDS)
