@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from etl.handlers import ActionKind
-from etl.store.schema import action_attempts, actions, dispatches, events
+from etl.store.rows import chunks
+from etl.store.schema import action_attempts, actions, dispatch_sites, dispatches, events
 from etl.store.vocabulary import ActionState, AttemptOutcome, EventKind
 
 __all__ = ["ACT_WITHIN", "Failing", "acknowledged", "failing"]
@@ -103,7 +104,56 @@ def failing(
                 late=late,
             )
         )
+    found += _unplanned(conn, now, act_within)
     return sorted(found, key=lambda f: (not f.live, f.due_since, f.action_id))
+
+
+UNPLANNED = "no curtail planned: is `etl run` (or `etl process`) running, and planning?"
+
+
+def _unplanned(conn: Connection, now: datetime, act_within: timedelta) -> list[Failing]:
+    """The sites of the dispatches under way for over `act_within` that no curtail was planned
+    for, not even one superseded: the planner is not running (a lock held, `etl process` down
+    beside a working `etl fetch`), and nothing above would show it. Each is late, with no action
+    (its id 0). Seeks: the authorized dispatches by end, their sites, each pair's curtail."""
+    a, d, ds = actions.c, dispatches.c, dispatch_sites.c
+    pairs = select(ds.dispatch_id, ds.site_id, d.start_time).join(
+        dispatches, d.id == ds.dispatch_id
+    )
+    pairs = pairs.where(
+        d.authorized.is_(True),
+        d.test.is_(False),
+        d.start_time <= now - act_within,
+        ds.removed_at.is_(None),
+    )
+    # two seeks of the authorized dispatches by end: those not ended, and those with no end
+    rows = [
+        *conn.execute(pairs.where(d.end_time > now)),
+        *conn.execute(pairs.where(d.end_time.is_(None))),
+    ]
+    planned = set()
+    for chunk in chunks(sorted({row.dispatch_id for row in rows})):
+        found = select(a.dispatch_id, a.site_id).where(
+            a.dispatch_id.in_(chunk), a.kind == ActionKind.CURTAIL
+        )
+        planned |= {(row.dispatch_id, row.site_id) for row in conn.execute(found)}
+    rows = [row for row in rows if (row.dispatch_id, row.site_id) not in planned]
+    return [
+        Failing(
+            action_id=0,
+            kind=ActionKind.CURTAIL,
+            dispatch_id=row.dispatch_id,
+            site_id=row.site_id,
+            state=ActionState.PENDING,
+            attempts=0,
+            due_since=row.start_time,
+            failing_since=None,
+            error=UNPLANNED,
+            live=True,
+            late=True,
+        )
+        for row in rows
+    ]
 
 
 def _restored_since(conn: Connection, row: Any) -> bool:

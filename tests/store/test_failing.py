@@ -205,3 +205,16 @@ def test_a_restore_that_gave_up_is_seen_to_by_a_later_restore_of_its_site(
     result = check(world.engine)
     assert [(f.dispatch_id, f.kind, f.live) for f in result.failing] == [("d1", "restore", False)]
     assert result.code == status.Health.WARNING
+
+
+def test_a_dispatch_under_way_that_no_planner_took_up_is_critical(world: World) -> None:
+    """Fetched, but never planned (the planner's lock held, `etl process` down beside a working
+    `etl fetch`): no action to look at, and status said OK while nothing was curtailed."""
+    world.sandbox.dispatches = [active("d1", site("a")), active("t1", site("b"), test=True)]
+    dispatches.fetch(world.engine, world.client)
+    assert check(world.engine).code == status.Health.CRITICAL  # started 10 minutes ago
+    (found,) = check(world.engine).failing
+    assert (found.dispatch_id, found.site_id, found.late) == ("d1", "a", True)
+    assert "no curtail planned" in check(world.engine).problems[0]
+    world.process()  # planned and curtailed
+    assert check(world.engine).code == status.Health.OK

@@ -117,7 +117,7 @@ def test_past_failures_not_acknowledged_are_a_gauge_until_acknowledged(
     world.step()  # the store's first fetch: what ends after it and was not acted on is missed
     world.step(ended("miss", site("d")))
     assert counted() == ({"curtail": 1, "restore": 0}, {"curtail": 0, "restore": 0})
-    etl.ok("ack", "--reason", "told the customer", "--by", "ana")
+    etl.ok("ack", "--reason", "told the customer", "--by", "ana", "--all")
     assert counted() == ({"curtail": 0, "restore": 0},) * 2
 
 
