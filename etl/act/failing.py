@@ -117,7 +117,7 @@ def _unplanned(conn: Connection, now: datetime, act_within: timedelta) -> list[F
     beside a working `etl fetch`), and nothing above would show it. Each is late, with no action
     (its id 0). Seeks: the authorized dispatches by end, their sites, each pair's curtail."""
     a, d, ds = actions.c, dispatches.c, dispatch_sites.c
-    pairs = select(ds.dispatch_id, ds.site_id, d.start_time).join(
+    pairs = select(ds.dispatch_id, ds.site_id, d.start_time, ds.added_at).join(
         dispatches, d.id == ds.dispatch_id
     )
     pairs = pairs.where(
@@ -137,7 +137,13 @@ def _unplanned(conn: Connection, now: datetime, act_within: timedelta) -> list[F
             a.dispatch_id.in_(chunk), a.kind == ActionKind.CURTAIL
         )
         planned |= {(row.dispatch_id, row.site_id) for row in conn.execute(found)}
-    rows = [row for row in rows if (row.dispatch_id, row.site_id) not in planned]
+    # due at the start, or when the site joined the dispatch under way
+    rows = [
+        row
+        for row in rows
+        if (row.dispatch_id, row.site_id) not in planned
+        and now - max(row.start_time, row.added_at) > act_within
+    ]
     return [
         Failing(
             action_id=0,
@@ -146,7 +152,7 @@ def _unplanned(conn: Connection, now: datetime, act_within: timedelta) -> list[F
             site_id=row.site_id,
             state=ActionState.PENDING,
             attempts=0,
-            due_since=row.start_time,
+            due_since=max(row.start_time, row.added_at),
             failing_since=None,
             error=UNPLANNED,
             live=True,
