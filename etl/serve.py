@@ -39,7 +39,7 @@ from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import log
 from etl.base.redact import redact_url
 from etl.console import app as console
-from etl.console.app import Access, access
+from etl.console.app import Access, access, checked_token
 from etl.handlers import ActionRequest, Handler
 from etl.ingest import dispatches
 from etl.read import metrics, status
@@ -57,7 +57,6 @@ REQUEST_SECONDS = 5
 # a notification's `resource`, of any API version (the dispatch is looked up in etl's own)
 DISPATCH_RESOURCE = re.compile(r"/\d{4}-\d{2}-\d{2}/dispatches/([A-Za-z0-9_-]{1,200})")
 DEFAULT_PORTS = {"http": 80, "https": 443}
-TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,200}")
 # more dispatches than this waiting at once: one listing fetches them all
 MOST_LOOKUPS = 5
 STATUS_PATH = "/status"
@@ -80,30 +79,32 @@ class Listener:
 
 
 def listener(
-    listen: str, token: str | None, console_password: str | None = None, console: bool = True
+    listen: str,
+    token: str | None,
+    console_password: str | None = None,
+    console: bool = True,
+    calendar_token: str | None = None,
 ) -> Listener:
     """`HOST:PORT` and the token, checked: a listener reachable from other machines must have
     a token, the secret part of the path that Voltus is told to POST to, and a console there
     a password (`access`)."""
     host, port = _address(listen)
-    if token is not None and not TOKEN.fullmatch(token):
-        raise ConfigError(
-            "ETL_WEBHOOK_TOKEN must be 16 to 200 letters, digits or ._~- (it is part of a URL)",
-            "e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(24))'`",
-        )
+    checked_token("ETL_WEBHOOK_TOKEN", token)
     if token is None and not is_loopback(host):
         raise ConfigError(
             f"refusing to listen on {host} without ETL_WEBHOOK_TOKEN: Voltus signs nothing, so "
             "the secret path is what keeps strangers from triggering fetches",
             "set ETL_WEBHOOK_TOKEN, or listen on 127.0.0.1 behind a proxy",
         )
-    return Listener(host, port, token, access(host, console, console_password))
+    return Listener(host, port, token, access(host, console, console_password, calendar_token))
 
 
-def console_listener(listen: str, console_password: str | None) -> Listener:
+def console_listener(
+    listen: str, console_password: str | None, calendar_token: str | None = None
+) -> Listener:
     """`etl console`'s: no webhook, and the console's own rule."""
     host, port = _address(listen)
-    return Listener(host, port, None, access(host, True, console_password))
+    return Listener(host, port, None, access(host, True, console_password, calendar_token))
 
 
 def _address(listen: str) -> tuple[str, int]:

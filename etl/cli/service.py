@@ -59,6 +59,16 @@ ConsolePassword = Annotated[
         show_default=False,
     ),
 ]
+CalendarToken = Annotated[
+    str | None,
+    typer.Option(
+        envvar="ETL_CALENDAR_TOKEN",
+        metavar="TOKEN",
+        help="Serve the calendar at /calendar/TOKEN.ics too, without the password: the address "
+        "a calendar app subscribes to (Google and Outlook cannot send one).",
+        show_default=False,
+    ),
+]
 MaxAge = Annotated[
     str, typer.Option(metavar="DURATION", help="Health shown: as `etl status --max-age`.")
 ]
@@ -99,6 +109,7 @@ def serve(
         ),
     ] = None,
     console_password: ConsolePassword = None,
+    calendar_token: CalendarToken = None,
     console: Annotated[
         bool,
         typer.Option(
@@ -136,7 +147,7 @@ def serve(
     logs.set_verbosity(verbose, quiet)
     settings = processor_settings(ctx)  # from ctx: the options above, and those before it
     api = api_settings(api_url, api_key)
-    where = service.listener(listen, token, console_password, console)
+    where = service.listener(listen, token, console_password, console, calendar_token)
     limits = status.Limits(duration(max_age), duration(window), duration(act_within))
     parts = processor.build(settings, database_url, api.url, api)
     if settings.notify_urls:  # people are told when the status turns CRITICAL, and more
@@ -155,6 +166,7 @@ def console(
         ),
     ] = "127.0.0.1:8080",
     console_password: ConsolePassword = None,
+    calendar_token: CalendarToken = None,
     max_age: MaxAge = "5m",
     window: Window = "24h",
     act_within: ActWithin = "2m",
@@ -169,7 +181,7 @@ def console(
     from etl.store.db import open_store
 
     logs.set_verbosity(verbose, quiet)
-    where = service.console_listener(listen, console_password)
+    where = service.console_listener(listen, console_password, calendar_token)
     engine = open_store(database_url)
     limits = status.Limits(duration(max_age), duration(window), duration(act_within))
     service.serve_console(engine, where, limits, stop_on_signals())

@@ -10,6 +10,7 @@ hostile site name is only ever text.
 import base64
 import hmac
 import io
+import re
 import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ __all__ = ["CONSOLE_PATH", "Access", "ConsoleApp", "access", "refusal"]
 
 CONSOLE_PATH = "/console/"
 CALENDAR_PATH = "/calendar.ics"
+# /calendar/TOKEN.ics: the calendar for an app that subscribes to it, which cannot send a password
+SUBSCRIBED_PATH = "/calendar/"
+# a secret part of a URL: the webhook's token, the subscribed calendar's
+TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,200}")
 CALENDAR_DAYS = timedelta(days=7)  # the calendar's dispatches: those that started since
 REFRESH_SECONDS = 15  # "now and next" reloads itself this often
 MOST_QUERY = 2048  # bytes of query string read
@@ -57,12 +62,27 @@ class Access:
 
     enabled: bool
     password: str | None = field(default=None, repr=False)
+    # the secret of /calendar/TOKEN.ics, served to whoever knows it (None: not served)
+    calendar_token: str | None = field(default=None, repr=False)
 
 
-def access(host: str, enabled: bool, password: str | None) -> Access:
+def checked_token(setting: str, token: str | None) -> str | None:
+    """A secret part of a URL, as the setting gives it, checked."""
+    if token is not None and not TOKEN.fullmatch(token):
+        raise ConfigError(
+            f"{setting} must be 16 to 200 letters, digits or ._~- (it is part of a URL)",
+            "e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(24))'`",
+        )
+    return token
+
+
+def access(
+    host: str, enabled: bool, password: str | None, calendar_token: str | None = None
+) -> Access:
     """The console's access rule for a listener on `host`, checked at start."""
     if password is not None and not password:
         raise ConfigError("ETL_CONSOLE_PASSWORD is empty: unset it, or give a password")
+    checked_token("ETL_CALENDAR_TOKEN", calendar_token)
     if enabled and password is None and not is_loopback(host):
         raise ConfigError(
             f"refusing to serve the console on {host} without ETL_CONSOLE_PASSWORD: it would be "
@@ -70,7 +90,7 @@ def access(host: str, enabled: bool, password: str | None) -> Access:
             "set ETL_CONSOLE_PASSWORD, listen on 127.0.0.1 behind an authenticating proxy, or "
             "ETL_CONSOLE=off",
         )
-    return Access(enabled, password)
+    return Access(enabled, password, calendar_token)
 
 
 def refusal(
@@ -87,7 +107,8 @@ def refusal(
 
 
 def handles(path: str) -> bool:
-    return path in (CALENDAR_PATH, CONSOLE_PATH.rstrip("/")) or path.startswith(CONSOLE_PATH)
+    shown = (CALENDAR_PATH, CONSOLE_PATH.rstrip("/"))
+    return path in shown or path.startswith((CONSOLE_PATH, SUBSCRIBED_PATH))
 
 
 class ConsoleApp:
@@ -105,6 +126,8 @@ class ConsoleApp:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        if path.startswith(SUBSCRIBED_PATH):  # its token, not the password, lets it in
+            return self._subscribed(path, environ, start_response)
         if (refused := refusal(self.rule, environ, start_response)) is not None:
             return refused
         if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
@@ -123,8 +146,7 @@ class ConsoleApp:
     ) -> Iterable[bytes]:
         now = utcnow()
         if path == CALENDAR_PATH:
-            body = calendar.ics(self.engine, ReportFilter(since=now - CALENDAR_DAYS), now)
-            return _send(start_response, 200, "text/calendar; charset=utf-8", body)
+            return self._calendar(start_response, now)
         # the failures as `etl status` judges them
         seen = (now, self.limits.window, self.limits.act_within, _zone(query))
         if path in (CONSOLE_PATH, CONSOLE_PATH.rstrip("/")):
@@ -168,6 +190,23 @@ class ConsoleApp:
             return self.limits.check(self.engine)
         except EtlError as error:
             return str(error)
+
+    def _calendar(self, start_response: StartResponse, now: datetime) -> Iterable[bytes]:
+        body = calendar.ics(self.engine, ReportFilter(since=now - CALENDAR_DAYS), now)
+        return _send(start_response, 200, "text/calendar; charset=utf-8", body)
+
+    def _subscribed(
+        self, path: str, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """/calendar/TOKEN.ics for a calendar app (Google, Outlook) that subscribes to it: the
+        token, compared in constant time, is its secret; any other path there is 404."""
+        token = self.rule.calendar_token
+        wanted = f"{SUBSCRIBED_PATH}{token}.ics".encode()
+        if not (self.rule.enabled and token and hmac.compare_digest(path.encode(), wanted)):
+            return _plain(start_response, 404, "not found")
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            return _plain(start_response, 405, "GET only", [("Allow", "GET")])
+        return self._calendar(start_response, utcnow())
 
 
 class BadQuery(ValueError):

@@ -42,8 +42,11 @@ HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>&amp;\"'"
 class Console:
     """`etl console`'s server on a free loopback port."""
 
-    def __init__(self, engine: Engine, password: str | None = None) -> None:
-        self.where = serve.console_listener(f"127.0.0.1:{free_port()}", password)
+    def __init__(
+        self, engine: Engine, password: str | None = None, calendar_token: str | None = None
+    ) -> None:
+        address = f"127.0.0.1:{free_port()}"
+        self.where = serve.console_listener(address, password, calendar_token)
         self.url = f"http://127.0.0.1:{self.where.port}"
         self.stop = threading.Event()
         self.thread = threading.Thread(
@@ -188,6 +191,22 @@ def test_with_a_password_every_page_asks_for_it(engine: Engine) -> None:
             assert refused.status_code == 401 and "Basic" in refused.headers["WWW-Authenticate"]
             assert console.get(path, auth=("x", "wrong")).status_code == 401
         assert console.get("/console/", auth=("anyone", "s3cret-pass")).status_code == 200
+
+
+def test_a_calendar_app_subscribes_with_the_token_and_no_password(engine: Engine) -> None:
+    """Google and Outlook subscribe to a URL and cannot send a password: the calendar's own
+    token, a secret part of its path, lets them in, and nothing else of the console."""
+    token = "c4lendar-abcdefghijklmnop"
+    with running(Console(engine, password="s3cret-pass", calendar_token=token)) as console:
+        subscribed = console.get(f"/calendar/{token}.ics")
+        assert subscribed.status_code == 200 and subscribed.text.startswith("BEGIN:VCALENDAR")
+        for wrong in (f"/calendar/{token}x.ics", f"/calendar/{token[:-1]}.ics", "/calendar/"):
+            assert console.get(wrong).status_code == 404
+        assert console.get("/calendar.ics").status_code == 401  # the rest wants the password
+    with running(Console(engine)) as console:  # no token: no such path
+        assert console.get(f"/calendar/{token}.ics").status_code == 404
+    with pytest.raises(ConfigError, match="ETL_CALENDAR_TOKEN must be 16 to 200"):
+        serve.console_listener("127.0.0.1:0", None, "short")
 
 
 def test_beyond_loopback_the_console_needs_a_password_at_start(cli: InProcess) -> None:
