@@ -30,6 +30,7 @@ NEEDED_FIRST = (
     "episode",
     "state",
     "outcome",
+    "delivered_pct",  # what a performance report is read for
     "start_time",
     "day",
     "month",
@@ -38,7 +39,6 @@ NEEDED_FIRST = (
     "committed_kw",
     "commitment_kw",
     "delivered_kw",
-    "delivered_pct",
 )
 
 

@@ -348,7 +348,7 @@ def test_the_programs_report_and_the_history_count_the_same_dispatches(world: Wo
         (reports.dispatches_report, ["dispatch_id", "start_time", "committed_kw", "outcome"]),
         (reports.curtailments_report, ["action_id", "action", "episode", "state", "site_id"]),
         (reports.programs_report, ["program_id", "dispatches", "committed_kw"]),
-        (reports.performance_report, ["dispatch_id", "site_id", "delivered_kw"]),
+        (reports.performance_report, ["dispatch_id", "site_id", "delivered_pct"]),
         (lambda f: reports.sites_report(f, "day"), ["site_id", "day", "committed_kw"]),
     ],
 )
