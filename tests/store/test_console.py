@@ -33,6 +33,7 @@ from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 from tests.helpers import at, dispatch, site, wait_listening
 from tests.processes import InProcess, free_port
 from tests.scenarios import Recorder, World, active, ended
+from tests.store.test_reports import one_of_each_kind
 from tests.store.test_telemetry import hand_computed
 
 CHECK = status.Limits(timedelta(minutes=5), timedelta(hours=24))
@@ -354,13 +355,7 @@ def test_the_site_page_shows_an_action_failing_now(world: World, console: Consol
 def test_history_counts_cancelled_test_and_upcoming_apart_and_not_measured_yet(
     world: World, console: Console
 ) -> None:
-    cancelled = dispatch("c1", site("d", 40), start_time=at(60), end_time=at(90), authorized=False)
-    world.step(
-        ended("e1", site("a", 5)),
-        active("t1", site("c", 30), test=True),
-        active("up", site("b", 20), start_time=at(60), end_time=at(90)),
-        cancelled,
-    )
+    one_of_each_kind(world)
     months = between(page(console, "/console/history"), 'id="months"', "</table>")
     assert "not measured yet" in months and '<td class="num">0.0</td>' not in months
     rows = [re.findall(r'<td class="num">([^<]*)</td>', row) for row in months.split("<tr>")[2:]]

@@ -110,15 +110,20 @@ def test_past_failures_warn_until_acknowledged_and_the_ack_is_in_the_audit_trail
     assert len(acked) == 1 and "by=ana" in acked[0] and "reason=curtailed c by hand" in acked[0]
 
 
-def test_a_restore_that_gave_up_is_critical_until_acknowledged(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Its site stays curtailed: the customer pays for it until someone restores it by hand."""
-    monkeypatch.setattr(claims, "RESTORE_MAX_ATTEMPTS", 2)
+def restore_gives_up(world: World, monkeypatch: pytest.MonkeyPatch, attempts: int) -> None:
+    """d1 curtails site a, then ends; its restore fails each of its `attempts` and gives up."""
+    monkeypatch.setattr(claims, "RESTORE_MAX_ATTEMPTS", attempts)
     world.step(active("d1", site("a")))
     world.handler.fail_first = 99
     world.step(ended("d1", site("a")))  # the restore's first attempt fails
     until_done(world, "restore", "failed")
+
+
+def test_a_restore_that_gave_up_is_critical_until_acknowledged(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its site stays curtailed: the customer pays for it until someone restores it by hand."""
+    restore_gives_up(world, monkeypatch, attempts=2)
     gave_up = check(world.engine)
     assert gave_up.code == status.Health.CRITICAL
     assert gave_up.problems[0].startswith(
@@ -194,10 +199,7 @@ def test_a_curtail_failing_within_its_lead_time_is_heard_before_the_start(
 def test_a_restore_that_gave_up_is_seen_to_by_a_later_restore_of_its_site(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(claims, "RESTORE_MAX_ATTEMPTS", 1)
-    world.step(active("d1", site("a")))
-    world.handler.fail_first = 99
-    world.step(ended("d1", site("a")))  # its restore gives up at once
+    restore_gives_up(world, monkeypatch, attempts=1)
     assert check(world.engine).code == status.Health.CRITICAL
     world.handler.fail_first = 0
     world.step(ended("d1", site("a")), active("d2", site("a")))

@@ -324,9 +324,8 @@ def test_each_documented_sql_example_runs_and_answers(story: World, number: int)
     assert answer, f"example {number} returned no rows:\n{sql_examples()[number]}"
 
 
-def test_the_programs_report_and_the_history_count_the_same_dispatches(world: World) -> None:
-    """Cancelled, test and upcoming dispatches are counted apart, their commitments in no total;
-    a month whose dispatches have no readings is not measured yet (it was 0.0 kW delivered)."""
+def one_of_each_kind(world: World) -> None:
+    """A dispatch that ended (no readings yet), a test one, an upcoming one, a cancelled one."""
     cancelled = dispatch("c1", site("d", 40), start_time=at(60), end_time=at(90), authorized=False)
     world.step(
         ended("e1", site("a", 5)),
@@ -334,6 +333,12 @@ def test_the_programs_report_and_the_history_count_the_same_dispatches(world: Wo
         active("up", site("b", 20), start_time=at(60), end_time=at(90)),
         cancelled,
     )
+
+
+def test_the_programs_report_and_the_history_count_the_same_dispatches(world: World) -> None:
+    """Cancelled, test and upcoming dispatches are counted apart, their commitments in no total;
+    a month whose dispatches have no readings is not measured yet (it was 0.0 kW delivered)."""
+    one_of_each_kind(world)
     counts = ("dispatches", "cancelled", "test", "upcoming", "committed_kw")
     (program,) = rows(world.engine, reports.programs_report(reports.ReportFilter()))
     assert [program[name] for name in counts] == [4, 1, 1, 1, 5]
