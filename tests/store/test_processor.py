@@ -3,6 +3,7 @@ tests/scenarios.py for how time passes)."""
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +128,14 @@ def test_a_window_that_passed_unseen_while_the_store_ran_is_missed(world: World)
 
 def test_a_failing_handler_is_retried_with_the_same_key_and_succeeds_once(world: World) -> None:
     world.handler.fail_first = 2
+    # a backoff long enough that a loaded machine asks again before it passes (0.2 s did not)
+    world.settings = replace(world.settings, retry_backoff=1.0)
     assert world.step(active("d1", site("a"))) == [("curtail", "d1", "a")]
     assert world.states()[("curtail", "d1", "a")] == "retrying"
-    assert world.process() == []  # not before the backoff (0.2 s, then 0.4 s)
-    time.sleep(0.25)
+    assert world.process() == []  # not before the backoff (1 s, then 2 s)
+    time.sleep(1.05)
     assert world.process() == [("curtail", "d1", "a")]
-    time.sleep(0.45)
+    time.sleep(2.05)
     assert world.process() == [("curtail", "d1", "a")]
     assert world.states()[("curtail", "d1", "a")] == "succeeded"
     attempts = world.attempts("curtail", "d1", "a")
