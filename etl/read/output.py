@@ -1,12 +1,17 @@
 """Rows written for people (an aligned table) or machines (CSV, JSON, JSON lines), as they come:
 nothing waits for the whole result but the table's first rows, which set its column widths. A
-table fits 80 columns: the columns that do not fit are left out, and named on stderr."""
+table fits 80 columns: the columns that do not fit are left out, and named on stderr.
+
+A CSV is opened in spreadsheets, and its text comes from the API and the sites' handlers: a text
+cell that begins as a formula would (OWASP's list: = + - @ tab, carriage return) is written with a
+leading apostrophe, so a spreadsheet shows it as text instead of running it. Numbers stay numbers."""
 
 import csv
 import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from decimal import Decimal
 from functools import partial
 from itertools import chain, islice
 from typing import Any, TextIO
@@ -21,6 +26,7 @@ TABLE_SAMPLE = 200  # rows read before a table's column widths are fixed
 TABLE_MAX_WIDTH = 40  # of a column: a longer cell is cut, with an ellipsis
 TABLE_WIDTH = 80  # of a line: a terminal's
 SEPARATOR = "  "
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # what people need first of a row, whatever the report: when not every column fits, these are
 # kept first (after the row's first column, its key), then the others as they fit
 NEEDED_FIRST = (
@@ -107,10 +113,17 @@ def write(
     return counted.count
 
 
+def _csv_cell(value: Any) -> str:
+    shown = text(value)
+    if isinstance(value, int | float | Decimal) or not shown.startswith(FORMULA_STARTS):
+        return shown
+    return "'" + shown
+
+
 def _csv(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> None:
     writer = csv.writer(out)
     writer.writerow(columns)
-    writer.writerows([text(row[c]) for c in columns] for row in rows)
+    writer.writerows([_csv_cell(row[c]) for c in columns] for row in rows)
 
 
 def _json(rows: Iterator[dict[str, Any]], columns: list[str], out: TextIO) -> None:
