@@ -121,12 +121,16 @@ def moment(value: str | None) -> datetime | None:
 
 
 def start_moment(value: str) -> datetime:
-    """`now`, `+30m` (that long from now) or an ISO time."""
+    """`now`, `+30m` (that long from now) or an ISO time: a start to come. A bare duration, which
+    means that long ago everywhere else, is refused rather than read as a time past."""
+    forms = "now, +30m (that long from now) or an ISO time such as 2024-02-02T09:00Z"
     try:
         if value == "now":
             return utcnow()
         if value.startswith("+"):
             return utcnow() + parse_duration(value[1:])
+        if value[-1:].isalpha() and value[:-1].isascii() and value[:-1].isdigit():
+            raise ValueError(f"{value[:40]!r} would be a time past: a start is {forms}")
         return parse_moment(value)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None

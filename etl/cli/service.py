@@ -243,7 +243,8 @@ def dispatches_test(
         typer.Option(
             parser=start_moment,
             metavar="TIME",
-            help="When it starts: now, +30m (that long from now) or an ISO time.",
+            help="When it starts: now, +30m (that long from now) or an ISO time such as "
+            "2024-02-02T09:00Z (UTC unless it says otherwise), within 72 hours.",
         ),
     ],
     length: Annotated[

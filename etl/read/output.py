@@ -3,8 +3,9 @@ nothing waits for the whole result but the table's first rows, which set its col
 table fits 80 columns: the columns that do not fit are left out, and named on stderr.
 
 A CSV is opened in spreadsheets, and its text comes from the API and the sites' handlers: a text
-cell that begins as a formula would (OWASP's list: = + - @ tab, carriage return) is written with a
-leading apostrophe, so a spreadsheet shows it as text instead of running it. Numbers stay numbers."""
+cell that begins as a formula would (OWASP's list: = + - @ tab, carriage return) is written with
+a leading apostrophe, so a spreadsheet shows it as text instead of running it. Numbers stay
+numbers."""
 
 import csv
 import json

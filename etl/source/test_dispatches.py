@@ -39,16 +39,17 @@ def create(
     """Check the request, then send it once. Against an API other than the public sandbox or a
     loopback emulator, only when `confirmed`: a test dispatch there reaches the real sites'
     handlers of every integration that does not skip tests."""
-    end = start + duration
     if duration <= timedelta(0):
         raise ConfigError(f"the duration must be positive, not {duration}")
     if start < now - NOW_SLACK:
         raise ConfigError(f"the start {format_rfc3339(start)} is in the past")
-    if end > now + WITHIN:
+    # the end is computed last: the year 9999 plus a second is no date
+    if start > now + WITHIN or duration > WITHIN or start + duration > now + WITHIN:
         raise ConfigError(
-            f"the end {format_rfc3339(end)} is more than {WITHIN.total_seconds() / 3600:.0f} "
-            "hours ahead (the API's limit for a test dispatch)"
+            f"a test dispatch from {format_rfc3339(start)} for {duration} would end more than "
+            f"{WITHIN.total_seconds() / 3600:.0f} hours ahead (the API's limit)"
         )
+    end = start + duration
     if program_id is not None and not 0 < program_id < 2**31:
         raise ConfigError(f"no program has the id {program_id}")
     if not confirmed and not is_practice_api(client.settings.url):

@@ -53,6 +53,9 @@ def test_a_program_of_the_account_can_be_named(cli: InProcess, sandbox: Sandbox)
         (["--start", "now", "--duration", "0m"], "must be positive"),
         (["--start", "now", "--duration", "30m", "--program", "0"], "no program has the id 0"),
         (["--start", "tomorrow", "--duration", "30m"], "not a time"),
+        (["--start", "9999-12-31T23:59:59Z", "--duration", "1s"], "more than 72 hours ahead"),
+        (["--start", "now", "--duration", "5200w"], "more than 72 hours ahead"),
+        (["--start", "24h", "--duration", "30m"], "would be a time past: a start is now, +30m"),
     ],
 )
 def test_what_the_api_would_refuse_is_refused_before_sending(
