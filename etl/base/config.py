@@ -2,6 +2,7 @@
 
 import ipaddress
 import os
+import stat
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,19 +88,23 @@ def _is_file(path: Path) -> bool:
 
 
 def _secret(path: Path, setting: str) -> str:
+    """Read from a regular file only: a FIFO would block the job for ever (opened without
+    waiting for a writer, then refused), a device such as /dev/zero would never end."""
+    shown = f"{setting} {str(path)[:200]!r}"
     try:
-        with path.open("rb") as file:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"cannot read {shown}: not a regular file")
             data = file.read(MOST_SECRET_BYTES + 1)
         text = data.decode("utf-8")
     except OSError as error:
-        raise ConfigError(f"cannot read {setting} {str(path)[:200]!r}: {error.strerror}") from None
+        raise ConfigError(f"cannot read {shown}: {error.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{setting} {str(path)[:200]!r} is not UTF-8 text") from None
+        raise ConfigError(f"{shown} is not UTF-8 text") from None
     value = text.removesuffix("\n").removesuffix("\r")
     if len(data) > MOST_SECRET_BYTES or not value or "\n" in value or "\r" in value:
-        raise ConfigError(
-            f"{setting} {str(path)[:200]!r} must hold its value on one line (at most 64 KiB)"
-        )
+        raise ConfigError(f"{shown} must hold its value on one line (at most 64 KiB)")
     return value
 
 

@@ -1,5 +1,7 @@
 """Secrets from files (NAME_FILE) and from systemd credentials ($CREDENTIALS_DIRECTORY)."""
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,27 @@ def test_a_folder_and_both_settings_are_refused(tmp_path: Path) -> None:
         ConfigError, match="VOLTUS_API_KEY and VOLTUS_API_KEY_FILE are set: keep one"
     ):
         read_secret_files(both)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_fifo_or_a_device_is_refused_without_waiting(tmp_path: Path, kind: str) -> None:
+    """A FIFO with no writer would block the minutely job for ever; /dev/zero never ends."""
+    if kind == "fifo":
+        os.mkfifo(path := tmp_path / "key")
+    else:
+        path = Path("/dev/zero")
+    said: list[str] = []
+
+    def read() -> None:
+        with pytest.raises(ConfigError) as refused:
+            read_secret_files({"VOLTUS_API_KEY_FILE": str(path)})
+        said.append(str(refused.value))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    assert not reader.is_alive(), "still waiting for the file"
+    assert said == [f"cannot read VOLTUS_API_KEY_FILE {str(path)!r}: not a regular file"]
 
 
 @pytest.mark.parametrize(
