@@ -1,8 +1,8 @@
 """Diagnostics on stderr through the standard library's `logging`: one line per record, starting
 with an ISO 8601 UTC timestamp and a level, or with ETL_LOG_FORMAT=json one JSON object per line.
 When stderr is systemd's journal (JOURNAL_STREAM names it), a text line starts with its syslog
-priority instead of the timestamp (`<3>ERROR ...`): the journal keeps its own time, and reads the
-priority, so that `journalctl -p err` finds etl's errors.
+priority instead of the timestamp (`<3>ERROR ...`; a JSON line after it, `<3>{...}`): the
+journal reads the priority, so that `journalctl -p err` finds etl's errors.
 
 Data (reports, audit, status, the log handler's lines) goes to stdout, never through here.
 """
@@ -89,8 +89,11 @@ class JournalFormatter(TextFormatter):
     """`<6>INFO fetch 12: ...`: for stderr connected to the journal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        priority = PRIORITIES.get(record.levelname, 6)
-        return f"<{priority}>{record.levelname} {self.line(record)}"
+        return f"<{_priority(record)}>{record.levelname} {self.line(record)}"
+
+
+def _priority(record: logging.LogRecord) -> int:
+    return PRIORITIES.get(record.levelname, 6)
 
 
 def stderr_is_journal() -> bool:
@@ -108,7 +111,12 @@ def stderr_is_journal() -> bool:
 
 
 class JsonFormatter(logging.Formatter):
-    """`{"time": "2026-11-27T06:49:42.123Z", "level": "info", "message": "...", ...}`"""
+    """`{"time": "2026-11-27T06:49:42.123Z", "level": "info", "message": "...", ...}`; for the
+    journal, after the syslog priority (`<6>{...}`), which the journal takes off the line."""
+
+    def __init__(self, journal: bool = False) -> None:
+        super().__init__()
+        self.journal = journal
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -121,14 +129,16 @@ class JsonFormatter(logging.Formatter):
         entry.update({name: value for name, value in fields.items() if value is not None})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        return f"<{_priority(record)}>{line}" if self.journal else line
 
 
 def configure(log_format: str) -> None:
     """Send etl's records to stderr (as it is now: tests swap it) at INFO, in `log_format`."""
     handler = logging.StreamHandler(sys.stderr)
-    text = JournalFormatter() if stderr_is_journal() else TextFormatter()
-    handler.setFormatter(JsonFormatter() if log_format == "json" else text)
+    journal = stderr_is_journal()
+    text = JournalFormatter() if journal else TextFormatter()
+    handler.setFormatter(JsonFormatter(journal) if log_format == "json" else text)
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False

@@ -2,6 +2,7 @@
 what reaches the file descriptors, a store locked by another process, what a fresh interpreter
 imports, the machine's time zone."""
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -149,18 +150,26 @@ def test_lines_to_the_journal_carry_their_priority_and_no_timestamp(
     env = etl_env(f"sqlite:///{tmp_path / 'etl.db'}", sandbox)
     assert etl("db", "upgrade", env=env).returncode == 0
     journal = tmp_path / "journal"
-    lines = []
-    for args in (("run",), ("fetch", "--since", "never")):
+
+    def journal_lines(*args: str, log_format: str = "text") -> list[str]:
         with journal.open("w") as stream:
             stat = journal.stat()
             subprocess.run(
                 [sys.executable, "-m", "etl", *args], stderr=stream, timeout=60,
-                env={**env, "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"},
+                env={**env, "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}",
+                     "ETL_LOG_FORMAT": log_format},
             )  # fmt: skip
-        lines += journal.read_text().splitlines()
+        return journal.read_text().splitlines()
+
+    lines = journal_lines("run") + journal_lines("fetch", "--since", "never")
     assert lines[0].startswith("<6>INFO fetch ")
     assert lines[-1].startswith("<3>ERROR ") and "\n" not in lines[-1]
     assert all(line[:1] == "<" and line[3:4] in "IWED" for line in lines), lines
+    as_json = journal_lines("run", log_format="json")
+    as_json += journal_lines("fetch", "--since", "never", log_format="json")
+    assert as_json[0].startswith("<6>{") and as_json[-1].startswith("<3>{")
+    levels = {"<6>": "info", "<4>": "warning", "<3>": "error"}
+    assert all(json.loads(line[3:])["level"] == levels[line[:3]] for line in as_json), as_json
     # a stream the journal did not open (stderr redirected by a script): etl's own lines
     redirected = etl("run", env={**env, "JOURNAL_STREAM": "1:2"})
     assert log_messages(redirected.stderr)  # every line timestamped, as etl writes them
