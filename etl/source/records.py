@@ -381,7 +381,9 @@ def parse_site(value: Any) -> Site:
             Meter(
                 id=_id(meter_obj, where),
                 name=_text(meter_obj, "name", where),
-                asset_type=_text(meter_obj, "asset_type", where),
+                # compared in lower case everywhere (the views' roles, telemetry's battery):
+                # `POI` is a POI
+                asset_type=_text(meter_obj, "asset_type", where).lower(),
             )
         )
     site = Site(

@@ -549,10 +549,13 @@ def test_an_answer_larger_than_its_request_could_need_is_refused_unparsed(world:
 
 def with_meters(world: World, meters: dict[str, str], other_kw: dict[str, float]) -> None:
     """Site `a` of hand_computed with these meters listed by /sites (id: asset_type; its
-    readings are m1's), and each other meter reading a constant kW over the whole window."""
+    readings are m1's; none given: those fetched), and each other meter reading a constant kW
+    over the whole window."""
     listed = [{"id": m, "name": f"meter {m}", "asset_type": kind} for m, kind in meters.items()]
     with world.engine.begin() as conn:
-        conn.execute(update(schema.sites).where(schema.sites.c.id == "a").values(meters=listed))
+        if listed:
+            update_meters = update(schema.sites).where(schema.sites.c.id == "a")
+            conn.execute(update_meters.values(meters=listed))
         m1 = conn.execute(select(schema.telemetry).where(schema.telemetry.c.meter_id == "m1")).all()
         rows.write_many(
             conn,
@@ -596,6 +599,22 @@ def test_a_site_with_a_poi_meter_is_measured_by_it_alone(world: World) -> None:
     assert meter_roles(world) == [("gen", "generation"), ("m1", "load"), ("sub", "behind_poi")]
     drawn = chart.chart_data(world.engine, "p1")  # the chart draws the same load
     assert drawn.baseline(drawn.panels[0]) == pytest.approx(100)
+
+
+def test_meter_types_are_taken_in_any_case(world: World) -> None:
+    """/sites listing `POI`: before, it was no POI, and the site read 160 kW, POI and sub-meter
+    added up."""
+    start, _ = hand_computed(world, curtailed_kw=75)
+    world.sandbox.sites = [
+        {"id": "a", "name": "Site a", "customer_location_id": "loc-a", "meters": [
+            {"id": "m1", "name": "POI", "asset_type": "POI"},
+            {"id": "sub", "name": "Sub", "asset_type": "Load"},
+        ]},
+    ]  # fmt: skip
+    dispatches.fetch(world.engine, world.client, include_sites=True)
+    with_meters(world, {}, {"sub": 60})  # the sub-meter's readings alone: the meters as fetched
+    assert_load_of_m1_alone(performance(world), start)
+    assert meter_roles(world) == [("m1", "load"), ("sub", "behind_poi")]
 
 
 def test_generation_and_storage_are_reported_apart_from_the_load(world: World) -> None:
