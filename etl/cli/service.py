@@ -269,11 +269,11 @@ def dispatches_test(
     """Have Voltus create a test dispatch (test=true), as its certification asks of a production
     integration: it starts within 72 hours and appears in the listing."""
     from etl.base.timeutil import format_rfc3339, utcnow
-    from etl.source import test_dispatches
+    from etl.source import create_test_dispatch
     from etl.source.api import VoltusClient
 
     client = VoltusClient(api_settings(api_url, api_key))
-    sent = test_dispatches.create(client, start, length, utcnow(), program, confirmed=yes)
+    sent = create_test_dispatch.create(client, start, length, utcnow(), program, confirmed=yes)
     typer.echo(
         f"created a test dispatch from {format_rfc3339(sent.start)} to {format_rfc3339(sent.end)}"
         f" (program {sent.program_id if sent.program_id is not None else 'test'}): the next fetch"

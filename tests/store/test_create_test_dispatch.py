@@ -10,7 +10,7 @@ from etl.base.config import ApiSettings
 from etl.base.errors import ApiError, ConfigError
 from etl.base.timeutil import utcnow
 from etl.sandbox.emulator import Sandbox
-from etl.source import test_dispatches
+from etl.source import create_test_dispatch
 from etl.source.api import VoltusClient
 from etl.store import schema
 from tests.processes import InProcess
@@ -70,7 +70,7 @@ def test_what_the_api_would_refuse_is_refused_before_sending(
 def test_a_real_api_needs_yes_and_nothing_is_sent_without_it() -> None:
     client = VoltusClient(ApiSettings("https://api.voltus.co", "key-not-used"))
     with pytest.raises(ConfigError, match="add --yes"):
-        test_dispatches.create(client, utcnow(), timedelta(minutes=30), utcnow())
+        create_test_dispatch.create(client, utcnow(), timedelta(minutes=30), utcnow())
 
 
 def test_a_failed_request_is_not_sent_again(sandbox: Sandbox) -> None:
@@ -78,7 +78,7 @@ def test_a_failed_request_is_not_sent_again(sandbox: Sandbox) -> None:
     sandbox.faults.statuses = [503]
     client = VoltusClient(ApiSettings(sandbox.url, sandbox.key))
     with pytest.raises(ApiError, match="failed after 1 attempts"):
-        test_dispatches.create(client, utcnow(), timedelta(minutes=30), utcnow())
+        create_test_dispatch.create(client, utcnow(), timedelta(minutes=30), utcnow())
     assert sandbox.requests.count(POSTED) == 1
 
 
