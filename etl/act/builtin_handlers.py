@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from importlib.metadata import entry_points
 from urllib.parse import urljoin
 
 import requests
@@ -29,6 +28,7 @@ from etl import __version__
 from etl.base.config import SECRETS, ProcessorSettings, is_practice_api
 from etl.base.errors import ConfigError
 from etl.base.logs import log, shorten
+from etl.base.plugins import load_entry_point
 from etl.base.redact import redact_url
 from etl.base.timeutil import format_rfc3339
 from etl.handlers import KEPT_OUTPUT_CHARS, ActionKind, ActionRequest, Handler, HandlerFailed
@@ -369,13 +369,4 @@ def load_handler(settings: ProcessorSettings, api_url: str) -> Handler:
         if not webhook:
             raise ConfigError("ETL_HANDLER=webhook needs ETL_ACTION_WEBHOOK")
         return WebhookHandler(webhook, timeout)
-    found = entry_points(group="etl.handlers", name=name)
-    if not found:
-        raise ConfigError(
-            f"no handler named {name!r}",
-            "use log, command, webhook, or an installed `etl.handlers` entry point",
-        )
-    try:
-        return next(iter(found)).load()
-    except Exception as error:  # a plug-in's import can fail in any way
-        raise ConfigError(f"handler {name!r} could not be loaded: {error}") from None
+    return load_entry_point("etl.handlers", name, "handler", "log, command, webhook")

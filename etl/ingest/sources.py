@@ -19,7 +19,6 @@ import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from sqlalchemy import Engine
 
 from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import one_line
+from etl.base.plugins import load_entry_point
 from etl.ingest.readings import NotReadings, QueueSummary, queue_lines, read_lines
 from etl.store.vocabulary import OutboxEndpoint
 
@@ -239,16 +239,11 @@ def load_source(spec: str) -> tuple[str, Source, str]:
     name, _, argument = spec.partition(":")
     if name == "csv_folder":
         return name, csv_folder, argument
-    found = entry_points(group="etl.telemetry_sources", name=name)
-    if not name or not found:
-        raise ConfigError(
-            f"no telemetry source named {name[:60]!r}",
-            "use csv_folder:/path or an installed `etl.telemetry_sources` entry point",
-        )
-    try:
-        return name, next(iter(found)).load(), argument
-    except Exception as error:  # a plug-in's import can fail in any way
-        raise ConfigError(f"telemetry source {name!r} could not be loaded: {error}") from None
+    return (
+        name,
+        load_entry_point("etl.telemetry_sources", name, "telemetry source", "csv_folder:/path"),
+        argument,
+    )
 
 
 def collect(
