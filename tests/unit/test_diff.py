@@ -57,10 +57,14 @@ def test_an_older_modification_number_is_ignored_and_an_equal_one_applied() -> N
     old = stored({"modification_number": 5})
     older = parse_dispatch(dispatch("d1", authorized=False, modification_number=4))
     assert dispatch_change(old, {}, older, "h2", NOW) is None
-    same = parse_dispatch(dispatch("d1", authorized=False, modification_number=5))
-    assert dispatch_change(old, {}, same, "h2", NOW) is not None
-    unnumbered = parse_dispatch(dispatch("d1", authorized=False))
-    assert dispatch_change(old, {}, unnumbered, "h2", NOW) is not None
+    for applied in (
+        parse_dispatch(dispatch("d1", authorized=False, modification_number=5)),  # the same
+        parse_dispatch(dispatch("d1", authorized=False)),  # unnumbered
+    ):
+        change = dispatch_change(old, {}, applied, "h2", NOW)
+        assert change is not None
+        assert "dispatch_cancelled" in [e.kind for e in change.events]
+        assert change.row["authorized"] is False and change.row["content_hash"] == "h2"
 
 
 def test_a_site_dropped_keeps_its_row_with_removed_at() -> None:
