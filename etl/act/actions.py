@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, select, update
 
 from etl.handlers import ActionKind
 from etl.store import identity
@@ -37,9 +37,14 @@ __all__ = [
     "insert_new",
     "new_row",
     "open_by_state",
+    "record_sent",
+    "renew_claims",
     "restore_owed",
     "row_event",
     "set_final",
+    "set_if_claimed",
+    "set_pending",
+    "take",
 ]
 
 # each action beside its dispatch, and that dispatch's row for the action's site
@@ -151,6 +156,79 @@ def set_final(
         .where(actions.c.id == action_id)
         .values(state=state, note=note, available_at=None, finished_at=now)
     )
+
+
+def set_pending(conn: Connection, action_id: int, now: datetime) -> None:
+    """A waiting restore made due now."""
+    conn.execute(
+        update(actions).where(actions.c.id == action_id).values(state=S.PENDING, available_at=now)
+    )
+
+
+def take(
+    conn: Connection, due: Select[tuple[int]], worker: str, now: datetime, until: datetime
+) -> list[tuple[int, int]]:
+    """Claim the `due` actions for `worker` until `until`, in one UPDATE ... RETURNING: (id,
+    attempt number) of each one taken."""
+    taken = conn.execute(
+        update(actions)
+        .where(actions.c.id.in_(due.scalar_subquery()))
+        .values(
+            state=S.CLAIMED,
+            claimed_by=worker,
+            claimed_at=now,
+            available_at=until,
+            attempts=actions.c.attempts + 1,
+        )
+        .returning(actions.c.id, actions.c.attempts)
+    ).all()
+    return [(row.id, row.attempts) for row in taken]
+
+
+def record_sent(conn: Connection, sent: list[tuple[int, bool, float | None]]) -> None:
+    """What each action's claim sends (action id, test, commitment): a restore undoes what its
+    curtail sent, whatever the dispatch says by then."""
+    conn.execute(
+        update(actions)
+        .where(actions.c.id == bindparam("claimed_id"))
+        .values(test=bindparam("sent_test"), commitment_kw=bindparam("sent_kw")),
+        [{"claimed_id": i, "sent_test": test, "sent_kw": kw} for i, test, kw in sent],
+    )
+
+
+def renew_claims(
+    conn: Connection, worker: str, held: list[tuple[int, int]], until: datetime
+) -> None:
+    """Extend to `until` the claims `worker` still holds, each (action id, attempt number)."""
+    conn.execute(
+        update(actions)
+        .where(
+            actions.c.id == bindparam("held_id"),
+            actions.c.state == S.CLAIMED,
+            actions.c.claimed_by == worker,
+            actions.c.attempts == bindparam("held_attempt"),
+        )
+        .values(available_at=until),
+        [{"held_id": i, "held_attempt": attempt} for i, attempt in held],
+    )
+
+
+def set_if_claimed(
+    conn: Connection, action_id: int, worker: str, attempt: int, **values: object
+) -> bool:
+    """Set the values (and clear available_at) only while `worker`'s claim of this attempt
+    holds: False when another process took the action over meanwhile."""
+    result = conn.execute(
+        update(actions)
+        .where(
+            actions.c.id == action_id,
+            actions.c.state == S.CLAIMED,
+            actions.c.claimed_by == worker,
+            actions.c.attempts == attempt,
+        )
+        .values(**({"available_at": None} | values))
+    )
+    return result.rowcount == 1
 
 
 def event(

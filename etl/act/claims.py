@@ -23,7 +23,6 @@ from sqlalchemy import (
     Engine,
     Select,
     and_,
-    bindparam,
     case,
     insert,
     select,
@@ -37,7 +36,11 @@ from etl.act.actions import (
     WITH_DISPATCH_SITE,
     ActionKind,
     event,
+    record_sent,
+    renew_claims,
     restore_owed,
+    set_if_claimed,
+    take,
 )
 from etl.base.config import ProcessorSettings
 from etl.base.redact import redact_text
@@ -75,21 +78,11 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
         due = _due(now).limit(limit)
         if conn.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
-        taken = conn.execute(
-            update(actions)
-            .where(actions.c.id.in_(due.scalar_subquery()))
-            .values(
-                state=S.CLAIMED,
-                claimed_by=worker,
-                claimed_at=now,
-                available_at=now + timedelta(seconds=settings.claim_timeout),
-                attempts=actions.c.attempts + 1,
-            )
-            .returning(actions.c.id, actions.c.attempts)
-        ).all()
+        until = now + timedelta(seconds=settings.claim_timeout)
+        taken = take(conn, due, worker, now, until)
         if not taken:
             return []
-        ids = [row.id for row in taken]
+        ids = [action_id for action_id, _ in taken]
         taken_over = set(
             conn.execute(
                 update(action_attempts)
@@ -105,24 +98,13 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
         conn.execute(
             insert(action_attempts),
             [
-                {"action_id": r.id, "number": r.attempts, "worker": worker, "started_at": now}
-                for r in taken
+                {"action_id": i, "number": attempt, "worker": worker, "started_at": now}
+                for i, attempt in taken
             ],
         )
         claimed = _requests(conn, ids)
-        conn.execute(
-            update(actions)
-            .where(actions.c.id == bindparam("claimed_id"))
-            .values(test=bindparam("sent_test"), commitment_kw=bindparam("sent_kw")),
-            [
-                {
-                    "claimed_id": c.action_id,
-                    "sent_test": c.request.test,
-                    "sent_kw": c.request.commitment_kw,
-                }
-                for c in claimed
-            ],
-        )
+        sent = [(c.action_id, c.request.test, c.request.commitment_kw) for c in claimed]
+        record_sent(conn, sent)
         append_events(
             conn,
             [
@@ -255,17 +237,8 @@ def renew(engine: Engine, worker: str, held: list[Claimed], settings: ProcessorS
     if not held:
         return
     with write_transaction(engine) as conn:
-        conn.execute(
-            update(actions)
-            .where(
-                actions.c.id == bindparam("held_id"),
-                actions.c.state == S.CLAIMED,
-                actions.c.claimed_by == worker,
-                actions.c.attempts == bindparam("held_attempt"),
-            )
-            .values(available_at=utcnow() + timedelta(seconds=settings.claim_timeout)),
-            [{"held_id": c.action_id, "held_attempt": c.attempt} for c in held],
-        )
+        until = utcnow() + timedelta(seconds=settings.claim_timeout)
+        renew_claims(conn, worker, [(c.action_id, c.attempt) for c in held], until)
 
 
 def succeed(engine: Engine, claimed: Claimed, worker: str, output: str) -> bool:
@@ -413,17 +386,7 @@ def _note_overtaken(conn: Connection, claimed: Claimed, error: str | None = None
 
 
 def _set_if_still_ours(conn: Connection, claimed: Claimed, worker: str, **values: object) -> bool:
-    result = conn.execute(
-        update(actions)
-        .where(
-            actions.c.id == claimed.action_id,
-            actions.c.state == S.CLAIMED,
-            actions.c.claimed_by == worker,
-            actions.c.attempts == claimed.attempt,
-        )
-        .values(**({"available_at": None} | values))
-    )
-    return result.rowcount == 1
+    return set_if_claimed(conn, claimed.action_id, worker, claimed.attempt, **values)
 
 
 def _event(claimed: Claimed, state: str, **details: object) -> NewEvent:

@@ -25,7 +25,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    bindparam,
     insert,
     or_,
     select,
@@ -45,11 +44,13 @@ from etl.act.actions import (
     restore_owed,
     row_event,
     set_final,
+    set_pending,
 )
 from etl.base.config import ProcessorSettings
 from etl.base.timeutil import utcnow
 from etl.store import fetch_runs, kept_counts
 from etl.store.db import write_transaction
+from etl.store.dispatch_sites import HoldingSet, set_holdings
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.schema import actions, dispatch_sites, dispatches, planner_state
@@ -234,17 +235,8 @@ def _record_transitions(
             changes.append((pair, change))
     if not changes:
         return
-    conn.execute(
-        update(dispatch_sites)
-        .where(
-            dispatch_sites.c.dispatch_id == bindparam("d"),
-            dispatch_sites.c.site_id == bindparam("s"),
-        )
-        .values(holding=bindparam("holding"), episode=bindparam("episode")),
-        [
-            {"d": p.dispatch_id, "s": p.site_id, "holding": c.holding, "episode": c.episode}
-            for p, c in changes
-        ],
+    set_holdings(
+        conn, [HoldingSet(p.dispatch_id, p.site_id, c.holding, c.episode) for p, c in changes]
     )
     curtails = [
         new_row(p.dispatch_id, p.site_id, CURTAIL, c.episode, c.curtail[0], now, c.curtail[1])
@@ -343,9 +335,7 @@ def _settle_restores(conn: Connection, now: datetime, summary: PlanSummary) -> N
             set_final(conn, row.id, S.SUPERSEDED, now, note)
             summary.note(S.SUPERSEDED, _event(row, RESTORE, S.SUPERSEDED, note))
             continue
-        conn.execute(
-            update(actions).where(actions.c.id == row.id).values(state=S.PENDING, available_at=now)
-        )
+        set_pending(conn, row.id, now)
         summary.note(S.PENDING, _event(row, RESTORE, S.PENDING))
 
 

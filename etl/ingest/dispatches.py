@@ -52,6 +52,7 @@ from etl.source.records import (
 )
 from etl.store import binding, fetch_runs, set_aside
 from etl.store.db import RecordRefused, read_transaction, record_savepoint, write_transaction
+from etl.store.dispatch_sites import upsert_listed
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.fetch_runs import FETCH_LOCK
@@ -311,7 +312,7 @@ def _store(
     upsert(conn, programs, part.programs, ["id"])
     upsert(conn, sites, part.sites, ["id"])
     upsert(conn, dispatches, part.dispatches, ["id"])
-    upsert(conn, dispatch_sites, part.dispatch_sites, ["dispatch_id", "site_id"])
+    upsert_listed(conn, part.dispatch_sites)
     changes.events += part.events
     changes.created += part.created
     changes.changed += part.changed

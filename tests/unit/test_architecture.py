@@ -2,6 +2,7 @@
 picture, and imports go one way only, from a later layer to an earlier one."""
 
 import ast
+import re
 from pathlib import Path
 
 from tests.docs import page
@@ -72,3 +73,51 @@ def test_imports_go_from_a_later_layer_to_an_earlier_one() -> None:
             if target in found and target != "etl" and layer(target) > layer(name):
                 wrong.append(f"{name} -> {target}")
     assert wrong == []
+
+
+# the statements that write a table, and which argument names it: insert(t), update(t),
+# delete(t), dialect_insert(conn, t), upsert(conn, t, ...); t.insert(), t.update(), t.delete();
+# and text("UPDATE t ...")
+WRITES = {"insert": 0, "update": 0, "delete": 0, "dialect_insert": 1, "upsert": 1}
+WRITE_METHODS = ("insert", "update", "delete")
+RAW_WRITE = re.compile(r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
+
+
+def written_tables(path: Path, tables: set[str]) -> set[str]:
+    """The tables of the store that a module's code writes, by the statements it builds."""
+
+    def table(node: ast.expr) -> str | None:
+        name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+        return name if name in tables else None
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            position = WRITES.get(called)
+            if position is not None and len(node.args) > position:
+                found.add(table(node.args[position]))
+            if isinstance(func, ast.Attribute) and func.attr in WRITE_METHODS:
+                found.add(table(func.value))
+            if called in ("text", "exec_driver_sql"):  # SQL as text
+                sql = " ".join(a.value for a in node.args if isinstance(a, ast.Constant))
+                found |= {name for name in RAW_WRITE.findall(sql) if name in tables}
+    return found - {None}
+
+
+def test_each_table_has_one_writing_module() -> None:
+    """Every INSERT, UPDATE and DELETE of a table is in its owner's named functions: one module."""
+    from etl.store.schema import metadata
+
+    tables = set(metadata.tables)
+    writers: dict[str, set[str]] = {name: set() for name in tables}
+    for module, path in modules().items():
+        if module.startswith("etl.sandbox"):  # the emulator keeps no store
+            continue
+        for name in written_tables(path, tables):
+            writers[name].add(module)
+    shared = {name: sorted(found) for name, found in writers.items() if len(found) > 1}
+    assert shared == {}
+    assert writers["actions"] == {"etl.act.actions"}
+    assert writers["dispatch_sites"] == {"etl.store.dispatch_sites"}

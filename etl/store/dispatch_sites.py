@@ -1,0 +1,42 @@
+"""The one writer of dispatch_sites: each dispatch's sites as the API lists them (written by
+ingest), and whether the dispatch holds each one now, with its holding episode (written by the
+planner)."""
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, bindparam, update
+
+from etl.store.rows import Row, upsert
+from etl.store.schema import dispatch_sites
+from etl.store.vocabulary import Holding
+
+__all__ = ["HoldingSet", "set_holdings", "upsert_listed"]
+
+
+@dataclass(frozen=True)
+class HoldingSet:
+    dispatch_id: str
+    site_id: str
+    holding: Holding | None  # none: not held
+    episode: int
+
+
+def upsert_listed(conn: Connection, rows: list[Row]) -> None:
+    upsert(conn, dispatch_sites, rows, ["dispatch_id", "site_id"])
+
+
+def set_holdings(conn: Connection, changes: list[HoldingSet]) -> None:
+    if not changes:
+        return
+    conn.execute(
+        update(dispatch_sites)
+        .where(
+            dispatch_sites.c.dispatch_id == bindparam("d"),
+            dispatch_sites.c.site_id == bindparam("s"),
+        )
+        .values(holding=bindparam("holding"), episode=bindparam("episode")),
+        [
+            {"d": c.dispatch_id, "s": c.site_id, "holding": c.holding, "episode": c.episode}
+            for c in changes
+        ],
+    )
