@@ -4,7 +4,8 @@ queries store_identity.
 A key is a UUID derived from this namespace and the action (dispatch, site, kind, episode), so it
 never changes across retries and takeovers, and no other store gives it: each store made since
 revision 0022 has a random namespace, while a store that had actions before keeps the namespace
-every store had then, and so the keys it already sent.
+every store had then, and so the keys it already sent. The database makes it, once (each that
+applies a script of `etl db upgrade --sql` its own), and a downgrade keeps it.
 """
 
 import uuid

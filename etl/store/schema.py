@@ -515,8 +515,9 @@ store_binding = Table(
 )
 
 # This store's own (one row, id 1): the namespace of its actions' idempotency keys, random for a
-# store made by `etl db upgrade` since revision 0022, so that no two stores (a rehearsal on the
-# emulator and production, say) give the same key to different actions (etl/store/identity.py)
+# store made since revision 0022 (by the database, once: a downgrade keeps it), so that no two
+# stores (a rehearsal on the emulator and production, say) give the same key to different actions
+# (etl/store/identity.py)
 store_identity = Table(
     "store_identity",
     metadata,

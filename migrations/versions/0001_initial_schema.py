@@ -124,3 +124,5 @@ def downgrade() -> None:
         "fetch_runs",
     ):
         op.drop_table(table)  # their indexes go with them
+    # revision 0022's downgrade keeps the store's identity: it goes here, with the rest of the store
+    op.drop_table("store_identity", if_exists=True)

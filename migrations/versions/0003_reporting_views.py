@@ -117,6 +117,24 @@ def upgrade() -> None:
     with op.batch_alter_table("dispatches") as batch:
         batch.add_column(sa.Column("start_date_local", sa.String(10), nullable=True))
     conn = op.get_bind()
+    if conn.dialect.name == "postgresql":
+        # in SQL, so that `etl db upgrade --sql` writes it too; a zone the database does not
+        # list gives no date, as in Python below
+        op.execute(
+            "UPDATE dispatches SET start_date_local ="
+            " to_char(dispatches.start_time AT TIME ZONE p.timezone, 'YYYY-MM-DD')"
+            " FROM programs p WHERE p.id = dispatches.program_id"
+            " AND p.timezone IN (SELECT name FROM pg_timezone_names)"
+        )
+    else:
+        _fill_local_dates(conn)
+    for name, query in VIEWS.items():
+        op.execute(f"CREATE VIEW {name} AS {query}")
+    op.create_index("ix_events_fetch_run_id", "events", ["fetch_run_id"])
+
+
+def _fill_local_dates(conn: sa.Connection) -> None:
+    """SQLite has no time zones: each date is worked out here (SQLite is migrated online only)."""
     rows = conn.execute(
         sa.text(
             "SELECT d.id, d.start_time, p.timezone FROM dispatches d"
@@ -128,9 +146,6 @@ def upgrade() -> None:
             sa.text("UPDATE dispatches SET start_date_local = :day WHERE id = :id"),
             [{"id": id_, "day": _local_date(start, zone)} for id_, start, zone in rows],
         )
-    for name, query in VIEWS.items():
-        op.execute(f"CREATE VIEW {name} AS {query}")
-    op.create_index("ix_events_fetch_run_id", "events", ["fetch_run_id"])
 
 
 def downgrade() -> None:

@@ -11,7 +11,6 @@ Create Date: 2026-11-27
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -23,6 +22,11 @@ depends_on: str | Sequence[str] | None = None
 
 TIME = sa.DateTime(timezone=True)
 OPEN = sa.text("finished_at IS NULL")
+# now, comparable with the stored times: on SQLite, naive UTC text of their fixed width
+NOW = {
+    "sqlite": "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')",
+    "postgresql": "CURRENT_TIMESTAMP",
+}
 
 # the view as 0003 created it, and as this revision has it: with each action's episode
 CURTAILMENT_LOG_0003 = """
@@ -137,17 +141,14 @@ def _record_what_holds_each_site() -> None:
         f"UPDATE dispatch_sites SET holding = 'held' WHERE EXISTS "
         f"(SELECT 1 FROM actions a WHERE {pair} AND a.finished_at IS NULL)"
     )
-    # a test dispatch still in its window: recorded once as skipped, and not again
-    now = sa.bindparam("now", datetime.now(UTC), type_=TIME)
-    if op.get_bind().dialect.name == "sqlite":  # etl stores naive UTC text there
-        now = sa.bindparam("now", datetime.now(UTC).replace(tzinfo=None), type_=sa.DateTime())
-    op.get_bind().execute(
-        sa.text(
-            f"UPDATE dispatch_sites SET holding = 'test' WHERE holding IS NULL AND EXISTS "
-            f"(SELECT 1 FROM actions a JOIN dispatches d ON d.id = a.dispatch_id WHERE {pair}"
-            f" AND a.kind = 'curtail' AND a.state = 'skipped' AND d.test"
-            f" AND (d.end_time IS NULL OR d.end_time > :now))"
-        ).bindparams(now)
+    # a test dispatch still in its window: recorded once as skipped, and not again. The time is
+    # the database's, so that a script of `etl db upgrade --sql` applied later judges by then.
+    now = NOW[op.get_bind().dialect.name]
+    op.execute(
+        f"UPDATE dispatch_sites SET holding = 'test' WHERE holding IS NULL AND EXISTS "
+        f"(SELECT 1 FROM actions a JOIN dispatches d ON d.id = a.dispatch_id WHERE {pair}"
+        f" AND a.kind = 'curtail' AND a.state = 'skipped' AND d.test"
+        f" AND (d.end_time IS NULL OR d.end_time > {now}))"
     )
 
 

@@ -90,6 +90,16 @@ def test_the_upgrades_sql_applied_by_hand_gives_the_schema(database_url: str) ->
     engine.dispose()
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_sql_for_a_new_database_is_printed_whole(database_url: str) -> None:
+    """A DBA's first use: every revision is written out, from none to this etl's."""
+    printed = db(database_url, "upgrade", "--sql")
+    assert (printed.returncode, printed.stderr) == (0, "")
+    assert printed.stdout.startswith("BEGIN;") and printed.stdout.rstrip().endswith("COMMIT;")
+    assert "CREATE TABLE programs" in printed.stdout
+    assert f"SET version_num='{SCHEMA_REVISION}'" in printed.stdout
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_sql_for_a_sqlite_store_is_refused_in_one_line(database_url: str) -> None:
     assert etl("db", "upgrade", env=etl_env(database_url)).returncode == 0

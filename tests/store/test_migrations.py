@@ -18,8 +18,11 @@ from etl.base.errors import DatabaseError
 from etl.handlers import ActionKind
 from etl.store import identity, kept_counts
 from etl.store.db import SCHEMA_REVISION, make_engine
-from etl.store.migrate import current_revision, head_revision, migrate
+from etl.store.migrate import current_revision, head_revision, migrate, upgrade_sql
 from etl.store.schema import UTCDateTime, metadata
+from tests.conftest import postgres_schema
+from tests.helpers import site
+from tests.scenarios import World, active, ended
 
 
 def test_the_code_expects_the_newest_revision() -> None:
@@ -123,28 +126,48 @@ def test_upgrade_is_idempotent_and_downgrade_removes_everything(database_url: st
     engine.dispose()
 
 
-def test_upgrading_a_store_with_dispatches_fills_their_local_start_date(database_url: str) -> None:
+def apply_by_hand(engine: Engine, script: str) -> None:
+    """As a DBA applies the statements of `etl db upgrade --sql`: whole, transaction and all."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(script)
+
+
+@pytest.mark.parametrize(
+    ("database_url", "by_hand"),
+    [("sqlite", False), ("postgresql", False), ("postgresql", True)],
+    indirect=["database_url"],
+    ids=["sqlite", "postgresql", "postgresql-sql_by_hand"],
+)
+def test_upgrading_a_store_with_dispatches_fills_their_local_start_date(
+    database_url: str, by_hand: bool
+) -> None:
     engine = make_engine(database_url)
     migrate(engine, "0002")
     at = bindparam("t", datetime(2024, 2, 2, 3, 0, tzinfo=UTC), type_=UTCDateTime)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO programs VALUES (42, 'MISO', 'US/Central', 'MISO', 'capacity', :t, :t)"
-            ).bindparams(at)
-        )
-        conn.execute(
-            text(
-                "INSERT INTO dispatches (id, program_id, authorized, test, start_time, raw,"
-                " content_hash, first_seen_at, updated_at) VALUES ('d1', 42, :yes, :no,"
-                " :t, '{}', 'x', :t, :t)"
-            ).bindparams(at),
-            {"yes": True, "no": False},
-        )
-    migrate(engine)
+        for program_id, zone in ((42, "US/Central"), (43, "Nowhere/Atlantis")):
+            conn.execute(
+                text(
+                    "INSERT INTO programs VALUES (:p, 'MISO', :zone, 'MISO', 'capacity', :t, :t)"
+                ).bindparams(at),
+                {"p": program_id, "zone": zone},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO dispatches (id, program_id, authorized, test, start_time, raw,"
+                    " content_hash, first_seen_at, updated_at) VALUES (:d, :p, :yes, :no,"
+                    " :t, '{}', 'x', :t, :t)"
+                ).bindparams(at),
+                {"d": f"d{program_id}", "p": program_id, "yes": True, "no": False},
+            )
+    if by_hand:
+        apply_by_hand(engine, upgrade_sql(engine))
+    else:
+        migrate(engine)
     with engine.connect() as conn:
-        day = conn.execute(text("SELECT start_date_local FROM dispatches")).scalar()
-    assert day == "2024-02-01"  # 03:00 UTC is still the evening before in US/Central
+        days = dict(conn.execute(text("SELECT id, start_date_local FROM dispatches")).all())
+    # 03:00 UTC is still the evening before in US/Central; a zone unknown gives no date
+    assert days == {"d42": "2024-02-01", "d43": None}
     engine.dispose()
 
 
@@ -247,3 +270,89 @@ def test_each_new_store_gives_keys_of_its_own(database_url: str, tmp_path: Path)
     assert SHARED not in namespaces and namespaces[0] != namespaces[1]
     keys = {idempotency_key(n, "d1", "a", "curtail") for n in namespaces}
     assert len(keys) == 2
+
+
+def random_namespace(engine: Engine) -> uuid.UUID:
+    """The store's key namespace, checked to be a random UUID written the usual way."""
+    with engine.connect() as conn:
+        written = conn.execute(text("SELECT key_namespace FROM store_identity")).scalar_one()
+    namespace = uuid.UUID(written)
+    assert str(namespace) == written, written
+    assert namespace.version == 4 and namespace.variant == uuid.RFC_4122, written
+    return namespace
+
+
+@pytest.mark.parametrize("acted", [False, True], ids=["no_actions", "actions"])
+def test_a_downgrade_and_an_upgrade_keep_the_stores_key_namespace(
+    world: World, acted: bool
+) -> None:
+    """The namespace is made once: taken back to before store_identity and up again, with or
+    without actions keyed by it, the store keeps it (not the shared one, nor a new one)."""
+    made = random_namespace(world.engine)
+    if acted:
+        assert world.step(active("d1", site("a"))) == [("curtail", "d1", "a")]
+    migrate(world.engine, "0021", downgrade=True)
+    migrate(world.engine)
+    assert random_namespace(world.engine) == made
+    if acted:  # the restore planned now is keyed in it, as the curtail was
+        assert world.step(ended("d1", site("a"))) == [("restore", "d1", "a")]
+        restore = world.handler.requests[-1]
+        assert restore.idempotency_key == idempotency_key(made, "d1", "a", "restore")
+
+
+def catalog(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    """What PostgreSQL's catalog says of the store's schema, the schema's name left out (a store
+    is in a schema of its own here), and how many rows each table holds."""
+    queries = {
+        "columns": "SELECT table_name, column_name, ordinal_position, data_type,"
+        " character_maximum_length, is_nullable, column_default FROM information_schema.columns"
+        " WHERE table_schema = current_schema()",
+        "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+        " FROM pg_constraint WHERE connamespace = current_schema()::regnamespace",
+        "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()",
+        "views": "SELECT viewname, definition FROM pg_views WHERE schemaname = current_schema()",
+        "triggers": "SELECT t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t"
+        " JOIN pg_class c ON c.oid = t.tgrelid"
+        " WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal",
+        "functions": "SELECT proname, pg_get_functiondef(oid) FROM pg_proc"
+        " WHERE pronamespace = current_schema()::regnamespace",
+        "sequences": "SELECT sequence_name, data_type FROM information_schema.sequences"
+        " WHERE sequence_schema = current_schema()",
+    }
+    with engine.connect() as conn:
+        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        described = {
+            name: sorted(
+                tuple(str(v).replace(f"{schema}.", "") if v is not None else v for v in row)
+                for row in conn.exec_driver_sql(query)
+            )
+            for name, query in queries.items()
+        }
+        described["rows"] = [
+            (table, conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar())
+            for table in sorted(inspect(conn).get_table_names())
+        ]
+    return described
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_sql_for_an_empty_store_gives_the_migrated_schema_and_each_store_its_namespace(
+    database_url: str,
+) -> None:
+    """A DBA's first use: the statements of `etl db upgrade --sql` for an empty database, printed
+    once and applied to two, give each what `etl db upgrade` gives, and a namespace of its own."""
+    migrated = make_engine(database_url)
+    migrate(migrated)
+    with postgres_schema() as first_url, postgres_schema() as second_url:
+        by_hand = [make_engine(first_url), make_engine(second_url)]
+        script = upgrade_sql(by_hand[0])
+        assert current_revision(by_hand[0]) is None  # printing it changed nothing
+        for engine in by_hand:
+            apply_by_hand(engine, script)
+            assert current_revision(engine) == SCHEMA_REVISION
+            assert catalog(engine) == catalog(migrated)
+        namespaces = {random_namespace(engine) for engine in [migrated, *by_hand]}
+        assert len(namespaces) == 3
+        for engine in by_hand:
+            engine.dispose()
+    migrated.dispose()
