@@ -7,7 +7,7 @@ from enum import IntEnum
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select
 
 from etl import __version__
 from etl.act import notify
@@ -17,7 +17,7 @@ from etl.base.logs import shorten
 from etl.base.timeutil import format_rfc3339, jsonable, utcnow
 from etl.read.reports import dispatch_performance
 from etl.store import fetch_runs, outbox
-from etl.store.db import read_transaction
+from etl.store.db import read_transaction, stored_revision
 from etl.store.schema import (
     dispatch_sites,
     dispatches,
@@ -160,7 +160,7 @@ def check(
     (`_late_readings`); else OK."""
     now = utcnow()
     with read_transaction(engine) as conn:
-        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        revision = stored_revision(conn)
         # the listings: the poll is the safety net, whatever webhooks' lookups do
         last_success = fetch_runs.last_run(conn, FetchKind.LISTING, FetchOutcome.SUCCEEDED)
         success = last_success.finished_at if last_success else None

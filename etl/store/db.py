@@ -30,10 +30,11 @@ __all__ = [
     "open_store",
     "read_transaction",
     "record_savepoint",
+    "stored_revision",
     "write_transaction",
 ]
 
-# the Alembic head this code expects; tests/test_migrations.py keeps it equal to migrations/
+# the Alembic head this code expects; tests/store/test_migrations.py keeps it equal to migrations/
 SCHEMA_REVISION = "0026"
 # how long a statement waits for a lock that another holds (SQLite's busy timeout, PostgreSQL's
 # lock_timeout): long enough for any fetch or pass to commit, short enough that a minutely run
@@ -244,6 +245,12 @@ def read_transaction(engine: Engine, one_snapshot: bool = False) -> Iterator[Con
             yield conn
 
 
+def stored_revision(conn: Connection) -> str | None:
+    """The store's schema revision, as Alembic records it (without importing Alembic, which costs
+    the minutely job its time); None in a store that has its table but no revision yet."""
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def check_schema(engine: Engine) -> None:
     """Fail in one line, saying how to fix it, unless the schema is at this code's revision."""
     with read_transaction(engine) as conn:
@@ -252,7 +259,7 @@ def check_schema(engine: Engine) -> None:
             raise SchemaError(
                 f"database {describe(engine.url)} has no etl schema", "run `etl db upgrade` first"
             )
-        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        revision = stored_revision(conn)
     # revisions are numbered 0001, 0002...: a greater one was made by a newer etl
     if revision is not None and revision > SCHEMA_REVISION:
         raise SchemaError(
