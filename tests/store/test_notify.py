@@ -340,7 +340,9 @@ def test_etl_run_tells_the_status_turning_critical(
 ) -> None:
     monkeypatch.setenv("ETL_NOTIFY_URLS", receiver.url)
     assert cli("run").returncode == 0
-    sandbox.faults.statuses = [503] * 20  # the API down: no fetch succeeds
+    # the API refusing every request, saying to try again at once: no fetch succeeds, and the
+    # client's retries wait for nothing
+    sandbox.faults.statuses, sandbox.faults.retry_after = [429] * 20, "0"
     with write_transaction(make_engine(cli.url)) as conn:  # ... and the last one long ago
         conn.execute(update(schema.fetch_runs).values(finished_at=utcnow() - timedelta(hours=1)))
     assert cli("run").returncode == 3
