@@ -16,7 +16,9 @@ WEBHOOK_TOKEN = re.compile(r"(/voltus/webhook/)[^/?#\s]+")
 # a URL quoted in a text: up to what cannot be part of it, less the punctuation that ends a
 # phrase ("POST https://h/x?a=1: HTTP 503")
 QUOTED = r"[^\s'\"<>]*[^\s'\"<>.,;:)\]]"
-URL_IN_TEXT = re.compile(rf"[A-Za-z][A-Za-z0-9+.-]*://{QUOTED}")
+# its user info, up to the last @ before its path, may hold a quote (RFC 3986 allows one in a
+# password): taken whole, or the password would be cut off before its @ and left as it is
+URL_IN_TEXT = re.compile(rf"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s/]*@)?{QUOTED}")
 # the fragment of a path quoted in a text (`url: /x#access_token=...`)
 FRAGMENT_IN_TEXT = re.compile(rf"(/[^\s#'\"<>]*)#{QUOTED}")
 

@@ -107,7 +107,8 @@ def local_date(value: datetime, zone_name: str) -> str:
     return value.astimezone(zone_or_utc(zone_name)).date().isoformat()
 
 
-DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# each unit of a duration, in seconds
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 LONGEST_DURATION = timedelta(days=100 * 366)  # any longer is a typo, and overflows dates
@@ -118,8 +119,11 @@ def parse_duration(text: str) -> timedelta:
     number, unit = text[:-1], text[-1:]
     if unit not in DURATION_UNITS or not number.isascii() or not number.isdigit():
         raise ValueError(f"not a duration: {text[:40]!r} (use e.g. 30m, 24h, 7d, 2w)")
-    seconds = int(number) * timedelta(**{DURATION_UNITS[unit]: 1}).total_seconds()
-    if seconds > LONGEST_DURATION.total_seconds():
+    # in whole numbers, and 100 years of seconds is 10 digits: a float of 400 digits' worth
+    # overflows, and Python refuses to read an int of over 4,300
+    digits = number.lstrip("0") or "0"
+    seconds = 0 if len(digits) > 12 else int(digits) * DURATION_UNITS[unit]
+    if len(digits) > 12 or seconds > LONGEST_DURATION.total_seconds():
         raise ValueError(f"duration too long: {text[:40]!r} (at most 100 years)")
     return timedelta(seconds=seconds)
 

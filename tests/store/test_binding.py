@@ -150,26 +150,6 @@ def test_etl_db_bind_moves_the_store_on_purpose_and_says_so_in_the_log(
         ]
 
 
-@pytest.mark.parametrize(
-    ("url", "origin"),
-    [
-        ("https://sandbox.voltus.co", "https://sandbox.voltus.co"),
-        ("HTTPS://Sandbox.Voltus.CO:443/", "https://sandbox.voltus.co"),
-        ("https://u:pw@api.voltus.co/v?token=x#f", "https://api.voltus.co/v"),
-        ("http://127.0.0.1:8787/", "http://127.0.0.1:8787"),
-        ("http://[::1]:80", "http://[::1]"),
-    ],
-)
-def test_an_origin_is_the_scheme_host_port_and_path(url: str, origin: str) -> None:
-    assert binding.origin(url) == origin
-
-
-def test_a_fingerprint_tells_the_key_again_and_no_other() -> None:
-    salt = "00" * 16
-    bound = binding.Binding("https://x", salt, binding.fingerprint("k1", salt))
-    assert bound.holds("k1") and not bound.holds("k2") and not bound.holds("k1 ")
-
-
 def test_a_fetch_for_another_account_is_refused_in_the_library_too(
     engine: Engine, sandbox: Sandbox, client: VoltusClient, other: Sandbox
 ) -> None:

@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 
 from etl import __version__
-from etl.cli import app
 from etl.sandbox.emulator import Sandbox
-from tests.docs import all_pages
 from tests.helpers import at, dispatch, log_messages, site
 from tests.processes import InProcess, in_process
 
@@ -143,34 +141,6 @@ def test_help_never_shows_the_key(cli: InProcess, monkeypatch: pytest.MonkeyPatc
     result = cli("fetch", "--help")
     assert result.returncode == 0 and "--api-key" in result.stdout
     assert "hunter2-key" not in result.stdout
-
-
-def commands() -> list[tuple[str, str]]:
-    """Each command's name and the first line of its docstring."""
-    found = []
-    for info in app.registered_commands:
-        found.append((info.name or info.callback.__name__, info.callback.__doc__))
-    for group in app.registered_groups:
-        found += [
-            (f"{group.name} {c.name}", c.callback.__doc__)
-            for c in group.typer_instance.registered_commands
-        ]
-    return [(name, doc.splitlines()[0]) for name, doc in found]
-
-
-@pytest.mark.parametrize(("command", "summary"), commands())
-def test_every_command_has_help_and_is_in_the_readme(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    command: str,
-    summary: str,
-) -> None:
-    url = f"sqlite:///{tmp_path / 'x.db'}"
-    result = in_process(monkeypatch, capsys, url, *command.split(), "--help")
-    assert result.returncode == 0 and len(summary) > 20
-    assert " ".join(summary.split()) in " ".join(result.stdout.split())
-    assert f"etl {command}" in all_pages()
 
 
 def test_run_acts_on_the_store_when_the_fetch_fails_and_says_so(

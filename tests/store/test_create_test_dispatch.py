@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import create_engine, select
 
 from etl.base.config import ApiSettings
-from etl.base.errors import ApiError, ConfigError
+from etl.base.errors import ApiError
 from etl.base.timeutil import utcnow
 from etl.sandbox.emulator import Sandbox
 from etl.source import create_test_dispatch
@@ -65,12 +65,6 @@ def test_what_the_api_would_refuse_is_refused_before_sending(
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert POSTED not in sandbox.requests
-
-
-def test_a_real_api_needs_yes_and_nothing_is_sent_without_it() -> None:
-    client = VoltusClient(ApiSettings("https://api.voltus.co", "key-not-used"))
-    with pytest.raises(ConfigError, match="add --yes"):
-        create_test_dispatch.create(client, utcnow(), timedelta(minutes=30), utcnow())
 
 
 def test_a_failed_request_is_not_sent_again(sandbox: Sandbox) -> None:

@@ -2,12 +2,9 @@
 stays on stdout; the key never appears."""
 
 import json
-import logging
-import sys
 
 import pytest
 
-from etl.base.logs import JsonFormatter, TextFormatter
 from etl.sandbox.emulator import Sandbox
 from tests.helpers import at, dispatch, log_messages, site
 from tests.processes import InProcess
@@ -99,23 +96,3 @@ def test_an_unknown_log_format_says_so_and_writes_text(
     assert result.returncode == 0
     (warning,) = log_messages(result.stderr, "WARNING")
     assert warning.startswith("ETL_LOG_FORMAT='xml' is not one of")
-
-
-def test_a_message_quoting_control_characters_stays_one_line() -> None:
-    record = logging.LogRecord("etl", logging.ERROR, __file__, 1, "id %s", ("a\nFAKE\r\x1b",), None)
-    text = TextFormatter().format(record)
-    assert "\n" not in text and "\r" not in text and "\x1b" not in text
-    assert text.endswith(" ERROR id a\\x0aFAKE\\x0d\\x1b")
-    assert json.loads(JsonFormatter().format(record))["message"] == "id a\nFAKE\r\x1b"
-
-
-def test_a_bugs_traceback_stays_on_its_line() -> None:
-    try:
-        raise ValueError("boom")
-    except ValueError:
-        record = logging.LogRecord(
-            "etl", logging.ERROR, __file__, 1, "worker stopped", (), sys.exc_info()
-        )
-    (line,) = TextFormatter().format(record).splitlines()
-    assert "worker stopped\\x0aTraceback" in line and line.endswith("ValueError: boom")
-    assert "ValueError: boom" in json.loads(JsonFormatter().format(record))["exception"]

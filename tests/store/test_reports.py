@@ -14,7 +14,7 @@ from etl.base.timeutil import utcnow
 from etl.ingest import dispatches
 from etl.read import audit, output, pages, reports, status
 from etl.store import fetch_runs, schema
-from tests.docs import all_pages
+from tests.docs import sql_examples
 from tests.helpers import at, dispatch, site
 from tests.processes import etl, etl_env
 from tests.scenarios import World, active, ended
@@ -307,14 +307,6 @@ def test_prune_removes_only_unchanged_old_fetch_runs(story: World) -> None:
     assert {k: v for k, v in after.items() if k != "fetch_runs"} == {
         k: v for k, v in before.items() if k != "fetch_runs"
     }
-
-
-def sql_examples() -> list[str]:
-    return re.findall(r"```sql\n(.*?)```", all_pages(), flags=re.DOTALL)
-
-
-def test_the_readme_has_sql_examples() -> None:
-    assert len(sql_examples()) >= 5
 
 
 @pytest.mark.parametrize("number", range(len(sql_examples())))

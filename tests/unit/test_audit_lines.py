@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 
 from etl.base.timeutil import time_shift
 from etl.read.audit import describe
+from etl.store.events import NewEvent, describe_subject
+from etl.store.vocabulary import EventKind
 
 EVENT = {
     "occurred_at": datetime(2026, 12, 6, 14, 0, tzinfo=UTC),
@@ -38,3 +40,34 @@ def test_a_long_value_is_cut_between_words_and_utc_is_the_default() -> None:
     note, whole = line.split("note=")[1], EVENT["details"]["note"]
     assert note.endswith("…") and len(note) <= 60
     assert whole.startswith(note[:-1]) and whole[len(note) - 1] == " "  # cut between words
+
+
+def test_nested_details_lists_and_what_only_looks_like_a_time_are_shown_as_they_are() -> None:
+    event = {
+        **EVENT,
+        "site_id": "s1",
+        "details": {
+            "changes": {
+                "start_time": {"old": "2026-12-06T14:00:00Z", "new": "2026-12-06T14:30:00Z"}
+            },
+            "sites": ["a", "b"],
+            "when": "2026-13-45T99:00Z",  # the shape of a time, not one
+            "note": None,
+        },
+    }
+    line = describe(event)
+    assert "dispatch d1 site s1 program 42" in line
+    assert "changes={start_time: 2026-12-06 14:00:00Z→2026-12-06 14:30:00Z}" in line
+    assert "sites=a,b" in line and "when=2026-13-45T99:00Z" in line and "note=null" in line
+
+
+def test_a_detail_quoting_line_breaks_stays_on_the_audits_line() -> None:
+    line = describe({**EVENT, "details": {"error": "relay down\nFAKE 2026 line"}})
+    assert "\n" not in line and "error=relay down\\x0aFAKE 2026 line" in line
+
+
+def test_an_event_as_logged_names_its_subject_and_its_details_in_one_order() -> None:
+    made = NewEvent(EventKind.SITE_RENAMED, {"new": "B", "old": "A"}, site_id="s1", program_id=4)
+    assert made.describe() == 'site_renamed: site s1 program 4 {"new": "B", "old": "A"}'
+    assert describe_subject(None, None, None) == ""
+    assert describe_subject("d1", None, 0) == "dispatch d1 program 0"

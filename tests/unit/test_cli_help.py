@@ -1,10 +1,11 @@
 """The help a person reads: every command's at 80 columns with nothing cut, every value's
 metavar meaningful, and the README's configuration table naming every environment variable an
-option reads; the processor's options where an operator types them, and what the shell
-completes."""
+option reads; the processor's options where an operator types them, what the shell completes,
+and each command's summary in its own help and in the docs."""
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ import typer
 from typer.testing import CliRunner
 
 from etl.cli import app
-from tests.docs import page
+from tests.docs import all_pages, page
+from tests.processes import in_process
 
 README = page("operations.md")
 # what a metavar says about the value: a word in capitals, or a choice of words
@@ -116,3 +118,31 @@ def test_the_shell_completes_the_formats_and_the_time_zones() -> None:
     assert "America/Chicago" in complete("report", "sites", "--tz", "")
     assert complete("audit", "--tz", "America/Ch") == ["America/Chicago", "America/Chihuahua"]
     assert complete("audit", "--tz", "pro") == ["program"]
+
+
+def summaries() -> list[tuple[str, str]]:
+    """Each command's name and the first line of its docstring."""
+    found = []
+    for info in app.registered_commands:
+        found.append((info.name or info.callback.__name__, info.callback.__doc__))
+    for group in app.registered_groups:
+        found += [
+            (f"{group.name} {c.name}", c.callback.__doc__)
+            for c in group.typer_instance.registered_commands
+        ]
+    return [(name, doc.splitlines()[0]) for name, doc in found]
+
+
+@pytest.mark.parametrize(("command", "summary"), summaries())
+def test_every_command_has_help_and_is_in_the_readme(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    summary: str,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = in_process(monkeypatch, capsys, url, *command.split(), "--help")
+    assert result.returncode == 0 and len(summary) > 20
+    assert " ".join(summary.split()) in " ".join(result.stdout.split())
+    assert f"etl {command}" in all_pages()

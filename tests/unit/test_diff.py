@@ -6,13 +6,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from etl.act.planner import HISTORY_NOTE, Pair, transition
 from etl.base.config import ProcessorSettings
+from etl.base.timeutil import format_rfc3339
 from etl.ingest.diff import (
     answers_by_id,
     dispatch_change,
+    id_of,
     program_change,
+    rejected_events,
     site_change,
     split_duplicates,
 )
@@ -22,6 +27,7 @@ from tests.helpers import dispatch, site
 
 NOW = datetime(2024, 2, 2, 15, 0, tzinfo=UTC)
 SETTINGS = ProcessorSettings()
+MINUTE = timedelta(minutes=1)
 
 
 def stored(record_fields: dict[str, Any]) -> dict[str, Any]:
@@ -210,3 +216,186 @@ def test_an_answer_by_id_that_is_another_dispatch_is_set_aside() -> None:
         ("b", "dispatch: asked for 'b' by id, got another"),
         ("e", "dispatch: asked for 'e' by id, got another"),
     ]
+
+
+# any two states of one dispatch, as the API may send them one after the other
+TIMES = [NOW - timedelta(hours=1), NOW, NOW + timedelta(minutes=30)]
+ENDS = [None, NOW + timedelta(hours=1), NOW + timedelta(hours=2)]
+
+
+@st.composite
+def states(draw: st.DrawFn) -> dict[str, Any]:
+    commitments = {s: draw(st.sampled_from([None, 5.0, 10.0])) for s in "abc"}
+    listed = draw(st.lists(st.sampled_from("abc"), unique=True))
+    start, end = draw(st.sampled_from(TIMES)), draw(st.sampled_from(ENDS))
+    fields: dict[str, Any] = {
+        "authorized": draw(st.booleans()),
+        "test": draw(st.booleans()),
+        "start_time": format_rfc3339(start),
+        "end_time": None if end is None else format_rfc3339(end),
+        "modification_number": draw(st.one_of(st.none(), st.integers(0, 3))),
+        "metadata": draw(st.sampled_from([None, {"k": 1}, {"k": 2}])),
+        "future_field": draw(st.sampled_from([None, "x", "y"])),  # one etl does not model
+    }
+    program = {**dispatch("p")["program"], "id": draw(st.sampled_from([42, 43]))}
+    return dispatch("d1", *(site(s, commitments[s]) for s in listed), program=program, **fields)
+
+
+def applied(
+    old: dict[str, Any] | None, old_sites: dict[str, Any], raw: dict[str, Any], at: datetime
+) -> tuple[Any, dict[str, Any]]:
+    """The change of a state over what is stored, and the sites stored after it."""
+    change = dispatch_change(old, old_sites, parse_dispatch(raw), "h", at)
+    assert change is not None
+    return change, {**old_sites, **{r["site_id"]: r for r in change.site_rows}}
+
+
+def listed_sites(raw: dict[str, Any]) -> dict[str, float | None]:
+    return {s["id"]: s.get("commitment") for s in raw["sites"]}
+
+
+@given(states(), states())
+def test_each_difference_between_two_states_is_its_event_and_nothing_else(
+    before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    after["modification_number"] = None  # applied whatever the stored number
+    first, sites = applied(None, {}, before, NOW)
+    change, _ = applied(first.row, sites, after, NOW + timedelta(minutes=1))
+    old, new = parse_dispatch(before), parse_dispatch(after)
+    expected = set()
+    if old.authorized and not new.authorized:
+        expected.add("dispatch_cancelled")
+    if new.end_time is not None and old.end_time != new.end_time:
+        expected.add("dispatch_end_time_set" if old.end_time is None else "dispatch_end_time_moved")
+    if (
+        (not old.authorized and new.authorized)
+        or (old.end_time is not None and new.end_time is None)
+        or any(
+            getattr(old, f) != getattr(new, f)
+            for f in ("test", "start_time", "modification_number", "metadata")
+        )
+        or old.program.id != new.program.id
+        or before.get("future_field") != after.get("future_field")
+    ):
+        expected.add("dispatch_changed")
+    was, now = listed_sites(before), listed_sites(after)
+    expected |= {"dispatch_site_added"} if now.keys() - was.keys() else set()
+    expected |= {"dispatch_site_removed"} if was.keys() - now.keys() else set()
+    if any(was[s] != now[s] for s in was.keys() & now.keys()):
+        expected.add("dispatch_site_changed")
+    kinds = [str(e.kind) for e in change.events]
+    assert set(kinds) == expected
+    site_events = [e for e in change.events if e.site_id is not None]
+    assert len(site_events) == len(change.site_rows)  # one row written per site event
+    assert sorted(e.site_id for e in site_events) == sorted(r["site_id"] for r in change.site_rows)
+
+
+@given(states(), states())
+def test_a_state_applied_again_changes_nothing(
+    before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    after["modification_number"] = None
+    first, sites = applied(None, {}, before, NOW)
+    second, sites = applied(first.row, sites, after, NOW + timedelta(minutes=1))
+    again, _ = applied(second.row, sites, after, NOW + timedelta(minutes=2))
+    assert again.events == [] and again.site_rows == []
+    assert again.row["first_seen_at"] == NOW and again.row["updated_at"] == NOW + 2 * MINUTE
+
+
+@given(states(), states(), st.integers(0, 3))
+def test_a_state_older_than_the_stored_one_is_ignored_whatever_it_says(
+    before: dict[str, Any], after: dict[str, Any], behind: int
+) -> None:
+    before["modification_number"] = 5
+    after["modification_number"] = 4 - behind
+    first, sites = applied(None, {}, before, NOW)
+    assert dispatch_change(first.row, sites, parse_dispatch(after), "h2", NOW) is None
+
+
+def test_a_site_dropped_and_listed_again_is_added_again_and_a_changed_one_keeps_its_added_at() -> (
+    None
+):
+    first, sites = applied(None, {}, dispatch("d1", site("a", 5.0), site("b", 5.0)), NOW)
+    later = NOW + timedelta(minutes=1)
+    dropped, sites = applied(first.row, sites, dispatch("d1", site("b", 7.0)), later)
+    assert {(r["site_id"], r["added_at"], r["removed_at"]) for r in dropped.site_rows} == {
+        ("a", NOW, later),
+        ("b", NOW, None),
+    }
+    back = NOW + timedelta(minutes=2)
+    again, _ = applied(dropped.row, sites, dispatch("d1", site("a", 5.0), site("b", 7.0)), back)
+    assert [(r["site_id"], r["added_at"], r["removed_at"]) for r in again.site_rows] == [
+        ("a", back, None)
+    ]
+    assert [e.kind for e in again.events] == ["dispatch_site_added"]
+
+
+def test_a_sites_meters_from_get_sites_outlast_a_dispatch_that_lists_it_without_them() -> None:
+    meters = [{"id": "m1", "name": "Main", "asset_type": "poi"}]
+    listed = {"name": "A", "customer_location_id": "1", "meters": meters}
+    row, _ = site_change(None, "s1", listed, NOW)
+    assert row is not None
+    from_dispatch = {"name": "A", "customer_location_id": "1"}
+    assert site_change(row, "s1", from_dispatch, NOW) == (None, [])
+    moved, events = site_change(row, "s1", {"name": "A", "customer_location_id": "2"}, NOW)
+    assert moved is not None and moved["meters"] == meters
+    assert [e.kind for e in events] == ["site_changed"]
+    assert events[0].details == {"changes": {"customer_location_id": {"old": "1", "new": "2"}}}
+
+
+def test_each_record_set_aside_is_an_event_of_its_kind_naming_it() -> None:
+    rows = [
+        {"kind": "dispatch", "record_id": "d1", "reason": "dispatch: missing 'test'"},
+        {"kind": "site", "record_id": "s1", "reason": "site: 'id' is empty"},
+        {"kind": "telemetry", "record_id": "s2", "reason": "reading: units 'kWh'"},
+        {"kind": "dispatch", "record_id": None, "reason": "dispatch is list"},
+    ]
+    events = rejected_events(rows)
+    assert [(e.kind, e.dispatch_id, e.site_id) for e in events] == [
+        ("dispatch_rejected", "d1", None),
+        ("site_rejected", None, "s1"),
+        ("telemetry_rejected", None, "s2"),
+        ("dispatch_rejected", None, None),
+    ]
+    assert [e.details["reason"] for e in events] == [r["reason"] for r in rows]
+
+
+listings = st.lists(
+    st.one_of(
+        st.builds(
+            lambda i, n, a: {**dispatch(i), "modification_number": n, "authorized": a},
+            st.sampled_from("abc"),
+            st.one_of(st.none(), st.integers(0, 3)),
+            st.booleans(),
+        ),
+        st.sampled_from(["junk", 7, {"no": "id"}]),
+    ),
+    max_size=8,
+)
+
+
+@given(listings)
+def test_of_each_id_listed_one_copy_at_most_is_kept_and_every_other_is_accounted_for(
+    items: list[Any],
+) -> None:
+    kept, rejected = split_duplicates(items)
+    kept_ids = [id_of(item) for item in kept if id_of(item) is not None]
+    assert len(kept_ids) == len(set(kept_ids))
+    assert [item for item in kept if id_of(item) is None] == [i for i in items if id_of(i) is None]
+    for item in items:
+        if id_of(item) is not None:
+            assert item in kept or any(r.payload == item for r in rejected)
+    for rejected_copy in rejected:  # only a copy of an id listed with a different copy
+        copies = [i for i in items if id_of(i) == rejected_copy.record_id]
+        assert any(c != rejected_copy.payload for c in copies)
+
+
+@given(listings.flatmap(lambda items: st.tuples(st.just(items), st.permutations(items))))
+def test_which_copy_is_kept_does_not_depend_on_the_listings_order(
+    orders: tuple[list[Any], list[Any]],
+) -> None:
+    def chosen(items: list[Any]) -> dict[str, Any]:
+        return {id_of(i): i for i in split_duplicates(items)[0] if id_of(i) is not None}
+
+    one, other = orders
+    assert chosen(one) == chosen(other)

@@ -1,13 +1,32 @@
 import json
 import math
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from etl.base.timeutil import parse_rfc3339
-from etl.source.records import JSON_MAX_DEPTH, check_json, parse_dispatches, parse_sites, storable
+from etl.source.jsonscan import TooDeep
+from etl.source.records import (
+    ID_MAX_CHARS,
+    JSON_MAX_DEPTH,
+    MAX_KW,
+    MIN_COMMITMENT_KW,
+    MIN_READING_KW,
+    TEXT_MAX_CHARS,
+    check_json,
+    has_unknown_fields,
+    parse_dispatches,
+    parse_sites,
+    parse_telemetry,
+    record_id,
+    storable,
+    unmodeled_fields,
+)
 from tests.helpers import dispatch, site
 
 SAMPLES = Path(__file__).parents[1] / "samples"  # copies of ../shared/samples
@@ -209,3 +228,216 @@ def test_sites_with_meters_and_a_malformed_one() -> None:
     )
     assert batch.sites[0].meters[0].asset_type == "load"
     assert batch.rejected[0].reason == "site: missing 'id'"
+
+
+@pytest.mark.parametrize(
+    ("change", "accepted"),
+    [
+        ({"sites": [site("a", commitment=MAX_KW)]}, True),
+        ({"sites": [site("a", commitment=-MAX_KW)]}, True),
+        ({"sites": [site("a", commitment=MAX_KW * (1 + 1e-12))]}, False),
+        ({"sites": [site("a", commitment=0)]}, True),  # no commitment, not a tiny one
+        ({"sites": [site("a", commitment=MIN_COMMITMENT_KW)]}, True),
+        ({"sites": [site("a", commitment=MIN_COMMITMENT_KW / 2)]}, False),
+        ({"sites": [site("a", commitment=10**400)]}, False),  # no float holds it
+        ({"sites": [site("x" * ID_MAX_CHARS)]}, True),
+        ({"sites": [site("x" * (ID_MAX_CHARS + 1))]}, False),
+        ({"sites": [site("a", name="n" * TEXT_MAX_CHARS)]}, True),
+        ({"sites": [site("a", name="n" * (TEXT_MAX_CHARS + 1))]}, False),
+        ({"modification_number": 2**31 - 1}, True),
+        ({"modification_number": 2**31}, False),
+        ({"start_time": "1900-01-01T00:00:00Z"}, True),
+        ({"start_time": "1899-12-31T23:59:59Z"}, False),
+        ({"start_time": "8999-12-31T23:00:00Z", "end_time": "8999-12-31T23:59:59Z"}, True),
+        ({"start_time": "8999-12-31T23:00:00Z", "end_time": "9000-01-01T00:00:00Z"}, False),
+        ({"metadata": deep(JSON_MAX_DEPTH - 1)}, True),  # the dispatch is a level itself
+        ({"metadata": deep(JSON_MAX_DEPTH)}, False),
+    ],
+)
+def test_each_bound_is_inside_and_just_beyond_it_is_outside(
+    change: dict[str, Any], accepted: bool
+) -> None:
+    batch = parse_dispatches([dispatch("d", **change)])
+    assert (len(batch.dispatches), len(batch.rejected)) == ((1, 0) if accepted else (0, 1))
+
+
+def test_a_null_commitment_is_no_commitment_even_beside_a_drop_by() -> None:
+    (parsed,) = parse_dispatches(
+        [
+            dispatch(
+                "d",
+                {**site("a"), "commitment": None, "drop_by": 7},
+                {"id": "b", "name": "B", "drop_by": 0},
+            )
+        ]
+    ).dispatches
+    assert [s.commitment_kw for s in parsed.sites] == [None, 0.0]
+
+
+def test_a_program_without_a_type_is_not_specified_and_one_without_a_name_is_refused() -> None:
+    program = {k: v for k, v in PROGRAM.items() if k != "program_type"}
+    (parsed,) = parse_dispatches([dispatch("d", program=program)]).dispatches
+    assert parsed.program.program_type == "not_specified"
+    (rejected,) = parse_dispatches([dispatch("d", program={**PROGRAM, "name": ""})]).rejected
+    assert rejected.reason == "program: 'name' is empty"
+
+
+FORBIDDEN = {"Cc", "Zl", "Zp", "Cs"}
+ANY_CHARACTER = st.one_of(st.characters(), st.sampled_from(["\ud800", "\udfff", "\x85", "\u2028"]))
+
+
+@given(st.text(ANY_CHARACTER, max_size=30))
+def test_a_name_is_refused_exactly_when_it_holds_a_character_that_forges_lines(name: str) -> None:
+    batch = parse_dispatches([dispatch("d", {**site("a"), "name": name})])
+    forges = any(unicodedata.category(c) in FORBIDDEN for c in name)
+    assert len(batch.rejected) == int(forges)
+    if not forges:
+        assert batch.dispatches[0].sites[0].name == name
+
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),  # NaN and infinity among them
+        st.text(ANY_CHARACTER, max_size=5),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+def finite(value: Any) -> bool:
+    """Whether the value holds no NaN, infinity, NUL or lone surrogate."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        return "\x00" not in value and not any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return all(finite(k) and finite(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(finite(v) for v in value)
+    return True
+
+
+@given(json_values)
+def test_a_json_value_is_refused_exactly_when_a_column_could_not_hold_it(value: Any) -> None:
+    """(Shallow values: the depth has its own test above.)"""
+    try:
+        check_json(value, "x")
+    except ValueError:
+        assert not finite(value)
+    else:
+        assert finite(value)
+
+
+@given(json_values)
+def test_whatever_a_malformed_record_holds_its_stored_form_can_be_stored(value: Any) -> None:
+    kept = storable(value)
+    check_json(kept, "record")
+    if finite(value):
+        assert kept is value
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ({"id": "d1"}, "d1"),
+        ({"id": 7}, None),
+        ({"id": ""}, None),
+        ({"id": "x" * 201}, None),
+        ({"id": "a\u2028b"}, None),
+        (["d1"], None),
+        (TooDeep("deep", "[[["), "deep"),
+        (TooDeep(None, "[[["), None),
+    ],
+)
+def test_a_malformed_record_is_named_only_by_an_id_the_store_can_hold(
+    value: Any, kept: str | None
+) -> None:
+    assert record_id(value) == kept
+
+
+def test_what_etl_does_not_model_is_found_in_the_dispatch_its_program_and_each_site() -> None:
+    raw = dispatch(
+        "d",
+        {**site("a"), "setpoint_kw": 3},
+        site("b"),
+        program={**PROGRAM, "region": "north"},
+        setpoints=[1, 2],
+    )
+    assert has_unknown_fields(raw) and not has_unknown_fields(dispatch("d"))
+    assert unmodeled_fields(raw, "a") == {
+        "dispatch": {"setpoints": [1, 2]},
+        "program": {"region": "north"},
+        "site": {"setpoint_kw": 3},
+    }
+    assert unmodeled_fields(raw, "b") == {
+        "dispatch": {"setpoints": [1, 2]},
+        "program": {"region": "north"},
+    }
+    assert unmodeled_fields(dispatch("d"), "s1") == {}
+
+
+def reading(**fields: Any) -> dict[str, Any]:
+    value = {"timestamp": "2026-12-06T12:00:00Z", "interval_seconds": 60, "units": "kW", "value": 5}
+    return {k: v for k, v in {**value, **fields}.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("changed", "reason"),
+    [
+        ({"units": "kWh"}, "units 'kWh', not kW"),
+        ({"units": None}, "missing 'units'"),
+        ({"value": "5"}, "'value' is str"),
+        ({"value": True}, "'value' is bool"),
+        ({"value": 10**400}, "'value' is not finite"),
+        ({"value": MAX_KW * 2}, "beyond"),
+        ({"value": MIN_READING_KW / 2}, "under a milliwatt"),
+        ({"interval_seconds": 45}, "'interval_seconds' is 45, not in"),
+        ({"interval_seconds": 60.0}, "'interval_seconds' is float"),
+        ({"timestamp": "2026-12-06T12:00:00"}, "no UTC offset"),
+    ],
+)
+def test_a_malformed_reading_is_set_aside_with_its_site_and_meter(
+    changed: dict[str, Any], reason: str
+) -> None:
+    bad = reading(**changed)
+    if changed.get("units", "") is None:
+        bad.pop("units", None)
+    body = {"data": {"sites": [{"site_id": "s1", "meters": [
+        {"meter_id": "m1", "telemetry": [reading(), bad, reading(value=-2.5, units="KW")]}
+    ]}]}}  # fmt: skip
+    batch = parse_telemetry(body)
+    assert [(r.meter_id, r.kw) for r in batch.readings] == [("m1", 5.0), ("m1", -2.5)]
+    (rejected,) = batch.rejected
+    assert reason in rejected.reason and rejected.record_id == "s1"
+    assert rejected.payload == {"site_id": "s1", "meter_id": "m1", "reading": bad}
+
+
+def test_a_malformed_site_or_meter_of_telemetry_is_set_aside_whole() -> None:
+    good = {"meter_id": "m1", "telemetry": [reading()]}
+    body = {"data": {"sites": [
+        {"site_id": "s1", "meters": [good]},
+        {"site_id": "", "meters": [good]},
+        {"site_id": "s3", "meters": [{"telemetry": [reading()]}]},
+        "not a site",
+    ]}}  # fmt: skip
+    batch = parse_telemetry(body)
+    assert [r.site_id for r in batch.readings] == ["s1"]
+    assert [r.reason for r in batch.rejected] == [
+        "telemetry site: 'site_id' is empty",
+        "meter: missing 'meter_id'",
+        "telemetry site is str, not an object",
+    ]
+    with pytest.raises(ValueError, match="telemetry data is NoneType"):
+        parse_telemetry({"sites": []})
+
+
+def test_a_meters_type_is_taken_in_any_case() -> None:
+    meters = [{"id": "m", "name": "", "asset_type": "POI"}, {"id": "n", "asset_type": "Battery"}]
+    (parsed,) = parse_sites([{"id": "s", "name": "S", "meters": meters}]).sites
+    assert [m.asset_type for m in parsed.meters] == ["poi", "battery"]

@@ -1,7 +1,7 @@
 """The one masking helper: credentials out of URLs, the rest as written."""
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from etl.base.config import api_settings
@@ -99,3 +99,48 @@ def test_a_bad_api_url_is_refused_without_its_credentials(url: str, key: str | N
     with pytest.raises(ConfigError) as raised:
         api_settings(url, key)
     assert "PW-secret" not in str(raised.value) and "***@host" in str(raised.value)
+
+
+URL_FORMS = {
+    "user": "{scheme}://{secret}@host.example/x",
+    "password": "{scheme}://user:{secret}@host.example:8443/x",
+    "query": "{scheme}://host.example/x?a=1&{name}={secret}&b=2",
+    "fragment": "{scheme}://host.example/x#{name}={secret}",
+    "webhook": "{scheme}://host.example/voltus/webhook/{secret}",
+}
+# what may stand right against a quoted URL: words, punctuation, quotes, brackets, line breaks
+AROUND = st.text(alphabet=st.sampled_from("ab T2 @#?&;=:/.,)(<>'\"\n%é"), max_size=8)
+
+
+@given(
+    secret=SECRET,
+    form=st.sampled_from(list(URL_FORMS)),
+    name=NAMES,
+    scheme=st.sampled_from(["https", "http", "postgresql+psycopg"]),
+    before=st.one_of(AROUND, st.text(max_size=8)),
+    after=st.one_of(AROUND, st.text(max_size=8)),
+)
+def test_no_secret_survives_masking_whatever_text_stands_around_its_url(
+    secret: str, form: str, name: str, scheme: str, before: str, after: str
+) -> None:
+    assume(secret not in before and secret not in after)
+    url = URL_FORMS[form].format(scheme=scheme, secret=secret, name=name)
+    assert secret not in redact_text(before + url + after)
+
+
+@given(st.text(alphabet=st.characters(exclude_characters="?&;#/"), max_size=60))
+def test_a_text_that_can_quote_no_url_is_kept_as_written(text: str) -> None:
+    assert redact_text(text) == text
+
+
+@given(st.text(alphabet=st.sampled_from("htps:/@?#&;=ab'\" .,)(%-_~kenvoltuswbhook"), max_size=40))
+def test_masking_what_is_masked_already_changes_nothing(text: str) -> None:
+    once = redact_text(text)
+    assert redact_text(once) == once
+    assert redact_url(redact_url(text)) == redact_url(text)
+
+
+def test_a_password_holding_a_quote_is_masked_in_a_text_too() -> None:
+    url = "postgresql://etl:pa55'word@db.example/etl"
+    assert "pa55" not in redact_url(url)  # masked when given alone
+    assert "pa55" not in redact_text(f"cannot connect to {url}: timeout")

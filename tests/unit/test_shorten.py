@@ -22,10 +22,25 @@ def test_a_message_is_cut_between_words(text: str, limit: int, shown: str) -> No
     assert len(shorten(text, limit)) <= limit
 
 
-def test_a_refused_connection_says_why_not_where_urllib3_was() -> None:
-    with pytest.raises(requests.ConnectionError) as refused:
-        requests.get("http://127.0.0.1:9/x", timeout=5)  # the discard port: nothing listens
-    assert _first_line(refused.value) == "cannot connect: [Errno 111] Connection refused"
+# requests' words for a connection that failed, the system's reason deep inside them
+REFUSED = (
+    "HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded with url: /x (Caused by "
+    "NewConnectionError('<urllib3.connection.HTTPConnection object at 0x7f>: Failed to establish "
+    "a new connection: [Errno 111] Connection refused'))"
+)
+UNKNOWN_HOST = REFUSED.replace(
+    "[Errno 111] Connection refused", "[Errno -2] Name or service not known"
+)
+
+
+def test_a_failure_is_said_by_its_system_reason_or_else_its_first_line_cut_between_words() -> None:
+    assert _first_line(requests.ConnectionError(REFUSED)) == (
+        "cannot connect: [Errno 111] Connection refused"
+    )
+    assert _first_line(requests.ConnectionError(UNKNOWN_HOST)) == (
+        "cannot connect: [Errno -2] Name or service not known"
+    )
     assert _first_line(requests.ConnectionError("one\ntwo " + "word " * 100)) == "one"
     long = requests.ConnectionError("word " * 100)
     assert _first_line(long).endswith("word…") and len(_first_line(long)) <= 200
+    assert _first_line(requests.Timeout("  ")) == "no detail"

@@ -4,10 +4,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from etl.act.failing import Failing
 from etl.handlers import ActionKind
-from etl.read.status import Health, Status, judge
+from etl.read.status import OUTBOX_LATE, Health, Status, _age, judge, notices_max_age
 from etl.store.vocabulary import ActionState
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -128,3 +130,139 @@ def test_the_worst_problem_sets_the_code_and_every_problem_is_listed() -> None:
 def test_the_limits_themselves_are_still_healthy() -> None:
     """A fetch exactly max_age old, a clock exactly 10 s off: not yet a problem."""
     assert verdict(last_success_at=NOW - MAX_AGE, clock_offset_seconds=10.0) == (Health.OK, [])
+
+
+def test_sites_get_sites_stopped_listing_are_named_ten_at_most() -> None:
+    gone = [(f"s{n:02d}", True, []) for n in range(12)]
+    code, problems = verdict(unlisted_sites=[*gone, ("new", False, [])])
+    assert code == Health.WARNING and len(problems) == 1
+    assert problems[0].startswith(
+        "WARNING: site s00, s01, s02, s03, s04, s05, s06, s07, s08, s09 and 2 more no longer "
+        "listed by GET /sites"
+    )
+    assert "new" not in problems[0]  # never listed, and no dispatch names it: nothing to say
+
+
+def test_a_dispatch_naming_a_site_get_sites_does_not_list_is_said_of_each_site() -> None:
+    code, problems = verdict(unlisted_sites=[("a", False, ["d1", "d2"]), ("b", True, ["d1"])])
+    assert code == Health.WARNING
+    assert problems == [
+        "WARNING: site b no longer listed by GET /sites: the API key's account gets no dispatch "
+        "for a site it does not list; ask Voltus",
+        "WARNING: dispatch d1, d2 names site a, which GET /sites does not list",
+        "WARNING: dispatch d1 names site b, which GET /sites does not list",
+    ]
+
+
+def test_readings_waiting_are_a_warning_only_once_they_wait_too_long() -> None:
+    assert verdict(outbox_waiting=40, outbox_oldest_queued_at=NOW - OUTBOX_LATE) == (Health.OK, [])
+    code, (problem,) = verdict(
+        outbox_waiting=40, outbox_oldest_queued_at=NOW - OUTBOX_LATE - timedelta(seconds=1)
+    )
+    assert code == Health.WARNING
+    assert problem.startswith(
+        "WARNING: 40 readings wait to be sent to Voltus, the oldest queued 10m"
+    )
+
+
+def test_readings_voltus_refused_whole_say_when_they_are_sent_again() -> None:
+    later = NOW + timedelta(minutes=30)
+    assert verdict(outbox_held_back=0, outbox_held_until=later) == (Health.OK, [])
+    code, (problem,) = verdict(outbox_held_back=7, outbox_held_until=later)
+    assert code == Health.WARNING
+    assert problem.startswith("WARNING: Voltus refused 7 readings whole") and "in 30m" in problem
+
+
+def test_each_site_under_dispatch_without_fresh_readings_is_a_line() -> None:
+    late = [("a", "d1", NOW - timedelta(minutes=7)), ("b", "d1", NOW - timedelta(hours=3))]
+    code, problems = verdict(late_readings=late)
+    assert code == Health.WARNING
+    assert [p.split(",")[0] for p in problems] == [
+        "WARNING: site a is under dispatch d1",
+        "WARNING: site b is under dispatch d1",
+    ]
+    assert "ended 7m ago" in problems[0] and "ended 3h ago" in problems[1]
+
+
+def test_notifications_failing_and_given_up_are_warnings_with_their_error() -> None:
+    code, problems = verdict(
+        notifications_failing=2,
+        notification_error="HTTP 500",
+        notifications_given_up=1,
+        given_up_error="gave up after 6h",
+    )
+    assert code == Health.WARNING
+    assert problems[0].startswith("WARNING: 2 notifications have not reached their service")
+    assert problems[0].endswith("they are tried again: HTTP 500")
+    assert problems[1] == "WARNING: 1 notifications were given up in the last 24h: gave up after 6h"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0s"),
+        (119, "119s"),
+        (120, "2m"),
+        (2 * 3600 - 1, "119m"),
+        (2 * 3600, "2h"),
+        (2 * 86400 - 1, "47h"),
+        (2 * 86400, "2d"),
+        (400 * 86400, "400d"),
+    ],
+)
+def test_an_age_is_said_in_the_largest_unit_that_leaves_two_or_more(
+    seconds: int, shown: str
+) -> None:
+    assert _age(timedelta(seconds=seconds)) == shown
+
+
+@pytest.mark.parametrize(
+    ("every", "most"),
+    [(None, timedelta(minutes=5)), (60, timedelta(minutes=5)), (600, timedelta(minutes=30))],
+)
+def test_the_notifier_allows_three_turns_of_a_slow_loop_before_calling_a_fetch_old(
+    every: float | None, most: timedelta
+) -> None:
+    assert notices_max_age(every) == most
+
+
+FACTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "last_success_at": st.one_of(
+            st.none(), st.integers(0, 3600).map(lambda s: NOW - timedelta(seconds=s))
+        ),
+        "failing": st.lists(
+            st.builds(failing, late=st.booleans(), live=st.booleans(), attempts=st.integers(0, 9)),
+            max_size=13,
+        ),
+        "vanished_recently": st.lists(st.sampled_from(["d1", "d2"]), max_size=2),
+        "held_without_end": st.lists(st.sampled_from(["d3"]), max_size=1),
+        "under_delivered": st.lists(st.just(("d3", "s1", 20.0)), max_size=2),
+        "telemetry_error": st.one_of(st.none(), st.just("HTTP 500")),
+        "clock_offset_seconds": st.one_of(st.none(), st.floats(-60, 60)),
+        "unlisted_sites": st.lists(
+            st.tuples(st.sampled_from(["a", "b"]), st.booleans(), st.lists(st.just("d1"))),
+            max_size=3,
+        ),
+        "notifications_failing": st.integers(0, 3),
+        "notifications_given_up": st.integers(0, 3),
+    },
+)
+
+
+@given(FACTS)
+def test_the_code_is_the_worst_problems_and_judging_again_says_the_same(
+    facts: dict[str, object],
+) -> None:
+    status = replace(HEALTHY, **facts)
+    judged = judge(status, MAX_AGE, WINDOW, 50.0)
+    levels = {problem.split(":")[0] for problem in judged.problems}
+    assert levels <= {"CRITICAL", "WARNING"}
+    assert judged.code == (
+        Health.CRITICAL if "CRITICAL" in levels else Health.WARNING if levels else Health.OK
+    )
+    assert all("\n" not in problem for problem in judged.problems)
+    again = judge(judged, MAX_AGE, WINDOW, 50.0)
+    assert (again.code, again.problems) == (judged.code, judged.problems)
+    assert status.problems == [] and status.code == Health.OK  # the facts stay as they were
