@@ -9,7 +9,9 @@ while a fetch is under way wait for the next one, a burst for one dispatch is on
 burst naming many dispatches is one listing. One thread fetches, so a 429's pause holds for all.
 
 /healthz is liveness, for a load balancer or a supervisor: up or down, nothing more. The verdict
-of `etl status` is /status, behind the console's gate.
+of `etl status` is /status, behind the console's gate. Pages of the console take a server thread
+each while they are drawn: at most CONSOLE_AT_ONCE at once, so that /healthz and the webhook
+always find one free.
 
 Only `etl serve` imports this module (and so waitress and prometheus_client).
 """
@@ -60,6 +62,12 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # more dispatches than this waiting at once: one listing fetches them all
 MOST_LOOKUPS = 5
 STATUS_PATH = "/status"
+THREADS = 4  # the server's, answering requests
+# console requests drawn at once; more are answered 503 at once, to be asked again: the other
+# threads stay free for /healthz and the webhook (six 5,000-site pages at once held /healthz
+# for 56 s)
+CONSOLE_AT_ONCE = THREADS - 2
+RETRY_SECONDS = 1
 # /healthz waits this long for the store to answer its read, then says down
 STORE_SECONDS = 2.0
 
@@ -278,7 +286,7 @@ class WebhookApp:
         self.engine, self.where, self.notifications = engine, where, notifications
         self.metrics, self.limits, self.api_url = server_metrics, limits, api_url
         self.liveness = liveness
-        self.console = console.ConsoleApp(engine, where.console, limits)
+        self.console = AtOnce(console.ConsoleApp(engine, where.console, limits), CONSOLE_AT_ONCE)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -306,9 +314,11 @@ class WebhookApp:
         if path == "/metrics":
             text = metrics.exposition(
                 metrics.LiveCollector(self.engine, self.limits), self.metrics.registry
-            )
-            start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4")])
-            return [text.encode()]
+            ).encode()
+            length = str(len(text))
+            headers = [("Content-Type", "text/plain; version=0.0.4"), ("Content-Length", length)]
+            start_response("200 OK", headers)
+            return [text]
         return _answer(start_response, 404, {"message": "not found"})
 
     def _notification(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -328,6 +338,57 @@ class WebhookApp:
         except EtlError as error:
             return 503, {"code": status.Health.CRITICAL, "problems": [f"CRITICAL: {error}"]}
         return (503 if result.code >= status.Health.CRITICAL else 200), result.as_json()
+
+
+class AtOnce:
+    """At most `most` requests in `app` at once; another is answered 503 at once, with
+    Retry-After, rather than wait for a thread."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], most: int) -> None:
+        self.app, self.free = app, threading.BoundedSemaphore(most)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if not self.free.acquire(blocking=False):
+            busy = b"busy drawing other pages: ask again in a second\n"
+            headers = [("Content-Type", "text/plain; charset=utf-8")]
+            headers += [("Content-Length", str(len(busy))), ("Retry-After", str(RETRY_SECONDS))]
+            start_response("503 Service Unavailable", headers)
+            return [busy]
+        try:  # the console answers a list: the page is drawn when it returns
+            return self.app(environ, start_response)
+        finally:
+            self.free.release()
+
+
+class HeadersOnly:
+    """HEAD: the answer a GET would have, its Content-Length included, without its body. waitress
+    sends whatever body the application gives, even to HEAD, and a client keeping its connection
+    alive read that body as the start of the next answer."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ["REQUEST_METHOD"] != "HEAD":
+            return self.app(environ, start_response)
+        answered: list[tuple[str, list[tuple[str, str]]]] = []
+        written: list[bytes] = []
+
+        def keep(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answered[:] = [(status, headers)]
+            return written.append
+
+        body = self.app(environ, keep)
+        try:
+            length = sum(len(chunk) for chunk in [*written, *body])
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+        status, headers = answered[0]
+        if not any(name.lower() == "content-length" for name, _ in headers):
+            headers = [*headers, ("Content-Length", str(length))]
+        start_response(status, headers)
+        return []
 
 
 def _parse_notification(environ: dict[str, Any], api_url: str) -> tuple[int, dict[str, Any]]:
@@ -517,13 +578,13 @@ def _connection_limit() -> int:
 def _server(app: Callable[..., Iterable[bytes]], where: Listener, sockets: dict[int, Any]) -> Any:
     try:
         server = waitress.create_server(
-            app,
+            HeadersOnly(app),
             map=sockets,
             host=where.host,
             port=where.port,
             # larger than a notification may be, so that etl answers (and counts) the 413
             max_request_body_size=BODY_READ_LIMIT,
-            threads=4,
+            threads=THREADS,
             connection_limit=_connection_limit(),
             # poll(), not select(): select() fails at a descriptor numbered 1024 or more, which
             # a process allowed more files reaches with a thousand connections
@@ -543,7 +604,8 @@ def serve_console(
     """`etl console`: the console alone (no webhook, no poll) until `stop` is set."""
     _quiet_server_logs()
     sockets: dict[int, Any] = {}
-    server = _server(console.ConsoleApp(engine, where.console, limits), where, sockets)
+    app = AtOnce(console.ConsoleApp(engine, where.console, limits), CONSOLE_AT_ONCE)
+    server = _server(app, where, sockets)
     listening = Listening(server, sockets, stop)
     listening.thread.start()
     log.info("console on http://%s:%s%s", where.host, server.effective_port, console.CONSOLE_PATH)

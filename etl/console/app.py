@@ -12,6 +12,8 @@ import hmac
 import io
 import re
 import shlex
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +28,7 @@ from etl.base.errors import ConfigError, EtlError
 from etl.base.timeutil import utcnow, zone_or_utc
 from etl.read import calendar, output, pages, status
 from etl.read.reports import ReportFilter, dispatches_report, performance_report, stream
+from etl.source.records import record_id
 
 __all__ = ["CONSOLE_PATH", "Access", "ConsoleApp", "access", "refusal"]
 
@@ -37,6 +40,10 @@ SUBSCRIBED_PATH = "/calendar/"
 TOKEN = re.compile(r"[A-Za-z0-9._~-]{16,200}")
 CALENDAR_DAYS = timedelta(days=7)  # the calendar's dispatches: those that started since
 REFRESH_SECONDS = 15  # "now and next" reloads itself this often
+# the verdict of `etl status` atop each page is this old at most: one check serves every page
+# drawn meanwhile (it looks up each site under dispatch: 2 s for 5,000 on PostgreSQL)
+HEALTH_SECONDS = 5.0
+MOST_PROBLEMS = 10  # of its lines shown: 5,000 sites under-delivered are 5,000 lines
 MOST_QUERY = 2048  # bytes of query string read
 HEADERS = [
     # no script, no frame, no outside resource: what the API sent cannot run or call out
@@ -114,6 +121,8 @@ def handles(path: str) -> bool:
 class ConsoleApp:
     def __init__(self, engine: Engine, rule: Access, limits: status.Limits) -> None:
         self.engine, self.rule, self.limits = engine, rule, limits
+        self._health_lock = threading.Lock()
+        self._checked: tuple[float, status.Status | str] | None = None  # when, and the verdict
         self.templates = Environment(
             loader=PackageLoader("etl.console"),
             autoescape=select_autoescape(default=True),
@@ -122,6 +131,8 @@ class ConsoleApp:
             lstrip_blocks=True,
         )
         self.templates.filters |= {"local": _local, "utc": _utc, "iso": _iso, "kw": _kw}
+        self.templates.filters |= {"count": "{:,}".format, "many": _many}
+        self.templates.globals["MOST_PROBLEMS"] = MOST_PROBLEMS
         self.templates.filters["shell"] = shlex.quote  # an id in a command to copy
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -147,26 +158,31 @@ class ConsoleApp:
         now = utcnow()
         if path == CALENDAR_PATH:
             return self._calendar(start_response, now)
+        zone = _zone(query)
         # the failures as `etl status` judges them
-        seen = (now, self.limits.window, self.limits.act_within, _zone(query))
+        seen = (now, self.limits.window, self.limits.act_within, zone)
         if path in (CONSOLE_PATH, CONSOLE_PATH.rstrip("/")):
             found_now = pages.now_and_next(self.engine, *seen)
             return self._page(start_response, 200, "now.html", page=found_now, now=now)
         if path == CONSOLE_PATH + "dispatch":
-            page = pages.dispatch_page(self.engine, query.get("id", ""), *seen)
+            number = _page_number(query)
+            wanted = _stored_id(query.get("id", ""))
+            page = pages.dispatch_page(self.engine, wanted, *seen, number) if wanted else None
             if page is None:
                 return self._page(start_response, 404, "missing.html", what="dispatch")
-            chart = base64.b64encode(page.chart_svg.encode()).decode()
-            return self._page(start_response, 200, "dispatch.html", page=page, chart=chart)
+            chart = page.chart_svg and base64.b64encode(page.chart_svg.encode()).decode()
+            return self._page(start_response, 200, "dispatch.html", page=page, chart=chart, tz=zone)
         if path == CONSOLE_PATH + "site":
-            found = pages.site_page(self.engine, query.get("id", ""), *seen)
+            wanted = _stored_id(query.get("id", ""))
+            found = pages.site_page(self.engine, wanted, *seen) if wanted else None
             if found is None:
                 return self._page(start_response, 404, "missing.html", what="site")
             return self._page(start_response, 200, "site.html", page=found)
         f = _history_filter(query)
         if path == CONSOLE_PATH + "history":
-            months = pages.history(self.engine, f)
-            programs = pages.programs(self.engine)
+            every = pages.history(self.engine, f)
+            months = pages.Part(every[-pages.MOST_ROWS :], len(every))  # the latest
+            programs = pages.programs(self.engine, f.program_id)
             return self._page(
                 start_response, 200, "history.html", months=months, f=f, programs=programs
             )
@@ -186,6 +202,14 @@ class ConsoleApp:
         return _send(start_response, code, "text/html; charset=utf-8", body.encode())
 
     def _health(self) -> status.Status | str:
+        """The verdict, checked again once HEALTH_SECONDS old: by one page at a time, the others
+        waiting for its answer."""
+        with self._health_lock:
+            if self._checked is None or time.monotonic() - self._checked[0] >= HEALTH_SECONDS:
+                self._checked = (time.monotonic(), self._check())
+            return self._checked[1]
+
+    def _check(self) -> status.Status | str:
         try:
             return self.limits.check(self.engine)
         except EtlError as error:
@@ -221,6 +245,19 @@ def _zone(query: dict[str, str]) -> str | None:
     return zone or None
 
 
+def _stored_id(given: str) -> str | None:
+    """The id asked for, if the store could hold it (etl.source.records): else nothing is asked
+    of the store, which would find nothing, and PostgreSQL fails a query holding a NUL."""
+    return record_id({"id": given})
+
+
+def _page_number(query: dict[str, str]) -> int:
+    number = query.get("page", "1").strip()
+    if not (number.isascii() and number.isdigit() and int(number) >= 1):
+        raise BadQuery("page is a page's number, from 1")
+    return int(number)
+
+
 def _history_filter(query: dict[str, str]) -> ReportFilter:
     program = query.get("program", "").strip()
     if program and not (program.lstrip("-").isascii() and program.lstrip("-").isdigit()):
@@ -228,6 +265,8 @@ def _history_filter(query: dict[str, str]) -> ReportFilter:
     if program and not -(2**31) <= int(program) < 2**31:
         raise BadQuery("program is out of range")
     site = query.get("site", "").strip()
+    if site and _stored_id(site) is None:
+        raise BadQuery("site is a site's id: at most 200 characters, none of them a control")
     return ReportFilter(program_id=int(program) if program else None, site_id=site or None)
 
 
@@ -286,6 +325,11 @@ def _utc(moment: datetime | None) -> str:
 
 def _iso(moment: datetime | None) -> str:
     return "" if moment is None else moment.isoformat()
+
+
+def _many(n: int, one: str, many: str | None = None) -> str:
+    """`1 site`, `5,000 sites`."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def _kw(value: float | None) -> str:

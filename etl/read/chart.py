@@ -2,6 +2,10 @@
 its metered kW around the dispatch, the dispatch shaded, the baseline and target lines, and a
 marker for each curtail and restore, times in the program's zone (or the console page's).
 
+A dispatch of several sites has a first panel of their sum, the fleet's; and at most MOST_PANELS
+sites are drawn, those that most need an eye (`_notable`), the others counted ("and 4,980 more
+sites"): 5,000 panels were a picture 1,250,000 pixels tall, and seconds of queries.
+
 The view is the dispatch with its own length either side (VIEW_MARGIN), so that a 3-minute
 dispatch is not a sliver of the telemetry window; the baseline is still the mean of the hour
 before the start, drawn or not. Until Voltus's readings of the window are fetched (after the
@@ -16,25 +20,36 @@ and prints the file.
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
+from typing import Any
 from xml.sax.saxutils import escape
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, exists, func, or_, select
 
 from etl.base.errors import ConfigError
 from etl.base.timeutil import zone_or_utc
 from etl.ingest.telemetry import BEFORE, INTERVAL
-from etl.read.reports import meter_readings, site_meters
+from etl.read.reports import dispatch_performance, meter_readings, site_meters
 from etl.store.db import read_transaction
 from etl.store.schema import actions, dispatch_sites, dispatches, programs, telemetry_outbox
 from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
-__all__ = ["BUCKETS", "MOST_TICKS", "Command", "DispatchChart", "SitePanel", "chart_data", "render"]
+__all__ = [
+    "BUCKETS",
+    "MOST_PANELS",
+    "MOST_TICKS",
+    "Command",
+    "DispatchChart",
+    "SitePanel",
+    "chart_data",
+    "render",
+]
 
 WIDTH, PANEL_HEIGHT, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, HEADER = 900, 220, 60, 20, 30, 64
 MOST_TICKS = 12  # time labels on an axis, whatever the span
 # a site's load is drawn with at most this many buckets, each its lowest and highest reading (so
 # that a drop stays visible however long the window): a year of minutes is not 500,000 points
 BUCKETS = 400
+MOST_PANELS = 20  # sites drawn, beside the fleet's sum
 MINUTE, DAY = timedelta(minutes=1), timedelta(days=1)
 TICK_STEPS = [MINUTE * n for n in (1, 5, 15, 30, 60, 120, 180, 360, 720)] + [
     DAY * n for n in (1, 2, 7, 14, 30, 91, 182, 365, 730, 1826, 3652, 36524, 365242)
@@ -42,8 +57,12 @@ TICK_STEPS = [MINUTE * n for n in (1, 5, 15, 30, 60, 120, 180, 360, 720)] + [
 # the time drawn either side of the dispatch: its own length, within these bounds
 VIEW_MARGIN = (timedelta(minutes=5), DAY)
 COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "missed": "#ef6c00"}
+FAILED = ("failed", "missed", "retrying")  # an action in these failed its site
 QUOTE = {'"': "&quot;"}  # for escape() in an attribute: an id may hold a quote
 CLIP = "view"  # the id of the view's clip path
+
+
+Sites = Select[tuple[str]] | list[str]  # the sites whose load is summed: a query of ids, or ids
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,7 @@ class SitePanel:
     load: list[tuple[datetime, float]]  # (interval end, kW), in time order
     commands: list[Command]
     live: bool = False  # its load is that of its readings queued for Voltus, not Voltus's
+    summed: int = 0  # the fleet's panel: how many sites' load it sums (0: one site's own)
 
 
 @dataclass(frozen=True)
@@ -69,7 +89,8 @@ class DispatchChart:
     zone: tzinfo
     start: datetime
     end: datetime
-    panels: list[SitePanel]
+    panels: list[SitePanel]  # the fleet's first, if the dispatch has several sites
+    more: int = 0  # its sites not drawn
 
     def baseline(self, panel: SitePanel) -> float | None:
         """The mean load of the hour before the start, as the view dispatch_performance has it."""
@@ -86,7 +107,7 @@ class DispatchChart:
 
 
 def chart_data(engine: Engine, dispatch_id: str) -> DispatchChart:
-    d, p = dispatches.c, programs.c
+    d, p, ds = dispatches.c, programs.c, dispatch_sites.c
     with read_transaction(engine) as conn:
         head = conn.execute(
             select(d.start_time, d.end_time, p.name, p.timezone)
@@ -101,30 +122,71 @@ def chart_data(engine: Engine, dispatch_id: str) -> DispatchChart:
         )
         first, last = chart.view
         first = min(first, chart.start - BEFORE)  # the baseline's hour, drawn or not
-        sites = conn.execute(
-            select(dispatch_sites.c.site_id, dispatch_sites.c.commitment_kw)
-            .where(dispatch_sites.c.dispatch_id == dispatch_id)
-            .order_by(dispatch_sites.c.site_id)
-        ).all()
+        count, committed = conn.execute(
+            select(func.count(), func.sum(ds.commitment_kw)).where(ds.dispatch_id == dispatch_id)
+        ).one()
         panels = []
-        for site in sites:
-            load = _site_load(conn, site.site_id, first, last)
-            queued = [] if load else _queued_load(conn, site.site_id, first, last)
-            commands = _site_commands(conn, dispatch_id, site.site_id)
-            panels.append(
-                SitePanel(site.site_id, site.commitment_kw, load or queued, commands, bool(queued))
-            )
-    return replace(chart, panels=panels)
+        if count > 1:
+            its_sites = select(ds.site_id).where(ds.dispatch_id == dispatch_id)
+            load, live = _load(conn, its_sites, first, last)
+            panels.append(SitePanel("", committed, load, [], live, summed=count))
+        notable = _notable(conn, dispatch_id)
+        for site_id, commitment_kw in notable:
+            load, live = _load(conn, [site_id], first, last)
+            commands = _site_commands(conn, dispatch_id, site_id)
+            panels.append(SitePanel(site_id, commitment_kw, load, commands, live))
+    return replace(chart, panels=panels, more=count - len(notable))
 
 
-def _site_load(
-    conn: Connection, site_id: str, first: datetime, last: datetime
+def _notable(conn: Connection, dispatch_id: str) -> list[tuple[str, float | None]]:
+    """The MOST_PANELS sites of the dispatch that most need an eye, and their commitments: those
+    an action of which failed (or is retrying, or was missed), then those furthest short of
+    their commitment by their metered response (dispatch_performance, once measured), then by
+    id. Read apart and ranked here: joined to the view, SQLite computed the view again for each
+    site (8 s for 5,000)."""
+    a, ds, v = actions.c, dispatch_sites.c, dispatch_performance.c
+    failed = set(
+        conn.execute(
+            select(a.site_id).where(a.dispatch_id == dispatch_id, a.state.in_(FAILED))
+        ).scalars()
+    )
+    shortfall = dict(
+        conn.execute(
+            select(v.site_id, v.commitment_kw - v.delivered_kw).where(v.dispatch_id == dispatch_id)
+        ).all()
+    )
+    its_sites = conn.execute(
+        select(ds.site_id, ds.commitment_kw).where(ds.dispatch_id == dispatch_id)
+    ).all()
+
+    def need(site: Any) -> tuple[bool, bool, float, str]:
+        short = shortfall.get(site.site_id)
+        return site.site_id not in failed, short is None, -(short or 0.0), site.site_id
+
+    ranked = sorted(its_sites, key=need)[:MOST_PANELS]
+    return [(site.site_id, site.commitment_kw) for site in ranked]
+
+
+def _load(
+    conn: Connection, site_ids: Sites, first: datetime, last: datetime
+) -> tuple[list[tuple[datetime, float]], bool]:
+    """The summed load of these sites, (interval end, kW) in time order, by Voltus's readings;
+    else by their readings queued for Voltus, if any (live: True)."""
+    metered = _metered_load(conn, site_ids, first, last)
+    if metered:
+        return metered, False
+    queued = _queued_load(conn, site_ids, first, last)
+    return queued, bool(queued)
+
+
+def _metered_load(
+    conn: Connection, site_ids: Sites, first: datetime, last: datetime
 ) -> list[tuple[datetime, float]]:
     t = meter_readings.c  # a site's load: its POI meter, or its load meters (migration 0017)
     rows = conn.execute(
         select(t.interval_end, func.sum(t.kw))
         .where(
-            t.site_id == site_id,
+            t.site_id.in_(site_ids),
             t.role == "load",
             t.interval_seconds == INTERVAL,
             t.interval_end > first,
@@ -137,20 +199,27 @@ def _site_load(
 
 
 def _queued_load(
-    conn: Connection, site_id: str, first: datetime, last: datetime
+    conn: Connection, site_ids: Sites, first: datetime, last: datetime
 ) -> list[tuple[datetime, float]]:
-    """The site's load by its readings queued for Voltus (sent or not), by the rule of the view
-    meter_readings: its POI meter alone if it has one, else every meter but its generators and
-    batteries (a reading of meter '' is its only meter's)."""
+    """The load by the sites' readings queued for Voltus (sent or not), by the rule of the view
+    meter_readings: a site's POI meter alone if it has one, else every meter of it but its
+    generators and batteries (a reading of meter '' is its only meter's)."""
     m, o = site_meters.c, telemetry_outbox.c
-    kinds = dict(conn.execute(select(m.meter_id, m.asset_type).where(m.site_id == site_id)).all())
-    pois = [meter for meter, kind in kinds.items() if kind == "poi"]
-    apart = [meter for meter, kind in kinds.items() if kind in ("generator", "battery")]
-    counted = o.meter_id.in_([*pois, ""]) if pois else o.meter_id.not_in(apart)
+    has_poi = exists().where(m.site_id == o.site_id, m.asset_type == "poi")
+
+    def its_meter_is(*kinds: str) -> ColumnElement[bool]:
+        return exists().where(
+            m.site_id == o.site_id, m.meter_id == o.meter_id, m.asset_type.in_(kinds)
+        )
+
+    counted = or_(
+        and_(has_poi, or_(o.meter_id == "", its_meter_is("poi"))),
+        and_(~has_poi, ~its_meter_is("generator", "battery")),
+    )
     rows = conn.execute(
         select(o.interval_end, func.sum(o.value))
         .where(
-            o.site_id == site_id,
+            o.site_id.in_(site_ids),
             o.endpoint == OutboxEndpoint.TELEMETRY,
             o.units == ReadingUnits.KW,
             o.interval_end > first,
@@ -175,7 +244,7 @@ def _site_commands(conn: Connection, dispatch_id: str, site_id: str) -> list[Com
 
 
 def render(chart: DispatchChart) -> str:
-    """The SVG document: a header, then one panel per site."""
+    """The SVG document: a header, then one panel per site drawn."""
     height = HEADER + len(chart.panels) * (PANEL_HEIGHT + MARGIN_TOP) + 10
     local = chart.start.astimezone(chart.zone)
     title = (
@@ -195,6 +264,11 @@ def render(chart: DispatchChart) -> str:
         f'<text x="{MARGIN_LEFT}" y="22" font-size="14">{escape(title)}</text>',
         *_legend(40),
     ]
+    if chart.more:
+        parts.append(
+            f'<text class="more" x="{WIDTH - MARGIN_RIGHT}" y="44" text-anchor="end">'
+            f"and {chart.more:,} more sites</text>"
+        )
     for index, panel in enumerate(chart.panels):
         top = HEADER + index * (PANEL_HEIGHT + MARGIN_TOP)
         parts += _panel(chart, panel, top)
@@ -220,7 +294,8 @@ def _panel(chart: DispatchChart, panel: SitePanel, top: float) -> list[str]:
         return top + MARGIN_TOP + (high - kw) / (high - low) * (PANEL_HEIGHT - MARGIN_TOP)
 
     commitment = f"{panel.commitment_kw:g} kW" if panel.commitment_kw is not None else "unknown"
-    label = f"site {panel.site_id}: commitment {commitment}"
+    what = f"all {panel.summed:,} sites, summed" if panel.summed else f"site {panel.site_id}"
+    label = f"{what}: commitment {commitment}"
     if baseline is not None:
         label += f", baseline {baseline:.1f} kW"
     if panel.live:
@@ -228,8 +303,13 @@ def _panel(chart: DispatchChart, panel: SitePanel, top: float) -> list[str]:
     if not panel.load:
         label += " (no telemetry stored: etl fetch --telemetry)"
     bottom = y(low)
+    group = (
+        'class="panel fleet"'
+        if panel.summed
+        else f'class="panel" data-site="{escape(panel.site_id, QUOTE)}"'
+    )
     parts = [
-        f'<g class="panel" data-site="{escape(panel.site_id, QUOTE)}">',
+        f"<g {group}>",
         f'<text x="{MARGIN_LEFT}" y="{top + 18}" font-size="12">{escape(label)}</text>',
         f'<rect class="window" x="{x(chart.start):.1f}" y="{y(high):.1f}" '
         f'width="{x(chart.end) - x(chart.start):.1f}" height="{bottom - y(high):.1f}" '

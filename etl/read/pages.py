@@ -8,21 +8,27 @@ site to do for that dispatch, and how that went. What fails a site now is etl.ac
 
 Each page shows every time in one zone, which it names: the one asked for (?tz=), else its
 first dispatch's program's (on "Now and next", the soonest), else UTC.
+
+Every page is bounded, whatever the store holds: a list shows at most MOST_ROWS rows and counts
+the rest (a Part), and a dispatch's sites are paged, PAGE_SITES a page, those that need an eye
+first. A dispatch of 5,000 sites drawn whole was an 18 MB page that took seconds of the
+server's time.
 """
 
+import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, or_, select
+from sqlalchemy import Connection, Engine, Select, func, or_, select
 
 from etl.act.failing import Failing, failing
 from etl.base.timeutil import utcnow, zone_or_utc
 from etl.handlers import ActionKind
 from etl.read.audit import AuditQuery, describe, trail
-from etl.read.chart import chart_data, render
+from etl.read.chart import FAILED, chart_data, render
 from etl.read.reports import (
     APART,
     ReportFilter,
@@ -43,10 +49,13 @@ from etl.store.vocabulary import ActionState
 
 __all__ = [
     "MOST_OPEN",
+    "MOST_ROWS",
+    "PAGE_SITES",
     "Card",
     "DispatchPage",
     "MonthRow",
     "NowPage",
+    "Part",
     "SitePage",
     "SiteState",
     "dispatch_page",
@@ -57,16 +66,47 @@ __all__ = [
     "site_page",
 ]
 
-MOST_DISPATCHES = 200  # on one page: "now and next", or a site's latest
-# a dispatch's sites shown open on "now and next": its failing ones all, then its pending ones
-# up to this many; the others are folded, so that a 200-site dispatch does not push the next
-# one out of sight
+MOST_ROWS = 100  # of any one list on a page: the others are counted, not listed
+PAGE_SITES = 100  # of a dispatch's sites on one page of its own (?page=)
+MOST_ATTEMPTS = 5  # of an action's attempts on its dispatch's page: its latest
+# a dispatch's sites shown on "now and next": its failing ones, then its pending ones, up to
+# this many; the others are counted, and listed on its own page, so that a 200-site dispatch
+# does not push the next one out of sight
 MOST_OPEN = 10
 DONE = {ActionKind.CURTAIL: "curtailed", ActionKind.RESTORE: "restored"}
 NOT_SENT = (ActionState.PENDING, ActionState.WAITING)
 # a site's standing on a dispatch, in the order shown: the first two need someone's eye
 STANDINGS = ("failing", "pending", "curtailed", "restored", "skipped", "superseded")
-FAILED = ("failed", "missed", "retrying")  # a latest action in these failed its site
+
+
+Row = TypeVar("Row")
+
+
+@dataclass(frozen=True)
+class Part(Generic[Row]):
+    """The rows shown of a list that may be long, and how many it has in all."""
+
+    rows: list[Row]
+    total: int
+
+    @property
+    def more(self) -> int:
+        """How many are not shown."""
+        return self.total - len(self.rows)
+
+
+def _part(rows: list[Row]) -> Part[Row]:
+    return Part(rows[:MOST_ROWS], len(rows))
+
+
+def _first(conn: Connection, query: Select[Any]) -> Part[dict[str, Any]]:
+    """The query's first MOST_ROWS rows, and how many it has: counted only if it may have more."""
+    rows = [dict(row) for row in conn.execute(query.limit(MOST_ROWS)).mappings()]
+    total = len(rows)
+    if total == MOST_ROWS:
+        counted = select(func.count()).select_from(query.order_by(None).subquery())
+        total = conn.execute(counted).scalar_one()
+    return Part(rows, total)
 
 
 @dataclass(frozen=True)
@@ -83,18 +123,17 @@ class Card:
     """A dispatch on "now and next"."""
 
     summary: dict[str, Any]  # its row of the view dispatch_summary
-    sites: list[SiteState]  # failing first, then pending, then the others (by name within)
-    shown: int  # how many of `sites` are shown open: the others are folded
+    sites: Part[SiteState]  # those shown: failing first, then pending (by name within)
     counts: dict[str, int]  # how many of its sites have each standing
 
 
 @dataclass(frozen=True)
 class NowPage:
     zone: str
-    failing: list[Failing]  # the actions failing a site now, oldest first
-    past: list[Failing]  # those that ended failed or missed, not acknowledged
-    site_names: dict[str, str]  # of the sites of `failing` and `past`
-    cards: list[Card]  # the dispatches under way or to come, and those a restore fails
+    failing: Part[Failing]  # the actions failing a site now, oldest first
+    past: Part[Failing]  # those that ended failed or missed, not acknowledged
+    site_names: dict[str, str]  # of the sites of `failing` and `past` shown
+    cards: Part[Card]  # the dispatches under way or to come, and those a restore fails
 
 
 @dataclass(frozen=True)
@@ -115,28 +154,37 @@ class Action:
     state: str
     note: str | None
     idempotency_key: str
-    attempts: list[Attempt] = field(default_factory=list)
+    attempts: Part[Attempt]  # its latest MOST_ATTEMPTS, in order
 
 
 @dataclass(frozen=True)
 class DispatchPage:
     zone: str
     summary: dict[str, Any]  # its row of the view dispatch_summary
-    sites: list[SiteState]
-    timeline: list[tuple[datetime, str]]  # (when, the audit trail's line)
-    chart_svg: str
-    performance: list[dict[str, Any]]  # its rows of `etl report performance`
-    actions: list[Action]
+    counts: dict[str, int]  # how many of its sites have each standing
+    number: int  # which page of its sites this is, from 1
+    pages: int
+    sites: list[SiteState]  # this page's: failing first, then pending, then the others
+    # the dispatch as a whole, on its first page only (its chart reads every site's readings)
+    timeline: Part[tuple[datetime, str]] | None  # (when, the audit trail's line), oldest first
+    chart_svg: str | None
+    performance: list[dict[str, Any]]  # this page's sites' rows of `etl report performance`
+    actions: list[Action]  # of this page's sites
+
+    @property
+    def first(self) -> int:
+        """The position of the page's first site among the dispatch's, from 1."""
+        return (self.number - 1) * PAGE_SITES + 1
 
 
 @dataclass(frozen=True)
 class SitePage:
     zone: str
     site: dict[str, Any]  # its row of `sites`
-    dispatches: list[dict[str, Any]]  # its latest, newest first, as dispatch_summary has them
-    performance: list[dict[str, Any]]  # its metered response to each ended dispatch
-    failing: list[Failing]  # its actions failing it now
-    failures: list[dict[str, Any]]  # its other failed and missed actions, as curtailment_log has
+    dispatches: Part[dict[str, Any]]  # its latest, newest first, as dispatch_summary has them
+    performance: Part[dict[str, Any]]  # its metered response to each ended dispatch, newest first
+    failing: Part[Failing]  # its actions failing it now
+    failures: Part[dict[str, Any]]  # its other failed and missed actions, as curtailment_log has
 
 
 @dataclass
@@ -192,6 +240,7 @@ def now_and_next(
     with read_transaction(engine, one_snapshot=True) as conn:
         found = failing(conn, now, window, act_within)
         live = [f for f in found if f.live]
+        live_shown, past_shown = _part(live), _part([f for f in found if not f.live])
         query = (
             select(v)
             .where(
@@ -202,25 +251,29 @@ def now_and_next(
                 )
             )
             .order_by(v.c.start_time, v.c.dispatch_id)
-            .limit(MOST_DISPATCHES)
         )
-        rows = [dict(row) for row in conn.execute(query).mappings()]
-        states = _site_states(conn, [row["dispatch_id"] for row in rows], live)
-        names = _site_names(conn, {f.site_id for f in found})
-    cards = [_card(row, states.get(row["dispatch_id"], [])) for row in rows]
-    zone = _page_zone(tz, rows[0]["timezone"] if rows else None)
-    past = [f for f in found if not f.live]
-    return NowPage(zone, live, past, names, cards)
+        rows = _first(conn, query)
+        states = _site_states(conn, [row["dispatch_id"] for row in rows.rows], live)
+        names = _site_names(conn, {f.site_id for f in live_shown.rows + past_shown.rows})
+    cards = [_card(row, states.get(row["dispatch_id"], [])) for row in rows.rows]
+    zone = _page_zone(tz, rows.rows[0]["timezone"] if rows.rows else None)
+    return NowPage(zone, live_shown, past_shown, names, Part(cards, rows.total))
+
+
+def _ordered(states: list[SiteState]) -> tuple[list[SiteState], dict[str, int]]:
+    """A dispatch's sites, failing first, then pending, then the others (stable: by name within),
+    and how many have each standing."""
+    ordered = sorted(states, key=lambda site: STANDINGS.index(site.standing))
+    found = Counter(site.standing for site in states)
+    return ordered, {name: found[name] for name in STANDINGS}
 
 
 def _card(summary: dict[str, Any], states: list[SiteState]) -> Card:
-    ordered = sorted(states, key=lambda site: STANDINGS.index(site.standing))  # stable: by name
-    found = Counter(site.standing for site in states)
-    counts = {name: found[name] for name in STANDINGS}
+    ordered, counts = _ordered(states)
     if len(ordered) <= MOST_OPEN:
-        return Card(summary, ordered, len(ordered), counts)
-    needing = counts["failing"] + counts["pending"]
-    return Card(summary, ordered, min(needing, max(counts["failing"], MOST_OPEN)), counts)
+        return Card(summary, Part(ordered, len(ordered)), counts)
+    needing = min(counts["failing"] + counts["pending"], MOST_OPEN)
+    return Card(summary, Part(ordered[:needing], len(ordered)), counts)
 
 
 def dispatch_page(
@@ -230,7 +283,10 @@ def dispatch_page(
     window: timedelta,
     act_within: timedelta,
     tz: str | None,
+    number: int = 1,
 ) -> DispatchPage | None:
+    """The dispatch, with page `number` of its sites (the last, if there are fewer) and their
+    actions and measures; on the first, its chart and the start of its audit trail."""
     with read_transaction(engine, one_snapshot=True) as conn:
         summary = conn.execute(
             select(dispatch_summary).where(dispatch_summary.c.dispatch_id == dispatch_id)
@@ -238,31 +294,47 @@ def dispatch_page(
         if summary is None:
             return None
         live = [f for f in failing(conn, now, window, act_within) if f.live]
-        states = _site_states(conn, [dispatch_id], live).get(dispatch_id, [])
-        taken = _actions(conn, dispatch_id)
+        ordered, counts = _ordered(_site_states(conn, [dispatch_id], live).get(dispatch_id, []))
+        pages = max(1, math.ceil(len(ordered) / PAGE_SITES))
+        number = min(number, pages)
+        shown = ordered[(number - 1) * PAGE_SITES : number * PAGE_SITES]
+        shown_ids = [site.site_id for site in shown]
+        taken = _actions(conn, dispatch_id, shown_ids)
     zone = _page_zone(tz, summary.timezone)
-    timeline = [
-        (event["occurred_at"], describe(event))
-        for event in trail(engine, AuditQuery(dispatch_id=dispatch_id))
-    ]
+    d = dispatch_performance.c
     performance = list(
         stream(
             engine,
             performance_report(ReportFilter()).where(
-                dispatch_performance.c.dispatch_id == dispatch_id
+                d.dispatch_id == dispatch_id, d.site_id.in_(shown_ids)
             ),
         )
     )
-    chart = replace(chart_data(engine, dispatch_id), zone=zone_or_utc(zone))
+    whole = number == 1
     return DispatchPage(
         zone,
         summary._asdict(),
-        states,
-        timeline,
-        render(chart),
+        counts,
+        number,
+        pages,
+        shown,
+        _timeline(engine, dispatch_id) if whole else None,
+        render(replace(chart_data(engine, dispatch_id), zone=zone_or_utc(zone))) if whole else None,
         performance,
         taken,
     )
+
+
+def _timeline(engine: Engine, dispatch_id: str) -> Part[tuple[datetime, str]]:
+    """The first MOST_ROWS lines of the dispatch's audit trail, and how many it has: read to its
+    end (0.2 s for 20,000 events), as a trail left early keeps its cursor open."""
+    told: list[tuple[datetime, str]] = []
+    total = 0
+    for event in trail(engine, AuditQuery(dispatch_id=dispatch_id)):
+        if total < MOST_ROWS:
+            told.append((event["occurred_at"], describe(event)))
+        total += 1
+    return Part(told, total)
 
 
 def site_page(
@@ -278,25 +350,26 @@ def site_page(
         if site is None:
             return None
         latest = dispatches_report(ReportFilter(site_id=site_id))
-        latest = latest.order_by(None).order_by(dispatch_summary.c.start_time.desc())
-        recent = [dict(row) for row in conn.execute(latest.limit(MOST_DISPATCHES)).mappings()]
+        recent = _first(conn, latest.order_by(None).order_by(dispatch_summary.c.start_time.desc()))
         live = [
             f for f in failing(conn, now, window, act_within) if f.live and f.site_id == site_id
         ]
-        failed = conn.execute(
+        failures = _first(
+            conn,
             select(curtailment_log)
             .where(
                 curtailment_log.c.site_id == site_id,
                 curtailment_log.c.state.in_([ActionState.FAILED, ActionState.MISSED]),
                 curtailment_log.c.action_id.not_in([f.action_id for f in live]),
             )
-            .order_by(curtailment_log.c.finished_at.desc())
-            .limit(MOST_DISPATCHES)
+            .order_by(curtailment_log.c.finished_at.desc()),
         )
-        failures = [dict(row) for row in failed.mappings()]
-    performance = list(stream(engine, performance_report(ReportFilter(site_id=site_id))))
-    zone = _page_zone(tz, recent[0]["timezone"] if recent else None)
-    return SitePage(zone, site._asdict(), recent, performance, live, failures)
+        measured = performance_report(ReportFilter(site_id=site_id))
+        performance = _first(
+            conn, measured.order_by(None).order_by(dispatch_performance.c.start_time.desc())
+        )
+    zone = _page_zone(tz, recent.rows[0]["timezone"] if recent.rows else None)
+    return SitePage(zone, site._asdict(), recent, performance, _part(live), failures)
 
 
 def history(engine: Engine, f: ReportFilter) -> list[MonthRow]:
@@ -372,26 +445,40 @@ def _site_names(conn: Connection, site_ids: set[str]) -> dict[str, str]:
     return names
 
 
-def _actions(conn: Connection, dispatch_id: str) -> list[Action]:
+def _actions(conn: Connection, dispatch_id: str, site_ids: list[str]) -> list[Action]:
+    """The dispatch's actions on these sites, each with its latest MOST_ATTEMPTS attempts."""
     a, t = actions.c, action_attempts.c
-    taken = {
-        row.id: Action(row.site_id, row.kind, row.episode, row.state, row.note, row.idempotency_key)
-        for row in conn.execute(select(actions).where(a.dispatch_id == dispatch_id).order_by(a.id))
-    }
-    for chunk in chunks(list(taken)):
+    rows = conn.execute(
+        select(actions).where(a.dispatch_id == dispatch_id, a.site_id.in_(site_ids)).order_by(a.id)
+    ).all()
+    tried: dict[int, list[Attempt]] = defaultdict(list)
+    for chunk in chunks([row.id for row in rows]):
         for row in conn.execute(
             select(action_attempts).where(t.action_id.in_(chunk)).order_by(t.action_id, t.number)
         ):
-            taken[row.action_id].attempts.append(
+            tried[row.action_id].append(
                 Attempt(
                     row.number, row.worker, row.started_at, row.finished_at, row.outcome, row.error
                 )
             )
-    return list(taken.values())
+    return [
+        Action(
+            row.site_id,
+            row.kind,
+            row.episode,
+            row.state,
+            row.note,
+            row.idempotency_key,
+            Part(tried[row.id][-MOST_ATTEMPTS:], len(tried[row.id])),
+        )
+        for row in rows
+    ]
 
 
-def programs(engine: Engine) -> list[tuple[int, str]]:
-    """Every program's id and name, for choosing one."""
+def programs(engine: Engine, chosen: int | None) -> Part[tuple[int, str]]:
+    """Programs' ids and names, for choosing one: the first MOST_ROWS by id, `chosen` among them."""
+    p = schema.programs.c
+    first = [p.id != chosen] if chosen is not None else []  # false first: the chosen one
     with read_transaction(engine) as conn:
-        rows = conn.execute(select(schema.programs.c.id, schema.programs.c.name).order_by("id"))
-        return [(row.id, row.name) for row in rows]
+        found = _first(conn, select(p.id, p.name).order_by(*first, p.id))
+    return Part(sorted((row["id"], row["name"]) for row in found.rows), found.total)

@@ -2,6 +2,7 @@
 database; the poll set to 10 minutes, so that only a webhook explains an action."""
 
 import gc
+import http.client
 import json
 import logging
 import threading
@@ -603,3 +604,82 @@ def test_the_start_line_names_the_webhook_path_with_its_token_masked(
     finally:
         service.close()
     assert logged[-1].getMessage() == "stopped"
+
+
+def test_head_answers_the_headers_alone_on_every_route_and_the_connection_goes_on(
+    world: World,
+) -> None:
+    """HEAD had the body too: a client keeping its connection alive read that body as the start
+    of its next answer."""
+    service = Service(world, TOKEN).start()
+    world.sandbox.dispatches = [active("d1", site("a"))]
+    dispatches.fetch(world.engine, world.client)
+    routes = {
+        "/console/": 200,
+        "/console/dispatch?id=d1": 200,
+        "/console/site?id=a": 200,
+        "/console/history": 200,
+        "/console/history/dispatches.csv": 200,
+        "/console/nope": 404,
+        "/console/dispatch?id=d1&page=0": 400,
+        "/calendar.ics": 200,
+        "/healthz": 200,
+        "/status": 200,
+        "/metrics": 200,
+        f"/voltus/webhook/{TOKEN}": 405,
+        "/voltus/webhook/wrong": 404,
+        "/nowhere": 404,
+    }
+    connection = http.client.HTTPConnection("127.0.0.1", service.where.port, timeout=10)
+    try:
+        connection.connect()
+        one = connection.sock
+        for path, code in routes.items():
+            connection.request("HEAD", path)
+            head = connection.getresponse()
+            assert (head.status, head.read()) == (code, b""), path
+            connection.request("GET", path)
+            got = connection.getresponse()
+            body = got.read()
+            assert got.status == code, path
+            length = head.getheader("Content-Length", "")
+            assert length.isdigit(), path
+            if path not in ("/status", "/metrics"):  # not ages that tick between the two
+                assert int(length) == len(body), path
+        assert connection.sock is one  # the same connection all along
+    finally:
+        connection.close()
+        service.close()
+
+
+def test_console_requests_beyond_the_cap_are_answered_at_once_to_ask_again() -> None:
+    """Six 5,000-site pages at once held every server thread, and /healthz, for 56 s."""
+    inside, leave = threading.Semaphore(0), threading.Event()
+
+    def slow(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        inside.release()
+        leave.wait(10)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    capped = serve.AtOnce(slow, 2)
+
+    def ask() -> tuple[str, dict[str, str], bytes]:
+        answered: list[Any] = []
+        body = b"".join(capped({"REQUEST_METHOD": "GET"}, lambda *a: answered.extend(a)))
+        return answered[0], dict(answered[1]), body
+
+    drawing = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in drawing:
+        thread.start()
+    for _ in drawing:
+        assert inside.acquire(timeout=5)
+    started = time.monotonic()
+    status_line, headers, body = ask()
+    assert time.monotonic() - started < 0.5  # at once
+    assert status_line == "503 Service Unavailable" and headers["Retry-After"] == "1"
+    assert body == b"busy drawing other pages: ask again in a second\n"
+    leave.set()
+    for thread in drawing:
+        thread.join(timeout=5)
+    assert ask()[0] == "200 OK"  # their places are free again
