@@ -27,6 +27,7 @@ import itertools
 import json
 import math
 import re
+import sys
 import threading
 import time
 import urllib.error
@@ -331,7 +332,7 @@ class Sandbox:
         self.earlier_commands: list[SiteCommand] = scenario["commands"]
         self.failing_sites: set[str] = scenario["failing_sites"]  # their controllers answer 503
         try:
-            self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+            self._server = _Server((host, port), _handler_for(self))
         except OSError as error:
             raise ConfigError(
                 f"the emulator cannot listen on {host}:{port}: {error.strerror}"
@@ -836,6 +837,14 @@ ERROR_TYPES = {403: "Unauthorized", 413: "Content Too Large"}
 def _error_body(status: int, message: str) -> bytes:
     kind = ERROR_TYPES.get(status) or HTTPStatus(status).phrase
     return _json({"message": message, "type": kind})
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone before its answer was written (its timeout, a test's truncated body) is
+        its own business: no traceback on stderr, where it reads as the emulator's failure."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler_for(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:

@@ -241,3 +241,20 @@ def test_a_scenario_with_malformed_controllers_is_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=r"not a scenario: (failing_sites|commands)"):
         Sandbox(scenario(tmp_path, **fields))
+
+
+def test_a_client_gone_before_its_answer_is_no_traceback(
+    sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A client that timed out is its own business; a bug of the emulator's is still shown."""
+    server = sandbox._server
+    try:
+        raise BrokenPipeError(32, "Broken pipe")
+    except BrokenPipeError:
+        server.handle_error(None, ("127.0.0.1", 1))
+    assert capsys.readouterr().err == ""
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        server.handle_error(None, ("127.0.0.1", 1))
+    assert "ValueError: a bug" in capsys.readouterr().err
