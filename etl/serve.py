@@ -27,12 +27,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import waitress
 from prometheus_client import Counter, Histogram, disable_created_metrics
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
 
 from etl.act import processor
 from etl.base import logs
@@ -577,7 +577,7 @@ def _connection_limit() -> int:
 
 def _server(app: Callable[..., Iterable[bytes]], where: Listener, sockets: dict[int, Any]) -> Any:
     try:
-        server = waitress.create_server(
+        server = create_server(
             HeadersOnly(app),
             map=sockets,
             host=where.host,
@@ -594,6 +594,7 @@ def _server(app: Callable[..., Iterable[bytes]], where: Listener, sockets: dict[
         )
     except OSError as error:
         raise ConfigError(f"cannot listen on {where.host}:{where.port}: {error.strerror}") from None
+    assert isinstance(server, BaseWSGIServer), "one address, one server"
     server.channel_class = _RequestDeadline
     return server
 

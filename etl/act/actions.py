@@ -166,7 +166,7 @@ def set_pending(conn: Connection, action_id: int, now: datetime) -> None:
 
 
 def take(
-    conn: Connection, due: Select[tuple[int]], worker: str, now: datetime, until: datetime
+    conn: Connection, due: Select[int], worker: str, now: datetime, until: datetime
 ) -> list[tuple[int, int]]:
     """Claim the `due` actions for `worker` until `until`, in one UPDATE ... RETURNING: (id,
     attempt number) of each one taken."""

@@ -122,7 +122,7 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
         return claimed
 
 
-def _due(now: datetime) -> Select[tuple[int]]:
+def _due(now: datetime) -> Select[int]:
     """The actions a claim takes now, in the order it takes them."""
     return (
         select(actions.c.id)

@@ -53,8 +53,8 @@ def failing(
     """Each action failing its site now, then each past failure of `window` not acknowledged,
     oldest first. A handful of rows: the open actions' partial index and the recent ended."""
     a, d = actions.c, dispatches.c
-    columns = (a.id, a.kind, a.dispatch_id, a.site_id, a.state, a.attempts, a.note)
-    columns += (a.created_at, a.available_at, d.start_time, d.end_time)
+    columns = [a.id, a.kind, a.dispatch_id, a.site_id, a.state, a.attempts, a.note]
+    columns += [a.created_at, a.available_at, d.start_time, d.end_time]
     joined = select(*columns).join(dispatches, d.id == a.dispatch_id)
     # two seeks, each of its own index: the open actions', and the ended ones' by state and time
     rows = [

@@ -351,10 +351,10 @@ def _services(urls: str, namespace: uuid.UUID) -> list[Service]:
             key = hmac.new(namespace.bytes, url.encode(), hashlib.sha256).hexdigest()[:16]
             scheme = f" ({url.split('://')[0]})" if "://" in url else ""
             channel = apprise.Apprise()
-            if not channel.add(url):
+            known = channel.add(url)
+            if not known:
                 log.warning("notifications: ETL_NOTIFY_URLS #%s is not a URL Apprise knows", place)
-                channel = None
-            services.setdefault(key, Service(key, f"#{place}{scheme}", channel))
+            services.setdefault(key, Service(key, f"#{place}{scheme}", channel if known else None))
     return list(services.values())
 
 

@@ -12,6 +12,7 @@ emulator's or Alembic's.
 """
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -84,7 +85,10 @@ telemetry_app.command("collect", short_help="Queue readings from a source, then 
     jobs.telemetry_collect
 )
 
-ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+if TYPE_CHECKING:
+    from click import ClickException
+else:  # the class typer raises: click's, or since typer 0.28 its own copy of it
+    ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def main() -> None:

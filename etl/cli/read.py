@@ -5,7 +5,7 @@ import sys
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -131,11 +131,11 @@ def report(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--columns") from None
     zones = reports.program_zones(engine) if tz.lower() == "program" else {}
-    rows = output.shift_times(
-        reports.stream(engine, query),
-        shift,
-        lambda row: row.get("timezone") or zones.get(row.get("program_id")),
-    )
+
+    def zone_of(row: dict[str, Any]) -> str | None:
+        return row.get("timezone") or zones.get(row.get("program_id", -1))
+
+    rows = output.shift_times(reports.stream(engine, query), shift, zone_of)
     output.write(rows, shown, sys.stdout, fmt)
 
 

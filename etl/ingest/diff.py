@@ -121,7 +121,7 @@ def _newest(copies: list[dict[str, Any]]) -> dict[str, Any] | None:
     numbers = [copy.get("modification_number") for copy in copies]
     if not all(type(n) is int and n >= 0 for n in numbers):
         return None
-    highest = max(numbers)
+    highest = max(n for n in numbers if n is not None)
     if numbers.count(highest) > 1:
         return None
     return copies[numbers.index(highest)]
@@ -273,15 +273,16 @@ def _dispatch_site_changes(
             "added_at": now,
             "removed_at": None,
         }
-        subject = {"dispatch_id": dispatch.id, "site_id": site_id}
         if old is None or old["removed_at"] is not None:
             if not created:  # a new dispatch's sites are listed in its dispatch_created
-                details = {"commitment_kw": site.commitment_kw}
-                events.append(NewEvent(EventKind.DISPATCH_SITE_ADDED, details, **subject))
+                added = {"commitment_kw": site.commitment_kw}
+                kind = EventKind.DISPATCH_SITE_ADDED
+                events.append(NewEvent(kind, added, dispatch_id=dispatch.id, site_id=site_id))
         elif old["commitment_kw"] != site.commitment_kw:
             row["added_at"] = old["added_at"]
-            details = {"commitment_kw": {"old": old["commitment_kw"], "new": site.commitment_kw}}
-            events.append(NewEvent(EventKind.DISPATCH_SITE_CHANGED, details, **subject))
+            change = {"commitment_kw": {"old": old["commitment_kw"], "new": site.commitment_kw}}
+            kind = EventKind.DISPATCH_SITE_CHANGED
+            events.append(NewEvent(kind, change, dispatch_id=dispatch.id, site_id=site_id))
         else:
             continue
         rows.append(row)

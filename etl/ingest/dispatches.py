@@ -428,12 +428,12 @@ def _diff_sites(
                 "name": site.name,
                 "customer_location_id": site.customer_location_id,
             }
-    for site in site_batch.sites if site_batch else []:
-        incoming[site.id] = {
-            "name": site.name,
-            "customer_location_id": site.customer_location_id,
+    for listed in site_batch.sites if site_batch else []:
+        incoming[listed.id] = {
+            "name": listed.name,
+            "customer_location_id": listed.customer_location_id,
             "meters": [
-                {"id": m.id, "name": m.name, "asset_type": m.asset_type} for m in site.meters
+                {"id": m.id, "name": m.name, "asset_type": m.asset_type} for m in listed.meters
             ],
         }
     stored = stored_rows(conn, sites, incoming, SITE_COLUMNS)

@@ -155,7 +155,7 @@ def _stored_counts(
     """Intervals stored (of any meter) per dispatch and site in its window: one query for every
     window, a chunk of (dispatch, site, start, end) rows at a time."""
     pairs = [(d, s, start, end) for (d, start, end), ids in sites.items() for s in ids]
-    counts = {}
+    counts: dict[tuple[str, str], int] = {}
     for chunk in chunks(pairs):
         wanted = values(
             column("dispatch_id", String),

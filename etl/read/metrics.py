@@ -30,7 +30,7 @@ __all__ = ["LiveCollector", "StatusCollector", "StoreCounts", "exposition", "sto
 
 @dataclass(frozen=True)
 class StoreCounts:
-    actions_by_state: dict[str, int]
+    actions_by_state: dict[ActionState, int]
     failed_attempts: int
     dispatches_holding_sites: int
 

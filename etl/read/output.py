@@ -108,7 +108,12 @@ def write(
     """Write the rows in the format; return how many there were. A table names the columns it
     left out on `notes` (stderr unless given)."""
     table = partial(_table, notes=notes or sys.stderr)
-    writers = {"table": table, "csv": _csv, "json": _json, "jsonl": _jsonl}
+    writers: dict[str, Callable[[Iterator[dict[str, Any]], list[str], TextIO], None]] = {
+        "table": table,
+        "csv": _csv,
+        "json": _json,
+        "jsonl": _jsonl,
+    }
     counted = _Counted(rows)
     writers[fmt](iter(counted), columns, out)
     return counted.count

@@ -183,7 +183,12 @@ def published_states(scenario: Any) -> list[Published]:
 
 # one site's setpoints as a scenario publishes them: when, which site, and the points
 PublishedSetpoints = tuple[datetime, str, list[dict[str, Any]]]
-SETPOINT_FIELDS = {"timestamp": str, "interval_seconds": int, "units": str, "value": (int, float)}
+SETPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "timestamp": str,
+    "interval_seconds": int,
+    "units": str,
+    "value": (int, float),
+}
 
 
 def published_setpoints(scenario: Any) -> list[PublishedSetpoints]:
@@ -344,7 +349,7 @@ class Sandbox:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def serve_forever(self) -> None:
         threading.Thread(target=self._push_forever, daemon=True).start()
@@ -537,7 +542,8 @@ class Sandbox:
         single = {
             s.get("id"): s["meters"][0] for s in self.sites if len(s.get("meters") or []) == 1
         }
-        received, units_of = {}, {}
+        received: dict[tuple[Any, ...], Any] = {}
+        units_of: dict[str, set[str]] = {}
         for point in points:
             try:
                 problem = self._point_problem(resource, point, meters, single)

@@ -139,8 +139,8 @@ def has_unknown_fields(raw: dict[str, Any]) -> bool:
 def unmodeled_fields(raw: dict[str, Any], site_id: str) -> dict[str, dict[str, Any]]:
     """What a dispatch record holds that etl does not model, as sent: the dispatch's own fields,
     its program's, and those of the entry of one of its sites; only the parts that have any."""
-    program = raw.get("program") if isinstance(raw.get("program"), dict) else {}
-    entries = raw.get("sites") if isinstance(raw.get("sites"), list) else []
+    program = raw["program"] if isinstance(raw.get("program"), dict) else {}
+    entries = raw["sites"] if isinstance(raw.get("sites"), list) else []
     site = next((e for e in entries if isinstance(e, dict) and e.get("id") == site_id), {})
     parts = {
         "dispatch": {k: v for k, v in raw.items() if k not in DISPATCH_FIELDS},

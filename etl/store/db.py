@@ -62,10 +62,12 @@ def parse_url(database_url: str | None) -> URL:
 def dialect_insert(conn: Connection, table: Table) -> Any:
     """The dialect's own INSERT, which has ON CONFLICT; its module is imported only when used."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table)
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert(table)
 
 
 def describe(url: URL) -> str:
@@ -219,8 +221,9 @@ def write_transaction(
     can switch enforcement only outside a transaction)."""
     with database_errors(engine), engine.execution_options(etl_writer=True).connect() as conn:
         enforcement = conn.dialect.name == "sqlite" and not sqlite_foreign_keys
-        if enforcement:
-            conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+        sqlite3 = conn.connection.driver_connection
+        if enforcement and sqlite3 is not None:
+            sqlite3.execute("PRAGMA foreign_keys = OFF")
         try:
             with conn.begin():
                 if lock_name and conn.dialect.name == "postgresql":
@@ -229,8 +232,8 @@ def write_transaction(
                     )
                 yield conn
         finally:
-            if enforcement:
-                conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
+            if enforcement and sqlite3 is not None:
+                sqlite3.execute("PRAGMA foreign_keys = ON")
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, delete, func, insert, select
+from sqlalchemy import Connection, Engine, delete, func, insert, select, true
 
 from etl.base.errors import DatabaseError
 from etl.base.timeutil import utcnow
@@ -21,6 +21,7 @@ from etl.store.vocabulary import FetchKind, FetchOutcome
 
 __all__ = [
     "FETCH_LOCK",
+    "EndedRun",
     "LastListing",
     "add",
     "first_success_started_at",
@@ -141,20 +142,28 @@ def first_success_started_at(conn: Connection) -> datetime | None:
     ).scalar()
 
 
+@dataclass(frozen=True)
+class EndedRun:
+    finished_at: datetime
+    error: str | None
+    clock_offset_seconds: float | None
+
+
 def last_run(
     conn: Connection, kind: FetchKind, outcome: FetchOutcome, since: datetime | None = None
-) -> Row[Any] | None:
+) -> EndedRun | None:
     """The latest run of this kind with this outcome (that ended `since`, if given), by the
     (outcome, finished_at) index: `since` bounds the runs of other kinds walked past. `prune`
     keeps the latest of each kind and outcome."""
     runs = fetch_runs.c
-    recent = runs.finished_at >= since if since is not None else True
-    return conn.execute(
+    recent = runs.finished_at >= since if since is not None else true()
+    row = conn.execute(
         select(runs.finished_at, runs.error, runs.clock_offset_seconds)
         .where(runs.outcome == outcome, runs.kind == kind, recent)
         .order_by(runs.finished_at.desc())
         .limit(1)
     ).first()
+    return None if row is None else EndedRun(*row)
 
 
 def succeeded_after(conn: Connection, kind: FetchKind, moment: datetime) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Table, or_, select
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from etl.store.db import dialect_insert
 
@@ -67,14 +68,15 @@ def write_many(conn: Connection, statement: Insert, rows: list[Row]) -> None:
     compiled = statement.compile(dialect=dialect, column_keys=list(rows[0]))
     # columns left out of the rows whose default SQLAlchemy would fill in, e.g. an episode's 0
     defaults = {column.key: column.default for column in compiled.insert_prefetch}
-    if not all(default is not None and default.is_scalar for default in defaults.values()):
+    filled = {k: d.arg for k, d in defaults.items() if isinstance(d, ScalarElementColumnDefault)}
+    if len(filled) != len(defaults):
         raise ValueError(f"write_many: a default that is not a value, in {sorted(defaults)}")
     names = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
     columns: list[list[Any]] = []
     for name in names:
         bind = compiled.binds[name]
         if bind.key in defaults:
-            columns.append([defaults[bind.key].arg] * len(rows))
+            columns.append([filled[bind.key]] * len(rows))
             continue
         processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
         values = [row[bind.key] for row in rows]

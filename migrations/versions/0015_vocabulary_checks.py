@@ -8,6 +8,7 @@ Create Date: 2026-12-06
 
 import re
 from collections.abc import Callable, Sequence
+from functools import partial
 
 from alembic import op
 
@@ -31,7 +32,7 @@ ACTION_STATES = (
 )  # fmt: skip
 
 # table -> (constraint name, column, allowed values, whether NULL is allowed)
-CHECKS = {
+CHECKS: dict[str, list[tuple[str, str, tuple[str, ...], bool]]] = {
     "actions": [
         ("ck_actions_kind", "kind", ("curtail", "restore"), False),
         ("ck_actions_state", "state", ACTION_STATES, False),
@@ -59,24 +60,35 @@ def condition(column: str, values: tuple[str, ...], nullable: bool) -> str:
 def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         for table, checks in CHECKS.items():
-            clauses = "".join(f", \n\tCONSTRAINT {n} CHECK ({condition(*c)})" for n, *c in checks)
+            clauses = "".join(
+                f", \n\tCONSTRAINT {name} CHECK ({condition(column, values, nullable)})"
+                for name, column, values, nullable in checks
+            )
             # the clauses go last, before the closing parenthesis
-            _rebuild_sqlite(table, lambda sql, extra=clauses: sql.rstrip()[:-1] + extra + "\n)")
+            _rebuild_sqlite(table, partial(_ending_with, clauses))
         return
     for table, checks in CHECKS.items():
-        for name, *check in checks:
-            op.create_check_constraint(op.f(name), table, condition(*check))
+        for name, column, values, nullable in checks:
+            op.create_check_constraint(op.f(name), table, condition(column, values, nullable))
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         for table, checks in CHECKS.items():
             first = f", \n\tCONSTRAINT {checks[0][0]} CHECK"  # upgrade put them all last
-            _rebuild_sqlite(table, lambda sql, cut=first: sql[: sql.index(cut)] + "\n)")
+            _rebuild_sqlite(table, partial(_cut_at, first))
         return
     for table, checks in CHECKS.items():
         for name, *_ in checks:
             op.drop_constraint(op.f(name), table, type_="check")
+
+
+def _ending_with(clauses: str, sql: str) -> str:
+    return sql.rstrip()[:-1] + clauses + "\n)"
+
+
+def _cut_at(first: str, sql: str) -> str:
+    return sql[: sql.index(first)] + "\n)"
 
 
 # SQLite adds or drops a constraint only by copying the table (its documented procedure, "making
