@@ -8,18 +8,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, text
 
 from benchmarks.databases import fresh_database
 from benchmarks.history import fill_history
-from etl.act import planner, processor
+from etl.act import planner
 from etl.act.builtin_handlers import ActionRequest
 from etl.base.config import ApiSettings, ProcessorSettings
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.ingest import dispatches
+from etl.jobs import runner
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 
@@ -79,9 +80,10 @@ def _raw_plan(engine: Engine) -> None:
     since = now - timedelta(minutes=5)
     with engine.begin() as conn:
         for query in RAW_PLAN[engine.dialect.name]:
-            params = {"now": now, "since": since}
+            times = {"now": now, "since": since}
+            params: dict[str, datetime] | dict[str, str] = times
             if engine.dialect.name == "sqlite":  # as etl stores them there: naive UTC text
-                params = {k: v.replace(tzinfo=None).isoformat(" ") for k, v in params.items()}
+                params = {k: v.replace(tzinfo=None).isoformat(" ") for k, v in times.items()}
             conn.execute(text(query), params).all()
 
 
@@ -139,7 +141,7 @@ def curtail_latency(
         stop = threading.Event()
         loop = threading.Thread(
             target=lambda: list(
-                processor.run_loop(processor.Parts(engine, handler, settings, client, stop), 600)
+                runner.run_loop(runner.Parts(engine, handler, settings, client, stop), 600)
             )
         )
         loop.start()

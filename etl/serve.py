@@ -44,6 +44,7 @@ from etl.console import app as console
 from etl.console.app import Access, access, checked_token
 from etl.handlers import ActionRequest, Handler
 from etl.ingest import dispatches
+from etl.jobs import runner
 from etl.read import metrics, status
 from etl.source.api import WEBHOOK_EVENTS
 from etl.store.db import read_transaction
@@ -463,11 +464,11 @@ def _answer(
 
 
 def _push(
-    parts: processor.Parts,
+    parts: runner.Parts,
     handler: TimedHandler,
     notifications: Notifications,
     heartbeat: Heartbeat,
-) -> Iterator[processor.RunEvent]:
+) -> Iterator[runner.RunEvent]:
     """Look up what was notified, then act on what is due, until `stop` is set."""
     engine, client, settings, stop = parts.engine, parts.client, parts.settings, parts.stop
     assert client is not None, "a lookup needs the API"
@@ -615,11 +616,11 @@ def serve_console(
 
 
 def serve(
-    parts: processor.Parts,
+    parts: runner.Parts,
     every: float,
     where: Listener,
     limits: status.Limits,
-    report: Callable[[processor.RunEvent], None],
+    report: Callable[[runner.RunEvent], None],
 ) -> None:
     """Listen and poll until `stop` is set; each fetch's and pass's summary, and each error
     lived through, goes to `report`. The work in hand finishes before it returns."""
@@ -663,7 +664,7 @@ def serve(
         where.host, server.effective_port, shown_path, console_shown,
     )  # fmt: skip
     try:
-        for event in processor.run_loop(parts, every):
+        for event in runner.run_loop(parts, every):
             poll_turns.beat()  # each fetch, pass and error it lived through: the loop turns
             report(event)
     finally:

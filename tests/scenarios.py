@@ -15,6 +15,7 @@ from etl.act.actions import idempotency_key
 from etl.base.config import ProcessorSettings
 from etl.handlers import ActionRequest, HandlerFailed
 from etl.ingest import dispatches
+from etl.jobs import runner
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 from etl.store import identity, schema
@@ -54,9 +55,9 @@ class World:
         dispatches.fetch(self.engine, self.client)
         return self.process()
 
-    def parts(self, stop: threading.Event) -> processor.Parts:
+    def parts(self, stop: threading.Event) -> runner.Parts:
         """What `etl run` and `etl serve` run with, on this world's store, API and handler."""
-        return processor.Parts(self.engine, self.handler, self.settings, self.client, stop)
+        return runner.Parts(self.engine, self.handler, self.settings, self.client, stop)
 
     def process(self) -> list[Call]:
         before = len(self.handler.requests)

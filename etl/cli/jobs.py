@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from etl.act import claims, planner, processor, send_telemetry
     from etl.base.config import ApiSettings
     from etl.ingest import dispatches, sources
+    from etl.jobs import runner
     from etl.store.vocabulary import OutboxEndpoint
 
 __all__ = ["fetch", "log_outcome", "process", "run", "telemetry_collect", "telemetry_send"]
@@ -274,12 +275,12 @@ def _print_dry_run(planned: "planner.PlanSummary", due: "list[claims.Claimed]") 
         )
 
 
-def log_outcome(outcome: "processor.RunEvent") -> None:
+def log_outcome(outcome: "runner.RunEvent") -> None:
     """One event of a long run: a fetch's, a pass's or a telemetry drain's summary, or an error
     it lived through."""
-    from etl.act.notify import NotifySummary
     from etl.act.send_telemetry import SendSummary
     from etl.ingest.dispatches import FetchSummary
+    from etl.jobs.notify import NotifySummary
 
     if isinstance(outcome, EtlError):
         log.error("%s", outcome)
@@ -299,9 +300,10 @@ def log_outcome(outcome: "processor.RunEvent") -> None:
         _log_pass(outcome)
 
 
-def _exit(events: "list[processor.RunEvent]") -> None:
-    """End a single run with its exit code (processor.exit_code); say so when attempts failed."""
-    from etl.act.processor import PassSummary, exit_code
+def _exit(events: "list[runner.RunEvent]") -> None:
+    """End a single run with its exit code (runner.exit_code); say so when attempts failed."""
+    from etl.act.processor import PassSummary
+    from etl.jobs.runner import exit_code
 
     code = exit_code(events)
     if code == ExitCode.ACTIONS_FAILED:
@@ -333,6 +335,7 @@ def process(
 ) -> None:
     """Act once on the stored dispatches: run every due curtail and restore."""
     from etl.act import processor
+    from etl.jobs import runner
     from etl.store.db import open_store
 
     logs.set_verbosity(verbose, quiet)
@@ -340,7 +343,7 @@ def process(
     if dry_run:
         _print_dry_run(*processor.dry_run(open_store(database_url), settings))
         return
-    parts = processor.build(settings, database_url, api_url or SANDBOX_URL, None)
+    parts = runner.build(settings, database_url, api_url or SANDBOX_URL, None)
     summary = processor.process(parts.engine, parts.handler, settings, parts.stop)
     log_outcome(summary)
     _exit([summary])
@@ -380,6 +383,7 @@ def run(
     """Fetch, then act on what is due (the minutely cron job); --every loops."""
     from etl.act import processor
     from etl.ingest import dispatches
+    from etl.jobs import runner
     from etl.source.api import VoltusClient
     from etl.store.db import open_store
 
@@ -393,18 +397,18 @@ def run(
         _log_fetch(dispatches.fetch(engine, VoltusClient(api)))  # it checks the store's account
         _print_dry_run(*processor.dry_run(engine, settings))
         return
-    parts = processor.build(settings, database_url, api.url, api)
+    limits = None
     if settings.notify_urls:  # people are told when the status turns CRITICAL, and more
         from etl.read import status
 
         limits = status.Limits(status.notices_max_age(every), act_within=duration(act_within))
-        parts = status.watched(parts, limits)
+    parts = runner.build(settings, database_url, api.url, api, limits)
     if every is not None:
-        for outcome in processor.run_loop(parts, every):
+        for outcome in runner.run_loop(parts, every):
             log_outcome(outcome)
         return
     events = []
-    for outcome in processor.run_once(parts):
+    for outcome in runner.run_once(parts):
         log_outcome(outcome)
         events.append(outcome)
     _exit(events)

@@ -141,7 +141,7 @@ def serve(
     """Run as a service: everything `etl run --every` does, and act within a second on Voltus's
     webhooks; stop on SIGTERM or SIGINT after finishing the actions in hand."""
     from etl import serve as service
-    from etl.act import processor
+    from etl.jobs import runner
     from etl.read import status
 
     logs.set_verbosity(verbose, quiet)
@@ -149,9 +149,8 @@ def serve(
     api = api_settings(api_url, api_key)
     where = service.listener(listen, token, console_password, console, calendar_token)
     limits = status.Limits(duration(max_age), duration(window), duration(act_within))
-    parts = processor.build(settings, database_url, api.url, api)
-    if settings.notify_urls:  # people are told when the status turns CRITICAL, and more
-        parts = status.watched(parts, limits)
+    # people are told (ETL_NOTIFY_URLS) when the status as judged by these turns CRITICAL
+    parts = runner.build(settings, database_url, api.url, api, limits)
     service.serve(parts, every, where, limits, log_outcome)
 
 
@@ -176,7 +175,7 @@ def console(
     """Serve the web console alone (read-only: no fetch, no action, no API key needed) at
     /console/, with /calendar.ics; stop on SIGTERM or SIGINT."""
     from etl import serve as service
-    from etl.act.processor import stop_on_signals
+    from etl.jobs.runner import stop_on_signals
     from etl.read import status
     from etl.store.db import open_store
 

@@ -4,13 +4,11 @@ failing, is the schema current."""
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import IntEnum
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select
 
 from etl import __version__
-from etl.act import notify
 from etl.act.actions import open_by_state
 from etl.act.failing import ACT_WITHIN, Failing, failing
 from etl.base.logs import shorten
@@ -19,6 +17,7 @@ from etl.read.reports import dispatch_performance
 from etl.store import fetch_runs, outbox
 from etl.store.db import read_transaction, stored_revision
 from etl.store.schema import (
+    NOTIFICATION_WAITING,
     dispatch_sites,
     dispatches,
     events,
@@ -28,18 +27,13 @@ from etl.store.schema import (
 )
 from etl.store.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome, Holding
 
-if TYPE_CHECKING:  # `etl status` itself loads no processor
-    from etl.act.processor import Parts
-
 __all__ = [
     "Health",
     "Limits",
     "Status",
     "check",
-    "for_notices",
     "judge",
     "notices_max_age",
-    "watched",
 ]
 
 # a share of a window's telemetry intervals below which its delivery is not judged
@@ -126,7 +120,7 @@ class Status:
     # notifications no service has taken yet though one was tried, and the last one's error
     notifications_failing: int = 0
     notification_error: str | None = None
-    # notifications given up within the window (etl.act.notify.GIVE_UP), and the newest one's why
+    # notifications given up within the window (etl.jobs.notify.GIVE_UP), and the newest one's why
     notifications_given_up: int = 0
     given_up_error: str | None = None
     problems: list[str] = field(default_factory=list)
@@ -419,7 +413,7 @@ def _notifications_failing(conn: Connection) -> tuple[int, str | None]:
     n = notifications.c
     rows = conn.execute(
         select(n.last_error)
-        .where(notify.WAITING, n.attempts > 0)
+        .where(NOTIFICATION_WAITING, n.attempts > 0)
         .order_by(n.next_attempt_at.desc())
     ).all()
     return len(rows), (rows[0].last_error if rows else None)
@@ -482,14 +476,3 @@ def notices_max_age(every: float | None) -> timedelta:
     """How old the last fetch may be before the notifier calls it CRITICAL: the status default,
     or three turns of a loop that fetches less often."""
     return max(NOTICES_MAX_AGE, timedelta(seconds=3 * (every or 0)))
-
-
-def watched(parts: "Parts", limits: Limits) -> "Parts":
-    """The parts, their notifier told of the status as judged by these limits."""
-    return replace(parts, health=partial(for_notices, parts.engine, limits))
-
-
-def for_notices(engine: Engine, limits: Limits) -> notify.Health:
-    """The status as the notifier tells of it (etl.act.notify.plan_health)."""
-    result = limits.check(engine)
-    return notify.Health(result.code.name, result.problems, result.under_delivered)

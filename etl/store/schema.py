@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     text,
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -46,6 +47,7 @@ from etl.store.vocabulary import (
 )
 
 __all__ = [
+    "NOTIFICATION_WAITING",
     "UTCDateTime",
     "action_attempts",
     "actions",
@@ -337,7 +339,7 @@ telemetry_outbox = Table(
 
 # Messages to people (ETL_NOTIFY_URLS, through Apprise), each planned once, from an event of the
 # log or from what `etl status` found (its `subject`), and kept until every notification service
-# took it, retried with backoff, or given up (etl.act.notify)
+# took it, retried with backoff, or given up (etl.jobs.notify)
 notifications = Table(
     "notifications",
     metadata,
@@ -364,6 +366,10 @@ notifications = Table(
         "next_attempt_at",
         where="sent_at IS NULL AND given_up_at IS NULL",
     ),
+)
+# a notification still to be sent: the partial index's predicate, which a query says to use it
+NOTIFICATION_WAITING = and_(
+    notifications.c.sent_at.is_(None), notifications.c.given_up_at.is_(None)
 )
 
 # Which service of ETL_NOTIFY_URLS took which notification: a notification is sent again only to

@@ -18,12 +18,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Engine, select, update
 
-from etl.act import notify, processor
 from etl.base.config import ProcessorSettings
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.handlers import ActionRequest, HandlerFailed
 from etl.ingest import dispatches
+from etl.jobs import notify, runner
 from etl.read import status
+from etl.read.status import Health
 from etl.sandbox.emulator import Sandbox
 from etl.store import schema
 from etl.store.db import make_engine, write_transaction
@@ -32,6 +33,7 @@ from tests.helpers import at, dispatch, http_server, receive_posts, site, wait_f
 from tests.processes import InProcess
 from tests.scenarios import Recorder, World, active, ended
 from tests.store.test_telemetry import hand_computed
+from tests.unit.test_status_judge import HEALTHY
 
 SECRET = "t0ken-SECRET-42"
 CHECK = (timedelta(days=1), timedelta(days=1))
@@ -267,7 +269,7 @@ def test_etl_run_tells_and_no_output_shows_the_urls_secret(
 def test_a_run_tells_after_its_pass(world: World, receiver: Receiver) -> None:
     world.sandbox.dispatches = [dispatch("d1", site("a"))]
     world.settings = replace(world.settings, notify_urls=receiver.url)
-    events = list(processor.run_once(world.parts(threading.Event())))
+    events = list(runner.run_once(world.parts(threading.Event())))
     assert [e.sent for e in events if isinstance(e, notify.NotifySummary)] == [1]
 
 
@@ -287,8 +289,11 @@ def test_a_notification_another_notifier_is_sending_is_left_to_it(
     assert turn(world, receiver.url, now + notify.HOLD).sent == 1  # it died holding it
 
 
-def health(verdict: str, *problems: str, under: Any = ()) -> notify.Health:
-    return notify.Health(verdict, list(problems), list(under))
+def health(verdict: str, *problems: str, under: Any = ()) -> status.Status:
+    """A status judged so, its other facts those of a healthy store."""
+    return replace(
+        HEALTHY, code=Health[verdict], problems=list(problems), under_delivered=list(under)
+    )
 
 
 def test_the_status_is_told_when_it_turns_critical_and_back_to_ok(
@@ -320,7 +325,7 @@ def test_the_status_is_told_when_it_turns_critical_and_back_to_ok(
 
 def test_a_site_under_delivering_is_told_once_by_name(world: World, receiver: Receiver) -> None:
     start, _ = hand_computed(world, curtailed_kw=95, site_id="a")  # 4.7 of 20 kW: 23 %
-    found = status.for_notices(world.engine, status.Limits(timedelta(days=1)))
+    found = status.Limits(timedelta(days=1)).check(world.engine)
     delivered = 100 - (2 * 100 + 28 * 95) / 30
     assert found.under_delivered == [("p1", "a", pytest.approx(100 * delivered / 20))]
     settings = ProcessorSettings(notify_urls=receiver.url)

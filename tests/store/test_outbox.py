@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, update
 
-from etl.act import processor, send_telemetry
+from etl.act import send_telemetry
 from etl.base.config import ApiSettings
 from etl.base.errors import ApiError, ConfigError
 from etl.base.timeutil import format_rfc3339, parse_rfc3339, utcnow
 from etl.ingest import dispatches, readings
+from etl.jobs import runner
 from etl.read import metrics, status
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
@@ -497,7 +498,7 @@ def test_the_every_loop_of_etl_run_and_etl_serve_drains_the_outbox(
     stop = threading.Event()
     outcomes: list[object] = []
     loop = threading.Thread(
-        target=lambda: outcomes.extend(processor.run_loop(world.parts(stop), 3600))
+        target=lambda: outcomes.extend(runner.run_loop(world.parts(stop), 3600))
     )
     loop.start()
     try:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 from etl.act import claims, processor
 from etl.base.config import ProcessorSettings
 from etl.ingest import dispatches
+from etl.jobs import runner
 from etl.store import schema
 from tests.helpers import at, dispatch, site
 from tests.processes import etl, etl_env, install_recording_handler, recorded_calls
@@ -279,7 +280,7 @@ def test_the_loop_goes_on_fetching_while_the_handler_fails(world: World) -> None
     bound = threading.Timer(20, stop.set)  # should the loop stop fetching
     bound.start()
     fetches, failed = 0, 0
-    loop = processor.run_loop(world.parts(stop), 0.1)
+    loop = runner.run_loop(world.parts(stop), 0.1)
     for event in loop:
         if isinstance(event, dispatches.FetchSummary):
             fetches += 1

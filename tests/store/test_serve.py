@@ -19,12 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text, update
 
 from etl import serve
-from etl.act import processor
 from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import log
 from etl.base.timeutil import utcnow
 from etl.handlers import ActionRequest
 from etl.ingest import dispatches
+from etl.jobs import runner
 from etl.read import status
 from etl.sandbox.emulator import Sandbox
 from etl.store import schema
@@ -59,7 +59,7 @@ class Service:
         self.where = serve.listener(f"{host}:{free_port()}", token, console_password, console)
         self.url = f"http://127.0.0.1:{self.where.port}"
         self.webhook = self.url + self.where.webhook_path
-        self.reported: list[processor.RunEvent] = []
+        self.reported: list[runner.RunEvent] = []
         self.thread = threading.Thread(target=self._run)
 
     def _run(self) -> None:

@@ -8,8 +8,8 @@ import pytest
 import requests
 from sqlalchemy import Engine
 
-from etl.act import processor
 from etl.base.config import ApiSettings, ProcessorSettings
+from etl.jobs import runner
 from etl.sandbox.emulator import Sandbox, certification_scenario
 from etl.source.api import VoltusClient
 from tests.conftest import FAST_RETRIES
@@ -66,7 +66,7 @@ def test_each_integration_test_leads_to_the_expected_commands(engine: Engine, na
         settings = ProcessorSettings(workers=4)
         loop = threading.Thread(
             target=lambda: list(
-                processor.run_loop(processor.Parts(engine, handler, settings, client, stop), POLL)
+                runner.run_loop(runner.Parts(engine, handler, settings, client, stop), POLL)
             )
         )
         loop.start()

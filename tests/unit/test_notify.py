@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from etl.act.notify import (
+from etl.jobs.notify import (
     MOST_SITES_NAMED,
     NOTICES,
     SEVERITY,

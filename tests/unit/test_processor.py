@@ -1,9 +1,10 @@
 """A single run's exit code from what it lived through: its first error's, else 5 when an
 action attempt failed, else 0. (The runs: tests/store/test_processor.py.)"""
 
-from etl.act.processor import PassSummary, exit_code
+from etl.act.processor import PassSummary
 from etl.base.errors import ApiError, ConfigError, DatabaseError, ExitCode
 from etl.ingest.dispatches import FetchSummary
+from etl.jobs.runner import exit_code
 
 
 def test_the_first_error_decides_then_a_failed_attempt_then_ok() -> None:

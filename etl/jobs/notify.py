@@ -2,8 +2,8 @@
 that needs them: a dispatch created (a test one only with ETL_NOTIFY_TEST), moved, cancelled or
 vanished; an action failing (at its first failed attempt, once) and cleared (when one told failing
 succeeds), one that failed for good or was missed; and of what `etl status` finds: a site that
-under-delivered, the status turning CRITICAL and back to OK (`Health`, which the read layer
-gathers and the command passes in). ETL_NOTIFY_URLS names the channels as Apprise URLs (Slack,
+under-delivered, the status turning CRITICAL and back to OK (as etl.read.status judges it, by
+the limits the command gives). ETL_NOTIFY_URLS names the channels as Apprise URLs (Slack,
 Teams, e-mail, ntfy...); Apprise is imported only when they are set. Each is sent with the
 Apprise type of its severity (SEVERITY), which the channels show as colour or icon.
 
@@ -34,9 +34,9 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from etl.base.config import ProcessorSettings
 from etl.base.logs import log, one_line, shorten
@@ -46,6 +46,7 @@ from etl.handlers import ActionKind
 from etl.store.db import dialect_insert, read_transaction, write_transaction
 from etl.store.identity import key_namespace
 from etl.store.schema import (
+    NOTIFICATION_WAITING,
     actions,
     dispatch_sites,
     dispatches,
@@ -58,11 +59,12 @@ from etl.store.schema import (
 )
 from etl.store.vocabulary import EventKind, Holding, NoticeKind
 
+if TYPE_CHECKING:  # the minutely job imports the status only to tell people of it
+    from etl.read.status import Status
+
 __all__ = [
     "FIRST_RETRY",
     "GIVE_UP",
-    "WAITING",
-    "Health",
     "NotifySummary",
     "deliver",
     "plan",
@@ -85,7 +87,6 @@ ERROR_CHARS = 300
 # of a dispatch's sites, those named; the others are counted (a 200-site list is unreadable)
 MOST_SITES_NAMED = 10
 Listed = list[tuple[str, str, float | None]]  # a dispatch's sites: (id, `Bakery (12 kW)`, kW)
-WAITING = and_(notifications.c.sent_at.is_(None), notifications.c.given_up_at.is_(None))
 # where one URL of ETL_NOTIFY_URLS ends, as Apprise splits them: at commas, semicolons or spaces
 # that lead into the next scheme (a comma inside a URL, `mailto://...?to=a@x,b@y`, stays)
 NEXT_URL, DELIMITERS = re.compile(r"[\s,;]+(?=[a-z0-9]+://)", re.IGNORECASE), " \t\r\n,;"
@@ -127,16 +128,6 @@ SEVERITY = {
 }
 
 
-@dataclass(frozen=True)
-class Health:
-    """What `etl status` says, as far as people are told of it."""
-
-    verdict: str  # OK, WARNING or CRITICAL
-    problems: list[str]
-    # (dispatch, site, delivered % of its commitment) under the status minimum
-    under_delivered: list[tuple[str, str, float]]
-
-
 @dataclass
 class NotifySummary:
     planned: int = 0
@@ -157,7 +148,7 @@ class Service:
 
 
 def run(
-    engine: Engine, settings: ProcessorSettings, now: datetime, health: Health | None = None
+    engine: Engine, settings: ProcessorSettings, now: datetime, health: "Status | None" = None
 ) -> NotifySummary:
     """A turn: plan what the log (and the status, when given) asks for, then deliver what is
     due."""
@@ -168,7 +159,9 @@ def run(
     if settings.notify_urls:
         deliver(engine, settings.notify_urls, now, summary)
     with read_transaction(engine) as conn:
-        summary.waiting = conn.execute(select(func.count()).where(WAITING)).scalar_one()
+        summary.waiting = conn.execute(
+            select(func.count()).where(NOTIFICATION_WAITING)
+        ).scalar_one()
     return summary
 
 
@@ -199,7 +192,7 @@ def plan(engine: Engine, settings: ProcessorSettings, now: datetime) -> int:
     return planned
 
 
-def plan_health(engine: Engine, health: Health, now: datetime) -> int:
+def plan_health(engine: Engine, health: "Status", now: datetime) -> int:
     """Notifications for what the status found that was not told yet: each site that
     under-delivered on a dispatch, once; the verdict turning CRITICAL, and turning OK after a
     CRITICAL told (WARNING in between changes nothing). How many were planned."""
@@ -217,7 +210,8 @@ def plan_health(engine: Engine, health: Health, now: datetime) -> int:
                 kind = NoticeKind.UNDER_DELIVERED
                 planned.append(_notice(now, kind, title, body, dispatch_id, subject=subject))
         last = conn.execute(select(notifier_state.c.health_told)).scalar_one()
-        if health.verdict == "CRITICAL" and last != "CRITICAL":
+        verdict = health.code.name
+        if verdict == "CRITICAL" and last != "CRITICAL":
             body = "\n".join(health.problems) or "see etl status"
             # the first CRITICAL problem (a WARNING may come before it), its level said once
             first = next((p for p in health.problems if p.startswith("CRITICAL: ")), None)
@@ -225,13 +219,13 @@ def plan_health(engine: Engine, health: Health, now: datetime) -> int:
             kind = NoticeKind.STATUS_CRITICAL
             title = shorten(one_line(title), 300)
             planned.append(_notice(now, kind, title, body, None, subject=f"status:{now}"))
-        elif health.verdict == "OK" and last == "CRITICAL":
+        elif verdict == "OK" and last == "CRITICAL":
             title = "etl status is OK again"
             body = "Every check passes again (etl status)."
             kind = NoticeKind.STATUS_OK
             planned.append(_notice(now, kind, title, body, None, subject=f"status:{now}"))
-        if health.verdict in ("OK", "CRITICAL") and health.verdict != last:
-            conn.execute(update(notifier_state).values(health_told=health.verdict))
+        if verdict in ("OK", "CRITICAL") and verdict != last:
+            conn.execute(update(notifier_state).values(health_told=verdict))
         if planned:
             conn.execute(notifications.insert(), planned)
     return len(planned)
@@ -284,7 +278,7 @@ def deliver(engine: Engine, urls: str, now: datetime, summary: NotifySummary) ->
         due = conn.execute(
             select(notifications.c.id, notifications.c.kind, notifications.c.title,
                    notifications.c.body, notifications.c.created_at, notifications.c.last_error)
-            .where(WAITING, notifications.c.next_attempt_at <= now)
+            .where(NOTIFICATION_WAITING, notifications.c.next_attempt_at <= now)
             .order_by(notifications.c.attempts, notifications.c.id)
             .limit(DELIVERIES_PER_TURN)
         ).all()  # fmt: skip
@@ -384,7 +378,7 @@ def _hold(engine: Engine, notice_id: int, now: datetime) -> bool:
     with write_transaction(engine, NOTIFY_LOCK) as conn:
         held = conn.execute(
             update(notifications)
-            .where(n.id == notice_id, WAITING, n.next_attempt_at <= now)
+            .where(n.id == notice_id, NOTIFICATION_WAITING, n.next_attempt_at <= now)
             .values(next_attempt_at=now + HOLD)
         )
     return held.rowcount == 1
