@@ -1,9 +1,9 @@
 # `make demo`: set up and run the main job against the built-in emulator on SQLite.
-# `make test`: set up and run the whole test suite (lint, format check, pytest): what CI runs. The
-# quick tests run 4 at a time on both databases, then the slow ones (real processes, timing) one
-# at a time.
-# `make test-fast`: the everyday loop: lint, and the unit and store tests on SQLite alone (no
-# PostgreSQL needed), 4 at a time.
+# `make test`: set up and run the whole test suite (lint, format check, types, pytest): what CI
+# runs. The quick tests run 4 at a time on both databases, then the slow ones (real processes,
+# timing) one at a time.
+# `make test-fast`: the everyday loop: lint, types, and the unit and store tests on SQLite alone
+# (no PostgreSQL needed), 4 at a time.
 # `make console`: the web console over the demo's store (`make demo` makes one if there is none),
 # on loopback at the address it prints, until Ctrl-C.
 # `make demo-push`: the push path: `etl serve` registered with the emulator, which POSTs a webhook
@@ -97,11 +97,13 @@ console: setup
 test: setup tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -n 4 -m "not slow"
 	$(BIN)/pytest -m slow
 
 test-fast: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	ETL_TEST_DATABASES=sqlite $(BIN)/pytest -n 4 -m "not slow" tests/unit tests/store
 
 clean:

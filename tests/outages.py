@@ -28,6 +28,7 @@ def victim(database_url: str) -> str:
 def _connect(database_url: str) -> Any:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
+        assert url.database is not None, "an outage needs a SQLite file, not an in-memory store"
         return sqlite3.connect(url.database, timeout=30, isolation_level=None)
     query = {k: v for k, v in url.query.items() if k != "application_name"}
     conninfo = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)

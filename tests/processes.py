@@ -48,6 +48,7 @@ def lock_is_held(database_url: str, lock_name: str) -> bool:
     """Whether some process holds etl's named write lock (on SQLite, the database's write lock)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
+        assert url.database is not None, "the lock is held in a SQLite file, not in memory"
         probe = sqlite3.connect(url.database, timeout=0, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
@@ -59,10 +60,10 @@ def lock_is_held(database_url: str, lock_name: str) -> bool:
             probe.close()
         return False
     conninfo = url.set(drivername="postgresql", query={}).render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as probe:
-        got = probe.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [lock_name]).fetchone()
+    with psycopg.connect(conninfo, autocommit=True) as pg_probe:
+        got = pg_probe.execute("SELECT pg_try_advisory_lock(hashtext(%s))", [lock_name]).fetchone()
         if got and got[0]:
-            probe.execute("SELECT pg_advisory_unlock(hashtext(%s))", [lock_name])
+            pg_probe.execute("SELECT pg_advisory_unlock(hashtext(%s))", [lock_name])
             return False
     return True
 

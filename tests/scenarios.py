@@ -5,10 +5,11 @@ Time passing is played by the API itself: a dispatch's end "arrives" when the AP
 end_time into the past, exactly as a fetch after the end would see it."""
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Row, func, select
 
 from etl.act import processor
 from etl.act.actions import idempotency_key
@@ -75,7 +76,7 @@ class World:
             rows = conn.execute(select(schema.actions)).all()
         return {(r.kind, r.dispatch_id, r.site_id): r.state for r in rows}
 
-    def attempts(self, kind: str, dispatch_id: str, site_id: str) -> list[Any]:
+    def attempts(self, kind: str, dispatch_id: str, site_id: str) -> Sequence[Row]:
         table, action = schema.action_attempts, schema.actions
         with self.engine.connect() as conn:
             return conn.execute(

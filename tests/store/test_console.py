@@ -422,7 +422,9 @@ def test_the_chart_fits_a_short_dispatch_and_draws_live_load_under_way(
     )
     ns = SVG
     (panel,) = svg.findall("svg:g[@class='panel']", ns)
-    window = float(panel.find("svg:rect[@class='window']", ns).get("width", "0"))
+    rect = panel.find("svg:rect[@class='window']", ns)
+    assert rect is not None
+    window = float(rect.get("width", "0"))
     plot = chart.WIDTH - chart.MARGIN_LEFT - chart.MARGIN_RIGHT
     assert window > plot / 5  # it was 3 minutes of 93
     assert panel.find("svg:polyline[@class='load']", ns) is not None

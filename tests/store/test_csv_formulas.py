@@ -34,14 +34,14 @@ def test_no_csv_begins_a_cell_as_a_formula(world: World) -> None:
     written = {}
     for kind, report in REPORTS.items():
         query = report(ReportFilter())
-        text = io.StringIO()
+        out = io.StringIO()
         output.write(
             reports.stream(world.engine, query),
             [c.name for c in query.selected_columns],
-            text,
+            out,
             "csv",
         )
-        written[kind] = text.getvalue()
+        written[kind] = out.getvalue()
     with running(Console(world.engine)) as console:
         for name in ("dispatches", "performance"):
             written[f"console {name}"] = console.get(f"/console/history/{name}.csv").text

@@ -3,19 +3,19 @@
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Row, select
 
 from etl.act import processor
 from etl.act.builtin_handlers import CommandHandler, LogHandler, WebhookHandler, load_handler
 from etl.base.config import SANDBOX_URL, ProcessorSettings
-from etl.handlers import ActionRequest, HandlerFailed
+from etl.handlers import ActionKind, ActionRequest, HandlerFailed
 from etl.ingest import dispatches
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
@@ -26,7 +26,7 @@ from tests.processes import PLUGIN_DIR
 COMMAND = f"{sys.executable} {PLUGIN_DIR / 'record_command.py'}"
 
 
-def attempts(engine: Engine) -> list[Any]:
+def attempts(engine: Engine) -> Sequence[Row]:
     with engine.connect() as conn:
         return conn.execute(select(schema.action_attempts)).all()
 
@@ -184,7 +184,7 @@ def test_webhook_non_2xx_is_a_failure(
 
 def a_request() -> ActionRequest:
     return ActionRequest(
-        action="curtail",
+        action=ActionKind.CURTAIL,
         dispatch_id="d1",
         site_id="s1",
         site_name="Site 1",

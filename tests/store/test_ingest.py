@@ -15,7 +15,7 @@ from etl.base.timeutil import parse_rfc3339
 from etl.ingest import dispatches
 from etl.read import status
 from etl.sandbox.emulator import Sandbox
-from etl.source.api import VoltusClient
+from etl.source.api import Listing, VoltusClient
 from etl.store import schema
 from etl.store.db import record_savepoint, write_transaction
 from etl.store.rows import upsert
@@ -133,7 +133,7 @@ def test_each_kind_of_change_is_one_event(
         ("program_changed", None, None),
         ("site_renamed", None, "c"),
     ]
-    by_kind = {e.kind: e.details for e in summary.events}
+    by_kind: dict[str, dict[str, Any]] = {e.kind: e.details for e in summary.events}
     assert by_kind["dispatch_site_changed"] == {"commitment_kw": {"old": 10.0, "new": 11.0}}
     assert by_kind["dispatch_changed"] == {"changes": {"extra": {"old": None, "new": 1}}}
     assert by_kind["site_renamed"] == {"old": "Site c", "new": "Site c renamed"}
@@ -270,9 +270,14 @@ def test_a_failed_fetch_changes_nothing_and_is_recorded(
 def test_the_cycle_collector_is_paused_for_a_fetch_and_then_as_it_was(
     engine: Engine, sandbox: Sandbox, client: VoltusClient
 ) -> None:
-    during = []
+    during: list[bool] = []
     listing = client.dispatches
-    client.dispatches = lambda: (during.append(gc.isenabled()), listing())[1]  # type: ignore[method-assign]
+
+    def noting_the_collector() -> Listing:
+        during.append(gc.isenabled())
+        return listing()
+
+    client.dispatches = noting_the_collector  # type: ignore[method-assign]
     run(engine, client)
     assert during == [False] and gc.isenabled()
     sandbox.faults.statuses = [500] * 10

@@ -83,12 +83,12 @@ def mutated(draw: st.DrawFn, index: int) -> Any:
             if not isinstance(target, dict | list):
                 break
             try:
-                target = target[key]
+                target = target[key]  # type: ignore[index]  # a name on a list: TypeError ends it
             except (KeyError, IndexError, TypeError):
                 break
         else:
             if isinstance(target, dict) and draw(st.booleans()):
-                target.pop(path[-1], None)  # type: ignore[arg-type]
+                target.pop(path[-1], None)
             elif isinstance(target, dict) or (isinstance(target, list) and path[-1] == 0):
                 if isinstance(target, list) and not target:
                     continue

@@ -225,4 +225,6 @@ def test_the_kept_counts_follow_every_change_whoever_makes_it(world: World) -> N
 
 def unfolded(engine: Engine) -> int:
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(schema.store_count_changes)).scalar()
+        return conn.execute(
+            select(func.count()).select_from(schema.store_count_changes)
+        ).scalar_one()

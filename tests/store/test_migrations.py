@@ -58,9 +58,9 @@ def test_partial_indexes_have_the_models_predicates(engine: Engine) -> None:
     assert len(partial) == 7
 
 
-def check_constraints(engine: Engine) -> dict[str, set[str]]:
-    """Each CHECK constraint of a vocabulary (one that lists values) by name, as the values its
-    condition lists."""
+def check_constraints(engine: Engine) -> dict[str | None, set[str]]:
+    """Each CHECK constraint of a vocabulary (one that lists values) by name (None if it has
+    none), as the values its condition lists."""
     inspector = inspect(engine)
     return {
         check["name"]: set(re.findall(r"'(\w+)'", check["sqltext"]))
@@ -161,7 +161,9 @@ def test_upgrading_a_store_with_dispatches_fills_their_local_start_date(
     else:
         migrate(engine)
     with engine.connect() as conn:
-        days = dict(conn.execute(text("SELECT id, start_date_local FROM dispatches")).all())
+        days: dict[str, str | None] = dict(
+            conn.execute(text("SELECT id, start_date_local FROM dispatches")).all()
+        )
     # 03:00 UTC is still the evening before in US/Central; a zone unknown gives no date
     assert days == {"d42": "2024-02-01", "d43": None}
     engine.dispose()
@@ -179,7 +181,9 @@ def test_upgrading_a_store_with_actions_keeps_their_keys_and_outcomes(database_u
     now = datetime.now(UTC)
     times = {"t": now, "start": now - timedelta(minutes=10), "end": now + timedelta(hours=1)}
     params = [bindparam(name, value, type_=UTCDateTime) for name, value in times.items()]
-    keys = {(s, kind): idempotency_key(SHARED, "d1", s, kind) for s in "ab" for kind in KINDS}
+    keys: dict[tuple[str, str], str] = {
+        (s, kind): idempotency_key(SHARED, "d1", s, kind) for s in "ab" for kind in KINDS
+    }
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -232,7 +236,9 @@ def test_upgrading_a_store_with_actions_keeps_their_keys_and_outcomes(database_u
         actions = conn.execute(
             text("SELECT site_id, kind, episode, idempotency_key, state FROM actions")
         ).all()
-        pairs = dict(conn.execute(text("SELECT site_id, holding FROM dispatch_sites")).all())
+        pairs: dict[str, str | None] = dict(
+            conn.execute(text("SELECT site_id, holding FROM dispatch_sites")).all()
+        )
     assert {(a.site_id, a.kind): (a.episode, a.idempotency_key, a.state) for a in actions} == {
         pair: (1, keys[pair], state) for pair, state in states.items()
     }
@@ -317,7 +323,7 @@ def catalog(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
     }
     with engine.connect() as conn:
         schema = conn.execute(text("SELECT current_schema()")).scalar_one()
-        described = {
+        described: dict[str, list[tuple[object, ...]]] = {
             name: sorted(
                 tuple(str(v).replace(f"{schema}.", "") if v is not None else v for v in row)
                 for row in conn.exec_driver_sql(query)

@@ -8,6 +8,7 @@ status`, and given up after 6 hours, loudly; the URL's secret never kept or show
 import hashlib
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
@@ -16,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Row, select, update
 
 from etl.base.config import ProcessorSettings
 from etl.base.timeutil import format_rfc3339, utcnow
@@ -100,7 +101,7 @@ def turn(world: World, urls: str, now: Any = None, test: bool = False) -> notify
     return notify.run(world.engine, settings, now or utcnow())
 
 
-def notes(engine: Engine) -> list[Any]:
+def notes(engine: Engine) -> Sequence[Row]:
     with engine.connect() as conn:
         return conn.execute(select(schema.notifications).order_by("id")).all()
 
@@ -327,7 +328,8 @@ def test_a_site_under_delivering_is_told_once_by_name(world: World, receiver: Re
     start, _ = hand_computed(world, curtailed_kw=95, site_id="a")  # 4.7 of 20 kW: 23 %
     found = status.Limits(timedelta(days=1)).check(world.engine)
     delivered = 100 - (2 * 100 + 28 * 95) / 30
-    assert found.under_delivered == [("p1", "a", pytest.approx(100 * delivered / 20))]
+    ((dispatch_id, site_id, pct),) = found.under_delivered
+    assert (dispatch_id, site_id) == ("p1", "a") and pct == pytest.approx(100 * delivered / 20)
     settings = ProcessorSettings(notify_urls=receiver.url)
     assert notify.run(world.engine, settings, utcnow(), found).sent == 1
     assert notify.run(world.engine, settings, utcnow(), found).planned == 0  # once
@@ -510,8 +512,8 @@ def test_a_service_is_kept_as_a_keyed_hash_of_its_url_not_its_plain_sha256(
 def test_each_notice_has_the_apprise_type_of_its_severity(world: World, receiver: Receiver) -> None:
     world.sandbox.dispatches = [dispatch("d1", site("a"))]
     dispatches.fetch(world.engine, world.client)
-    told_of = ("dispatch_end_time_moved", "dispatch_cancelled", "dispatch_vanished")
-    told_of += ("action_failed", "action_missed")
+    told_of: tuple[str, ...] = ("dispatch_end_time_moved", "dispatch_cancelled")
+    told_of += ("dispatch_vanished", "action_failed", "action_missed")
     with write_transaction(world.engine) as conn:
         conn.execute(
             schema.events.insert(),

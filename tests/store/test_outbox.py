@@ -4,13 +4,14 @@ sent only after a 2xx, corrections sent again, a battery's kW and kWh together."
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Row, select, update
 
 from etl.act import send_telemetry
 from etl.base.config import ApiSettings
@@ -70,7 +71,7 @@ def csv(*rows: str, header: str = "site_id,meter_id,timestamp,kw,kwh") -> list[s
     return [header + "\n", *(row + "\n" for row in rows)]
 
 
-def outbox_rows(engine: Engine) -> list[Any]:
+def outbox_rows(engine: Engine) -> Sequence[Row]:
     with engine.connect() as conn:
         return conn.execute(select(schema.telemetry_outbox).order_by("id")).all()
 

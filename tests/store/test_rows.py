@@ -5,10 +5,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert, select
 
-from etl.store.rows import write_many
+from etl.store.rows import Row, write_many
 from etl.store.schema import JSONDocument, UTCDateTime
 
-ROWS = [
+ROWS: list[Row] = [
     {"name": "a", "at": datetime(2026, 12, 6, 3, 4, 5, 6, tzinfo=UTC), "doc": {"x": [1, 2.5]}},
     {"name": "b", "at": None, "doc": {"nested": {"y": None}, "text": "é\u2028"}},
 ]

@@ -102,7 +102,7 @@ def logged() -> Iterator[list[logging.LogRecord]]:
     resets the level)."""
     records: list[logging.LogRecord] = []
     catch = logging.Handler()
-    catch.emit = records.append  # type: ignore[method-assign]
+    catch.emit = records.append  # type: ignore[method-assign,assignment]
     log.addHandler(catch)
     log.setLevel(logging.INFO)
     yield records

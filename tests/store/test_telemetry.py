@@ -441,11 +441,13 @@ def test_the_chart_has_a_panel_per_site_and_a_marker_per_command(
     (load,) = panel.findall("svg:polyline[@class='load']", ns)
     assert len(load.get("points", "").split()) == 108
     assert panel.find("svg:rect[@class='window']", ns) is not None
-    assert panel.find("svg:line[@class='baseline']/svg:title", ns).text == "baseline 100.0 kW"
-    assert panel.find("svg:line[@class='target']/svg:title", ns).text == "target 80.0 kW"
+    baseline = panel.findtext("svg:line[@class='baseline']/svg:title", namespaces=ns)
+    assert baseline == "baseline 100.0 kW"
+    assert panel.findtext("svg:line[@class='target']/svg:title", namespaces=ns) == "target 80.0 kW"
     markers = [g.get("class") for g in panel.findall("svg:g", ns)]
     assert markers == ["command curtail succeeded", "command restore succeeded"]
-    title = svg.find("svg:title", ns).text
+    title = svg.findtext("svg:title", namespaces=ns)
+    assert title is not None
     local = start.astimezone(ZoneInfo("US/Central"))  # the program's zone
     assert f"{local:%Y-%m-%d %H:%M}" in title and f"UTC{local:%z}" in title
 

@@ -5,6 +5,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -25,11 +26,12 @@ CENTRAL = {
 PARIS = {**CENTRAL, "id": 2, "name": "Paris", "timezone": "Europe/Paris"}
 
 
-def rows(etl: InProcess, *args: str) -> list[dict[str, str]]:
+def rows(etl: InProcess, *args: str) -> list[dict[str, Any]]:
+    """The report's rows as JSON: each value text, a number, a boolean or null."""
     return json.loads(etl.ok(*args, "--format", "json"))
 
 
-def dispatch_row(etl: InProcess, dispatch_id: str, *args: str) -> dict[str, str]:
+def dispatch_row(etl: InProcess, dispatch_id: str, *args: str) -> dict[str, Any]:
     found = rows(etl, "report", "dispatches", *args)
     (row,) = [r for r in found if r["dispatch_id"] == dispatch_id]
     return row

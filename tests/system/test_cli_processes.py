@@ -71,9 +71,9 @@ def held_store(database_url: str) -> Iterator[None]:
             holder.execute("ROLLBACK")
             holder.close()
         return
-    with psycopg.connect(database_url.replace("+psycopg", "")) as holder:  # in a transaction
+    with psycopg.connect(database_url.replace("+psycopg", "")) as locker:  # in a transaction
         for name in (fetch_runs.FETCH_LOCK, planner.PLAN_LOCK):
-            holder.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
+            locker.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
         yield
 
 

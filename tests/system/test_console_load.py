@@ -44,7 +44,7 @@ def test_healthz_answers_within_a_second_while_six_large_pages_are_asked_at_once
         askers = [threading.Thread(target=ask) for _ in range(AT_ONCE)]
         for asker in askers:
             asker.start()
-        waits = []
+        waits: list[float] = []
         while any(asker.is_alive() for asker in askers) or not waits:
             started = time.monotonic()
             assert requests.get(url + "/healthz", timeout=10).status_code == 200

@@ -5,10 +5,11 @@ import random
 import signal
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Row, select
 
 from etl.sandbox.emulator import Sandbox
 from etl.store import schema
@@ -31,7 +32,7 @@ def dispatches(count: int, sites: int) -> list[dict[str, Any]]:
     ]
 
 
-def curtails(engine: Engine) -> list[Any]:
+def curtails(engine: Engine) -> Sequence[Row]:
     table = schema.actions
     with engine.connect() as conn:
         return conn.execute(select(table).where(table.c.kind == "curtail")).all()

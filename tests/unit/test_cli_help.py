@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import typer
+from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from etl.cli import app
@@ -90,6 +91,7 @@ def test_the_processor_options_are_taken_after_the_commands_that_act_too() -> No
     """`etl run --workers 8`, as an operator types it, as well as `etl --workers 8 run`; `etl
     process` sends no notification, so takes no notification option."""
     root = typer.main.get_command(app)
+    assert isinstance(root, TyperGroup)  # an app of several commands
     before = {param.name for param in root.params if param.expose_value} - {"version"}
     notify = {"notify_urls", "notify_test"}
     assert notify < before
@@ -122,15 +124,21 @@ def test_the_shell_completes_the_formats_and_the_time_zones() -> None:
 
 def summaries() -> list[tuple[str, str]]:
     """Each command's name and the first line of its docstring."""
-    found = []
+    found: list[tuple[str, str | None]] = []
     for info in app.registered_commands:
+        assert info.callback is not None  # each registered by its function
         found.append((info.name or info.callback.__name__, info.callback.__doc__))
     for group in app.registered_groups:
+        assert group.typer_instance is not None  # each added as a Typer of its own
         found += [
             (f"{group.name} {c.name}", c.callback.__doc__)
             for c in group.typer_instance.registered_commands
         ]
-    return [(name, doc.splitlines()[0]) for name, doc in found]
+    firsts = []
+    for name, doc in found:
+        assert doc is not None, f"{name} has no docstring"
+        firsts.append((name, doc.splitlines()[0]))
+    return firsts
 
 
 @pytest.mark.parametrize(("command", "summary"), summaries())

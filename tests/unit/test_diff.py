@@ -22,6 +22,7 @@ from etl.ingest.diff import (
     split_duplicates,
 )
 from etl.source.records import parse_dispatch
+from etl.store.rows import Row
 from etl.store.vocabulary import ActionState, Holding
 from tests.helpers import dispatch, site
 
@@ -175,7 +176,7 @@ def test_starting_to_hold_is_a_new_episode_with_a_curtail() -> None:
 
 def test_every_release_ends_the_episode() -> None:
     held = {"holding": Holding.HELD, "episode": 1}
-    releases = [
+    releases: list[dict[str, object]] = [
         {"authorized": False},
         {"removed_at": NOW},
         {"end_time": NOW},
@@ -344,7 +345,7 @@ def test_a_sites_meters_from_get_sites_outlast_a_dispatch_that_lists_it_without_
 
 
 def test_each_record_set_aside_is_an_event_of_its_kind_naming_it() -> None:
-    rows = [
+    rows: list[Row] = [
         {"kind": "dispatch", "record_id": "d1", "reason": "dispatch: missing 'test'"},
         {"kind": "site", "record_id": "s1", "reason": "site: 'id' is empty"},
         {"kind": "telemetry", "record_id": "s2", "reason": "reading: units 'kWh'"},
@@ -395,7 +396,7 @@ def test_which_copy_is_kept_does_not_depend_on_the_listings_order(
     orders: tuple[list[Any], list[Any]],
 ) -> None:
     def chosen(items: list[Any]) -> dict[str, Any]:
-        return {id_of(i): i for i in split_duplicates(items)[0] if id_of(i) is not None}
+        return {key: i for i in split_duplicates(items)[0] if (key := id_of(i)) is not None}
 
     one, other = orders
     assert chosen(one) == chosen(other)

@@ -108,7 +108,7 @@ def test_a_table_too_wide_leaves_out_what_is_not_needed_first_and_says_so() -> N
 
 
 def test_json_and_json_lines_parse_back_to_the_rows_with_times_as_rfc_3339() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"id": 1, "at": NOON, "kw": 2.5, "ok": True},
         {"id": 2, "at": None, "kw": None, "ok": False},
     ]

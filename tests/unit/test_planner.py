@@ -7,6 +7,7 @@ tests/unit/test_diff.py has the examples, tests/store/test_holders.py the store'
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import TypedDict
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -141,7 +142,15 @@ def test_a_release_ends_the_episode_with_no_action_of_its_own(
         assert (change.holding, change.episode, change.curtail) == (None, pair.episode, None)
 
 
-EDITS = [
+class Edit(TypedDict, total=False):
+    """A change to the dispatch between passes: some of the pair's fields, anew."""
+
+    authorized: bool
+    removed_at: datetime | None
+    test: bool
+
+
+EDITS: list[Edit] = [
     {"authorized": False},
     {"authorized": True},
     {"removed_at": minutes(0)},
@@ -164,7 +173,7 @@ def test_over_any_history_each_episode_has_one_curtail_and_follows_the_holding(
     pair: Pair,
     settings: ProcessorSettings,
     first_fetch: datetime | None,
-    passes: list[tuple[int, dict[str, object] | None]],
+    passes: list[tuple[int, Edit | None]],
 ) -> None:
     """Passes at growing times, the dispatch changed now and then between them: after each
     pass the record follows the holding, and the curtails planned are as many as the episodes."""

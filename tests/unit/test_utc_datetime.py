@@ -8,8 +8,10 @@ from sqlalchemy.dialects import sqlite
 from etl.store.schema import UTCDateTime
 
 DIALECT = sqlite.dialect()
-SQLALCHEMY_TEXT = sqlite.DATETIME().bind_processor(DIALECT)
-SQLALCHEMY_READ = sqlite.DATETIME().result_processor(DIALECT, None)
+_BIND = sqlite.DATETIME().bind_processor(DIALECT)
+_RESULT = sqlite.DATETIME().result_processor(DIALECT, None)
+assert _BIND is not None and _RESULT is not None  # SQLite's DATETIME converts both ways
+SQLALCHEMY_TEXT, SQLALCHEMY_READ = _BIND, _RESULT
 
 
 @pytest.mark.parametrize(
@@ -25,14 +27,17 @@ SQLALCHEMY_READ = sqlite.DATETIME().result_processor(DIALECT, None)
 def test_the_text_is_sqlalchemys_and_reads_back_as_the_same_time(value: datetime) -> None:
     text = UTCDateTime().process_bind_param(value, DIALECT)
     assert text == SQLALCHEMY_TEXT(value.astimezone(UTC).replace(tzinfo=None))
-    assert UTCDateTime().process_result_value(text, DIALECT) == value
-    assert UTCDateTime().process_result_value(text, DIALECT).tzinfo is UTC
+    read = UTCDateTime().process_result_value(text, DIALECT)
+    assert read == value
+    assert read is not None and read.tzinfo is UTC
 
 
 def test_text_written_by_sql_without_a_fraction_reads_as_sqlalchemy_reads_it() -> None:
     # e.g. SQLite's datetime('now'), or a row a user wrote by hand
     text = "2026-12-06 03:04:05"
-    assert UTCDateTime().process_result_value(text, DIALECT) == SQLALCHEMY_READ(text).replace(
+    read_by_sqlalchemy = SQLALCHEMY_READ(text)
+    assert read_by_sqlalchemy is not None
+    assert UTCDateTime().process_result_value(text, DIALECT) == read_by_sqlalchemy.replace(
         tzinfo=UTC
     )
 
