@@ -11,9 +11,9 @@ from sqlalchemy import Engine
 from etl.act.failing import Failing, failing
 from etl.base.errors import ConfigError
 from etl.base.timeutil import utcnow
+from etl.base.vocabulary import ActionState, EventKind
 from etl.store.db import write_transaction
 from etl.store.events import NewEvent, append
-from etl.store.vocabulary import ActionState, EventKind
 
 __all__ = ["MOST_WORDS", "Acknowledgement", "acknowledge"]
 

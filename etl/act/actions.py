@@ -19,12 +19,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, and_, bindparam, func, select, update
 
+from etl.base.vocabulary import ActionState, EventKind
 from etl.handlers import ActionKind
 from etl.store import identity
 from etl.store.db import dialect_insert
 from etl.store.events import NewEvent
 from etl.store.schema import actions, dispatch_sites, dispatches
-from etl.store.vocabulary import ActionState, EventKind
 
 __all__ = [
     "CLAIMABLE",

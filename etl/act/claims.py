@@ -45,13 +45,13 @@ from etl.act.actions import (
 from etl.base.config import ProcessorSettings
 from etl.base.redact import redact_text
 from etl.base.timeutil import format_rfc3339, utcnow
+from etl.base.vocabulary import ActionState, AttemptOutcome, Holding
 from etl.handlers import KEPT_OUTPUT_CHARS, ActionRequest
 from etl.source.records import unmodeled_fields
 from etl.store.db import write_transaction
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.schema import action_attempts, actions, dispatch_sites, dispatches, programs, sites
-from etl.store.vocabulary import ActionState, AttemptOutcome, Holding
 
 __all__ = ["Claimed", "claim", "due_now", "fail", "renew", "succeed"]
 

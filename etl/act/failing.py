@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from etl.base.vocabulary import ActionState, AttemptOutcome, EventKind
 from etl.handlers import ActionKind
 from etl.store.rows import chunks
 from etl.store.schema import action_attempts, actions, dispatch_sites, dispatches, events
-from etl.store.vocabulary import ActionState, AttemptOutcome, EventKind
 
 __all__ = ["ACT_WITHIN", "Failing", "acknowledged", "failing"]
 

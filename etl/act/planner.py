@@ -48,13 +48,13 @@ from etl.act.actions import (
 )
 from etl.base.config import ProcessorSettings
 from etl.base.timeutil import utcnow
+from etl.base.vocabulary import ActionState, Holding
 from etl.store import fetch_runs, kept_counts
 from etl.store.db import write_transaction
 from etl.store.dispatch_sites import HoldingSet, set_holdings
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.schema import actions, dispatch_sites, dispatches, planner_state
-from etl.store.vocabulary import ActionState, Holding
 
 __all__ = ["HISTORY_NOTE", "PLAN_LOCK", "Pair", "PlanSummary", "plan", "plan_in", "transition"]
 

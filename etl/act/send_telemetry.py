@@ -22,11 +22,11 @@ from sqlalchemy import Engine
 from etl.base.errors import ApiError
 from etl.base.logs import log
 from etl.base.timeutil import format_rfc3339, utcnow
+from etl.base.vocabulary import OutboxEndpoint, ReadingUnits
 from etl.source.api import VoltusClient
 from etl.store import binding, outbox
 from etl.store.db import read_transaction, write_transaction
 from etl.store.outbox import Held, Queued
-from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
 __all__ = [
     "HOLD",

@@ -40,9 +40,9 @@ if TYPE_CHECKING:
 
     from etl.act import claims, planner, processor, send_telemetry
     from etl.base.config import ApiSettings
+    from etl.base.vocabulary import OutboxEndpoint
     from etl.ingest import dispatches, sources
     from etl.jobs import runner
-    from etl.store.vocabulary import OutboxEndpoint
 
 __all__ = ["fetch", "log_outcome", "process", "run", "telemetry_collect", "telemetry_send"]
 
@@ -100,7 +100,7 @@ def fetch(
 
 
 def _log_fetch(summary: "dispatches.FetchSummary") -> None:
-    from etl.store.vocabulary import FetchKind, FetchOutcome
+    from etl.base.vocabulary import FetchKind, FetchOutcome
 
     what = "fetch" if summary.kind == FetchKind.LISTING else "lookup"
     if summary.outcome == FetchOutcome.SUPERSEDED:
@@ -208,9 +208,9 @@ def _through_outbox(
     went. Exits 2 after sending if a batch was set aside as no readings: someone must see to it;
     else 1 if one could not be read now (it is tried again next time)."""
     from etl.act import send_telemetry
+    from etl.base.vocabulary import OutboxEndpoint
     from etl.source.api import VoltusClient
     from etl.store.db import open_store
-    from etl.store.vocabulary import OutboxEndpoint
 
     engine = open_store(database_url)
     client = VoltusClient(api)

@@ -11,18 +11,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from etl.base.payloads import Rejected
 from etl.base.timeutil import jsonable, local_date
+from etl.base.vocabulary import EventKind, RecordKind
 from etl.source.records import (
     Dispatch,
     Program,
-    Rejected,
     has_unknown_fields,
     item_fingerprint,
     record_id,
 )
 from etl.store.events import NewEvent
 from etl.store.rows import Row
-from etl.store.vocabulary import EventKind
 
 __all__ = [
     "DISPATCH_FIELDS",
@@ -100,7 +100,7 @@ def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
                     f"dispatch: an older copy of this id in one listing (modification_number "
                     f"{copy['modification_number']}; the newest is {newest['modification_number']})"
                 )
-            rejected.append(Rejected("dispatch", record_id(copy), reason, copy))
+            rejected.append(Rejected(RecordKind.DISPATCH, record_id(copy), reason, copy))
     kept: list[Any] = []
     placed: set[str] = set()  # ids listed twice whose one copy (or none) is kept already
     for item in items:
@@ -143,7 +143,7 @@ def answers_by_id(looked_up: dict[str, Any | None]) -> tuple[list[Any], list[Rej
             found.append(item)
         else:
             reason = f"dispatch: asked for {wanted!r} by id, got another"
-            mismatched.append(Rejected("dispatch", wanted, reason, item))
+            mismatched.append(Rejected(RecordKind.DISPATCH, wanted, reason, item))
     return found, mismatched
 
 

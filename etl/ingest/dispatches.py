@@ -25,7 +25,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, or_, select, update
 
 from etl.base.errors import ApiError, DatabaseError
+from etl.base.payloads import Rejected
 from etl.base.timeutil import format_rfc3339, jsonable, utcnow
+from etl.base.vocabulary import EventKind, FetchKind, FetchOutcome, RecordKind
 from etl.ingest.diff import (
     DISPATCH_FIELDS,
     DISPATCH_SITE_COLUMNS,
@@ -44,7 +46,6 @@ from etl.source.api import Listing, VoltusClient
 from etl.source.jsonscan import TooDeep
 from etl.source.records import (
     Dispatch,
-    Rejected,
     SiteBatch,
     item_fingerprint,
     parse_dispatches,
@@ -58,7 +59,6 @@ from etl.store.events import append as append_events
 from etl.store.fetch_runs import FETCH_LOCK
 from etl.store.rows import Row, chunks, select_in, stored_rows, upsert
 from etl.store.schema import dispatch_sites, dispatches, programs, sites
-from etl.store.vocabulary import EventKind, FetchKind, FetchOutcome
 
 __all__ = ["FetchSummary", "Snapshot", "fetch", "fetch_dispatch", "ingest"]
 
@@ -335,14 +335,16 @@ def _store_one_by_one(
                 _store(conn, [dispatch], None, fingerprints, now, changes)
         except RecordRefused as error:
             reason = f"dispatch: the database refused it: {error}"
-            refused.append(Rejected("dispatch", dispatch.id, reason, dispatch.raw))
+            refused.append(Rejected(RecordKind.DISPATCH, dispatch.id, reason, dispatch.raw))
     for site in site_batch.sites if site_batch else []:
         try:
             with record_savepoint(conn):
                 _store(conn, [], SiteBatch([site], []), fingerprints, now, changes)
         except RecordRefused as error:
             reason = f"site: the database refused it: {error}"
-            refused.append(Rejected("site", site.id, reason, {"id": site.id, "name": site.name}))
+            refused.append(
+                Rejected(RecordKind.SITE, site.id, reason, {"id": site.id, "name": site.name})
+            )
     records = len(candidates) + (len(site_batch.sites) if site_batch else 0)
     if len(refused) >= 2 and len(refused) == records:
         # not the records but the database (full, read-only, permissions): a failed fetch, not

@@ -25,11 +25,11 @@ from sqlalchemy import Engine
 from etl.base.errors import ConfigError
 from etl.base.logs import one_line
 from etl.base.timeutil import parse_rfc3339, utcnow
+from etl.base.vocabulary import OutboxEndpoint, ReadingUnits
 from etl.source.records import MAX_KW, MIN_READING_KW
 from etl.store import outbox
 from etl.store.db import read_transaction, write_transaction
 from etl.store.outbox import Meters, Queued, QueuedCounts, RejectedLine
-from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
 __all__ = ["NotReadings", "QueueSummary", "check", "queue_lines", "read_lines"]
 

@@ -27,8 +27,8 @@ from sqlalchemy import Engine
 from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import one_line
 from etl.base.plugins import load_entry_point
+from etl.base.vocabulary import OutboxEndpoint
 from etl.ingest.readings import NotReadings, QueueSummary, queue_lines, read_lines
-from etl.store.vocabulary import OutboxEndpoint
 
 __all__ = [
     "QUEUED_FOLDER",

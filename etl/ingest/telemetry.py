@@ -26,10 +26,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, String, and_, column, func, select, tuple_, values
 
 from etl.base.errors import ApiError
+from etl.base.payloads import Rejected
 from etl.base.timeutil import format_rfc3339, utcnow
+from etl.base.vocabulary import EventKind, FetchKind, FetchOutcome, RecordKind
 from etl.ingest.diff import rejected_events
 from etl.source.api import VoltusClient
-from etl.source.records import Reading, Rejected
+from etl.source.records import Reading
 from etl.store import fetch_runs, set_aside
 from etl.store.db import dialect_insert, read_transaction, write_transaction
 from etl.store.events import NewEvent
@@ -37,19 +39,18 @@ from etl.store.events import append as append_events
 from etl.store.fetch_runs import FETCH_LOCK
 from etl.store.rows import chunks, upsert
 from etl.store.schema import (
+    BASELINE_BEFORE,
+    TELEMETRY_INTERVAL,
     UTCDateTime,
     dispatch_sites,
     dispatches,
     telemetry,
     telemetry_requests,
 )
-from etl.store.vocabulary import EventKind, FetchKind, FetchOutcome
 
 __all__ = [
     "AFTER",
-    "BEFORE",
     "DEFAULT_LOOKBACK",
-    "INTERVAL",
     "MOST_REJECTED",
     "TelemetrySummary",
     "Window",
@@ -58,9 +59,8 @@ __all__ = [
     "windows_due",
 ]
 
-BEFORE, AFTER = timedelta(minutes=60), timedelta(minutes=30)
+AFTER = timedelta(minutes=30)  # after a dispatch's end, the readings fetched
 SETTLE = timedelta(minutes=20)  # after an interval, before its readings are trusted
-INTERVAL = 60  # seconds
 MAX_SITES, MAX_POINTS = 10, 10_000  # per request, per site
 MOST_REJECTED = 100  # readings of one window set aside one by one; beyond, counted in one
 ALIGN = 30  # seconds
@@ -83,7 +83,10 @@ class Window:
     @property
     def intervals(self) -> int:
         """How many intervals end in (start, end]."""
-        return int(self.end.timestamp()) // INTERVAL - int(self.start.timestamp()) // INTERVAL
+        return (
+            int(self.end.timestamp()) // TELEMETRY_INTERVAL
+            - int(self.start.timestamp()) // TELEMETRY_INTERVAL
+        )
 
 
 @dataclass
@@ -136,7 +139,7 @@ def windows_due(conn: Connection, now: datetime, lookback: timedelta) -> list[Wi
     for row in rows:
         if row.asked_at is not None and now < reask_at(row.asked_at, row.asks):
             continue
-        start = _aligned(row.start_time - BEFORE, up=False)
+        start = _aligned(row.start_time - BASELINE_BEFORE, up=False)
         end = _aligned(row.end_time + AFTER, up=True)
         sites.setdefault((row.id, start, end), []).append(row.site_id)
     stored = _stored_counts(conn, sites)
@@ -167,7 +170,7 @@ def _stored_counts(
         w, t = wanted.cte("wanted").c, telemetry.c
         in_window = and_(
             t.site_id == w.site_id,
-            t.interval_seconds == INTERVAL,
+            t.interval_seconds == TELEMETRY_INTERVAL,
             t.interval_end > w.starts,
             t.interval_end <= w.ends,
         )
@@ -188,17 +191,18 @@ def _not_asked_for(
     interval of another site, width, or time, or one that ends off the interval's grid."""
     if reading.site_id not in site_ids:
         return f"telemetry: site {reading.site_id!r} was not asked for"
-    if reading.interval_seconds != INTERVAL:
-        return f"telemetry: a {reading.interval_seconds} s interval, not the {INTERVAL} s asked for"
+    if reading.interval_seconds != TELEMETRY_INTERVAL:
+        asked = TELEMETRY_INTERVAL
+        return f"telemetry: a {reading.interval_seconds} s interval, not the {asked} s asked for"
     if not start < reading.interval_end <= end:
         return (
             f"telemetry: an interval ending at {format_rfc3339(reading.interval_end)}, outside "
             f"the window asked for ({format_rfc3339(start)}, {format_rfc3339(end)}]"
         )
-    if reading.interval_end.timestamp() % INTERVAL:
+    if reading.interval_end.timestamp() % TELEMETRY_INTERVAL:
         return (
             f"telemetry: an interval ending at {format_rfc3339(reading.interval_end)}, off the "
-            f"{INTERVAL} s grid"
+            f"{TELEMETRY_INTERVAL} s grid"
         )
     return None
 
@@ -206,7 +210,7 @@ def _not_asked_for(
 def requests_for(window: Window, until: datetime) -> Iterator[tuple[list[str], datetime, datetime]]:
     """(sites, start, end) of each request for the window's intervals that end by `until`: 10
     sites at most, and spans short enough to keep within the point limit."""
-    longest = timedelta(seconds=MAX_POINTS * INTERVAL)
+    longest = timedelta(seconds=MAX_POINTS * TELEMETRY_INTERVAL)
     last = min(window.end, until)
     for first in range(0, len(window.site_ids), MAX_SITES):
         site_ids = list(window.site_ids[first : first + MAX_SITES])
@@ -265,18 +269,20 @@ class _Fetched:
         """Fetch one window, keeping nothing of it unless every request succeeds."""
         readings, rejected = [], []
         for site_ids, start, end in requests_for(window, until):
-            batch = client.telemetry(site_ids, start, end, INTERVAL)
+            batch = client.telemetry(site_ids, start, end, TELEMETRY_INTERVAL)
             self.requests += 1
             for reading in batch.readings:
                 reason = _not_asked_for(reading, site_ids, start, end)
                 if reason is None:
                     readings.append(reading)
                 else:
-                    rejected.append(Rejected("telemetry", None, reason, repr(reading)))
+                    rejected.append(Rejected(RecordKind.TELEMETRY, None, reason, repr(reading)))
             rejected += batch.rejected
         if len(rejected) > MOST_REJECTED:  # a response of junk is one record, not thousands
             reason = f"telemetry: {len(rejected) - MOST_REJECTED} more readings set aside"
-            rejected[MOST_REJECTED:] = [Rejected("telemetry", None, reason, rejected[-1].reason)]
+            rejected[MOST_REJECTED:] = [
+                Rejected(RecordKind.TELEMETRY, None, reason, rejected[-1].reason)
+            ]
         self.windows.append(window)
         self.readings += readings
         self.rejected += rejected

@@ -42,6 +42,7 @@ from etl.base.config import ProcessorSettings
 from etl.base.logs import log, one_line, shorten
 from etl.base.redact import redact_text
 from etl.base.timeutil import parse_rfc3339, zone_or_utc
+from etl.base.vocabulary import EventKind, Holding, NoticeKind
 from etl.handlers import ActionKind
 from etl.store.db import dialect_insert, read_transaction, write_transaction
 from etl.store.identity import key_namespace
@@ -57,7 +58,6 @@ from etl.store.schema import (
     programs,
     sites,
 )
-from etl.store.vocabulary import EventKind, Holding, NoticeKind
 
 if TYPE_CHECKING:  # the minutely job imports the status only to tell people of it
     from etl.read.status import Status

@@ -14,12 +14,12 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection, Engine, func, select
 
 from etl.base.timeutil import format_rfc3339, zone_or_utc
+from etl.base.vocabulary import EventKind
 from etl.read.reports import ReportFilter, dispatches_report, listed_sites
 from etl.store import binding
 from etl.store.db import read_transaction
 from etl.store.rows import chunks
 from etl.store.schema import events
-from etl.store.vocabulary import EventKind
 
 __all__ = ["CHANGES", "REFRESH", "UNKNOWN_END_SHOWN", "ics"]
 

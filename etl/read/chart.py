@@ -27,11 +27,18 @@ from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, exists, 
 
 from etl.base.errors import ConfigError
 from etl.base.timeutil import zone_or_utc
-from etl.ingest.telemetry import BEFORE, INTERVAL
+from etl.base.vocabulary import OutboxEndpoint, ReadingUnits
 from etl.read.reports import dispatch_performance, meter_readings, site_meters
 from etl.store.db import read_transaction
-from etl.store.schema import actions, dispatch_sites, dispatches, programs, telemetry_outbox
-from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
+from etl.store.schema import (
+    BASELINE_BEFORE,
+    TELEMETRY_INTERVAL,
+    actions,
+    dispatch_sites,
+    dispatches,
+    programs,
+    telemetry_outbox,
+)
 
 __all__ = [
     "BUCKETS",
@@ -94,7 +101,7 @@ class DispatchChart:
 
     def baseline(self, panel: SitePanel) -> float | None:
         """The mean load of the hour before the start, as the view dispatch_performance has it."""
-        before = [kw for at, kw in panel.load if self.start - BEFORE < at <= self.start]
+        before = [kw for at, kw in panel.load if self.start - BASELINE_BEFORE < at <= self.start]
         return sum(before) / len(before) if before else None
 
     @property
@@ -121,7 +128,7 @@ def chart_data(engine: Engine, dispatch_id: str) -> DispatchChart:
             dispatch_id, head.name, zone_or_utc(head.timezone), head.start_time, end, []
         )
         first, last = chart.view
-        first = min(first, chart.start - BEFORE)  # the baseline's hour, drawn or not
+        first = min(first, chart.start - BASELINE_BEFORE)  # the baseline's hour, drawn or not
         count, committed = conn.execute(
             select(func.count(), func.sum(ds.commitment_kw)).where(ds.dispatch_id == dispatch_id)
         ).one()
@@ -188,7 +195,7 @@ def _metered_load(
         .where(
             t.site_id.in_(site_ids),
             t.role == "load",
-            t.interval_seconds == INTERVAL,
+            t.interval_seconds == TELEMETRY_INTERVAL,
             t.interval_end > first,
             t.interval_end <= last,
         )

@@ -18,12 +18,12 @@ from sqlalchemy import Engine, func, select
 from etl import __version__
 from etl.act.actions import open_by_state
 from etl.base.errors import EtlError
+from etl.base.vocabulary import ActionState, Holding
 from etl.handlers import ActionKind
 from etl.read import status
 from etl.store import kept_counts
 from etl.store.db import read_transaction
 from etl.store.schema import dispatch_sites
-from etl.store.vocabulary import ActionState, Holding
 
 __all__ = ["LiveCollector", "StatusCollector", "StoreCounts", "exposition", "store_counts"]
 

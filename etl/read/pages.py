@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, Select, func, or_, select
 
 from etl.act.failing import Failing, failing
 from etl.base.timeutil import utcnow, zone_or_utc
+from etl.base.vocabulary import ActionState
 from etl.handlers import ActionKind
 from etl.read.audit import AuditQuery, describe, trail
 from etl.read.chart import FAILED, chart_data, render
@@ -45,7 +46,6 @@ from etl.store import schema
 from etl.store.db import read_transaction
 from etl.store.rows import chunks
 from etl.store.schema import action_attempts, actions, sites
-from etl.store.vocabulary import ActionState
 
 __all__ = [
     "MOST_OPEN",

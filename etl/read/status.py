@@ -13,6 +13,7 @@ from etl.act.actions import open_by_state
 from etl.act.failing import ACT_WITHIN, Failing, failing
 from etl.base.logs import shorten
 from etl.base.timeutil import format_rfc3339, jsonable, utcnow
+from etl.base.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome, Holding
 from etl.read.reports import dispatch_performance
 from etl.store import fetch_runs, outbox
 from etl.store.db import read_transaction, stored_revision
@@ -25,7 +26,6 @@ from etl.store.schema import (
     sites,
     telemetry_requests,
 )
-from etl.store.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome, Holding
 
 __all__ = [
     "Health",

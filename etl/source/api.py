@@ -19,10 +19,11 @@ from etl import __version__
 from etl.base.config import ApiSettings
 from etl.base.errors import ApiError
 from etl.base.logs import log, shorten
+from etl.base.payloads import fingerprint
 from etl.base.redact import MASK, redact_text, redact_url
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.source.jsonscan import items_one_by_one
-from etl.source.records import SiteBatch, TelemetryBatch, fingerprint, parse_sites, parse_telemetry
+from etl.source.records import SiteBatch, TelemetryBatch, parse_sites, parse_telemetry
 
 __all__ = [
     "API_VERSION",

@@ -5,31 +5,26 @@ record that does not validate is set aside whole with its reason (a `Rejected`),
 Unknown extra fields are tolerated; the dispatch's whole raw object is kept alongside.
 """
 
-import hashlib
-import json
 import math
-import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from etl.base.payloads import JSON_MAX_DEPTH, Rejected, check_json, fingerprint
 from etl.base.timeutil import parse_rfc3339
+from etl.base.vocabulary import RecordKind
 from etl.source.jsonscan import TooDeep
 
 __all__ = [
     "INTERVALS",
-    "JSON_MAX_DEPTH",
     "MAX_KW",
     "MIN_READING_KW",
     "Dispatch",
     "Program",
     "Reading",
-    "Rejected",
     "SiteBatch",
     "TelemetryBatch",
-    "check_json",
-    "fingerprint",
     "has_unknown_fields",
     "item_fingerprint",
     "parse_dispatch",
@@ -37,7 +32,6 @@ __all__ = [
     "parse_sites",
     "parse_telemetry",
     "record_id",
-    "storable",
 ]
 
 
@@ -100,14 +94,6 @@ class Reading:
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected:
-    kind: str  # "dispatch", "site" or "telemetry"
-    record_id: str | None
-    reason: str
-    payload: Any
-
-
-@dataclass(frozen=True, slots=True)
 class DispatchBatch:
     dispatches: list[Dispatch]
     rejected: list[Rejected]
@@ -150,10 +136,6 @@ def unmodeled_fields(raw: dict[str, Any], site_id: str) -> dict[str, dict[str, A
     return {part: fields for part, fields in parts.items() if fields}
 
 
-def fingerprint(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
 def item_fingerprint(item: Any) -> str:
     """A fingerprint of one parsed record, to tell whether it changed since last time. Its repr
     is the cheapest stable text of it (a third of canonical JSON's cost); should the API ever
@@ -168,13 +150,10 @@ ID_MAX_CHARS = 200  # Voltus's ids are short; a longer one is not an id
 TEXT_MAX_CHARS = 1000  # names, time zones, customer locations
 INT_RANGE = (-(2**31), 2**31 - 1)  # the columns' INTEGER on PostgreSQL
 EARLIEST, LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
-JSON_MAX_DEPTH = 32
 IntOrNone = TypeVar("IntOrNone", int, int | None)
 # characters no id or name may hold: control characters (they forge lines in output and logs),
 # line and paragraph separators, and lone surrogates (not encodable in UTF-8)
 FORBIDDEN_CATEGORIES = {"Cc", "Zl", "Zp", "Cs"}
-# what no JSON column (PostgreSQL's jsonb) and no handler's JSON can hold
-NUL_OR_LONE_SURROGATE = re.compile("[\x00\ud800-\udfff]")
 
 
 def _shown(value: Any) -> str:
@@ -246,34 +225,6 @@ def _time(obj: dict[str, Any], name: str, where: str) -> datetime:
     return value
 
 
-def check_json(value: Any, where: str) -> None:
-    """What any JSON column and any handler can take: no NaN or infinity, no NUL or lone
-    surrogate in a string, no deeper nesting than JSON_MAX_DEPTH."""
-    strings: list[str] = []
-    _check_values([value], where, 0, strings)
-    # one search of all the strings at once: joining two strings makes no NUL and pairs no
-    # surrogates (a str holds code points, not UTF-16), and a search per string cost 10 times more
-    if NUL_OR_LONE_SURROGATE.search("".join(strings)):
-        raise ValueError(f"{where}: a string has a NUL or an unpaired surrogate")
-
-
-def _check_values(values: list[Any], where: str, depth: int, strings: list[str]) -> None:
-    """The values found at one depth of one object (a call per object, not per value: every
-    field of every record of every fetch passes here); their strings are added to `strings`."""
-    if values and depth > JSON_MAX_DEPTH:
-        raise ValueError(f"{where}: nested deeper than {JSON_MAX_DEPTH} levels")
-    for value in values:
-        if isinstance(value, str):
-            strings.append(value)
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise ValueError(f"{where}: a number is not finite ({value})")
-        elif isinstance(value, dict):
-            _check_values([*value, *value.values()], where, depth + 1, strings)  # keys are str
-        elif isinstance(value, list):
-            _check_values(value, where, depth + 1, strings)
-
-
 def parse_program(value: Any) -> Program:
     obj = _object(value, "program")
     return Program(
@@ -328,7 +279,7 @@ def _readable(value: Any, where: str) -> dict[str, Any]:
     return _object(value, where)
 
 
-def _rejected(kind: str, item: Any, reason: str) -> Rejected:
+def _rejected(kind: RecordKind, item: Any, reason: str) -> Rejected:
     """A record set aside: of one too deep to read, what can be kept is its excerpt."""
     payload = item.excerpt if isinstance(item, TooDeep) else item
     return Rejected(kind, record_id(item), reason, payload)
@@ -406,16 +357,6 @@ def record_id(value: Any) -> str | None:
         return None
 
 
-def storable(payload: Any) -> Any:
-    """A malformed record as the JSON columns can keep it: as it is, or else its JSON text (with
-    NaN, NUL and the like escaped), so that nothing of it is lost."""
-    try:
-        check_json(payload, "record")
-    except ValueError:
-        return json.dumps(payload, ensure_ascii=True)
-    return payload
-
-
 def parse_dispatches(items: list[Any]) -> DispatchBatch:
     dispatches: list[Dispatch] = []
     rejected: list[Rejected] = []
@@ -424,10 +365,12 @@ def parse_dispatches(items: list[Any]) -> DispatchBatch:
         try:
             dispatch = parse_dispatch(item)
         except ValueError as error:
-            rejected.append(_rejected("dispatch", item, str(error)))
+            rejected.append(_rejected(RecordKind.DISPATCH, item, str(error)))
             continue
         if dispatch.id in seen:
-            rejected.append(Rejected("dispatch", dispatch.id, "dispatch: duplicate 'id'", item))
+            rejected.append(
+                Rejected(RecordKind.DISPATCH, dispatch.id, "dispatch: duplicate 'id'", item)
+            )
             continue
         seen.add(dispatch.id)
         dispatches.append(dispatch)
@@ -484,7 +427,7 @@ def parse_telemetry(body: Any) -> TelemetryBatch:
                 for item in _field(meter_obj, "telemetry", list, "meter"):
                     _add_reading(batch, site_id, meter_id, item)
         except ValueError as error:
-            batch.rejected.append(Rejected("telemetry", None, str(error), site))
+            batch.rejected.append(Rejected(RecordKind.TELEMETRY, None, str(error), site))
     return batch
 
 
@@ -493,7 +436,7 @@ def _add_reading(batch: TelemetryBatch, site_id: str, meter_id: str, item: Any) 
         batch.readings.append(parse_reading(site_id, meter_id, item))
     except ValueError as error:
         payload = {"site_id": site_id, "meter_id": meter_id, "reading": item}
-        batch.rejected.append(Rejected("telemetry", site_id, str(error), payload))
+        batch.rejected.append(Rejected(RecordKind.TELEMETRY, site_id, str(error), payload))
 
 
 def parse_sites(items: list[Any]) -> SiteBatch:
@@ -503,5 +446,5 @@ def parse_sites(items: list[Any]) -> SiteBatch:
         try:
             sites.append(parse_site(item))
         except ValueError as error:
-            rejected.append(_rejected("site", item, str(error)))
+            rejected.append(_rejected(RecordKind.SITE, item, str(error)))
     return SiteBatch(sites, rejected)

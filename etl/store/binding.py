@@ -17,11 +17,11 @@ from etl.base.config import ApiSettings
 from etl.base.errors import ConfigError
 from etl.base.redact import redact_url
 from etl.base.timeutil import utcnow
+from etl.base.vocabulary import EventKind
 from etl.store.db import read_transaction, write_transaction
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.schema import store_binding
-from etl.store.vocabulary import EventKind
 
 __all__ = ["Binding", "bind", "check", "fingerprint", "hold", "origin"]
 

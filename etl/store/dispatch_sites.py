@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, update
 
+from etl.base.vocabulary import Holding
 from etl.store.rows import Row, upsert
 from etl.store.schema import dispatch_sites
-from etl.store.vocabulary import Holding
 
 __all__ = ["HoldingSet", "set_holdings", "upsert_listed"]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
+from etl.base.vocabulary import EventKind
 from etl.store.rows import write_many
 from etl.store.schema import events
-from etl.store.vocabulary import EventKind
 
 __all__ = ["NewEvent", "append", "describe_subject"]
 

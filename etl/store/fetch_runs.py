@@ -15,9 +15,9 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, true
 
 from etl.base.errors import DatabaseError
 from etl.base.timeutil import utcnow
+from etl.base.vocabulary import FetchKind, FetchOutcome
 from etl.store.db import write_transaction
 from etl.store.schema import events, fetch_runs, rejected_records
-from etl.store.vocabulary import FetchKind, FetchOutcome
 
 __all__ = [
     "FETCH_LOCK",

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, update
 
-from etl.source.records import fingerprint
+from etl.base.payloads import fingerprint
+from etl.base.vocabulary import OutboxEndpoint, ReadingUnits
 from etl.store.rows import chunks, write_many
 from etl.store.schema import sites, telemetry_outbox, telemetry_outbox_rejected
-from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
 __all__ = [
     "Held",

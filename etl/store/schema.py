@@ -6,7 +6,7 @@ models because etl never loads objects, only rows: `sqlalchemy.orm` would cost e
 run its import time for nothing.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -32,8 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from etl.handlers import ActionKind
-from etl.store.vocabulary import (
+from etl.base.vocabulary import (
     ActionState,
     AttemptOutcome,
     EventKind,
@@ -45,9 +44,12 @@ from etl.store.vocabulary import (
     ReadingUnits,
     RecordKind,
 )
+from etl.handlers import ActionKind
 
 __all__ = [
+    "BASELINE_BEFORE",
     "NOTIFICATION_WAITING",
+    "TELEMETRY_INTERVAL",
     "UTCDateTime",
     "action_attempts",
     "actions",
@@ -140,7 +142,7 @@ metadata = MetaData(naming_convention={"ck": "ck_%(table_name)s_%(constraint_nam
 
 
 def one_of(column: str, vocabulary: type[StrEnum], nullable: bool = False) -> CheckConstraint:
-    """The column holds a value of its vocabulary (etl.store.vocabulary), or NULL if allowed:
+    """The column holds a value of its vocabulary (etl.base.vocabulary), or NULL if allowed:
     what docs/database.md documents is all that any writer can record."""
     listed = f"{column} IN ({', '.join(repr(str(v)) for v in vocabulary)})"
     condition = f"{column} IS NULL OR {listed}" if nullable else listed
@@ -469,6 +471,12 @@ action_attempts = Table(
     # the metrics' count of failed attempts reads only these
     partial_index("ix_action_attempts_failed", "action_id", where="outcome = 'failed'"),
 )
+
+# The readings etl fetches and measures are of TELEMETRY_INTERVAL seconds, and a dispatch's
+# baseline is the mean load of the BASELINE_BEFORE before its start: the fetch asks for them, the
+# chart draws them, and the views of dispatch_performance say the same in SQL.
+TELEMETRY_INTERVAL = 60
+BASELINE_BEFORE = timedelta(minutes=60)
 
 # One meter reading: the mean kW of one interval, as the API's /telemetry/kw serves it (positive
 # is load, negative export). Its key is the interval: a later fetch of the same one updates it.

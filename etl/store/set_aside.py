@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, insert
 
-from etl.source.records import Rejected, fingerprint, storable
+from etl.base.payloads import Rejected, fingerprint, storable
 from etl.store.rows import Row, select_in
 from etl.store.schema import rejected_records
 

@@ -22,6 +22,7 @@ from etl import serve
 from etl.act.acknowledge import Acknowledgement, acknowledge
 from etl.base.errors import ConfigError
 from etl.base.timeutil import utcnow
+from etl.base.vocabulary import OutboxEndpoint, ReadingUnits
 from etl.handlers import ActionRequest, HandlerFailed
 from etl.ingest import dispatches, telemetry
 from etl.read import chart, pages, status
@@ -30,7 +31,6 @@ from etl.sandbox.emulator import Sandbox
 from etl.store import outbox
 from etl.store.db import make_engine
 from etl.store.schema import actions
-from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 from tests.helpers import at, dispatch, site, wait_listening
 from tests.processes import InProcess, free_port
 from tests.scenarios import Recorder, World, active, ended

@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, select
 
+from etl.base.payloads import fingerprint
 from etl.base.timeutil import utcnow
 from etl.ingest import dispatches
 from etl.source.api import Listing
-from etl.source.records import fingerprint, parse_dispatch
+from etl.source.records import parse_dispatch
 from etl.store import fetch_runs, schema
 from etl.store.db import write_transaction
 from tests.helpers import dispatch, site

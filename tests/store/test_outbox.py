@@ -17,6 +17,7 @@ from etl.act import send_telemetry
 from etl.base.config import ApiSettings
 from etl.base.errors import ApiError, ConfigError
 from etl.base.timeutil import format_rfc3339, parse_rfc3339, utcnow
+from etl.base.vocabulary import OutboxEndpoint
 from etl.ingest import dispatches, readings
 from etl.jobs import runner
 from etl.read import metrics, status
@@ -24,7 +25,6 @@ from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 from etl.store import outbox, schema
 from etl.store.db import write_transaction
-from etl.store.vocabulary import OutboxEndpoint
 from tests.conftest import FAST_RETRIES
 from tests.helpers import dispatch, log_messages, site, wait_for
 from tests.processes import InProcess

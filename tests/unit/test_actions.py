@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl.act.actions import FINAL, event, idempotency_key, new_row, row_event
+from etl.base.vocabulary import ActionState, EventKind
 from etl.handlers import ActionKind
-from etl.store.vocabulary import ActionState, EventKind
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 STORE = uuid.UUID("6f1c0ad2-8b31-4b59-9a39-0d1c2e2f3a4b")

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl.base.errors import ApiError
+from etl.base.payloads import fingerprint
 from etl.source.api import (
     Listing,
     RetryPolicy,
@@ -20,7 +21,7 @@ from etl.source.api import (
     _webhook,
     clock_offset,
 )
-from etl.source.records import fingerprint, parse_dispatches
+from etl.source.records import parse_dispatches
 from tests.helpers import dispatch
 
 

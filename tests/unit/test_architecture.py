@@ -76,6 +76,27 @@ def test_imports_go_from_a_later_layer_to_an_earlier_one() -> None:
     assert wrong == []
 
 
+# beside the order: rooms on either side of the flow that must not lean on each other; what both
+# need is in the layer below (etl.base: payloads, vocabulary; etl.store.schema's telemetry facts)
+APART = {
+    "etl.store": ("etl.source", "etl.ingest"),
+    "etl.read": ("etl.ingest",),
+    "etl.act": ("etl.ingest",),
+}
+
+
+def test_the_store_read_and_act_do_not_reach_sideways() -> None:
+    sideways = [
+        f"{name} -> {target}"
+        for name, path in modules().items()
+        for room, others in APART.items()
+        if name.startswith(room + ".")
+        for target in imported(path)
+        if target.startswith(others)
+    ]
+    assert sideways == []
+
+
 # the statements that write a table, and which argument names it: insert(t), update(t),
 # delete(t), dialect_insert(conn, t), upsert(conn, t, ...); t.insert(), t.update(), t.delete();
 # and text("UPDATE t ...")

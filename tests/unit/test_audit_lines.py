@@ -5,9 +5,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from etl.base.timeutil import time_shift
+from etl.base.vocabulary import EventKind
 from etl.read.audit import describe
 from etl.store.events import NewEvent, describe_subject
-from etl.store.vocabulary import EventKind
 
 EVENT: dict[str, Any] = {  # as describe takes it: a row of the events table
     "occurred_at": datetime(2026, 12, 6, 14, 0, tzinfo=UTC),

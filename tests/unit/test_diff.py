@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from etl.act.planner import HISTORY_NOTE, Pair, transition
 from etl.base.config import ProcessorSettings
 from etl.base.timeutil import format_rfc3339
+from etl.base.vocabulary import ActionState, Holding
 from etl.ingest.diff import (
     answers_by_id,
     dispatch_change,
@@ -23,7 +24,6 @@ from etl.ingest.diff import (
 )
 from etl.source.records import parse_dispatch
 from etl.store.rows import Row
-from etl.store.vocabulary import ActionState, Holding
 from tests.helpers import dispatch, site
 
 NOW = datetime(2024, 2, 2, 15, 0, tzinfo=UTC)

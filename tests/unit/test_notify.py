@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from etl.base.vocabulary import NoticeKind
 from etl.jobs.notify import (
     MOST_SITES_NAMED,
     NOTICES,
@@ -20,7 +21,6 @@ from etl.jobs.notify import (
     _urls,
     _window,
 )
-from etl.store.vocabulary import NoticeKind
 
 
 @pytest.mark.parametrize(

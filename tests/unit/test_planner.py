@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from etl.act.planner import HISTORY_NOTE, TEST_NOTE, Pair, _why_released, holding_now, transition
 from etl.base.config import ProcessorSettings
-from etl.store.vocabulary import ActionState, Holding
+from etl.base.vocabulary import ActionState, Holding
 
 NOW = datetime(2024, 2, 2, 15, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from etl.base.vocabulary import OutboxEndpoint, ReadingUnits
 from etl.ingest.readings import MOST_LINE_CHARS, NotReadings, _records, check, read_lines
 from etl.source.records import MAX_KW
-from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
 NOW = datetime(2026, 12, 6, 12, 0, 10, tzinfo=UTC)
 METERS: dict[str, Any] = {

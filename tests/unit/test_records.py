@@ -9,22 +9,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from etl.base.payloads import JSON_MAX_DEPTH, check_json, storable
 from etl.base.timeutil import parse_rfc3339
 from etl.source.jsonscan import TooDeep
 from etl.source.records import (
     ID_MAX_CHARS,
-    JSON_MAX_DEPTH,
     MAX_KW,
     MIN_COMMITMENT_KW,
     MIN_READING_KW,
     TEXT_MAX_CHARS,
-    check_json,
     has_unknown_fields,
     parse_dispatches,
     parse_sites,
     parse_telemetry,
     record_id,
-    storable,
     unmodeled_fields,
 )
 from tests.helpers import dispatch, site

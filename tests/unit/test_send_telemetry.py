@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl.act.send_telemetry import _batteries, _point, _requests
+from etl.base.vocabulary import OutboxEndpoint, ReadingUnits
 from etl.store.outbox import Held, Queued
-from etl.store.vocabulary import OutboxEndpoint, ReadingUnits
 
 END = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 KW, KWH = ReadingUnits.KW, ReadingUnits.KWH

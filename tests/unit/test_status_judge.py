@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl.act.failing import Failing
+from etl.base.vocabulary import ActionState
 from etl.handlers import ActionKind
 from etl.read.status import OUTBOX_LATE, Health, Status, _age, judge, notices_max_age
-from etl.store.vocabulary import ActionState
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 MAX_AGE, WINDOW = timedelta(minutes=5), timedelta(hours=24)

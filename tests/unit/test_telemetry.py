@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from etl.ingest.telemetry import (
-    INTERVAL,
     MAX_POINTS,
     MAX_SITES,
     REASK_FIRST,
@@ -22,6 +21,7 @@ from etl.ingest.telemetry import (
     requests_for,
 )
 from etl.source.records import Reading
+from etl.store.schema import TELEMETRY_INTERVAL
 
 START = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
@@ -43,7 +43,7 @@ def test_the_requests_of_a_window_cover_it_once_within_the_apis_limits(
     groups: dict[tuple[str, ...], list[tuple[datetime, datetime]]] = {}
     for site_ids, start, end in asked:
         assert 1 <= len(site_ids) <= MAX_SITES
-        assert start < end and (end - start) / timedelta(seconds=INTERVAL) <= MAX_POINTS
+        assert start < end and (end - start) / timedelta(seconds=TELEMETRY_INTERVAL) <= MAX_POINTS
         groups.setdefault(tuple(site_ids), []).append((start, end))
     covered = sorted(s for group in groups for s in group)
     assert covered == (sorted(window.site_ids) if last > START else [])  # each site once

@@ -4,8 +4,8 @@
 import re
 
 from etl.base.errors import ExitCode
+from etl.base.vocabulary import ActionState, EventKind
 from etl.read.status import Health
-from etl.store.vocabulary import ActionState, EventKind
 from tests.docs import all_pages
 
 README = all_pages()
