@@ -9,9 +9,9 @@ while a fetch is under way wait for the next one, a burst for one dispatch is on
 burst naming many dispatches is one listing. One thread fetches, so a 429's pause holds for all.
 
 /healthz is liveness, for a load balancer or a supervisor: up or down, nothing more. The verdict
-of `etl status` is /status, behind the console's gate. Pages of the console take a server thread
-each while they are drawn: at most CONSOLE_AT_ONCE at once, so that /healthz and the webhook
-always find one free.
+of `etl status` is /status, behind the console's gate. The console's pages, /status and /metrics
+each take a server thread while they are drawn (each reads the store at length): at most
+DRAWN_AT_ONCE of them at once, so that /healthz and the webhook always find a thread free.
 
 Only `etl serve` imports this module (and so waitress and prometheus_client).
 """
@@ -64,10 +64,10 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 MOST_LOOKUPS = 5
 STATUS_PATH = "/status"
 THREADS = 4  # the server's, answering requests
-# console requests drawn at once; more are answered 503 at once, to be asked again: the other
-# threads stay free for /healthz and the webhook (six 5,000-site pages at once held /healthz
-# for 56 s)
-CONSOLE_AT_ONCE = THREADS - 2
+# console pages, /status and /metrics drawn at once; more are answered 503 at once, to be asked
+# again: the other threads stay free for /healthz and the webhook (six 5,000-site pages at once
+# held /healthz for 56 s)
+DRAWN_AT_ONCE = THREADS - 2
 RETRY_SECONDS = 1
 # /healthz waits this long for the store to answer its read, then says down
 STORE_SECONDS = 2.0
@@ -287,7 +287,12 @@ class WebhookApp:
         self.engine, self.where, self.notifications = engine, where, notifications
         self.metrics, self.limits, self.api_url = server_metrics, limits, api_url
         self.liveness = liveness
-        self.console = AtOnce(console.ConsoleApp(engine, where.console, limits), CONSOLE_AT_ONCE)
+        drawing = AtOnce(DRAWN_AT_ONCE)
+        self.console = drawing.wrap(console.ConsoleApp(engine, where.console, limits))
+        self.status_page, self.metrics_page = (
+            drawing.wrap(self._status),
+            drawing.wrap(self._metrics),
+        )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -311,16 +316,22 @@ class WebhookApp:
             up = self.liveness.up()
             return _answer(start_response, 200 if up else 503, {"status": "up" if up else "down"})
         if path == STATUS_PATH:
-            return _answer(start_response, *self._verdict())
+            return self.status_page(environ, start_response)
         if path == "/metrics":
-            text = metrics.exposition(
-                metrics.LiveCollector(self.engine, self.limits), self.metrics.registry
-            ).encode()
-            length = str(len(text))
-            headers = [("Content-Type", "text/plain; version=0.0.4"), ("Content-Length", length)]
-            start_response("200 OK", headers)
-            return [text]
+            return self.metrics_page(environ, start_response)
         return _answer(start_response, 404, {"message": "not found"})
+
+    def _status(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        return _answer(start_response, *self._verdict())
+
+    def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        text = metrics.exposition(
+            metrics.LiveCollector(self.engine, self.limits), self.metrics.registry
+        ).encode()
+        length = str(len(text))
+        headers = [("Content-Type", "text/plain; version=0.0.4"), ("Content-Length", length)]
+        start_response("200 OK", headers)
+        return [text]
 
     def _notification(self, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         status_code, body = _parse_notification(environ, self.api_url)
@@ -342,23 +353,26 @@ class WebhookApp:
 
 
 class AtOnce:
-    """At most `most` requests in `app` at once; another is answered 503 at once, with
-    Retry-After, rather than wait for a thread."""
+    """At most `most` requests at once in the applications it wraps, together; another is
+    answered 503 at once, with Retry-After, rather than wait for a thread."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], most: int) -> None:
-        self.app, self.free = app, threading.BoundedSemaphore(most)
+    def __init__(self, most: int) -> None:
+        self.free = threading.BoundedSemaphore(most)
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if not self.free.acquire(blocking=False):
-            busy = b"busy drawing other pages: ask again in a second\n"
-            headers = [("Content-Type", "text/plain; charset=utf-8")]
-            headers += [("Content-Length", str(len(busy))), ("Retry-After", str(RETRY_SECONDS))]
-            start_response("503 Service Unavailable", headers)
-            return [busy]
-        try:  # the console answers a list: the page is drawn when it returns
-            return self.app(environ, start_response)
-        finally:
-            self.free.release()
+    def wrap(self, app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+        def drawn(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            if not self.free.acquire(blocking=False):
+                busy = b"busy drawing other pages: ask again in a second\n"
+                headers = [("Content-Type", "text/plain; charset=utf-8")]
+                headers += [("Content-Length", str(len(busy))), ("Retry-After", str(RETRY_SECONDS))]
+                start_response("503 Service Unavailable", headers)
+                return [busy]
+            try:  # each answers a list: the page is drawn when it returns
+                return app(environ, start_response)
+            finally:
+                self.free.release()
+
+        return drawn
 
 
 class HeadersOnly:
@@ -606,7 +620,7 @@ def serve_console(
     """`etl console`: the console alone (no webhook, no poll) until `stop` is set."""
     _quiet_server_logs()
     sockets: dict[int, Any] = {}
-    app = AtOnce(console.ConsoleApp(engine, where.console, limits), CONSOLE_AT_ONCE)
+    app = AtOnce(DRAWN_AT_ONCE).wrap(console.ConsoleApp(engine, where.console, limits))
     server = _server(app, where, sockets)
     listening = Listening(server, sockets, stop)
     listening.thread.start()

@@ -666,7 +666,7 @@ def test_console_requests_beyond_the_cap_are_answered_at_once_to_ask_again() -> 
         start_response("200 OK", [("Content-Length", "2")])
         return [b"ok"]
 
-    capped = serve.AtOnce(slow, 2)
+    capped = serve.AtOnce(2).wrap(slow)
 
     def ask() -> tuple[str, dict[str, str], bytes]:
         answered: list[Any] = []
@@ -687,3 +687,40 @@ def test_console_requests_beyond_the_cap_are_answered_at_once_to_ask_again() -> 
     for thread in drawing:
         thread.join(timeout=5)
     assert ask()[0] == "200 OK"  # their places are free again
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the server, not the store
+def test_metrics_and_status_share_the_cap_with_the_console(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/metrics needs no password and /status reads the whole status: without the cap, four
+    slow ones at once held every thread, /healthz's too."""
+    inside, leave = threading.Semaphore(0), threading.Event()
+    exposition = serve.metrics.exposition
+
+    def slow(*args: Any) -> str:
+        inside.release()
+        leave.wait(10)
+        return exposition(*args)
+
+    monkeypatch.setattr(serve.metrics, "exposition", slow)
+    service = Service(world, TOKEN).start()
+    try:
+        scraping = [
+            threading.Thread(target=requests.get, args=(service.url + "/metrics",), daemon=True)
+            for _ in range(serve.DRAWN_AT_ONCE)
+        ]
+        for thread in scraping:
+            thread.start()
+        for _ in scraping:
+            assert inside.acquire(timeout=5)
+        for path in ("/metrics", "/status", "/console/"):
+            assert requests.get(service.url + path, timeout=5).status_code == 503, path
+        assert liveness(service)[0] in (200, 503)  # answered: a thread was free for it
+        leave.set()
+        for thread in scraping:
+            thread.join(timeout=10)
+        assert requests.get(service.url + "/metrics", timeout=5).status_code == 200
+    finally:
+        leave.set()
+        service.close()
