@@ -24,7 +24,7 @@ from etl.ingest import dispatches
 from etl.store import schema
 from tests.helpers import http_server, site
 from tests.scenarios import World, active, ended
-from tests.store.test_handlers import a_request
+from tests.unit.test_builtin_handlers import REQUEST
 
 
 def script(tmp_path: Path, name: str, body: str) -> str:
@@ -114,7 +114,7 @@ def test_a_webhook_redirect_is_a_failed_attempt_not_a_delivery(
 ) -> None:
     Redirecting.status = status
     with pytest.raises(HandlerFailed) as failed:
-        WebhookHandler(redirecting, timeout=5)(a_request())
+        WebhookHandler(redirecting, timeout=5)(REQUEST)
     message = str(failed.value)
     assert f"HTTP {status} redirects to {redirecting.rsplit('/', 1)[0]}/moved?token=***" in message
     assert "set ETL_ACTION_WEBHOOK to the final URL" in message
@@ -164,7 +164,7 @@ def test_exit_0_is_done_though_a_background_child_keeps_the_pipes_open(
         script(tmp_path, "helper.sh", "echo started; ( sleep 30 ) & exit 0"), timeout=20
     )
     started = time.monotonic()
-    assert handler(a_request()) == "started\n"
+    assert handler(REQUEST) == "started\n"
     assert time.monotonic() - started < 3  # not the helper's 30 s, nor the 20 s timeout
 
 
@@ -172,7 +172,7 @@ def test_a_failing_command_with_a_background_child_fails_at_once(tmp_path: Path)
     body = "echo broken >&2; ( sleep 30 ) & exit 3"
     started = time.monotonic()
     with pytest.raises(HandlerFailed, match="exit status 3: broken"):
-        CommandHandler(script(tmp_path, "bad.sh", body), timeout=20)(a_request())
+        CommandHandler(script(tmp_path, "bad.sh", body), timeout=20)(REQUEST)
     assert time.monotonic() - started < 3
 
 
@@ -181,7 +181,7 @@ def test_the_parent_death_signal_is_set_in_the_command(tmp_path: Path) -> None:
     probe = "import ctypes, ctypes.util; s = ctypes.c_int(); "
     probe += "ctypes.CDLL(None).prctl(2, ctypes.byref(s)); print(s.value)"
     command = f"{sys.executable} -c '{probe}'"
-    assert CommandHandler(command, timeout=10)(a_request()).strip() == str(signal.SIGKILL)
+    assert CommandHandler(command, timeout=10)(REQUEST).strip() == str(signal.SIGKILL)
     unset = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert unset.stdout.strip() == "0"  # what a process started otherwise has
 
@@ -193,7 +193,7 @@ def test_the_request_reaches_a_command_that_reads_stdin_however_slow_the_first_w
     written: it was then never written, and `cat` waited on its stdin until the timeout. A wait
     of a nanosecond expires before anything is done, every time."""
     monkeypatch.setattr(builtin_handlers, "POLL_SECONDS", 1e-9)
-    request = a_request()
+    request = REQUEST
     started = time.monotonic()
     output = CommandHandler("cat", timeout=10)(request)
     assert json.loads(output) == request.to_json()
@@ -228,7 +228,7 @@ def test_a_setpriv_without_pdeathsig_is_not_used_and_said(
     builtin_handlers._setpriv.cache_clear()
     try:
         with caplog.at_level(logging.WARNING, logger="etl"):
-            output = CommandHandler("echo curtailed", timeout=10)(a_request())
+            output = CommandHandler("echo curtailed", timeout=10)(REQUEST)
     finally:
         builtin_handlers._setpriv.cache_clear()  # the real one, for the next tests
     assert output == "curtailed\n"
@@ -276,7 +276,7 @@ def test_a_command_is_not_given_etls_secrets(
     # the operator's own settings pass, and the handler's own credentials (LoadCredential=)
     monkeypatch.setenv("SITE_CONTROLLER", "relay-7")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", "/run/credentials/etl-run.service")
-    seen = CommandHandler("env", timeout=10)(a_request())
+    seen = CommandHandler("env", timeout=10)(REQUEST)
     for hidden in ("k3y-not", "pa55word", "ETL_WEBHOOK_TOKEN_FILE"):
         assert hidden not in seen
     assert "SITE_CONTROLLER=relay-7" in seen and "ETL_SITE_ID=" in seen

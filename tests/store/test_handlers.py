@@ -4,7 +4,6 @@ import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,13 +14,14 @@ from sqlalchemy import Engine, Row, select
 from etl.act import processor
 from etl.act.builtin_handlers import CommandHandler, LogHandler, WebhookHandler, load_handler
 from etl.base.config import SANDBOX_URL, ProcessorSettings
-from etl.handlers import ActionKind, ActionRequest, HandlerFailed
+from etl.handlers import HandlerFailed
 from etl.ingest import dispatches
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 from etl.store import schema
 from tests.helpers import dispatch, http_server, site
 from tests.processes import PLUGIN_DIR
+from tests.unit.test_builtin_handlers import REQUEST
 
 COMMAND = f"{sys.executable} {PLUGIN_DIR / 'record_command.py'}"
 
@@ -182,24 +182,6 @@ def test_webhook_non_2xx_is_a_failure(
     assert "HTTP 503" in attempts(engine)[0].error
 
 
-def a_request() -> ActionRequest:
-    return ActionRequest(
-        action=ActionKind.CURTAIL,
-        dispatch_id="d1",
-        site_id="s1",
-        site_name="Site 1",
-        customer_location_id="1",
-        commitment_kw=12.0,
-        idempotency_key="k",
-        test=False,
-        start_time=datetime(2024, 2, 2, 9, tzinfo=UTC),
-        end_time=None,
-        program_id=42,
-        program_name="P",
-        attempt=1,
-    )
-
-
 def test_a_command_timeout_ends_the_whole_process_group(tmp_path: Path) -> None:
     pid_file = tmp_path / "grandchild.pid"
     script = tmp_path / "slow.sh"
@@ -208,7 +190,7 @@ def test_a_command_timeout_ends_the_whole_process_group(tmp_path: Path) -> None:
     handler = CommandHandler(str(script), timeout=0.5)
     started = time.monotonic()
     with pytest.raises(HandlerFailed, match=r"timed out after 0\.5 s"):
-        handler(a_request())
+        handler(REQUEST)
     assert time.monotonic() - started < 5  # not waiting for the grandchild's minute
     grandchild = Path(f"/proc/{int(pid_file.read_text())}/status")
     time.sleep(0.1)
@@ -220,7 +202,7 @@ def test_a_command_printing_bytes_that_are_not_utf8_succeeds(tmp_path: Path) -> 
     script = tmp_path / "binary.sh"
     script.write_text("#!/bin/sh\nprintf 'ok \\377\\376'\nprintf 'err \\377' >&2\n")
     script.chmod(0o755)
-    assert CommandHandler(str(script), timeout=5)(a_request()) == "ok \ufffd\ufffd"
+    assert CommandHandler(str(script), timeout=5)(REQUEST) == "ok \ufffd\ufffd"
 
 
 class Dripping(BaseHTTPRequestHandler):
@@ -248,5 +230,5 @@ def test_a_webhook_answering_a_byte_at_a_time_fails_at_the_deadline() -> None:
         handler = WebhookHandler(f"{url}/", timeout=1)
         started = time.monotonic()
         with pytest.raises(HandlerFailed, match="no complete answer within 1 s"):
-            handler(a_request())
+            handler(REQUEST)
         assert time.monotonic() - started < 4  # the answer would take 10 s; slack for a busy CI
