@@ -87,6 +87,7 @@ class SitePanel:
     commands: list[Command]
     live: bool = False  # its load is that of its readings queued for Voltus, not Voltus's
     summed: int = 0  # the fleet's panel: how many sites' load it sums (0: one site's own)
+    read: int = 0  # the fleet's panel: how many of those sites its readings are of
 
 
 @dataclass(frozen=True)
@@ -129,17 +130,18 @@ def chart_data(engine: Engine, dispatch_id: str) -> DispatchChart:
         )
         first, last = chart.view
         first = min(first, chart.start - BASELINE_BEFORE)  # the baseline's hour, drawn or not
+        # the fleet: the sites the dispatch lists now, whose commitments make its target
+        listed = (ds.dispatch_id == dispatch_id, ds.removed_at.is_(None))
         count, committed = conn.execute(
-            select(func.count(), func.sum(ds.commitment_kw)).where(ds.dispatch_id == dispatch_id)
+            select(func.count(), func.sum(ds.commitment_kw)).where(*listed)
         ).one()
         panels = []
         if count > 1:
-            its_sites = select(ds.site_id).where(ds.dispatch_id == dispatch_id)
-            load, live = _load(conn, its_sites, first, last)
-            panels.append(SitePanel("", committed, load, [], live, summed=count))
+            load, live, read = _load(conn, select(ds.site_id).where(*listed), first, last)
+            panels.append(SitePanel("", committed, load, [], live, summed=count, read=read))
         notable = _notable(conn, dispatch_id)
         for site_id, commitment_kw in notable:
-            load, live = _load(conn, [site_id], first, last)
+            load, live, _ = _load(conn, [site_id], first, last)
             commands = _site_commands(conn, dispatch_id, site_id)
             panels.append(SitePanel(site_id, commitment_kw, load, commands, live))
     return replace(chart, panels=panels, more=count - len(notable))
@@ -174,40 +176,42 @@ def _notable(conn: Connection, dispatch_id: str) -> list[tuple[str, float | None
     return [(site.site_id, site.commitment_kw) for site in ranked]
 
 
+Load = tuple[list[tuple[datetime, float]], int]  # (interval end, kW) in time order; sites read
+
+
 def _load(
     conn: Connection, site_ids: Sites, first: datetime, last: datetime
-) -> tuple[list[tuple[datetime, float]], bool]:
+) -> tuple[list[tuple[datetime, float]], bool, int]:
     """The summed load of these sites, (interval end, kW) in time order, by Voltus's readings;
-    else by their readings queued for Voltus, if any (live: True)."""
-    metered = _metered_load(conn, site_ids, first, last)
+    else by their readings queued for Voltus, if any (live: True); and how many of the sites
+    those readings are of."""
+    metered, read = _metered_load(conn, site_ids, first, last)
     if metered:
-        return metered, False
-    queued = _queued_load(conn, site_ids, first, last)
-    return queued, bool(queued)
+        return metered, False, read
+    queued, read = _queued_load(conn, site_ids, first, last)
+    return queued, bool(queued), read
 
 
-def _metered_load(
-    conn: Connection, site_ids: Sites, first: datetime, last: datetime
-) -> list[tuple[datetime, float]]:
+def _summed(conn: Connection, at: Any, kw: Any, site_id: Any, where: list[Any]) -> Load:
+    """The sum of `kw` per interval end `at` of the rows `where` picks, and how many sites."""
+    rows = conn.execute(select(at, func.sum(kw)).where(*where).group_by(at).order_by(at)).all()
+    read = conn.execute(select(func.count(site_id.distinct())).where(*where)).scalar_one()
+    return [(end, total) for end, total in rows], read
+
+
+def _metered_load(conn: Connection, site_ids: Sites, first: datetime, last: datetime) -> Load:
     t = meter_readings.c  # a site's load: its POI meter, or its load meters (migration 0017)
-    rows = conn.execute(
-        select(t.interval_end, func.sum(t.kw))
-        .where(
-            t.site_id.in_(site_ids),
-            t.role == "load",
-            t.interval_seconds == TELEMETRY_INTERVAL,
-            t.interval_end > first,
-            t.interval_end <= last,
-        )
-        .group_by(t.interval_end)
-        .order_by(t.interval_end)
-    ).all()
-    return [(at, kw) for at, kw in rows]
+    where = [
+        t.site_id.in_(site_ids),
+        t.role == "load",
+        t.interval_seconds == TELEMETRY_INTERVAL,
+        t.interval_end > first,
+        t.interval_end <= last,
+    ]
+    return _summed(conn, t.interval_end, t.kw, t.site_id, where)
 
 
-def _queued_load(
-    conn: Connection, site_ids: Sites, first: datetime, last: datetime
-) -> list[tuple[datetime, float]]:
+def _queued_load(conn: Connection, site_ids: Sites, first: datetime, last: datetime) -> Load:
     """The load by the sites' readings queued for Voltus (sent or not), by the rule of the view
     meter_readings: a site's POI meter alone if it has one, else every meter of it but its
     generators and batteries (a reading of meter '' is its only meter's)."""
@@ -223,20 +227,15 @@ def _queued_load(
         and_(has_poi, or_(o.meter_id == "", its_meter_is("poi"))),
         and_(~has_poi, ~its_meter_is("generator", "battery")),
     )
-    rows = conn.execute(
-        select(o.interval_end, func.sum(o.value))
-        .where(
-            o.site_id.in_(site_ids),
-            o.endpoint == OutboxEndpoint.TELEMETRY,
-            o.units == ReadingUnits.KW,
-            o.interval_end > first,
-            o.interval_end <= last,
-            counted,
-        )
-        .group_by(o.interval_end)
-        .order_by(o.interval_end)
-    ).all()
-    return [(at, kw) for at, kw in rows]
+    where = [
+        o.site_id.in_(site_ids),
+        o.endpoint == OutboxEndpoint.TELEMETRY,
+        o.units == ReadingUnits.KW,
+        o.interval_end > first,
+        o.interval_end <= last,
+        counted,
+    ]
+    return _summed(conn, o.interval_end, o.value, o.site_id, where)
 
 
 def _site_commands(conn: Connection, dispatch_id: str, site_id: str) -> list[Command]:
@@ -301,7 +300,11 @@ def _panel(chart: DispatchChart, panel: SitePanel, top: float) -> list[str]:
         return top + MARGIN_TOP + (high - kw) / (high - low) * (PANEL_HEIGHT - MARGIN_TOP)
 
     commitment = f"{panel.commitment_kw:g} kW" if panel.commitment_kw is not None else "unknown"
-    what = f"all {panel.summed:,} sites, summed" if panel.summed else f"site {panel.site_id}"
+    what = f"site {panel.site_id}"
+    if panel.summed:
+        what = f"all {panel.summed:,} sites, summed"
+        if panel.load and panel.read < panel.summed:  # its sum is short of the others' load
+            what = f"{panel.summed:,} sites, summed: {panel.read:,} of them with readings"
     label = f"{what}: commitment {commitment}"
     if baseline is not None:
         label += f", baseline {baseline:.1f} kW"

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 from markupsafe import escape
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, delete, update
 
 from etl import serve
 from etl.act.acknowledge import Acknowledgement, acknowledge
@@ -28,7 +28,7 @@ from etl.ingest import dispatches, telemetry
 from etl.read import chart, pages, status
 from etl.read.reports import ReportFilter
 from etl.sandbox.emulator import Sandbox
-from etl.store import outbox
+from etl.store import outbox, schema
 from etl.store.db import make_engine
 from etl.store.schema import actions
 from tests.helpers import at, dispatch, site, wait_listening
@@ -539,6 +539,26 @@ def test_the_chart_draws_the_fleets_sum_then_the_sites_furthest_short(
     label = svg.findtext("svg:g[@class='panel fleet']/svg:text", "", SVG)
     assert label.startswith("all 3 sites, summed: commitment 70 kW, baseline ")
     assert svg.findtext("svg:text[@class='more']", "", SVG) == "and 2 more sites"
+
+
+def test_the_fleets_panel_sums_the_sites_listed_now_and_says_how_many_it_read(
+    world: World,
+) -> None:
+    """A site dropped from the dispatch was still in the fleet's commitment; a sum of some
+    sites' readings was labelled as all of them, and read as their shortfall."""
+    held = active(
+        "d1", site("a", 10), site("b", 40), site("c", 20), start_time=at(-90), end_time=at(-30)
+    )
+    world.step(held)
+    telemetry.fetch_telemetry(world.engine, world.client)
+    with world.engine.begin() as conn:  # c's readings never came
+        conn.execute(delete(schema.telemetry).where(schema.telemetry.c.site_id == "c"))
+    world.step({**held, "sites": [s for s in held["sites"] if s["id"] != "b"]})  # b dropped
+    fleet = chart.chart_data(world.engine, "d1").panels[0]
+    assert (fleet.summed, fleet.commitment_kw, fleet.read) == (2, 30, 1)
+    svg = ElementTree.fromstring(chart.render(chart.chart_data(world.engine, "d1")))
+    label = svg.findtext("svg:g[@class='panel fleet']/svg:text", "", SVG)
+    assert label.startswith("2 sites, summed: 1 of them with readings: commitment 30 kW")
 
 
 def test_one_is_one_site(world: World, console: Console) -> None:
