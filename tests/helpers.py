@@ -12,6 +12,7 @@ from typing import Any
 import requests
 
 from etl.base.timeutil import format_rfc3339
+from etl.handlers import ActionKind, ActionRequest
 
 # default dispatch times are fixed for the session, so that a test's repeated fetches of the
 # "same" dispatch see the same one; `at()` is for times that must be fresh
@@ -139,3 +140,21 @@ def serve_body(body: bytes) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Fixed
+
+
+# a curtail's request as a handler receives it
+REQUEST = ActionRequest(
+    action=ActionKind.CURTAIL,
+    dispatch_id="d1",
+    site_id="s1",
+    site_name="Site 1",
+    customer_location_id="1",
+    commitment_kw=12.0,
+    idempotency_key="k",
+    test=False,
+    start_time=datetime(2024, 2, 2, 9, tzinfo=UTC),
+    end_time=None,
+    program_id=42,
+    program_name="P",
+    attempt=1,
+)

@@ -130,10 +130,12 @@ def start_moment(value: str) -> datetime:
         if value.startswith("+"):
             return utcnow() + parse_duration(value[1:])
         if value[-1:].isalpha() and value[:-1].isascii() and value[:-1].isdigit():
-            raise ValueError(f"{value[:40]!r} would be a time past: a start is {forms}")
+            raise ValueError(f"{value[:40]!r} would be a time past")
         return parse_moment(value)
     except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+        # the forms of a start, not parse_moment's (whose "24h" is refused here)
+        reason = str(error).split(" (use ")[0]
+        raise typer.BadParameter(f"{reason}: a start is {forms}") from None
 
 
 def duration(value: str) -> timedelta:

@@ -1,11 +1,11 @@
-"""Rows written for people (an aligned table) or machines (CSV, JSON, JSON lines), as they come:
-nothing waits for the whole result but the table's first rows, which set its column widths. A
-table fits 80 columns: the columns that do not fit are left out, and named on stderr.
+"""Rows written for people (an aligned table), spreadsheets (CSV) or programs (JSON, JSON lines),
+as they come: nothing waits for the whole result but the table's first rows, which set its column
+widths. A table fits 80 columns: the columns that do not fit are left out, and named on stderr.
 
 A CSV is opened in spreadsheets, and its text comes from the API and the sites' handlers: a text
 cell that begins as a formula would (OWASP's list: = + - @ tab, carriage return) is written with
-a leading apostrophe, so a spreadsheet shows it as text instead of running it. Numbers stay
-numbers."""
+a leading apostrophe, so a spreadsheet shows it as text instead of running it (a program that
+wants each text as sent reads JSON). Numbers stay numbers."""
 
 import csv
 import json

@@ -22,9 +22,8 @@ from etl.act.builtin_handlers import CommandHandler, WebhookHandler
 from etl.handlers import ActionRequest, HandlerFailed
 from etl.ingest import dispatches
 from etl.store import schema
-from tests.helpers import http_server, site
+from tests.helpers import REQUEST, http_server, site
 from tests.scenarios import World, active, ended
-from tests.unit.test_builtin_handlers import REQUEST
 
 
 def script(tmp_path: Path, name: str, body: str) -> str:

@@ -19,9 +19,8 @@ from etl.ingest import dispatches
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 from etl.store import schema
-from tests.helpers import dispatch, http_server, site
+from tests.helpers import REQUEST, dispatch, http_server, site
 from tests.processes import PLUGIN_DIR
-from tests.unit.test_builtin_handlers import REQUEST
 
 COMMAND = f"{sys.executable} {PLUGIN_DIR / 'record_command.py'}"
 

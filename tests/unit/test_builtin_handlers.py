@@ -3,7 +3,6 @@ configuration chooses, what it refuses, how a commitment is written, what the lo
 and which of etl's variables a command never sees. (Running them: tests/store/test_handlers.py.)"""
 
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,8 @@ from etl.act.builtin_handlers import (
 )
 from etl.base.config import SANDBOX_URL, SECRETS, ProcessorSettings
 from etl.base.errors import ConfigError
-from etl.handlers import ActionKind, ActionRequest
+from etl.handlers import ActionKind
+from tests.helpers import REQUEST
 
 
 @pytest.mark.parametrize(
@@ -106,23 +106,6 @@ def test_a_command_gets_none_of_etls_secret_settings_nor_their_files() -> None:
         "SITE_CONTROLLER": "relay-7",
         "CREDENTIALS_DIRECTORY": "/run/c",
     }
-
-
-REQUEST = ActionRequest(
-    action=ActionKind.CURTAIL,
-    dispatch_id="d1",
-    site_id="s1",
-    site_name="Site 1",
-    customer_location_id="1",
-    commitment_kw=12.0,
-    idempotency_key="k",
-    test=False,
-    start_time=datetime(2024, 2, 2, 9, tzinfo=UTC),
-    end_time=None,
-    program_id=42,
-    program_name="P",
-    attempt=1,
-)
 
 
 def test_the_log_handler_announces_each_dispatch_once_per_action(
