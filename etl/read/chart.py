@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, exists, 
 
 from etl.base.errors import ConfigError
 from etl.base.timeutil import zone_or_utc
-from etl.base.vocabulary import OutboxEndpoint, ReadingUnits
+from etl.base.vocabulary import ActionState, OutboxEndpoint, ReadingUnits
 from etl.read.reports import dispatch_performance, meter_readings, site_meters
 from etl.store.db import read_transaction
 from etl.store.schema import (
@@ -42,6 +42,7 @@ from etl.store.schema import (
 
 __all__ = [
     "BUCKETS",
+    "FAILED",
     "MOST_PANELS",
     "MOST_TICKS",
     "Command",
@@ -64,7 +65,7 @@ TICK_STEPS = [MINUTE * n for n in (1, 5, 15, 30, 60, 120, 180, 360, 720)] + [
 # the time drawn either side of the dispatch: its own length, within these bounds
 VIEW_MARGIN = (timedelta(minutes=5), DAY)
 COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "missed": "#ef6c00"}
-FAILED = ("failed", "missed", "retrying")  # an action in these failed its site
+FAILED = (ActionState.FAILED, ActionState.MISSED, ActionState.RETRYING)  # it failed its site
 QUOTE = {'"': "&quot;"}  # for escape() in an attribute: an id may hold a quote
 CLIP = "view"  # the id of the view's clip path
 
