@@ -300,19 +300,7 @@ def _panel(chart: DispatchChart, panel: SitePanel, top: float) -> list[str]:
     def y(kw: float) -> float:
         return top + MARGIN_TOP + (high - kw) / (high - low) * (PANEL_HEIGHT - MARGIN_TOP)
 
-    commitment = f"{panel.commitment_kw:g} kW" if panel.commitment_kw is not None else "unknown"
-    what = f"site {panel.site_id}"
-    if panel.summed:
-        what = f"all {panel.summed:,} sites, summed"
-        if panel.load and panel.read < panel.summed:  # its sum is short of the others' load
-            what = f"{panel.summed:,} sites, summed: {panel.read:,} of them with readings"
-    label = f"{what}: commitment {commitment}"
-    if baseline is not None:
-        label += f", baseline {baseline:.1f} kW"
-    if panel.live:
-        label += " (live: its readings queued for Voltus)"
-    if not panel.load:
-        label += " (no telemetry stored: etl fetch --telemetry)"
+    label = _label(panel, baseline)
     bottom = y(low)
     group = (
         'class="panel fleet"'
@@ -347,6 +335,24 @@ def _panel(chart: DispatchChart, panel: SitePanel, top: float) -> list[str]:
         parts.append(_marker(command, x(command.at), top + MARGIN_TOP, bottom, chart.zone))
     parts.append("</g>")
     return parts
+
+
+def _label(panel: SitePanel, baseline: float | None) -> str:
+    """`site a: commitment 10 kW, baseline 98.2 kW`, and what the reader must know of its load."""
+    commitment = f"{panel.commitment_kw:g} kW" if panel.commitment_kw is not None else "unknown"
+    what = f"site {panel.site_id}"
+    if panel.summed:
+        what = f"all {panel.summed:,} sites, summed"
+        if panel.load and panel.read < panel.summed:  # its sum is short of the others' load
+            what = f"{panel.summed:,} sites, summed: {panel.read:,} of them with readings"
+    label = f"{what}: commitment {commitment}"
+    if baseline is not None:
+        label += f", baseline {baseline:.1f} kW"
+    if panel.live:
+        label += " (live: its readings queued for Voltus)"
+    if not panel.load:
+        label += " (no telemetry stored: etl fetch --telemetry)"
+    return label
 
 
 def _axes(
