@@ -180,8 +180,7 @@ class ConsoleApp:
             return self._page(start_response, 200, "site.html", page=found)
         f = _history_filter(query)
         if path == CONSOLE_PATH + "history":
-            every = pages.history(self.engine, f)
-            months = pages.Part(every[-pages.MOST_ROWS :], len(every))  # the latest
+            months = pages.latest_months(self.engine, f)
             programs = pages.programs(self.engine, f.program_id)
             return self._page(
                 start_response, 200, "history.html", months=months, f=f, programs=programs

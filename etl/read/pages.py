@@ -61,6 +61,7 @@ __all__ = [
     "dispatch_page",
     "history",
     "known_zone",
+    "latest_months",
     "now_and_next",
     "programs",
     "site_page",
@@ -370,6 +371,12 @@ def site_page(
         )
     zone = _page_zone(tz, recent.rows[0]["timezone"] if recent.rows else None)
     return SitePage(zone, site._asdict(), recent, performance, _part(live), failures)
+
+
+def latest_months(engine: Engine, f: ReportFilter) -> Part[MonthRow]:
+    """The history page's months: the latest MOST_ROWS, and how many there are."""
+    every = history(engine, f)
+    return Part(every[-MOST_ROWS:], len(every))
 
 
 def history(engine: Engine, f: ReportFilter) -> list[MonthRow]:
