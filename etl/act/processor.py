@@ -19,6 +19,7 @@ from etl.act.builtin_handlers import kill_running_commands
 from etl.act.outcomes import Outcomes, log_action
 from etl.base.config import ProcessorSettings
 from etl.base.errors import DatabaseError
+from etl.base.logs import counted
 from etl.base.redact import redact_text
 from etl.base.timeutil import utcnow
 from etl.handlers import Handler
@@ -96,7 +97,8 @@ def process(
     counts = outcomes.counts
     if counts.lost:
         raise DatabaseError(
-            f"the outcomes of {counts.lost} actions could not be recorded: {outcomes.error}",
+            f"the outcomes of {counted(counts.lost, 'action')} could not be recorded: "
+            f"{outcomes.error}",
             "the store was away past their claims' expiry: another process runs them again, "
             "with the same idempotency keys",
         )

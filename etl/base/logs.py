@@ -18,6 +18,7 @@ __all__ = [
     "JsonFormatter",
     "TextFormatter",
     "configure",
+    "counted",
     "log",
     "one_line",
     "set_verbosity",
@@ -51,6 +52,11 @@ def one_line(text: str) -> str:
     """The text with its control characters escaped (a line break as `\\x0a`): what an API
     or a handler sent, fit for a line that a person or a monitoring check reads."""
     return text.translate(_CONTROLS)
+
+
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """`1 site`, `5,000 sites`: for people, in messages and pages."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def shorten(text: str, limit: int) -> str:

@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 
 from etl.base.config import is_loopback
 from etl.base.errors import ConfigError, EtlError
+from etl.base.logs import counted
 from etl.base.timeutil import utcnow, zone_or_utc
 from etl.read import calendar, output, pages, status
 from etl.read.reports import ReportFilter, dispatches_report, performance_report, stream
@@ -131,7 +132,7 @@ class ConsoleApp:
             lstrip_blocks=True,
         )
         self.templates.filters |= {"local": _local, "utc": _utc, "iso": _iso, "kw": _kw}
-        self.templates.filters |= {"count": "{:,}".format, "many": _many}
+        self.templates.filters |= {"count": "{:,}".format, "many": counted}
         self.templates.globals["MOST_PROBLEMS"] = MOST_PROBLEMS
         self.templates.filters["shell"] = shlex.quote  # an id in a command to copy
 
@@ -324,11 +325,6 @@ def _utc(moment: datetime | None) -> str:
 
 def _iso(moment: datetime | None) -> str:
     return "" if moment is None else moment.isoformat()
-
-
-def _many(n: int, one: str, many: str | None = None) -> str:
-    """`1 site`, `5,000 sites`."""
-    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def _kw(value: float | None) -> str:

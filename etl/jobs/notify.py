@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, func, select, update
 
 from etl.base.config import ProcessorSettings
-from etl.base.logs import log, one_line, shorten
+from etl.base.logs import counted, log, one_line, shorten
 from etl.base.redact import redact_text
 from etl.base.timeutil import parse_rfc3339, zone_or_utc
 from etl.base.vocabulary import EventKind, Holding, NoticeKind
@@ -543,7 +543,7 @@ def _cancelled(conn: Connection, event: Any, facts: dict[str, Any], listed: List
         lines = [f"It was {window}."]
         restored = [label for site_id, label, _ in listed if site_id in tried - holders.keys()]
         if restored:
-            lines.append(f"Restoring {_count(len(restored), 'site')}: {_named(restored)}.")
+            lines.append(f"Restoring {counted(len(restored), 'site')}: {_named(restored)}.")
     elif event.occurred_at < facts["start"]:
         lines = [f"It was to run {window}.", "Cancelled before it started: nothing was curtailed."]
     else:
@@ -592,7 +592,7 @@ def _sites(conn: Connection, dispatch_id: str) -> Listed:
 
 def _totals(listed: Listed) -> str:
     """`200 sites (2,100 kW)`: the kW the known commitments add up to."""
-    sites_count = _count(len(listed), "site")
+    sites_count = counted(len(listed), "site")
     committed = [kw for _, _, kw in listed if kw is not None]
     if not committed:
         return sites_count
@@ -604,10 +604,6 @@ def _named(labels: list[str]) -> str:
     """The first MOST_SITES_NAMED, and how many more."""
     more = len(labels) - MOST_SITES_NAMED
     return ", ".join(labels[:MOST_SITES_NAMED]) + (f" and {more} more" if more > 0 else "")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _window(facts: dict[str, Any]) -> str:

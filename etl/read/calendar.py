@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine, func, select
 
+from etl.base.logs import counted
 from etl.base.timeutil import format_rfc3339, zone_or_utc
 from etl.base.vocabulary import EventKind
 from etl.read.reports import ReportFilter, dispatches_report, listed_sites
@@ -84,8 +85,7 @@ def _event(
     event.add("dtstart", start)
     event.add("dtend", end or start + UNKNOWN_END_SHOWN)
     event.add("status", "CONFIRMED" if row["authorized"] else "CANCELLED")
-    count = row["sites"]
-    sites_text = f"{count} site" if count == 1 else f"{count} sites"
+    sites_text = counted(row["sites"], "site")
     open_ended = "" if end else " (end unknown)"
     summary = f"{test}Voltus dispatch: {row['program_name']}, {sites_text}{open_ended}"
     event.add("summary", summary)

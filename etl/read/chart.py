@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, exists, func, or_, select
 
 from etl.base.errors import ConfigError
+from etl.base.logs import counted
 from etl.base.timeutil import zone_or_utc
 from etl.base.vocabulary import ActionState, OutboxEndpoint, ReadingUnits
 from etl.read.reports import dispatch_performance, meter_readings, site_meters
@@ -274,7 +275,7 @@ def render(chart: DispatchChart) -> str:
     if chart.more:
         parts.append(
             f'<text class="more" x="{WIDTH - MARGIN_RIGHT}" y="44" text-anchor="end">'
-            f"and {chart.more:,} more sites</text>"
+            f"and {counted(chart.more, 'more site')}</text>"
         )
     for index, panel in enumerate(chart.panels):
         top = HEADER + index * (PANEL_HEIGHT + MARGIN_TOP)

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select
 from etl import __version__
 from etl.act.actions import open_by_state
 from etl.act.failing import ACT_WITHIN, Failing, failing
-from etl.base.logs import shorten
+from etl.base.logs import counted, shorten
 from etl.base.timeutil import format_rfc3339, jsonable, utcnow
 from etl.base.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome, Holding
 from etl.read.reports import dispatch_performance
@@ -439,7 +439,8 @@ def _failing_lines(found: list[Failing], now: datetime) -> list[str]:
     more = found[MOST_FAILING_SHOWN:]
     if more:
         level = "CRITICAL" if any(failed.late for failed in more) else "WARNING"
-        lines.append(f"{level}: and {len(more)} more actions failing or failed (etl status --json)")
+        those = counted(len(more), "more action")
+        lines.append(f"{level}: and {those} failing or failed (etl status --json)")
     return lines
 
 

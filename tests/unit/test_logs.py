@@ -8,7 +8,14 @@ import sys
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.base.logs import JournalFormatter, JsonFormatter, TextFormatter, one_line, shorten
+from etl.base.logs import (
+    JournalFormatter,
+    JsonFormatter,
+    TextFormatter,
+    counted,
+    one_line,
+    shorten,
+)
 
 CONTROLS = {chr(c) for c in [*range(32), 127]}
 
@@ -87,3 +94,10 @@ def test_a_json_line_has_the_records_fields_that_are_set_and_no_others() -> None
     assert entry.keys() == {"time", "level", "message", "logger", "dispatch", "attempt"}
     assert (entry["dispatch"], entry["attempt"], entry["logger"]) == ("d1", 2, "etl")
     assert entry["time"].endswith("Z") and len(entry["time"]) == len("2026-11-27T06:49:42.123Z")
+
+
+def test_one_is_one_and_many_are_many() -> None:
+    """ "1 sites" was written wherever a count met a noun."""
+    assert counted(1, "site") == "1 site"
+    assert [counted(n, "site") for n in (0, 2, 5000)] == ["0 sites", "2 sites", "5,000 sites"]
+    assert counted(3, "more dispatch", "more dispatches") == "3 more dispatches"

@@ -58,6 +58,8 @@ def test_only_the_first_failures_are_named_and_the_rest_counted() -> None:
     code, problems = verdict(failing=found)
     assert code == Health.CRITICAL and len(problems) == 11
     assert problems[-1] == "CRITICAL: and 2 more actions failing or failed (etl status --json)"
+    _, problems = verdict(failing=found[:11])
+    assert problems[-1] == "WARNING: and 1 more action failing or failed (etl status --json)"
 
 
 def verdict(**facts: Any) -> tuple[Health, list[str]]:
