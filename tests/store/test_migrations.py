@@ -1,9 +1,11 @@
 """Migrations on SQLite and PostgreSQL: up, down, up again, and the result equals the models."""
 
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -282,6 +284,39 @@ def random_namespace(engine: Engine) -> uuid.UUID:
     assert str(namespace) == written, written
     assert namespace.version == 4 and namespace.variant == uuid.RFC_4122, written
     return namespace
+
+
+def test_the_meter_types_of_a_stored_site_are_lowered(database_url: str) -> None:
+    """A site fetched before types were stored in lower case: its `POI` read as no POI."""
+    engine = make_engine(database_url)
+    migrate(engine, "0026")
+    sent = [
+        {"id": "m1", "name": "Main POI", "asset_type": "POI"},
+        {"id": "m2", "name": "Sub", "asset_type": "load"},
+        {"id": "m3", "name": "Battery", "asset_type": "Battery", "extra": [1, {"a": None}]},
+        {"id": "m4", "name": "No type"},
+    ]
+    sites = {"a": sent, "b": [{"id": "b1", "name": "x", "asset_type": "load"}], "c": None}
+    at = bindparam("t", datetime(2024, 2, 2, tzinfo=UTC), type_=UTCDateTime)
+    with engine.begin() as conn:
+        for site_id, meters in sites.items():
+            conn.execute(
+                text(
+                    "INSERT INTO sites (id, name, customer_location_id, meters, first_seen_at,"
+                    " updated_at) VALUES (:id, 'n', '', :meters, :t, :t)"
+                ).bindparams(at),
+                {"id": site_id, "meters": None if meters is None else json.dumps(meters)},
+            )
+    migrate(engine)
+    with engine.connect() as conn:
+        stored: dict[str, Any] = dict(
+            conn.execute(text("SELECT id, meters FROM sites ORDER BY id")).all()
+        )
+    read = {k: json.loads(v) if isinstance(v, str) else v for k, v in stored.items()}
+    assert [m.get("asset_type") for m in read["a"]] == ["poi", "load", "battery", None]
+    assert read["a"][2]["extra"] == [1, {"a": None}] and read["a"][0]["name"] == "Main POI"
+    assert read["b"] == sites["b"] and read["c"] is None
+    engine.dispose()
 
 
 @pytest.mark.parametrize("acted", [False, True], ids=["no_actions", "actions"])
