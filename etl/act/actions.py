@@ -24,6 +24,7 @@ from etl.handlers import ActionKind
 from etl.store import identity
 from etl.store.db import dialect_insert
 from etl.store.events import NewEvent
+from etl.store.rows import chunks
 from etl.store.schema import actions, dispatch_sites, dispatches
 
 __all__ = [
@@ -39,11 +40,13 @@ __all__ = [
     "open_by_state",
     "record_sent",
     "renew_claims",
-    "restore_owed",
+    "restores_owed",
     "row_event",
     "set_final",
     "set_if_claimed",
     "set_pending",
+    "set_succeeded",
+    "still_claimed",
     "take",
 ]
 
@@ -138,14 +141,14 @@ def insert_new(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, A
     return [row for row in rows if row["idempotency_key"] in inserted]
 
 
-def restore_owed(
-    conn: Connection, dispatch_id: str, site_id: str, episode: int, now: datetime
+def restores_owed(
+    conn: Connection, episodes: list[tuple[str, str, int]], now: datetime
 ) -> list[NewEvent]:
-    """The episode's restore, waiting for the release (unless already recorded): owed once its
-    curtail succeeded, or failed after the handler was called (an attempt may have reached the
-    site before it failed or timed out)."""
-    restore = new_row(dispatch_id, site_id, ActionKind.RESTORE, episode, S.WAITING, now)
-    return [row_event(row) for row in insert_new(conn, [restore])]
+    """Each episode's restore, (dispatch id, site id, episode), waiting for the release (unless
+    already recorded): owed once its curtail succeeded, or failed after the handler was called
+    (an attempt may have reached the site before it failed or timed out)."""
+    rows = [new_row(d, s, ActionKind.RESTORE, e, S.WAITING, now) for d, s, e in episodes]
+    return [row_event(row) for row in insert_new(conn, rows)]
 
 
 def set_final(
@@ -229,6 +232,36 @@ def set_if_claimed(
         .values(**({"available_at": None} | values))
     )
     return result.rowcount == 1
+
+
+def still_claimed(conn: Connection, worker: str, held: list[tuple[int, int]]) -> set[int]:
+    """Which of these actions, (action id, attempt number), `worker`'s claim still holds; on
+    PostgreSQL their rows stay locked to the transaction's end, so no claim takes them over
+    meanwhile (a claim skips locked rows; SQLite's write lock serializes writers)."""
+    attempts = dict(held)
+    query = select(actions.c.id, actions.c.attempts).where(
+        actions.c.id.in_(bindparam("ids", expanding=True)),
+        actions.c.state == S.CLAIMED,
+        actions.c.claimed_by == worker,
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    ours: set[int] = set()
+    for chunk in chunks(attempts):
+        rows = conn.execute(query, {"ids": chunk})
+        ours.update(row.id for row in rows if attempts[row.id] == row.attempts)
+    return ours
+
+
+def set_succeeded(conn: Connection, action_ids: list[int], now: datetime) -> None:
+    """Actions whose claim `still_claimed` found held, succeeded."""
+    if action_ids:
+        conn.execute(
+            update(actions)
+            .where(actions.c.id == bindparam("done_id"))
+            .values(state=S.SUCCEEDED, available_at=None, finished_at=now),
+            [{"done_id": i} for i in action_ids],
+        )
 
 
 def event(

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Engine,
     Select,
     and_,
+    bindparam,
     case,
     insert,
     select,
@@ -38,8 +39,10 @@ from etl.act.actions import (
     event,
     record_sent,
     renew_claims,
-    restore_owed,
+    restores_owed,
     set_if_claimed,
+    set_succeeded,
+    still_claimed,
     take,
 )
 from etl.base.config import ProcessorSettings
@@ -53,7 +56,7 @@ from etl.store.events import NewEvent
 from etl.store.events import append as append_events
 from etl.store.schema import action_attempts, actions, dispatch_sites, dispatches, programs, sites
 
-__all__ = ["Claimed", "claim", "due_now", "fail", "renew", "succeed"]
+__all__ = ["Claimed", "Result", "claim", "due_now", "record", "renew"]
 
 # a restore is retried this many times at most; a curtail, for as long as its dispatch is active
 RESTORE_MAX_ATTEMPTS = 10
@@ -241,73 +244,94 @@ def renew(engine: Engine, worker: str, held: list[Claimed], settings: ProcessorS
         renew_claims(conn, worker, [(c.action_id, c.attempt) for c in held], until)
 
 
-def succeed(engine: Engine, claimed: Claimed, worker: str, output: str) -> bool:
-    """Record a successful attempt; a curtail's site then awaits its restore. False when the
-    claim had been taken over meanwhile (the action's state is then the new owner's to set)."""
+@dataclass(frozen=True)
+class Result:
+    """How a handler call ended: its output, or its error when `failed`."""
+
+    claimed: Claimed
+    said: str
+    failed: bool
+
+
+def record(
+    engine: Engine, worker: str, results: list[Result], settings: ProcessorSettings
+) -> list[bool]:
+    """Record how these attempts ended, in one transaction: a success's curtail then awaits its
+    restore; a failure is retried with backoff, or given up (`_failed`). Each is False when its
+    claim had been taken over meanwhile: its attempt row says so, and the action's state is the
+    new owner's to set."""
     with write_transaction(engine) as conn:
         now = utcnow()
-        _finish_attempt(conn, claimed, now, AttemptOutcome.SUCCEEDED, output=kept(output))
-        if not _set_if_still_ours(conn, claimed, worker, state=S.SUCCEEDED, finished_at=now):
-            _note_overtaken(conn, claimed)
-            return False
-        new_events = [_event(claimed, S.SUCCEEDED, attempt=claimed.attempt)]
-        if claimed.request.action == ActionKind.CURTAIL:
-            request = claimed.request
-            new_events += restore_owed(
-                conn, request.dispatch_id, request.site_id, claimed.episode, now
-            )
+        _finish_attempts(conn, results, now)
+        ours = still_claimed(
+            conn, worker, [(r.claimed.action_id, r.claimed.attempt) for r in results]
+        )
+        succeeded = [r.claimed for r in results if not r.failed and r.claimed.action_id in ours]
+        set_succeeded(conn, [c.action_id for c in succeeded], now)
+        new_events = [_event(c, S.SUCCEEDED, attempt=c.attempt) for c in succeeded]
+        cured = [c for c in succeeded if c.request.action == ActionKind.CURTAIL]
+        new_events += restores_owed(conn, [_episode_of(c) for c in cured], now)
+        for result in results:
+            if result.claimed.action_id not in ours:
+                _note_overtaken(conn, result)
+            elif result.failed:
+                new_events += _failed(
+                    conn, result.claimed, worker, kept(result.said), now, settings
+                )
         append_events(conn, new_events, now)
-        return True
+    return [r.claimed.action_id in ours for r in results]
 
 
-def fail(
-    engine: Engine, claimed: Claimed, worker: str, error: str, settings: ProcessorSettings
-) -> bool:
-    """Record a failed attempt and schedule the next one with exponential backoff, unless there
+def _failed(
+    conn: Connection,
+    claimed: Claimed,
+    worker: str,
+    error: str,
+    now: datetime,
+    settings: ProcessorSettings,
+) -> list[NewEvent]:
+    """A failed attempt of an action still ours: retried with exponential backoff, unless there
     is no point: a curtail whose episode is over (its restore is owed all the same: the attempt
     may have reached the site), a restore of a site held again (whose holder then owes the
-    restore), or a restore after RESTORE_MAX_ATTEMPTS. False when the claim had been taken over
-    meanwhile."""
-    with write_transaction(engine) as conn:
-        now = utcnow()
-        error = kept(error)
-        _finish_attempt(conn, claimed, now, AttemptOutcome.FAILED, error=error)
-        attempt = claimed.attempt
-        request = claimed.request
-        new_events: list[NewEvent] = []
-        holder = None if request.action == ActionKind.CURTAIL else _newer_curtail(conn, claimed)
-        if request.action == ActionKind.CURTAIL and not _episode_holds(conn, claimed):
-            state = S.FAILED
-            note = f"gave up after {attempt} failed attempts: the dispatch no longer holds the site"
-            new_events += restore_owed(
-                conn, request.dispatch_id, request.site_id, claimed.episode, now
-            )
-        elif holder is not None:
-            state, note = S.SUPERSEDED, f"dispatch {holder.dispatch_id} holds the site again"
-            new_events += restore_owed(
-                conn, holder.dispatch_id, holder.site_id, holder.episode, now
-            )
-        elif request.action == ActionKind.RESTORE and attempt >= RESTORE_MAX_ATTEMPTS:
-            state, note = S.FAILED, f"gave up after {attempt} failed attempts"
-        else:
-            delay = timedelta(seconds=settings.retry_backoff * 2 ** (attempt - 1))
-            retry_at = now + min(delay, MAX_BACKOFF)
-            if not _set_if_still_ours(
-                conn, claimed, worker, state=S.RETRYING, note=error, available_at=retry_at
-            ):
-                _note_overtaken(conn, claimed, error)
-                return False
-            retrying = _event(
+    restore), or a restore after RESTORE_MAX_ATTEMPTS."""
+    attempt = claimed.attempt
+    request = claimed.request
+    owed: list[NewEvent] = []
+    holder = None if request.action == ActionKind.CURTAIL else _newer_curtail(conn, claimed)
+    if request.action == ActionKind.CURTAIL and not _episode_holds(conn, claimed):
+        state = S.FAILED
+        note = f"gave up after {attempt} failed attempts: the dispatch no longer holds the site"
+        owed = restores_owed(conn, [_episode_of(claimed)], now)
+    elif holder is not None:
+        state, note = S.SUPERSEDED, f"dispatch {holder.dispatch_id} holds the site again"
+        owed = restores_owed(conn, [(holder.dispatch_id, holder.site_id, holder.episode)], now)
+    elif request.action == ActionKind.RESTORE and attempt >= RESTORE_MAX_ATTEMPTS:
+        state, note = S.FAILED, f"gave up after {attempt} failed attempts"
+    else:
+        delay = timedelta(seconds=settings.retry_backoff * 2 ** (attempt - 1))
+        retry_at = now + min(delay, MAX_BACKOFF)
+        set_if_claimed(
+            conn,
+            claimed.action_id,
+            worker,
+            attempt,
+            state=S.RETRYING,
+            note=error,
+            available_at=retry_at,
+        )
+        return [
+            _event(
                 claimed, S.RETRYING, attempt=attempt, error=error, retry_at=format_rfc3339(retry_at)
             )
-            append_events(conn, [retrying], now)
-            return True
-        if not _set_if_still_ours(conn, claimed, worker, state=state, note=note, finished_at=now):
-            _note_overtaken(conn, claimed, error)
-            return False
-        new_events.insert(0, _event(claimed, state, attempt=attempt, error=error, note=note))
-        append_events(conn, new_events, now)
-        return True
+        ]
+    set_if_claimed(
+        conn, claimed.action_id, worker, attempt, state=state, note=note, finished_at=now
+    )
+    return [_event(claimed, state, attempt=attempt, error=error, note=note), *owed]
+
+
+def _episode_of(claimed: Claimed) -> tuple[str, str, int]:
+    return claimed.request.dispatch_id, claimed.request.site_id, claimed.episode
 
 
 def kept(text: str) -> str:
@@ -354,16 +378,29 @@ def _newer_curtail(conn: Connection, claimed: Claimed) -> _Holder | None:
     return _Holder(row.dispatch_id, row.site_id, row.episode) if row else None
 
 
-def _finish_attempt(
-    conn: Connection, claimed: Claimed, now: datetime, outcome: AttemptOutcome, **text: str
-) -> None:
+def _finish_attempts(conn: Connection, results: list[Result], now: datetime) -> None:
     conn.execute(
         update(action_attempts)
         .where(
-            action_attempts.c.action_id == claimed.action_id,
-            action_attempts.c.number == claimed.attempt,
+            action_attempts.c.action_id == bindparam("done_id"),
+            action_attempts.c.number == bindparam("done_number"),
         )
-        .values(finished_at=now, outcome=outcome, **text)
+        .values(
+            finished_at=now,
+            outcome=bindparam("done_outcome"),
+            output=bindparam("done_output"),
+            error=bindparam("done_error"),
+        ),
+        [
+            {
+                "done_id": r.claimed.action_id,
+                "done_number": r.claimed.attempt,
+                "done_outcome": AttemptOutcome.FAILED if r.failed else AttemptOutcome.SUCCEEDED,
+                "done_output": None if r.failed else kept(r.said),
+                "done_error": kept(r.said) if r.failed else None,
+            }
+            for r in results
+        ],
     )
 
 
@@ -372,21 +409,18 @@ OVERTAKEN = (
 )
 
 
-def _note_overtaken(conn: Connection, claimed: Claimed, error: str | None = None) -> None:
+def _note_overtaken(conn: Connection, result: Result) -> None:
     """Say on a late attempt's record why its outcome did not count (the process that took the
     action over marked it abandoned, thinking its process had died), after its own error."""
+    error = f"{kept(result.said)}; {OVERTAKEN}" if result.failed else OVERTAKEN
     conn.execute(
         update(action_attempts)
         .where(
-            action_attempts.c.action_id == claimed.action_id,
-            action_attempts.c.number == claimed.attempt,
+            action_attempts.c.action_id == result.claimed.action_id,
+            action_attempts.c.number == result.claimed.attempt,
         )
-        .values(error=OVERTAKEN if error is None else kept(f"{error}; {OVERTAKEN}"))
+        .values(error=kept(error))
     )
-
-
-def _set_if_still_ours(conn: Connection, claimed: Claimed, worker: str, **values: object) -> bool:
-    return set_if_claimed(conn, claimed.action_id, worker, claimed.attempt, **values)
 
 
 def _event(claimed: Claimed, state: str, **details: object) -> NewEvent:

@@ -32,6 +32,12 @@ __all__ = ["Outcomes", "log_action"]
 # a tenth of the claim timeout
 FIRST_RETRY_SECONDS = 0.2
 LONGEST_RETRY_SECONDS = 5.0
+# outcomes are written together, one transaction for all those in hand, once BATCH_OUTCOMES have
+# returned or the first of them has waited BATCH_SECONDS: at a fleet's size one transaction per
+# outcome was most of a pass's time, and a handler that returned is not run again meanwhile (a
+# crash before the write is the same as a crash just after the call)
+BATCH_OUTCOMES = 500
+BATCH_SECONDS = 0.05
 
 
 @dataclass
@@ -47,10 +53,10 @@ class Counts:
 @dataclass
 class _Held:
     claimed: claims.Claimed
-    started: float  # time.monotonic() when its handler started
     expires_at: datetime  # when its claim expires, by this machine's clock
-    said: str | None = None  # once its handler returned: its output, or its error
-    failed: bool = False  # whether `said` is an error
+    started: float | None = None  # time.monotonic() when its handler started; none: queued
+    result: claims.Result | None = None  # once its handler returned
+    returned_at: float = 0.0  # time.monotonic() when it returned
     warned: bool = False  # that its claim expired
 
 
@@ -71,32 +77,35 @@ class Outcomes:
         self._retries = 0
 
     def claimed(self, claimed: claims.Claimed) -> None:
-        self._held[claimed.action_id] = _Held(
-            claimed, time.monotonic(), utcnow() + self._claim_timeout
-        )
+        self._held[claimed.action_id] = _Held(claimed, utcnow() + self._claim_timeout)
+
+    def started(self, claimed: claims.Claimed) -> None:
+        """Its handler starts now (called from the handler's thread)."""
+        self._held[claimed.action_id].started = time.monotonic()
 
     def returned(self, claimed: claims.Claimed, said: str, failed: bool) -> None:
-        """The handler returned `said`, or raised it as an error when `failed`: record it now,
-        or when it can be."""
+        """The handler returned `said`, or raised it as an error when `failed`: recorded with
+        the others in hand at the next `tend` that is due (`seconds_to_next_turn`)."""
         held = self._held[claimed.action_id]
-        held.said, held.failed = said, failed
+        held.result = claims.Result(claimed, said, failed)
+        held.returned_at = time.monotonic()
         self._returned.append(held)
-        self.tend()
 
     @property
     def unwritten(self) -> int:
         return len(self._returned)
 
-    def tend(self) -> None:
-        """Write the outcomes in hand and renew the claims when due, unless the store was away
-        at the last try and its backoff has not passed."""
-        if time.monotonic() < self._retry_at:
+    def tend(self, handlers_running: bool) -> None:
+        """Write the outcomes in hand when due (at once when no handler runs), and renew the
+        claims when due, unless the store was away at the last try and its backoff has not
+        passed."""
+        now = time.monotonic()
+        if now < self._retry_at:
             return
         try:
-            while self._returned:
-                self._write(self._returned[0])
-                self._returned.pop(0)
-            if time.monotonic() - self._renewed_at >= self._renew_every:
+            if self._returned and (not handlers_running or now >= self._write_at()):
+                self._write()
+            if now - self._renewed_at >= self._renew_every:
                 self._renew()
         except DatabaseError as error:
             self._away(error)
@@ -111,27 +120,38 @@ class Outcomes:
     def seconds_to_next_turn(self) -> float:
         """How long the pass may wait for a handler before it must tend the store."""
         now = time.monotonic()
+        turn = self._renewed_at + self._renew_every
         if self._returned:
-            return max(0.0, self._retry_at - now)
-        return max(0.0, self._renewed_at + self._renew_every - now)
+            turn = min(turn, max(self._retry_at, self._write_at()))
+        return max(0.0, turn - now)
 
-    def _write(self, held: _Held) -> None:
-        claimed, worker, said = held.claimed, self.worker, held.said or ""
-        if held.failed:
-            counted = claims.fail(self.engine, claimed, worker, said, self.settings)
-            self.counts.failed += counted
-        else:
-            counted = claims.succeed(self.engine, claimed, worker, said)
-            self.counts.succeeded += counted
-        self.counts.overtaken += not counted
-        del self._held[claimed.action_id]
+    def _write_at(self) -> float:
+        if len(self._returned) >= BATCH_OUTCOMES:
+            return 0.0
+        return self._returned[0].returned_at + BATCH_SECONDS
+
+    def _write(self) -> None:
+        results = [held.result for held in self._returned if held.result is not None]
+        counted = claims.record(self.engine, self.worker, results, self.settings)
+        for result, was_counted in zip(results, counted, strict=True):
+            if not was_counted:
+                self.counts.overtaken += 1
+            elif result.failed:
+                self.counts.failed += 1
+            else:
+                self.counts.succeeded += 1
+            del self._held[result.claimed.action_id]
+        self._returned.clear()
 
     def _renew(self) -> None:
+        """Queued handlers keep their claims, as do those running within their time limit."""
         now = time.monotonic()
         alive = [
             held.claimed
             for held in self._held.values()
-            if held.said is not None or now - held.started < self.settings.handler_timeout
+            if held.result is not None
+            or held.started is None
+            or now - held.started < self.settings.handler_timeout
         ]
         claims.renew(self.engine, self.worker, alive, self.settings)
         expires_at = utcnow() + self._claim_timeout

@@ -41,7 +41,7 @@ from etl.act.actions import (
     event,
     insert_new,
     new_row,
-    restore_owed,
+    restores_owed,
     row_event,
     set_final,
     set_pending,
@@ -278,7 +278,7 @@ def _end_curtails_no_longer_wanted(conn: Connection, now: datetime, summary: Pla
         owed: list[NewEvent] = []
         if row.attempts:
             state, note = S.FAILED, f"gave up after {row.attempts} failed attempts: {why}"
-            owed = restore_owed(conn, row.dispatch_id, row.site_id, row.episode, now)
+            owed = restores_owed(conn, [(row.dispatch_id, row.site_id, row.episode)], now)
         elif why == WINDOW_PASSED:
             state, note = S.MISSED, f"{why} before etl acted"
         else:
@@ -366,7 +366,7 @@ def _hand_over(
     note = f"dispatch {dispatch_id} holds the site"
     set_final(conn, row.id, S.SUPERSEDED, now, note)
     summary.note(S.SUPERSEDED, _event(row, RESTORE, S.SUPERSEDED, note))
-    for handover in restore_owed(conn, dispatch_id, row.site_id, episode, now):
+    for handover in restores_owed(conn, [(dispatch_id, row.site_id, episode)], now):
         summary.note(S.WAITING, handover)
 
 

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -62,27 +63,28 @@ def process(
     planned = planner.plan(engine, settings).counts
     outcomes = Outcomes(engine, worker, settings)
     claim_error: DatabaseError | None = None
+    pace = _Pace()
     with ThreadPoolExecutor(settings.workers, thread_name_prefix="etl-handler") as pool:
         running: Running = {}
         more_due = True
         try:
             while True:
-                free = settings.workers - len(running)
+                wanted = _to_claim(settings.workers, len(running), pace.last_second())
                 store_up = claim_error is None and outcomes.error is None
-                if more_due and free and not stop.is_set() and store_up:
+                if more_due and wanted and not stop.is_set() and store_up:
                     try:
-                        taken = claims.claim(engine, worker, free, settings)
+                        taken = claims.claim(engine, worker, wanted, settings)
                     except DatabaseError as error:
                         if not running and not outcomes.unwritten:
                             raise  # nothing in hand to keep
                         # claimed again once the outcomes in hand are written
                         claim_error, taken = error, []
                     else:
-                        more_due = len(taken) == free  # a short claim emptied the queue
+                        more_due = len(taken) == wanted  # a short claim emptied the queue
                     for claimed in taken:
                         log_action(logging.DEBUG, claimed, "claimed; calling the handler")
                         outcomes.claimed(claimed)
-                        running[pool.submit(handler, claimed.request)] = claimed
+                        running[pool.submit(_call, handler, outcomes, claimed)] = claimed
                 if not running and not outcomes.unwritten:
                     if claim_error is None:
                         break
@@ -90,8 +92,10 @@ def process(
                 done = _wait(running, outcomes.seconds_to_next_turn())
                 for future in done:
                     _returned(outcomes, running.pop(future), future)
-                outcomes.tend()
+                pace.returned(len(done))
+                outcomes.tend(handlers_running=bool(running))
         except BaseException:  # a bug, or an interrupt: no command may outlive its processor
+            pool.shutdown(wait=False, cancel_futures=True)  # nor a queued one start
             kill_running_commands()
             raise
     counts = outcomes.counts
@@ -103,6 +107,42 @@ def process(
             "with the same idempotency keys",
         )
     return PassSummary(planned, counts.succeeded, counts.failed, counts.overtaken)
+
+
+# actions one process holds at most, claimed but not yet recorded
+MOST_IN_HAND = 1000
+
+
+def _to_claim(workers: int, in_hand: int, returned_last_second: int) -> int:
+    """How many actions to claim now: enough to keep every worker busy for about a second at
+    the pace handlers return, and none while more than half of that is still in hand. A fast
+    handler is then fed by claims of hundreds (one transaction each); a slow one is claimed a
+    free worker at a time, so that several processes share a dispatch's work."""
+    wanted = min(MOST_IN_HAND, workers + returned_last_second)
+    if in_hand >= workers and in_hand > wanted // 2:
+        return 0
+    return wanted - in_hand
+
+
+class _Pace:
+    """How many handler calls returned in about the last second."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque()
+
+    def returned(self, count: int) -> None:
+        self._times.extend([time.monotonic()] * count)
+
+    def last_second(self) -> int:
+        since = time.monotonic() - 1.0
+        while self._times and self._times[0] < since:
+            self._times.popleft()
+        return len(self._times)
+
+
+def _call(handler: Handler, outcomes: Outcomes, claimed: claims.Claimed) -> str | None:
+    outcomes.started(claimed)
+    return handler(claimed.request)
 
 
 def _wait(running: Running, timeout: float) -> set[Future[str | None]]:

@@ -168,7 +168,8 @@ def test_a_curtail_failing_after_its_dispatch_ended_is_still_restored(world: Wor
     world.sandbox.dispatches = [ended("d1", site("a"))]  # ...when its dispatch ends
     dispatches.fetch(world.engine, world.client)
     processor.process(world.engine, world.handler, world.settings, stop=_already_set())
-    assert claims.fail(world.engine, claimed, "w", "timed out", world.settings)
+    result = claims.Result(claimed, "timed out", failed=True)
+    assert claims.record(world.engine, "w", [result], world.settings) == [True]
     assert world.states() == {("curtail", "d1", "a"): "failed", ("restore", "d1", "a"): "waiting"}
     world.handler.fail_first = 0
     assert world.process() == [("restore", "d1", "a")]
@@ -199,7 +200,8 @@ def test_an_expired_claim_is_taken_over_with_the_same_key(world: World) -> None:
     ]
     assert world.handler.requests[0].idempotency_key == dead.request.idempotency_key
     # the dead worker's late word cannot change the record
-    assert claims.succeed(world.engine, dead, "dead-worker", "late") is False
+    late = claims.Result(dead, "late", failed=False)
+    assert claims.record(world.engine, "dead-worker", [late], settings) == [False]
     assert world.states()[("curtail", "d1", "a")] == "succeeded"
 
 
