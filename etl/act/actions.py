@@ -14,17 +14,17 @@ The unique key (dispatch_id, site_id, kind, episode) makes recording an action t
 """
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 
 from etl.base.vocabulary import ActionState, EventKind
 from etl.handlers import ActionKind
 from etl.store import identity
-from etl.store.db import dialect_insert
 from etl.store.events import NewEvent
-from etl.store.rows import chunks
+from etl.store.rows import chunks, insert_new_rows, update_rows
 from etl.store.schema import actions, dispatch_sites, dispatches
 
 __all__ = [
@@ -33,12 +33,12 @@ __all__ = [
     "OPEN_STATES",
     "UNDER_WAY",
     "WITH_DISPATCH_SITE",
+    "Taken",
     "event",
     "idempotency_key",
     "insert_new",
     "new_row",
     "open_by_state",
-    "record_sent",
     "renew_claims",
     "restores_owed",
     "row_event",
@@ -132,12 +132,8 @@ def insert_new(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, A
         }
         for row in rows
     ]
-    statement = (
-        dialect_insert(conn, actions)
-        .on_conflict_do_nothing(index_elements=["dispatch_id", "site_id", "kind", "episode"])
-        .returning(actions.c.idempotency_key)
-    )
-    inserted = set(conn.execute(statement, rows).scalars())
+    conflict = ["dispatch_id", "site_id", "kind", "episode"]
+    inserted = set(insert_new_rows(conn, actions, rows, conflict, "idempotency_key"))
     return [row for row in rows if row["idempotency_key"] in inserted]
 
 
@@ -168,35 +164,31 @@ def set_pending(conn: Connection, action_id: int, now: datetime) -> None:
     )
 
 
-def take(
-    conn: Connection, due: Select[int], worker: str, now: datetime, until: datetime
-) -> list[tuple[int, int]]:
-    """Claim the `due` actions for `worker` until `until`, in one UPDATE ... RETURNING: (id,
-    attempt number) of each one taken."""
-    taken = conn.execute(
-        update(actions)
-        .where(actions.c.id.in_(due.scalar_subquery()))
-        .values(
-            state=S.CLAIMED,
-            claimed_by=worker,
-            claimed_at=now,
-            available_at=until,
-            attempts=actions.c.attempts + 1,
-        )
-        .returning(actions.c.id, actions.c.attempts)
-    ).all()
-    return [(row.id, row.attempts) for row in taken]
+@dataclass(frozen=True)
+class Taken:
+    """An action a claim takes, with what its handler is sent: a restore undoes what its
+    curtail's claim sent (test, commitment), whatever the dispatch says by then."""
+
+    action_id: int
+    attempt: int  # the attempt's number, the action's attempts counted
+    test: bool
+    commitment_kw: float | None
 
 
-def record_sent(conn: Connection, sent: list[tuple[int, bool, float | None]]) -> None:
-    """What each action's claim sends (action id, test, commitment): a restore undoes what its
-    curtail sent, whatever the dispatch says by then."""
-    conn.execute(
-        update(actions)
-        .where(actions.c.id == bindparam("claimed_id"))
-        .values(test=bindparam("sent_test"), commitment_kw=bindparam("sent_kw")),
-        [{"claimed_id": i, "sent_test": test, "sent_kw": kw} for i, test, kw in sent],
-    )
+def take(conn: Connection, worker: str, taken: list[Taken], now: datetime, until: datetime) -> None:
+    """Claim these actions, which this transaction holds, for `worker` until `until`."""
+    claim = {"state": S.CLAIMED, "claimed_by": worker, "claimed_at": now, "available_at": until}
+    rows = [
+        {
+            "id": t.action_id,
+            **claim,
+            "attempts": t.attempt,
+            "test": t.test,
+            "commitment_kw": t.commitment_kw,
+        }
+        for t in taken
+    ]
+    update_rows(conn, actions, rows, ["id"])
 
 
 def renew_claims(
@@ -255,13 +247,8 @@ def still_claimed(conn: Connection, worker: str, held: list[tuple[int, int]]) ->
 
 def set_succeeded(conn: Connection, action_ids: list[int], now: datetime) -> None:
     """Actions whose claim `still_claimed` found held, succeeded."""
-    if action_ids:
-        conn.execute(
-            update(actions)
-            .where(actions.c.id == bindparam("done_id"))
-            .values(state=S.SUCCEEDED, available_at=None, finished_at=now),
-            [{"done_id": i} for i in action_ids],
-        )
+    done = {"state": S.SUCCEEDED, "available_at": None, "finished_at": now}
+    update_rows(conn, actions, [{"id": i, **done} for i in action_ids], ["id"])
 
 
 def event(

@@ -23,9 +23,7 @@ from sqlalchemy import (
     Engine,
     Select,
     and_,
-    bindparam,
     case,
-    insert,
     select,
     update,
 )
@@ -36,8 +34,8 @@ from etl.act.actions import (
     UNDER_WAY,
     WITH_DISPATCH_SITE,
     ActionKind,
+    Taken,
     event,
-    record_sent,
     renew_claims,
     restores_owed,
     set_if_claimed,
@@ -54,6 +52,7 @@ from etl.source.records import unmodeled_fields
 from etl.store.db import write_transaction
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
+from etl.store.rows import insert_rows, update_rows
 from etl.store.schema import action_attempts, actions, dispatch_sites, dispatches, programs, sites
 
 __all__ = ["Claimed", "Result", "claim", "due_now", "record", "renew"]
@@ -81,11 +80,15 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
         due = _due(now).limit(limit)
         if conn.dialect.name == "postgresql":
             due = due.with_for_update(skip_locked=True)
-        until = now + timedelta(seconds=settings.claim_timeout)
-        taken = take(conn, due, worker, now, until)
-        if not taken:
+        ids = list(conn.execute(due).scalars())
+        if not ids:
             return []
-        ids = [action_id for action_id, _ in taken]
+        claimed = _requests(conn, ids)
+        until = now + timedelta(seconds=settings.claim_timeout)
+        sent = [
+            Taken(c.action_id, c.attempt, c.request.test, c.request.commitment_kw) for c in claimed
+        ]
+        take(conn, worker, sent, now, until)
         taken_over = set(
             conn.execute(
                 update(action_attempts)
@@ -98,16 +101,14 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
                 .returning(action_attempts.c.action_id)
             ).scalars()
         )
-        conn.execute(
-            insert(action_attempts),
+        insert_rows(
+            conn,
+            action_attempts,
             [
-                {"action_id": i, "number": attempt, "worker": worker, "started_at": now}
-                for i, attempt in taken
+                {"action_id": c.action_id, "number": c.attempt, "worker": worker, "started_at": now}
+                for c in claimed
             ],
         )
-        claimed = _requests(conn, ids)
-        sent = [(c.action_id, c.request.test, c.request.commitment_kw) for c in claimed]
-        record_sent(conn, sent)
         append_events(
             conn,
             [
@@ -161,7 +162,8 @@ def _older_opposite_under_way() -> Any:
 
 
 def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
-    """The handler's requests for these actions. A restore undoes what its curtail did: it
+    """The handler's requests for these actions, each the attempt a claim makes now. A restore
+    undoes what its curtail did: it
     carries the test flag and commitment that its curtail's last claim sent, not the dispatch's
     current ones (a dispatch made a test after its curtail must still restore the site)."""
     curtail = actions.alias("curtail")
@@ -210,7 +212,7 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
         Claimed(
             action_id=row.id,
             episode=row.episode,
-            attempt=row.attempts,
+            attempt=row.attempts + 1,
             request=ActionRequest(
                 action=ActionKind(row.kind),
                 dispatch_id=row.dispatch_id,
@@ -224,7 +226,7 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
                 end_time=row.end_time,
                 program_id=row.program_id,
                 program_name=row.program_name,
-                attempt=row.attempts,
+                attempt=row.attempts + 1,
                 metadata=row.metadata,
                 unmodeled=unmodeled_fields(json.loads(row.raw), row.site_id) if row.raw else {},
             ),
@@ -379,29 +381,18 @@ def _newer_curtail(conn: Connection, claimed: Claimed) -> _Holder | None:
 
 
 def _finish_attempts(conn: Connection, results: list[Result], now: datetime) -> None:
-    conn.execute(
-        update(action_attempts)
-        .where(
-            action_attempts.c.action_id == bindparam("done_id"),
-            action_attempts.c.number == bindparam("done_number"),
-        )
-        .values(
-            finished_at=now,
-            outcome=bindparam("done_outcome"),
-            output=bindparam("done_output"),
-            error=bindparam("done_error"),
-        ),
-        [
-            {
-                "done_id": r.claimed.action_id,
-                "done_number": r.claimed.attempt,
-                "done_outcome": AttemptOutcome.FAILED if r.failed else AttemptOutcome.SUCCEEDED,
-                "done_output": None if r.failed else kept(r.said),
-                "done_error": kept(r.said) if r.failed else None,
-            }
-            for r in results
-        ],
-    )
+    rows = [
+        {
+            "action_id": r.claimed.action_id,
+            "number": r.claimed.attempt,
+            "finished_at": now,
+            "outcome": AttemptOutcome.FAILED if r.failed else AttemptOutcome.SUCCEEDED,
+            "output": None if r.failed else kept(r.said),
+            "error": kept(r.said) if r.failed else None,
+        }
+        for r in results
+    ]
+    update_rows(conn, action_attempts, rows, ["action_id", "number"])
 
 
 OVERTAKEN = (

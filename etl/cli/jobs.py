@@ -270,7 +270,7 @@ def _print_dry_run(planned: "planner.PlanSummary", due: "list[claims.Claimed]") 
         request = claimed.request
         typer.echo(
             f"  {request.action} site {request.site_id} for dispatch {request.dispatch_id}"
-            f" (episode {claimed.episode}, attempt {claimed.attempt + 1},"
+            f" (episode {claimed.episode}, attempt {claimed.attempt},"
             f" key {request.idempotency_key})"
         )
 

@@ -4,10 +4,10 @@ planner)."""
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection
 
 from etl.base.vocabulary import Holding
-from etl.store.rows import Row, upsert
+from etl.store.rows import Row, update_rows, upsert
 from etl.store.schema import dispatch_sites
 
 __all__ = ["HoldingSet", "set_holdings", "upsert_listed"]
@@ -28,15 +28,17 @@ def upsert_listed(conn: Connection, rows: list[Row]) -> None:
 def set_holdings(conn: Connection, changes: list[HoldingSet]) -> None:
     if not changes:
         return
-    conn.execute(
-        update(dispatch_sites)
-        .where(
-            dispatch_sites.c.dispatch_id == bindparam("d"),
-            dispatch_sites.c.site_id == bindparam("s"),
-        )
-        .values(holding=bindparam("holding"), episode=bindparam("episode")),
+    update_rows(
+        conn,
+        dispatch_sites,
         [
-            {"d": c.dispatch_id, "s": c.site_id, "holding": c.holding, "episode": c.episode}
+            {
+                "dispatch_id": c.dispatch_id,
+                "site_id": c.site_id,
+                "holding": c.holding,
+                "episode": c.episode,
+            }
             for c in changes
         ],
+        ["dispatch_id", "site_id"],
     )

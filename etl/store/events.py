@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
 
 from etl.base.vocabulary import EventKind
-from etl.store.rows import write_many
+from etl.store.rows import insert_rows
 from etl.store.schema import events
 
 __all__ = ["NewEvent", "append", "describe_subject"]
@@ -39,9 +39,9 @@ def append(
 ) -> None:
     if not new:
         return
-    write_many(
+    insert_rows(
         conn,
-        insert(events),
+        events,
         [
             {
                 "occurred_at": now,

@@ -98,9 +98,10 @@ def test_the_store_read_and_act_do_not_reach_sideways() -> None:
 
 
 # the statements that write a table, and which argument names it: insert(t), update(t),
-# delete(t), dialect_insert(conn, t), upsert(conn, t, ...); t.insert(), t.update(), t.delete();
-# and text("UPDATE t ...")
-WRITES = {"insert": 0, "update": 0, "delete": 0, "dialect_insert": 1, "upsert": 1}
+# delete(t), dialect_insert(conn, t), upsert(conn, t, ...) and the other bulk writes of
+# etl.store.rows; t.insert(), t.update(), t.delete(); and text("UPDATE t ...")
+BULK = ("upsert", "insert_rows", "insert_new_rows", "update_rows")
+WRITES = {"insert": 0, "update": 0, "delete": 0, "dialect_insert": 1} | dict.fromkeys(BULK, 1)
 WRITE_METHODS = ("insert", "update", "delete")
 RAW_WRITE = re.compile(r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
 
