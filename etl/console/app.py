@@ -131,7 +131,7 @@ class ConsoleApp:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.templates.filters |= {"local": _local, "utc": _utc, "iso": _iso, "kw": _kw}
+        self.templates.filters |= {"local": _local, "exact": _exact, "iso": _iso, "kw": _kw}
         self.templates.filters |= {"count": "{:,}".format, "many": counted}
         self.templates.globals["MOST_PROBLEMS"] = MOST_PROBLEMS
         self.templates.filters["shell"] = shlex.quote  # an id in a command to copy
@@ -164,40 +164,52 @@ class ConsoleApp:
         seen = (now, self.limits.window, self.limits.act_within, zone)
         if path in (CONSOLE_PATH, CONSOLE_PATH.rstrip("/")):
             found_now = pages.now_and_next(self.engine, *seen)
-            return self._page(start_response, 200, "now.html", page=found_now, now=now)
+            return self._page(start_response, 200, "now.html", found_now.zone, page=found_now, now=now)
         if path == CONSOLE_PATH + "dispatch":
             number = _page_number(query)
             wanted = _stored_id(query.get("id", ""))
             page = pages.dispatch_page(self.engine, wanted, *seen, number) if wanted else None
             if page is None:
-                return self._page(start_response, 404, "missing.html", what="dispatch")
+                return self._page(start_response, 404, "missing.html", zone, what="dispatch")
             chart = page.chart_svg and base64.b64encode(page.chart_svg.encode()).decode()
-            return self._page(start_response, 200, "dispatch.html", page=page, chart=chart, tz=zone)
+            return self._page(
+                start_response, 200, "dispatch.html", page.zone, page=page, chart=chart, tz=zone
+            )
         if path == CONSOLE_PATH + "site":
             wanted = _stored_id(query.get("id", ""))
             found = pages.site_page(self.engine, wanted, *seen) if wanted else None
             if found is None:
-                return self._page(start_response, 404, "missing.html", what="site")
-            return self._page(start_response, 200, "site.html", page=found)
+                return self._page(start_response, 404, "missing.html", zone, what="site")
+            return self._page(start_response, 200, "site.html", found.zone, page=found)
         f = _history_filter(query)
         if path == CONSOLE_PATH + "history":
-            months = pages.latest_months(self.engine, f)
+            history = pages.history_page(self.engine, f, zone)
             programs = pages.programs(self.engine, f.program_id)
             return self._page(
-                start_response, 200, "history.html", months=months, f=f, programs=programs
+                start_response, 200, "history.html", history.zone, page=history, f=f, programs=programs
             )
         reports = {"dispatches.csv": dispatches_report, "performance.csv": performance_report}
         name = path.removeprefix(CONSOLE_PATH + "history/")
         if name in reports:
             return _csv(start_response, self.engine, reports[name](f), name)
-        return self._page(start_response, 404, "missing.html", what="page")
+        return self._page(start_response, 404, "missing.html", zone, what="page")
 
     def _page(
-        self, start_response: StartResponse, code: int, template: str, **values: Any
+        self,
+        start_response: StartResponse,
+        code: int,
+        template: str,
+        zone: str | None,
+        **values: Any,
     ) -> list[bytes]:
+        """The page, named for `zone` (UTC if None), under the verdict of `etl status` with its
+        times there too: one zone per page."""
+        zone = zone or "UTC"
         health = self._health()
+        if isinstance(health, status.Status):
+            health = self.limits.shown_in(health, zone)
         body = self.templates.get_template(template).render(
-            health=health, refresh=REFRESH_SECONDS, **values
+            health=health, refresh=REFRESH_SECONDS, zone=zone, **values
         )
         return _send(start_response, code, "text/html; charset=utf-8", body.encode())
 
@@ -319,8 +331,11 @@ def _local(moment: datetime | None, zone: str | None) -> str:
     return moment.astimezone(zone_or_utc(zone)).strftime("%a %d %b %H:%M %Z")
 
 
-def _utc(moment: datetime | None) -> str:
-    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+def _exact(moment: datetime | None, zone: str | None) -> str:
+    """The instant to the second, shown on hover: in the page's zone too."""
+    if moment is None:
+        return ""
+    return moment.astimezone(zone_or_utc(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _iso(moment: datetime | None) -> str:

@@ -7,7 +7,9 @@ site to do for that dispatch, and how that went. What fails a site now is etl.ac
 `etl status` tells it.
 
 Each page shows every time in one zone, which it names: the one asked for (?tz=), else its
-first dispatch's program's (on "Now and next", the soonest), else UTC.
+first dispatch's program's (on "Now and next", the soonest; on a site's page and the history,
+the newest), else UTC. The audit trail's lines, and the times among their details, are shifted
+there as `etl audit --tz` shifts them.
 
 Every page is bounded, whatever the store holds: a list shows at most MOST_ROWS rows and counts
 the rest (a Part), and a dispatch's sites are paged, PAGE_SITES a page, those that need an eye
@@ -25,11 +27,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, Select, func, or_, select
 
 from etl.act.failing import Failing, failing
-from etl.base.timeutil import utcnow, zone_or_utc
+from etl.base.timeutil import time_shift, utcnow, zone_or_utc
 from etl.base.vocabulary import ActionState
 from etl.handlers import ActionKind
 from etl.read.audit import AuditQuery, describe, trail
 from etl.read.chart import FAILED, chart_data, render
+from etl.read.output import shift_times
 from etl.read.reports import (
     APART,
     ReportFilter,
@@ -53,6 +56,7 @@ __all__ = [
     "PAGE_SITES",
     "Card",
     "DispatchPage",
+    "HistoryPage",
     "MonthRow",
     "NowPage",
     "Part",
@@ -60,6 +64,7 @@ __all__ = [
     "SiteState",
     "dispatch_page",
     "history",
+    "history_page",
     "known_zone",
     "latest_months",
     "now_and_next",
@@ -319,21 +324,24 @@ def dispatch_page(
         number,
         pages,
         shown,
-        _timeline(engine, dispatch_id) if whole else None,
+        _timeline(engine, dispatch_id, zone) if whole else None,
         render(replace(chart_data(engine, dispatch_id), zone=zone_or_utc(zone))) if whole else None,
         performance,
         taken,
     )
 
 
-def _timeline(engine: Engine, dispatch_id: str) -> Part[tuple[datetime, str]]:
+def _timeline(engine: Engine, dispatch_id: str, zone: str) -> Part[tuple[datetime, str]]:
     """The first MOST_ROWS lines of the dispatch's audit trail, and how many it has: read to its
-    end (0.2 s for 20,000 events), as a trail left early keeps its cursor open."""
+    end (0.2 s for 20,000 events), as a trail left early keeps its cursor open. Each line's time
+    and the times among its details in `zone`, as `etl audit --tz ZONE` shows them."""
     told: list[tuple[datetime, str]] = []
     total = 0
-    for event in trail(engine, AuditQuery(dispatch_id=dispatch_id)):
+    shift = time_shift(zone)
+    events = trail(engine, AuditQuery(dispatch_id=dispatch_id))
+    for event in shift_times(events, shift, lambda row: row["timezone"]):
         if total < MOST_ROWS:
-            told.append((event["occurred_at"], describe(event)))
+            told.append((event["occurred_at"], describe(event, shift)))
         total += 1
     return Part(told, total)
 
@@ -371,6 +379,23 @@ def site_page(
         )
     zone = _page_zone(tz, recent.rows[0]["timezone"] if recent.rows else None)
     return SitePage(zone, site._asdict(), recent, performance, _part(live), failures)
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    zone: str  # of the times on the page (its months are each dispatch's in its program's)
+    months: Part[MonthRow]
+
+
+def history_page(engine: Engine, f: ReportFilter, tz: str | None) -> HistoryPage:
+    """The history's latest months, and the page's zone: the one asked for, else the newest
+    dispatch's program's."""
+    v = dispatch_summary.c
+    newest = dispatches_report(f).order_by(None).order_by(v.start_time.desc()).limit(1)
+    with read_transaction(engine) as conn:
+        row = conn.execute(newest).mappings().first()
+    zone = _page_zone(tz, row["timezone"] if row else None)
+    return HistoryPage(zone, latest_months(engine, f))
 
 
 def latest_months(engine: Engine, f: ReportFilter) -> Part[MonthRow]:

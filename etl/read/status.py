@@ -12,7 +12,7 @@ from etl import __version__
 from etl.act.actions import open_by_state
 from etl.act.failing import ACT_WITHIN, Failing, failing
 from etl.base.logs import counted, shorten
-from etl.base.timeutil import format_rfc3339, jsonable, utcnow
+from etl.base.timeutil import jsonable, utcnow, with_offset, zone_or_utc
 from etl.base.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome, Holding
 from etl.read.reports import dispatch_performance
 from etl.store import fetch_runs, outbox
@@ -57,6 +57,9 @@ CLOCK_TOLERANCE_SECONDS = 10
 
 # what the notifier judges by, as `etl status`'s defaults (`etl serve` passes its own)
 NOTICES_MAX_AGE, NOTICES_WINDOW = timedelta(minutes=5), timedelta(hours=24)
+# a site of a dispatch ended within the window that delivered under this percent of its
+# commitment is WARNING (`etl status --min-delivery`)
+MIN_DELIVERY = 50.0
 
 
 class Health(IntEnum):
@@ -79,6 +82,10 @@ class Limits:
 
     def check(self, engine: Engine) -> "Status":
         return check(engine, self.max_age, self.window, act_within=self.act_within)
+
+    def shown_in(self, status: "Status", zone: str | None) -> "Status":
+        """The verdict on the facts checked, its lines' times in `zone` (a console page's)."""
+        return judge(status, self.max_age, self.window, MIN_DELIVERY, zone)
 
 
 @dataclass
@@ -136,7 +143,7 @@ def check(
     engine: Engine,
     max_age: timedelta,
     window: timedelta,
-    min_delivery: float = 50.0,
+    min_delivery: float = MIN_DELIVERY,
     act_within: timedelta = ACT_WITHIN,
 ) -> Status:
     """The facts, gathered in one read transaction, then judged (`judge`): CRITICAL when no
@@ -203,9 +210,16 @@ def check(
     return judge(status, max_age, window, min_delivery)
 
 
-def judge(status: Status, max_age: timedelta, window: timedelta, min_delivery: float) -> Status:
+def judge(
+    status: Status,
+    max_age: timedelta,
+    window: timedelta,
+    min_delivery: float,
+    zone: str | None = None,
+) -> Status:
     """The verdict on the facts gathered (pure: a new Status, the facts' own untouched): each
-    problem as a line, and the code of the worst."""
+    problem as a line, and the code of the worst. A time a line names is in `zone` (an IANA
+    name; UTC when None), with its offset: a console page shows every time in its own zone."""
     now, success = status.checked_at, status.last_success_at
     problems: list[str] = []
     if success is None:
@@ -213,7 +227,7 @@ def judge(status: Status, max_age: timedelta, window: timedelta, min_delivery: f
     elif now - success > max_age:
         age, limit = _age(now - success), _age(max_age)
         problems.append(f"CRITICAL: the last successful fetch is {age} old (limit {limit})")
-    problems += _failing_lines(status.failing, now)
+    problems += _failing_lines(status.failing, now, zone)
     if status.vanished_recently:
         problems.append(
             f"WARNING: dispatch {', '.join(status.vanished_recently)} vanished from the API "
@@ -432,10 +446,10 @@ def _notifications_given_up(conn: Connection, since: datetime) -> tuple[int, str
 MOST_FAILING_SHOWN = 10
 
 
-def _failing_lines(found: list[Failing], now: datetime) -> list[str]:
+def _failing_lines(found: list[Failing], now: datetime, zone: str | None) -> list[str]:
     """A line for each action failing a site (CRITICAL once it is late), the first
     MOST_FAILING_SHOWN of them, then how many more."""
-    lines = [_failing_line(failed, now) for failed in found[:MOST_FAILING_SHOWN]]
+    lines = [_failing_line(failed, now, zone) for failed in found[:MOST_FAILING_SHOWN]]
     more = found[MOST_FAILING_SHOWN:]
     if more:
         level = "CRITICAL" if any(failed.late for failed in more) else "WARNING"
@@ -444,7 +458,7 @@ def _failing_lines(found: list[Failing], now: datetime) -> list[str]:
     return lines
 
 
-def _failing_line(failed: Failing, now: datetime) -> str:
+def _failing_line(failed: Failing, now: datetime, zone: str | None) -> str:
     what = f"{failed.kind} of site {failed.site_id} for dispatch {failed.dispatch_id}"
     if not failed.live:
         ended = "was missed" if failed.state == ActionState.MISSED else "ended failed"
@@ -454,12 +468,18 @@ def _failing_line(failed: Failing, now: datetime) -> str:
     else:
         said = f"the {what} is not done {_age(now - failed.due_since)} after it fell due"
         if failed.failing_since is not None:
-            since = format_rfc3339(failed.failing_since.replace(microsecond=0))
+            since = _moment(failed.failing_since, zone)
             attempts = "1 attempt" if failed.attempts == 1 else f"{failed.attempts} attempts"
             said += f", failing since {since} ({attempts})"
     if failed.error:
         said += f": {shorten(failed.error, 200)}"
     return f"{'CRITICAL' if failed.late else 'WARNING'}: {said}"
+
+
+def _moment(moment: datetime, zone: str | None) -> str:
+    """An instant to the second in the zone, with its offset: 2026-12-07T06:14:44-06:00, or
+    2026-12-07T12:14:44Z in UTC."""
+    return with_offset(moment.astimezone(zone_or_utc(zone)).replace(microsecond=0).isoformat())
 
 
 def _age(delta: timedelta) -> str:

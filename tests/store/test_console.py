@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from html.parser import HTMLParser
 from xml.etree import ElementTree
 from zoneinfo import ZoneInfo
 
@@ -23,6 +24,7 @@ from etl.act.acknowledge import Acknowledgement, acknowledge
 from etl.base.errors import ConfigError
 from etl.base.timeutil import utcnow
 from etl.base.vocabulary import OutboxEndpoint, ReadingUnits
+from etl.console import app
 from etl.handlers import ActionRequest, HandlerFailed
 from etl.ingest import dispatches, telemetry
 from etl.read import chart, pages, status
@@ -353,19 +355,58 @@ def test_a_large_dispatch_is_summarized_failing_sites_first_the_rest_folded(
     assert between(last, 'id="pager"', "</table>").count("<tr>") == 1 + 50
 
 
+class VisibleText(HTMLParser):
+    """What a person reads on a page: its text and what shows on hover (title), less its style
+    sheet; not a <time>'s machine-readable datetime, which is not shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.hidden += tag in ("style", "script", "title")
+        self.parts += [value for name, value in attrs if name == "title" and value]
+
+    def handle_endtag(self, tag: str) -> None:
+        self.hidden -= tag in ("style", "script", "title")
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden:
+            self.parts.append(data)
+
+
+def visible_text(html: str) -> str:
+    parser = VisibleText()
+    parser.feed(html)
+    return " ".join(parser.parts)
+
+
+# a time shown in UTC: "12:15:33Z", "12:15Z", "+00:00", "12:15 UTC"
+UTC_TIME = re.compile(r"\d\d:\d\d(:\d\d(\.\d+)?)?(Z|\+00:00| UTC\b)")
+
+
 @pytest.mark.parametrize(
     ("path", "zone"),
     [
         ("/console/", "US/Central"),  # its first dispatch's, d1's
         ("/console/dispatch?id=d2", "US/Pacific"),
+        ("/console/dispatch?id=d1", "US/Central"),  # its timeline tells of a site failing
         ("/console/site?id=a", "US/Pacific"),  # its first dispatch's, the newest: d2
+        ("/console/history", "US/Pacific"),  # the newest dispatch's, d2's
         ("/console/?tz=UTC", "UTC"),
         ("/console/dispatch?id=d2&tz=Europe/Paris", "Europe/Paris"),
+        ("/console/dispatch?id=d1&tz=Asia/Tokyo", "Asia/Tokyo"),
+        ("/console/site?id=a&tz=Europe/Paris", "Europe/Paris"),
+        ("/console/history?tz=Asia/Tokyo", "Asia/Tokyo"),
     ],
 )
 def test_each_page_shows_every_time_in_one_zone_that_it_names(
-    world: World, console: Console, path: str, zone: str
+    world: World, console: Console, path: str, zone: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every time a person reads, the status banner's and the audit trail's too (its lines and
+    the times among their details), in the zone the page names."""
+    monkeypatch.setattr(app, "HEALTH_SECONDS", 0.0)  # the banner judged after the steps below
     world.step(ended("d0", site("a")))
     world.handler = FailsFor(site_id="a")
     pacific = {**dispatch("x")["program"], **PACIFIC}
@@ -373,7 +414,15 @@ def test_each_page_shows_every_time_in_one_zone_that_it_names(
     text = page(console, path)
     assert f'<span id="zone">times in {zone}</span>' in text
     abbreviation = datetime.now(ZoneInfo(zone)).strftime("%Z")
-    assert {shown.split()[-1] for shown in times_shown(text)} == {abbreviation}
+    assert {shown.split()[-1] for shown in times_shown(text)} <= {abbreviation}
+    shown = visible_text(text)
+    assert "failing since" in shown  # site a's curtail, in the status banner atop each page
+    if zone != "UTC":
+        assert not UTC_TIME.findall(shown), [
+            shown[max(0, m.start() - 60) : m.end()] for m in UTC_TIME.finditer(shown)
+        ]
+        offset = datetime.now(ZoneInfo(zone)).strftime("%z")
+        assert f"{offset[:3]}:{offset[3:]}" in shown  # the banner's and the trail's, with it
 
 
 def test_the_site_page_shows_an_action_failing_now(world: World, console: Console) -> None:

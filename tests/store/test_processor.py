@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select
+from sqlalchemy.event import listen, remove
 
 from etl.act import claims, processor
+from etl.act.outcomes import Outcomes
 from etl.base.config import ProcessorSettings
+from etl.handlers import ActionRequest
 from etl.ingest import dispatches
 from etl.jobs import runner
 from etl.store import schema
@@ -203,6 +206,105 @@ def test_an_expired_claim_is_taken_over_with_the_same_key(world: World) -> None:
     late = claims.Result(dead, "late", failed=False)
     assert claims.record(world.engine, "dead-worker", [late], settings) == [False]
     assert world.states()[("curtail", "d1", "a")] == "succeeded"
+
+
+def test_a_fleet_dispatch_is_claimed_and_recorded_a_batch_at_a_time(world: World) -> None:
+    """600 sites and an instant handler: each curtail called once, and the pass writes in tens
+    of transactions, where a claim per free worker and a transaction per outcome made 675."""
+    world.sandbox.dispatches = [active("fleet", *(site(f"s{i:03}") for i in range(600)))]
+    dispatches.fetch(world.engine, world.client)
+    commits: list[object] = []
+
+    def committed(conn: object) -> None:
+        commits.append(conn)
+
+    listen(world.engine, "commit", committed)
+    summary = processor.process(world.engine, world.handler, world.settings)
+    remove(world.engine, "commit", committed)
+    assert summary.succeeded == 600
+    keys = [r.idempotency_key for r in world.handler.requests]
+    assert len(keys) == len(set(keys)) == 600
+    assert len(commits) < 100, len(commits)
+    with world.engine.connect() as conn:
+        attempts = conn.execute(
+            select(schema.action_attempts.c.number, schema.action_attempts.c.outcome)
+        ).all()
+    assert sorted(set(attempts)) == [(1, "succeeded")] and len(attempts) == 600
+    assert set(world.states().values()) == {"succeeded", "waiting"}  # each restore owed
+
+
+def test_a_pass_claims_ahead_of_a_slow_handler(world: World) -> None:
+    """One worker, calls of 0.1 s: once the pace is known the pass claims a second's calls at
+    once, so that the next call is in hand when one returns, and each is still called once."""
+    settings = ProcessorSettings(workers=1)
+    world.sandbox.dispatches = [active("d1", *(site(f"s{i:02}") for i in range(15)))]
+    dispatches.fetch(world.engine, world.client)
+    started: dict[str, float] = {}
+
+    def slow(request: ActionRequest) -> str:
+        started[request.site_id] = time.time()
+        time.sleep(0.1)
+        return "done"
+
+    assert processor.process(world.engine, slow, settings).succeeded == 15
+    with world.engine.connect() as conn:
+        claimed_at = dict(
+            conn.execute(
+                select(schema.actions.c.site_id, schema.action_attempts.c.started_at).join(
+                    schema.action_attempts,
+                    schema.action_attempts.c.action_id == schema.actions.c.id,
+                )
+            ).all()
+        )
+    assert len(claimed_at) == len(started) == 15  # one attempt each
+    assert max(started[s] - claimed_at[s].timestamp() for s in started) > 0.25  # queued
+
+
+def test_queued_actions_keep_their_claims_and_a_call_past_its_timeout_does_not(
+    world: World,
+) -> None:
+    settings = ProcessorSettings(claim_timeout=0.5, handler_timeout=0.3)
+    world.sandbox.dispatches = [active("d1", site("a"), site("b"), site("c"))]
+    dispatches.fetch(world.engine, world.client)
+    processor.process(world.engine, world.handler, settings, stop=_already_set())  # plans only
+    held = Outcomes(world.engine, "w", settings)
+    running, *queued = claims.claim(world.engine, "w", 10, settings)
+    for claimed in (running, *queued):
+        held.claimed(claimed)
+    held.started(running)  # b and c wait for a worker
+    time.sleep(0.35)  # a has run past its time limit: it may be stuck
+    held.tend(handlers_running=True)  # renews the claims it keeps
+    time.sleep(0.25)  # past the first claims' expiry
+    (taken,) = claims.claim(world.engine, "other", 10, settings)
+    assert taken.request.site_id == "a" and taken.attempt == 2
+
+
+def test_one_record_of_a_success_a_failure_and_an_attempt_taken_over(world: World) -> None:
+    settings = ProcessorSettings(claim_timeout=0.3, handler_timeout=0.1, retry_backoff=60)
+    world.sandbox.dispatches = [active("d1", site("a"), site("b"), site("c"))]
+    dispatches.fetch(world.engine, world.client)
+    processor.process(world.engine, world.handler, settings, stop=_already_set())  # plans only
+    a, b, c = claims.claim(world.engine, "w", 10, settings)
+    time.sleep(0.35)  # every claim of w expires; a's and b's are renewed, c's taken over
+    claims.renew(world.engine, "w", [a, b], settings)
+    (taken,) = claims.claim(world.engine, "other", 10, settings)
+    assert taken.request.site_id == "c"
+    results = [
+        claims.Result(a, "done", failed=False),
+        claims.Result(b, "unreachable", failed=True),
+        claims.Result(c, "late", failed=False),
+    ]
+    assert claims.record(world.engine, "w", results, settings) == [True, True, False]
+    states = world.states()
+    assert states[("curtail", "d1", "a")] == "succeeded"
+    assert states[("restore", "d1", "a")] == "waiting"
+    assert states[("curtail", "d1", "b")] == "retrying"
+    assert states[("curtail", "d1", "c")] == "claimed"  # the other process's to record
+    assert ("restore", "d1", "c") not in states
+    (late, current) = world.attempts("curtail", "d1", "c")
+    assert claims.OVERTAKEN in (late.error or "") and current.outcome is None
+    (failed,) = world.attempts("curtail", "d1", "b")
+    assert (failed.outcome, failed.error) == ("failed", "unreachable")
 
 
 def _already_set() -> threading.Event:

@@ -1,0 +1,125 @@
+"""Fleet fan-out (issue 31): one dispatch of 5,000 sites, first seen at its start.
+
+- `fan_out`: from the fetch that first sees the dispatch to its last curtail recorded done, in
+  one process as `etl run` does it (a pass plans, claims, calls the handler, records), with the
+  `log` handler (printing to /dev/null) or a command handler; the command's floor is the same
+  command spawned as many times by a bare thread pool of the same size.
+- `processes`: the same pass shared by N whole `etl process` at once on one PostgreSQL store,
+  with no action run twice.
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from benchmarks.databases import fresh_database
+from etl.act import planner, processor
+from etl.act.builtin_handlers import CommandHandler, LogHandler
+from etl.base.config import ApiSettings, ProcessorSettings
+from etl.base.timeutil import format_rfc3339, utcnow
+from etl.handlers import Handler
+from etl.ingest import dispatches
+from etl.sandbox.emulator import Sandbox
+from etl.source.api import VoltusClient
+
+SITES = 5_000
+COMMAND = "/bin/true"
+ETL = str(Path(sys.executable).parent / "etl")
+
+
+def fleet_dispatch(sites: int) -> dict[str, Any]:
+    """A dispatch of `sites` sites that starts now and lasts an hour."""
+    start = utcnow()
+    return {
+        "id": "fleet",
+        "authorized": True,
+        "test": False,
+        "start_time": format_rfc3339(start),
+        "end_time": format_rfc3339(start + timedelta(hours=1)),
+        "program": {
+            "id": 1,
+            "name": "Fleet",
+            "timezone": "UTC",
+            "market": "",
+            "program_type": "capacity",
+        },
+        "sites": [
+            {"id": f"s{i}", "name": f"Site {i}", "customer_location_id": str(i), "commitment": 5}
+            for i in range(sites)
+        ],
+    }
+
+
+def fan_out(backend: str, handler_name: str, sites: int = SITES) -> dict[str, float]:
+    """Seconds from the fetch's end to the last curtail recorded, and the fetch's own."""
+    settings = ProcessorSettings()
+    handler: Handler = (
+        LogHandler() if handler_name == "log" else CommandHandler(COMMAND, settings.handler_timeout)
+    )
+    with fresh_database(backend) as engine, Sandbox() as sandbox:
+        sandbox.dispatches = [fleet_dispatch(sites)]
+        client = VoltusClient(ApiSettings(sandbox.url, sandbox.key))
+        started = time.perf_counter()
+        dispatches.fetch(engine, client)
+        fetched = time.perf_counter()
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            summary = processor.process(engine, handler, settings)
+        done = time.perf_counter()
+        _check_once(engine, sites)
+    assert summary.succeeded == sites, summary
+    return {"fetch_s": fetched - started, "pass_s": done - fetched, "workers": settings.workers}
+
+
+def spawn_floor(count: int = SITES) -> float:
+    """Seconds for a bare pool of ETL_WORKERS threads to run COMMAND `count` times."""
+    workers = ProcessorSettings().workers
+
+    def spawn(_: int) -> None:
+        subprocess.run([COMMAND], stdin=subprocess.DEVNULL, capture_output=True, check=True)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(spawn, range(count)))
+    return time.perf_counter() - started
+
+
+def processes(count: int, sites: int = SITES) -> float:
+    """Seconds for `count` whole `etl process` at once (start-up included) to run the curtails
+    of a planned `sites`-site dispatch on PostgreSQL, the log handler printing to /dev/null."""
+    with fresh_database("postgresql") as engine, Sandbox() as sandbox:
+        sandbox.dispatches = [fleet_dispatch(sites)]
+        dispatches.fetch(engine, VoltusClient(ApiSettings(sandbox.url, sandbox.key)))
+        planner.plan(engine, ProcessorSettings())
+        url = engine.url.render_as_string(hide_password=False)
+        env = {**os.environ, "ETL_DATABASE_URL": url, "VOLTUS_API_URL": sandbox.url}
+        started = time.perf_counter()
+        runs = [
+            subprocess.Popen([ETL, "process", "-q"], env=env, stdout=subprocess.DEVNULL)
+            for _ in range(count)
+        ]
+        codes = [run.wait() for run in runs]
+        elapsed = time.perf_counter() - started
+        _check_once(engine, sites)
+    assert codes == [0] * count, codes
+    return elapsed
+
+
+def _check_once(engine: Engine, sites: int) -> None:
+    """Every curtail succeeded at its first and only attempt: no handler call twice."""
+    with engine.connect() as conn:
+        attempts = conn.execute(
+            text(
+                "SELECT count(*), count(DISTINCT a.id) FROM action_attempts t"
+                " JOIN actions a ON a.id = t.action_id"
+                " WHERE a.kind = 'curtail' AND a.state = 'succeeded'"
+            )
+        ).one()
+    assert tuple(attempts) == (sites, sites), f"attempts, actions: {tuple(attempts)}"
