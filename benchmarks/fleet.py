@@ -6,23 +6,27 @@
   command spawned as many times by a bare thread pool of the same size.
 - `processes`: the same pass shared by N whole `etl process` at once on one PostgreSQL store,
   with no action run twice.
+- `push`: a whole `etl serve` (polling every 600 s) told of the dispatch by a webhook: from the
+  notification to its first and its last curtail recorded done.
 """
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 
-from benchmarks.databases import fresh_database
+from benchmarks import push as push_path
+from benchmarks.databases import fresh_database, scratch_url
 from etl.act import planner, processor
-from etl.act.builtin_handlers import CommandHandler, LogHandler
+from etl.act.builtin_handlers import CommandHandler, LogHandler, _dying_with_us
 from etl.base.config import ApiSettings, ProcessorSettings
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.handlers import Handler
@@ -78,12 +82,14 @@ def fan_out(backend: str, handler_name: str, sites: int = SITES) -> dict[str, fl
     return {"fetch_s": fetched - started, "pass_s": done - fetched, "workers": settings.workers}
 
 
-def spawn_floor(count: int = SITES) -> float:
-    """Seconds for a bare pool of ETL_WORKERS threads to run COMMAND `count` times."""
+def spawn_floor(count: int = SITES, wrapped: bool = False) -> float:
+    """Seconds for a bare pool of ETL_WORKERS threads to run COMMAND `count` times; `wrapped`,
+    inside the parent-death wrapper the command handler runs each command in."""
     workers = ProcessorSettings().workers
+    argv = _dying_with_us([COMMAND]) if wrapped else [COMMAND]
 
     def spawn(_: int) -> None:
-        subprocess.run([COMMAND], stdin=subprocess.DEVNULL, capture_output=True, check=True)
+        subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=True)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -110,6 +116,62 @@ def processes(count: int, sites: int = SITES) -> float:
         _check_once(engine, sites)
     assert codes == [0] * count, codes
     return elapsed
+
+
+def push(backend: str, sites: int = SITES) -> dict[str, float]:
+    """Seconds from a webhook's notification to the first and to the last curtail recorded
+    done (the attempts' own times, on this machine's clock), by a whole `etl serve`."""
+    with Sandbox() as sandbox, scratch_url(backend) as database_url:
+        sandbox.dispatches = []
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            listen = f"127.0.0.1:{probe.getsockname()[1]}"
+        env = {
+            **os.environ,
+            "ETL_DATABASE_URL": database_url,
+            "VOLTUS_API_URL": sandbox.url,
+            "VOLTUS_API_KEY": sandbox.key,
+            "ETL_HANDLER": "log",
+        }
+        subprocess.run([ETL, "db", "upgrade"], env=env, check=True, capture_output=True)
+        command = [ETL, "serve", "--every", "600", "--listen", listen, "-q"]
+        service = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+        engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            push_path.wait_until(lambda: push_path.answers(f"http://{listen}/healthz"))
+            sandbox.dispatches = [fleet_dispatch(sites)]
+            sent = time.time()
+            push_path.notify(f"http://{listen}/voltus/webhook", "fleet")
+            push_path.wait_until(lambda: _curtailed(engine) == sites, seconds=120)
+            with engine.connect() as conn:
+                first, last = conn.execute(
+                    text(
+                        "SELECT min(finished_at), max(finished_at) FROM action_attempts"
+                        " WHERE outcome = 'succeeded'"
+                    )
+                ).one()
+            _check_once(engine, sites)
+        finally:
+            service.terminate()
+            service.wait(timeout=60)
+            engine.dispose()
+    return {"first_s": _seconds(first) - sent, "last_s": _seconds(last) - sent}
+
+
+def _curtailed(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM actions WHERE kind = 'curtail' AND state = 'succeeded'")
+            ).scalar_one()
+        )
+
+
+def _seconds(moment: Any) -> float:
+    """A time read back from either database (SQLite's is its naive UTC text) as Unix time."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment).replace(tzinfo=UTC)
+    return float(moment.timestamp())
 
 
 def _check_once(engine: Engine, sites: int) -> None:

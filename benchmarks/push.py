@@ -71,7 +71,7 @@ def _dispatch(dispatch_id: str) -> dict[str, Any]:
     }
 
 
-def _wait(condition: Callable[[], bool], seconds: float = 30) -> None:
+def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
@@ -79,7 +79,7 @@ def _wait(condition: Callable[[], bool], seconds: float = 30) -> None:
         time.sleep(0.002)
 
 
-def _notify(url: str, dispatch_id: str) -> None:
+def notify(url: str, dispatch_id: str) -> None:
     resource = f"/2022-04-15/dispatches/{dispatch_id}"
     body = {"event": {"name": "dispatch.create"}, "resource": resource}
     requests.post(url, json=body, timeout=5).raise_for_status()
@@ -87,7 +87,7 @@ def _notify(url: str, dispatch_id: str) -> None:
 
 def _notify_all(url: str, dispatch_ids: list[str]) -> None:
     for dispatch_id in dispatch_ids:
-        _notify(url, dispatch_id)
+        notify(url, dispatch_id)
 
 
 def measure(backend: str, notifications: int = 60) -> dict[str, float]:
@@ -111,14 +111,14 @@ def measure(backend: str, notifications: int = 60) -> dict[str, float]:
         service = subprocess.Popen(command, env=env)
         webhook = f"http://{listen}/voltus/webhook"
         try:
-            _wait(lambda: _answers(f"http://{listen}/healthz"))
+            wait_until(lambda: answers(f"http://{listen}/healthz"))
             latencies = []
             for i in range(notifications):
                 dispatch_id = f"lat{i}"
                 sandbox.dispatches = [*sandbox.dispatches, _dispatch(dispatch_id)]
                 sent = time.perf_counter()
-                _notify(webhook, dispatch_id)
-                _wait(lambda: dispatch_id in receiver.arrivals)  # noqa: B023 (awaited here)
+                notify(webhook, dispatch_id)
+                wait_until(lambda: dispatch_id in receiver.arrivals)  # noqa: B023 (awaited here)
                 latencies.append(receiver.arrivals[dispatch_id] - sent)
             one = _burst(sandbox, receiver, webhook, ["burst-one"] * 100)
             many = _burst(sandbox, receiver, webhook, [f"burst{i}" for i in range(100)])
@@ -147,12 +147,12 @@ def _burst(sandbox: Sandbox, receiver: Receiver, webhook: str, ids: list[str]) -
         thread.start()
     for thread in threads:
         thread.join()
-    _wait(lambda: all(d in receiver.arrivals for d in distinct))
+    wait_until(lambda: all(d in receiver.arrivals for d in distinct))
     time.sleep(1)  # anything still to come
     return len(sandbox.requests) - before
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         return requests.get(url, timeout=1).status_code in (200, 503)
     except requests.ConnectionError:

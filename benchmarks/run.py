@@ -5,8 +5,9 @@ machines are noisy; absolute times are printed only beside their floor).
 """
 
 import argparse
+import os
 
-from benchmarks import ingest, processor, send
+from benchmarks import fleet, ingest, processor, send
 from benchmarks import push as push_path
 
 
@@ -33,14 +34,29 @@ def main() -> None:
         default="sqlite",
         help="databases for the planning figure, comma-separated (postgresql: +4 min at 1M)",
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=PARTS,
+        default=PARTS,
+        help="the parts to run (default: all)",
+    )
     args = parser.parse_args()
-    ingestion(args.sizes, args.runs)
-    cron()
-    planning(args.history, args.planning_backends.split(","))
-    latency()
-    throughput()
-    push()
-    sending(args.runs)
+    parts = {
+        "ingestion": lambda: ingestion(args.sizes, args.runs),
+        "cron": cron,
+        "planning": lambda: planning(args.history, args.planning_backends.split(",")),
+        "latency": latency,
+        "throughput": throughput,
+        "push": push,
+        "sending": lambda: sending(args.runs),
+        "fleet": fleet_scale,
+    }
+    for name in args.only:
+        parts[name]()
+
+
+PARTS = ["ingestion", "cron", "planning", "latency", "throughput", "push", "sending", "fleet"]
 
 
 def ingestion(sizes: list[int], runs: int) -> None:
@@ -150,6 +166,49 @@ def sending(runs: int, count: int = 20_000) -> None:
     for backend in ("sqlite", "postgresql"):
         r = send.measure(backend, count, runs)
         print(f"{backend:<12}{r['etl']:>10,.0f}{r['floor']:>10,.0f}{r['floor'] / r['etl']:>10.2f}x")
+
+
+def fleet_scale() -> None:
+    sites = f"{fleet.SITES:,}"
+    print()
+    print(f"== Fleet fan-out: one dispatch of {sites} sites, first seen at its start (issue 31) ==")
+    print("== from the fetch that sees it to its last curtail recorded done, in one process ==")
+    print(f"{'database':<12}{'handler':<12}{'fetch s':>9}{'pass s':>8}{'actions/s':>11}  target")
+    for backend in ("sqlite", "postgresql"):
+        r = fleet.fan_out(backend, "log")
+        rate = fleet.SITES / r["pass_s"]
+        target = "PostgreSQL: <= 2 s, >= 2,500/s"
+        if backend == "postgresql":
+            target += ": met" if r["pass_s"] <= 2 else ": NOT met"
+        times = f"{r['fetch_s']:>9.2f}{r['pass_s']:>8.2f}"
+        print(f"{backend:<12}{'log':<12}{times}{rate:>11,.0f}  {target}")
+    command = fleet.fan_out("postgresql", "command")
+    bare, wrapped = fleet.spawn_floor(), fleet.spawn_floor(wrapped=True)
+    print(
+        f"{'postgresql':<12}{fleet.COMMAND:<12}{command['fetch_s']:>9.2f}{command['pass_s']:>8.2f}"
+        f"{fleet.SITES / command['pass_s']:>11,.0f}"
+    )
+    print(
+        f"  spawn floor ({command['workers']:.0f} threads, {sites} x {fleet.COMMAND}): "
+        f"{bare:.2f} s, etl {command['pass_s'] / bare:.2f}x (target <= 1.2x: "
+        f"{'met' if command['pass_s'] <= 1.2 * bare else 'NOT met'}); the same floor with the "
+        f"parent-death wrapper etl puts around each command (setpriv, sh): {wrapped:.2f} s, "
+        f"etl {command['pass_s'] / wrapped:.2f}x"
+    )
+    one, three = fleet.processes(1), fleet.processes(3)
+    print(
+        f"whole `etl process` runs on one PostgreSQL store, log handler: 1 process {one:.2f} s, "
+        f"3 at once {three:.2f} s: {three / one:.2f}x (target <= 0.5x: "
+        f"{'met' if three <= 0.5 * one else 'NOT met'}; {os.cpu_count()} cores here); no action "
+        "called twice"
+    )
+    for backend in ("sqlite", "postgresql"):
+        p = fleet.push(backend)
+        print(
+            f"push, {backend}: webhook to first curtail done {p['first_s'] * 1000:,.0f} ms "
+            f"(target <= 100 ms: {'met' if p['first_s'] <= 0.1 else 'NOT met'}), to the last "
+            f"{p['last_s']:.2f} s"
+        )
 
 
 def _ratio(value: float, floor: float, unit: str) -> str:

@@ -89,18 +89,7 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
             Taken(c.action_id, c.attempt, c.request.test, c.request.commitment_kw) for c in claimed
         ]
         take(conn, worker, sent, now, until)
-        taken_over = set(
-            conn.execute(
-                update(action_attempts)
-                .where(action_attempts.c.action_id.in_(ids), action_attempts.c.outcome.is_(None))
-                .values(
-                    outcome=AttemptOutcome.ABANDONED,
-                    finished_at=now,
-                    error="its process stopped before recording an outcome; taken over",
-                )
-                .returning(action_attempts.c.action_id)
-            ).scalars()
-        )
+        taken_over = _abandon_open_attempts(conn, [c for c in claimed if c.attempt > 1], now)
         insert_rows(
             conn,
             action_attempts,
@@ -124,6 +113,28 @@ def claim(engine: Engine, worker: str, limit: int, settings: ProcessorSettings) 
             now,
         )
         return claimed
+
+
+def _abandon_open_attempts(conn: Connection, claimed: list[Claimed], now: datetime) -> set[int]:
+    """The actions among these (claimed again) whose last attempt has no outcome: its process
+    stopped before recording one. That attempt is marked abandoned."""
+    if not claimed:
+        return set()
+    return set(
+        conn.execute(
+            update(action_attempts)
+            .where(
+                action_attempts.c.action_id.in_([c.action_id for c in claimed]),
+                action_attempts.c.outcome.is_(None),
+            )
+            .values(
+                outcome=AttemptOutcome.ABANDONED,
+                finished_at=now,
+                error="its process stopped before recording an outcome; taken over",
+            )
+            .returning(action_attempts.c.action_id)
+        ).scalars()
+    )
 
 
 def _due(now: datetime) -> Select[int]:

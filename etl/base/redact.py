@@ -1,5 +1,6 @@
 """Secrets out of every message and record: the one place that masks credentials in URLs, and in
-any text that may quote one (an exception's, an API's error body, a handler's output)."""
+any text that may quote one or name one (an exception's, an API's error body, a handler's
+output or error)."""
 
 import re
 from urllib.parse import unquote, urlsplit
@@ -22,6 +23,28 @@ URL_IN_TEXT = re.compile(rf"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s/]*@)?{QUOTED}")
 # the fragment of a path quoted in a text (`url: /x#access_token=...`)
 FRAGMENT_IN_TEXT = re.compile(rf"(/[^\s#'\"<>]*)#{QUOTED}")
 
+# a credential named in a text (a handler's error: `token=...`, `password: ...`, a header
+# `Authorization: Bearer ...`, JSON `"api_key": "..."`): a name that is or ends in one of these
+# (`client_secret`, `X-Api-Key`, `VOLTUS_API_KEY`, `accessToken`); lazy, and not a repeated
+# group, so that a long word is read in linear time
+SECRET_NAME = r"[a-z0-9_-]*?(?:password|passwd|pwd|secret|token|api[ _-]?key|authorization)"
+# an HTTP authentication scheme, kept before its credential
+SCHEME = r"(?:bearer|basic|token|digest|negotiate)\s+"
+# a bare value: up to a space or an & (the next query parameter), less the punctuation or
+# quote that ends a phrase (`password=abc, then` masks `abc`)
+BARE_VALUE = r"[^\s&]*[^\s&'\".,;:)\]}>]"
+NAMED_SECRET = re.compile(
+    # the name, starting a word; the quote that closes a JSON key; = or :, spaced or not
+    rf"(?<![a-z0-9_-])(?P<name>{SECRET_NAME}[\"']?[ \t]*[=:][ \t]*)"
+    # the value: quoted, its escapes in it (the scheme kept inside the quotes); else bare,
+    # after an opening quote left unclosed (a value cut short) or a scheme, if any
+    rf"""(?:(?P<quote>["'])(?P<quoted_scheme>{SCHEME})?(?:(?!(?P=quote))[^\\\n]|\\.)*(?P=quote)"""
+    rf"""|(?P<open>["']?)(?P<scheme>{SCHEME})?{BARE_VALUE})""",
+    re.IGNORECASE,
+)
+# a bearer token quoted with no header named (`sent Bearer abc.def`)
+BEARER = re.compile(rf"(?<![a-z0-9_-])(bearer\s+){BARE_VALUE}", re.IGNORECASE)
+
 
 def redact_url(url: str) -> str:
     """The URL as written, with its user info (user and password), the values of its query
@@ -41,10 +64,22 @@ def redact_url(url: str) -> str:
 def redact_text(text: str) -> str:
     """The text with every URL in it masked as redact_url masks one, and the secret-named
     query parameters, fragments and webhook tokens of the paths it quotes without their host
-    (requests' `Max retries exceeded with url: /?token=...`)."""
+    (requests' `Max retries exceeded with url: /?token=...`).
+
+    Outside URLs, the value of each credential the text names is masked too, its name kept so
+    that a reader sees what was: a name (any case) that is or ends in password, passwd, pwd,
+    secret, token, api key (api_key, apikey, api-key, x-api-key) or authorization, followed by
+    `=` or `:` (spaces around it allowed; a JSON key's closing quote before it), then the value,
+    quoted (up to its closing quote) or bare (up to a space, an `&` or a quote, less a final
+    `.,;:)]}>`): `token=***`, `"password": "***"`, `?token=***&x=1`. An authentication scheme
+    before the value is kept (`Authorization: Bearer ***`), and a bearer token stands masked
+    even with no header named (`Bearer ***`). A name followed by a space alone names no value
+    ("tokens were sent", "password incorrect", "the token: expired" masks `expired`: a masked
+    word is cheaper than a leaked secret)."""
     pieces, end = [], 0
     for found in URL_IN_TEXT.finditer(text):
-        pieces += [_redact_path(text[end : found.start()]), redact_url(found[0])]
+        # a name in its path, or run into it (`https://h/x,token=...`), names a value too
+        pieces += [_redact_path(text[end : found.start()]), _redact_named(redact_url(found[0]))]
         end = found.end()
     pieces.append(_redact_path(text[end:]))
     return "".join(pieces)
@@ -53,7 +88,18 @@ def redact_text(text: str) -> str:
 def _redact_path(text: str) -> str:
     text = FRAGMENT_IN_TEXT.sub(rf"\g<1>#{MASK}", text)
     text = WEBHOOK_TOKEN.sub(rf"\g<1>{MASK}", text)
-    return PARAMETER.sub(_mask_parameter, text)
+    return _redact_named(PARAMETER.sub(_mask_parameter, text))
+
+
+def _mask_named(match: re.Match[str]) -> str:
+    found = match.groupdict(default="")
+    if found["quote"]:
+        return f"{found['name']}{found['quote']}{found['quoted_scheme']}{MASK}{found['quote']}"
+    return f"{found['name']}{found['open']}{found['scheme']}{MASK}"
+
+
+def _redact_named(text: str) -> str:
+    return BEARER.sub(rf"\g<1>{MASK}", NAMED_SECRET.sub(_mask_named, text))
 
 
 def _mask_parameter(match: re.Match[str]) -> str:

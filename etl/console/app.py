@@ -164,7 +164,9 @@ class ConsoleApp:
         seen = (now, self.limits.window, self.limits.act_within, zone)
         if path in (CONSOLE_PATH, CONSOLE_PATH.rstrip("/")):
             found_now = pages.now_and_next(self.engine, *seen)
-            return self._page(start_response, 200, "now.html", found_now.zone, page=found_now, now=now)
+            return self._page(
+                start_response, 200, "now.html", found_now.zone, page=found_now, now=now
+            )
         if path == CONSOLE_PATH + "dispatch":
             number = _page_number(query)
             wanted = _stored_id(query.get("id", ""))
@@ -186,7 +188,13 @@ class ConsoleApp:
             history = pages.history_page(self.engine, f, zone)
             programs = pages.programs(self.engine, f.program_id)
             return self._page(
-                start_response, 200, "history.html", history.zone, page=history, f=f, programs=programs
+                start_response,
+                200,
+                "history.html",
+                history.zone,
+                page=history,
+                f=f,
+                programs=programs,
             )
         reports = {"dispatches.csv": dispatches_report, "performance.csv": performance_report}
         name = path.removeprefix(CONSOLE_PATH + "history/")
