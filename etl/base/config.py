@@ -5,6 +5,7 @@ import os
 import stat
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ from etl.base.errors import ConfigError
 from etl.base.redact import redact_url
 
 __all__ = [
+    "OUTBOX_KEEP",
     "SANDBOX_HOST",
     "SANDBOX_KEY",
     "SANDBOX_URL",
@@ -25,6 +27,8 @@ __all__ = [
 ]
 
 SANDBOX_URL = "https://sandbox.voltus.co"
+# how long the telemetry outbox keeps a reading once sent (ETL_OUTBOX_KEEP)
+OUTBOX_KEEP = timedelta(days=35)
 SANDBOX_HOST = "sandbox.voltus.co"
 SANDBOX_KEY = "secret"  # Voltus's published key for its public sandbox, not a secret
 # the settings that may hold a secret: each may also come from a file (NAME_FILE), or from a

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from etl.base import logs
-from etl.base.config import SANDBOX_URL, api_settings
+from etl.base.config import OUTBOX_KEEP, SANDBOX_URL, api_settings
 from etl.base.errors import ApiError, ConfigError, EtlError, ExitCode
 from etl.base.logs import log
 from etl.cli.options import (
@@ -24,6 +24,7 @@ from etl.cli.options import (
     LeadTime,
     NotifyTest,
     NotifyUrls,
+    OutboxKeep,
     Quiet,
     RetryBackoff,
     Verbose,
@@ -35,6 +36,7 @@ from etl.cli.options import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import timedelta
 
     from sqlalchemy import Engine
 
@@ -141,6 +143,7 @@ def telemetry_send(
     database_url: DatabaseUrl = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    outbox_keep: OutboxKeep = OUTBOX_KEEP,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -165,7 +168,8 @@ def telemetry_send(
         return sources.Collected([(file, summary)])
 
     logs.set_verbosity(verbose, quiet)
-    _through_outbox(queue, controllable_load, database_url, api_settings(api_url, api_key))
+    api = api_settings(api_url, api_key)
+    _through_outbox(queue, controllable_load, database_url, api, outbox_keep)
 
 
 def telemetry_collect(
@@ -183,6 +187,7 @@ def telemetry_collect(
     database_url: DatabaseUrl = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    outbox_keep: OutboxKeep = OUTBOX_KEEP,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
@@ -194,7 +199,8 @@ def telemetry_collect(
         return sources.collect(engine, source, endpoint)
 
     logs.set_verbosity(verbose, quiet)
-    _through_outbox(queue, controllable_load, database_url, api_settings(api_url, api_key))
+    api = api_settings(api_url, api_key)
+    _through_outbox(queue, controllable_load, database_url, api, outbox_keep)
 
 
 def _through_outbox(
@@ -202,6 +208,7 @@ def _through_outbox(
     controllable_load: bool,
     database_url: str | None,
     api: "ApiSettings",
+    outbox_keep: "timedelta",
 ) -> None:
     """Queue readings in the store's outbox (`queue`: each batch and how it went, and what it
     left), say how each batch went and what was left, then send all that waits and say how that
@@ -234,7 +241,7 @@ def _through_outbox(
         log.error("telemetry from %s refused: %s", batch, why)
     for batch, why in collected.left.failed:
         log.error("telemetry from %s failed: %s", batch, why)
-    log_sent(send_telemetry.drain(engine, client))
+    log_sent(send_telemetry.drain(engine, client, keep=outbox_keep))
     if collected.left.rejected:
         raise typer.Exit(ExitCode.CONFIG)
     if collected.left.failed:
@@ -243,12 +250,14 @@ def _through_outbox(
 
 def log_sent(summary: "send_telemetry.SendSummary") -> None:
     log.info(
-        "telemetry sent: %s readings in %s requests (%s split); %s refused; %s waiting",
+        "telemetry sent: %s readings in %s requests (%s split); %s refused; %s waiting; "
+        "%s sent long ago pruned",
         summary.sent,
         summary.requests,
         summary.split,
         summary.refused,
         summary.waiting,
+        summary.pruned,
     )
 
 
@@ -379,6 +388,7 @@ def run(
     notify_urls: NotifyUrls = None,
     notify_test: NotifyTest = None,
     act_within: ActWithin = "2m",
+    outbox_keep: OutboxKeep = OUTBOX_KEEP,
 ) -> None:
     """Fetch, then act on what is due (the minutely cron job); --every loops."""
     from etl.act import processor
@@ -402,7 +412,7 @@ def run(
         from etl.read import status
 
         limits = status.Limits(status.notices_max_age(every), act_within=duration(act_within))
-    parts = runner.build(settings, database_url, api.url, api, limits)
+    parts = runner.build(settings, database_url, api.url, api, limits, outbox_keep)
     if every is not None:
         for outcome in runner.run_loop(parts, every):
             log_outcome(outcome)

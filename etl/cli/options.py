@@ -30,6 +30,7 @@ __all__ = [
     "LeadTime",
     "NotifyTest",
     "NotifyUrls",
+    "OutboxKeep",
     "Quiet",
     "RetryBackoff",
     "Since",
@@ -66,6 +67,18 @@ ActWithin = Annotated[
         metavar="DURATION",
         help="CRITICAL when a site is still not curtailed (or restored) this long after its "
         "action fell due; WARNING from its first failed attempt.",
+    ),
+]
+# how long the telemetry outbox keeps the readings sent: each drain prunes those sent before
+OutboxKeep = Annotated[
+    timedelta,
+    typer.Option(
+        parser=lambda value: duration(value),
+        envvar="ETL_OUTBOX_KEEP",
+        metavar="DURATION",
+        help="How long the telemetry outbox keeps a reading once sent, as the record of what "
+        "Voltus took: each send prunes those sent before (35d, 12w and so on).",
+        show_default="35d",
     ),
 ]
 ApiUrl = Annotated[
@@ -138,7 +151,9 @@ def start_moment(value: str) -> datetime:
         raise typer.BadParameter(f"{reason}: a start is {forms}") from None
 
 
-def duration(value: str) -> timedelta:
+def duration(value: str | timedelta) -> timedelta:
+    if isinstance(value, timedelta):  # an option's default
+        return value
     try:
         return parse_duration(value)
     except ValueError as error:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from etl.base import logs
-from etl.base.config import api_settings
+from etl.base.config import OUTBOX_KEEP, api_settings
 from etl.base.errors import ApiError
 from etl.cli.jobs import log_outcome
 from etl.cli.options import (
@@ -25,6 +25,7 @@ from etl.cli.options import (
     LeadTime,
     NotifyTest,
     NotifyUrls,
+    OutboxKeep,
     Quiet,
     RetryBackoff,
     Verbose,
@@ -124,6 +125,7 @@ def serve(
     max_age: MaxAge = "5m",
     window: Window = "24h",
     act_within: ActWithin = "2m",
+    outbox_keep: OutboxKeep = OUTBOX_KEEP,
     quiet: Quiet = False,
     verbose: Verbose = False,
     handler: HandlerName = None,
@@ -150,7 +152,7 @@ def serve(
     where = service.listener(listen, token, console_password, console, calendar_token)
     limits = status.Limits(duration(max_age), duration(window), duration(act_within))
     # people are told (ETL_NOTIFY_URLS) when the status as judged by these turns CRITICAL
-    parts = runner.build(settings, database_url, api.url, api, limits)
+    parts = runner.build(settings, database_url, api.url, api, limits, outbox_keep)
     service.serve(parts, every, where, limits, log_outcome)
 
 

@@ -13,7 +13,10 @@ unique per event) with the cursor, in one transaction, so that a restart never r
 crash never loses one. A notice of the status has a subject instead (unique: `under_delivered:
 <dispatch>:<site>`), and the last verdict told is kept with the cursor; so has a notice of an
 action failing or cleared (`action_failing:<key>`, `action_cleared:<key>`: one per action, however
-many attempts fail). Each is then delivered to
+many attempts fail). The action notices of one turn are told one message per dispatch, kind
+and action (`_grouped`): 200 sites failing in an outage are one message, ten of them named; each
+action keeps its own row as the record of what it was told (so once-only stays per action), the
+first's carrying the message and the others marked sent with it. Each is then delivered to
 each service (each URL of ETL_NOTIFY_URLS, known in the store by a hash of its URL keyed with the
 store's own secret, as the URL holds the service's): a service's taking it is written as it
 happens, so a crash between the two sends it again to that service (at least once), and a retry
@@ -110,6 +113,13 @@ ACTION_NOTICES = (
     NoticeKind.ACTION_FAILED,
     NoticeKind.ACTION_MISSED,
 )
+# how a message of several actions of one kind says what became of them
+TOLD_OF_SEVERAL = {
+    NoticeKind.ACTION_FAILING: "are failing",
+    NoticeKind.ACTION_CLEARED: "succeeded",
+    NoticeKind.ACTION_FAILED: "failed",
+    NoticeKind.ACTION_MISSED: "were missed",
+}
 
 # Apprise's notification type of each kind: failure when a site is failing (or etl as a whole),
 # warning for what needs a look but costs no site now, info for news, success when it clears
@@ -167,7 +177,8 @@ def run(
 
 def plan(engine: Engine, settings: ProcessorSettings, now: datetime) -> int:
     """Notifications for the events past the cursor, and the cursor moved past them: one
-    transaction. How many were planned."""
+    transaction. The action notices of the turn are grouped (`_grouped`). How many messages
+    were planned."""
     with write_transaction(engine, NOTIFY_LOCK) as conn:  # two notifiers plan in turn
         cursor = conn.execute(select(notifier_state.c.last_event_id)).scalar_one()
         read = conn.execute(
@@ -177,19 +188,37 @@ def plan(engine: Engine, settings: ProcessorSettings, now: datetime) -> int:
             .order_by(events.c.id)
             .limit(EVENTS_PER_TURN)
         ).all()  # fmt: skip
-        planned = 0
+        # the subjects planned in this turn: the next retry of an action, read in this turn,
+        # sees it told failing already (the rows are written at the turn's end)
+        told: set[str] = set()
+        # the notices in the log's order; an action's stands in its group's place, the first's
+        planned: list[dict[str, Any] | tuple[str, str, str]] = []
+        groups: dict[tuple[str, str, str], list[tuple[Any, dict[str, Any]]]] = {}
         for event in read:
             if event.occurred_at < now - NEWS:
                 continue  # notifications were off then, or etl was: old news now
-            notice = _message(conn, event, settings, now)
-            if notice is not None:
-                # written at once: the next retry of the same action, read in this turn, sees
-                # its action told failing already
-                conn.execute(notifications.insert().values(notice))
-                planned += 1
+            notice = _message(conn, event, settings, now, told)
+            if notice is None:
+                continue
+            if notice["subject"] is not None:
+                told.add(notice["subject"])
+            if notice["kind"] not in ACTION_NOTICES:
+                planned.append(notice)
+                continue
+            action = str((event.details or {}).get("action", "action"))
+            group = (notice["dispatch_id"], notice["kind"], action)
+            if group not in groups:
+                groups[group] = []
+                planned.append(group)
+            groups[group].append((event, notice))
+        rows: list[dict[str, Any]] = []
+        for item in planned:
+            rows += _grouped(conn, groups[item], now) if isinstance(item, tuple) else [item]
+        if rows:
+            conn.execute(notifications.insert(), rows)
         if read:
             conn.execute(update(notifier_state).values(last_event_id=read[-1].id))
-    return planned
+    return sum(row["sent_at"] is None for row in rows)
 
 
 def plan_health(engine: Engine, health: "Status", now: datetime) -> int:
@@ -251,6 +280,7 @@ def _notice(
         "created_at": now,
         "attempts": 0,
         "next_attempt_at": now,
+        "sent_at": None,
     }
 
 
@@ -430,9 +460,10 @@ def _error_text(logged: str, urls: str, service: Service) -> str:
 
 
 def _message(
-    conn: Connection, event: Any, settings: ProcessorSettings, now: datetime
+    conn: Connection, event: Any, settings: ProcessorSettings, now: datetime, told: set[str]
 ) -> dict[str, Any] | None:
-    """The notification of this event, or None when it needs nobody."""
+    """The notification of this event, or None when it needs nobody; `told`: the subjects
+    planned in this turn, not yet written."""
     kind = NOTICES.get(EventKind(event.kind))
     if kind is None or event.dispatch_id is None:
         return None
@@ -443,7 +474,7 @@ def _message(
     if facts is None:
         return None
     if kind in ACTION_NOTICES:
-        return _action(conn, event, kind, facts, now)
+        return _action(conn, event, kind, facts, now, told)
     ended = facts["end"] is not None and facts["end"] <= event.occurred_at
     if kind == NoticeKind.DISPATCH_CREATED and (
         not facts["authorized"] or ended or (facts["test"] and not settings.notify_test)
@@ -470,19 +501,25 @@ def _message(
 
 
 def _action(
-    conn: Connection, event: Any, kind: NoticeKind, facts: dict[str, Any], now: datetime
+    conn: Connection,
+    event: Any,
+    kind: NoticeKind,
+    facts: dict[str, Any],
+    now: datetime,
+    told: set[str],
 ) -> dict[str, Any] | None:
     """The notification of an action's event: failing (its first failed attempt only), cleared
     (only when it was told failing), failed for good, or missed."""
     details = event.details or {}
     failing = f"action_failing:{details.get('idempotency_key')}"
+    told_failing = failing in told or _told(conn, failing)
     subject = None
     if kind == NoticeKind.ACTION_FAILING:
-        if _told(conn, failing):
+        if told_failing:
             return None  # a later attempt failing too: told already
         subject = failing
     elif kind == NoticeKind.ACTION_CLEARED:
-        if not _told(conn, failing):
+        if not told_failing:
             return None  # it succeeded with no failure told: nothing to clear
         subject = f"action_cleared:{details.get('idempotency_key')}"
     action = str(details.get("action", "action")).capitalize()
@@ -505,6 +542,48 @@ def _action(
     title = shorten(one_line(title), 300)
     event_id = event.id if subject is None else None  # a subject stands in for its event
     return _notice(now, kind, title, body, event.dispatch_id, event_id=event_id, subject=subject)
+
+
+def _grouped(
+    conn: Connection, told: list[tuple[Any, dict[str, Any]]], now: datetime
+) -> list[dict[str, Any]]:
+    """The rows of the notices of one turn of one dispatch, kind and action (their events, and
+    each one's notice as told alone): a single one as it is; of several, one message, carried
+    by the first's row (naming ten sites and how many more, with the totals, and the first
+    error), and the others' rows kept as the records of what each action was told, marked sent
+    with it, so that each action is told failing once and cleared once as when told alone."""
+    if len(told) == 1:
+        return [told[0][1]]
+    first_event, first = told[0]
+    kind, dispatch_id = NoticeKind(first["kind"]), first["dispatch_id"]
+    action = str((first_event.details or {}).get("action", "action"))
+    listed = _labels(conn, dispatch_id, {event.site_id for event, _ in told})
+    totals = _totals(listed)
+    title = f"{action.capitalize()}s of {totals} for dispatch {dispatch_id} {TOLD_OF_SEVERAL[kind]}"
+    title = shorten(one_line(title), 300)
+    lines = [f"{totals}: {_named([label for _, label, _ in listed])}"]
+    details = first_event.details or {}
+    if kind == NoticeKind.ACTION_CLEARED:
+        lines.append(f"The {action}s that were failing are done.")
+    else:
+        said = _error(details.get("error") or details.get("note") or "see etl audit")
+        attempt = f", attempt {details['attempt']}" if details.get("attempt") else ""
+        lines.append(f"First error ({_site_name(conn, first_event.site_id)}{attempt}): {said}")
+    lines.append(f"(etl audit --dispatch {dispatch_id})")
+    source = first["subject"] or f"event {first['event_id']}"
+    record = f"Told with {len(told) - 1} others in the message of {source}: {title}"
+    return [
+        {**first, "title": title, "body": "\n".join(lines)},
+        *({**notice, "body": record, "sent_at": now} for _, notice in told[1:]),
+    ]
+
+
+def _labels(conn: Connection, dispatch_id: str, site_ids: set[str]) -> Listed:
+    """These sites of the dispatch, by name, as _sites labels them (a site since dropped from
+    the dispatch too)."""
+    listed = [entry for entry in _sites(conn, dispatch_id, dropped=True) if entry[0] in site_ids]
+    found = {site_id for site_id, _, _ in listed}
+    return listed + [(site_id, site_id, None) for site_id in sorted(site_ids - found)]
 
 
 def _told(conn: Connection, subject: str) -> bool:
@@ -575,15 +654,16 @@ def _dispatch(conn: Connection, dispatch_id: str) -> dict[str, Any] | None:
     }
 
 
-def _sites(conn: Connection, dispatch_id: str) -> Listed:
-    """The dispatch's sites, by name."""
+def _sites(conn: Connection, dispatch_id: str, dropped: bool = False) -> Listed:
+    """The dispatch's sites, by name: those it lists now, and those it dropped if asked."""
     ds, s = dispatch_sites.c, sites.c
-    listed = conn.execute(
+    query = (
         select(s.id, s.name, ds.commitment_kw)
         .join(sites, s.id == ds.site_id)
-        .where(ds.dispatch_id == dispatch_id, ds.removed_at.is_(None))
+        .where(ds.dispatch_id == dispatch_id)
         .order_by(s.name)
-    ).all()
+    )
+    listed = conn.execute(query if dropped else query.where(ds.removed_at.is_(None))).all()
     return [
         (site_id, f"{name} ({kw:g} kW)" if kw is not None else name, kw)
         for site_id, name, kw in listed

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -16,7 +17,7 @@ from sqlalchemy import Engine
 from etl.act import processor
 from etl.act.builtin_handlers import kill_running_commands, load_handler
 from etl.act.send_telemetry import SendSummary, drain
-from etl.base.config import ApiSettings, ProcessorSettings
+from etl.base.config import OUTBOX_KEEP, ApiSettings, ProcessorSettings
 from etl.base.errors import EtlError, ExitCode
 from etl.base.logs import log
 from etl.base.timeutil import utcnow
@@ -45,6 +46,7 @@ class Parts:
     stop: threading.Event
     # with ETL_NOTIFY_URLS, people are told of `etl status` as judged by these (None: not told)
     limits: "Limits | None" = None
+    outbox_keep: timedelta = OUTBOX_KEEP  # how long the telemetry outbox keeps readings sent
 
 
 def build(
@@ -53,6 +55,7 @@ def build(
     api_url: str,
     api: ApiSettings | None,
     limits: "Limits | None" = None,
+    outbox_keep: timedelta = OUTBOX_KEEP,
 ) -> Parts:
     """The parts, checked in this order: the handler's settings, the store and its schema, and
     the store's account (etl.store.binding: `etl process` has no key, its API URL alone is
@@ -63,7 +66,7 @@ def build(
     binding.check(engine, api_url, api.key if api is not None else None)
     client = VoltusClient(api) if api is not None else None
     told = limits if settings.notify_urls else None
-    return Parts(engine, handler, settings, client, stop_on_signals(), told)
+    return Parts(engine, handler, settings, client, stop_on_signals(), told, outbox_keep)
 
 
 RunEvent = FetchSummary | processor.PassSummary | SendSummary | NotifySummary | EtlError
@@ -87,7 +90,7 @@ def _sent(parts: Parts) -> RunEvent | None:
             # not those held back after Voltus refused them whole: an empty drain each turn
             if not outbox.sendable(conn, utcnow()):
                 return None
-        return drain(parts.engine, parts.client, parts.stop)
+        return drain(parts.engine, parts.client, parts.stop, keep=parts.outbox_keep)
     except EtlError as error:
         return error
 

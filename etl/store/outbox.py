@@ -10,8 +10,19 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from etl.base.payloads import fingerprint
 from etl.base.vocabulary import OutboxEndpoint, ReadingUnits
@@ -31,6 +42,7 @@ __all__ = [
     "held_back",
     "mark_sent",
     "newest_readings",
+    "prune",
     "refuse",
     "release",
     "sendable",
@@ -108,16 +120,10 @@ def enqueue(conn: Connection, readings: list[Queued], now: datetime) -> QueuedCo
     latest = {reading.key: reading for reading in readings}
     t = telemetry_outbox.c
     for chunk in chunks(latest):
-        # the chunk's sites over the span of its times: a range of the index on (site_id,
-        # interval_end) per site, where an IN of whole keys made PostgreSQL scan the table
-        ends = [key[3] for key in chunk]
         stored = {
             tuple(row[:-1]): row[-1]
             for row in conn.execute(
-                select(*(t[name] for name in KEY), t.value).where(
-                    t.site_id.in_({key[1] for key in chunk}),
-                    t.interval_end.between(min(ends), max(ends)),
-                )
+                select(*(t[name] for name in KEY), t.value).where(_spans(chunk))
             )
         }
         new = [latest[key] for key in chunk if key not in stored]
@@ -139,6 +145,31 @@ def enqueue(conn: Connection, readings: list[Queued], now: datetime) -> QueuedCo
             elif key in stored:
                 counts.unchanged += 1
     return counts
+
+
+def _spans(keys: list[tuple[Any, ...]]) -> ColumnElement[bool]:
+    """Each site of these keys over the span of its own readings' times: a range of the index on
+    (site_id, interval_end) per site, so that a reading reads no more than its own site's rows
+    near it (an IN of whole keys made PostgreSQL scan the table; one span for all the sites
+    read every site's rows between the oldest and the newest reading of any)."""
+    ends: dict[str, list[datetime]] = {}
+    for key in keys:
+        ends.setdefault(key[1], []).append(key[3])
+    t = telemetry_outbox.c
+    return or_(
+        *(
+            and_(t.site_id == site_id, t.interval_end.between(min(times), max(times)))
+            for site_id, times in ends.items()
+        )
+    )
+
+
+def prune(conn: Connection, sent_before: datetime, most: int) -> int:
+    """Delete at most `most` readings sent before `sent_before`, the oldest first: their
+    history kept that long. A refused reading stays, as the record of what Voltus refused."""
+    t = telemetry_outbox.c
+    old = select(t.id).where(t.sent_at < sent_before).order_by(t.sent_at).limit(most)
+    return conn.execute(delete(telemetry_outbox).where(t.id.in_(old.scalar_subquery()))).rowcount
 
 
 def set_aside(conn: Connection, lines: list[RejectedLine], now: datetime) -> int:

@@ -337,6 +337,7 @@ telemetry_outbox = Table(
     ),
     partial_index("ix_telemetry_outbox_waiting", "id", where="sent_at IS NULL AND refused IS NULL"),
     Index("ix_telemetry_outbox_site_end", "site_id", "interval_end"),
+    Index("ix_telemetry_outbox_sent_at", "sent_at"),  # pruning the sent history
 )
 
 # Messages to people (ETL_NOTIFY_URLS, through Apprise), each planned once, from an event of the

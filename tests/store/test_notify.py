@@ -664,3 +664,43 @@ def test_etl_run_judges_the_status_it_tells_with_act_within(
     assert any(
         title.startswith("etl status is CRITICAL: the curtail of site a") for title in titles
     )
+
+
+def test_a_handler_outage_across_a_dispatch_is_told_in_one_notice_and_cleared_in_one(
+    world: World, receiver: Receiver
+) -> None:
+    """30 sites failing in one pass: one notice (ten sites named, totals, the first error), not
+    30; each action still told failing once and cleared once, by a record of its own."""
+    world.handler = Leaky(fail_first=1)  # an outage: every curtail's first attempt fails
+    many = [site(f"s{i:02}", 10.0, name=f"Site {i:02}") for i in range(30)]
+    world.step(active("d1", *many))  # one pass: the 30 curtails fail their first attempt
+    turn(world, receiver.url)
+    (failing,) = [t for t in receiver.told if t["type"] == "failure"]
+    assert failing["title"] == "Curtails of 30 sites (300 kW) for dispatch d1 are failing"
+    named = ", ".join(f"Site {i:02} (10 kW)" for i in range(10))
+    lines = failing["message"].split("\n")
+    assert lines[0] == f"30 sites (300 kW): {named} and 20 more"
+    assert lines[1].startswith("First error (Site 0") and ", attempt 1): POST https://***@" in lines[1]
+    assert lines[1].endswith("/curtail: site controller unreachable (call 1)")
+    assert lines[-1] == "(etl audit --dispatch d1)"
+
+    def all_curtailed() -> bool:
+        world.process()  # the retries' passes, then one notifier's turn below
+        return set(world.states().values()) == {"succeeded"}
+
+    wait_for(all_curtailed, seconds=30)
+    turn(world, receiver.url)
+    (cleared,) = [t for t in receiver.told if t["type"] == "success"]
+    assert cleared["title"] == "Curtails of 30 sites (300 kW) for dispatch d1 succeeded"
+    assert cleared["message"].split("\n")[0] == f"30 sites (300 kW): {named} and 20 more"
+    told = len(receiver.told)
+    assert turn(world, receiver.url).planned == 0 and len(receiver.told) == told  # nothing new
+    assert [t["type"] for t in receiver.told] == ["info", "failure", "success"]
+    assert SECRET not in json.dumps(receiver.told)
+    # each action told failing once and cleared once: a record each, under its own subject
+    keys = {world.key("d1", f"s{i:02}", "curtail") for i in range(30)}
+    subjects = [n.subject for n in notes(world.engine) if n.subject]
+    assert sorted(subjects) == sorted(
+        [f"action_failing:{key}" for key in keys] + [f"action_cleared:{key}" for key in keys]
+    )
+    assert all(n.sent_at is not None for n in notes(world.engine))

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, Row, select, update
+from sqlalchemy.event import listen, remove
 
 from etl.act import send_telemetry
 from etl.base.config import ApiSettings
@@ -547,3 +548,62 @@ def test_a_drain_longer_than_its_hold_sends_a_refused_reading_once(
     monkeypatch.setattr(client, "post_telemetry", at_most_ten)
     summary = send_telemetry.drain(store, client, most=1)
     assert (summary.sent, summary.refused, summary.requests) == (2, 1, 3)
+
+
+def test_the_outbox_keeps_what_it_sent_for_a_while_then_prunes_it_a_batch_at_a_time(
+    store: Engine, sandbox: Sandbox, client: VoltusClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = ends(12)
+    readings.queue_lines(store, csv(*(f"one,,{end},1," for end in t)), "r.csv")
+    assert send(store, client).sent == 12
+    # eight were sent 40 days ago, one 34 days ago; three are still waiting, one refused
+    sent_at = [utcnow() - timedelta(days=40)] * 8 + [utcnow() - timedelta(days=34)]
+    rows = outbox_rows(store)
+    with write_transaction(store) as conn:
+        for row, when in zip(rows, sent_at, strict=False):
+            conn.execute(
+                update(schema.telemetry_outbox).where(schema.telemetry_outbox.c.id == row.id)
+                .values(sent_at=when)
+            )  # fmt: skip
+        unsent = [row.id for row in rows[9:]]
+        conn.execute(
+            update(schema.telemetry_outbox).where(schema.telemetry_outbox.c.id.in_(unsent))
+            .values(sent_at=None)
+        )  # fmt: skip
+        conn.execute(
+            update(schema.telemetry_outbox)
+            .where(schema.telemetry_outbox.c.id == unsent[0])
+            .values(refused="HTTP 400: bad value", queued_at=utcnow() - timedelta(days=90))
+        )
+    monkeypatch.setattr(send_telemetry, "PRUNE_BATCH", 3)  # eight take three transactions
+    commits: list[object] = []
+
+    def committed(conn: object) -> None:
+        commits.append(conn)
+
+    listen(store, "commit", committed)
+    summary = send(store, client)  # sends the two waiting, then prunes
+    remove(store, "commit", committed)
+    assert (summary.sent, summary.pruned) == (2, 8)
+    kept = outbox_rows(store)
+    assert [row.id for row in kept] == [row.id for row in rows[8:]]  # the refused one stays
+    assert len(commits) >= 3
+    assert send(store, client).pruned == 0  # the rest are younger than 35 days
+    assert send_telemetry.drain(store, client, keep=timedelta(days=30)).pruned == 1
+
+
+def test_etl_telemetry_send_takes_how_long_the_outbox_keeps_what_it_sent(
+    cli: InProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli.ok("fetch", "--sites")
+    path = f"{cli.url.removeprefix('sqlite:///')}.csv"
+    with open(path, "w") as readings_file:
+        readings_file.writelines(csv(*(f"asdf,,{end},5," for end in ends(2))))
+    monkeypatch.setenv("ETL_OUTBOX_KEEP", "0s")  # kept no time: pruned as soon as sent
+    sent = cli("telemetry", "send", path)
+    assert sent.returncode == 0 and "2 readings in 1 requests" in sent.stderr
+    assert "2 sent long ago pruned" in sent.stderr
+    monkeypatch.setenv("ETL_OUTBOX_KEEP", "a while")
+    refused = cli("telemetry", "send", path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "--outbox-keep" in refused.stderr
