@@ -8,6 +8,10 @@
   with no action run twice.
 - `push`: a whole `etl serve` (polling every 600 s) told of the dispatch by a webhook: from the
   notification to its first and its last curtail recorded done.
+- `telemetry`: the fleet's readings, one a site every 30 s, queued and sent through the outbox a
+  minute at a time as `etl telemetry send` and `etl run` do, for `minutes` of readings (played
+  as fast as they go): etl's own CPU time for them (its thread's: the emulator that takes them
+  runs in threads of its own, a PostgreSQL server in its own process) over the time they span.
 """
 
 import contextlib
@@ -25,12 +29,12 @@ from sqlalchemy import Engine, create_engine, text
 
 from benchmarks import push as push_path
 from benchmarks.databases import fresh_database, scratch_url
-from etl.act import planner, processor
+from etl.act import planner, processor, send_telemetry
 from etl.act.builtin_handlers import CommandHandler, LogHandler, _dying_with_us
 from etl.base.config import ApiSettings, ProcessorSettings
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.handlers import Handler
-from etl.ingest import dispatches
+from etl.ingest import dispatches, readings
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 
@@ -156,6 +160,38 @@ def push(backend: str, sites: int = SITES) -> dict[str, float]:
             service.wait(timeout=60)
             engine.dispose()
     return {"first_s": _seconds(first) - sent, "last_s": _seconds(last) - sent}
+
+
+def telemetry(backend: str, minutes: int = 10, sites: int = SITES) -> dict[str, float]:
+    """etl's CPU seconds per second of the fleet's readings, and the readings sent."""
+    with fresh_database(backend) as engine, Sandbox() as sandbox:
+        sandbox.sites = [
+            {
+                "id": f"s{i}",
+                "name": f"Site {i}",
+                "customer_location_id": str(i),
+                "meters": [{"id": f"m{i}", "name": "Main", "asset_type": "load"}],
+            }
+            for i in range(sites)
+        ]
+        client = VoltusClient(ApiSettings(sandbox.url, sandbox.key))
+        dispatches.fetch(engine, client, include_sites=True)
+        first = utcnow().replace(second=0, microsecond=0) - timedelta(minutes=minutes)
+        cpu, sent = 0.0, 0
+        for minute in range(minutes):
+            ends = [first + timedelta(minutes=minute, seconds=s) for s in (30, 60)]
+            lines = ["site_id,meter_id,timestamp,kw,kwh\n"] + [
+                f"s{i},m{i},{format_rfc3339(end)},{i % 97}.5,\n"
+                for end in ends
+                for i in range(sites)
+            ]
+            started = time.thread_time()
+            queued = readings.queue_lines(engine, lines, "bench")
+            summary = send_telemetry.drain(engine, client)
+            cpu += time.thread_time() - started
+            assert queued.queued == len(lines) - 1 == summary.sent, (queued, summary)
+            sent += summary.sent
+    return {"core": cpu / (minutes * 60), "cpu_s": cpu, "sent": sent}
 
 
 def _curtailed(engine: Engine) -> int:

@@ -202,6 +202,17 @@ def fleet_scale() -> None:
         f"{'met' if three <= 0.5 * one else 'NOT met'}; {os.cpu_count()} cores here); no action "
         "called twice"
     )
+    print(
+        f"telemetry, {sites} sites x a reading every 30 s (167/s), 10 minutes of them queued and "
+        "sent a minute at a time:"
+    )
+    for backend in ("sqlite", "postgresql"):
+        t = fleet.telemetry(backend)
+        print(
+            f"  {backend:<12}{t['sent']:,.0f} sent; etl's CPU {t['cpu_s']:.1f} s for 600 s of "
+            f"readings: {t['core']:.3f} of a core (target <= 0.1: "
+            f"{'met' if t['core'] <= 0.1 else 'NOT met'})"
+        )
     for backend in ("sqlite", "postgresql"):
         p = fleet.push(backend)
         print(
