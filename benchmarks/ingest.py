@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from benchmarks import floor
+from benchmarks import floor, same_schema
 from benchmarks.databases import fresh_database, scratch_url
 from etl.base.config import ApiSettings
 from etl.ingest import dispatches
@@ -149,9 +149,12 @@ def compare(backend: str, count: int, runs: int) -> dict[str, float]:
         api.serve(same)
         with fresh_database(backend) as engine:
             note("etl_first", _timed(lambda: _etl_run(engine, client)))
+            written = same_schema.written_rows(engine.url.render_as_string(hide_password=False))
             note("etl_reload", _timed(lambda: _etl_run(engine, client)))
             api.serve(modified)
             note("etl_modified", _timed(lambda: _etl_run(engine, client)))
+        api.serve(same)
+        note("same_first", same_schema.floor_seconds(backend, api.url, written))
     api.serve(same)
     with scratch_url(backend) as database:
         note("floor_peak", _peak_bytes(lambda: _floor_run(api, database)))

@@ -306,13 +306,13 @@ def _store(
     """Diff the records with what is stored and write what changed; their events and counts
     are added to `changes` once all is written."""
     part = Changes()
-    _diff_programs(conn, candidates, now, part)
-    _diff_sites(conn, candidates, site_batch, now, part)
-    _diff_dispatches(conn, candidates, fingerprints, now, part)
-    upsert(conn, programs, part.programs, ["id"])
-    upsert(conn, sites, part.sites, ["id"])
-    upsert(conn, dispatches, part.dispatches, ["id"])
-    upsert_listed(conn, part.dispatch_sites)
+    stored_programs = _diff_programs(conn, candidates, now, part)
+    stored_sites = _diff_sites(conn, candidates, site_batch, now, part)
+    stored_dispatches, stored_listed = _diff_dispatches(conn, candidates, fingerprints, now, part)
+    upsert(conn, programs, part.programs, ["id"], stored_programs)
+    upsert(conn, sites, part.sites, ["id"], stored_sites)
+    upsert(conn, dispatches, part.dispatches, ["id"], stored_dispatches)
+    upsert_listed(conn, part.dispatch_sites, stored_listed)
     changes.events += part.events
     changes.created += part.created
     changes.changed += part.changed
@@ -406,7 +406,8 @@ def _changed_dispatches(
 
 def _diff_programs(
     conn: Connection, candidates: list[Dispatch], now: datetime, changes: Changes
-) -> None:
+) -> set[int]:
+    """Add the programs' changes; return the ids of those stored."""
     incoming = {d.program.id: d.program for d in candidates}
     stored = stored_rows(conn, programs, incoming, PROGRAM_COLUMNS)
     for program_id, program in incoming.items():
@@ -414,6 +415,7 @@ def _diff_programs(
         if row is not None:
             changes.programs.append(row)
             changes.events += events
+    return set(stored)
 
 
 def _diff_sites(
@@ -422,7 +424,8 @@ def _diff_sites(
     site_batch: SiteBatch | None,
     now: datetime,
     changes: Changes,
-) -> None:
+) -> set[str]:
+    """Add the sites' changes; return the ids of those stored."""
     incoming: dict[str, Row] = {}
     for dispatch in candidates:
         for site in dispatch.sites:
@@ -444,6 +447,7 @@ def _diff_sites(
         if row is not None:
             changes.sites.append(row)
             changes.events += events
+    return set(stored)
 
 
 def _diff_dispatches(
@@ -452,7 +456,9 @@ def _diff_dispatches(
     fingerprints: dict[str, str],
     now: datetime,
     changes: Changes,
-) -> None:
+) -> tuple[set[str], set[tuple[str, str]]]:
+    """Add the dispatches' changes; return the ids of those stored, and the (dispatch id, site
+    id) of their sites stored."""
     by_id = {d.id: d for d in candidates}
     stored = stored_rows(conn, dispatches, by_id, [*DISPATCH_FIELDS, "raw"])
     stored_sites: dict[str, dict[str, Row]] = {}
@@ -470,6 +476,8 @@ def _diff_dispatches(
         changes.dispatches.append(change.row)
         changes.dispatch_sites += change.site_rows
         changes.events += change.events
+    listed = {(d, site) for d, rows in stored_sites.items() for site in rows}
+    return set(stored), listed
 
 
 def _end_vanished(conn: Connection, snapshot: Snapshot, now: datetime, changes: Changes) -> None:

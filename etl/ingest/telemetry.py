@@ -329,7 +329,7 @@ def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> Telemet
     )
     run_id = fetch_runs.add(conn, run)
     keys = ["site_id", "meter_id", "interval_end", "interval_seconds"]
-    upsert(conn, telemetry, [{**row, "fetch_run_id": run_id} for row in written], keys)
+    upsert(conn, telemetry, [{**row, "fetch_run_id": run_id} for row in written], keys, stored)
     set_aside.add(conn, kept, run_id)
     _record_asks(conn, fetched.asked, started_at)
     append_events(conn, events, now, run_id)

@@ -2,6 +2,7 @@
 ingest), and whether the dispatch holds each one now, with its holding episode (written by the
 planner)."""
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
@@ -21,8 +22,9 @@ class HoldingSet:
     episode: int
 
 
-def upsert_listed(conn: Connection, rows: list[Row]) -> None:
-    upsert(conn, dispatch_sites, rows, ["dispatch_id", "site_id"])
+def upsert_listed(conn: Connection, rows: list[Row], stored: Container[tuple[str, str]]) -> None:
+    """Each dispatch's sites as listed; `stored`: the (dispatch id, site id) stored already."""
+    upsert(conn, dispatch_sites, rows, ["dispatch_id", "site_id"], stored)
 
 
 def set_holdings(conn: Connection, changes: list[HoldingSet]) -> None:

@@ -6,7 +6,7 @@ round of Python work per row (a 5,000-site dispatch writes 60,000 rows on its wa
 curtailed; a first load of 10,000 dispatches, 60,000). Each goes through SQLAlchemy, whose
 errors etl.store.db turns into its own."""
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -66,19 +66,32 @@ def stored_rows(
     return {row.id: row._asdict() for row in select_in(conn, selected, keys)}
 
 
-def upsert(conn: Connection, table: Table, rows: list[Row], key: list[str]) -> None:
-    """INSERT ... ON CONFLICT DO UPDATE, skipping the update when nothing differs."""
+def upsert(
+    conn: Connection, table: Table, rows: list[Row], key: list[str], stored: Container[Any]
+) -> None:
+    """Write the rows: those whose key `stored` lacks are inserted (a first load's, in bulk),
+    the others INSERT ... ON CONFLICT DO UPDATE, skipping the update when nothing differs.
+    `stored` holds the keys (a value, or a tuple of a compound key's) of the stored rows the
+    caller read in this transaction, which no other writer of the table shares."""
     if not rows:
         return
+    new: list[Row] = []
+    old: list[Row] = []
+    for row in rows:
+        found = row[key[0]] if len(key) == 1 else tuple(row[k] for k in key)
+        (old if found in stored else new).append(row)
+    insert_rows(conn, table, new)
+    if not old:
+        return
     statement = dialect_insert(conn, table)
-    updated = [c for c in rows[0] if c not in key and c != "first_seen_at"]
+    updated = [c for c in old[0] if c not in key and c != "first_seen_at"]
     compared = [c for c in updated if c != "updated_at"]
     statement = statement.on_conflict_do_update(
         index_elements=key,
         set_={c: statement.excluded[c] for c in updated},
         where=or_(*(table.c[c].is_distinct_from(statement.excluded[c]) for c in compared)),
     )
-    write_many(conn, statement, rows)
+    write_many(conn, statement, old)
 
 
 def write_many(conn: Connection, statement: Insert, rows: list[Row]) -> None:

@@ -91,11 +91,11 @@ def test_upsert_skips_rows_that_did_not_change(engine: Engine) -> None:
     row = {"id": 1, "name": "p", "timezone": "UTC", "market": "", "program_type": "capacity"}
     times = {"first_seen_at": parse_rfc3339(at(0)), "updated_at": parse_rfc3339(at(0))}
     with engine.begin() as conn:
-        upsert(conn, schema.programs, [{**row, **times}], ["id"])
+        upsert(conn, schema.programs, [{**row, **times}], ["id"], stored=set())  # inserted
     later = {**times, "updated_at": parse_rfc3339(at(1))}
     with engine.begin() as conn:
-        upsert(conn, schema.programs, [{**row, **later}], ["id"])
-        upsert(conn, schema.programs, [{**row, "name": "q", **later}], ["id"])
+        upsert(conn, schema.programs, [{**row, **later}], ["id"], stored={1})
+        upsert(conn, schema.programs, [{**row, "name": "q", **later}], ["id"], stored={1})
     ((name, updated_at),) = [
         (r["name"], r["updated_at"]) for r in table_rows(engine, schema.programs)
     ]
