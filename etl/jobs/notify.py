@@ -545,19 +545,19 @@ def _action(
 
 
 def _grouped(
-    conn: Connection, told: list[tuple[Any, dict[str, Any]]], now: datetime
+    conn: Connection, members: list[tuple[Any, dict[str, Any]]], now: datetime
 ) -> list[dict[str, Any]]:
     """The rows of the notices of one turn of one dispatch, kind and action (their events, and
     each one's notice as told alone): a single one as it is; of several, one message, carried
     by the first's row (naming ten sites and how many more, with the totals, and the first
     error), and the others' rows kept as the records of what each action was told, marked sent
     with it, so that each action is told failing once and cleared once as when told alone."""
-    if len(told) == 1:
-        return [told[0][1]]
-    first_event, first = told[0]
+    if len(members) == 1:
+        return [members[0][1]]
+    first_event, first = members[0]
     kind, dispatch_id = NoticeKind(first["kind"]), first["dispatch_id"]
     action = str((first_event.details or {}).get("action", "action"))
-    listed = _labels(conn, dispatch_id, {event.site_id for event, _ in told})
+    listed = _labels(conn, dispatch_id, {event.site_id for event, _ in members})
     totals = _totals(listed)
     title = f"{action.capitalize()}s of {totals} for dispatch {dispatch_id} {TOLD_OF_SEVERAL[kind]}"
     title = shorten(one_line(title), 300)
@@ -571,10 +571,10 @@ def _grouped(
         lines.append(f"First error ({_site_name(conn, first_event.site_id)}{attempt}): {said}")
     lines.append(f"(etl audit --dispatch {dispatch_id})")
     source = first["subject"] or f"event {first['event_id']}"
-    record = f"Told with {len(told) - 1} others in the message of {source}: {title}"
+    record = f"Told with {len(members) - 1} others in the message of {source}: {title}"
     return [
         {**first, "title": title, "body": "\n".join(lines)},
-        *({**notice, "body": record, "sent_at": now} for _, notice in told[1:]),
+        *({**notice, "body": record, "sent_at": now} for _, notice in members[1:]),
     ]
 
 

@@ -7,11 +7,12 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from etl.act import claims, planner
 from etl.act.acknowledge import Acknowledgement, acknowledge
 from etl.base.errors import ConfigError
+from etl.base.timeutil import utcnow
 from etl.ingest import dispatches
 from etl.read import audit, status
 from etl.store import schema
@@ -222,3 +223,58 @@ def test_a_dispatch_under_way_that_no_planner_took_up_is_critical(world: World) 
     assert "no curtail planned" in unplanned.problems[0]
     world.process()  # planned and curtailed
     assert check(world.engine, act_within=timedelta(0)).code == status.Health.OK
+
+
+def finished_ago(world: World, dispatch_id: str, ago: timedelta) -> None:
+    """As if the dispatch's actions that ended had ended that long ago."""
+    a = schema.actions.c
+    with world.engine.begin() as conn:
+        conn.execute(
+            update(schema.actions)
+            .where(a.dispatch_id == dispatch_id, a.finished_at.is_not(None))
+            .values(finished_at=utcnow() - ago)
+        )
+
+
+def test_past_failures_age_out_of_the_status_after_the_window_without_an_ack(
+    world: World,
+) -> None:
+    """Not a 24-hour page, nor one forever: a curtail that ended failed or was missed warns
+    while it ended within the window (`etl status --window`), and no longer once it is older,
+    though no one acknowledged it; the record keeps it."""
+    world.step()  # the store's first fetch: what ends after it and was not acted on is missed
+    world.step(ended("miss", site("d")))
+    world.handler.fail_first = 99
+    world.step(active("old", site("c")), active("new", site("e")))
+    world.handler.fail_first = 0  # the restores go through
+    world.step(ended("old", site("c")), ended("new", site("e")))
+    finished_ago(world, "old", WINDOW + timedelta(minutes=1))  # just out of the window
+    finished_ago(world, "miss", WINDOW + timedelta(days=30))
+    finished_ago(world, "new", WINDOW - timedelta(minutes=1))  # just within it
+    within = check(world.engine)
+    assert within.code == status.Health.WARNING, within.problems
+    assert [(f.dispatch_id, f.state) for f in within.failing] == [("new", "failed")]
+    finished_ago(world, "new", WINDOW + timedelta(minutes=1))
+    aged = check(world.engine)
+    assert (aged.code, aged.failing) == (status.Health.OK, []), aged.problems
+    # a shorter window ages them out sooner: the set time is the window's
+    finished_ago(world, "new", timedelta(hours=2))
+    assert check(world.engine).code == status.Health.WARNING
+    shorter = status.check(world.engine, MAX_AGE, timedelta(hours=1))
+    assert shorter.code == status.Health.OK, shorter.problems
+    with world.engine.connect() as conn:  # the record keeps them
+        states = conn.execute(select(schema.actions.c.state)).scalars().all()
+    assert states.count("failed") == 2 and states.count("missed") == 1
+
+
+def test_a_restore_that_gave_up_ages_out_of_the_status_after_the_window(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CRITICAL while it gave up within the window, though no one acknowledged it; not once it
+    is older than the window."""
+    restore_gives_up(world, monkeypatch, attempts=2)
+    finished_ago(world, "d1", WINDOW - timedelta(minutes=1))
+    assert check(world.engine).code == status.Health.CRITICAL
+    finished_ago(world, "d1", WINDOW + timedelta(minutes=1))
+    aged = check(world.engine)
+    assert (aged.code, aged.failing) == (status.Health.OK, []), aged.problems

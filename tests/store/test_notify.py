@@ -680,13 +680,17 @@ def test_a_handler_outage_across_a_dispatch_is_told_in_one_notice_and_cleared_in
     named = ", ".join(f"Site {i:02} (10 kW)" for i in range(10))
     lines = failing["message"].split("\n")
     assert lines[0] == f"30 sites (300 kW): {named} and 20 more"
-    assert lines[1].startswith("First error (Site 0") and ", attempt 1): POST https://***@" in lines[1]
+    assert (
+        lines[1].startswith("First error (Site 0") and ", attempt 1): POST https://***@" in lines[1]
+    )
     assert lines[1].endswith("/curtail: site controller unreachable (call 1)")
     assert lines[-1] == "(etl audit --dispatch d1)"
 
     def all_curtailed() -> bool:
         world.process()  # the retries' passes, then one notifier's turn below
-        return set(world.states().values()) == {"succeeded"}
+        return {s for (kind, _, _), s in world.states().items() if kind == "curtail"} == {
+            "succeeded"
+        }
 
     wait_for(all_curtailed, seconds=30)
     turn(world, receiver.url)
@@ -704,3 +708,35 @@ def test_a_handler_outage_across_a_dispatch_is_told_in_one_notice_and_cleared_in
         [f"action_failing:{key}" for key in keys] + [f"action_cleared:{key}" for key in keys]
     )
     assert all(n.sent_at is not None for n in notes(world.engine))
+
+
+def test_actions_that_failed_for_good_in_one_turn_are_told_in_one_notice(
+    world: World, receiver: Receiver
+) -> None:
+    """As failing ones are: one notice per dispatch, kind and action, each event told once."""
+    many = [site(f"s{i:02}", 5.0, name=f"Site {i:02}") for i in range(12)]
+    world.sandbox.dispatches = [dispatch("d1", *many)]
+    dispatches.fetch(world.engine, world.client)
+    with write_transaction(world.engine) as conn:
+        conn.execute(
+            schema.events.insert(),
+            [
+                {"occurred_at": utcnow(), "kind": "action_failed", "dispatch_id": "d1",
+                 "site_id": f"s{i:02}", "details": {"action": "restore", "error": f"relay {i}"}}
+                for i in range(12)
+            ],
+        )  # fmt: skip
+    assert turn(world, receiver.url).planned == 2  # the dispatch created, and one notice
+    told = receiver.told[-1]
+    assert (told["title"], told["type"]) == (
+        "Restores of 12 sites (60 kW) for dispatch d1 failed",
+        "failure",
+    )
+    named = ", ".join(f"Site {i:02} (5 kW)" for i in range(10))
+    assert told["message"].split("\n") == [
+        f"12 sites (60 kW): {named} and 2 more",
+        "First error (Site 00 (s00)): relay 0",
+        "(etl audit --dispatch d1)",
+    ]
+    assert turn(world, receiver.url).planned == 0 and len(receiver.told) == 2
+    assert sum(n.event_id is not None for n in notes(world.engine)) == 12 + 1  # one per event

@@ -3,6 +3,7 @@ etl meets it, then every line printed and every row stored is searched for the s
 
 import itertools
 import os
+from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,13 +12,18 @@ from sqlalchemy import create_engine, select
 
 from etl.base.config import ApiSettings
 from etl.base.errors import ApiError
+from etl.base.timeutil import utcnow
+from etl.handlers import ActionRequest, HandlerFailed
+from etl.jobs import notify
+from etl.read import pages, status
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
+from etl.store import schema
 from etl.store.schema import metadata
 from tests.conftest import FAST_RETRIES
 from tests.helpers import site
 from tests.processes import InProcess
-from tests.scenarios import active
+from tests.scenarios import Recorder, World, active
 
 SECRETS = [f"SECRET{n}X" for n in range(12)]
 
@@ -108,3 +114,65 @@ def test_no_secret_of_a_fuzzed_webhook_url_reaches_an_output_or_table(
 
 
 RUNS = itertools.count()
+
+
+def test_the_api_key_an_error_echoes_is_masked_as_before_and_named_ones_too(
+    cli: InProcess, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key of VOLTUS_API_KEY, in the API's error body bare and after a name: masked whole
+    (by VoltusClient, as before), and the names kept."""
+    sandbox.key = "acct-K3Y-0f-the-account"
+    monkeypatch.setenv("VOLTUS_API_KEY", sandbox.key)
+    sandbox.faults.statuses = [400]
+    sandbox.faults.message = (
+        f"key {sandbox.key} refused (X-Api-Key: {sandbox.key}, api_key={sandbox.key}, "
+        "password: SECRET0X)"
+    )
+    said = cli("fetch")
+    assert said.returncode == 3
+    assert sandbox.key not in said.stdout + said.stderr and "SECRET0X" not in said.stderr
+    assert "key *** refused (X-Api-Key: ***, api_key=***, password: ***)" in said.stderr
+
+
+class Telling(Recorder):
+    """A handler whose error names its credentials, as a careless one's does."""
+
+    def __call__(self, request: ActionRequest) -> str:
+        raise HandlerFailed(
+            'relay said {"token": "SECRET1X"} to Authorization: Bearer SECRET2X; retry with '
+            "password=SECRET3X or X-Api-Key: SECRET4X"
+        )
+
+
+def test_a_handler_error_naming_credentials_is_masked_in_every_record_and_output(
+    world: World,
+) -> None:
+    """Masked once, where the processor records the error: the attempt, the event log, `etl
+    status`, the console's pages and the notifications all read it from there."""
+    world.handler = Telling()
+    world.step(active("d1", site("a")))
+    notify.plan(world.engine, world.settings, utcnow())
+    checked = status.check(world.engine, timedelta(minutes=5), timedelta(hours=24))
+    seen = (utcnow(), timedelta(hours=24), timedelta(minutes=2), None)
+    shown = [
+        pages.now_and_next(world.engine, *seen),
+        pages.dispatch_page(world.engine, "d1", *seen),
+    ]
+    with world.engine.connect() as conn:
+        tables = "".join(str(conn.execute(select(t)).all()) for t in metadata.sorted_tables)
+    everything = tables + "\n".join(checked.problems) + repr(shown)
+    assert [s for s in SECRETS if s in everything] == []
+    assert "Authorization: Bearer ***" in "\n".join(checked.problems)
+    with world.engine.connect() as conn:
+        (told,) = conn.execute(
+            select(schema.notifications.c.body).where(
+                schema.notifications.c.kind == "action_failing"
+            )
+        ).scalars()
+    assert "Authorization: Bearer ***" in told  # what a notification says
+    with world.engine.connect() as conn:
+        (error,) = conn.execute(select(schema.action_attempts.c.error)).scalars()
+    assert error == (
+        'relay said {"token": "***"} to Authorization: Bearer ***; retry with password=*** or '
+        "X-Api-Key: ***"
+    )

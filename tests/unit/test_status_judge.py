@@ -269,3 +269,13 @@ def test_the_code_is_the_worst_problems_and_judging_again_says_the_same(
     again = judge(judged, MAX_AGE, WINDOW, 50.0)
     assert (again.code, again.problems) == (judged.code, judged.problems)
     assert status.problems == [] and status.code == Health.OK  # the facts stay as they were
+
+
+def test_a_failing_line_says_since_when_in_the_zone_asked_with_its_offset() -> None:
+    """`etl status` in UTC; a console page in its own zone, its lines the same otherwise."""
+    facts = replace(HEALTHY, failing=[failing()])
+    (utc,) = judge(facts, MAX_AGE, WINDOW, 50.0).problems
+    (central,) = judge(facts, MAX_AGE, WINDOW, 50.0, "America/Chicago").problems
+    assert "failing since 2026-12-06T11:58:00Z (2 attempts)" in utc
+    assert "failing since 2026-12-06T05:58:00-06:00 (2 attempts)" in central
+    assert utc.replace("2026-12-06T11:58:00Z", "2026-12-06T05:58:00-06:00") == central
