@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
@@ -262,6 +263,34 @@ def test_a_python_handler_that_exits_fails_its_action_only(
     assert {states[("curtail", "d1", s)] for s in "ac"} == {"succeeded"}
     (attempt,) = world.attempts("curtail", "d1", "b")
     assert (attempt.outcome, attempt.error) == ("failed", recorded)
+
+
+def test_an_interrupt_from_a_handler_stops_the_pass(world: World) -> None:
+    """Ctrl-C reaches whichever thread it reaches: from a handler's, it is still the processor's
+    to stop on. What was claimed behind it and not started is not called (a pool thread may
+    start a few more before the pass hears of it); their claims expire and another pass takes
+    them over with the same keys, as after a crash."""
+    world.sandbox.dispatches = [active("d1", *(site(f"s{i:02}") for i in range(60)))]
+    dispatches.fetch(world.engine, world.client)
+    called: list[str] = []
+
+    def interrupted_at_the_tenth(request: ActionRequest) -> str:
+        called.append(request.site_id)
+        if len(called) == 10:
+            raise KeyboardInterrupt
+        return "done"
+
+    settings = replace(world.settings, workers=1)  # a queue behind one worker once paced
+    with pytest.raises(KeyboardInterrupt):
+        processor.process(world.engine, interrupted_at_the_tenth, settings)
+    assert 10 <= len(called) < 60
+    states = world.states()
+    assert all(states[("curtail", "d1", s)] != "succeeded" for s in called[9:])
+    assert all(
+        states[("curtail", "d1", f"s{i:02}")] in ("pending", "claimed")
+        for i in range(60)
+        if f"s{i:02}" not in called
+    )
 
 
 def test_a_command_is_not_given_etls_secrets(

@@ -136,6 +136,7 @@ def test_a_file_still_written_waits_untouched_and_is_named(
     fresh = drop(folder, "fresh.csv", f"{HEADER}one,,{t[1]},7\n", age=0)
     drop(folder, ".hidden.csv", f"{HEADER}one,,{t[2]},8\n")  # a writer's names for a file
     drop(folder, "whole.csv.part", f"{HEADER}one,,{t[3]},9\n")  # it has not finished
+    drop(folder, "whole.csv.tmp", f"{HEADER}one,,{t[3]},9\n")  # nor this one
     collected = sources.collect(store, f"csv_folder:{folder}")
     assert collected.batches == [] and queued(store) == 0
     assert [name for name, _ in collected.left.waiting] == ["cut.csv", "fresh.csv"]
@@ -145,6 +146,7 @@ def test_a_file_still_written_waits_untouched_and_is_named(
         "cut.csv",
         "fresh.csv",
         "whole.csv.part",
+        "whole.csv.tmp",
     ]
     drop(folder, "cut.csv", f"{HEADER}one,,{t[0]},123.45\n", age=20)  # the writers finish
     os.utime(fresh, (time.time() - 10, time.time() - 10))
