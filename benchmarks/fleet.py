@@ -44,7 +44,8 @@ ETL = str(Path(sys.executable).parent / "etl")
 
 
 def fleet_dispatch(sites: int) -> dict[str, Any]:
-    """A dispatch of `sites` sites that starts now and lasts an hour."""
+    """A dispatch of `sites` sites that starts now and lasts an hour; each site's entry has a
+    field etl does not model (`drop_by`), passed on to its handler, as Voltus's records do."""
     start = utcnow()
     return {
         "id": "fleet",
@@ -60,7 +61,13 @@ def fleet_dispatch(sites: int) -> dict[str, Any]:
             "program_type": "capacity",
         },
         "sites": [
-            {"id": f"s{i}", "name": f"Site {i}", "customer_location_id": str(i), "commitment": 5}
+            {
+                "id": f"s{i}",
+                "name": f"Site {i}",
+                "customer_location_id": str(i),
+                "commitment": 5,
+                "drop_by": 5,
+            }
             for i in range(sites)
         ],
     }

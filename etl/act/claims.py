@@ -48,7 +48,7 @@ from etl.base.redact import redact_text
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.base.vocabulary import ActionState, AttemptOutcome, Holding
 from etl.handlers import KEPT_OUTPUT_CHARS, ActionRequest
-from etl.source.records import unmodeled_fields
+from etl.source.records import Unmodeled
 from etl.store.db import write_transaction
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
@@ -200,7 +200,6 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
             programs.c.id.label("program_id"),
             programs.c.name.label("program_name"),
             dispatches.c.metadata,
-            dispatches.c.raw,  # the record as sent, kept when it has fields etl does not model
         )
         .select_from(
             WITH_DISPATCH_SITE.join(sites, sites.c.id == actions.c.site_id)
@@ -219,6 +218,7 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
         .where(actions.c.id.in_(ids))
         .order_by(actions.c.dispatch_id, actions.c.site_id)
     ).all()
+    unmodeled = _unmodeled(conn, {row.dispatch_id for row in rows})
     return [
         Claimed(
             action_id=row.id,
@@ -239,11 +239,24 @@ def _requests(conn: Connection, ids: list[int]) -> list[Claimed]:
                 program_name=row.program_name,
                 attempt=row.attempts + 1,
                 metadata=row.metadata,
-                unmodeled=unmodeled_fields(json.loads(row.raw), row.site_id) if row.raw else {},
+                unmodeled=unmodeled[row.dispatch_id].of(row.site_id)
+                if row.dispatch_id in unmodeled
+                else {},
             ),
         )
         for row in rows
     ]
+
+
+def _unmodeled(conn: Connection, dispatch_ids: set[str]) -> dict[str, Unmodeled]:
+    """What each of these dispatches' records holds that etl does not model (its record as
+    sent, kept when it has any), read and parsed once for all its sites."""
+    rows = conn.execute(
+        select(dispatches.c.id, dispatches.c.raw).where(
+            dispatches.c.id.in_(dispatch_ids), dispatches.c.raw.is_not(None)
+        )
+    )
+    return {row.id: Unmodeled(json.loads(row.raw)) for row in rows}
 
 
 def renew(engine: Engine, worker: str, held: list[Claimed], settings: ProcessorSettings) -> None:

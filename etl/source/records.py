@@ -122,18 +122,28 @@ def has_unknown_fields(raw: dict[str, Any]) -> bool:
     )
 
 
-def unmodeled_fields(raw: dict[str, Any], site_id: str) -> dict[str, dict[str, Any]]:
+class Unmodeled:
     """What a dispatch record holds that etl does not model, as sent: the dispatch's own fields,
-    its program's, and those of the entry of one of its sites; only the parts that have any."""
-    program = raw["program"] if isinstance(raw.get("program"), dict) else {}
-    entries = raw["sites"] if isinstance(raw.get("sites"), list) else []
-    site = next((e for e in entries if isinstance(e, dict) and e.get("id") == site_id), {})
-    parts = {
-        "dispatch": {k: v for k, v in raw.items() if k not in DISPATCH_FIELDS},
-        "program": {k: v for k, v in program.items() if k not in PROGRAM_FIELDS},
-        "site": {k: v for k, v in site.items() if k not in SITE_FIELDS},
-    }
-    return {part: fields for part, fields in parts.items() if fields}
+    its program's, and those of the entry of each of its sites; read once for all its sites (a
+    fleet's dispatch lists thousands, each told its own)."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        program = raw["program"] if isinstance(raw.get("program"), dict) else {}
+        entries = raw["sites"] if isinstance(raw.get("sites"), list) else []
+        self._shared = {
+            "dispatch": {k: v for k, v in raw.items() if k not in DISPATCH_FIELDS},
+            "program": {k: v for k, v in program.items() if k not in PROGRAM_FIELDS},
+        }
+        self._sites: dict[str, dict[str, Any]] = {}
+        for entry in entries:
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                fields = {k: v for k, v in entry.items() if k not in SITE_FIELDS}
+                self._sites.setdefault(entry["id"], fields)  # the first entry of an id
+
+    def of(self, site_id: str) -> dict[str, dict[str, Any]]:
+        """The parts for this site that have any."""
+        parts = {**self._shared, "site": self._sites.get(site_id, {})}
+        return {part: fields for part, fields in parts.items() if fields}
 
 
 def item_fingerprint(item: Any) -> str:

@@ -18,12 +18,12 @@ from etl.source.records import (
     MIN_COMMITMENT_KW,
     MIN_READING_KW,
     TEXT_MAX_CHARS,
+    Unmodeled,
     has_unknown_fields,
     parse_dispatches,
     parse_sites,
     parse_telemetry,
     record_id,
-    unmodeled_fields,
 )
 from tests.helpers import dispatch, site
 
@@ -368,16 +368,18 @@ def test_what_etl_does_not_model_is_found_in_the_dispatch_its_program_and_each_s
         setpoints=[1, 2],
     )
     assert has_unknown_fields(raw) and not has_unknown_fields(dispatch("d"))
-    assert unmodeled_fields(raw, "a") == {
+    assert Unmodeled(raw).of("a") == {
         "dispatch": {"setpoints": [1, 2]},
         "program": {"region": "north"},
         "site": {"setpoint_kw": 3},
     }
-    assert unmodeled_fields(raw, "b") == {
+    assert Unmodeled(raw).of("b") == {
         "dispatch": {"setpoints": [1, 2]},
         "program": {"region": "north"},
     }
-    assert unmodeled_fields(dispatch("d"), "s1") == {}
+    assert Unmodeled(dispatch("d")).of("s1") == {}
+    twice = dispatch("d", {**site("a"), "x": 1}, {**site("a"), "x": 2})
+    assert Unmodeled(twice).of("a") == {"site": {"x": 1}}  # the first entry of an id
 
 
 def reading(**fields: Any) -> dict[str, Any]:
