@@ -147,21 +147,19 @@ def restores_owed(
     return [row_event(row) for row in insert_new(conn, rows)]
 
 
-def set_final(
-    conn: Connection, action_id: int, state: ActionState, now: datetime, note: str
-) -> None:
-    conn.execute(
-        update(actions)
-        .where(actions.c.id == action_id)
-        .values(state=state, note=note, available_at=None, finished_at=now)
-    )
+def set_final(conn: Connection, finals: list[tuple[int, ActionState, str]], now: datetime) -> None:
+    """Each action, (id, state, note), ended in that state for that reason."""
+    rows = [
+        {"id": i, "state": state, "note": note, "available_at": None, "finished_at": now}
+        for i, state, note in finals
+    ]
+    update_rows(conn, actions, rows, ["id"])
 
 
-def set_pending(conn: Connection, action_id: int, now: datetime) -> None:
-    """A waiting restore made due now."""
-    conn.execute(
-        update(actions).where(actions.c.id == action_id).values(state=S.PENDING, available_at=now)
-    )
+def set_pending(conn: Connection, action_ids: list[int], now: datetime) -> None:
+    """Waiting restores made due now."""
+    due = {"state": S.PENDING, "available_at": now}
+    update_rows(conn, actions, [{"id": i, **due} for i in action_ids], ["id"])
 
 
 @dataclass(frozen=True)

@@ -273,20 +273,22 @@ def _end_curtails_no_longer_wanted(conn: Connection, now: datetime, summary: Pla
             _episode_over(),
         )
     ).all()
+    finals: list[tuple[int, ActionState, str]] = []
+    owed: list[tuple[str, str, int]] = []
     for row in stale:
         why = _why_released(row, now)
-        owed: list[NewEvent] = []
         if row.attempts:
             state, note = S.FAILED, f"gave up after {row.attempts} failed attempts: {why}"
-            owed = restores_owed(conn, [(row.dispatch_id, row.site_id, row.episode)], now)
+            owed.append((row.dispatch_id, row.site_id, row.episode))
         elif why == WINDOW_PASSED:
             state, note = S.MISSED, f"{why} before etl acted"
         else:
             state, note = S.SKIPPED, f"{why} before the curtail ran"
-        set_final(conn, row.id, state, now, note)
+        finals.append((row.id, state, note))
         summary.note(state, _event(row, CURTAIL, state, note))
-        for restore in owed:
-            summary.note(S.WAITING, restore)
+    set_final(conn, finals, now)
+    for restore in restores_owed(conn, owed, now):
+        summary.note(S.WAITING, restore)
 
 
 WINDOW_PASSED = "the dispatch window passed"
@@ -320,23 +322,35 @@ def _settle_restores(conn: Connection, now: datetime, summary: PlanSummary) -> N
         )
     ).all()
     holders = _holders(conn) if released or under_way else {}
+    superseded: list[tuple[int, ActionState, str]] = []
+    handed_over: list[tuple[str, str, int]] = []  # the holders' episodes that owe a restore now
+
+    def hand_over(row: Any, holder: tuple[str, int]) -> None:
+        note = f"dispatch {holder[0]} holds the site"
+        superseded.append((row.id, S.SUPERSEDED, note))
+        summary.note(S.SUPERSEDED, _event(row, RESTORE, S.SUPERSEDED, note))
+        handed_over.append((holder[0], row.site_id, holder[1]))
+
     for row in under_way:
-        holder = holders.get(row.site_id)
-        if holder is not None:
-            _hand_over(conn, row, holder, now, summary)
+        if row.site_id in holders:
+            hand_over(row, holders[row.site_id])
+    due: list[int] = []
+    covered = _restores_under_way(conn) if released else {}
     for row in released:
-        holder = holders.get(row.site_id)
-        if holder is not None:
-            _hand_over(conn, row, holder, now, summary)
-            continue
-        restore_under_way = _restore_under_way(conn, row.site_id)
-        if restore_under_way is not None:
-            note = f"the restore of dispatch {restore_under_way} covers it"
-            set_final(conn, row.id, S.SUPERSEDED, now, note)
+        if row.site_id in holders:
+            hand_over(row, holders[row.site_id])
+        elif row.site_id in covered:
+            note = f"the restore of dispatch {covered[row.site_id]} covers it"
+            superseded.append((row.id, S.SUPERSEDED, note))
             summary.note(S.SUPERSEDED, _event(row, RESTORE, S.SUPERSEDED, note))
-            continue
-        set_pending(conn, row.id, now)
-        summary.note(S.PENDING, _event(row, RESTORE, S.PENDING))
+        else:
+            due.append(row.id)
+            covered[row.site_id] = row.dispatch_id  # this one covers the site from now on
+            summary.note(S.PENDING, _event(row, RESTORE, S.PENDING))
+    set_final(conn, superseded, now)
+    set_pending(conn, due, now)
+    for handover in restores_owed(conn, handed_over, now):
+        summary.note(S.WAITING, handover)
 
 
 RESTORE_COLUMNS = (
@@ -359,28 +373,14 @@ def _holders(conn: Connection) -> dict[str, tuple[str, int]]:
     return {row.site_id: (row.dispatch_id, row.episode) for row in rows}
 
 
-def _hand_over(
-    conn: Connection, row: Any, holder: tuple[str, int], now: datetime, summary: PlanSummary
-) -> None:
-    dispatch_id, episode = holder
-    note = f"dispatch {dispatch_id} holds the site"
-    set_final(conn, row.id, S.SUPERSEDED, now, note)
-    summary.note(S.SUPERSEDED, _event(row, RESTORE, S.SUPERSEDED, note))
-    for handover in restores_owed(conn, [(dispatch_id, row.site_id, episode)], now):
-        summary.note(S.WAITING, handover)
-
-
-def _restore_under_way(conn: Connection, site_id: str) -> str | None:
-    return conn.execute(
-        select(actions.c.dispatch_id)
-        .where(
-            OPEN,
-            actions.c.site_id == site_id,
-            actions.c.kind == RESTORE,
-            actions.c.state.in_(UNDER_WAY),
+def _restores_under_way(conn: Connection) -> dict[str, str]:
+    """For each site with a restore due, running or to be retried: one dispatch it is for."""
+    rows = conn.execute(
+        select(actions.c.site_id, actions.c.dispatch_id).where(
+            OPEN, actions.c.kind == RESTORE, actions.c.state.in_(UNDER_WAY)
         )
-        .limit(1)
-    ).scalar()
+    )
+    return {row.site_id: row.dispatch_id for row in rows}
 
 
 def _episode_over() -> Any:
