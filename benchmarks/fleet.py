@@ -74,23 +74,40 @@ def fleet_dispatch(sites: int) -> dict[str, Any]:
 
 
 def fan_out(backend: str, handler_name: str, sites: int = SITES) -> dict[str, float]:
-    """Seconds from the fetch's end to the last curtail recorded, and the fetch's own."""
+    """Seconds from the fetch that first sees the dispatch to its last curtail recorded (and
+    the fetch's own), then from the fetch that sees it ended to its last restore recorded."""
     settings = ProcessorSettings()
     handler: Handler = (
         LogHandler() if handler_name == "log" else CommandHandler(COMMAND, settings.handler_timeout)
     )
     with fresh_database(backend) as engine, Sandbox() as sandbox:
-        sandbox.dispatches = [fleet_dispatch(sites)]
+        dispatch = fleet_dispatch(sites)
+        sandbox.dispatches = [dispatch]
         client = VoltusClient(ApiSettings(sandbox.url, sandbox.key))
         started = time.perf_counter()
         dispatches.fetch(engine, client)
         fetched = time.perf_counter()
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-            summary = processor.process(engine, handler, settings)
+        curtailed = _pass(engine, handler, settings)
         done = time.perf_counter()
         _check_once(engine, sites)
-    assert summary.succeeded == sites, summary
-    return {"fetch_s": fetched - started, "pass_s": done - fetched, "workers": settings.workers}
+        sandbox.dispatches = [{**dispatch, "end_time": format_rfc3339(utcnow())}]
+        dispatches.fetch(engine, client)
+        ended = time.perf_counter()
+        restored = _pass(engine, handler, settings)
+        restored_at = time.perf_counter()
+    assert curtailed == restored == sites, (curtailed, restored)
+    return {
+        "fetch_s": fetched - started,
+        "pass_s": done - fetched,
+        "restore_s": restored_at - ended,
+        "workers": settings.workers,
+    }
+
+
+def _pass(engine: Engine, handler: Handler, settings: ProcessorSettings) -> int:
+    """A pass, its handler printing to /dev/null: the actions it ran."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        return processor.process(engine, handler, settings).succeeded
 
 
 def spawn_floor(count: int = SITES, wrapped: bool = False) -> float:
