@@ -43,8 +43,8 @@ __all__ = [
     "restores_owed",
     "row_event",
     "set_final",
-    "set_if_claimed",
     "set_pending",
+    "set_retrying",
     "set_succeeded",
     "still_claimed",
     "take",
@@ -156,6 +156,15 @@ def set_final(conn: Connection, finals: list[tuple[int, ActionState, str]], now:
     update_rows(conn, actions, rows, ["id"])
 
 
+def set_retrying(conn: Connection, retries: list[tuple[int, str, datetime]]) -> None:
+    """Each action, (id, error, when), to be claimed again then, its error its note."""
+    rows = [
+        {"id": i, "state": S.RETRYING, "note": error, "available_at": at}
+        for i, error, at in retries
+    ]
+    update_rows(conn, actions, rows, ["id"])
+
+
 def set_pending(conn: Connection, action_ids: list[int], now: datetime) -> None:
     """Waiting restores made due now."""
     due = {"state": S.PENDING, "available_at": now}
@@ -204,24 +213,6 @@ def renew_claims(
         .values(available_at=until),
         [{"held_id": i, "held_attempt": attempt} for i, attempt in held],
     )
-
-
-def set_if_claimed(
-    conn: Connection, action_id: int, worker: str, attempt: int, **values: object
-) -> bool:
-    """Set the values (and clear available_at) only while `worker`'s claim of this attempt
-    holds: False when another process took the action over meanwhile."""
-    result = conn.execute(
-        update(actions)
-        .where(
-            actions.c.id == action_id,
-            actions.c.state == S.CLAIMED,
-            actions.c.claimed_by == worker,
-            actions.c.attempts == attempt,
-        )
-        .values(**({"available_at": None} | values))
-    )
-    return result.rowcount == 1
 
 
 def still_claimed(conn: Connection, worker: str, held: list[tuple[int, int]]) -> set[int]:

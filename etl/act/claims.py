@@ -25,6 +25,7 @@ from sqlalchemy import (
     and_,
     case,
     select,
+    tuple_,
     update,
 )
 
@@ -38,7 +39,8 @@ from etl.act.actions import (
     event,
     renew_claims,
     restores_owed,
-    set_if_claimed,
+    set_final,
+    set_retrying,
     set_succeeded,
     still_claimed,
     take,
@@ -52,7 +54,7 @@ from etl.source.records import Unmodeled
 from etl.store.db import write_transaction
 from etl.store.events import NewEvent
 from etl.store.events import append as append_events
-from etl.store.rows import insert_rows, update_rows
+from etl.store.rows import chunks, insert_rows, update_rows
 from etl.store.schema import action_attempts, actions, dispatch_sites, dispatches, programs, sites
 
 __all__ = ["Claimed", "Result", "claim", "due_now", "record", "renew"]
@@ -283,7 +285,7 @@ def record(
     engine: Engine, worker: str, results: list[Result], settings: ProcessorSettings
 ) -> list[bool]:
     """Record how these attempts ended, in one transaction: a success's curtail then awaits its
-    restore; a failure is retried with backoff, or given up (`_failed`). Each is False when its
+    restore; a failure is retried with backoff, or given up (`_failures`). Each is False when its
     claim had been taken over meanwhile: its attempt row says so, and the action's state is the
     new owner's to set."""
     with write_transaction(engine) as conn:
@@ -300,60 +302,59 @@ def record(
         for result in results:
             if result.claimed.action_id not in ours:
                 _note_overtaken(conn, result)
-            elif result.failed:
-                new_events += _failed(
-                    conn, result.claimed, worker, kept(result.said), now, settings
-                )
+        failed = [
+            (r.claimed, kept(r.said)) for r in results if r.failed and r.claimed.action_id in ours
+        ]
+        new_events += _failures(conn, failed, now, settings)
         append_events(conn, new_events, now)
     return [r.claimed.action_id in ours for r in results]
 
 
-def _failed(
+def _failures(
     conn: Connection,
-    claimed: Claimed,
-    worker: str,
-    error: str,
+    failed: list[tuple[Claimed, str]],
     now: datetime,
     settings: ProcessorSettings,
 ) -> list[NewEvent]:
-    """A failed attempt of an action still ours: retried with exponential backoff, unless there
-    is no point: a curtail whose episode is over (its restore is owed all the same: the attempt
-    may have reached the site), a restore of a site held again (whose holder then owes the
-    restore), or a restore after RESTORE_MAX_ATTEMPTS."""
-    attempt = claimed.attempt
-    request = claimed.request
-    owed: list[NewEvent] = []
-    holder = None if request.action == ActionKind.CURTAIL else _newer_curtail(conn, claimed)
-    if request.action == ActionKind.CURTAIL and not _episode_holds(conn, claimed):
-        state = S.FAILED
-        note = f"gave up after {attempt} failed attempts: the dispatch no longer holds the site"
-        owed = restores_owed(conn, [_episode_of(claimed)], now)
-    elif holder is not None:
-        state, note = S.SUPERSEDED, f"dispatch {holder.dispatch_id} holds the site again"
-        owed = restores_owed(conn, [(holder.dispatch_id, holder.site_id, holder.episode)], now)
-    elif request.action == ActionKind.RESTORE and attempt >= RESTORE_MAX_ATTEMPTS:
-        state, note = S.FAILED, f"gave up after {attempt} failed attempts"
-    else:
-        delay = timedelta(seconds=settings.retry_backoff * 2 ** (attempt - 1))
-        retry_at = now + min(delay, MAX_BACKOFF)
-        set_if_claimed(
-            conn,
-            claimed.action_id,
-            worker,
-            attempt,
-            state=S.RETRYING,
-            note=error,
-            available_at=retry_at,
-        )
-        return [
-            _event(
-                claimed, S.RETRYING, attempt=attempt, error=error, retry_at=format_rfc3339(retry_at)
-            )
-        ]
-    set_if_claimed(
-        conn, claimed.action_id, worker, attempt, state=state, note=note, finished_at=now
+    """Failed attempts, each with its error, of actions still ours: each retried with
+    exponential backoff, unless there is no point: a curtail whose episode is over (its restore
+    is owed all the same: the attempt may have reached the site), a restore of a site held again
+    (whose holder then owes the restore), or a restore after RESTORE_MAX_ATTEMPTS. Read and
+    written for all at once (a gateway down fails a fleet's every site in one pass)."""
+    held = _episodes_held(conn, [c for c, _ in failed if c.request.action == ActionKind.CURTAIL])
+    holders = _newer_curtails(
+        conn, [c for c, _ in failed if c.request.action == ActionKind.RESTORE]
     )
-    return [_event(claimed, state, attempt=attempt, error=error, note=note), *owed]
+    finals: list[tuple[int, ActionState, str]] = []
+    retries: list[tuple[int, str, datetime]] = []
+    owed: list[tuple[str, str, int]] = []
+    new_events: list[NewEvent] = []
+    for claimed, error in failed:
+        attempt, request = claimed.attempt, claimed.request
+        holder = holders.get(claimed.action_id)
+        if request.action == ActionKind.CURTAIL and claimed.action_id not in held:
+            state = S.FAILED
+            note = f"gave up after {attempt} failed attempts: the dispatch no longer holds the site"
+            owed.append(_episode_of(claimed))
+        elif holder is not None:
+            state, note = S.SUPERSEDED, f"dispatch {holder.dispatch_id} holds the site again"
+            owed.append((holder.dispatch_id, holder.site_id, holder.episode))
+        elif request.action == ActionKind.RESTORE and attempt >= RESTORE_MAX_ATTEMPTS:
+            state, note = S.FAILED, f"gave up after {attempt} failed attempts"
+        else:
+            delay = timedelta(seconds=settings.retry_backoff * 2 ** (attempt - 1))
+            retry_at = now + min(delay, MAX_BACKOFF)
+            retries.append((claimed.action_id, error, retry_at))
+            retry = format_rfc3339(retry_at)
+            new_events.append(
+                _event(claimed, S.RETRYING, attempt=attempt, error=error, retry_at=retry)
+            )
+            continue
+        finals.append((claimed.action_id, state, note))
+        new_events.append(_event(claimed, state, attempt=attempt, error=error, note=note))
+    set_final(conn, finals, now)
+    set_retrying(conn, retries)
+    return new_events + restores_owed(conn, owed, now)
 
 
 def _episode_of(claimed: Claimed) -> tuple[str, str, int]:
@@ -369,15 +370,23 @@ def kept(text: str) -> str:
     return redact_text(escaped)[-KEPT_OUTPUT_CHARS:]
 
 
-def _episode_holds(conn: Connection, claimed: Claimed) -> bool:
-    """Whether the planner last saw the curtail's dispatch hold the site in its episode."""
-    row = conn.execute(
-        select(dispatch_sites.c.holding, dispatch_sites.c.episode).where(
-            dispatch_sites.c.dispatch_id == claimed.request.dispatch_id,
-            dispatch_sites.c.site_id == claimed.request.site_id,
+def _episodes_held(conn: Connection, curtails: list[Claimed]) -> set[int]:
+    """Those of these curtails whose dispatch the planner last saw hold the site in their
+    episode."""
+    pairs = {(c.request.dispatch_id, c.request.site_id): c for c in curtails}
+    held = set()
+    ds = dispatch_sites.c
+    for chunk in chunks(pairs):
+        rows = conn.execute(
+            select(ds.dispatch_id, ds.site_id, ds.holding, ds.episode).where(
+                tuple_(ds.dispatch_id, ds.site_id).in_(chunk)
+            )
         )
-    ).first()
-    return row is not None and row.holding == Holding.HELD and row.episode == claimed.episode
+        for row in rows:
+            curtail = pairs[(row.dispatch_id, row.site_id)]
+            if row.holding == Holding.HELD and row.episode == curtail.episode:
+                held.add(curtail.action_id)
+    return held
 
 
 @dataclass(frozen=True)
@@ -387,21 +396,30 @@ class _Holder:
     episode: int
 
 
-def _newer_curtail(conn: Connection, claimed: Claimed) -> _Holder | None:
-    """A curtail of the restore's site planned after it and still under way: the site is held
-    again."""
-    row = conn.execute(
-        select(actions.c.dispatch_id, actions.c.site_id, actions.c.episode)
-        .where(
-            OPEN,
-            actions.c.site_id == claimed.request.site_id,
-            actions.c.id > claimed.action_id,
-            actions.c.kind == ActionKind.CURTAIL,
-            actions.c.state.in_(UNDER_WAY),
+def _newer_curtails(conn: Connection, restores: list[Claimed]) -> dict[int, _Holder]:
+    """For each of these restores whose site is held again, the holder: a curtail of its site
+    planned after it (the first) and still under way."""
+    later: dict[str, list[tuple[int, _Holder]]] = {}
+    for chunk in chunks({c.request.site_id for c in restores}):
+        rows = conn.execute(
+            select(actions.c.id, actions.c.dispatch_id, actions.c.site_id, actions.c.episode)
+            .where(
+                OPEN,
+                actions.c.site_id.in_(chunk),
+                actions.c.kind == ActionKind.CURTAIL,
+                actions.c.state.in_(UNDER_WAY),
+            )
+            .order_by(actions.c.id)
         )
-        .limit(1)
-    ).first()
-    return _Holder(row.dispatch_id, row.site_id, row.episode) if row else None
+        for row in rows:
+            holder = _Holder(row.dispatch_id, row.site_id, row.episode)
+            later.setdefault(row.site_id, []).append((row.id, holder))
+    holders = {}
+    for restore in restores:
+        newer = [h for i, h in later.get(restore.request.site_id, []) if i > restore.action_id]
+        if newer:
+            holders[restore.action_id] = newer[0]
+    return holders
 
 
 def _finish_attempts(conn: Connection, results: list[Result], now: datetime) -> None:
