@@ -21,6 +21,7 @@ __all__ = [
     "counted",
     "log",
     "one_line",
+    "percent_of",
     "set_verbosity",
     "shorten",
 ]
@@ -57,6 +58,12 @@ def one_line(text: str) -> str:
 def counted(n: int, one: str, many: str | None = None) -> str:
     """`1 site`, `5,000 sites`: for people, in messages and pages."""
     return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
+def percent_of(value: float) -> str:
+    """`23%`, `-12%`, and `0%` for what rounds to nothing from below (not `-0%`)."""
+    shown = f"{value:.0f}"
+    return f"{'0' if shown == '-0' else shown}%"
 
 
 def shorten(text: str, limit: int) -> str:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, func, select, update
 
 from etl.base.config import ProcessorSettings
-from etl.base.logs import counted, log, one_line, shorten
+from etl.base.logs import counted, log, one_line, percent_of, shorten
 from etl.base.redact import redact_text
 from etl.base.timeutil import parse_rfc3339, zone_or_utc
 from etl.base.vocabulary import EventKind, Holding, NoticeKind
@@ -290,7 +290,7 @@ def _under_delivered(
     facts = _dispatch(conn, dispatch_id)
     program = facts["program"] if facts else "its program"
     title = (
-        f"{_site_name(conn, site_id)} delivered {pct:.0f}% of its commitment for dispatch "
+        f"{_site_name(conn, site_id)} delivered {percent_of(pct)} of its commitment for dispatch "
         f"{dispatch_id} ({program})"
     )
     window = _window(facts) if facts else "its window"

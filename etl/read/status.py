@@ -11,14 +11,16 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select
 from etl import __version__
 from etl.act.actions import open_by_state
 from etl.act.failing import ACT_WITHIN, Failing, failing
-from etl.base.logs import counted, shorten
+from etl.base.logs import counted, percent_of, shorten
 from etl.base.timeutil import jsonable, utcnow, with_offset, zone_or_utc
 from etl.base.vocabulary import ActionState, EventKind, FetchKind, FetchOutcome, Holding
+from etl.handlers import ActionKind
 from etl.read.reports import dispatch_performance
 from etl.store import fetch_runs, outbox
 from etl.store.db import read_transaction, stored_revision
 from etl.store.schema import (
     NOTIFICATION_WAITING,
+    actions,
     dispatch_sites,
     dispatches,
     events,
@@ -240,8 +242,8 @@ def judge(
         )
     for dispatch_id, site_id, percent in status.under_delivered:
         problems.append(
-            f"WARNING: site {site_id} delivered {percent:.0f}% of its commitment to dispatch "
-            f"{dispatch_id} (under {min_delivery:g}%, by its metered load)"
+            f"WARNING: site {site_id} delivered {percent_of(percent)} of its commitment to "
+            f"dispatch {dispatch_id} (under {min_delivery:g}%, by its metered load)"
         )
     if status.telemetry_error:
         problems.append(f"WARNING: telemetry is not being fetched: {status.telemetry_error}")
@@ -339,14 +341,27 @@ def _under_delivered(
     conn: Connection, ended_since: datetime, min_delivery: float
 ) -> list[tuple[str, str, float]]:
     """Sites of dispatches that ended since then whose metered response fell short; judged only
-    with most of their readings in (at least MIN_COVERAGE of the intervals)."""
+    with most of their readings in (at least MIN_COVERAGE of the intervals), and only where etl
+    curtailed the site: one it never acted on (a test, history, cancelled) was not asked to
+    deliver, and one whose curtail failed is told of as a failure."""
     v = dispatch_performance.c
+    curtailed = (
+        select(actions.c.id)
+        .where(
+            actions.c.dispatch_id == v.dispatch_id,
+            actions.c.site_id == v.site_id,
+            actions.c.kind == ActionKind.CURTAIL,
+            actions.c.state == ActionState.SUCCEEDED,
+        )
+        .exists()
+    )
     rows = conn.execute(
         select(v.dispatch_id, v.site_id, v.delivered_pct)
         .where(
             v.end_time >= ended_since,
             v.coverage >= MIN_COVERAGE,
             v.delivered_pct < min_delivery,
+            curtailed,
         )
         .order_by(v.end_time, v.dispatch_id, v.site_id)
     ).all()

@@ -424,6 +424,21 @@ def test_status_warns_of_a_site_that_delivered_too_little(world: World) -> None:
     assert status.check(world.engine, CHECK[0], timedelta(hours=2)).under_delivered == []
 
 
+def test_a_site_etl_did_not_curtail_is_not_said_to_under_deliver(world: World) -> None:
+    """A dispatch etl never acted on (ended before the store's first fetch, a test, cancelled)
+    asked nothing of its sites: the console's banner warned of such a history dispatch."""
+    hand_computed(world, curtailed_kw=100.5)  # the load rose: -2.5%, shown -2%, not 0
+    check = status.check(world.engine, *CHECK, min_delivery=50)
+    assert "WARNING: site a delivered -2% of its commitment to dispatch p1" in check.problems[0]
+    with world.engine.begin() as conn:
+        conn.execute(
+            update(schema.actions)
+            .where(schema.actions.c.kind == "curtail")
+            .values(state="skipped", attempts=0, note="ended before this store's first fetch")
+        )
+    assert status.check(world.engine, *CHECK, min_delivery=50).under_delivered == []
+
+
 def test_the_chart_has_a_panel_per_site_and_a_marker_per_command(
     world: World,
     tmp_path: Path,

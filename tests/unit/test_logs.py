@@ -14,6 +14,7 @@ from etl.base.logs import (
     TextFormatter,
     counted,
     one_line,
+    percent_of,
     shorten,
 )
 
@@ -101,3 +102,15 @@ def test_one_is_one_and_many_are_many() -> None:
     assert counted(1, "site") == "1 site"
     assert [counted(n, "site") for n in (0, 2, 5000)] == ["0 sites", "2 sites", "5,000 sites"]
     assert counted(3, "more dispatch", "more dispatches") == "3 more dispatches"
+
+
+def test_a_percent_that_rounds_to_nothing_is_not_negative_zero() -> None:
+    assert [percent_of(v) for v in (23.4, -12.6, -0.3, 0.0, -0.5, 0.5, 99.5)] == [
+        "23%",
+        "-13%",
+        "0%",
+        "0%",
+        "0%",
+        "0%",
+        "100%",
+    ]
