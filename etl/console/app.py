@@ -351,4 +351,8 @@ def _iso(moment: datetime | None) -> str:
 
 
 def _kw(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.1f}"
+    """One decimal, and 0.0 for what rounds to nothing from below (not -0.0)."""
+    if value is None:
+        return "—"
+    shown = f"{value:,.1f}"
+    return "0.0" if shown == "-0.0" else shown
