@@ -35,6 +35,7 @@ __all__ = [
     "WITH_DISPATCH_SITE",
     "Taken",
     "event",
+    "expire_claims",
     "idempotency_key",
     "insert_new",
     "new_row",
@@ -143,7 +144,8 @@ def restores_owed(
     """Each episode's restore, (dispatch id, site id, episode), waiting for the release (unless
     already recorded): owed once its curtail succeeded, or failed after the handler was called
     (an attempt may have reached the site before it failed or timed out)."""
-    rows = [new_row(d, s, ActionKind.RESTORE, e, S.WAITING, now) for d, s, e in episodes]
+    once = dict.fromkeys(episodes)  # two releases handing over to one holder owe it one
+    rows = [new_row(d, s, ActionKind.RESTORE, e, S.WAITING, now) for d, s, e in once]
     return [row_event(row) for row in insert_new(conn, rows)]
 
 
@@ -213,6 +215,11 @@ def renew_claims(
         .values(available_at=until),
         [{"held_id": i, "held_attempt": attempt} for i, attempt in held],
     )
+
+
+def expire_claims(conn: Connection, action_ids: list[int], now: datetime) -> None:
+    """These claims, which this transaction holds, expire now: the actions are due again."""
+    update_rows(conn, actions, [{"id": i, "available_at": now} for i in action_ids], ["id"])
 
 
 def still_claimed(conn: Connection, worker: str, held: list[tuple[int, int]]) -> set[int]:

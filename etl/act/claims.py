@@ -1,7 +1,7 @@
 """Claims: taking due actions atomically, and recording how each attempt ended.
 
-A claim is one UPDATE ... RETURNING over the due actions: never read-then-write. On PostgreSQL its
-subquery takes rows `FOR UPDATE SKIP LOCKED`, so workers on many machines share the work without
+A claim is one transaction that takes the due actions and marks them claimed: on PostgreSQL it
+selects them `FOR UPDATE SKIP LOCKED`, so workers on many machines share the work without
 waiting on each other; on SQLite the database's write lock serializes claims. A claim expires
 after ETL_CLAIM_TIMEOUT_SECONDS: if its process died, another takes the action over and runs it
 again with the same idempotency key. Results are fenced: an attempt whose claim was taken over
@@ -37,6 +37,7 @@ from etl.act.actions import (
     ActionKind,
     Taken,
     event,
+    expire_claims,
     renew_claims,
     restores_owed,
     set_final,
@@ -57,7 +58,7 @@ from etl.store.events import append as append_events
 from etl.store.rows import chunks, insert_rows, update_rows
 from etl.store.schema import action_attempts, actions, dispatch_sites, dispatches, programs, sites
 
-__all__ = ["Claimed", "Result", "claim", "due_now", "record", "renew"]
+__all__ = ["Claimed", "Result", "claim", "due_now", "record", "release", "renew"]
 
 # a restore is retried this many times at most; a curtail, for as long as its dispatch is active
 RESTORE_MAX_ATTEMPTS = 10
@@ -272,6 +273,25 @@ def renew(engine: Engine, worker: str, held: list[Claimed], settings: ProcessorS
         renew_claims(conn, worker, [(c.action_id, c.attempt) for c in held], until)
 
 
+NOT_STARTED = "not started: its process was stopping; its claim was let go for another to take"
+
+
+def release(engine: Engine, worker: str, unstarted: list[Claimed]) -> None:
+    """Let go of the claims of actions whose handler was never called (a pass told to stop
+    with calls still queued): each due again at once, for any process to take with its next
+    attempt, and its attempt row says why it ended without a call."""
+    if not unstarted:
+        return
+    with write_transaction(engine) as conn:
+        now = utcnow()
+        ours = still_claimed(conn, worker, [(c.action_id, c.attempt) for c in unstarted])
+        let_go = [c for c in unstarted if c.action_id in ours]
+        expire_claims(conn, [c.action_id for c in let_go], now)
+        ended = {"finished_at": now, "outcome": AttemptOutcome.ABANDONED, "error": NOT_STARTED}
+        rows = [{"action_id": c.action_id, "number": c.attempt, **ended} for c in let_go]
+        update_rows(conn, action_attempts, rows, ["action_id", "number"])
+
+
 @dataclass(frozen=True)
 class Result:
     """How a handler call ended: its output, or its error when `failed`."""
@@ -290,10 +310,12 @@ def record(
     new owner's to set."""
     with write_transaction(engine) as conn:
         now = utcnow()
-        _finish_attempts(conn, results, now)
+        # the actions' rows locked first, then their attempts', in the order a claim takes them:
+        # the other order could deadlock with a claim taking one of them over
         ours = still_claimed(
             conn, worker, [(r.claimed.action_id, r.claimed.attempt) for r in results]
         )
+        _finish_attempts(conn, results, now)
         succeeded = [r.claimed for r in results if not r.failed and r.claimed.action_id in ours]
         set_succeeded(conn, [c.action_id for c in succeeded], now)
         new_events = [_event(c, S.SUCCEEDED, attempt=c.attempt) for c in succeeded]
@@ -373,7 +395,9 @@ def kept(text: str) -> str:
 def _episodes_held(conn: Connection, curtails: list[Claimed]) -> set[int]:
     """Those of these curtails whose dispatch the planner last saw hold the site in their
     episode."""
-    pairs = {(c.request.dispatch_id, c.request.site_id): c for c in curtails}
+    pairs: dict[tuple[str, str], list[Claimed]] = {}  # a pair's episodes may fail together
+    for curtail in curtails:
+        pairs.setdefault((curtail.request.dispatch_id, curtail.request.site_id), []).append(curtail)
     held = set()
     ds = dispatch_sites.c
     for chunk in chunks(pairs):
@@ -383,9 +407,9 @@ def _episodes_held(conn: Connection, curtails: list[Claimed]) -> set[int]:
             )
         )
         for row in rows:
-            curtail = pairs[(row.dispatch_id, row.site_id)]
-            if row.holding == Holding.HELD and row.episode == curtail.episode:
-                held.add(curtail.action_id)
+            for curtail in pairs[(row.dispatch_id, row.site_id)]:
+                if row.holding == Holding.HELD and row.episode == curtail.episode:
+                    held.add(curtail.action_id)
     return held
 
 

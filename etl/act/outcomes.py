@@ -83,6 +83,24 @@ class Outcomes:
         """Its handler starts now (called from the handler's thread)."""
         self._held[claimed.action_id].started = time.monotonic()
 
+    def forget(self, claimed: claims.Claimed) -> None:
+        """Its handler will not be called: its claim is let go (claims.release)."""
+        del self._held[claimed.action_id]
+
+    def write_now(self) -> None:
+        """Record the outcomes in hand at once, or say why not: for a pass that ends at once."""
+        if not self._returned:
+            return
+        try:
+            self._write()
+        except DatabaseError as error:
+            log.warning(
+                "the outcomes of %d actions were not recorded (%s): they are run again once "
+                "their claims expire, with the same idempotency keys",
+                len(self._returned),
+                error,
+            )
+
     def returned(self, claimed: claims.Claimed, said: str, failed: bool) -> None:
         """The handler returned `said`, or raised it as an error when `failed`: recorded with
         the others in hand at the next `tend` that is due (`seconds_to_next_turn`)."""

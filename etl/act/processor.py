@@ -2,6 +2,7 @@
 pool, and records each outcome; `dry_run` says what a pass would do, `next_due` when the next
 known action falls due. The jobs that run passes are etl.jobs.runner's."""
 
+import contextlib
 import logging
 import os
 import socket
@@ -20,7 +21,7 @@ from etl.act.builtin_handlers import kill_running_commands
 from etl.act.outcomes import Outcomes, log_action
 from etl.base.config import ProcessorSettings
 from etl.base.errors import DatabaseError
-from etl.base.logs import counted
+from etl.base.logs import counted, log
 from etl.base.redact import redact_text
 from etl.base.timeutil import utcnow
 from etl.handlers import Handler
@@ -54,10 +55,13 @@ def process(
     stop: threading.Event | None = None,
     worker: str | None = None,
 ) -> PassSummary:
-    """One pass. Once `stop` is set it claims nothing more, finishes the actions in hand, and
-    returns. A store that fails mid-pass stops the claiming, not the recording: the outcomes
-    of the handlers already called are written when it answers again (etl.act.outcomes), and then
-    the claiming goes on."""
+    """One pass. Once `stop` is set it claims nothing more, lets go of the actions it claimed
+    whose handler has not started (due again at once, for any process), finishes the calls
+    under way, and returns. A store that fails mid-pass stops the claiming, not the recording:
+    the outcomes of the handlers already called are written when it answers again
+    (etl.act.outcomes), and then the claiming goes on. An interrupt (or a bug) ends the pass at
+    once: the queued calls are not made, the commands running are killed, and the results
+    already in hand are recorded if the store takes them."""
     worker = worker or worker_id()
     stop = stop or threading.Event()
     planned = planner.plan(engine, settings).counts
@@ -69,6 +73,8 @@ def process(
         more_due = True
         try:
             while True:
+                if stop.is_set():
+                    _let_go(outcomes, running, cancelled=[f for f in running if f.cancel()])
                 wanted = _to_claim(settings.workers, len(running), pace.last_second())
                 store_up = claim_error is None and outcomes.error is None
                 if more_due and wanted and not stop.is_set() and store_up:
@@ -97,6 +103,11 @@ def process(
         except BaseException:  # a bug, or an interrupt: no command may outlive its processor
             pool.shutdown(wait=False, cancel_futures=True)  # nor a queued one start
             kill_running_commands()
+            for future in [f for f in running if f.done() and not f.cancelled()]:
+                with contextlib.suppress(KeyboardInterrupt):  # one is being raised already
+                    _returned(outcomes, running.pop(future), future)
+            outcomes.write_now()  # not to be called again for want of their record
+            _let_go(outcomes, running, cancelled=[f for f in running if f.cancelled()])
             raise
     counts = outcomes.counts
     if counts.lost:
@@ -138,6 +149,24 @@ class _Pace:
         while self._times and self._times[0] < since:
             self._times.popleft()
         return len(self._times)
+
+
+def _let_go(outcomes: Outcomes, running: Running, cancelled: list[Future[str | None]]) -> None:
+    """The claims of these calls, cancelled before they started, let go at once (if the store
+    takes it: otherwise they expire, and another process takes them over then)."""
+    if not cancelled:
+        return
+    unstarted = [running.pop(future) for future in cancelled]
+    for claimed in unstarted:
+        outcomes.forget(claimed)
+    try:
+        claims.release(outcomes.engine, outcomes.worker, unstarted)
+    except DatabaseError as error:
+        log.warning(
+            "could not let go of %s not started (%s): they are taken over once their claims expire",
+            counted(len(unstarted), "action"),
+            error,
+        )
 
 
 def _call(handler: Handler, outcomes: Outcomes, claimed: claims.Claimed) -> str | None:

@@ -32,7 +32,10 @@ FRAGMENT_IN_TEXT = re.compile(rf"(/[^\s#'\"<>/]*)#{QUOTED}")
 # `Authorization: Bearer ...`, JSON `"api_key": "..."`): a name that is or ends in one of these
 # (`client_secret`, `X-Api-Key`, `VOLTUS_API_KEY`, `accessToken`); lazy, and not a repeated
 # group, so that a long word is read in linear time
-SECRET_NAME = r"[a-z0-9_-]*?(?:password|passwd|pwd|secret|token|api[ _-]?key|authorization)"
+SECRET_NAME = (
+    r"[a-z0-9_-]*?(?:password|passwd|pwd|passphrase|secret|token|api[ _-]?key|access[_-]?key"
+    r"|private[_-]?key|credentials?|signature|session[_-]?id|cookie|authorization)"
+)
 # an HTTP authentication scheme, kept before its credential
 SCHEME = r"(?:bearer|basic|token|digest|negotiate)\s+"
 # a bare value: up to a space or an & (the next query parameter), less the punctuation or
@@ -73,8 +76,10 @@ def redact_text(text: str) -> str:
 
     First, the value of each credential the text names is masked, its name kept so that a
     reader sees what was (a handler's error, `etl status`, the console, a notification): a name
-    (any case) that is or ends in password, passwd, pwd, secret, token, api key (api_key, apikey,
-    api-key, x-api-key) or authorization, followed by `=` or `:` (spaces or tabs around it; a
+    (any case) that is or ends in password, passwd, pwd, passphrase, secret, token, api key
+    (api_key, apikey, api-key, x-api-key), access key (AWS_SECRET_ACCESS_KEY), private key,
+    credential(s), signature, session id, cookie or authorization, followed by `=` or `:`
+    (spaces or tabs around it; a
     JSON key's closing quote before it), then the value: quoted (up to its closing quote, its
     escapes in it), or bare (up to a space or an `&`, less a final quote or `.,;:)]}>`):
     `token=***`, `"password": "***"`, `?token=***&x=1`, `(pwd=***)`. An authentication scheme

@@ -143,7 +143,8 @@ class Unmodeled:
     def of(self, site_id: str) -> dict[str, dict[str, Any]]:
         """The parts for this site that have any."""
         parts = {**self._shared, "site": self._sites.get(site_id, {})}
-        return {part: fields for part, fields in parts.items() if fields}
+        # copies: each request its own, whatever a handler does with one
+        return {part: dict(fields) for part, fields in parts.items() if fields}
 
 
 def item_fingerprint(item: Any) -> str:

@@ -6,6 +6,7 @@ round of Python work per row (a 5,000-site dispatch writes 60,000 rows on its wa
 curtailed; a first load of 10,000 dispatches, 60,000). Each goes through SQLAlchemy, whose
 errors etl.store.db turns into its own."""
 
+import re
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import (
     Column,
     Connection,
     CursorResult,
+    Float,
     Table,
     bindparam,
     insert,
@@ -209,10 +211,15 @@ def _execute(
 
 
 def _unnest(conn: Connection, table: Table, names: list[str]) -> str:
-    """`unnest(%s::type[], ...)`: one array parameter per column, in the columns' own types."""
+    """`unnest(%b::type[], ...)`: one array parameter per column (sent in binary), in the
+    columns' types less their length: a cast to VARCHAR(10) would cut a longer value, which the
+    column itself refuses."""
     dialect = conn.dialect
-    arrays = [f"%b::{table.c[name].type.compile(dialect=dialect)}[]" for name in names]
-    return f"unnest({', '.join(arrays)})"
+    types = [LENGTH.sub("", table.c[name].type.compile(dialect=dialect)) for name in names]
+    return f"unnest({', '.join(f'%b::{t}[]' for t in types)})"
+
+
+LENGTH = re.compile(r"\(\d+\)")
 
 
 def _bound(conn: Connection, table: Table, names: list[str], rows: list[Row]) -> list[list[Any]]:
@@ -222,6 +229,8 @@ def _bound(conn: Connection, table: Table, names: list[str], rows: list[Row]) ->
     for name in names:
         processor = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         column = [row[name] for row in rows]
+        if isinstance(table.c[name].type, Float):  # an array is of one type: 5 and 5.5 are not
+            column = [value if value is None else float(value) for value in column]
         values.append(column if processor is None else _processed(column, processor))
     return values
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.event import listen, remove
 
 from etl.act import claims, processor
@@ -263,7 +263,7 @@ def test_a_pass_claims_ahead_of_a_slow_handler(world: World) -> None:
 def test_queued_actions_keep_their_claims_and_a_call_past_its_timeout_does_not(
     world: World,
 ) -> None:
-    settings = ProcessorSettings(claim_timeout=0.5, handler_timeout=0.3)
+    settings = ProcessorSettings(claim_timeout=2, handler_timeout=1.2)
     world.sandbox.dispatches = [active("d1", site("a"), site("b"), site("c"))]
     dispatches.fetch(world.engine, world.client)
     processor.process(world.engine, world.handler, settings, stop=_already_set())  # plans only
@@ -272,9 +272,9 @@ def test_queued_actions_keep_their_claims_and_a_call_past_its_timeout_does_not(
     for claimed in (running, *queued):
         held.claimed(claimed)
     held.started(running)  # b and c wait for a worker
-    time.sleep(0.35)  # a has run past its time limit: it may be stuck
-    held.tend(handlers_running=True)  # renews the claims it keeps
-    time.sleep(0.25)  # past the first claims' expiry
+    time.sleep(1.3)  # a has run past its time limit: it may be stuck
+    held.tend(handlers_running=True)  # renews the claims it keeps, until 3.3 s
+    time.sleep(0.9)  # past the first claims' expiry (2 s), well before the renewed ones
     (taken,) = claims.claim(world.engine, "other", 10, settings)
     assert taken.request.site_id == "a" and taken.attempt == 2
 
@@ -305,6 +305,101 @@ def test_one_record_of_a_success_a_failure_and_an_attempt_taken_over(world: Worl
     assert claims.OVERTAKEN in (late.error or "") and current.outcome is None
     (failed,) = world.attempts("curtail", "d1", "b")
     assert (failed.outcome, failed.error) == ("failed", "unreachable")
+
+
+def test_a_pass_told_to_stop_lets_go_of_the_calls_it_has_not_started(world: World) -> None:
+    """One worker, calls of 0.05 s, so that calls wait behind it: told to stop, the pass makes
+    none of them. Their claims are let go at once (not held until they expire), and the next
+    pass, of any process, calls each action that was not called, once."""
+    world.sandbox.dispatches = [active("d1", *(site(f"s{i:02}") for i in range(40)))]
+    dispatches.fetch(world.engine, world.client)
+    stop = threading.Event()
+    called: list[str] = []
+
+    def told_to_stop_at_the_twentieth(request: ActionRequest) -> str:
+        called.append(request.site_id)
+        time.sleep(0.05)
+        if len(called) == 20:
+            stop.set()
+        return "done"
+
+    settings = replace(world.settings, workers=1)
+    first = processor.process(world.engine, told_to_stop_at_the_twentieth, settings, stop=stop)
+    assert first.succeeded == len(called) < 40  # the call under way finished and was recorded
+    with world.engine.connect() as conn:
+        let_go = (
+            conn.execute(
+                select(schema.action_attempts.c.error).where(
+                    schema.action_attempts.c.outcome == "abandoned"
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert let_go and set(let_go) == {claims.NOT_STARTED}  # some were waiting behind it
+    rest = processor.process(world.engine, world.handler, world.settings, worker="another")
+    assert rest.succeeded == 40 - len(called)
+    assert {r.site_id for r in world.handler.requests}.isdisjoint(called)
+    assert set(world.states().values()) == {"succeeded", "waiting"}
+
+
+def test_two_episodes_of_a_site_failing_together_are_each_judged_by_their_own(
+    world: World,
+) -> None:
+    """Episode 1's curtail is running when the dispatch drops the site and takes it back:
+    episode 2's curtail is due. Both fail and are recorded together: episode 1's is given up
+    (its restore owed), episode 2's is retried, as the dispatch holds the site again. The bulk
+    record compared both with the last of them."""
+    settings = replace(world.settings, retry_backoff=60)
+    world.sandbox.dispatches = [active("d1", site("a"), site("b"))]
+    dispatches.fetch(world.engine, world.client)
+    processor.process(world.engine, world.handler, settings, stop=_already_set())  # plans only
+    first_a, _ = claims.claim(world.engine, "w", 10, settings)
+    for shown in (active("d1", site("b")), active("d1", site("a"), site("b"))):
+        world.sandbox.dispatches = [shown]
+        dispatches.fetch(world.engine, world.client)
+        processor.process(world.engine, world.handler, settings, stop=_already_set())
+    (second_a,) = claims.claim(world.engine, "w", 10, settings)
+    assert (first_a.episode, second_a.episode) == (1, 2)
+    results = [
+        claims.Result(second_a, "unreachable", failed=True),
+        claims.Result(first_a, "unreachable", failed=True),
+    ]
+    assert claims.record(world.engine, "w", results, settings) == [True, True]
+    with world.engine.connect() as conn:
+        states = dict(
+            conn.execute(
+                select(schema.actions.c.episode, schema.actions.c.state).where(
+                    schema.actions.c.site_id == "a", schema.actions.c.kind == "curtail"
+                )
+            ).all()
+        )
+    assert states == {1: "failed", 2: "retrying"}
+    assert world.states()[("restore", "d1", "a")] == "waiting"  # episode 1's, owed
+
+
+def test_two_holders_handing_one_site_over_to_a_third_owe_it_one_restore(world: World) -> None:
+    world.step(active("A", site("s")), active("B", site("s")))
+    planned = processor.process(world.engine, world.handler, world.settings).planned
+    world.sandbox.dispatches = [
+        ended("A", site("s")),
+        ended("B", site("s")),
+        active("C", site("s")),
+    ]
+    dispatches.fetch(world.engine, world.client)
+    processor.process(world.engine, world.handler, world.settings)
+    with world.engine.connect() as conn:
+        told = conn.execute(
+            select(func.count()).where(
+                schema.events.c.kind == "action_planned",
+                schema.events.c.dispatch_id == "C",
+                schema.events.c.details["action"].as_string() == "restore",
+            )
+        ).scalar()
+    assert planned == {} and told == 1  # C's restore, planned once
+    states = world.states()
+    assert states[("restore", "A", "s")] == states[("restore", "B", "s")] == "superseded"
+    assert states[("restore", "C", "s")] == "waiting"
 
 
 def _already_set() -> threading.Event:

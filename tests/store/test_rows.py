@@ -1,11 +1,14 @@
-"""rows.write_many stores exactly what `conn.execute(insert, rows)` stores, on both databases."""
+"""rows.write_many stores exactly what `conn.execute(insert, rows)` stores, on both databases; the
+bulk writes keep each column's own checks."""
 
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import Column, Double, Engine, Integer, MetaData, String, Table, insert, select
 
-from etl.store.rows import Row, write_many
+from etl.base.errors import DatabaseError
+from etl.store.db import database_errors
+from etl.store.rows import Row, insert_rows, update_rows, write_many
 from etl.store.schema import JSONDocument, UTCDateTime
 
 ROWS: list[Row] = [
@@ -52,3 +55,29 @@ def test_a_default_that_is_not_a_value_is_refused(engine: Engine) -> None:
         table.create(conn)
         with pytest.raises(ValueError, match="a default that is not a value"):
             write_many(conn, insert(table), [{"name": "a"}])
+
+
+def test_the_bulk_writes_keep_each_columns_checks_and_take_mixed_numbers(engine: Engine) -> None:
+    """On PostgreSQL each column's values go as one array, cast to the column's type: a cast to
+    VARCHAR(3) cut 'abcdef' to 'abc' where an INSERT refuses it, and an array mixing 5 and 5.5
+    was refused."""
+    table = Table(
+        "bulk_checked",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("code", String(3)),
+        Column("kw", Double),
+    )
+    with engine.begin() as conn:
+        table.create(conn)
+        insert_rows(
+            conn, table, [{"id": 1, "code": "abc", "kw": 5}, {"id": 2, "code": "x", "kw": 5.5}]
+        )
+        update_rows(conn, table, [{"id": 1, "kw": 7}, {"id": 2, "kw": 7.25}], ["id"])
+        assert conn.execute(select(table.c.kw).order_by(table.c.id)).scalars().all() == [7, 7.25]
+    if engine.dialect.name == "postgresql":  # SQLite keeps any text in any column
+        too_long = pytest.raises(DatabaseError, match="too long")
+        with too_long, database_errors(engine), engine.begin() as conn:
+            insert_rows(conn, table, [{"id": 3, "code": "abcdef", "kw": None}])
+        with too_long, database_errors(engine), engine.begin() as conn:
+            update_rows(conn, table, [{"id": 1, "code": "abcdef"}], ["id"])

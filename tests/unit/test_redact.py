@@ -245,3 +245,21 @@ def test_a_long_hostile_text_is_read_in_linear_time(unit: str) -> None:
     started = time.perf_counter()
     redact_text(text)
     assert time.perf_counter() - started < 2  # linear: about 0.05 s here
+
+
+@pytest.mark.parametrize(
+    ("said", "shown"),
+    [
+        ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI", "AWS_SECRET_ACCESS_KEY=***"),
+        ("ACCESS_KEY=AKIA1234 then", "ACCESS_KEY=*** then"),
+        ("private_key: -----BEGIN", "private_key: ***"),
+        ("Cookie: session=abc123", "Cookie: ***"),
+        ("credentials=u:p", "credentials=***"),
+        ("signature=deadbeef", "signature=***"),
+        ("passphrase: correct-horse", "passphrase: ***"),
+        ('{"session_id": "s3ss"}', '{"session_id": "***"}'),
+    ],
+)
+def test_more_names_of_secrets_are_masked(said: str, shown: str) -> None:
+    """A review found these passed as they were."""
+    assert redact_text(said) == shown
