@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select, tuple_
 
 from etl import __version__
 from etl.act.actions import open_by_state
@@ -18,6 +18,7 @@ from etl.handlers import ActionKind
 from etl.read.reports import dispatch_performance
 from etl.store import fetch_runs, outbox
 from etl.store.db import read_transaction, stored_revision
+from etl.store.rows import chunks
 from etl.store.schema import (
     NOTIFICATION_WAITING,
     actions,
@@ -342,30 +343,31 @@ def _under_delivered(
 ) -> list[tuple[str, str, float]]:
     """Sites of dispatches that ended since then whose metered response fell short; judged only
     with most of their readings in (at least MIN_COVERAGE of the intervals), and only where etl
-    curtailed the site: one it never acted on (a test, history, cancelled) was not asked to
-    deliver, and one whose curtail failed is told of as a failure."""
+    called the handler to curtail the site: one it never acted on (a test, history, cancelled,
+    missed: told of as such) was not asked to deliver."""
     v = dispatch_performance.c
-    curtailed = (
-        select(actions.c.id)
-        .where(
-            actions.c.dispatch_id == v.dispatch_id,
-            actions.c.site_id == v.site_id,
-            actions.c.kind == ActionKind.CURTAIL,
-            actions.c.state == ActionState.SUCCEEDED,
-        )
-        .exists()
-    )
-    rows = conn.execute(
+    short = conn.execute(
         select(v.dispatch_id, v.site_id, v.delivered_pct)
         .where(
             v.end_time >= ended_since,
             v.coverage >= MIN_COVERAGE,
             v.delivered_pct < min_delivery,
-            curtailed,
         )
         .order_by(v.end_time, v.dispatch_id, v.site_id)
     ).all()
-    return [tuple(row) for row in rows]
+    if not short:
+        return []
+    asked: set[tuple[str, str]] = set()
+    for pairs in chunks({(row.dispatch_id, row.site_id) for row in short}):
+        rows = conn.execute(
+            select(actions.c.dispatch_id, actions.c.site_id).where(
+                tuple_(actions.c.dispatch_id, actions.c.site_id).in_(pairs),
+                actions.c.kind == ActionKind.CURTAIL,
+                actions.c.attempts > 0,
+            )
+        )
+        asked.update((row.dispatch_id, row.site_id) for row in rows)
+    return [tuple(row) for row in short if (row.dispatch_id, row.site_id) in asked]
 
 
 def _held_without_end(conn: Connection, started_before: datetime) -> list[str]:

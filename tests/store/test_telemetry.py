@@ -425,8 +425,9 @@ def test_status_warns_of_a_site_that_delivered_too_little(world: World) -> None:
 
 
 def test_a_site_etl_did_not_curtail_is_not_said_to_under_deliver(world: World) -> None:
-    """A dispatch etl never acted on (ended before the store's first fetch, a test, cancelled)
-    asked nothing of its sites: the console's banner warned of such a history dispatch."""
+    """A dispatch etl never acted on (ended before the store's first fetch, a test, cancelled,
+    missed) asked nothing of its sites: the console's banner warned of such a history dispatch.
+    (One whose curtail failed is: tests/store/test_rehearsal.py.)"""
     hand_computed(world, curtailed_kw=100.5)  # the load rose: -2.5%, shown -2%, not 0
     check = status.check(world.engine, *CHECK, min_delivery=50)
     assert "WARNING: site a delivered -2% of its commitment to dispatch p1" in check.problems[0]
