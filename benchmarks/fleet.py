@@ -43,10 +43,11 @@ COMMAND = "/bin/true"
 ETL = str(Path(sys.executable).parent / "etl")
 
 
-def fleet_dispatch(sites: int) -> dict[str, Any]:
-    """A dispatch of `sites` sites that starts now and lasts an hour; each site's entry has a
-    field etl does not model (`drop_by`), passed on to its handler, as Voltus's records do."""
-    start = utcnow()
+def fleet_dispatch(sites: int, start: datetime | None = None) -> dict[str, Any]:
+    """A dispatch of `sites` sites that starts now (or at `start`) and lasts an hour; each
+    site's entry has a field etl does not model (`drop_by`), passed on to its handler, as
+    Voltus's records do."""
+    start = start or utcnow()
     return {
         "id": "fleet",
         "authorized": True,

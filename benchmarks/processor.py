@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from benchmarks.databases import fresh_database
+from benchmarks.fleet import fleet_dispatch
 from benchmarks.history import fill_history
 from etl.act import planner
 from etl.act.builtin_handlers import ActionRequest
@@ -111,31 +112,7 @@ def curtail_latency(
     handler = SlowHandler(handler_seconds)
     with fresh_database(backend) as engine, Sandbox() as sandbox:
         start = utcnow() + timedelta(seconds=3)
-        sandbox.dispatches = [
-            {
-                "id": "big",
-                "authorized": True,
-                "test": False,
-                "start_time": format_rfc3339(start),
-                "end_time": format_rfc3339(start + timedelta(hours=1)),
-                "program": {
-                    "id": 1,
-                    "name": "P",
-                    "timezone": "UTC",
-                    "market": "",
-                    "program_type": "capacity",
-                },
-                "sites": [
-                    {
-                        "id": f"s{i}",
-                        "name": f"Site {i}",
-                        "customer_location_id": str(i),
-                        "commitment": 10,
-                    }
-                    for i in range(sites)
-                ],
-            }
-        ]
+        sandbox.dispatches = [fleet_dispatch(sites, start)]
         client = VoltusClient(ApiSettings(sandbox.url, sandbox.key))
         dispatches.fetch(engine, client)  # known in advance, as Voltus announces dispatches
         stop = threading.Event()
