@@ -325,10 +325,12 @@ def _settle_restores(conn: Connection, now: datetime, summary: PlanSummary) -> N
     superseded: list[tuple[int, ActionState, str]] = []
     handed_over: list[tuple[str, str, int]] = []  # the holders' episodes that owe a restore now
 
-    def hand_over(row: Any, holder: tuple[str, int]) -> None:
-        note = f"dispatch {holder[0]} holds the site"
+    def supersede(row: Any, note: str) -> None:
         superseded.append((row.id, S.SUPERSEDED, note))
         summary.note(S.SUPERSEDED, _event(row, RESTORE, S.SUPERSEDED, note))
+
+    def hand_over(row: Any, holder: tuple[str, int]) -> None:
+        supersede(row, f"dispatch {holder[0]} holds the site")
         handed_over.append((holder[0], row.site_id, holder[1]))
 
     for row in under_way:
@@ -340,9 +342,7 @@ def _settle_restores(conn: Connection, now: datetime, summary: PlanSummary) -> N
         if row.site_id in holders:
             hand_over(row, holders[row.site_id])
         elif row.site_id in covered:
-            note = f"the restore of dispatch {covered[row.site_id]} covers it"
-            superseded.append((row.id, S.SUPERSEDED, note))
-            summary.note(S.SUPERSEDED, _event(row, RESTORE, S.SUPERSEDED, note))
+            supersede(row, f"the restore of dispatch {covered[row.site_id]} covers it")
         else:
             due.append(row.id)
             covered[row.site_id] = row.dispatch_id  # this one covers the site from now on
