@@ -268,6 +268,10 @@ def year_history(
         count = built.get(table)
         shown = f"{count:>13,.0f} rows" if count is not None else f"{'':>18}"
         print(f"  {table:<26}{shown}{size / 2**20:>11,.0f} MiB")
+    print(
+        f"measuring a dispatch of {sites:,} sites as its readings are stored (etl.ingest.measures):"
+        f" {built['measure_s']:.1f} s, the median"
+    )
     print(f"{'read':<36}{'command s':>10}{'library s':>11}  target < {year.TARGET_S:g} s")
     named = [  # (its library call's key, its command's key, what it is)
         ("status", "status_cmd", "etl status"),

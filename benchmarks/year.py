@@ -54,6 +54,7 @@ from benchmarks.databases import POSTGRES, fresh_database, scratch_url
 from etl.base.config import ApiSettings, ProcessorSettings
 from etl.base.timeutil import utcnow
 from etl.console.app import HEALTH_SECONDS
+from etl.ingest import measures
 from etl.jobs import runner
 from etl.read import audit, pages, reports, status
 from etl.sandbox.emulator import Sandbox
@@ -232,6 +233,17 @@ TELEMETRY = (
     f" t.asked + interval '25 s', {_run_id('t.asked', False)}"
     f" FROM d CROSS JOIN s CROSS JOIN generate_series(1, {READINGS}) AS m {TIMES}"
 )
+# the measures etl kept of the dispatches whose readings were pruned since (etl.ingest.measures
+# measured them when it stored those readings): what LOAD gives, the response at the second minute
+MEASURED = (
+    SERIES + "INSERT INTO measured_performance (dispatch_id, site_id, baseline_kw, mean_kw_during,"
+    " delivered_kw, delivered_pct, responded_at, response_seconds_from_start,"
+    " response_seconds_from_curtail, recovery_seconds_from_restore, coverage)"
+    f" SELECT d.id, s.site_id, 20 + s.s %% 50, 20 + s.s %% 50 - 1.05 * {COMMITMENT},"
+    f" 1.05 * {COMMITMENT}, 105.0, t.start_time + interval '2 minutes', 120,"
+    " extract(epoch FROM t.start_time + interval '2 minutes' - t.c_claim) - 0.05, 58, 1.0"
+    f" FROM d CROSS JOIN s {TIMES} WHERE d.j < %(pruned)s::int"
+)
 COUNTED_TRIGGERS = ("actions", "action_attempts")  # migration 0016's, off while building
 LOADED = (
     "fetch_runs",
@@ -244,6 +256,7 @@ LOADED = (
     "events",
     "telemetry_requests",
     "telemetry",
+    "measured_performance",
 )
 SERIALS = ("fetch_runs", "events", "actions", "action_attempts")
 
@@ -262,6 +275,7 @@ def expected(days: int, sites: int, telemetry_days: int) -> dict[str, int]:
         "events": 1 + sites + n * (1 + PHASES * sites),
         "telemetry_requests": n * sites,
         "telemetry": min(n, 2 * telemetry_days) * sites * READINGS,
+        "measured_performance": n * sites,
     }
 
 
@@ -276,8 +290,9 @@ def build(
     made = {"days": days, "sites": sites, "telemetry_days": telemetry_days}
     wanted = expected(days, sites, telemetry_days)
     with psycopg.connect(POSTGRES, autocommit=True) as admin:
-        if not rebuild and _whole(admin, made, wanted):
-            return {"build_s": 0.0, **wanted}
+        built = None if rebuild else _whole(admin, made, wanted)
+        if built is not None:
+            return {"build_s": 0.0, "measure_s": built["measure_s"], **wanted}
         _say(f"building {SCHEMA}: {days} days, {sites:,} sites, {sum(wanted.values()):,} rows")
         started = time.perf_counter()
         admin.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
@@ -289,14 +304,17 @@ def build(
         engine.dispose()
     with psycopg.connect(URL) as conn:
         _fill(conn, days, sites, telemetry_days)
+    measure_s = _measure_with_readings(2 * days, sites, telemetry_days)
     with psycopg.connect(URL, autocommit=True) as conn:
         _say("VACUUM ANALYZE (as autovacuum would leave a long-lived store)")
         conn.execute("VACUUM (ANALYZE)")
         seconds = time.perf_counter() - started
-        comment = json.dumps({**made, "built_at": utcnow().isoformat(), "build_s": seconds})
+        comment = json.dumps(
+            {**made, "built_at": utcnow().isoformat(), "build_s": seconds, "measure_s": measure_s}
+        )
         conn.execute(f"COMMENT ON SCHEMA {SCHEMA} IS {_literal(comment)}")
     _say(f"built in {seconds:.0f} s")
-    return {"build_s": seconds, **wanted}
+    return {"build_s": seconds, "measure_s": measure_s, **wanted}
 
 
 def _fill(conn: psycopg.Connection[Any], days: int, sites: int, telemetry_days: int) -> None:
@@ -331,6 +349,8 @@ def _fill(conn: psycopg.Connection[Any], days: int, sites: int, telemetry_days: 
         ("telemetry_requests", [TELEMETRY_REQUESTS], 0, CHUNK),
         ("telemetry", [TELEMETRY], max(0, n - 2 * telemetry_days), TELEMETRY_CHUNK),
     ]
+    params["pruned"] = max(0, n - 2 * telemetry_days)  # dispatches without readings
+    steps.append(("measures kept of those without readings", [MEASURED], 0, CHUNK))
     for what, statements, first, chunk in steps:
         started = time.perf_counter()
         for lo in range(first, n, chunk):
@@ -357,6 +377,23 @@ def _fill(conn: psycopg.Connection[Any], days: int, sites: int, telemetry_days: 
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
         )
     conn.commit()
+
+
+def _measure_with_readings(n: int, sites: int, telemetry_days: int) -> float:
+    """Measure the dispatches that have readings as a telemetry fetch does (etl.ingest.measures,
+    a dispatch a transaction): the median seconds a dispatch of the fleet took."""
+    engine = make_engine(URL)
+    took = []
+    try:
+        for j in range(max(0, n - 2 * telemetry_days), n):
+            started = time.perf_counter()
+            with engine.begin() as conn:
+                measures.measure(conn, ((f"year-{j:05}", f"s{s}") for s in range(sites)))
+            took.append(time.perf_counter() - started)
+    finally:
+        engine.dispose()
+    _say(f"  measures of {len(took)} dispatches with readings: {sum(took):.0f} s")
+    return statistics.median(took) if took else 0.0
 
 
 def _keys_off(conn: psycopg.Connection[Any]) -> list[str]:
@@ -395,22 +432,25 @@ def _keys_off(conn: psycopg.Connection[Any]) -> list[str]:
     ]
 
 
-def _whole(admin: psycopg.Connection[Any], made: dict[str, int], wanted: dict[str, int]) -> bool:
-    """Whether the schema was built whole with these arguments (its comment, written last) and
-    holds the rows (at least: each measure adds fetch runs and events; dispatches exactly)."""
+def _whole(
+    admin: psycopg.Connection[Any], made: dict[str, int], wanted: dict[str, int]
+) -> dict[str, Any] | None:
+    """The schema's comment, written last, if it was built whole with these arguments and holds
+    the rows (at least: each measure adds fetch runs and events; dispatches exactly)."""
     row = admin.execute(
         "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s",
         (SCHEMA,),
     ).fetchone()
     if row is None or row[0] is None:
-        return False
-    built = json.loads(row[0])
+        return None
+    built: dict[str, Any] = json.loads(row[0])
     if any(built.get(name) != value for name, value in made.items()):
-        return False
+        return None
     found = rows(admin)
     if found.get("dispatches") != wanted["dispatches"]:
-        return False
-    return all(found.get(table, 0) >= count for table, count in wanted.items())
+        return None
+    whole = all(found.get(table, 0) >= count for table, count in wanted.items())
+    return built if whole else None
 
 
 def rows(conn: psycopg.Connection[Any]) -> dict[str, int]:

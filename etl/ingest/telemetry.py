@@ -30,6 +30,7 @@ from etl.base.payloads import Rejected
 from etl.base.timeutil import format_rfc3339, utcnow
 from etl.base.vocabulary import EventKind, FetchKind, FetchOutcome, RecordKind
 from etl.ingest.diff import rejected_events
+from etl.ingest.measures import measure
 from etl.source.api import VoltusClient
 from etl.source.records import Reading
 from etl.store import fetch_runs, set_aside
@@ -317,7 +318,11 @@ def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> Telemet
         for (site_id, meter_id, interval_end, interval_seconds), kw in rows.items()
         if stored.get((site_id, meter_id, interval_end, interval_seconds)) != kw
     ]
-    events = rejected_events(kept) + _window_events(fetched.windows, written, stored)
+    received = _received(fetched.windows, written, stored)
+    events = rejected_events(kept) + [
+        NewEvent(EventKind.TELEMETRY_RECEIVED, details, dispatch_id, site_id)
+        for (dispatch_id, site_id), details in received.items()
+    ]
     run = fetch_runs.new_row(
         started_at,
         FetchOutcome.FAILED if error else FetchOutcome.SUCCEEDED,
@@ -333,6 +338,7 @@ def _store(conn: Connection, fetched: _Fetched, started_at: datetime) -> Telemet
     set_aside.add(conn, kept, run_id)
     _record_asks(conn, fetched.asked, started_at)
     append_events(conn, events, now, run_id)
+    measure(conn, received)
     changed = sum(tuple(row[k] for k in keys) in stored for row in written)
     return TelemetrySummary(
         run_id,
@@ -394,28 +400,25 @@ def _stored_values(
     return found
 
 
-def _window_events(
+def _received(
     windows: list[Window],
     written: list[dict[str, Any]],
     stored: dict[tuple[str, str, datetime, int], float],
-) -> list[NewEvent]:
-    """`telemetry_received` per (dispatch, site) that got readings: how many, and whether they
-    filled gaps in readings already stored."""
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each (dispatch, site) whose window got readings new or changed: how many, and whether
+    they filled gaps in readings already stored (its `telemetry_received` event's details)."""
     new_ends: dict[str, list[datetime]] = {}
     for row in written:
         new_ends.setdefault(row["site_id"], []).append(row["interval_end"])
     had_ends: dict[str, list[datetime]] = {}
     for site_id, _meter, interval_end, _width in stored:
         had_ends.setdefault(site_id, []).append(interval_end)
-    events = []
+    received = {}
     for window in windows:
         for site_id in window.site_ids:
             new = sum(window.start < at <= window.end for at in new_ends.get(site_id, []))
             if not new:
                 continue
             had = any(window.start < at <= window.end for at in had_ends.get(site_id, []))
-            details = {"readings": new, "filled_gaps": had}
-            events.append(
-                NewEvent(EventKind.TELEMETRY_RECEIVED, details, window.dispatch_id, site_id)
-            )
-    return events
+            received[(window.dispatch_id, site_id)] = {"readings": new, "filled_gaps": had}
+    return received

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 # the Alembic head this code expects; tests/store/test_migrations.py keeps it equal to migrations/
-SCHEMA_REVISION = "0028"
+SCHEMA_REVISION = "0029"
 # how long a statement waits for a lock that another holds (SQLite's busy timeout, PostgreSQL's
 # lock_timeout): long enough for any fetch or pass to commit, short enough that a minutely run
 # against a stuck store ends well within its minute

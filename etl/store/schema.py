@@ -57,6 +57,7 @@ __all__ = [
     "dispatches",
     "events",
     "fetch_runs",
+    "measured_performance",
     "metadata",
     "notification_deliveries",
     "notifications",
@@ -506,6 +507,27 @@ telemetry_requests = Table(
     Column("refused", Text),  # the API's refusal at the last ask; null when it answered
     # the status check's windows refused now
     partial_index("ix_telemetry_requests_refused", "asked_at", where="refused IS NOT NULL"),
+)
+
+# Each (dispatch, site)'s metered response, measured when its readings were stored (by
+# etl.ingest.measures, with the view performance_from_readings, whose columns these are): the
+# view dispatch_performance reads it, so that a read over months costs a lookup per pair.
+measured_performance = Table(
+    "measured_performance",
+    metadata,
+    Column("dispatch_id", String, ForeignKey("dispatches.id"), primary_key=True),
+    Column("site_id", String, ForeignKey("sites.id"), primary_key=True),
+    Column("baseline_kw", Double),
+    Column("mean_kw_during", Double),
+    Column("delivered_kw", Double),
+    Column("delivered_pct", Double),
+    Column("responded_at", UTCDateTime),
+    Column("response_seconds_from_start", Double),
+    Column("response_seconds_from_curtail", Double),
+    Column("recovery_seconds_from_restore", Double),
+    Column("coverage", Double),
+    Column("generation_kw_during", Double),
+    Column("storage_kw_during", Double),
 )
 
 # One row: when planning last ran, so that the next plan looks only at dispatches that ended or

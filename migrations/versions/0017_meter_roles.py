@@ -87,15 +87,19 @@ def _revision_0007() -> Any:  # a module read from its file: what it holds is kn
     return module
 
 
+def view_sql(dialect: str) -> str:
+    """This revision's dispatch_performance; revision 0029 names it performance_from_readings."""
+    previous = _revision_0007()
+    previous.READINGS = LOAD_READINGS  # in this copy of 0007 only: its file stays as written
+    return APART.format(view=previous.view_sql(dialect))
+
+
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
-    previous = _revision_0007()
     op.execute(f"CREATE VIEW site_meters AS {SITE_METERS[dialect]}")
     op.execute(f"CREATE VIEW meter_readings AS {METER_READINGS}")
     op.execute("DROP VIEW dispatch_performance")
-    previous.READINGS = LOAD_READINGS  # in this copy of 0007 only: its file stays as written
-    view = APART.format(view=previous.view_sql(dialect))
-    op.execute(f"CREATE VIEW dispatch_performance AS {view}")
+    op.execute(f"CREATE VIEW dispatch_performance AS {view_sql(dialect)}")
 
 
 def downgrade() -> None:

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -17,12 +18,13 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, event, func, insert, select, text, update
 
 from etl.base.timeutil import format_rfc3339, parse_rfc3339, utcnow
-from etl.ingest import dispatches, telemetry
+from etl.ingest import dispatches, measures, telemetry
 from etl.read import chart, output, reports, status
 from etl.sandbox import emulator
 from etl.sandbox.emulator import Sandbox, SiteCommand
 from etl.source.records import MAX_KW, MIN_READING_KW
 from etl.store import rows, schema
+from etl.store.migrate import migrate
 from tests.helpers import log_messages, site
 from tests.processes import InProcess
 from tests.scenarios import World, active
@@ -400,6 +402,149 @@ def test_the_performance_view_on_a_hand_computed_series(world: World) -> None:
     assert status.check(world.engine, *CHECK).under_delivered == []
 
 
+def test_a_load_down_to_its_line_has_answered(world: World) -> None:
+    """The line is the baseline less half the commitment (100 - 20 / 2): a load at 90 kW is on
+    it, which counts as answered."""
+    start, _ = hand_computed(world, curtailed_kw=90)
+    (row,) = reports.stream(world.engine, reports.performance_report(reports.ReportFilter()))
+    assert row["responded_at"] == start + timedelta(minutes=3)
+    assert row["recovery_seconds_from_restore"] == pytest.approx(240)
+
+
+def measured_now(world: World, view: str) -> list[tuple[Any, ...]]:
+    """The view's rows, its numbers as floats (PostgreSQL computes some as numeric)."""
+    with world.engine.connect() as conn:
+        found = conn.execute(text(f"SELECT * FROM {view} ORDER BY 1, 2"))
+        return [tuple(float(v) if isinstance(v, Decimal) else v for v in row) for row in found]
+
+
+def test_the_measures_kept_are_taken_again_when_a_later_fetch_fills_a_gap(world: World) -> None:
+    """dispatch_performance reads the measures kept when the readings were stored: the same as
+    performance_from_readings computes from them, and taken again when a gap is filled."""
+    hand_computed(world, curtailed_kw=75)
+    assert measured_now(world, "dispatch_performance") == measured_now(
+        world, "performance_from_readings"
+    )
+    (row,) = reports.stream(world.engine, reports.performance_report(reports.ReportFilter()))
+    assert row["coverage"] == pytest.approx(108 / 120)
+    end = row["end_time"]
+    minute = timedelta(minutes=1)
+    world.sandbox.telemetry["a"] += [
+        {**reading(end + m * minute), "value": 100.0} for m in range(10, 22)
+    ]
+    with world.engine.begin() as conn:
+        conn.execute(delete(schema.telemetry_requests))  # asked again now, not in an hour
+    assert telemetry.fetch_telemetry(world.engine, world.client).readings_new == 12
+    (row,) = reports.stream(world.engine, reports.performance_report(reports.ReportFilter()))
+    assert row["coverage"] == pytest.approx(1.0)
+    assert measured_now(world, "dispatch_performance") == measured_now(
+        world, "performance_from_readings"
+    )
+
+
+MINUTES = st.integers(min_value=-75, max_value=24 * 60 + 40)  # from the start
+METERS = st.lists(  # as GET /sites lists them: an id may come twice, a type in no role
+    st.tuples(
+        st.sampled_from(["m1", "m2", "m3"]),
+        st.sampled_from(["load", "poi", "generator", "battery", "pv"]),
+    ),
+    max_size=4,
+)
+
+
+def same_measures(found: list[tuple[Any, ...]], expected: list[tuple[Any, ...]]) -> None:
+    assert len(found) == len(expected)
+    for row, wanted in zip(found, expected, strict=True):
+        for value, other in zip(row, wanted, strict=True):
+            if isinstance(other, float):
+                assert value == pytest.approx(other, rel=1e-9, abs=1e-9), (row, wanted)
+            else:
+                assert value == other, (row, wanted)
+
+
+@settings(
+    max_examples=int(os.environ.get("ETL_FUZZ_EXAMPLES", "12")) * 2,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    meters=METERS,
+    readings=st.lists(
+        st.tuples(
+            st.sampled_from(["m1", "m2", "m3"]),
+            MINUTES,
+            # a load on a site's line (100 kW less half of 20) as often as any
+            st.one_of(st.sampled_from([0, 80, 90, 100]), st.integers(-50, 150)),
+        ),
+        max_size=80,
+    ),
+    commitment=st.sampled_from([None, 0.0, 20.0, 70.0]),
+    restored=st.one_of(st.none(), st.integers(-10, 24 * 60 * 60)),
+)
+def test_the_measures_kept_are_those_the_view_computes_from_the_readings(
+    world: World,
+    meters: list[tuple[str, str]],
+    readings: list[tuple[str, int, int]],
+    commitment: float | None,
+    restored: int | None,
+) -> None:
+    """etl.ingest.measures and the view performance_from_readings say the same of any readings:
+    meters listed twice or not at all, a POI, generation and storage, gaps, a restore at any
+    second, a recovery found a day later, no commitment or one of 0."""
+    with world.engine.connect() as conn:  # the first example makes the dispatch
+        start = conn.execute(select(schema.dispatches.c.start_time)).scalar()
+    if start is None:
+        start, _ = hand_computed(world, curtailed_kw=75)
+    minute = timedelta(minutes=1)
+    rows_kept = {(meter, start + m * minute): kw for meter, m, kw in readings}
+    with world.engine.begin() as conn:
+        conn.execute(delete(schema.telemetry))
+        listed = [{"id": m, "name": m, "asset_type": kind} for m, kind in meters]
+        conn.execute(update(schema.sites).where(schema.sites.c.id == "a").values(meters=listed))
+        conn.execute(
+            update(schema.dispatch_sites)
+            .where(schema.dispatch_sites.c.site_id == "a")
+            .values(commitment_kw=commitment)
+        )
+        done = None if restored is None else start + timedelta(seconds=restored, milliseconds=700)
+        conn.execute(
+            update(schema.actions)
+            .where(schema.actions.c.kind == "restore")
+            .values(finished_at=done, state="succeeded" if done else "failed")
+        )
+        run = conn.execute(select(func.min(schema.fetch_runs.c.id))).scalar()
+        rows.write_many(
+            conn,
+            insert(schema.telemetry),
+            [
+                dict(site_id="a", meter_id=meter, interval_end=at, interval_seconds=60, kw=kw,
+                     fetched_at=start, fetch_run_id=run)
+                for (meter, at), kw in rows_kept.items()
+            ],
+        )  # fmt: skip
+        measures.measure(conn, [("p1", "a")])
+    same_measures(
+        measured_now(world, "dispatch_performance"),
+        measured_now(world, "performance_from_readings"),
+    )
+
+
+def test_the_upgrade_that_keeps_measures_measures_the_readings_already_stored(world: World) -> None:
+    """A store from before revision 0029 computed the measures at each read: upgraded, it gives
+    the same rows from the measures kept."""
+    hand_computed(world, curtailed_kw=75)
+    hand_computed(world, curtailed_kw=50, dispatch_id="p2", site_id="b")
+    migrate(world.engine, "0028", downgrade=True)
+    computed = measured_now(world, "dispatch_performance")
+    assert [row[:2] for row in computed] == [("p1", "a"), ("p2", "b")]
+    migrate(world.engine)
+    with world.engine.connect() as conn:
+        kept = conn.execute(select(func.count()).select_from(schema.measured_performance))
+        assert kept.scalar() == 2
+    assert measured_now(world, "dispatch_performance") == computed
+
+
 def test_the_physical_extremes_break_no_report(world: World) -> None:
     """Loads at the bounds (±1,000,000 kW) and a commitment of a watt: before, 1e308 and 5e-324
     overflowed status on PostgreSQL and wrote -Infinity into JSON on SQLite."""
@@ -546,6 +691,7 @@ def with_meters(world: World, meters: dict[str, str], other_kw: dict[str, float]
                 for reading in m1
             ],
         )
+        measures.measure(conn, [("p1", "a")])  # as a fetch that stores readings does
 
 
 def performance(world: World) -> dict[str, object]:
