@@ -9,9 +9,10 @@ meter's role, a late restore) is not measured again.
 
 The measures are those docs/database.md defines, which the view performance_from_readings also
 computes from the readings stored now (tests hold the two equal). The view looks the readings
-up a pair at a time and took 33 s for a dispatch of 5,000 sites; here a chunk of a dispatch's
-sites is measured by two statements that group their readings by interval, and only the
-measures reach Python (750,000 readings read into Python took 7 s).
+up a pair at a time: 33 s for a dispatch of 5,000 sites on PostgreSQL. Here one statement
+measures a chunk of a dispatch's sites in one pass over their readings grouped by interval, and
+only the measures reach Python (the 750,000 readings themselves took 7 s to read into Python):
+4.5 s for the same dispatch.
 """
 
 import math
