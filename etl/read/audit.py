@@ -119,8 +119,15 @@ def _compact(value: Any, shift: TimeShift, zone: str | None) -> str:
         return f"{_compact(value['old'], shift, zone)}→{_compact(value['new'], shift, zone)}"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_compact(v, shift, zone)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return ",".join(_compact(v, shift, zone) for v in value)
+    if isinstance(value, list):  # as far as the line shows it: a dispatch names 5,000 sites
+        shown: list[str] = []
+        length = 0
+        for item in value:
+            if length > MOST_VALUE_CHARS + 1:  # joined, longer than the line's cut
+                break
+            shown.append(_compact(item, shift, zone))
+            length += len(shown[-1]) + 1
+        return ",".join(shown)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str) and TIME.fullmatch(value):

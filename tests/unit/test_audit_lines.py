@@ -4,9 +4,10 @@ cut between words."""
 from datetime import UTC, datetime
 from typing import Any
 
+from etl.base.logs import shorten
 from etl.base.timeutil import time_shift
 from etl.base.vocabulary import EventKind
-from etl.read.audit import describe
+from etl.read.audit import MOST_VALUE_CHARS, describe
 from etl.store.events import NewEvent, describe_subject
 
 EVENT: dict[str, Any] = {  # as describe takes it: a row of the events table
@@ -72,3 +73,14 @@ def test_an_event_as_logged_names_its_subject_and_its_details_in_one_order() -> 
     assert made.describe() == 'site_renamed: site s1 program 4 {"new": "B", "old": "A"}'
     assert describe_subject(None, None, None) == ""
     assert describe_subject("d1", None, 0) == "dispatch d1 program 0"
+
+
+def test_a_list_is_shown_as_far_as_the_line_shows_it() -> None:
+    """A dispatch's `sites` names thousands: the line shows its start, cut as any long value;
+    lists of every length about the cut come out as whole lists would."""
+    lists = [[f"site-{i}" for i in range(5_000)]]
+    lists += [["x"] * k for k in range(27, 34)]  # 53 to 65 characters, odd lengths
+    lists += [["xx"] + ["x"] * (k - 1) for k in range(27, 34)]  # and even
+    for items in lists:
+        line = describe({**EVENT, "details": {"sites": items}})
+        assert line.endswith(f"sites={shorten(','.join(items), MOST_VALUE_CHARS)}"), items
