@@ -15,6 +15,7 @@ Create Date: 2026-12-07
 
 import importlib
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,7 +26,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # the measures of a (dispatch, site), as the view dispatch_performance gives them
-MEASURES = [
+MEASURES: list[tuple[str, sa.types.TypeEngine[Any]]] = [
     ("baseline_kw", sa.Double()),
     ("mean_kw_during", sa.Double()),
     ("delivered_kw", sa.Double()),
