@@ -369,4 +369,8 @@ def load_handler(settings: ProcessorSettings, api_url: str) -> Handler:
         if not webhook:
             raise ConfigError("ETL_HANDLER=webhook needs ETL_ACTION_WEBHOOK")
         return WebhookHandler(webhook, timeout)
-    return load_entry_point("etl.handlers", name, "handler", "log, command, webhook")
+    plugin = load_entry_point("etl.handlers", name, "handler", "log, command, webhook")
+    # a plug-in that needs the processor's settings (its timeout) is made from them, here,
+    # before any action: a fault in its own configuration then stops the run at its start
+    from_settings = getattr(plugin, "from_settings", None)
+    return from_settings(settings) if callable(from_settings) else plugin

@@ -20,7 +20,7 @@ from etl.base import logs
 from etl.base.config import read_secret_files
 from etl.base.errors import EtlError, ExitCode
 from etl.base.logs import log
-from etl.cli import admin, jobs, options, read, service
+from etl.cli import admin, jobs, openadr, options, read, service
 
 __all__ = ["app", "main"]
 
@@ -84,6 +84,12 @@ telemetry_app.command("send", short_help="Queue readings from a file, then send.
 telemetry_app.command("collect", short_help="Queue readings from a source, then send.")(
     jobs.telemetry_collect
 )
+openadr_app = group(
+    "openadr",
+    "The OpenADR 2.0b VTN bridge (the openadr extra): VENs act for sites.",
+    "An OpenADR 2.0b VTN: VENs act for sites.",
+)
+openadr_app.command("serve", short_help="Serve the VTN and act through it.")(openadr.serve)
 
 if TYPE_CHECKING:
     from click import ClickException

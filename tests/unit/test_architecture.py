@@ -23,6 +23,7 @@ LAYERS = [
     "etl.jobs",
     "etl.serve",
     "etl.sandbox",
+    "etl.devices",
     "etl.cli",
 ]
 
