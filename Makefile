@@ -6,6 +6,10 @@
 # (no PostgreSQL needed), 4 at a time.
 # `make console`: the web console over the demo's store (`make demo` makes one if there is none),
 # on loopback at the address it prints, until Ctrl-C.
+# `make demo-devices`: the device edge against simulated equipment: a battery inverter over
+# Modbus TCP (pymodbus's server) curtailed, metered and restored, and a thermostat aggregator's
+# OpenADR VEN (OpenLEADR's client) told of a dispatch and of its cancellation, its readings sent
+# (etl/sandbox/device_demo.py; docs/modbus.md, docs/openadr.md).
 # `make demo-push`: the push path: `etl serve` registered with the emulator, which POSTs a webhook
 # when a dispatch appears; etl looks it up and curtails within a second, no poll involved.
 PYTHON ?= python3
@@ -13,7 +17,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_DIR := .demo
 
-.PHONY: setup tools demo demo-push console test test-fast clean
+.PHONY: setup tools demo demo-devices demo-push console test test-fast clean
 
 $(BIN)/etl: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +73,10 @@ demo: setup
 	$(BIN)/etl fetch --telemetry --quiet; \
 	$(BIN)/etl report performance; \
 	$(BIN)/etl audit --dispatch earlier --chart $(DEMO_DIR)/earlier.svg
+
+demo-devices: setup
+	@rm -rf $(DEMO_DIR)/devices
+	@$(BIN)/python -m etl.sandbox.device_demo $(DEMO_DIR)/devices
 
 demo-push: setup
 	@rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR) && cp etl/sandbox/scenario.json $(DEMO_DIR)/scenario.json
