@@ -71,6 +71,12 @@ class Changes:
     created: int = 0  # dispatches seen for the first time
     changed: int = 0
 
+    def add_written(self, written: "Changes") -> None:
+        """Take on the events and counts of changes whose rows are written."""
+        self.events += written.events
+        self.created += written.created
+        self.changed += written.changed
+
 
 def split_duplicates(items: list[Any]) -> tuple[list[Any], list[Rejected]]:
     """Copies of one id that are identical are one record. Of copies that differ, the one with

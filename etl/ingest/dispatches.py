@@ -62,6 +62,8 @@ from etl.store.schema import dispatch_sites, dispatches, programs, sites
 
 __all__ = ["FetchSummary", "Snapshot", "fetch", "fetch_dispatch", "ingest"]
 
+DISPATCHES_AT_ONCE = 1000  # diffed and written together; their rows then let go
+
 
 @dataclass
 class FetchSummary:
@@ -303,19 +305,23 @@ def _store(
     now: datetime,
     changes: Changes,
 ) -> None:
-    """Diff the records with what is stored and write what changed; their events and counts
-    are added to `changes` once all is written."""
+    """Diff the records with what is stored and write what changed: the programs and sites,
+    then the dispatches DISPATCHES_AT_ONCE at a time, so that a first load's rows are never all
+    in memory at once (they were a third of its peak). Their events and counts are added to
+    `changes` once all is written."""
     part = Changes()
     stored_programs = _diff_programs(conn, candidates, now, part)
     stored_sites = _diff_sites(conn, candidates, site_batch, now, part)
-    stored_dispatches, stored_listed = _diff_dispatches(conn, candidates, fingerprints, now, part)
     upsert(conn, programs, part.programs, ["id"], stored_programs)
     upsert(conn, sites, part.sites, ["id"], stored_sites)
-    upsert(conn, dispatches, part.dispatches, ["id"], stored_dispatches)
-    upsert_listed(conn, part.dispatch_sites, stored_listed)
-    changes.events += part.events
-    changes.created += part.created
-    changes.changed += part.changed
+    for chunk in chunks(candidates, DISPATCHES_AT_ONCE):
+        # each dispatch's rows are its own: what one chunk writes, no later chunk reads
+        written = Changes()
+        stored_dispatches, stored_listed = _diff_dispatches(conn, chunk, fingerprints, now, written)
+        upsert(conn, dispatches, written.dispatches, ["id"], stored_dispatches)
+        upsert_listed(conn, written.dispatch_sites, stored_listed)
+        part.add_written(written)
+    changes.add_written(part)
 
 
 def _store_one_by_one(

@@ -9,10 +9,12 @@ from typing import Any
 from sqlalchemy import Connection
 
 from etl.base.vocabulary import EventKind
-from etl.store.rows import insert_rows
+from etl.store.rows import chunks, insert_rows
 from etl.store.schema import events
 
 __all__ = ["NewEvent", "append", "describe_subject"]
+
+EVENTS_AT_ONCE = 1000
 
 
 @dataclass(frozen=True)
@@ -37,21 +39,22 @@ def describe_subject(dispatch_id: str | None, site_id: str | None, program_id: i
 def append(
     conn: Connection, new: list[NewEvent], now: datetime, fetch_run_id: int | None = None
 ) -> None:
-    if not new:
-        return
-    insert_rows(
-        conn,
-        events,
-        [
-            {
-                "occurred_at": now,
-                "kind": event.kind,
-                "dispatch_id": event.dispatch_id,
-                "site_id": event.site_id,
-                "program_id": event.program_id,
-                "fetch_run_id": fetch_run_id,
-                "details": event.details,
-            }
-            for event in new
-        ],
-    )
+    # a chunk at a time, in order: the rows and bound values of a first load's 10,000 events,
+    # all at once, were that load's peak of memory
+    for chunk in chunks(new, EVENTS_AT_ONCE):
+        insert_rows(
+            conn,
+            events,
+            [
+                {
+                    "occurred_at": now,
+                    "kind": event.kind,
+                    "dispatch_id": event.dispatch_id,
+                    "site_id": event.site_id,
+                    "program_id": event.program_id,
+                    "fetch_run_id": fetch_run_id,
+                    "details": event.details,
+                }
+                for event in chunk
+            ],
+        )

@@ -45,11 +45,12 @@ IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit
 Row = dict[str, Any]
 
 
-def chunks(keys: Iterable[Any]) -> Iterator[list[Any]]:
-    """The keys, IN_CHUNK at a time: one `IN (...)` each, under SQLite's parameter limit."""
+def chunks(keys: Iterable[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
+    """The keys, `size` at a time: by default one `IN (...)` each, under SQLite's parameter
+    limit."""
     keys = list(keys)
-    for start in range(0, len(keys), IN_CHUNK):
-        yield keys[start : start + IN_CHUNK]
+    for start in range(0, len(keys), size):
+        yield keys[start : start + size]
 
 
 def select_in(
