@@ -288,13 +288,18 @@ def year_history(
     print(f"  (the console's first GET, its templates compiled: {first:.2f} s; the now page's")
     print("  library call: the verdict of etl status atop it, and pages.now_and_next; a command")
     print("  is not run when its library call alone took over the command limit)")
-    ratio = r["run_cmd"] / r["run_floor"]
+    ratio = r["run_cmd"] / r["run_stack_floor"]
     print(
         f"minutely `etl run` (emulator, no dispatch listed): {r['run_cmd']:.2f} s, its library "
-        f"call {r['run_lib']:.2f} s; floor (benchmarks/floor.py, 1,000 dispatches into PostgreSQL) "
-        f"{r['run_floor']:.2f} s: {ratio:.2f}x (target <= {year.RUN_TARGET:g}x: "
-        f"{'met' if ratio <= year.RUN_TARGET else 'NOT met'}); on an empty store "
-        f"{r['run_empty']:.2f} s"
+        f"call {r['run_lib']:.2f} s; on an empty store {r['run_empty']:.2f} s (the history: "
+        f"{r['run_cmd'] / r['run_empty']:.2f}x)"
+    )
+    print(
+        f"  against the stack floor (benchmarks/floor.py loading 1,000 dispatches into PostgreSQL,"
+        f" in a process that imports SQLAlchemy, requests, Typer, dateutil and psycopg first) "
+        f"{r['run_stack_floor']:.2f} s: {ratio:.2f}x (target <= {year.RUN_TARGET:g}x: "
+        f"{'met' if ratio <= year.RUN_TARGET else 'NOT met'}); against the bare floor "
+        f"{r['run_floor']:.2f} s: {r['run_cmd'] / r['run_floor']:.2f}x"
     )
 
 

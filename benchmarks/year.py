@@ -575,11 +575,21 @@ def measure(runs: int = 3, command_limit: float | None = 120.0) -> dict[str, flo
     return figures
 
 
+# the stack floor: benchmarks/floor.py's work in a process that first imports the libraries the
+# brief requires of etl's minutely run (SQLAlchemy, requests, Typer, dateutil, psycopg), which
+# no run on that stack can do without
+STACK_FLOOR = (
+    "import sys, runpy, sqlalchemy, requests, typer, dateutil.parser, psycopg;"
+    " sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def minutely(engine: Engine, env: dict[str, str], runs: int) -> dict[str, float]:
     """A whole `etl run` against the emulator listing no dispatch, and the run's library call
     (runner.build and run_once), against the cron figure's floor: benchmarks/floor.py, a whole
     process, loading 1,000 dispatches into PostgreSQL (its first load, then reloads); and the
-    same `etl run` on an empty store, which tells what the year's history costs it."""
+    same `etl run` on an empty store, which tells what the year's history costs it; and the
+    stack floor (STACK_FLOOR), the target's."""
     with Sandbox() as sandbox, scratch_url("postgresql") as floor_url:
         sandbox.dispatches = []
         api = ApiSettings(sandbox.url, sandbox.key)
@@ -601,12 +611,20 @@ def minutely(engine: Engine, env: dict[str, str], runs: int) -> dict[str, float]
         listing.serve(ingest.synthetic(1000))
         command = [sys.executable, str(REPO / "benchmarks" / "floor.py"), listing.url, floor_url]
         floor_s = _median(runs, lambda: _command(command, dict(os.environ)))
+        stacked = [sys.executable, "-c", STACK_FLOOR, *command[1:]]
+        stack_s = _median(runs, lambda: _command(stacked, dict(os.environ)))
         listing.server.shutdown()
         with fresh_database("postgresql") as empty:  # what the history adds, if anything
             bare = {**env, "ETL_DATABASE_URL": empty.url.render_as_string(hide_password=False)}
             subprocess.run(run, env=bare, check=True, capture_output=True)
             empty_s = _median(runs, lambda: _command(run, bare))
-    return {"run_cmd": etl_s, "run_lib": library_s, "run_floor": floor_s, "run_empty": empty_s}
+    return {
+        "run_cmd": etl_s,
+        "run_lib": library_s,
+        "run_floor": floor_s,
+        "run_stack_floor": stack_s,
+        "run_empty": empty_s,
+    }
 
 
 def console_get(env: dict[str, str], runs: int) -> dict[str, float]:
