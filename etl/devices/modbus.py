@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from etl.base.config import ProcessorSettings
 from etl.base.errors import ConfigError
-from etl.devices.modbus_link import DeviceError, Link, Silent, write
+from etl.devices.modbus_link import DeviceError, Link, OutOfTime, write
 from etl.devices.modbus_map import Device, Mapping, load_mapping
 from etl.handlers import ActionKind, ActionRequest, HandlerFailed
 
@@ -64,7 +64,7 @@ class ModbusHandler:
         with self._turns_lock:
             turn = self._turns.setdefault((device.host, device.port), threading.Lock())
         if not turn.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise Silent(f"{device}: out of time waiting for the other actions on its host")
+            raise OutOfTime(f"{device}: out of time waiting for the other actions on its host")
         try:
             yield
         finally:

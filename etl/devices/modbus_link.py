@@ -16,7 +16,7 @@ from pymodbus.pdu import ModbusPDU
 from etl.base.logs import one_line
 from etl.devices.modbus_map import Device, Point, Table, Write
 
-__all__ = ["DeviceError", "Link", "Refused", "Silent", "Unreachable", "read", "write"]
+__all__ = ["DeviceError", "Link", "OutOfTime", "Refused", "Silent", "Unreachable", "read", "write"]
 
 # pymodbus logs each failure itself, on several lines (its last frames in hex), through the root
 # logger, which prints them raw: etl says it once, in one line, in the record or its own log
@@ -48,6 +48,11 @@ class Silent(DeviceError):
     """The unit did not answer in time."""
 
 
+class OutOfTime(DeviceError):
+    """Etl's own time for the requests (an action's, a poll's) ran out before this one was
+    sent: a fault of no device."""
+
+
 class Refused(DeviceError):
     """The unit answered, but not what was asked: an exception response, another value."""
 
@@ -77,7 +82,7 @@ class Link:
         """The answer to `request`, sent to `device` about `point`: not an exception response."""
         wait = min(self.most, self.deadline - time.monotonic())
         if wait <= 0:
-            raise Silent(f"{device}: out of time before {point}")
+            raise OutOfTime(f"{device}: {point} not asked: etl's time ran out before it")
         # pymodbus's timeout is the client's, set once: each request gets what the deadline leaves
         self.client.comm_params.timeout_connect = wait
         try:
@@ -90,6 +95,11 @@ class Link:
             raise Silent(f"{device}: no answer within {wait:.3g} s") from None
         except ModbusException as error:  # an answer pymodbus could not make out
             raise Refused(f"{device}: {point}: {one_line(str(error))[:200]}") from None
+        except Exception as error:
+            # pymodbus lets out what its socket raises beyond OSError (a UnicodeError for a name
+            # it cannot encode): one host's fault, which must not end the poll of the others
+            why = f"{type(error).__name__}: {one_line(str(error))[:200]}"
+            raise Unreachable(f"{self.endpoint}: no connection: {why}") from None
         if response.isError():
             code = response.exception_code
             name = EXCEPTIONS.get(code, "an unknown code")

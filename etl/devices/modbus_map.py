@@ -3,17 +3,15 @@ and a restore write there; for each meter, its device and the registers its kW (
 kWh) are read from. Read and checked whole before anything is written or read: any fault is one
 ConfigError line that names the file and the entry. Loads no Modbus library."""
 
-import os
+import ipaddress
 import re
-import stat
-import tomllib
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal, NoReturn
 
 from etl.base.errors import ConfigError
-from etl.base.logs import one_line
+from etl.devices.mapping_file import read_toml
 
 __all__ = [
     "DataType",
@@ -27,12 +25,12 @@ __all__ = [
     "load_mapping",
 ]
 
-MOST_BYTES = 1024 * 1024  # a mapping of thousands of sites is a few hundred kB
 MOST_ID_CHARS = 200  # as etl's other ids: the store's and the readings' limit
 MOST_WRITES = 32  # of one action: a handful in practice (a mode, a setpoint, an enable)
 LARGEST_VALUE = Decimal(10) ** 12  # beyond any setpoint or meter: a typo or a hostile file
 SCALES = (Decimal("0.000001"), Decimal("1000000"))  # the smallest and largest |scale|
-HOST = re.compile(r"[A-Za-z0-9._:%-]{1,253}")  # a name, an IPv4 or an IPv6 address
+# a DNS name's label: 1 to 63 letters, digits and hyphens, no hyphen first or last (RFC 1123)
+LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 HELP = "see docs/modbus.md"
 
 WordOrder = Literal["big", "little"]
@@ -133,36 +131,21 @@ def load_mapping(path: str, setting: str) -> Mapping:
     origin = f"{setting} {path[:200]!r}"
     if not path:
         raise ConfigError(f"{setting} is not set", f"the path of a Modbus mapping file; {HELP}")
-    document = _parse(_read(path, origin), origin)
+    # decimals, not floats: 0.1 kW steps of a setpoint of 5.1 kW are 51, not 50.99999
+    document = read_toml(path, origin, parse_float=Decimal)
     return _Reader(origin).mapping(document)
 
 
-def _read(path: str, origin: str) -> str:
-    """The file's text: a regular file only (a FIFO would block, /dev/zero never end)."""
+def _is_host(host: str) -> bool:
+    """An IP address, or a DNS name that a connection can look up (one with an empty or too long
+    label fails there with a UnicodeError, not as a host that cannot be reached)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ConfigError(f"cannot read {origin}: not a regular file")
-            data = file.read(MOST_BYTES + 1)
-    except OSError as error:
-        raise ConfigError(f"cannot read {origin}: {error.strerror}") from None
-    if len(data) > MOST_BYTES:
-        raise ConfigError(f"{origin} is over {MOST_BYTES // 1024} KiB: not a mapping file")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{origin} is not UTF-8 text") from None
-
-
-def _parse(text: str, origin: str) -> dict[str, Any]:
-    try:
-        # decimals, not floats: 0.1 kW steps of a setpoint of 5.1 kW are 51, not 50.99999
-        return tomllib.loads(text, parse_float=Decimal)
-    except RecursionError:
-        raise ConfigError(f"{origin} is not TOML: nested too deep") from None
-    except ValueError as error:  # TOMLDecodeError, or an integer of thousands of digits
-        raise ConfigError(f"{origin} is not TOML: {one_line(str(error))[:200]}") from None
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host.removesuffix(".")  # a fully qualified name's root
+    return len(name) <= 253 and all(LABEL.fullmatch(label) for label in name.split("."))
 
 
 def _key(name: str) -> str:
@@ -223,10 +206,15 @@ class _Reader:
 
     def device(self, entry: dict[str, Any], where: str) -> Device:
         host = entry["host"]
-        if not isinstance(host, str) or not HOST.fullmatch(host):
+        if not isinstance(host, str) or not _is_host(host):
             self.fail(f"{where}.host", "is not a host name or an IP address")
         port = self.integer(entry.get("port", 502), f"{where}.port", 1, 65535)
-        unit = self.integer(entry["unit"], f"{where}.unit", 0, 247)
+        if type(entry["unit"]) is int and entry["unit"] == 0:
+            # behind a TCP-to-serial gateway 0 is every device on the bus: a curtail there
+            # would curtail the other sites too, and no device answers a read
+            why = "0 is the broadcast address: behind a gateway it reaches every unit on the bus"
+            self.fail(f"{where}.unit", f"{why} (give the device's own id, 1 to 247)")
+        unit = self.integer(entry["unit"], f"{where}.unit", 1, 247)
         return Device(host, port, unit)
 
     def integer(self, value: object, where: str, low: int, high: int) -> int:

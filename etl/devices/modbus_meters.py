@@ -3,8 +3,11 @@ collect --source modbus:/etc/etl/modbus.toml` reads every meter of the mapping f
 and a battery's kWh) as the reading of the 30-second interval that just ended, and queues them by
 meter id. A timer runs it every 30 s (docs/modbus.md). A meter that does not answer has no
 reading, a gap and never a made-up value, logged once when the outage begins and once when it
-ends: the meters out are remembered between calls in a small file of etl's state."""
+ends: the meters out are remembered between calls in a small file of etl's state, one per
+mapping file."""
 
+import fcntl
+import hashlib
 import json
 import os
 import time
@@ -13,18 +16,18 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from etl.base.errors import ConfigError
 from etl.base.logs import log
 from etl.base.timeutil import format_rfc3339
-from etl.devices.modbus_link import DeviceError, Link, Silent, Unreachable, read
+from etl.devices.modbus_link import DeviceError, Link, OutOfTime, Silent, Unreachable, read
 from etl.devices.modbus_map import Meter, load_mapping
 
 if TYPE_CHECKING:  # the contract's type only: the collecting command has it loaded
     from etl.ingest.sources import Queue
 
-__all__ = ["OUTAGES_FILE", "collect", "outages_path"]
+__all__ = ["collect", "outages_path"]
 
 INTERVAL = 30  # seconds: the readings' interval, the API's shortest
 # a timer that fires this close before a boundary reads the interval that ends there, once it
@@ -33,7 +36,6 @@ EARLY_SECONDS = 2.0
 POLL_SECONDS = 20.0  # a whole poll, done well before the next one starts
 REQUEST_SECONDS = 3.0  # one request: a unit that does not answer costs its host no more
 MOST_CONNECTIONS = 32  # hosts polled at once
-OUTAGES_FILE = "modbus-outages.json"
 
 Values = tuple[float, float | None]  # a meter's kW, and its kWh if it is a battery's
 
@@ -45,8 +47,17 @@ def collect(argument: str, queue: "Queue") -> None:
         raise ConfigError(f"{mapping.origin} maps no meter", "see docs/modbus.md")
     end = _interval_end()
     polled = _poll(mapping.meters.values())
+    late = [id for id, error in polled.items() if isinstance(error, OutOfTime)]
+    if late:
+        log.warning(
+            "modbus poll of %s ran out of its %g s before it could read meters %s: no reading "
+            "of them this interval (etl's time, not theirs: too many hosts, or slow ones)",
+            Path(argument).name,
+            POLL_SECONDS,
+            ", ".join(late[:20]) + (f" and {len(late) - 20} more" if len(late) > 20 else ""),
+        )
     failed = {id: str(error) for id, error in polled.items() if isinstance(error, DeviceError)}
-    _tell_outages(mapping.meters, failed, end)
+    _tell_outages(outages_path(argument), mapping.meters, failed, set(late), end)
     records = [
         record
         for id, values in polled.items()
@@ -111,49 +122,85 @@ def _records(meter: Meter, values: Values, end: datetime) -> list[dict[str, Any]
     return [{**common, "kw": kw}, *([{**common, "kwh": kwh}] if kwh is not None else [])]
 
 
-def outages_path() -> Path:
-    """Where the meters out are remembered: the unit's StateDirectory= under systemd (the
-    shipped units' /var/lib/etl), else `$XDG_STATE_HOME/etl` (`~/.local/state/etl`)."""
+def outages_path(mapping: str) -> Path:
+    """Where the meters out of the mapping file `mapping` are remembered: a file of its own
+    (named by its absolute path's hash), in the unit's StateDirectory= under systemd (the
+    shipped units' /var/lib/etl), else in `$XDG_STATE_HOME/etl` (`~/.local/state/etl`)."""
+    key = hashlib.sha256(os.path.abspath(mapping).encode()).hexdigest()[:16]
+    name = f"modbus-outages-{key}.json"
     # systemd joins the paths of several StateDirectory= with colons
     state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     if state:
-        return Path(state) / OUTAGES_FILE
+        return Path(state) / name
     home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(home) / "etl" / OUTAGES_FILE
+    return Path(home) / "etl" / name
 
 
-def _tell_outages(meters: Iterable[str], failed: dict[str, str], now: datetime) -> None:
-    """Log each meter's outage when it begins and when it ends: not at each poll between."""
-    path = outages_path()
-    before = _outages(path)
-    after = dict(before)
-    for id in meters:
-        if id in failed and id not in before:
-            log.warning("modbus meter %s: no reading until it answers: %s", id, failed[id])
-            after[id] = format_rfc3339(now)
-        elif id not in failed and id in before:
-            log.info("modbus meter %s answers again: no reading from %s until now", id, before[id])
-            del after[id]
-    if after == before:
-        return
+def _tell_outages(
+    path: Path, meters: Iterable[str], failed: dict[str, str], late: set[str], now: datetime
+) -> None:
+    """Log each meter's outage when it begins and when it ends, not at each poll between: the
+    meters out are kept in `path`, locked while read and rewritten (two polls of one mapping
+    file at once would each log what the other did)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        spare = path.with_name(f".{path.name}.{os.getpid()}")
-        spare.write_text(json.dumps(after, indent=1, sort_keys=True), encoding="utf-8")
-        spare.replace(path)  # whole or not at all: a reader never finds it half written
+        file = path.open("a+", encoding="utf-8")
     except OSError as error:
-        log.warning(
-            "cannot keep the modbus meters out in %s (%s): each poll logs them again",
-            path,
-            error.strerror,
-        )
+        _cannot_keep(path, error)
+        _changes({}, meters, failed, late, now)
+        return
+    with file:
+        fcntl.flock(file, fcntl.LOCK_EX)  # let go when the file is closed
+        before = _outages(file)
+        after = _changes(before, meters, failed, late, now)
+        if after == before:
+            return
+        try:
+            # in place: a write cut short is a file unreadable, whose outages are told again
+            file.truncate(0)
+            file.write(json.dumps(after, indent=1, sort_keys=True))
+            file.flush()
+        except OSError as error:
+            _cannot_keep(path, error)
 
 
-def _outages(path: Path) -> dict[str, str]:
+def _changes(
+    before: dict[str, str],
+    meters: Iterable[str],
+    failed: dict[str, str],
+    late: set[str],
+    now: datetime,
+) -> dict[str, str]:
+    """The meters out after this poll, each with when its outage began, the changes logged. A
+    meter the poll had no time for stays as it was; one no longer mapped is forgotten."""
+    after: dict[str, str] = {}
+    for id in meters:
+        if id in late:
+            if id in before:
+                after[id] = before[id]
+        elif id in failed:
+            if id not in before:
+                log.warning("modbus meter %s: no reading until it answers: %s", id, failed[id])
+            after[id] = before.get(id, format_rfc3339(now))
+        elif id in before:
+            log.info("modbus meter %s answers again: no reading from %s until now", id, before[id])
+    return after
+
+
+def _cannot_keep(path: Path, error: OSError) -> None:
+    log.warning(
+        "cannot keep the modbus meters out in %s (%s): each poll logs them again",
+        path,
+        error.strerror,
+    )
+
+
+def _outages(file: IO[str]) -> dict[str, str]:
     """The meters out when the last poll ended, each with when its outage began: none if the
-    file is missing or unreadable (its outages are then logged once more)."""
+    file is new, or unreadable (its outages are then logged once more)."""
     try:
-        found = json.loads(path.read_text(encoding="utf-8"))
+        file.seek(0)
+        found = json.loads(file.read() or "{}")
     except (OSError, ValueError):
         return {}
     if not isinstance(found, dict):

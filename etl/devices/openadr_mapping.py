@@ -3,7 +3,6 @@ its resources, act for each Voltus site. Read and checked whole before the bridg
 fault is one ConfigError line that names the file and the entry. Loads no OpenADR library."""
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +10,11 @@ from typing import Any
 
 from etl.base.errors import ConfigError
 from etl.base.logs import one_line
+from etl.devices.mapping_file import read_toml
 
 __all__ = ["DEFAULT_MARKET_CONTEXT", "MappedSite", "OpenAdrMapping", "load_mapping"]
 
 DEFAULT_MARKET_CONTEXT = "oadr://voltus"
-MOST_BYTES = 1024 * 1024  # a mapping of thousands of sites is a few hundred kB
 MOST_ID_CHARS = 200  # as etl's other ids: the store's and the readings' limit
 MOST_RESOURCES = 100  # of one site
 TOP_KEYS = frozenset({"market_context", "vens", "sites"})
@@ -52,24 +51,12 @@ class OpenAdrMapping:
 
 def load_mapping(path: Path) -> OpenAdrMapping:
     """The mapping in the file, checked; ConfigError (one line) for any fault."""
-    shown = one_line(str(path))[:200]
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MOST_BYTES + 1)
-    except OSError as error:
-        raise ConfigError(f"OpenADR mapping {shown}: {error.strerror or error}") from None
-    if len(data) > MOST_BYTES:
-        raise ConfigError(f"OpenADR mapping {shown}: larger than {MOST_BYTES // 1024} KiB")
-    try:
-        document = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"OpenADR mapping {shown}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"OpenADR mapping {shown}: not TOML: {one_line(str(error))}") from None
+    origin = f"OpenADR mapping {one_line(str(path))[:200]}"
+    document = read_toml(str(path), origin)
     try:
         return _mapping(document)
     except ValueError as error:
-        raise ConfigError(f"OpenADR mapping {shown}: {error}") from None
+        raise ConfigError(f"{origin}: {error}") from None
 
 
 def _mapping(document: dict[str, Any]) -> OpenAdrMapping:

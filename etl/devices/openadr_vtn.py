@@ -9,43 +9,48 @@ call as any other handler. docs/openadr.md says what reaches a VEN when.
   A retry after an opt-out asks the VEN again (a new modification of the event).
 - A dispatch's end moved (read from the store after each fetch: `follow_ends`) modifies the
   events of that dispatch whose VEN may still be curtailing.
-- A restore ends the site's events: one whose end has passed ended by itself at the VEN, one
-  never fetched by its VEN is withdrawn, and any other is cancelled and the VEN's answer
-  awaited (a cancelled dispatch, a site dropped, an end moved earlier).
-- A VEN's TELEMETRY_USAGE report of real power is queued in the outbox as its site's readings.
+- A restore ends the site's events: one whose end as its VEN last fetched it has passed ended
+  by itself at the VEN, one never fetched by its VEN is withdrawn, and any other is cancelled
+  and the VEN's answer awaited (a cancelled dispatch, a site dropped, an end moved earlier).
+  The events of curtails this process holds no record of (sent before a restart: the store
+  says which) are cancelled too, and their answers awaited.
+- A VEN's TELEMETRY_USAGE report of real power is queued in the outbox as its site's readings,
+  when the site's readings come from one resource only.
 
 Plain HTTP and unsigned messages (OpenLEADR's mode without certificates): it listens on loopback
 only, behind a proxy that terminates TLS for VENs elsewhere. What it holds (registrations,
 events) lives in this process, as OpenLEADR keeps it: a VEN registers again after a restart
-(OpenLEADR asks it to), and the events issued before are forgotten.
+(OpenLEADR asks it to), and is sent its live events at each registration.
 """
 
 import asyncio
 import logging
 import math
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.web_exceptions import NotAppKeyWarning
 from cryptography.utils import CryptographyDeprecationWarning
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from etl.base.config import is_loopback
-from etl.base.errors import ConfigError
+from etl.base.errors import ConfigError, EtlError
 from etl.base.logs import log, one_line
 from etl.base.timeutil import format_rfc3339, utcnow
+from etl.base.vocabulary import ActionState
 from etl.devices.openadr_mapping import MappedSite, OpenAdrMapping
 from etl.handlers import ActionKind, ActionRequest, HandlerFailed
 from etl.ingest.readings import queue_lines
 from etl.store.db import read_transaction
-from etl.store.schema import dispatches
+from etl.store.schema import action_attempts, actions, dispatches
 
 with warnings.catch_warnings():
     # signxml names cryptography's DSA classes, deprecated since cryptography 43: a warning
@@ -99,10 +104,13 @@ class Issued:
 
     request: ActionRequest  # the curtail's: the event's id, start and signals
     site: MappedSite
-    end: datetime | None  # as the VEN was last told; None: open-ended
+    end: datetime | None  # as queued for the VEN; None: open-ended
     event: Any  # OpenLEADR's objects.Event, as queued for the VEN
     answer: "asyncio.Future[str]"  # the VEN's opt to the event's latest modification
     delivered: bool = False  # the VEN has fetched it
+    # the end of the version the VEN last fetched (None: open-ended), which it acts on until
+    # it fetches the next: a moved end is no end at the VEN before then
+    delivered_end: datetime | None = None
     cancelled: bool = False
 
     @property
@@ -147,6 +155,10 @@ class Vtn:
         self.url = ""  # once started: what VENs are given, http://HOST:PORT/OpenADR2/Simple/2.0b
         self._registrations: dict[str, str] = {}  # VEN name (its id here) -> registration id
         self._issued: dict[str, Issued] = {}  # by event id; touched on the loop's thread only
+        self._ended: set[str] = set()  # the events this process ended: none to cancel again
+        # by site id: the resources whose real power the VTN asked its VEN for, since the VEN
+        # last registered; the site's readings are queued only while they are one
+        self._reporting: dict[str, set[str | None]] = {}
         self._engine: Engine | None = None
         self._runner: web.AppRunner | None = None
         with warnings.catch_warnings():
@@ -196,9 +208,12 @@ class Vtn:
         self._loop.close()
 
     def __call__(self, request: ActionRequest) -> str:
-        act = self._curtail if request.action == ActionKind.CURTAIL else self._restore
+        if request.action == ActionKind.CURTAIL:
+            act = self._curtail(request)
+        else:  # the store is read here, on the worker's thread, not on the VTN's loop
+            act = self._restore(request, self._curtails_sent(request))
         try:
-            return self._on_loop(act(request), self.settings.answer_seconds + MARGIN_SECONDS)
+            return self._on_loop(act, self.settings.answer_seconds + MARGIN_SECONDS)
         except FutureTimeout:  # the loop is stuck: the answer's own timeout did not fire
             raise HandlerFailed("the OpenADR VTN did not answer in time") from None
 
@@ -215,6 +230,47 @@ class Vtn:
                 )
             ).all()
         self._on_loop(self._move_ends({row.id: row.end_time for row in rows}), timeout=10)
+
+    def _curtails_sent(self, restore: ActionRequest) -> list[ActionRequest]:
+        """The curtails of the restore's site whose events its VEN may still act on, as the
+        store has them: those tried since the site's last succeeded restore, which ended every
+        event of the site then live. Each as its request, to rebuild its event."""
+        assert self._engine is not None, "started"
+        site_id, tried = restore.site_id, func.max(action_attempts.c.started_at)
+        try:
+            with read_transaction(self._engine) as conn:
+                last_restore = conn.execute(
+                    select(func.max(actions.c.finished_at)).where(
+                        actions.c.site_id == site_id,
+                        actions.c.kind == ActionKind.RESTORE,
+                        actions.c.state == ActionState.SUCCEEDED,
+                    )
+                ).scalar()
+                query = (
+                    select(actions, dispatches.c.start_time)
+                    .join(dispatches, dispatches.c.id == actions.c.dispatch_id)
+                    .join(action_attempts, action_attempts.c.action_id == actions.c.id)
+                    .where(actions.c.site_id == site_id, actions.c.kind == ActionKind.CURTAIL)
+                    .group_by(actions.c.id, dispatches.c.start_time)
+                )
+                if last_restore is not None:
+                    query = query.having(tried > last_restore)
+                rows = conn.execute(query).all()
+        except EtlError as error:
+            raise HandlerFailed(f"cannot read the curtails of site {site_id}: {error}") from None
+        return [
+            replace(
+                restore,
+                action=ActionKind.CURTAIL,
+                dispatch_id=row.dispatch_id,
+                idempotency_key=row.idempotency_key,
+                start_time=row.start_time,
+                end_time=None,
+                test=restore.test if row.test is None else row.test,
+                commitment_kw=row.commitment_kw,
+            )
+            for row in rows
+        ]
 
     def _on_loop(self, work: Coroutine[Any, Any, T], timeout: float) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout)
@@ -248,23 +304,32 @@ class Vtn:
             raise HandlerFailed(said)
         return said
 
-    async def _restore(self, request: ActionRequest) -> str:
+    async def _restore(self, request: ActionRequest, sent: list[ActionRequest]) -> str:
         live = [i for i in self._issued.values() if i.site.site_id == request.site_id]
-        if not live:
+        known = self._issued.keys() | self._ended
+        unknown = [curtail for curtail in sent if curtail.idempotency_key not in known]
+        site = self.mapping.sites.get(request.site_id)
+        if unknown and site is None:
+            raise HandlerFailed(
+                f"site {request.site_id} is not in the OpenADR mapping: no VEN to tell to end "
+                f"event {unknown[0].idempotency_key}"
+            )
+        if not live and not unknown:
             return f"no OpenADR event of site {request.site_id} to end"
         said = []
+        for curtail in unknown:  # sent before a restart: cancelled, whatever end it was given
+            assert site is not None, "checked above"
+            live.append(self._recovered(curtail, site))
         for issued in live:  # first end them all, then wait for the VENs' answers
-            if issued.end is not None and issued.end <= utcnow():
-                self._forget(issued)
-                said.append(f"event {issued.event_id} ended at its end")
-            elif not issued.delivered:
+            if not issued.delivered:
                 self._forget(issued)
                 said.append(f"event {issued.event_id} withdrawn: VEN {issued.site.ven} never "
                             "fetched it")  # fmt: skip
+            elif issued.delivered_end is not None and issued.delivered_end <= utcnow():
+                self._forget(issued)
+                said.append(f"event {issued.event_id} ended at its end")
             elif not issued.cancelled:
-                self.server.cancel_event(issued.site.ven, issued.event_id)
-                issued.cancelled = True
-                self._await_answer(issued)
+                self._cancel(issued, issued.event.event_descriptor.modification_number + 1)
         for issued in live:
             if issued.cancelled:
                 await self._answer(issued, "the cancellation of event")
@@ -290,15 +355,17 @@ class Vtn:
                 issued.site.ven,
             )  # fmt: skip
             self._modify(issued, end)
-            issued.answer.add_done_callback(_log_modified(issued))
+            answer = issued.answer
+            answer.add_done_callback(_log_modified(issued))
+            self._loop.call_later(self.settings.answer_seconds, _unanswered, issued, answer)
 
     def _issue(self, request: ActionRequest, site: MappedSite) -> Issued:
         issued = Issued(request, site, request.end_time, None, self._loop.create_future())
         issued.event = self._event(issued, modification=0)
         self._issued[issued.event_id] = issued
 
-        def delivered() -> None:
-            issued.delivered = True
+        def delivered() -> None:  # the version queued now is the one fetched
+            issued.delivered, issued.delivered_end = True, issued.end
 
         self.server.add_raw_event(
             site.ven, issued.event, callback=issued.answer, delivery_callback=delivered
@@ -314,6 +381,31 @@ class Vtn:
             queue.remove(issued.event)
         issued.end = end
         issued.event = self._event(issued, number)
+        queue.append(issued.event)
+        self.server.events_updated[issued.site.ven] = True
+        self._await_answer(issued)
+
+    def _recovered(self, curtail: ActionRequest, site: MappedSite) -> Issued:
+        """The record of an event sent before a restart: delivered, with an end unknown."""
+        issued = Issued(curtail, site, None, None, self._loop.create_future(), delivered=True)
+        issued.event = self._event(issued, modification=0)
+        self._issued[issued.event_id] = issued
+        self.server.events.setdefault(site.ven, []).append(issued.event)
+        # the VEN knows the event under modification numbers this process never saw: one from
+        # the clock is above them all (the numbers of one process's life stay small)
+        self._cancel(issued, int(time.time()))
+        return issued
+
+    def _cancel(self, issued: Issued, modification: int) -> None:
+        """The event cancelled, with the end its VEN holds: a VEN answers no event whose end has
+        passed, and this one's has not (or the VEN stopped by itself)."""
+        queue = self.server.events.setdefault(issued.site.ven, [])
+        if issued.event in queue:
+            queue.remove(issued.event)
+        issued.end, issued.cancelled = issued.delivered_end, True
+        issued.event = self._event(issued, modification)
+        # OpenLEADR's Event sets the status from the times when made: set after
+        issued.event.event_descriptor.event_status = enums.EVENT_STATUS.CANCELLED
         queue.append(issued.event)
         self.server.events_updated[issued.site.ven] = True
         self._await_answer(issued)
@@ -339,6 +431,7 @@ class Vtn:
 
     def _forget(self, issued: Issued) -> None:
         self._issued.pop(issued.event_id, None)
+        self._ended.add(issued.event_id)
         self.server.event_callbacks.pop(issued.event_id, None)
         self.server.event_delivery_callbacks.pop(issued.event_id, None)
         queue = self.server.events.get(issued.site.ven, [])
@@ -398,6 +491,13 @@ class Vtn:
                         one_line(str(name))[:100])  # fmt: skip
             return False
         self._registrations[name] = uuid.uuid4().hex
+        # a VEN registering again may have restarted, and forgotten its events: its next poll
+        # is sent them all (OpenLEADR sends its queue only when it has changed)
+        self.server.events_updated[name] = True
+        # it offers its reports anew after registering
+        for site in self.mapping.sites.values():
+            if site.ven == name:
+                self._reporting.pop(site.site_id, None)
         log.info("OpenADR: VEN %s registered", name)
         return name, self._registrations[name]
 
@@ -440,9 +540,19 @@ class Vtn:
             )  # fmt: skip
             return None
         sampled = Sampled(site, TO_KW[scale or "none"], seconds)
+        reporting = self._reporting.setdefault(site.site_id, set())
+        reporting.add(resource_id)
+        if len(reporting) == 2:
+            log.warning(
+                "OpenADR: VEN %s reports the real power of several resources of site %s: its "
+                "readings are not sent (etl does not add them up; map one resource that meters "
+                "the site)", ven_id, site.site_id,
+            )  # fmt: skip
 
         async def received(values: Values) -> None:
-            await self._queue(sampled, values)
+            # one resource's reading is not the site's when the site has others
+            if self._reporting.get(site.site_id) == {resource_id}:
+                await self._queue(sampled, values)
 
         return received, timedelta(seconds=seconds)
 
@@ -482,17 +592,32 @@ def _window(start: datetime, end: datetime | None) -> str:
 
 def _log_modified(issued: Issued) -> Callable[["asyncio.Future[str]"], None]:
     def answered(answer: "asyncio.Future[str]") -> None:
-        if answer.cancelled():
+        if answer.cancelled() or issued.cancelled:  # an answer to the cancellation: the restore's
             return
         if answer.result() == OPT_IN:
             log.info("OpenADR: VEN %s took event %s's new end", issued.site.ven, issued.event_id)
         else:
             log.warning(
-                "OpenADR: VEN %s opted out of event %s's new end %s", issued.site.ven,
-                issued.event_id, format_rfc3339(issued.end) if issued.end else "(none)",
+                "OpenADR: VEN %s opted out of event %s's new end %s (site %s): it may act on "
+                "the end it had", issued.site.ven, issued.event_id, _end(issued),
+                issued.site.site_id,
             )  # fmt: skip
 
     return answered
+
+
+def _unanswered(issued: Issued, answer: "asyncio.Future[str]") -> None:
+    """Warn of a modification still unanswered (unless the event was ended since)."""
+    if not answer.done() and not issued.cancelled:
+        log.warning(
+            "OpenADR: VEN %s did not answer event %s's new end %s (site %s) in time: it may act "
+            "on the end it had", issued.site.ven, issued.event_id, _end(issued),
+            issued.site.site_id,
+        )  # fmt: skip
+
+
+def _end(issued: Issued) -> str:
+    return format_rfc3339(issued.end) if issued.end else "(none)"
 
 
 def _quiet_library_logs() -> None:

@@ -5,11 +5,14 @@ polled into the outbox and sent to the emulator."""
 
 import asyncio
 import dataclasses
+import fcntl
+import json
 import logging
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -25,9 +28,14 @@ from etl.act.builtin_handlers import load_handler
 from etl.base.config import SANDBOX_URL, ProcessorSettings
 from etl.base.errors import ConfigError
 from etl.base.timeutil import parse_rfc3339
+from etl.devices import modbus_meters
+from etl.devices.modbus_link import Unreachable
+from etl.devices.modbus_map import DataType as MapType
+from etl.devices.modbus_map import Device, Meter, Point, Table
 from etl.devices.modbus_meters import outages_path
 from etl.handlers import ActionKind, Handler, HandlerFailed
 from etl.ingest import dispatches, sources
+from etl.ingest.readings import QueueSummary
 from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 from etl.store import schema
@@ -381,7 +389,92 @@ def test_a_meter_down_leaves_a_gap_logged_once_when_it_begins_and_once_when_it_e
         ("INFO", "modbus meter two-bat answers again"),
     ]
     assert down in said[0][1]
-    assert outages_path().read_text() == "{}"
+    assert outages_path(str(map_file)).read_text() == "{}"
+
+
+@pytest.fixture
+def down_port() -> Iterator[int]:
+    """A loopback port that refuses connections: bound, never listening."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
+
+
+def meters_file(path: Path, port: int, ids: list[str]) -> str:
+    """A mapping of these meters, each a unit of the host on `port`."""
+    entry = 'site = "s"\nhost = "127.0.0.1"\nport = {}\nunit = {}\nkw = {{ address = 0 }}\n'
+    path.write_text(
+        "".join(f"[meters.{id}]\n{entry.format(port, n)}" for n, id in enumerate(ids, 1))
+    )
+    return str(path)
+
+
+def queue_nothing(name: str, records: Iterable[str | dict[str, Any]]) -> QueueSummary:
+    raise AssertionError("a meter down has no reading to queue")
+
+
+def test_a_host_that_fails_to_connect_unexpectedly_costs_the_poll_only_its_own_meters(
+    devices: Devices,
+) -> None:
+    kw = Point(Table.INPUT, 0, MapType.INT32, Decimal("0.01"))
+    lost = Meter("lost", "s", Device("a..b", 502, 1), kw, None)  # its name cannot be encoded
+    found = Meter("found", "s", Device("127.0.0.1", devices.port, 1), kw, None)
+    polled = modbus_meters._poll([lost, found])
+    assert isinstance(polled["lost"], Unreachable)
+    assert (
+        str(polled["lost"]) == "a..b:502: no connection: UnicodeError: encoding with 'idna' "
+        "codec failed (UnicodeError: label empty or too long)"
+    )
+    assert polled["found"] == (12.34, None)
+
+
+def test_the_outages_are_kept_per_mapping_file_under_a_lock_and_forget_unmapped_meters(
+    tmp_path: Path, down_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = meters_file(tmp_path / "first.toml", down_port, ["m1", "m2"])
+    second = meters_file(tmp_path / "second.toml", down_port, ["m1"])
+    assert outages_path(first) != outages_path(second)
+    modbus_meters.collect(first, queue_nothing)
+    assert json.loads(outages_path(first).read_text()).keys() == {"m1", "m2"}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="etl"):
+        modbus_meters.collect(second, queue_nothing)  # its own file: m1's outage is news there
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["modbus meter m1"]
+    meters_file(tmp_path / "first.toml", down_port, ["m1"])  # m2 taken out of the mapping
+    with outages_path(first).open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another poll of the file, part way through
+        polling = threading.Thread(target=modbus_meters.collect, args=(first, queue_nothing))
+        polling.start()
+        polling.join(timeout=0.5)
+        assert polling.is_alive()  # waits its turn
+    polling.join(timeout=5)
+    assert json.loads(outages_path(first).read_text()).keys() == {"m1"}
+
+
+def test_meters_the_poll_had_no_time_for_are_not_an_outage_of_theirs(
+    tmp_path: Path,
+    down_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = meters_file(tmp_path / "meters.toml", down_port, ["m1", "m2"])
+    modbus_meters.collect(path, queue_nothing)
+    kept = outages_path(path).read_text()
+    caplog.clear()
+    monkeypatch.setattr(modbus_meters, "POLL_SECONDS", 0.0)  # as hosts past the 32 polled at once
+    meters_file(tmp_path / "meters.toml", down_port, ["m1", "m3"])
+    with caplog.at_level(logging.INFO, logger="etl"):
+        modbus_meters.collect(path, queue_nothing)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [
+        (
+            "WARNING",
+            "modbus poll of meters.toml ran out of its 0 s before it could read meters m1, m3: "
+            "no reading of them this interval (etl's time, not theirs: too many hosts, or slow "
+            "ones)",
+        )
+    ]
+    assert json.loads(outages_path(path).read_text()) == {"m1": json.loads(kept)["m1"]}
 
 
 def test_etl_telemetry_collect_with_the_modbus_source_reads_queues_and_sends(
@@ -401,7 +494,7 @@ def test_etl_telemetry_collect_with_the_modbus_source_reads_queues_and_sends(
     assert_one_line_error(
         cli("telemetry", "collect", "--source", f"modbus:{path}"),
         2,
-        "meters.asdf-m1.unit: 300 is out of range (0 to 247)",
+        "meters.asdf-m1.unit: 300 is out of range (1 to 247)",
     )
 
 

@@ -1,9 +1,11 @@
 """The OpenADR VTN bridge against OpenLEADR's own VEN client on loopback, on both databases, with
 the emulator as the API: registration, an event with the dispatch's times and the commitment, a
 moved end, a cancel, an opt-out recorded as a failed curtail, a report sent on to the emulator,
-and `etl openadr serve`'s loop end to end. The VEN polls every second; no test waits longer."""
+a restart of the VTN and of a VEN, and `etl openadr serve`'s loop end to end. The VEN polls
+every second; no test waits longer."""
 
 import asyncio
+import logging
 import socket
 import threading
 import time
@@ -74,7 +76,8 @@ def window(
 
 class Ven:
     """OpenLEADR's VEN client in an asyncio loop of its own thread, answering every event (and
-    each modification) with `opt`; `reading` is what its report of zone-1 gives (kW)."""
+    each modification) with `opt`; `reading` is what its report of each of `resources` gives
+    (kW)."""
 
     def __init__(
         self,
@@ -82,27 +85,35 @@ class Ven:
         url: str,
         opt: str = "optIn",
         reading: Callable[[], list[tuple[datetime, float]]] | None = None,
+        resources: tuple[str, ...] = ("zone-1",),
+        syncs: bool = True,
     ) -> None:
         self.name, self.opt = name, opt
         self.events: list[dict[str, Any]] = []  # as received: each new one and each update
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.client = self.call(self._run(url, reading))
+        self.client = self.call(self._run(url, reading, resources, syncs))
 
     def call(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self.loop).result(10)
 
     async def _run(
-        self, url: str, reading: Callable[[], list[tuple[datetime, float]]] | None
+        self,
+        url: str,
+        reading: Callable[[], list[tuple[datetime, float]]] | None,
+        resources: tuple[str, ...],
+        syncs: bool,
     ) -> OpenADRClient:
         client = OpenADRClient(ven_name=self.name, vtn_url=url, disable_signature=True)
+        if not syncs:  # a VEN that learns of events from its polls only, as OpenADR allows
+            client.sync_events = _no_sync
         client.add_handler("on_event", self._on_event)
         client.add_handler("on_update_event", self._on_event)
-        if reading is not None:
+        for resource in resources if reading is not None else ():
             client.add_report(
                 callback=reading,
-                resource_id="zone-1",
+                resource_id=resource,
                 measurement="real_power",
                 unit="W",
                 scale="k",
@@ -125,6 +136,10 @@ class Ven:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         self.loop.close()
+
+
+async def _no_sync() -> None:
+    """In place of OpenLEADR's VEN's own request for its events when it starts."""
 
 
 @pytest.fixture
@@ -314,6 +329,143 @@ def test_a_ven_s_report_reaches_the_emulator(
         ven.stop()
     assert send_telemetry.drain(store, client).sent == 1
     assert sandbox.received == {("telemetry", "s1-m", format_rfc3339(closed), 30, "kW"): 2.5}
+
+
+def test_after_a_vtn_restart_the_restore_cancels_the_event_sent_before(
+    store: Engine, sandbox: Sandbox, client: VoltusClient, mapping_file: Path
+) -> None:
+    """The event lived in the process before: the restore cancels it all the same (its id from
+    the store), and succeeds only once the VEN answered."""
+    settings = replace(VTN, port=free_port())
+    start = moment(-60)
+    before = Vtn(load_mapping(mapping_file), settings)
+    before.start(store)
+    ven = Ven("thermostats", before.url)
+    try:
+        step(store, sandbox, client, before, window(start, None))  # open-ended
+        before.stop()
+        after = Vtn(load_mapping(mapping_file), settings)
+        after.start(store)
+        try:
+            step(store, sandbox, client, after, window(start, None, authorized=False))
+        finally:
+            after.stop()
+    finally:
+        ven.stop()
+    key = _curtail_key(store)
+    _, state, attempts = action(store, "restore", "s1")
+    assert (state, attempts) == (
+        "succeeded",
+        [("succeeded", f"VEN thermostats took the cancellation of {key}")],
+    )
+    cancelled = ven.last()["event_descriptor"]
+    assert (cancelled["event_id"], cancelled["event_status"]) == (key, "cancelled")
+    assert cancelled["modification_number"] > time.time() - 60  # above any sent before
+
+
+def test_a_ven_registering_again_is_sent_its_live_events(
+    store: Engine, sandbox: Sandbox, client: VoltusClient, vtn: Vtn
+) -> None:
+    ven = Ven("thermostats", vtn.url)
+    try:
+        step(store, sandbox, client, vtn, window(moment(-60), moment(1800)))
+    finally:
+        ven.stop()
+    key = _curtail_key(store)
+    again = Ven("thermostats", vtn.url, syncs=False)  # restarted, it knows of no event
+    try:
+        wait_for(lambda: [e["event_descriptor"]["event_id"] for e in again.events] == [key], 5)
+    finally:
+        again.stop()
+
+
+def test_an_end_moved_earlier_that_the_ven_never_fetched_is_no_end(
+    store: Engine, sandbox: Sandbox, client: VoltusClient, vtn: Vtn
+) -> None:
+    """The VEN holds the end it fetched: the restore cancels the event, and fails while the VEN
+    does not answer."""
+    start = moment(-60)
+    ven = Ven("thermostats", vtn.url)
+    try:
+        step(store, sandbox, client, vtn, window(start, moment(1800)))
+    finally:
+        ven.stop()  # it polls no more: the moved end stays queued
+    sooner = moment(2)
+    step(store, sandbox, client, vtn, window(start, sooner))
+    time.sleep(max(0.0, (sooner - datetime.now(UTC)).total_seconds()) + 0.1)
+    step(store, sandbox, client, vtn, window(start, sooner))
+    _, state, attempts = action(store, "restore", "s1")
+    assert state == "retrying"
+    assert attempts == [
+        (
+            "failed",
+            f"VEN thermostats (registered) did not answer the cancellation of event "
+            f"{_curtail_key(store)} within {VTN.answer_seconds:g} s",
+        )
+    ]
+
+
+def test_an_opt_out_of_a_moved_end_or_no_answer_is_a_warning(
+    store: Engine,
+    sandbox: Sandbox,
+    client: VoltusClient,
+    vtn: Vtn,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    start = moment(-60)
+    ven = Ven("thermostats", vtn.url)
+
+    def warned(text: str) -> bool:
+        return any(r.levelname == "WARNING" and text in r.getMessage() for r in caplog.records)
+
+    with caplog.at_level(logging.INFO, logger="etl"):
+        try:
+            step(store, sandbox, client, vtn, window(start, moment(1800)))
+            key = _curtail_key(store)
+            ven.opt = "optOut"
+            later = moment(3600)
+            step(store, sandbox, client, vtn, window(start, later))
+            wait_for(lambda: warned(
+                f"VEN thermostats opted out of event {key}'s new end {format_rfc3339(later)} "
+                "(site s1)"
+            ))  # fmt: skip
+        finally:
+            ven.stop()
+        latest = moment(5400)
+        step(store, sandbox, client, vtn, window(start, latest))
+        wait_for(lambda: warned(
+            f"VEN thermostats did not answer event {key}'s new end {format_rfc3339(latest)} "
+            "(site s1) in time"
+        ), VTN.answer_seconds + 2)  # fmt: skip
+
+
+def test_a_site_metered_by_several_resources_sends_no_reading(
+    store: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """5 kW and 7 kW are neither 5 nor 7: none is sent, and the log says why."""
+    path = tmp_path / "two.toml"
+    path.write_text(MAPPING.replace('["zone-1"]', '["zone-1", "zone-2"]'), encoding="utf-8")
+    bridge = Vtn(load_mapping(path), VTN)
+    bridge.start(store)
+    closed = moment(-120).replace(second=0)
+    with caplog.at_level(logging.WARNING, logger="etl"):
+        ven = Ven(
+            "thermostats",
+            bridge.url,
+            reading=lambda: [(closed, 5.0)],
+            resources=("zone-1", "zone-2"),
+        )
+        try:
+            assert ven.client.report_requests
+            for requested in ven.client.report_requests:
+                ven.call(ven.client.update_report(requested["report_request_id"]))
+            time.sleep(1)  # the readings' queueing, had they been queued
+        finally:
+            ven.stop()
+            bridge.stop()
+    with store.connect() as conn:
+        assert conn.execute(select(schema.telemetry_outbox)).first() is None
+    assert any("several resources of site s1" in r.getMessage() for r in caplog.records)
 
 
 def test_a_site_not_mapped_fails_and_a_stranger_cannot_register(

@@ -131,7 +131,7 @@ def test_a_write_that_is_not_what_it_seems_is_refused(
 @pytest.mark.parametrize(
     ("change", "why"),
     [
-        (('unit = 1', 'unit = 248'), "sites.s1.unit: 248 is out of range (0 to 247)"),
+        (('unit = 1', 'unit = 248'), "sites.s1.unit: 248 is out of range (1 to 247)"),
         (('unit = 1', 'unit = -1'), "sites.s1.unit: -1 is out of range"),
         (('unit = 1', 'unit = true'), "sites.s1.unit: is not a whole number"),
         (('unit = 1', ''), "sites.s1: lacks unit"),
@@ -166,6 +166,57 @@ def test_a_device_or_site_that_is_not_what_it_seems_is_refused(
     tmp_path: Path, change: tuple[str, str], why: str
 ) -> None:
     assert why in refused(tmp_path, SITE.replace(*change))
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "192.0.2.10",
+        "2001:db8::1",
+        "fe80::1%eth0",
+        "localhost",
+        "plc-1.site3.example",
+        "PLC.example.",  # fully qualified
+        f"{'a' * 63}.example",
+        ".".join(["a" * 63] * 3 + ["b" * 61]),  # 253 characters
+    ],
+)
+def test_a_host_name_or_ip_address_is_taken(tmp_path: Path, host: str) -> None:
+    mapping = load(tmp_path, SITE.replace("192.0.2.10", host))
+    assert mapping.sites["s1"].device.host == host
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "a..b",
+        "-",
+        "...",
+        ".",
+        ".example",
+        "-plc.example",
+        "plc-.example",
+        "plc_1.example",
+        "plc.example..",
+        f"{'a' * 64}.example",  # a label is at most 63 characters
+        ".".join(["a" * 63] * 3 + ["b" * 62]),  # 254 characters
+        "192.0.2.10:502",
+        "[::1]",
+        "ho st",
+    ],
+)
+def test_a_host_that_no_connection_could_take_is_refused(tmp_path: Path, host: str) -> None:
+    message = refused(tmp_path, SITE.replace("192.0.2.10", host))
+    assert "sites.s1.host: is not a host name or an IP address" in message
+
+
+def test_unit_0_is_refused_as_the_broadcast_address(tmp_path: Path) -> None:
+    """Behind a TCP-to-serial gateway, unit 0 is every device on the bus: a curtail there would
+    curtail the other sites too."""
+    message = refused(tmp_path, SITE.replace("unit = 1", "unit = 0"))
+    assert "sites.s1.unit: 0 is the broadcast address" in message
+    meter = '[meters.m]\nsite = "s"\nhost = "h"\nunit = 0\nkw = { address = 1 }'
+    assert "meters.m.unit: 0 is the broadcast address" in refused(tmp_path, meter)
 
 
 @pytest.mark.parametrize(

@@ -1,17 +1,14 @@
 """The OpenADR mapping file: what it maps, and each hostile file refused in one line that names
 the file and the entry at fault."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 from etl.base.errors import ConfigError
-from etl.devices.openadr_mapping import (
-    DEFAULT_MARKET_CONTEXT,
-    MOST_BYTES,
-    MappedSite,
-    load_mapping,
-)
+from etl.devices.mapping_file import MOST_BYTES
+from etl.devices.openadr_mapping import DEFAULT_MARKET_CONTEXT, MappedSite, load_mapping
 
 GOOD = """
 market_context = "oadr://voltus/east"
@@ -144,9 +141,20 @@ def test_huge_values_are_refused(tmp_path: Path) -> None:
     text = f'vens = ["v"]\n[[sites]]\nsite_id = "s"\nven = "v"\nresources = [{many}]\n'
     assert "sites[1].resources: more than 100" in refused(tmp_path, text)
     padding = "# " + "x" * MOST_BYTES + "\n"
-    assert "larger than 1024 KiB" in refused(tmp_path, padding)
+    assert "is over 1024 KiB: not a mapping file" in refused(tmp_path, padding)
     assert "vens[1] is not text" in refused(tmp_path, "vens = [1e400]\n")  # inf, no id
 
 
 def test_bytes_that_are_not_utf8_are_refused(tmp_path: Path) -> None:
     assert "not UTF-8 text" in refused(tmp_path, b'vens = ["\xff"]\n')
+
+
+def test_a_fifo_and_hostile_toml_are_one_line_errors(tmp_path: Path) -> None:
+    """Read as the Modbus mapping is (etl.devices.mapping_file): a FIFO would block the start,
+    and Python's own limits would show as tracebacks."""
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"^cannot read OpenADR mapping .*: not a regular file$"):
+        load_mapping(fifo)
+    assert "not TOML: " in refused(tmp_path, "vens = [" + "9" * 5000 + "]\n")
+    assert "not TOML: nested too deep" in refused(tmp_path, "x = " + "[" * 5000 + "]" * 5000)
