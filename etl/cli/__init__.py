@@ -57,6 +57,9 @@ db_app.command("current", short_help="The store's schema revision.")(admin.db_cu
 db_app.command("downgrade", short_help="Migrate back to an earlier revision.")(admin.db_downgrade)
 db_app.command("bind", short_help="Bind the store to this API and key.")(admin.db_bind)
 db_app.command("prune", short_help="Delete old fetch runs that changed nothing.")(admin.db_prune)
+db_app.command("measure", short_help="Measure the dispatch sites not yet measured.")(
+    admin.db_measure
+)
 webhooks_app = group(
     "webhooks",
     "List, register and delete the account's Voltus webhooks (for `etl serve`).",

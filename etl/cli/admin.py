@@ -114,6 +114,22 @@ def db_prune(
     typer.echo(f"pruned {deleted} fetch runs older than {older_than}")
 
 
+def db_measure(database_url: DatabaseUrl = None) -> None:
+    """Measure every dispatch site due (no measure kept of its metered response), newest
+    first: once after upgrading a store from before revision 0029, whose history was measured
+    at each read; `etl fetch --telemetry` measures what it brings. A chunk of sites a
+    transaction: stopped, it goes on from there next time."""
+    from etl.ingest import measures
+    from etl.store.db import open_store
+
+    engine = open_store(database_url)
+    try:
+        measured, _ = measures.measure_due(engine)
+    finally:
+        engine.dispose()  # run in a test's process too: no connection left behind
+    typer.echo(f"measured {measured} dispatch sites; none left to measure")
+
+
 def ack(
     reason: Annotated[
         str,

@@ -88,13 +88,16 @@ def fetch(
 
         summary = meter_readings.fetch_telemetry(engine, client, lookback_delta)
         log.info(
-            "telemetry %s: %s windows, %s requests: %s readings new, %s changed, %s rejected",
+            "telemetry %s: %s windows, %s requests: %s readings new, %s changed, %s rejected;"
+            " %s dispatch sites measured, %s left to measure",
             summary.fetch_run_id,
             summary.windows,
             summary.requests,
             summary.readings_new,
             summary.readings_changed,
             summary.rejected,
+            summary.measured,
+            summary.measures_due,
             extra={"fetch_run": summary.fetch_run_id},
         )
         if summary.error:

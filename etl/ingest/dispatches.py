@@ -28,6 +28,7 @@ from etl.base.errors import ApiError, DatabaseError
 from etl.base.payloads import Rejected
 from etl.base.timeutil import format_rfc3339, jsonable, utcnow
 from etl.base.vocabulary import EventKind, FetchKind, FetchOutcome, RecordKind
+from etl.ingest import measures, telemetry
 from etl.ingest.diff import (
     DISPATCH_FIELDS,
     DISPATCH_SITE_COLUMNS,
@@ -314,6 +315,9 @@ def _store(
     stored_sites = _diff_sites(conn, candidates, site_batch, now, part)
     upsert(conn, programs, part.programs, ["id"], stored_programs)
     upsert(conn, sites, part.sites, ["id"], stored_sites)
+    # a site GET /sites lists anew (its meters, say): its load is another sum, measured again
+    listed_anew = [row["id"] for row in part.sites if "meters" in row]
+    measures.forget_sites(conn, listed_anew, now - telemetry.DEFAULT_LOOKBACK)
     for chunk in chunks(candidates, DISPATCHES_AT_ONCE):
         # each dispatch's rows are its own: what one chunk writes, no later chunk reads
         written = Changes()

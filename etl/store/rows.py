@@ -45,10 +45,11 @@ IN_CHUNK = 500  # ids per `IN (...)`: well under SQLite's bound-parameter limit
 Row = dict[str, Any]
 
 
-def chunks(keys: Iterable[Any], size: int = IN_CHUNK) -> Iterator[list[Any]]:
-    """The keys, `size` at a time: by default one `IN (...)` each, under SQLite's parameter
-    limit."""
+def chunks(keys: Iterable[Any], size: int | None = None) -> Iterator[list[Any]]:
+    """The keys, `size` at a time; by default IN_CHUNK, one `IN (...)` each, under SQLite's
+    parameter limit."""
     keys = list(keys)
+    size = size or IN_CHUNK  # read now: a test may lower it
     for start in range(0, len(keys), size):
         yield keys[start : start + size]
 

@@ -509,9 +509,9 @@ telemetry_requests = Table(
     partial_index("ix_telemetry_requests_refused", "asked_at", where="refused IS NOT NULL"),
 )
 
-# Each (dispatch, site)'s metered response, measured when its readings were stored (by
-# etl.ingest.measures, with the view performance_from_readings, whose columns these are): the
-# view dispatch_performance reads it, so that a read over months costs a lookup per pair.
+# Each (dispatch, site)'s metered response, measured once its readings are stored (by
+# etl.ingest.measures; the view performance_from_readings computes the same columns in SQL):
+# the view dispatch_performance reads it, so that a read over months costs a lookup per pair.
 measured_performance = Table(
     "measured_performance",
     metadata,

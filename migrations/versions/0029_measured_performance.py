@@ -1,12 +1,14 @@
 """performance measured once: the table measured_performance keeps each (dispatch, site)'s
-measures, written when its readings are stored (etl.ingest.measures), and the view
-dispatch_performance reads them instead of computing them at every read
+measures (etl.ingest.measures), and the view dispatch_performance reads them instead of
+computing them at every read
 
 Computed at every read, a year of a 5,000-site fleet made `etl status` take 16 s and a month of
 `etl report performance` half an hour: each (dispatch, site) cost some twenty lookups of
 readings. Revision 0017's view, which computes the measures from the readings stored now, stays
-as performance_from_readings: etl measures with it, a pair at a time, and so can a reader. The
-measures of the pairs that have readings are copied into the table here, once.
+as performance_from_readings. The table starts empty: at this revision's speed of reading, a
+large store's history would take hours to measure here, with etl stopped. `etl fetch
+--telemetry` measures the dispatches of its lookback, and `etl db measure` the rest, a chunk a
+transaction, while etl runs.
 
 Revision ID: 0029
 Revises: 0028
@@ -39,7 +41,6 @@ MEASURES: list[tuple[str, sa.types.TypeEngine[Any]]] = [
     ("generation_kw_during", sa.Double()),
     ("storage_kw_during", sa.Double()),
 ]
-NAMES = ", ".join(name for name, _type in MEASURES)
 
 # each (dispatch, site) of the authorized, non-test dispatches that have an end, with its
 # measures once measured; one with no readings yet covers none of its window
@@ -70,10 +71,6 @@ def upgrade() -> None:
         *(sa.Column(name, type_) for name, type_ in MEASURES),
     )
     op.execute(f"CREATE VIEW performance_from_readings AS {_revision_0017_view(dialect)}")
-    op.execute(
-        f"INSERT INTO measured_performance (dispatch_id, site_id, {NAMES}) "
-        f"SELECT dispatch_id, site_id, {NAMES} FROM performance_from_readings WHERE coverage > 0"
-    )
     op.execute("DROP VIEW dispatch_performance")
     op.execute(f"CREATE VIEW dispatch_performance AS {VIEW}")
 

@@ -530,19 +530,66 @@ def test_the_measures_kept_are_those_the_view_computes_from_the_readings(
     )
 
 
-def test_the_upgrade_that_keeps_measures_measures_the_readings_already_stored(world: World) -> None:
-    """A store from before revision 0029 computed the measures at each read: upgraded, it gives
-    the same rows from the measures kept."""
+def test_a_store_upgraded_to_keep_measures_has_its_history_measured_by_etl_db_measure(
+    world: World, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store from before revision 0029 computed the measures at each read. The upgrade leaves
+    the table empty (measuring a large history there would stop etl for hours); `etl db
+    measure` then gives the same rows as before."""
     hand_computed(world, curtailed_kw=75)
     hand_computed(world, curtailed_kw=50, dispatch_id="p2", site_id="b")
     migrate(world.engine, "0028", downgrade=True)
     computed = measured_now(world, "dispatch_performance")
     assert [row[:2] for row in computed] == [("p1", "a"), ("p2", "b")]
     migrate(world.engine)
-    with world.engine.connect() as conn:
-        kept = conn.execute(select(func.count()).select_from(schema.measured_performance))
-        assert kept.scalar() == 2
+    assert [row[-3] for row in measured_now(world, "dispatch_performance")] == [
+        0.0,
+        0.0,
+    ]  # coverage
+    cli = InProcess(monkeypatch, capsys, world.engine.url.render_as_string(hide_password=False))
+    assert cli.ok("db", "measure") == "measured 2 dispatch sites; none left to measure\n"
     assert measured_now(world, "dispatch_performance") == computed
+
+
+def test_a_measure_lost_before_it_was_written_is_taken_at_the_next_fetch(world: World) -> None:
+    """The readings and the measures are written in transactions of their own: a pair whose
+    readings are stored and its measure not (a crash between them) is due, and measured."""
+    hand_computed(world, curtailed_kw=75)
+    expected = measured_now(world, "dispatch_performance")
+    with world.engine.begin() as conn:
+        conn.execute(delete(schema.measured_performance))
+    again = telemetry.fetch_telemetry(world.engine, world.client)
+    assert (again.measured, again.measures_due) == (1, 0)
+    assert measured_now(world, "dispatch_performance") == expected
+
+
+def test_readings_fetched_for_a_later_dispatch_measure_an_earlier_one_again(
+    world: World,
+) -> None:
+    """p2 starts 20 minutes after p1 ends: p2's baseline hour holds the end of p1's window.
+    Readings of p1's window missing at its fetch and brought by p2's are measured into p1's."""
+    _, end = hand_computed(world, curtailed_kw=75)  # 12 intervals after p1's end missing
+    minute = timedelta(minutes=1)
+    later = end + 20 * minute
+    world.sandbox.dispatches.append(
+        active("p2", site("a"), start_time=format_rfc3339(later),
+               end_time=format_rfc3339(later + 30 * minute))
+    )  # fmt: skip
+    world.sandbox.telemetry["a"] += [
+        {**reading(end + m * minute), "value": 100.0} for m in range(10, 22)
+    ]
+    (before,) = reports.stream(world.engine, reports.performance_report(reports.ReportFilter()))
+    assert before["coverage"] == pytest.approx(108 / 120)
+    dispatches.fetch(world.engine, world.client)
+    with world.engine.begin() as conn:  # p1's window, whole but for its gap, is not asked again
+        conn.execute(update(schema.telemetry_requests).values(asked_at=utcnow()))
+    fetched = telemetry.fetch_telemetry(world.engine, world.client)
+    assert fetched.readings_new > 0
+    rows = list(reports.stream(world.engine, reports.performance_report(reports.ReportFilter())))
+    assert rows[0]["dispatch_id"] == "p1" and rows[0]["coverage"] == pytest.approx(1.0)
+    assert measured_now(world, "dispatch_performance") == measured_now(
+        world, "performance_from_readings"
+    )
 
 
 def test_the_physical_extremes_break_no_report(world: World) -> None:
@@ -741,6 +788,28 @@ def test_meter_types_are_taken_in_any_case(world: World) -> None:
     with_meters(world, {}, {"sub": 60})  # the sub-meter's readings alone: the meters as fetched
     assert_load_of_m1_alone(performance(world), start)
     assert meter_roles(world) == [("m1", "load"), ("sub", "behind_poi")]
+
+
+def test_a_site_whose_meters_are_listed_after_its_measure_is_measured_again(
+    world: World,
+) -> None:
+    """A site first named by a dispatch has no meters until GET /sites lists them: measured
+    before, its generator counted as load. The sites fetch that lists them has the site's
+    recent dispatches measured again at the next telemetry fetch."""
+    start, _ = hand_computed(world, curtailed_kw=75)
+    with_meters(world, {}, {"gen": 30})  # the generator's readings, its meter not yet known
+    assert performance(world)["baseline_kw"] == pytest.approx(130)
+    world.sandbox.sites = [
+        {"id": "a", "name": "Site a", "customer_location_id": "loc-a", "meters": [
+            {"id": "m1", "name": "Main", "asset_type": "load"},
+            {"id": "gen", "name": "Genset", "asset_type": "generator"},
+        ]},
+    ]  # fmt: skip
+    dispatches.fetch(world.engine, world.client, include_sites=True)
+    assert telemetry.fetch_telemetry(world.engine, world.client).measured == 1
+    row = performance(world)
+    assert_load_of_m1_alone(row, start)
+    assert row["generation_kw_during"] == pytest.approx(30)
 
 
 def test_generation_and_storage_are_reported_apart_from_the_load(world: World) -> None:
