@@ -28,7 +28,7 @@ from etl.base.errors import ApiError, DatabaseError
 from etl.base.payloads import Rejected
 from etl.base.timeutil import format_rfc3339, jsonable, utcnow
 from etl.base.vocabulary import EventKind, FetchKind, FetchOutcome, RecordKind
-from etl.ingest import measures, telemetry
+from etl.ingest import measures
 from etl.ingest.diff import (
     DISPATCH_FIELDS,
     DISPATCH_SITE_COLUMNS,
@@ -317,7 +317,7 @@ def _store(
     upsert(conn, sites, part.sites, ["id"], stored_sites)
     # a site GET /sites lists anew (its meters, say): its load is another sum, measured again
     listed_anew = [row["id"] for row in part.sites if "meters" in row]
-    measures.forget_sites(conn, listed_anew, now - telemetry.DEFAULT_LOOKBACK)
+    measures.forget_sites(conn, listed_anew, now - measures.RELISTED_WITHIN)
     for chunk in chunks(candidates, DISPATCHES_AT_ONCE):
         # each dispatch's rows are its own: what one chunk writes, no later chunk reads
         written = Changes()

@@ -62,6 +62,7 @@ from etl.store.schema import (
 __all__ = [
     "AFTER_END",
     "RECOVERY_WITHIN",
+    "RELISTED_WITHIN",
     "forget_read",
     "forget_sites",
     "measure",
@@ -70,6 +71,9 @@ __all__ = [
 
 AFTER_END = timedelta(minutes=30)  # the window's readings after the end, for the coverage
 RECOVERY_WITHIN = timedelta(hours=24)  # after the restore: how long a recovery is looked for
+# a site listed anew: its dispatches that ended this recently are measured again (the default
+# lookback of `etl fetch --telemetry`, whose passes measure them)
+RELISTED_WITHIN = timedelta(days=7)
 # how a meter's asset_type counts (migration 0017's roles); any other type is the site's load,
 # unless the site has a POI, which holds it already
 ROLES = {"generator": "generation", "battery": "storage", "poi": "load"}

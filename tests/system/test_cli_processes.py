@@ -193,5 +193,5 @@ def test_the_shell_completes_commands_and_options() -> None:
         return done.stdout.split()
 
     assert complete("re") == ["report"]
-    assert complete("db", "") == ["upgrade", "current", "downgrade", "bind", "prune"]
+    assert complete("db", "") == ["upgrade", "current", "downgrade", "bind", "prune", "measure"]
     assert "--every" in complete("run", "--")
