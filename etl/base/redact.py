@@ -24,6 +24,10 @@ QUOTED = r"[^\s'\"<>]*[^\s'\"<>.,;:)\]]"
 # scheme is at most 32 characters: a scan from each letter of a long word then stops there,
 # where an unbounded one made a text of 40,000 letters take 2 s (a handler's output)
 URL_IN_TEXT = re.compile(rf"[A-Za-z][A-Za-z0-9+.-]{{0,31}}://(?:[^\s/]*@)?{QUOTED}")
+# the user info of a URL wherever it stands, even inside another that swallowed it whole
+# (`a://https://user:pw@host/x` parses as a URL of host `https:`): from each `://` to the
+# last @ before its path, as URL_IN_TEXT takes it
+USER_INFO_IN_TEXT = re.compile(r"(://)[^\s/]*@")
 # the fragment of a path quoted in a text (`url: /x#access_token=...`): its last segment, which
 # a scan from each / ends at the next (40,000 slashes took 10 s to read whole)
 FRAGMENT_IN_TEXT = re.compile(rf"(/[^\s#'\"<>/]*)#{QUOTED}")
@@ -70,7 +74,8 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """The text with every URL in it masked as redact_url masks one, and the secret-named
+    """The text with every URL in it masked as redact_url masks one (the user info after any
+    `://` too, a URL quoted in another's path included), and the secret-named
     query parameters, fragments and webhook tokens of the paths it quotes without their host
     (requests' `Max retries exceeded with url: /?token=...`).
 
@@ -89,7 +94,7 @@ def redact_text(text: str) -> str:
     written; "unexpected token: '}'" masks its `}` (a masked word is cheaper than a leak). A
     bare value holding a space or an `&` is masked up to it."""
     # the named values first: a URL's rules below could mask a name and leave its value
-    text = _redact_named(text)
+    text = USER_INFO_IN_TEXT.sub(rf"\1{MASK}@", _redact_named(text))
     pieces, end = [], 0
     for found in URL_IN_TEXT.finditer(text):
         pieces += [_redact_path(text[end : found.start()]), redact_url(found[0])]
