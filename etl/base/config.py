@@ -23,6 +23,7 @@ __all__ = [
     "default_database_url",
     "is_loopback",
     "is_practice_api",
+    "read_regular_file",
     "read_secret_files",
 ]
 
@@ -91,19 +92,26 @@ def _is_file(path: Path) -> bool:
         raise ConfigError(f"cannot read {path.parent}: {error.strerror}") from None
 
 
-def _secret(path: Path, setting: str) -> str:
-    """Read from a regular file only: a FIFO would block the job for ever (opened without
-    waiting for a writer, then refused), a device such as /dev/zero would never end."""
-    shown = f"{setting} {str(path)[:200]!r}"
+def read_regular_file(path: str | Path, most: int, shown: str) -> bytes:
+    """At most `most` + 1 bytes of the file (one more tells the caller it is longer), from a
+    regular file only: a FIFO would block the job for ever (opened without waiting for a
+    writer, then refused), a device such as /dev/zero would never end. `shown` names it in the
+    one-line error."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as file:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise ConfigError(f"cannot read {shown}: not a regular file")
-            data = file.read(MOST_SECRET_BYTES + 1)
-        text = data.decode("utf-8")
+            return file.read(most + 1)
     except OSError as error:
         raise ConfigError(f"cannot read {shown}: {error.strerror}") from None
+
+
+def _secret(path: Path, setting: str) -> str:
+    shown = f"{setting} {str(path)[:200]!r}"
+    data = read_regular_file(path, MOST_SECRET_BYTES, shown)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{shown} is not UTF-8 text") from None
     value = text.removesuffix("\n").removesuffix("\r")

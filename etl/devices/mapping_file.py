@@ -1,12 +1,11 @@
 """Reading a device mapping file (TOML: the Modbus and OpenADR bridges'): a regular file of
 bounded size, UTF-8, parsed with every fault a hostile file can cause as one ConfigError line."""
 
-import os
-import stat
 import tomllib
 from collections.abc import Callable
 from typing import Any
 
+from etl.base.config import read_regular_file
 from etl.base.errors import ConfigError
 from etl.base.logs import one_line
 
@@ -21,15 +20,8 @@ def read_toml(path: str, origin: str, parse_float: Callable[[str], Any] = float)
 
 
 def _read(path: str, origin: str) -> str:
-    """The file's text: a regular file only (a FIFO would block, /dev/zero never end)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as file:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ConfigError(f"cannot read {origin}: not a regular file")
-            data = file.read(MOST_BYTES + 1)
-    except OSError as error:
-        raise ConfigError(f"cannot read {origin}: {error.strerror}") from None
+    """The file's text: bounded, UTF-8."""
+    data = read_regular_file(path, MOST_BYTES, origin)
     if len(data) > MOST_BYTES:
         raise ConfigError(f"{origin} is over {MOST_BYTES // 1024} KiB: not a mapping file")
     try:
