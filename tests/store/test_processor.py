@@ -280,12 +280,14 @@ def test_queued_actions_keep_their_claims_and_a_call_past_its_timeout_does_not(
 
 
 def test_one_record_of_a_success_a_failure_and_an_attempt_taken_over(world: World) -> None:
-    settings = ProcessorSettings(claim_timeout=0.3, handler_timeout=0.1, retry_backoff=60)
+    # claims of 2 s: the renewed ones must outlive the next claim's statements, which a loaded
+    # machine (the suite 4 at a time) once delayed past a claim of 0.3 s
+    settings = ProcessorSettings(claim_timeout=2.0, handler_timeout=0.1, retry_backoff=60)
     world.sandbox.dispatches = [active("d1", site("a"), site("b"), site("c"))]
     dispatches.fetch(world.engine, world.client)
     processor.process(world.engine, world.handler, settings, stop=_already_set())  # plans only
     a, b, c = claims.claim(world.engine, "w", 10, settings)
-    time.sleep(0.35)  # every claim of w expires; a's and b's are renewed, c's taken over
+    time.sleep(2.05)  # every claim of w expires; a's and b's are renewed, c's taken over
     claims.renew(world.engine, "w", [a, b], settings)
     (taken,) = claims.claim(world.engine, "other", 10, settings)
     assert taken.request.site_id == "c"
