@@ -284,6 +284,12 @@ def year_history(
         met = "met" if max(command, library) < year.TARGET_S else "NOT met"
         shown = "not run" if math.isnan(command) else f"{command:.2f}"
         print(f"{label:<36}{shown:>10}{library:>11.2f}  {met}")
+    for key, label in (("performance_month", "a month's performance"), ("audit_site", "the audit")):
+        print(
+            f"  {label}: {r[f'{key}_rows']:,.0f} rows; read by psycopg alone from hand-written SQL "
+            f"(the floor): {r[f'{key}_floor']:.2f} s; the library call "
+            f"{r[f'{key}_lib'] / r[f'{key}_floor']:.2f}x that"
+        )
     first = r["now_page_get_first"]
     print(f"  (the console's first GET, its templates compiled: {first:.2f} s; the now page's")
     print("  library call: the verdict of etl status atop it, and pages.now_and_next; a command")

@@ -534,6 +534,26 @@ def _audit(engine: Engine) -> int:
     return sum(1 for _ in audit.trail(engine, query))
 
 
+# the floors of the two reads that return many rows: the same rows, from hand-written SQL, read
+# by psycopg alone (a server-side cursor, as etl's), so that what is over them is etl's own
+PERFORMANCE_FLOOR = """SELECT * FROM dispatch_performance WHERE end_time <= now()
+    AND start_time >= %(since)s ORDER BY start_time, dispatch_id, site_id"""
+AUDIT_FLOOR = """SELECT e.id, e.occurred_at, e.kind, e.dispatch_id, e.site_id, e.program_id,
+        e.details, p.timezone
+    FROM events e LEFT JOIN dispatches d ON d.id = e.dispatch_id
+        LEFT JOIN programs p ON p.id = COALESCE(e.program_id, d.program_id)
+    WHERE e.site_id = %(site)s OR (e.site_id IS NULL AND e.dispatch_id IN
+        (SELECT dispatch_id FROM dispatch_sites WHERE site_id = %(site)s))
+    ORDER BY e.id"""
+
+
+def _raw_rows(sql: str, since: datetime) -> int:
+    with psycopg.connect(URL) as conn, conn.cursor(name="floor") as cursor:
+        cursor.itersize = reports.STREAMED_BATCH
+        cursor.execute(sql, {"since": since, "site": AUDITED_SITE})
+        return sum(1 for _ in cursor)
+
+
 def reads(since: datetime) -> dict[str, Callable[[Engine], object]]:
     """The library call of each read measured, by name; performance from `since`."""
     return {
@@ -560,6 +580,10 @@ def measure(runs: int = 3, command_limit: float | None = 120.0) -> dict[str, flo
             "performance_month": [ETL, "report", "performance", "--since", since.isoformat()],
             "audit_site": [ETL, "audit", "--site", AUDITED_SITE],
         }
+        for name, sql in (("performance_month", PERFORMANCE_FLOOR), ("audit_site", AUDIT_FLOOR)):
+            floor = partial(_raw_rows, sql, since)
+            figures[f"{name}_rows"] = floor()
+            figures[f"{name}_floor"] = _median(runs, partial(_timed, floor))
         for name, call in reads(since).items():
             library = figures[f"{name}_lib"] = _median(runs, partial(_timed, partial(call, engine)))
             if name not in commands:

@@ -76,12 +76,17 @@ TimeShift = Callable[[datetime, str | None], datetime]
 TZ_CHOICES = "utc, local, program or an IANA name such as America/Chicago"
 
 
+def unshifted(moment: datetime, _zone: str | None) -> datetime:
+    """`--tz utc`: etl's times are UTC already."""
+    return moment
+
+
 def time_shift(choice: str) -> TimeShift:
     """`utc`; `local`, this machine's zone; `program`, each time's own program's zone (UTC when
     it has none, or one unknown here); or an IANA zone name."""
     match choice.lower():
         case "utc":
-            return lambda moment, _: moment
+            return unshifted
         case "local":
             try:  # a TZ variable this machine cannot use (TZ=XXX-99:99) fails here, not later
                 utcnow().astimezone()

@@ -177,7 +177,8 @@ def audit_command(
         return
     shown = 0
     for shown, entry in enumerate(entries, 1):  # noqa: B007 (counted for the line below)
-        typer.echo(audit.describe(entry, shift))
+        # not typer.echo: it flushes each line, and a site's year is thousands of them
+        sys.stdout.write(audit.describe(entry, shift) + "\n")
     if not shown:
         typer.echo("(no events)")
 

@@ -12,6 +12,7 @@ from sqlalchemy import Column, Engine, and_, exists, func, or_, select
 from etl.base.errors import ConfigError
 from etl.base.logs import one_line, shorten
 from etl.base.timeutil import TimeShift, parse_rfc3339, time_shift, utcnow, with_offset
+from etl.read.reports import stream
 from etl.store.db import read_transaction
 from etl.store.events import describe_subject
 from etl.store.schema import dispatch_sites, dispatches, events, programs, sites
@@ -25,10 +26,6 @@ COLUMNS = ["id", "occurred_at", "kind", "dispatch_id", "site_id", "program_id", 
 MOST_VALUE_CHARS = 60  # of a detail's value on an audit line
 # a time as the event log's details keep it (RFC 3339)
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)")
-
-
-def UNSHIFTED(moment: datetime, _zone: str | None) -> datetime:
-    return moment
 
 
 @dataclass(frozen=True)
@@ -93,9 +90,7 @@ def trail(engine: Engine, query: AuditQuery) -> Iterator[dict[str, Any]]:
         statement = statement.where(events.c.occurred_at >= query.since)
     if query.until is not None:
         statement = statement.where(events.c.occurred_at < query.until)
-    with read_transaction(engine) as conn:
-        for row in conn.execution_options(yield_per=500).execute(statement):
-            yield row._asdict()
+    yield from stream(engine, statement)
 
 
 def describe(event: dict[str, Any], shift: TimeShift | None = None) -> str:

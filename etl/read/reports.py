@@ -51,6 +51,8 @@ __all__ = [
     "stream",
 ]
 
+STREAMED_BATCH = 2000  # rows a round trip: a month's performance is 300,000 of them
+
 # The views' columns, typed so that times come back aware and booleans as bools on both
 # databases. Not part of the models' metadata: migrations create views, autogenerate ignores them.
 VIEWS = MetaData()
@@ -337,6 +339,7 @@ def program_zones(engine: Engine) -> dict[int, str]:
 def stream(engine: Engine, query: Select[Any]) -> Iterator[dict[str, Any]]:
     """The query's rows as the database hands them over, a batch at a time."""
     with read_transaction(engine) as conn:
-        result = conn.execution_options(yield_per=500).execute(query)
-        for row in result:
-            yield row._asdict()
+        result = conn.execution_options(yield_per=STREAMED_BATCH).execute(query)
+        keys = tuple(result.keys())
+        for row in result:  # zipped: Row._asdict costs three times as much, 300,000 rows a month
+            yield dict(zip(keys, row, strict=True))

@@ -120,10 +120,12 @@ def _not_pipeline_teardown(record: logging.LogRecord) -> bool:
 
 
 def _postgresql_connect(dbapi_connection: Any, _record: Any) -> None:
-    # PostgreSQL waits for a lock for ever by default: a stuck holder would pile up cron runs
     autocommit = dbapi_connection.autocommit
-    dbapi_connection.autocommit = True  # a session setting, outside any transaction
-    dbapi_connection.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'")
+    dbapi_connection.autocommit = True  # session settings, outside any transaction
+    # PostgreSQL waits for a lock for ever by default: a stuck holder would pile up cron runs.
+    # In UTC, psycopg hands times over in Python's own UTC, which UTCDateTime keeps as they are:
+    # in the server's zone, even 'Etc/UTC', each is converted, a second of a month's report.
+    dbapi_connection.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'; SET TIME ZONE 'UTC'")
     dbapi_connection.autocommit = autocommit
 
 

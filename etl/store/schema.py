@@ -119,6 +119,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
+        if value.tzinfo is UTC:  # PostgreSQL's, in the session's zone, UTC (etl.store.db)
+            return value
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

@@ -4,13 +4,17 @@ named one, each with its offset, right on both sides of a daylight-saving change
 import json
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import literal, select, type_coerce
 
 from etl.sandbox.emulator import Sandbox
+from etl.store.db import make_engine
+from etl.store.schema import UTCDateTime
+from tests.conftest import postgres_schema
 from tests.helpers import at, dispatch, log_messages, site
 from tests.processes import InProcess
 
@@ -125,3 +129,19 @@ def test_an_unknown_zone_is_one_line(run: InProcess, zone: str) -> None:
         assert result.returncode == 2 and result.stdout == ""
         (line,) = log_messages(result.stderr, "ERROR")
         assert "unknown time zone" in line and len(line) < 300
+
+
+def test_a_postgresql_session_reads_times_in_utc_whatever_zone_it_was_given() -> None:
+    """etl sets each session's zone to UTC, so that psycopg hands times over in Python's own
+    UTC, which UTCDateTime keeps as they are; a server or role in another zone changes nothing."""
+    moment = datetime(2026, 3, 8, 8, 30, tzinfo=UTC)
+    with postgres_schema() as url:
+        engine = make_engine(f"{url}%20-cTimeZone%3DAmerica%2FChicago")
+        try:
+            with engine.connect() as conn:
+                zone = conn.exec_driver_sql("SHOW TIME ZONE").scalar()
+                read = conn.execute(select(type_coerce(literal(moment), UTCDateTime()))).scalar()
+        finally:
+            engine.dispose()
+    assert zone == "UTC"
+    assert read == moment and read.tzinfo is UTC
