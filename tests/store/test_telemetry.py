@@ -94,6 +94,85 @@ def test_eleven_sites_and_a_long_window_are_batched_and_split(
     assert again.windows == 0 and again.requests == 0  # complete: not asked for again
 
 
+def telemetry_runs(world: World) -> list[tuple[int, str, dict[str, int]]]:
+    """Each telemetry fetch run: its id, its outcome and the readings that point to it, by site."""
+    runs, readings = schema.fetch_runs.c, schema.telemetry.c
+    with world.engine.connect() as conn:
+        rows = conn.execute(
+            select(runs.id, runs.outcome, readings.site_id, func.count(readings.site_id))
+            .outerjoin(schema.telemetry, readings.fetch_run_id == runs.id)
+            .where(runs.kind == "telemetry")
+            .group_by(runs.id, runs.outcome, readings.site_id)
+            .order_by(runs.id, readings.site_id)
+        ).all()
+    found: dict[tuple[int, str], dict[str, int]] = {}
+    for run_id, outcome, site_id, count in rows:
+        by_site = found.setdefault((run_id, outcome), {})
+        if site_id is not None:
+            by_site[site_id] = count
+    return [(run_id, outcome, by_site) for (run_id, outcome), by_site in found.items()]
+
+
+def test_a_pass_of_more_readings_than_a_transaction_holds_is_stored_in_parts_of_whole_sites(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite has one write lock: a fleet's readings in one transaction held it for half a
+    minute, and the processor's claims waiting for it failed. A part is whole sites, in both
+    of their windows when they have two; here, a site a part."""
+    monkeypatch.setattr(telemetry, "TRANSACTION_READINGS", 1)
+    sites = [site(f"s{i}") for i in range(5)]
+    world.step(
+        ended("d1", *sites, start=150, end=120),
+        ended("d2", *sites[:2], start=90, end=60),  # s0 and s1 in two windows
+    )
+    summary = telemetry.fetch_telemetry(world.engine, world.client)
+    runs = telemetry_runs(world)
+    counts = stored(world)
+    assert [(outcome, by_site) for _, outcome, by_site in runs] == [
+        ("succeeded", {f"s{i}": counts[f"s{i}"]}) for i in range(5)
+    ]
+    assert counts["s0"] > counts["s2"] > 0  # s0's part holds both its windows
+    assert summary.fetch_run_id == runs[-1][0] and summary.windows == 2
+    assert summary.readings_new == sum(counts.values())
+    assert len(summary.events) == len(events(world, "telemetry_received")) == 7  # a pair each
+    again = telemetry.fetch_telemetry(world.engine, world.client)
+    assert again.windows == 0 and again.requests == 0  # every site asked for and stored
+
+
+def test_a_pass_that_dies_between_parts_keeps_those_stored_and_asks_again_for_the_rest(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(telemetry, "TRANSACTION_READINGS", 1)  # a site a part
+    world.step(ended("d1", *(site(f"s{i}") for i in range(4)), start=150, end=120))
+    store, parts = telemetry._store, list[telemetry.TelemetrySummary]()
+
+    def dies_at_the_third_part(*args: Any) -> telemetry.TelemetrySummary:
+        if len(parts) == 2:
+            raise RuntimeError("killed")
+        parts.append(store(*args))
+        return parts[-1]
+
+    monkeypatch.setattr(telemetry, "_store", dies_at_the_third_part)
+    with pytest.raises(RuntimeError):
+        telemetry.fetch_telemetry(world.engine, world.client)
+    assert set(stored(world)) == {"s0", "s1"}
+    monkeypatch.setattr(telemetry, "_store", store)
+    asked = len(world.sandbox.requests)
+    again = telemetry.fetch_telemetry(world.engine, world.client)
+    (request,) = world.sandbox.requests[asked:]
+    assert "site_id=s2&site_id=s3" in request and "s0" not in request and "s1" not in request
+    assert again.error is None and set(stored(world)) == {"s0", "s1", "s2", "s3"}
+    assert len(set(stored(world).values())) == 1  # every site's window, whole
+    assert len(events(world, "telemetry_received")) == 4  # each site's once
+    assert [outcome for _, outcome, _ in telemetry_runs(world)] == [
+        "succeeded",
+        "succeeded",
+        "failed",  # the pass that died, recorded as it died
+        "succeeded",
+        "succeeded",
+    ]
+
+
 def test_the_windows_due_are_found_in_one_query_whatever_their_number(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
