@@ -76,12 +76,11 @@ TEXT_BY_TYPE: dict[type, Callable[[Any], str]] = {
 
 
 def _other_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return _float_text(value)
-    if isinstance(value, dict | list):
-        return _json_text(value)
+    """A subclass of a type listed (an IntEnum, a StrEnum, an OrderedDict) is spelled as its
+    nearest listed base; any other value as JSON has it, as text."""
+    for base in type(value).__mro__[1:]:
+        if base in TEXT_BY_TYPE:
+            return TEXT_BY_TYPE[base](value)
     return str(jsonable(value))
 
 
