@@ -30,11 +30,12 @@ def fingerprint(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def check_json(value: Any, where: str) -> None:
+def check_json(value: Any, where: str, depth: int = 0) -> None:
     """What any JSON column and any handler can take: no NaN or infinity, no NUL or lone
-    surrogate in a string, no deeper nesting than JSON_MAX_DEPTH."""
+    surrogate in a string, no deeper nesting than JSON_MAX_DEPTH. `depth`: how deep `value`
+    sits in the document it is part of."""
     strings: list[str] = []
-    _check_values([value], where, 0, strings)
+    _check_values([value], where, depth, strings)
     # one search of all the strings at once: joining two strings makes no NUL and pairs no
     # surrogates (a str holds code points, not UTF-16), and a search per string cost 10 times more
     if NUL_OR_LONE_SURROGATE.search("".join(strings)):

@@ -86,6 +86,23 @@ def test_the_same_payload_twice_writes_nothing(
         assert table_rows(engine, table) == rows  # updated_at included: no row was rewritten
 
 
+def test_fingerprints_of_another_form_cost_a_comparison_and_record_nothing(
+    engine: Engine, sandbox: Sandbox, client: VoltusClient
+) -> None:
+    """A store whose records were fingerprinted in another form (an earlier etl's, or another
+    Python's): each listed record is compared field by field once, and nothing is recorded."""
+    run(engine, client, sites=True)
+    with write_transaction(engine) as conn:
+        conn.execute(schema.dispatches.update().values(content_hash="an earlier form"))
+        conn.execute(schema.fetch_runs.update().values(body_fingerprint=None))  # read anew
+    events_before = count(engine, schema.events)
+    summary = run(engine, client, sites=True)
+    assert summary.events == [] and count(engine, schema.events) == events_before
+    hashes = {row["content_hash"] for row in table_rows(engine, schema.dispatches)}
+    assert "an earlier form" not in hashes  # compared once, not at every fetch
+    assert run(engine, client, sites=True).dispatches_unchanged == 4
+
+
 def test_upsert_skips_rows_that_did_not_change(engine: Engine) -> None:
     """The ON CONFLICT guard on its own, below the content-hash skip."""
     row = {"id": 1, "name": "p", "timezone": "UTC", "market": "", "program_type": "capacity"}

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from etl.base.payloads import JSON_MAX_DEPTH, check_json, storable
 from etl.base.timeutil import parse_rfc3339
+from etl.source import records
 from etl.source.jsonscan import TooDeep
 from etl.source.records import (
     ID_MAX_CHARS,
@@ -20,6 +21,7 @@ from etl.source.records import (
     TEXT_MAX_CHARS,
     Unmodeled,
     has_unknown_fields,
+    item_fingerprint,
     parse_dispatches,
     parse_sites,
     parse_telemetry,
@@ -441,3 +443,119 @@ def test_a_meters_type_is_taken_in_any_case() -> None:
     meters = [{"id": "m", "name": "", "asset_type": "POI"}, {"id": "n", "asset_type": "Battery"}]
     (parsed,) = parse_sites([{"id": "s", "name": "S", "meters": meters}]).sites
     assert [m.asset_type for m in parsed.meters] == ["poi", "battery"]
+
+
+def test_a_records_fingerprint_is_the_same_decoded_alone_or_among_others() -> None:
+    """The JSON decoder shares the keys of a listing's records: the fingerprint must not see it
+    (a back-reference in the marshal form would)."""
+    record = dispatch("d1", site("s1"), site("s2"))
+    alone = json.loads(json.dumps(record))
+    among = json.loads(json.dumps([record, dispatch("d2"), record]))
+    assert item_fingerprint(alone) == item_fingerprint(among[0]) == item_fingerprint(among[2])
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [({"a": 1}, {"a": True}), ({"a": 1}, {"a": 1.0}), ({"a": 0.0}, {"a": -0.0}),
+     ({"a": "1"}, {"a": 1}), ({"a": [1]}, {"a": {"1": 1}}), ({"a": None}, {})],
+)  # fmt: skip
+def test_records_that_differ_in_any_value_or_its_kind_have_different_fingerprints(
+    one: dict[str, Any], other: dict[str, Any]
+) -> None:
+    assert item_fingerprint(one) != item_fingerprint(other)
+
+
+# -- the usual records' quick reading, against the checks field by field -----------------------
+
+EDGE_TEXTS = st.sampled_from([
+    "", "x" * ID_MAX_CHARS, "x" * (ID_MAX_CHARS + 1), "x" * TEXT_MAX_CHARS,
+    "x" * (TEXT_MAX_CHARS + 1), "a\x00", "a\u2028", "a\x85", "\ud800", "é", " ",
+])  # fmt: skip
+EDGE_NUMBERS = st.sampled_from([
+    0, -0.0, 0.0, 1, -1, MAX_KW, -MAX_KW, math.nextafter(MAX_KW, math.inf), int(MAX_KW) + 1,
+    MIN_COMMITMENT_KW, -MIN_COMMITMENT_KW, math.nextafter(MIN_COMMITMENT_KW, 0), 5e-324,
+    math.nan, math.inf, -math.inf, 2**1024, 2**31, True, False, "5",
+])  # fmt: skip
+FIELD_VALUES = st.one_of(
+    st.none(), EDGE_TEXTS, EDGE_NUMBERS, st.text(ANY_CHARACTER, max_size=8), st.floats(),
+    st.integers(), st.lists(st.integers(), max_size=2),
+)  # fmt: skip
+
+
+def entries(fields: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
+    """Records with any of these fields (and one etl does not model), each of any value."""
+    return st.dictionaries(st.sampled_from([*fields, "extra"]), FIELD_VALUES, max_size=7)
+
+
+@given(entries(("id", "name", "customer_location_id", "commitment", "drop_by")))
+def test_a_site_entry_read_quickly_is_the_one_its_checks_accept(entry: dict[str, Any]) -> None:
+    usual = records._usual_site(entry)
+    if usual is not None:
+        checked = records._checked_site(entry, 0)
+        assert (usual, repr(usual)) == (checked, repr(checked))  # -0.0 too
+
+
+@given(entries(("id", "name", "timezone", "market", "program_type")))
+def test_a_program_read_quickly_is_the_one_its_checks_accept(program: dict[str, Any]) -> None:
+    usual = records._usual_program(program)
+    if usual is not None:
+        assert usual == records._checked_program(program)
+
+
+def test_the_usual_entries_and_programs_are_read_quickly() -> None:
+    listed = dispatch("d1", site("s1"), site("s2", commitment=None), site("s3", commitment=0))
+    assert all(records._usual_site(entry) is not None for entry in listed["sites"])
+    assert records._usual_program(listed["program"]) is not None
+    assert records._usual_site({**site("s1"), "drop_by": 5.0}) is not None
+
+
+UNREAD_PLACES = ["metadata", "dispatch field", "program field", "site field", "alias"]
+
+
+def with_value_at(place: str, value: Any) -> dict[str, Any]:
+    """A valid dispatch record with `value` where no field's own check reads it."""
+    raw = dispatch("d1", site("s1"), site("s2"))
+    if place == "metadata":
+        raw["metadata"] = {"x": value}
+    elif place == "dispatch field":
+        raw["unmodeled"] = value
+    elif place == "program field":
+        raw["program"]["unmodeled"] = value
+    elif place == "site field":
+        raw["sites"][1]["unmodeled"] = value
+    else:  # the deprecated alias beside a commitment: not read
+        raw["sites"][1]["drop_by"] = value
+    return raw
+
+
+@given(st.sampled_from(UNREAD_PLACES), json_values)
+def test_a_dispatch_is_refused_exactly_when_a_value_no_field_reads_could_not_be_stored(
+    place: str, value: Any
+) -> None:
+    """Its fields valid, a dispatch record is accepted exactly when check_json takes the whole
+    record, though only the parts no field's check read are walked."""
+    raw = with_value_at(place, value)
+    try:
+        check_json(raw, "dispatch")
+    except ValueError as error:
+        (rejected,) = parse_dispatches([raw]).rejected
+        assert rejected.reason == str(error)
+    else:
+        assert len(parse_dispatches([raw]).dispatches) == 1
+
+
+@pytest.mark.parametrize("place", UNREAD_PLACES)
+@pytest.mark.parametrize("levels", range(JSON_MAX_DEPTH - 5, JSON_MAX_DEPTH + 1))  # each way
+def test_a_value_no_field_reads_is_nested_as_deep_as_in_the_whole_record(
+    place: str, levels: int
+) -> None:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    raw = with_value_at(place, value)
+    try:
+        check_json(raw, "dispatch")
+    except ValueError:
+        assert parse_dispatches([raw]).rejected
+    else:
+        assert parse_dispatches([raw]).dispatches
