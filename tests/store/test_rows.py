@@ -8,7 +8,7 @@ from sqlalchemy import Column, Double, Engine, Integer, MetaData, String, Table,
 
 from etl.base.errors import DatabaseError
 from etl.store.db import database_errors
-from etl.store.rows import Row, insert_rows, update_rows, write_many
+from etl.store.rows import IN_CHUNK, Row, insert_rows, select_in, update_rows, write_many
 from etl.store.schema import JSONDocument, UTCDateTime
 
 ROWS: list[Row] = [
@@ -81,3 +81,16 @@ def test_the_bulk_writes_keep_each_columns_checks_and_take_mixed_numbers(engine:
             insert_rows(conn, table, [{"id": 3, "code": "abcdef", "kw": None}])
         with too_long, database_errors(engine), engine.begin() as conn:
             update_rows(conn, table, [{"id": 1, "code": "abcdef"}], ["id"])
+
+
+def test_select_in_finds_exactly_the_rows_of_the_keys_however_many(engine: Engine) -> None:
+    """On PostgreSQL the keys go as one array: cast to the column's VARCHAR(3), 'abcdef' was
+    cut to 'abc' and found the row of another key."""
+    table = Table("selected", MetaData(), Column("code", String(3), primary_key=True))
+    stored = [f"{i:03}" for i in range(IN_CHUNK + 1)]
+    with engine.begin() as conn:
+        table.create(conn)
+        insert_rows(conn, table, [{"code": code} for code in [*stored, "abc"]])
+        wanted = [*stored[::2], stored[-1], "abcdef", "zz", "abc\u00e9"]
+        found = [row.code for row in select_in(conn, [table.c.code], wanted)]
+    assert sorted(found) == sorted(set(stored[::2]) | {stored[-1]})
