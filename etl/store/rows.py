@@ -63,11 +63,12 @@ def select_in(
     """Rows whose first column is in `keys`: on PostgreSQL all the keys in one array parameter
     (`= ANY`), on SQLite a chunk of keys per `IN (...)`. A list of 500 parameters cost
     SQLAlchemy and psycopg more to render and parse than the database to answer."""
-    if conn.dialect.name == "postgresql":
+    keys = list(keys)
+    if keys and conn.dialect.name == "postgresql":
         kind = columns[0].type
         # not cast to VARCHAR(32)[]: that would cut a longer key to one that a stored row has
         kind = String() if isinstance(kind, String) else kind
-        array = bindparam("keys", list(keys), type_=ARRAY(kind))
+        array = bindparam("keys", keys, type_=ARRAY(kind))
         yield from conn.execute(select(*columns).where(columns[0] == any_(array)))
         return
     for chunk in chunks(keys):
