@@ -30,12 +30,11 @@ def fingerprint(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def check_json(value: Any, where: str, depth: int = 0) -> None:
+def check_json(value: Any, where: str) -> None:
     """What any JSON column and any handler can take: no NaN or infinity, no NUL or lone
-    surrogate in a string, no deeper nesting than JSON_MAX_DEPTH. `depth`: how deep `value`
-    sits in the document it is part of."""
+    surrogate in a string, no deeper nesting than JSON_MAX_DEPTH."""
     strings: list[str] = []
-    _check_values([value], where, depth, strings)
+    _check_values([value], where, 0, strings)
     # one search of all the strings at once: joining two strings makes no NUL and pairs no
     # surrogates (a str holds code points, not UTF-16), and a search per string cost 10 times more
     if NUL_OR_LONE_SURROGATE.search("".join(strings)):

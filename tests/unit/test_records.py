@@ -3,6 +3,7 @@ import math
 import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
+from random import Random
 from typing import Any
 
 import pytest
@@ -512,29 +513,54 @@ def test_the_usual_entries_and_programs_are_read_quickly() -> None:
 UNREAD_PLACES = ["metadata", "dispatch field", "program field", "site field", "alias"]
 
 
-def with_value_at(place: str, value: Any) -> dict[str, Any]:
-    """A valid dispatch record with `value` where no field's own check reads it."""
-    raw = dispatch("d1", site("s1"), site("s2"))
-    if place == "metadata":
-        raw["metadata"] = {"x": value}
-    elif place == "dispatch field":
-        raw["unmodeled"] = value
-    elif place == "program field":
-        raw["program"]["unmodeled"] = value
-    elif place == "site field":
-        raw["sites"][1]["unmodeled"] = value
-    else:  # the deprecated alias beside a commitment: not read
-        raw["sites"][1]["drop_by"] = value
-    return raw
+def with_values_at(placed: list[tuple[str, Any]], order: list[int] | None = None) -> dict[str, Any]:
+    """A valid dispatch record with each value where no field's own check reads it, its own
+    fields in `order` (indexes into their usual order)."""
+    raw = dispatch("d1", site("s1"), site("s2"), site("s3"))
+    for n, (place, value) in enumerate(placed):
+        entry = raw["sites"][n % 3]
+        if place == "metadata":
+            raw["metadata"] = {**(raw.get("metadata") or {}), f"x{n}": value}
+        elif place == "dispatch field":
+            raw[f"unmodeled{n}"] = value
+        elif place == "program field":
+            raw["program"][f"unmodeled{n}"] = value
+        elif place == "site field":
+            entry[f"unmodeled{n}"] = value
+        else:  # the deprecated alias beside a commitment: not read
+            entry["drop_by"] = value
+    keys = list(raw)
+    return {keys[i]: raw[keys[i]] for i in order or range(len(keys))}
 
 
-@given(st.sampled_from(UNREAD_PLACES), json_values)
+def nested(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+# each fault check_json finds (the first one met says why; a NUL only once all is walked)
+FAULTS = st.sampled_from([math.nan, math.inf, -math.inf, "a\x00", "\ud800", nested(40), 1, "ok"])
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(UNREAD_PLACES), st.one_of(FAULTS, json_values)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.randoms(use_true_random=False),
+)
 def test_a_dispatch_is_refused_exactly_when_a_value_no_field_reads_could_not_be_stored(
-    place: str, value: Any
+    placed: list[tuple[str, Any]], random: Random
 ) -> None:
     """Its fields valid, a dispatch record is accepted exactly when check_json takes the whole
-    record, though only the parts no field's check read are walked."""
-    raw = with_value_at(place, value)
+    record, and refused for the same reason (the first fault found, in the record's order),
+    though only the parts no field's check read are walked."""
+    order = list(range(len(with_values_at(placed))))
+    random.shuffle(order)
+    raw = with_values_at(placed, order)
     try:
         check_json(raw, "dispatch")
     except ValueError as error:
@@ -549,10 +575,7 @@ def test_a_dispatch_is_refused_exactly_when_a_value_no_field_reads_could_not_be_
 def test_a_value_no_field_reads_is_nested_as_deep_as_in_the_whole_record(
     place: str, levels: int
 ) -> None:
-    value: Any = 1
-    for _ in range(levels):
-        value = [value]
-    raw = with_value_at(place, value)
+    raw = with_values_at([(place, nested(levels))])
     try:
         check_json(raw, "dispatch")
     except ValueError:
