@@ -34,6 +34,7 @@ from sqlalchemy import (
     Engine,
     Select,
     String,
+    Subquery,
     and_,
     case,
     column,
@@ -207,33 +208,43 @@ def measure(conn: Connection, pairs: Iterable[tuple[str, str]]) -> int:
 
 
 def _pairs(conn: Connection, dispatch_id: str, site_ids: list[str]) -> list[_Pair]:
-    d, ds, a = dispatches.c, dispatch_sites.c, actions.c
-
-    def done(kind: ActionKind) -> Any:  # when its action of this kind first succeeded
-        return (
-            select(func.min(a.finished_at))
-            .where(
-                a.dispatch_id == ds.dispatch_id,
-                a.site_id == ds.site_id,
-                a.kind == kind,
-                a.state == ActionState.SUCCEEDED,
-            )
-            .scalar_subquery()
-        )
-
+    d, ds = dispatches.c, dispatch_sites.c
+    curtailed = _first_success(ActionKind.CURTAIL, dispatch_id, site_ids)
+    restored = _first_success(ActionKind.RESTORE, dispatch_id, site_ids)
     found = conn.execute(
         select(
             ds.site_id,
             d.start_time,
             d.end_time,
             ds.commitment_kw,
-            done(ActionKind.CURTAIL),
-            done(ActionKind.RESTORE),
+            curtailed.c.at,
+            restored.c.at,
         )
-        .join(dispatches, d.id == ds.dispatch_id)
+        .select_from(
+            dispatch_sites.join(dispatches, d.id == ds.dispatch_id)
+            .outerjoin(curtailed, curtailed.c.site_id == ds.site_id)
+            .outerjoin(restored, restored.c.site_id == ds.site_id)
+        )
         .where(ds.dispatch_id == dispatch_id, ds.site_id.in_(site_ids), _measured_pair())
     )
     return [_Pair(*row) for row in found]
+
+
+def _first_success(kind: ActionKind, dispatch_id: str, site_ids: list[str]) -> Subquery:
+    """When each of these sites' action of this kind for the dispatch first succeeded: the
+    curtail and restore times of a pair's measure, and the restore its recovery follows."""
+    a = actions.c
+    return (
+        select(a.site_id, func.min(a.finished_at).label("at"))
+        .where(
+            a.dispatch_id == dispatch_id,
+            a.site_id.in_(site_ids),
+            a.kind == kind,
+            a.state == ActionState.SUCCEEDED,
+        )
+        .group_by(a.site_id)
+        .subquery(f"first_{kind}")
+    )
 
 
 def _measured(conn: Connection, dispatch_id: str, found: list[_Pair]) -> list[Row]:
@@ -336,18 +347,8 @@ def _measures_query(
         case((before, 1))
     ).over(partition_by=i.site_id)
     w = select(i.site_id, i.role, i.interval_end, i.kw, baseline.label("baseline_kw")).subquery()
-    ds, a = dispatch_sites.c, actions.c
-    restores = (
-        select(a.site_id, func.min(a.finished_at).label("restored_at"))
-        .where(
-            a.dispatch_id == dispatch_id,
-            a.site_id.in_(site_ids),
-            a.kind == ActionKind.RESTORE,
-            a.state == ActionState.SUCCEEDED,
-        )
-        .group_by(a.site_id)
-        .subquery("restores")
-    )
+    ds = dispatch_sites.c
+    restores = _first_success(ActionKind.RESTORE, dispatch_id, site_ids)
     line = w.c.baseline_kw - ds.commitment_kw / 2
     load = w.c.role == "load"
     during = and_(w.c.interval_end > start, w.c.interval_end <= end)
@@ -360,7 +361,7 @@ def _measures_query(
         w.c.interval_end > start - BASELINE_BEFORE, w.c.interval_end <= end + AFTER_END
     )
     answered = and_(load, during, w.c.kw <= line)
-    recovered = and_(load, w.c.interval_end > restores.c.restored_at, w.c.kw > line)
+    recovered = and_(load, w.c.interval_end > restores.c.at, w.c.kw > line)
     return (
         select(
             w.c.site_id,
