@@ -94,7 +94,10 @@ def process(
                 if not running and not outcomes.unwritten:
                     if claim_error is None:
                         break
+                    # the store took the outcomes in hand: claim again at once (a wait for the
+                    # next turn of the store's tending, holding nothing, idled 30 s by default)
                     claim_error = None
+                    continue
                 done = _wait(running, outcomes.seconds_to_next_turn())
                 for future in done:
                     _returned(outcomes, running.pop(future), future)
