@@ -1,7 +1,7 @@
 # `make demo`: set up and run the main job against the built-in emulator on SQLite.
 # `make test`: set up and run the whole test suite (lint, format check, types, pytest): what CI
 # runs. The quick tests run 4 at a time on both databases, then the slow ones (real processes,
-# timing) one at a time.
+# timing) 2 at a time, then those of them marked `serial` (tight time bounds) one at a time.
 # `make test-fast`: the everyday loop: lint, types, and the unit and store tests on SQLite alone
 # (no PostgreSQL needed), 4 at a time.
 # `make console`: the web console over the demo's store (`make demo` makes one if there is none),
@@ -107,7 +107,8 @@ test: setup tools
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -n 4 -m "not slow"
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -n 2 -m "slow and not serial"
+	$(BIN)/pytest -m "slow and serial"
 
 test-fast: setup
 	$(BIN)/ruff check .

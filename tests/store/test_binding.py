@@ -1,6 +1,7 @@
 """One store, one account: a store serves the API and key of its first fetch; another API or key
 is refused before any request, with nothing changed, until `etl db bind` moves it on purpose."""
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from etl.sandbox.emulator import Sandbox
 from etl.source.api import VoltusClient
 from etl.store import binding, schema
 from etl.store.db import make_engine
-from etl.store.migrate import migrate
 from tests.helpers import log_messages, site
 from tests.processes import in_process
 from tests.scenarios import active
@@ -28,13 +28,13 @@ def other() -> Iterator[Sandbox]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> tuple[Engine, str]:
-    """A migrated SQLite store, for `etl` run in this process (which leaves its engines to the
-    garbage collector: a PostgreSQL one would warn); the library's part runs on both below."""
+def store(tmp_path: Path, migrated_sqlite: Path) -> tuple[Engine, str]:
+    """A migrated SQLite store (a copy of the session's, as the `engine` fixture's), for `etl`
+    run in this process (which leaves its engines to the garbage collector: a PostgreSQL one
+    would warn); the library's part runs on both below."""
+    shutil.copyfile(migrated_sqlite, tmp_path / "etl.db")
     url = f"sqlite:///{tmp_path / 'etl.db'}"
-    engine = make_engine(url)
-    migrate(engine)
-    return engine, url
+    return make_engine(url), url
 
 
 def counts(engine: Engine) -> dict[str, int]:

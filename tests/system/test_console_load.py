@@ -21,6 +21,7 @@ SITES = 5000
 AT_ONCE = 6
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_healthz_answers_within_a_second_while_six_large_pages_are_asked_at_once(
     engine: Engine, database_url: str, sandbox: Sandbox

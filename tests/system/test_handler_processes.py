@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select
 
 from etl.sandbox.emulator import Sandbox
@@ -43,6 +44,7 @@ def run_with_command(tmp_path: Path, sandbox: Any, body: str) -> subprocess.Pope
     return start_etl("--handler-timeout", "100", "run", env=env)
 
 
+@pytest.mark.serial
 def test_a_handler_dies_with_a_processor_killed_by_sigkill(tmp_path: Path, sandbox: Any) -> None:
     """A processor killed with kill -9 must not leave its handler running unbounded beside the
     process that will take the action over."""
@@ -58,6 +60,7 @@ def test_a_handler_dies_with_a_processor_killed_by_sigkill(tmp_path: Path, sandb
     assert time.monotonic() - started < 1
 
 
+@pytest.mark.serial
 def test_a_second_signal_stops_the_processor_and_its_handlers_process_groups(
     tmp_path: Path, sandbox: Any
 ) -> None:

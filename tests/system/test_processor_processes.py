@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, Row, select
 
 from etl.sandbox.emulator import Sandbox
@@ -47,6 +48,7 @@ def attempt_outcomes(engine: Engine) -> dict[int, list[str | None]]:
     return outcomes
 
 
+@pytest.mark.serial
 def test_processes_killed_at_random_points_lose_nothing_and_succeed_once(
     engine: Engine, database_url: str, sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -114,6 +116,7 @@ def test_many_processors_at_once_run_each_action_once(
     assert len({a.claimed_by for a in actions}) > 1, "the work was not shared"
 
 
+@pytest.mark.serial
 def test_run_every_wakes_at_the_start_time_and_stops_cleanly_on_sigterm(
     engine: Engine, database_url: str, sandbox: Sandbox, tmp_path: Path
 ) -> None:

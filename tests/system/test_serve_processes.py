@@ -99,6 +99,7 @@ def trickle(url: str) -> socket.socket:
     return client
 
 
+@pytest.mark.serial
 def test_slow_clients_cannot_silence_the_listener(
     engine: Engine, database_url: str, sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -143,6 +144,7 @@ def test_slow_clients_cannot_silence_the_listener(
         finish(service)
 
 
+@pytest.mark.serial
 def test_a_thousand_idle_connections_beyond_descriptor_1024_leave_the_listener_alive(
     engine: Engine, database_url: str, sandbox: Sandbox, tmp_path: Path
 ) -> None:
