@@ -209,25 +209,25 @@ def measure(conn: Connection, pairs: Iterable[tuple[str, str]]) -> int:
 
 def _pairs(conn: Connection, dispatch_id: str, site_ids: list[str]) -> list[_Pair]:
     d, ds = dispatches.c, dispatch_sites.c
-    curtailed = _first_success(ActionKind.CURTAIL, dispatch_id, site_ids)
-    restored = _first_success(ActionKind.RESTORE, dispatch_id, site_ids)
+    # read apart and matched here: joined to the pairs, or as correlated subqueries, one of the
+    # two databases planned them badly (8.6 s and 6.8 s for 5,000 sites, against 0.1 s)
+    done: dict[ActionKind, dict[str, datetime]] = {
+        kind: dict(conn.execute(select(*_first_success(kind, dispatch_id, site_ids).c)).all())
+        for kind in (ActionKind.CURTAIL, ActionKind.RESTORE)
+    }
     found = conn.execute(
-        select(
-            ds.site_id,
-            d.start_time,
-            d.end_time,
-            ds.commitment_kw,
-            curtailed.c.at,
-            restored.c.at,
-        )
-        .select_from(
-            dispatch_sites.join(dispatches, d.id == ds.dispatch_id)
-            .outerjoin(curtailed, curtailed.c.site_id == ds.site_id)
-            .outerjoin(restored, restored.c.site_id == ds.site_id)
-        )
+        select(ds.site_id, d.start_time, d.end_time, ds.commitment_kw)
+        .join(dispatches, d.id == ds.dispatch_id)
         .where(ds.dispatch_id == dispatch_id, ds.site_id.in_(site_ids), _measured_pair())
     )
-    return [_Pair(*row) for row in found]
+    return [
+        _Pair(
+            *row,
+            curtailed_at=done[ActionKind.CURTAIL].get(row.site_id),
+            restored_at=done[ActionKind.RESTORE].get(row.site_id),
+        )
+        for row in found
+    ]
 
 
 def _first_success(kind: ActionKind, dispatch_id: str, site_ids: list[str]) -> Subquery:
