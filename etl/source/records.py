@@ -150,7 +150,7 @@ class Unmodeled:
 
 def item_fingerprint(item: Any) -> str:
     """A fingerprint of one record as decoded, to tell whether it changed since last time: of
-    its marshal form, the cheapest exact one (half the cost of its repr, a sixth of canonical
+    its marshal form, the cheapest exact one (half the cost of its repr, a third of canonical
     JSON's). Version 2, the last without back-references: theirs depend on which objects the
     decoder happened to share, so one record's bytes could differ from one listing to the next.
     Should the API reorder its fields (or a new Python change the form), each record is compared
