@@ -105,8 +105,7 @@ def postgres_database(template: str | None = None) -> Iterator[str]:
 def postgres_schema() -> Iterator[str]:
     """The URL of a fresh empty PostgreSQL schema, dropped at the end."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = postgres_admin()
-    with admin:
+    with postgres_admin() as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
         try:
             base = POSTGRES.replace("postgresql://", "postgresql+psycopg://", 1)
